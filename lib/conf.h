@@ -1,0 +1,97 @@
+/*
+ * conf - pecmilter's configuration: one schema table, loaded with libconfig.
+ *
+ * Every key the daemon and its tools understand is a row of the schema in
+ * conf.c (name, type, default, whether required, what it means).  Loading
+ * rejects unknown keys, wrong types, values outside a key's choices and
+ * missing required keys, with a message naming file, line and key.  A loaded
+ * configuration is immutable and reference-counted, so a milter connection
+ * keeps the one it started with across a reload.
+ */
+#ifndef PEC_CONF_H
+#define PEC_CONF_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+/* exit status for configuration errors, as sysexits.h EX_CONFIG */
+#define PEC_EX_CONFIG 78
+
+struct pec_strlist {
+    char **v;
+    size_t n;
+};
+
+/* {daemon_name} macro value -> role name */
+struct pec_rolemap {
+    char **daemon;
+    char **role;
+    size_t n;
+};
+
+struct pec_config {
+    char *path;
+    int refs;
+
+    char *provider_name;
+    struct pec_strlist domains;
+    char *service_address;
+    char *receipt_address;
+    long long node_id;
+
+    char *sign_cert;
+    char *sign_chain;
+    char *sign_key;
+    char *sign_digest;
+    char *trust_anchors;
+    char *index_file;
+
+    char *store;
+    char *milter_socket;
+    char *lmtp_socket;
+    struct pec_rolemap roles;
+    char *default_role;
+    char *reinject;
+
+    long long warning_after;
+    long long deadline_after;
+    long long deadline_not_before;
+    long long size_limit;
+    char *ordinary_mail;
+    char *on_internal_error;
+
+    char *timezone;
+    char *fixed_clock;
+    char *syslog_facility;
+    char *user;
+};
+
+/*
+ * Load and validate FILE.  On error returns NULL and writes one line
+ * ("FILE:LINE: key: problem") to err.
+ */
+struct pec_config *pec_config_load(const char *file, char *err, size_t errlen);
+
+struct pec_config *pec_config_ref(struct pec_config *cfg);
+void pec_config_unref(struct pec_config *cfg);
+
+/* Write the effective configuration, defaults included, in libconfig syntax. */
+void pec_config_print(const struct pec_config *cfg, FILE *out);
+
+/* Role for a connection: by {daemon_name}, else the default_role rule. */
+const char *pec_config_role(const struct pec_config *cfg, const char *daemon_name,
+                            int authenticated);
+
+/* Is DOMAIN (case-insensitive) one of our PEC domains? */
+int pec_config_is_our_domain(const struct pec_config *cfg, const char *domain);
+
+/*
+ * The signing key must exist, be a regular file we can read, and not be
+ * readable or writable by group or others.  Returns 0, or -1 with err set.
+ */
+int pec_check_private_file(const char *path, char *err, size_t errlen);
+
+/* A file that must exist and be readable.  Returns 0, or -1 with err set. */
+int pec_check_readable_file(const char *path, char *err, size_t errlen);
+
+#endif

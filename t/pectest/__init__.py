@@ -1,0 +1,10 @@
+"""pectest: support code for pecmilter's Python tests (standard library only).
+
+Modules:
+  env      paths handed over by ctest (source, build, PKI, shared folder)
+  config   writes a pecmilter.conf for a test provider
+  daemon   starts and stops pecmilter for a test
+  milter   the MTA side of the milter protocol, to drive the daemon directly
+  postfix  private Postfix instances on loopback
+  pki      the generated test PKI and providers' index
+"""

@@ -1,0 +1,30 @@
+"""Paths handed over by ctest, with fallbacks for running a test by hand."""
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC_DIR = os.environ.get("PEC_SRC_DIR") or os.path.dirname(os.path.dirname(HERE))
+BUILD_DIR = os.environ.get("PEC_BUILD_DIR") or os.path.join(SRC_DIR, "build")
+PKI_DIR = os.environ.get("PEC_PKI_DIR") or os.path.join(BUILD_DIR, "t", "pki")
+SHARED_DIR = os.environ.get("PEC_SHARED_DIR") or os.path.join(os.path.dirname(SRC_DIR), "shared")
+
+SKIP = 77
+
+
+def skip(why):
+    """Exit as skipped, saying why (ctest reads exit 77 as a skip)."""
+    print("SKIP: " + why)
+    sys.exit(SKIP)
+
+
+def program(name):
+    """Path of one of the project's built programs (pecmilter, pecverify, pecctl)."""
+    return os.path.join(BUILD_DIR, "milter", name)
+
+
+def shared(*parts):
+    """Path under ../shared, or a skip when that folder is absent."""
+    p = os.path.join(SHARED_DIR, *parts)
+    if not os.path.exists(p):
+        skip("%s is absent: the shared folder beside the project is needed" % p)
+    return p
