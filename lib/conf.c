@@ -68,6 +68,7 @@ static const struct conf_key schema[] = {
      "mail|daemon|local0|local1|local2|local3|local4|local5|local6|local7", 0,
      OFF(syslog_facility)},
     {"user", T_STRING, "", 0, NULL, 0, OFF(user)},
+    {"umask", T_STRING, "007", 0, NULL, 0, OFF(umask)},
 };
 
 #define NKEYS (sizeof(schema) / sizeof(schema[0]))

@@ -64,6 +64,7 @@ struct pec_config {
     char *fixed_clock;
     char *syslog_facility;
     char *user;
+    char *umask;
 };
 
 /*

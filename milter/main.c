@@ -1,0 +1,165 @@
+/*
+ * pecmilter - a milter and LMTP server that makes an MTA a PEC provider.
+ *
+ * main() loads and checks everything before it opens a socket, so a bad
+ * configuration, certificate or key is one line on stderr and a non-zero
+ * exit, never a half-started daemon.  Start-up order: configuration and the
+ * files it names (as root if need be), the milter socket, then the privilege
+ * drop to `user`, then the milter loop.  SIGTERM and SIGINT stop cleanly
+ * (libmilter's own signal thread), SIGUSR1 reloads.
+ */
+#include "callbacks.h"
+#include "conf.h"
+#include "log.h"
+#include "runtime.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <libmilter/mfapi.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DEFAULT_CONFIG "/etc/pecmilter/pecmilter.conf"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: pecmilter [-f] [-n] [-c config] [-V]\n"
+                 "  -c FILE  configuration file (default " DEFAULT_CONFIG ")\n"
+                 "  -f       stay in the foreground and log to stderr\n"
+                 "  -n       check the configuration and the files it names, print the\n"
+                 "           effective configuration, and exit\n"
+                 "  -V       print the version and exit\n");
+}
+
+static int drop_privileges(const char *user)
+{
+    struct passwd *pw;
+
+    if (*user == '\0')
+        return 0;
+    pw = getpwnam(user);
+    if (pw == NULL) {
+        fprintf(stderr, "pecmilter: user: no such user \"%s\"\n", user);
+        return -1;
+    }
+    if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+        setuid(pw->pw_uid) != 0) {
+        fprintf(stderr, "pecmilter: cannot become user %s: %s\n", user, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_umask(const char *text, mode_t *out)
+{
+    char *end;
+    long v = strtol(text, &end, 8);
+
+    if (*text == '\0' || *end != '\0' || v < 0 || v > 0777)
+        return -1;
+    *out = (mode_t)v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *config = DEFAULT_CONFIG;
+    int foreground = 0, check_only = 0, opt;
+    char err[1024];
+    struct runtime *rt;
+    struct pec_config *cfg;
+    sigset_t set;
+    mode_t mask;
+    int rc;
+
+    while ((opt = getopt(argc, argv, "c:fnVh")) != -1) {
+        switch (opt) {
+        case 'c':
+            config = optarg;
+            break;
+        case 'f':
+            foreground = 1;
+            break;
+        case 'n':
+            check_only = 1;
+            break;
+        case 'V':
+            printf("pecmilter %s\n", PECMILTER_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 64;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 64;
+    }
+
+    rt = runtime_load(config, err, sizeof(err));
+    if (rt == NULL) {
+        fprintf(stderr, "pecmilter: %s\n", err);
+        return PEC_EX_CONFIG;
+    }
+    cfg = rt->cfg;
+    if (parse_umask(cfg->umask, &mask) < 0) {
+        fprintf(stderr, "pecmilter: %s: umask: \"%s\" is not an octal mode\n", config, cfg->umask);
+        return PEC_EX_CONFIG;
+    }
+    if (check_only) {
+        pec_config_print(cfg, stdout);
+        printf("# %s: OK\n", config);
+        runtime_put(rt);
+        return 0;
+    }
+    if (log_open("pecmilter", foreground, cfg->syslog_facility) < 0) {
+        fprintf(stderr, "pecmilter: syslog_facility: unknown facility %s\n", cfg->syslog_facility);
+        return PEC_EX_CONFIG;
+    }
+
+    if (smfi_register(*callbacks_descriptor()) != MI_SUCCESS) {
+        fprintf(stderr, "pecmilter: smfi_register failed\n");
+        return 70;
+    }
+    if (smfi_setconn(cfg->milter_socket) != MI_SUCCESS) {
+        fprintf(stderr, "pecmilter: milter_socket: cannot use \"%s\"\n", cfg->milter_socket);
+        return PEC_EX_CONFIG;
+    }
+    umask(mask);
+    if (smfi_opensocket(1) != MI_SUCCESS) {
+        fprintf(stderr, "pecmilter: milter_socket: cannot open %s: %s\n", cfg->milter_socket,
+                strerror(errno));
+        return 71;
+    }
+    if (drop_privileges(cfg->user) < 0)
+        return 71;
+    if (!foreground && daemon(0, 0) != 0) {
+        fprintf(stderr, "pecmilter: cannot detach: %s\n", strerror(errno));
+        return 71;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    runtime_set(rt);
+    if (runtime_start_reloader(config) != 0) {
+        log_err(NULL, "cannot start the reload thread");
+        return 71;
+    }
+
+    log_info(NULL, "pecmilter %s starting: milter on %s", PECMILTER_VERSION, cfg->milter_socket);
+    rc = smfi_main();
+    log_info(NULL, "pecmilter stopping");
+    runtime_set(NULL);
+    log_close();
+    return rc == MI_SUCCESS ? 0 : 1;
+}

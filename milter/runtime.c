@@ -1,0 +1,137 @@
+/*
+ * runtime - what the daemon loaded from its configuration, and reloading it.
+ */
+#include "runtime.h"
+
+#include "log.h"
+#include "xalloc.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct runtime *current;
+
+int runtime_check_files(const struct pec_config *cfg, char *err, size_t errlen)
+{
+    struct stat st;
+    char why[512];
+
+    if (pec_check_readable_file(cfg->sign_cert, why, sizeof(why)) < 0)
+        goto bad_cert;
+    if (cfg->sign_chain[0] && pec_check_readable_file(cfg->sign_chain, why, sizeof(why)) < 0)
+        goto bad_cert;
+    if (pec_check_private_file(cfg->sign_key, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "sign_key: %s", why);
+        return -1;
+    }
+    if (stat(cfg->trust_anchors, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        if (pec_check_readable_file(cfg->trust_anchors, why, sizeof(why)) < 0) {
+            snprintf(err, errlen, "trust_anchors: %s", why);
+            return -1;
+        }
+    }
+    if (pec_check_readable_file(cfg->index_file, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "index_file: %s", why);
+        return -1;
+    }
+    return 0;
+
+bad_cert:
+    snprintf(err, errlen, "signing certificate: %s", why);
+    return -1;
+}
+
+struct runtime *runtime_load(const char *config, char *err, size_t errlen)
+{
+    struct pec_config *cfg = pec_config_load(config, err, errlen);
+    struct runtime *rt;
+
+    if (cfg == NULL)
+        return NULL;
+    if (runtime_check_files(cfg, err, errlen) < 0) {
+        pec_config_unref(cfg);
+        return NULL;
+    }
+    rt = xcalloc(1, sizeof(*rt));
+    rt->refs = 1;
+    rt->cfg = cfg;
+    return rt;
+}
+
+struct runtime *runtime_get(void)
+{
+    struct runtime *rt;
+
+    pthread_mutex_lock(&current_lock);
+    rt = current;
+    if (rt)
+        rt->refs++;
+    pthread_mutex_unlock(&current_lock);
+    return rt;
+}
+
+void runtime_put(struct runtime *rt)
+{
+    int last;
+
+    if (rt == NULL)
+        return;
+    pthread_mutex_lock(&current_lock);
+    last = --rt->refs == 0;
+    pthread_mutex_unlock(&current_lock);
+    if (!last)
+        return;
+    pec_config_unref(rt->cfg);
+    free(rt);
+}
+
+void runtime_set(struct runtime *rt)
+{
+    struct runtime *old;
+
+    pthread_mutex_lock(&current_lock);
+    old = current;
+    current = rt;
+    pthread_mutex_unlock(&current_lock);
+    runtime_put(old);
+}
+
+static void *reloader(void *arg)
+{
+    const char *config = arg;
+    sigset_t set;
+    int sig;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    for (;;) {
+        char err[1024];
+        struct runtime *rt;
+
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        rt = runtime_load(config, err, sizeof(err));
+        if (rt == NULL) {
+            log_err(NULL, "reload failed, keeping the running configuration: %s", err);
+            continue;
+        }
+        runtime_set(rt);
+        log_info(NULL, "configuration reloaded from %s", config);
+    }
+    return NULL;
+}
+
+int runtime_start_reloader(const char *config)
+{
+    pthread_t tid;
+
+    if (pthread_create(&tid, NULL, reloader, (void *)config) != 0)
+        return -1;
+    pthread_detach(tid);
+    return 0;
+}

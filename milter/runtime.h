@@ -1,0 +1,38 @@
+/*
+ * runtime - what the daemon loaded from its configuration, and reloading it.
+ *
+ * A runtime bundles the parsed configuration with everything loaded from the
+ * files it names.  It is built completely before it is used, so a reload
+ * (SIGUSR1) that fails leaves the running one in place, and it is
+ * reference-counted, so a milter connection keeps the runtime it started with
+ * until it ends.
+ */
+#ifndef PECMILTER_RUNTIME_H
+#define PECMILTER_RUNTIME_H
+
+#include <stddef.h>
+
+#include "conf.h"
+
+struct runtime {
+    int refs;
+    struct pec_config *cfg;
+};
+
+/* Load CONFIG and every file it names; NULL with one line in err on failure. */
+struct runtime *runtime_load(const char *config, char *err, size_t errlen);
+
+/* Checks that need no loading: files exist, are readable, key is private. */
+int runtime_check_files(const struct pec_config *cfg, char *err, size_t errlen);
+
+/* The current runtime, with a reference the caller must drop. */
+struct runtime *runtime_get(void);
+void runtime_put(struct runtime *rt);
+
+/* Install RT as current (takes over the caller's reference). */
+void runtime_set(struct runtime *rt);
+
+/* Start the thread that reloads from CONFIG on SIGUSR1; call with SIGUSR1 blocked. */
+int runtime_start_reloader(const char *config);
+
+#endif

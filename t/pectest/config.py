@@ -1,0 +1,59 @@
+"""Write a pecmilter.conf for a test provider (a, b, ...) of the test PKI."""
+import os
+
+from pectest import pki
+
+
+def _value(v):
+    if isinstance(v, bool):
+        raise TypeError("no boolean keys in pecmilter.conf")
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return "[ " + ", ".join(_value(x) for x in v) + " ]"
+    if isinstance(v, dict):
+        return "{ " + " ".join("%s = %s;" % (k, _value(x)) for k, x in v.items()) + " }"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def settings(provider, workdir, **overrides):
+    """The settings of a test provider's configuration, as a dict."""
+    pki.ensure()
+    p = pki.provider(provider)
+    s = {
+        "provider_name": p["provider_name"],
+        "domains": [p["domain"]],
+        "service_address": p["service"],
+        "receipt_address": p["receipt"],
+        "sign_cert": p["cert"],
+        "sign_chain": p["chain"],
+        "sign_key": p["key"],
+        "trust_anchors": pki.trust(),
+        "index_file": pki.index(),
+        "store": os.path.join(workdir, "pecmilter.db"),
+        "milter_socket": "unix:" + os.path.join(workdir, "milter.sock"),
+        "lmtp_socket": "unix:" + os.path.join(workdir, "lmtp.sock"),
+        "umask": "000",
+        "timezone": "Europe/Rome",
+    }
+    s.update(overrides)
+    return s
+
+
+def render(s):
+    """libconfig text for a settings dict."""
+    return "".join("%s = %s;\n" % (k, _value(v)) for k, v in s.items())
+
+
+def write(path, provider="a", **overrides):
+    """Write a configuration for PROVIDER next to PATH; returns the settings."""
+    workdir = os.path.dirname(os.path.abspath(path))
+    s = settings(provider, workdir, **overrides)
+    with open(path, "w") as f:
+        f.write(render(s))
+    return s
+
+
+def socket_path(s, key="milter_socket"):
+    v = s[key]
+    return v[len("unix:"):] if v.startswith("unix:") else v

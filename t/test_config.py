@@ -1,0 +1,140 @@
+"""pecmilter's configuration and start-up checks, through the real binary.
+
+Each bad input must give one clear line naming the file (and line and key
+where there is one), a non-zero exit (78, EX_CONFIG, for configuration
+errors), and no half-started daemon: no socket left behind.
+"""
+import os
+import re
+import stat
+import subprocess
+import tempfile
+import unittest
+
+from pectest import config, env, pki
+
+PECMILTER = env.program("pecmilter")
+
+
+def run(*args):
+    p = subprocess.run([PECMILTER] + list(args), capture_output=True, text=True, timeout=30)
+    return p.returncode, p.stdout, p.stderr
+
+
+class ConfigTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = self.tmp.name
+        self.path = os.path.join(self.dir, "pecmilter.conf")
+        self.settings = config.settings("a", self.dir)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def write(self, text):
+        with open(self.path, "w") as f:
+            f.write(text)
+
+    def assertConfigError(self, pattern):
+        rc, out, err = run("-n", "-c", self.path)
+        self.assertEqual(rc, 78, "exit status; stderr: " + err)
+        lines = err.strip().splitlines()
+        self.assertEqual(len(lines), 1, "one line on stderr: %r" % err)
+        self.assertRegex(lines[0], pattern)
+        self.assertFalse(os.path.exists(config.socket_path(self.settings)))
+
+    def test_good_config_prints_effective_configuration(self):
+        self.write(config.render(self.settings))
+        rc, out, err = run("-n", "-c", self.path)
+        self.assertEqual(rc, 0, err)
+        self.assertIn('provider_name = "Gestore A S.p.A.";', out)
+        self.assertIn('sign_digest = "sha256";', out)  # a default
+        self.assertIn('ordinary_mail = "anomaly";', out)
+        self.assertIn("warning_after = 43200;", out)
+
+    def test_unknown_key(self):
+        text = config.render(self.settings)
+        lines = text.count("\n")
+        self.write(text + "no_such_key = 1;\n")
+        self.assertConfigError(r"^pecmilter: %s:%d: no_such_key: unknown setting$"
+                               % (re.escape(self.path), lines + 1))
+
+    def test_wrong_type(self):
+        self.settings["size_limit"] = "big"
+        self.write(config.render(self.settings))
+        self.assertConfigError(re.escape(self.path) + r":\d+: size_limit: must be an integer")
+
+    def test_value_not_a_choice(self):
+        self.settings["ordinary_mail"] = "bounce"
+        self.write(config.render(self.settings))
+        self.assertConfigError(r"ordinary_mail: \"bounce\" is not one of anomaly\|reject\|accept")
+
+    def test_bad_role(self):
+        self.settings["roles"] = {"pec-mx": "relay"}
+        self.write(config.render(self.settings))
+        self.assertConfigError(r"roles\.pec-mx: \"relay\" is not one of")
+
+    def test_missing_required_key(self):
+        del self.settings["sign_key"]
+        self.write(config.render(self.settings))
+        self.assertConfigError(re.escape(self.path) + r": sign_key: required setting is missing")
+
+    def test_syntax_error(self):
+        self.write(config.render(self.settings) + "domains = [ \"x\" \n")
+        self.assertConfigError(re.escape(self.path) + r":\d+: syntax error")
+
+    def test_missing_config_file(self):
+        rc, out, err = run("-n", "-c", os.path.join(self.dir, "absent.conf"))
+        self.assertEqual(rc, 78)
+        self.assertRegex(err, r"absent\.conf: cannot read configuration: No such file")
+
+    def test_world_readable_key_refused(self):
+        key = os.path.join(self.dir, "key.pem")
+        with open(pki.provider("a")["key"], "rb") as src, open(key, "wb") as dst:
+            dst.write(src.read())
+        os.chmod(key, 0o644)
+        self.settings["sign_key"] = key
+        self.write(config.render(self.settings))
+        self.assertConfigError(r"sign_key: %s: private key is accessible by group or others "
+                               r"\(mode 0644\)" % re.escape(key))
+        # and the daemon proper refuses to start the same way
+        rc, out, err = run("-f", "-c", self.path)
+        self.assertEqual(rc, 78)
+        self.assertIn("private key is accessible", err)
+        self.assertFalse(os.path.exists(config.socket_path(self.settings)))
+
+    def test_missing_certificate(self):
+        self.settings["sign_cert"] = os.path.join(self.dir, "nocert.pem")
+        self.write(config.render(self.settings))
+        self.assertConfigError(r"signing certificate: .*nocert\.pem: No such file or directory")
+
+    def test_unreadable_index(self):
+        self.settings["index_file"] = os.path.join(self.dir, "noindex.ldif")
+        self.write(config.render(self.settings))
+        self.assertConfigError(r"index_file: .*noindex\.ldif: No such file or directory")
+
+    def test_sample_documents_every_key(self):
+        """etc/pecmilter.conf names exactly the keys the schema has."""
+        sample = os.path.join(env.SRC_DIR, "etc", "pecmilter.conf")
+        with open(sample) as f:
+            text = f.read()
+        sample_keys = set(re.findall(r"^([a-z_]+) = ", text, re.M))
+        self.write(config.render(self.settings))
+        rc, out, err = run("-n", "-c", self.path)
+        self.assertEqual(rc, 0, err)
+        schema_keys = set(re.findall(r"^([a-z_]+) = ", out, re.M))
+        self.assertEqual(sample_keys, schema_keys)
+        # every key in the sample carries a comment block saying what it is
+        for key in sample_keys:
+            self.assertRegex(text, r"#[^\n]*\n(#[^\n]*\n)*%s = " % key)
+
+    def test_sample_parses_apart_from_files(self):
+        """The sample is valid syntax and schema: only its file paths are missing here."""
+        rc, out, err = run("-n", "-c", os.path.join(env.SRC_DIR, "etc", "pecmilter.conf"))
+        self.assertEqual(rc, 78)
+        self.assertRegex(err, r"^pecmilter: signing certificate: /etc/pecmilter/cert\.pem: ")
+
+
+if __name__ == "__main__":
+    pki.ensure()
+    unittest.main(verbosity=2)
