@@ -55,6 +55,21 @@ static int drop_privileges(const char *user)
     return 0;
 }
 
+/* libmilter leaves its unix socket behind; a stale one misleads monitoring. */
+static void remove_socket(const char *spec)
+{
+    const char *path = NULL;
+
+    if (strncmp(spec, "unix:", 5) == 0)
+        path = spec + 5;
+    else if (strncmp(spec, "local:", 6) == 0)
+        path = spec + 6;
+    else if (spec[0] == '/')
+        path = spec;
+    if (path && unlink(path) != 0 && errno != ENOENT)
+        log_warn(NULL, "cannot remove %s: %s", path, strerror(errno));
+}
+
 static int parse_umask(const char *text, mode_t *out)
 {
     char *end;
@@ -147,8 +162,17 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    /*
+     * Block the signals before any thread exists, so every thread inherits
+     * the mask: libmilter's signal thread then takes SIGTERM/SIGINT/SIGHUP
+     * (clean stop) and the reloader takes SIGUSR1.  A thread without the
+     * mask would let SIGTERM kill the process outright.
+     */
     sigemptyset(&set);
     sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     runtime_set(rt);
     if (runtime_start_reloader(config) != 0) {
@@ -159,6 +183,7 @@ int main(int argc, char **argv)
     log_info(NULL, "pecmilter %s starting: milter on %s", PECMILTER_VERSION, cfg->milter_socket);
     rc = smfi_main();
     log_info(NULL, "pecmilter stopping");
+    remove_socket(cfg->milter_socket);
     runtime_set(NULL);
     log_close();
     return rc == MI_SUCCESS ? 0 : 1;

@@ -105,7 +105,7 @@ class Daemon:
         if self.running():
             self.proc.send_signal(signal.SIGUSR1)
 
-    def stop(self, timeout=5):
+    def stop(self, timeout=15):
         """SIGTERM, wait up to `timeout` seconds, then SIGKILL.  Returns the stderr
         text.  Safe to call more than once."""
         if self._stderr_text is not None:
