@@ -1,0 +1,138 @@
+/*
+ * smime - the provider's S/MIME signature: sign what we emit, verify what peers send.
+ *
+ * Every envelope and notice is a multipart/signed whose smime.p7s is a detached CMS
+ * SignedData over the first part (pec-rules.md §3.1, §6.1).  This module works on bytes
+ * only: the caller hands over the canonical (CRLF) MIME entity and the already
+ * base64-decoded signature; MIME parsing and building live elsewhere.
+ *
+ * pec_signer is loaded once at start-up from the provider certificate, its chain and its
+ * key, and is then read-only: any number of threads may sign with it at once.
+ * pec_smime_sign() is deterministic: with RSA PKCS#1 v1.5 keys and a fixed signing time
+ * the same content gives the same DER, byte for byte, so a fixed test clock gives
+ * reproducible messages.
+ *
+ * pec_trust holds the trust anchors (a PEM bundle or a directory of PEM files).  It too is
+ * read-only after loading and shared between threads.
+ *
+ * pec_smime_verify() checks a detached signature over the given bytes, then the signer's
+ * chain against the trust anchors at a chosen instant.  SHA-1 and SHA-256 are both
+ * accepted.  It never stops at the first failure without filling in what it learned, so
+ * the caller can log who signed a message whose chain failed.  Revocation (CRL/OCSP) is
+ * not checked here.
+ */
+#ifndef PEC_SMIME_H
+#define PEC_SMIME_H
+
+#include <stddef.h>
+#include <time.h>
+
+struct pec_signer;
+struct pec_trust;
+
+/*
+ * Load the signing identity.  CERT_PATH and KEY_PATH are PEM files; CHAIN_PATH is a PEM
+ * bundle of intermediate certificates to embed beside the signer's, or "" (or NULL) for
+ * none.  DIGEST is "sha256" or "sha1".  The key must not be encrypted and must match the
+ * certificate.  An expired certificate loads (the daemon decides what to do with
+ * pec_signer_not_after()).  On error returns NULL with one line in err.
+ */
+struct pec_signer *pec_signer_load(const char *cert_path, const char *chain_path,
+                                   const char *key_path, const char *digest, char *err,
+                                   size_t errlen);
+void pec_signer_free(struct pec_signer *signer);
+
+/* Subject DN on one line, e.g. "C=IT, O=Gestore A S.p.A., CN=Posta Certificata". */
+const char *pec_signer_subject(const struct pec_signer *signer);
+/* First rfc822Name of the subjectAltName, or "" when there is none. */
+const char *pec_signer_address(const struct pec_signer *signer);
+/* SHA-1 of the certificate DER, 40 lowercase hex digits: the index's providerCertificateHash. */
+const char *pec_signer_cert_sha1(const struct pec_signer *signer);
+/* The certificate DER (owned by the signer). */
+const unsigned char *pec_signer_cert_der(const struct pec_signer *signer, size_t *len);
+time_t pec_signer_not_after(const struct pec_signer *signer);
+/* The micalg parameter of multipart/signed for this signer: "sha-256" or "sha1". */
+const char *pec_smime_micalg(const struct pec_signer *signer);
+
+/*
+ * Sign CONTENT[0..LEN) exactly as given (no canonicalisation): detached CMS SignedData,
+ * DER, with the signer and chain certificates, signed attributes contentType,
+ * signingTime = SIGNING_TIME and messageDigest (no smimeCapabilities).  On success
+ * returns 0 and *DER (xmalloc'ed, caller frees) of *DERLEN bytes; on error -1 with err.
+ */
+int pec_smime_sign(const struct pec_signer *signer, const unsigned char *content, size_t len,
+                   time_t signing_time, unsigned char **der, size_t *derlen, char *err,
+                   size_t errlen);
+
+/*
+ * Load trust anchors from PATH: a PEM bundle (e.g. /etc/ssl/certs/ca-certificates.crt) or
+ * a directory whose *.pem and *.crt files are each loaded (no c_rehash links needed).
+ * Returns NULL with err set when nothing could be loaded or a file is unreadable/garbage.
+ */
+struct pec_trust *pec_trust_load(const char *path, char *err, size_t errlen);
+void pec_trust_free(struct pec_trust *trust);
+
+/* The instant at which a certificate chain is validated. */
+enum pec_verify_at {
+    PEC_AT_NOW,          /* the current time: what the Incoming Point uses */
+    PEC_AT_SIGNING_TIME, /* the signer's own signingTime claim: for archived messages */
+    PEC_AT_GIVEN,        /* the AT argument */
+};
+
+/*
+ * Why a verification failed, coarse enough for a policy table.  From
+ * PEC_VERIFY_CERT_EXPIRED on, the signature itself matched the content.
+ */
+enum pec_verify_status {
+    PEC_VERIFY_OK = 0,
+    PEC_VERIFY_NO_SIGNATURE,  /* empty input or no SignerInfo */
+    PEC_VERIFY_MALFORMED,     /* not a CMS SignedData we can use */
+    PEC_VERIFY_BAD_SIGNATURE, /* signature does not match the content */
+    PEC_VERIFY_CERT_EXPIRED,  /* a chain certificate is outside its validity at that time */
+    PEC_VERIFY_UNTRUSTED,     /* the chain does not reach a trust anchor */
+    PEC_VERIFY_CERT_INVALID,  /* any other certificate problem */
+    PEC_VERIFY_INTERNAL,      /* resource failure: try again later, say nothing of the mail */
+};
+
+struct pec_verify_result {
+    int ok;
+    enum pec_verify_status status;
+    char reason[512]; /* one line for a sysadmin; "" when ok */
+
+    /* The signer, when the signature named one that it carries; else NULL / "". */
+    unsigned char *signer_der;
+    size_t signer_derlen;
+    char *signer_subject; /* one line, as pec_signer_subject() */
+    char *signer_issuer;
+    char *signer_address; /* first rfc822Name of subjectAltName, or "" */
+    char signer_sha1[41]; /* lowercase hex of SHA-1(signer_der), or "" */
+
+    char digest[16]; /* "sha1", "sha256", ... or "" */
+    int has_signing_time;
+    time_t signing_time;
+    time_t checked_at; /* instant the chain was validated at, when it was */
+};
+
+/*
+ * Verify SIG[0..SIGLEN) (DER, or PEM "-----BEGIN CMS/PKCS7-----", detected) as a detached
+ * signature over CONTENT[0..LEN), taken as binary, and the signer's chain against TRUST at
+ * the instant AT_MODE names (AT is read only for PEC_AT_GIVEN).  Fills *RES in every case
+ * (free it with pec_verify_result_free); returns 0 when RES->ok, else -1.
+ */
+int pec_smime_verify(const unsigned char *content, size_t len, const unsigned char *sig,
+                     size_t siglen, const struct pec_trust *trust, enum pec_verify_at at_mode,
+                     time_t at, struct pec_verify_result *res);
+
+/*
+ * Verify P7M[0..LEN), a CMS SignedData with the content inside (DER or PEM), like
+ * pec_smime_verify().  When RES->ok, *CONTENT (xmalloc'ed, NUL-terminated for
+ * convenience, caller frees) holds the *CONTENTLEN signed bytes; otherwise *CONTENT is
+ * NULL.
+ */
+int pec_smime_verify_attached(const unsigned char *p7m, size_t len, const struct pec_trust *trust,
+                              enum pec_verify_at at_mode, time_t at, unsigned char **content,
+                              size_t *contentlen, struct pec_verify_result *res);
+
+void pec_verify_result_free(struct pec_verify_result *res);
+
+#endif
