@@ -6,7 +6,9 @@
  * list is added: that is what makes the output reproducible.  Verification is split in
  * two: CMS_verify() checks only the signature over the bytes, then the chain is checked
  * with our own X509_STORE_CTX so the failure can be told in terms a sysadmin
- * understands (which certificate, expired when, issued by whom).  See smime.h.
+ * understands (which certificate, expired when, issued by whom).  Content that lives
+ * in a file is signed through a source BIO over the caller's reader, so it is hashed
+ * as it streams by and never copied whole into memory.  See smime.h.
  */
 #include "smime.h"
 #include "xalloc.h"
@@ -15,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -422,26 +425,17 @@ static int cms_to_der(CMS_ContentInfo *cms, unsigned char **der, size_t *derlen)
     return 1;
 }
 
-int pec_smime_sign(const struct pec_signer *s, const unsigned char *content, size_t len,
-                   time_t signing_time, unsigned char **der, size_t *derlen, char *err,
-                   size_t errlen)
+/* Sign whatever IN yields up to its end; see pec_smime_sign(). */
+static int sign_bio(const struct pec_signer *s, BIO *in, time_t signing_time, unsigned char **der,
+                    size_t *derlen, char *err, size_t errlen)
 {
     const unsigned int flags = CMS_DETACHED | CMS_BINARY | CMS_PARTIAL | CMS_NOSMIMECAP;
     char why[256];
     CMS_ContentInfo *cms = NULL;
     CMS_SignerInfo *si;
-    BIO *in = NULL;
     int ok = 0;
 
-    *der = NULL;
-    *derlen = 0;
-    if (len > INT_MAX) {
-        seterr(err, errlen, "cannot sign %zu bytes: too large", len);
-        return -1;
-    }
-    ERR_clear_error();
-    if ((in = BIO_new_mem_buf(content, (int)len)) != NULL &&
-        (cms = CMS_sign(NULL, NULL, NULL, NULL, flags)) != NULL &&
+    if ((cms = CMS_sign(NULL, NULL, NULL, NULL, flags)) != NULL &&
         (si = CMS_add1_signer(cms, s->cert, s->key, s->md, flags)) != NULL &&
         add_signing_time(si, signing_time)) {
         ok = 1;
@@ -452,8 +446,133 @@ int pec_smime_sign(const struct pec_signer *s, const unsigned char *content, siz
     if (!ok)
         seterr(err, errlen, "cannot sign: %s", ossl_reason(why, sizeof(why)));
     CMS_ContentInfo_free(cms);
-    BIO_free(in);
     return ok ? 0 : -1;
+}
+
+int pec_smime_sign(const struct pec_signer *s, const unsigned char *content, size_t len,
+                   time_t signing_time, unsigned char **der, size_t *derlen, char *err,
+                   size_t errlen)
+{
+    char why[256];
+    BIO *in;
+    int ret;
+
+    *der = NULL;
+    *derlen = 0;
+    if (len > INT_MAX) {
+        seterr(err, errlen, "cannot sign %zu bytes: too large", len);
+        return -1;
+    }
+    ERR_clear_error();
+    if ((in = BIO_new_mem_buf(len ? content : (const unsigned char *)"", (int)len)) == NULL) {
+        seterr(err, errlen, "cannot sign: %s", ossl_reason(why, sizeof(why)));
+        return -1;
+    }
+    ret = sign_bio(s, in, signing_time, der, derlen, err, errlen);
+    BIO_free(in);
+    return ret;
+}
+
+/*
+ * A source BIO over the caller's read function.  OpenSSL 3.0's CMS_final() copies its
+ * input with a loop that stops at the first read returning <= 0 and reports success
+ * whatever the reason, so a read error would be signed as a short message: the error is
+ * remembered here and checked after CMS_final().
+ */
+struct stream_src {
+    pec_smime_reader *read;
+    void *arg;
+    int failed;
+    int eof;
+};
+
+static int stream_read(BIO *b, char *buf, size_t len, size_t *readbytes)
+{
+    struct stream_src *src = BIO_get_data(b);
+    int n;
+
+    *readbytes = 0;
+    if (src->failed || src->eof)
+        return 0;
+    if (len > INT_MAX)
+        len = INT_MAX;
+    n = src->read(src->arg, (unsigned char *)buf, len);
+    if (n < 0) {
+        src->failed = 1;
+        return 0;
+    }
+    if (n == 0) {
+        src->eof = 1;
+        return 0;
+    }
+    *readbytes = (size_t)n;
+    return 1;
+}
+
+static long stream_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    const struct stream_src *src = BIO_get_data(b);
+
+    switch (cmd) {
+    case BIO_CTRL_EOF:
+        return src->eof || src->failed;
+    case BIO_CTRL_FLUSH:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/*
+ * One method for the process: BIO type indexes are a small finite range, so a method per
+ * signature would run out of them in a long-lived daemon.
+ */
+static BIO_METHOD *stream_meth;
+static pthread_once_t stream_meth_once = PTHREAD_ONCE_INIT;
+
+static void stream_meth_init(void)
+{
+    int index = BIO_get_new_index();
+    BIO_METHOD *m;
+
+    if (index < 0 || (m = BIO_meth_new(index | BIO_TYPE_SOURCE_SINK, "pec stream")) == NULL)
+        return;
+    if (!BIO_meth_set_read_ex(m, stream_read) || !BIO_meth_set_ctrl(m, stream_ctrl)) {
+        BIO_meth_free(m);
+        return;
+    }
+    stream_meth = m;
+}
+
+int pec_smime_sign_stream(const struct pec_signer *s, pec_smime_reader *read, void *arg,
+                          time_t signing_time, unsigned char **der, size_t *derlen, char *err,
+                          size_t errlen)
+{
+    struct stream_src src = {.read = read, .arg = arg};
+    char why[256];
+    BIO *in;
+    int ret;
+
+    *der = NULL;
+    *derlen = 0;
+    ERR_clear_error();
+    if (pthread_once(&stream_meth_once, stream_meth_init) != 0 || stream_meth == NULL ||
+        (in = BIO_new(stream_meth)) == NULL) {
+        seterr(err, errlen, "cannot sign: no stream reader: %s", ossl_reason(why, sizeof(why)));
+        return -1;
+    }
+    BIO_set_data(in, &src);
+    BIO_set_init(in, 1);
+    ret = sign_bio(s, in, signing_time, der, derlen, err, errlen);
+    if (ret == 0 && src.failed) {
+        free(*der);
+        *der = NULL;
+        *derlen = 0;
+        seterr(err, errlen, "cannot sign: reading the content failed");
+        ret = -1;
+    }
+    BIO_free(in);
+    return ret;
 }
 
 /* ---------------------------------------------------------------- trust anchors */

@@ -65,6 +65,21 @@ int pec_smime_sign(const struct pec_signer *signer, const unsigned char *content
                    size_t errlen);
 
 /*
+ * Reads up to LEN bytes of the content into BUF: returns how many (0 at the end of the
+ * content), or -1 on an error, which makes the signing fail.
+ */
+typedef int pec_smime_reader(void *arg, unsigned char *buf, size_t len);
+
+/*
+ * As pec_smime_sign(), over content that READ yields piece by piece, so content kept in
+ * a file (a 30 MB message in a spool) is signed without being copied whole into memory.
+ * The same bytes give the same DER as pec_smime_sign().
+ */
+int pec_smime_sign_stream(const struct pec_signer *signer, pec_smime_reader *read, void *arg,
+                          time_t signing_time, unsigned char **der, size_t *derlen, char *err,
+                          size_t errlen);
+
+/*
  * Load trust anchors from PATH: a PEM bundle (e.g. /etc/ssl/certs/ca-certificates.crt) or
  * a directory whose *.pem and *.crt files are each loaded (no c_rehash links needed).
  * Returns NULL with err set when nothing could be loaded or a file is unreadable/garbage.

@@ -24,7 +24,7 @@ int pec_spool_write(struct pec_spool *sp, const void *buf, size_t len);
 int pec_spool_puts(struct pec_spool *sp, const char *s);
 int pec_spool_printf(struct pec_spool *sp, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/* Append LEN bytes of SRC from offset OFF. */
+/* Append LEN bytes of SRC from offset OFF (SRC and DST distinct). */
 int pec_spool_copy(struct pec_spool *dst, const struct pec_spool *src, size_t off, size_t len);
 
 size_t pec_spool_size(const struct pec_spool *sp);
@@ -32,7 +32,10 @@ size_t pec_spool_size(const struct pec_spool *sp);
 /* Read up to LEN bytes at OFF; returns the count (0 at the end), -1 on I/O error. */
 ssize_t pec_spool_pread(const struct pec_spool *sp, size_t off, void *buf, size_t len);
 
-/* Call FN on consecutive chunks of [OFF, OFF+LEN); stops and returns FN's non-zero result. */
+/*
+ * Call FN on consecutive chunks of [OFF, OFF+LEN); stops and returns FN's non-zero result,
+ * or -1 with errno set when reading the file fails.
+ */
 int pec_spool_each(const struct pec_spool *sp, size_t off, size_t len,
                    int (*fn)(const unsigned char *chunk, size_t n, void *arg), void *arg);
 
