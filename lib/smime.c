@@ -1066,3 +1066,39 @@ int pec_smime_verify_attached(const unsigned char *p7m, size_t len, const struct
     BIO_free(out);
     return ret;
 }
+
+/* ---------------------------------------------------------------- attached signing */
+
+int pec_smime_sign_attached(const struct pec_signer *s, const unsigned char *content, size_t len,
+                            time_t signing_time, unsigned char **der, size_t *derlen, char *err,
+                            size_t errlen)
+{
+    const unsigned int flags = CMS_BINARY | CMS_PARTIAL | CMS_NOSMIMECAP;
+    char why[256];
+    CMS_ContentInfo *cms = NULL;
+    CMS_SignerInfo *si;
+    BIO *in = NULL;
+    int ok = 0;
+
+    *der = NULL;
+    *derlen = 0;
+    if (len > INT_MAX) {
+        seterr(err, errlen, "cannot sign %zu bytes: too large", len);
+        return -1;
+    }
+    ERR_clear_error();
+    if ((in = BIO_new_mem_buf(content, (int)len)) != NULL &&
+        (cms = CMS_sign(NULL, NULL, NULL, NULL, flags)) != NULL &&
+        (si = CMS_add1_signer(cms, s->cert, s->key, s->md, flags)) != NULL &&
+        add_signing_time(si, signing_time)) {
+        ok = 1;
+        for (int i = 0; ok && i < sk_X509_num(s->chain); i++)
+            ok = CMS_add1_cert(cms, sk_X509_value(s->chain, i));
+        ok = ok && CMS_final(cms, in, NULL, flags) && cms_to_der(cms, der, derlen);
+    }
+    if (!ok)
+        seterr(err, errlen, "cannot sign: %s", ossl_reason(why, sizeof(why)));
+    CMS_ContentInfo_free(cms);
+    BIO_free(in);
+    return ok ? 0 : -1;
+}

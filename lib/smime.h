@@ -150,4 +150,13 @@ int pec_smime_verify_attached(const unsigned char *p7m, size_t len, const struct
 
 void pec_verify_result_free(struct pec_verify_result *res);
 
+/*
+ * Like pec_smime_sign(), but the SignedData carries CONTENT inside (attached,
+ * "opaque" .p7m): what the daily seals of the log are, readable with
+ * `openssl cms -verify -inform DER`.  0 and *DER (caller frees), or -1 with err.
+ */
+int pec_smime_sign_attached(const struct pec_signer *signer, const unsigned char *content,
+                            size_t len, time_t signing_time, unsigned char **der, size_t *derlen,
+                            char *err, size_t errlen);
+
 #endif
