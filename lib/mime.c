@@ -3,14 +3,14 @@
  *
  * Scanners move line by line with memchr and compare at line starts only, which is what
  * keeps them linear on hostile input (see mime.h).  Only RFC 2047 decoding is left to
- * GMime, whose charset tables we have no reason to duplicate; GMime wants g_mime_init()
- * once per process before use, done here behind pthread_once.
+ * GMime, whose charset tables we have no reason to duplicate; pec_lib_init() sets GMime
+ * up once per process before that.
  */
 #include "mime.h"
 #include "daticert.h"
+#include "libinit.h"
 #include "xalloc.h"
 
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -581,18 +581,13 @@ void pec_mime_multipart_free(struct pec_mime_multipart *mp)
 
 /* ------------------------------------------------------------ header text */
 
-static pthread_once_t gmime_once = PTHREAD_ONCE_INIT;
-
-static void gmime_init(void)
-{
-    g_mime_init();
-}
-
 char *pec_mime_decode_text(const char *text)
 {
     char *decoded, *out;
 
-    pthread_once(&gmime_once, gmime_init);
+    /* without GMime the text is still made safe, only left undecoded */
+    if (pec_lib_init(NULL, 0) != 0)
+        return pec_utf8_sanitize(text, strlen(text));
     decoded = g_mime_utils_header_decode_text(NULL, text);
     if (decoded == NULL)
         return pec_utf8_sanitize(text, strlen(text));

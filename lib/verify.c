@@ -13,6 +13,7 @@
  * it was signed in.
  */
 #include "verify.h"
+#include "libinit.h"
 #include "mime.h"
 #include "xalloc.h"
 
@@ -682,6 +683,10 @@ int pec_inspect(const unsigned char *msg, size_t len, const struct pec_inspect_o
     if (opts == NULL || opts->trust == NULL) {
         out->temporary = 1;
         snprintf(out->reason, sizeof(out->reason), "no trust anchors to verify with");
+        return -1;
+    }
+    if (pec_lib_init(out->reason, sizeof(out->reason)) != 0) {
+        out->temporary = 1;
         return -1;
     }
     if (len == 0) {

@@ -13,6 +13,7 @@
  */
 #include "daticert.h"
 #include "index.h"
+#include "libinit.h"
 #include "smime.h"
 #include "verify.h"
 #include "xalloc.h"
@@ -471,8 +472,8 @@ int main(int argc, char **argv)
 
     if (parse_args(argc, argv, &o) != 0)
         return ST_ERROR;
-    if (pec_daticert_init() != 0) {
-        fprintf(stderr, "%s: the daticert.xml DTD does not load\n", progname);
+    if (pec_lib_init(err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s: %s\n", progname, err);
         return ST_ERROR;
     }
     if ((trust = pec_trust_load(o.trust_path, err, sizeof(err))) == NULL) {
