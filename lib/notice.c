@@ -8,11 +8,11 @@
  */
 #include "notice.h"
 #include "breve.h"
+#include "encode.h"
 #include "notice_text.h"
 #include "xalloc.h"
 
 #include <errno.h>
-#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -239,58 +239,41 @@ static char *fold(const char *v, size_t used)
     return out;
 }
 
-/* UTF-8 S as RFC 2047 B-encoded words of at most 75 characters, space-separated */
-static char *encoded_words(const char *s)
-{
-    size_t len = strlen(s), cap = len * 2 + 64, n = 0;
-    char *out = xmalloc(cap);
-
-    while (len > 0) {
-        size_t take = len < 45 ? len : 45;
-        unsigned char b64[64];
-        while (take < len && take > 1 && ((unsigned char)s[take] & 0xc0) == 0x80)
-            take--;
-        EVP_EncodeBlock(b64, (const unsigned char *)s, (int)take);
-        if (n + 80 > cap)
-            out = xrealloc(out, cap = cap * 2 + 80);
-        n += (size_t)snprintf(out + n, cap - n, "%s=?UTF-8?B?%s?=", n ? " " : "", b64);
-        s += take;
-        len -= take;
-    }
-    out[n] = '\0';
-    return out;
-}
-
-/* The original subject as shown after the prefix: raw when plain ASCII, else encoded. */
+/* The original subject, unfolded, without the white space it starts with. */
 static char *subject_text(const struct pec_notice *n)
 {
     const char *src = n->subject_raw ? n->subject_raw : n->facts->oggetto;
-    char *s = xmalloc(strlen(src ? src : "") + 1), *u, *enc;
+    char *s = xmalloc(strlen(src ? src : "") + 1);
     size_t k = 0;
 
     for (const char *p = src ? src : ""; *p != '\0'; p++)
-        if (*p != '\r' && *p != '\n')
+        if ((*p != '\r' && *p != '\n') && (k > 0 || (*p != ' ' && *p != '\t')))
             s[k++] = *p;
     s[k] = '\0';
-    if (printable_ascii(s))
-        return s;
-    u = pec_utf8_sanitize(s, k);
-    free(s);
-    enc = encoded_words(u);
-    free(u);
-    return enc;
+    return s;
 }
 
+/*
+ * Prefix and subject: a subject in plain ASCII (encoded words included, as
+ * most clients write it) is kept as it was and folded at its spaces;
+ * anything else is taken as UTF-8 and written as encoded words.
+ */
 static char *subject_value(const struct pec_notice *n)
 {
-    char *text = subject_text(n);
-    const char *t = text + strspn(text, " \t");
-    char *v = xasprintf("%s%s", kinds[n->kind].prefix, t), *folded;
+    const char *prefix = kinds[n->kind].prefix;
+    char *text = subject_text(n), *v;
 
+    if (printable_ascii(text)) {
+        char *joined = xasprintf("%s%s", prefix, text);
+        v = fold(joined, strlen("Subject: "));
+        free(joined);
+    } else {
+        char *utf8 = pec_utf8_sanitize(text, strlen(text));
+        v = pec_rfc2047_value("Subject", prefix, utf8);
+        free(utf8);
+    }
     free(text);
-    folded = fold(v, strlen("Subject: "));
-    free(v);
-    return folded;
+    return v;
 }
 
 /* an address or id that goes into a header as it is: no space, no controls, no 8 bits */

@@ -9,6 +9,7 @@
  * every character that is not plain printable ASCII.
  */
 #include "notice_text.h"
+#include "encode.h"
 #include "xalloc.h"
 
 #include <stdarg.h>
@@ -328,22 +329,6 @@ static unsigned long next_cp(const char **s)
     return cp;
 }
 
-static int fits_latin1(const char *s)
-{
-    while (*s != '\0')
-        if (next_cp(&s) > 0xff)
-            return 0;
-    return 1;
-}
-
-static void add_latin1(struct buf *b, const char *s)
-{
-    while (*s != '\0') {
-        char c = (char)next_cp(&s);
-        buf_add(b, &c, 1);
-    }
-}
-
 static void add_html(struct buf *b, const char *s)
 {
     static const char *const named[128] = {
@@ -365,25 +350,14 @@ static void add_html(struct buf *b, const char *s)
     }
 }
 
-static int doc_fits_latin1(const struct doc *doc, const char *title)
+/* title and lines, in UTF-8 */
+static void render_plain(const struct doc *doc, const char *title, struct buf *b)
 {
-    if (!fits_latin1(title))
-        return 0;
-    for (size_t i = 0; i < doc->n; i++)
-        if (!fits_latin1(doc->line[i]))
-            return 0;
-    return 1;
-}
-
-static void render_plain(const struct doc *doc, const char *title, int latin1, struct buf *b)
-{
-    void (*add)(struct buf *, const char *) = latin1 ? add_latin1 : buf_puts;
-
     buf_puts(b, "-- ");
-    add(b, title);
+    buf_puts(b, title);
     buf_puts(b, " --\r\n\r\n");
     for (size_t i = 0; i < doc->n; i++) {
-        add(b, doc->line[i]);
+        buf_puts(b, doc->line[i]);
         buf_puts(b, "\r\n");
     }
 }
@@ -413,21 +387,29 @@ void pec_notice_text_build(const struct pec_notice *n, const struct pec_daticert
     struct facts f;
     struct buf plain = {0}, html = {0};
     const char *title;
-    int latin1;
+    char *latin1;
+    int lossless;
 
     memset(out, 0, sizeof(*out));
     facts_load(&f, n, d);
     title = texts[n->kind](&doc, n, d, &f);
     closing(&doc, d);
-    latin1 = doc_fits_latin1(&doc, title);
-    render_plain(&doc, title, latin1, &plain);
+    render_plain(&doc, title, &plain);
     render_html(&doc, title, &html);
+    latin1 = pec_utf8_to_latin1(plain.p, &lossless);
     out->title = xstrdup(title);
-    out->plain = plain.p;
-    out->plain_len = plain.n;
+    if (lossless) {
+        free(plain.p);
+        out->plain = latin1;
+        out->charset = "iso-8859-1";
+    } else {
+        free(latin1);
+        out->plain = plain.p;
+        out->charset = "utf-8";
+    }
+    out->plain_len = strlen(out->plain);
     out->html = html.p;
     out->html_len = html.n;
-    out->charset = latin1 ? "iso-8859-1" : "utf-8";
     for (size_t i = 0; i < doc.n; i++)
         free(doc.line[i]);
     free(doc.line);
