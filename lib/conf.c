@@ -53,6 +53,10 @@ static const struct conf_key schema[] = {
     {"default_role", T_STRING, "auto", 0, "auto|access|reception|passthrough", 0,
      OFF(default_role)},
     {"reinject", T_STRING, "smtp:127.0.0.1:10025", 0, NULL, 0, OFF(reinject)},
+    {"outbox_retry_max_backoff", T_INT, "300", 0, NULL, 1, OFF(outbox_retry_max_backoff)},
+    {"spool_dir", T_STRING, "", 0, NULL, 0, OFF(spool_dir)},
+    {"seal_dir", T_STRING, "/var/lib/pecmilter/registro", 0, NULL, 0, OFF(seal_dir)},
+    {"retention_months", T_INT, "30", 0, NULL, 1, OFF(retention_months)},
 
     {"warning_after", T_INT, "43200", 0, NULL, 1, OFF(warning_after)},
     {"deadline_after", T_INT, "86400", 0, NULL, 1, OFF(deadline_after)},

@@ -65,6 +65,11 @@ struct pec_config {
     char *syslog_facility;
     char *user;
     char *umask;
+
+    char *spool_dir;
+    char *seal_dir;
+    long long retention_months;
+    long long outbox_retry_max_backoff;
 };
 
 /*

@@ -1,0 +1,45 @@
+/*
+ * store_int - what the store's front (store.c) and its backend share: the
+ * contents of a batch.  Not for callers; they see only store.h.
+ */
+#ifndef PEC_STORE_INT_H
+#define PEC_STORE_INT_H
+
+#include "store.h"
+
+struct batch_state {
+    char *identificativo;
+    char *address; /* NULL: every recipient */
+    enum pec_rcpt_state state;
+    time_t when;
+    char *detail;
+};
+
+struct batch_out {
+    char *message_id;
+    char *identificativo;
+    char *tipo;
+    char **rcpt;
+    size_t nrcpt;
+    const unsigned char *data; /* borrowed */
+    size_t len;
+};
+
+/* A record whose strings the batch owns (the const fields point at copies). */
+struct batch_record {
+    struct pec_record r;
+    char *owned[16];
+};
+
+struct pec_batch {
+    struct pec_tx *tx; /* strings and recipients copied */
+    size_t ntx;
+    struct batch_state *state;
+    size_t nstate;
+    struct batch_out *out;
+    size_t nout;
+    struct batch_record *rec;
+    size_t nrec;
+};
+
+#endif

@@ -1,0 +1,536 @@
+/*
+ * test_store - the store: atomic batches, recipients' states, the outbox's
+ * life cycle, log queries, and the faults the daemon must survive (locked,
+ * disk full, unwritable, corrupt) with one clear error and recovery once the
+ * cause is gone.
+ */
+#include "check.h"
+#include "registro.h"
+#include "store.h"
+#include "xalloc.h"
+
+#include <errno.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static char dir[] = "/tmp/test_store.XXXXXX";
+static int log_lines, hook_calls;
+static char last_line[2048];
+
+static void on_log(int prio, const char *qid, const char *text)
+{
+    (void)prio;
+    (void)qid;
+    log_lines++;
+    snprintf(last_line, sizeof(last_line), "%s", text);
+}
+
+static void on_outbox(void *arg)
+{
+    (void)arg;
+    hook_calls++;
+}
+
+static char *path_of(const char *name)
+{
+    return xasprintf("%s/%s", dir, name);
+}
+
+static struct pec_store *open_new(const char *name)
+{
+    char err[1024], *p = path_of(name);
+    struct pec_store *st = pec_store_open(p, 0, err, sizeof(err));
+
+    if (st == NULL)
+        fprintf(stderr, "open %s: %s\n", p, err);
+    free(p);
+    return st;
+}
+
+static const struct pec_tx_rcpt rcpts[] = {
+    {"b1@pec-b.test", 1, 0},
+    {"ext@example.org", 0, 0},
+    {"b2@pec-b.test", 1, 1},
+};
+
+static void fill_tx(struct pec_tx *tx, const char *id)
+{
+    memset(tx, 0, sizeof(*tx));
+    tx->identificativo = id;
+    tx->client_msgid = "client.1@mua";
+    tx->mittente = "mario@pec-a.test";
+    tx->oggetto = "Fattura";
+    tx->tipo_ricevuta = "completa";
+    tx->queue_id = "4Q1";
+    tx->submitted = 1706695200;
+    tx->rcpt = rcpts;
+    tx->nrcpt = 3;
+}
+
+/* A batch as the access point makes it: transaction, accettazione queued, two records. */
+static struct pec_batch *submission(const char *id, const char *msgid, const unsigned char *msg,
+                                    size_t len)
+{
+    struct pec_batch *b = pec_batch_new();
+    struct pec_tx tx;
+    struct pec_record r;
+    const char *to[] = {"mario@pec-a.test"};
+    struct pec_outmsg m = {msgid, id, "accettazione", to, 1, msg, len};
+
+    fill_tx(&tx, id);
+    pec_batch_tx(b, &tx);
+    pec_batch_outbox(b, &m);
+    pec_record_init(&r, PEC_REG_BUSTA_TRASPORTO, PEC_REG_EMISSIONE, tx.submitted, id);
+    r.mittente = tx.mittente;
+    r.destinatari = "b1@pec-b.test (certificato), ext@example.org (esterno)";
+    r.oggetto = tx.oggetto;
+    r.queue_id = "4Q1";
+    pec_batch_record(b, &r);
+    pec_record_init(&r, PEC_REG_ACCETTAZIONE, PEC_REG_EMISSIONE, tx.submitted, id);
+    r.mittente = tx.mittente;
+    r.message_id = msgid;
+    pec_batch_record(b, &r);
+    return b;
+}
+
+static int count_rec(const struct pec_record *r, void *arg)
+{
+    (void)r;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static int count_log(struct pec_store *st, const struct pec_log_filter *f)
+{
+    char err[1024];
+    int n = 0;
+
+    CHECK(pec_store_log_each(st, f, count_rec, &n, err, sizeof(err)) == 0);
+    return n;
+}
+
+static void test_batch_and_tx(void)
+{
+    struct pec_store *st = open_new("tx.db");
+    struct pec_tx_info tx;
+    struct pec_batch *b;
+    char err[1024];
+    const unsigned char msg[] = "Message-ID: <n1@pec-a.test>\r\n\r\nbody\r\n";
+
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    pec_store_set_log(st, on_log);
+    pec_store_set_outbox_hook(st, on_outbox, NULL);
+    b = submission("opec1@pec-a.test", "n1@pec-a.test", msg, sizeof(msg) - 1);
+    CHECK(pec_store_commit(st, b, err, sizeof(err)) == 0);
+    CHECK(log_lines == 2 && hook_calls == 1);
+    CHECK(
+        strstr(last_line, "opec1@pec-a.test: tipo=accettazione (Accettazione): evento=emissione") ==
+        last_line);
+
+    /* the same batch again: duplicate identificativo, nothing of it applied */
+    CHECK(pec_store_commit(st, b, err, sizeof(err)) == -1);
+    CHECK(strstr(err, "tx.db") != NULL && strstr(err, "UNIQUE") != NULL);
+    CHECK(count_log(st, NULL) == 2);
+    pec_batch_free(b);
+
+    CHECK(pec_store_tx_get(st, "opec1@pec-a.test", &tx, err, sizeof(err)) == 1);
+    CHECK_STR(tx.mittente, "mario@pec-a.test");
+    CHECK(tx.nrcpt == 3);
+    if (tx.nrcpt == 3) {
+        CHECK_STR(tx.rcpt[1].address, "ext@example.org");
+        CHECK(tx.rcpt[1].certificato == 0 && tx.rcpt[2].cc == 1);
+        CHECK(tx.rcpt[0].state == PEC_RCPT_SENT);
+    }
+    pec_tx_info_free(&tx);
+    CHECK(pec_store_tx_get(st, "nope", &tx, err, sizeof(err)) == 0);
+
+    /* states: forward only; case-insensitive address; NULL = all */
+    b = pec_batch_new();
+    pec_batch_rcpt_state(b, "opec1@pec-a.test", "B1@PEC-B.TEST", PEC_RCPT_DELIVERED, 1000, "ok");
+    pec_batch_rcpt_state(b, "opec1@pec-a.test", "b1@pec-b.test", PEC_RCPT_TAKEN, 1001, "");
+    pec_batch_rcpt_state(b, "opec1@pec-a.test", "b2@pec-b.test", PEC_RCPT_TAKEN, 1002, "");
+    pec_batch_rcpt_state(b, "opec1@pec-a.test", NULL, PEC_RCPT_TIMEDOUT, 1003, "5.4.1");
+    pec_batch_rcpt_state(b, "unknown@x", NULL, PEC_RCPT_FAILED, 1004, "");
+    CHECK(pec_store_commit(st, b, err, sizeof(err)) == 0);
+    CHECK(hook_calls == 1); /* no outbox rows: no wake-up */
+    pec_batch_free(b);
+    CHECK(pec_store_tx_get(st, "opec1@pec-a.test", &tx, err, sizeof(err)) == 1);
+    if (tx.nrcpt == 3) {
+        CHECK(tx.rcpt[0].state == PEC_RCPT_DELIVERED && tx.rcpt[0].done_at == 1000 &&
+              tx.rcpt[0].taken_at == 0);
+        CHECK(tx.rcpt[1].state == PEC_RCPT_TIMEDOUT);
+        CHECK(tx.rcpt[2].state == PEC_RCPT_TIMEDOUT && tx.rcpt[2].taken_at == 1002);
+        CHECK_STR(tx.rcpt[2].detail, "5.4.1");
+    }
+    pec_tx_info_free(&tx);
+    pec_store_close(st);
+}
+
+static void test_outbox(void)
+{
+    struct pec_store *st = open_new("outbox.db");
+    struct pec_outbox_row row;
+    struct pec_outbox_stats s;
+    struct pec_batch *b;
+    char err[1024];
+    time_t next;
+    unsigned char bin[300];
+
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    for (size_t i = 0; i < sizeof(bin); i++)
+        bin[i] = (unsigned char)i;
+    b = submission("opec2@pec-a.test", "n2@pec-a.test", bin, sizeof(bin));
+    CHECK(pec_store_commit(st, b, err, sizeof(err)) == 0);
+    pec_batch_free(b);
+    b = submission("opec3@pec-a.test", "n3@pec-a.test", (const unsigned char *)"x", 1);
+    CHECK(pec_store_commit(st, b, err, sizeof(err)) == 0);
+    pec_batch_free(b);
+
+    /* oldest first, bytes intact, NUL included */
+    CHECK(pec_store_outbox_claim(st, 100, 1, &row, &next, err, sizeof(err)) == 1);
+    CHECK_STR(row.message_id, "n2@pec-a.test");
+    CHECK(row.len == sizeof(bin) && memcmp(row.data, bin, sizeof(bin)) == 0);
+    CHECK(row.nrcpt == 1 && strcmp(row.rcpt[0], "mario@pec-a.test") == 0);
+    CHECK(row.attempts == 1 && row.state == PEC_OUT_SENDING);
+    CHECK(pec_store_outbox_defer(st, row.id, 100, 160, "451 try later", err, sizeof(err)) == 0);
+    CHECK(pec_store_outbox_defer(st, row.id, 100, 160, "again", err, sizeof(err)) == -1);
+    pec_outbox_row_free(&row);
+
+    CHECK(pec_store_outbox_claim(st, 100, 1, &row, &next, err, sizeof(err)) == 1);
+    CHECK_STR(row.message_id, "n3@pec-a.test");
+    long long id3 = row.id;
+    pec_outbox_row_free(&row);
+    /* n2 waits until 160, n3 is "sending" */
+    CHECK(pec_store_outbox_claim(st, 100, 1, &row, &next, err, sizeof(err)) == 0);
+    CHECK(next == 160);
+
+    /* a crash: n3 back in the queue, counted as a doubt; only our node's rows */
+    CHECK(pec_store_outbox_recover(st, 2, err, sizeof(err)) == 0);
+    CHECK(pec_store_outbox_recover(st, 1, err, sizeof(err)) == 1);
+    CHECK(pec_store_outbox_claim(st, 100, 1, &row, &next, err, sizeof(err)) == 1);
+    CHECK(row.id == id3 && row.doubts == 1 && row.attempts == 2);
+    CHECK(pec_store_outbox_sent(st, row.id, 101, "4QX", "", err, sizeof(err)) == 0);
+    pec_outbox_row_free(&row);
+
+    CHECK(pec_store_outbox_claim(st, 200, 1, &row, &next, err, sizeof(err)) == 1);
+    CHECK_STR(row.last_error, "451 try later");
+    CHECK(pec_store_outbox_fail(st, row.id, 201, "550 no", err, sizeof(err)) == 0);
+    pec_outbox_row_free(&row);
+    CHECK(pec_store_outbox_claim(st, 300, 1, &row, &next, err, sizeof(err)) == 0 && next == 0);
+
+    CHECK(pec_store_outbox_stats(st, &s, err, sizeof(err)) == 0);
+    CHECK(s.count[PEC_OUT_SENT] == 1 && s.count[PEC_OUT_FAILED] == 1 &&
+          s.count[PEC_OUT_QUEUED] == 0);
+    CHECK(s.oldest_id != 0 && s.oldest_id != id3);
+    CHECK(pec_store_outbox_requeue(st, 0, 300, err, sizeof(err)) == 1);
+    CHECK(pec_store_outbox_note(st, 300, "connect: refused", err, sizeof(err)) == 0);
+    CHECK(pec_store_outbox_claim(st, 300, 1, &row, &next, err, sizeof(err)) == 1);
+    CHECK_STR(row.last_error, "connect: refused");
+    CHECK(pec_store_outbox_sent(st, row.id, 301, "", "", err, sizeof(err)) == 0);
+    pec_outbox_row_free(&row);
+
+    /* a Message-ID is unique in the outbox */
+    b = submission("opec4@pec-a.test", "n2@pec-a.test", bin, 1);
+    CHECK(pec_store_commit(st, b, err, sizeof(err)) == -1);
+    pec_batch_free(b);
+    pec_store_close(st);
+}
+
+static void test_log_query(void)
+{
+    struct pec_store *st = open_new("query.db");
+    struct pec_log_filter f;
+    struct pec_batch *b;
+    struct pec_record r;
+    char err[1024];
+
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    b = pec_batch_new();
+    for (int i = 0; i < 6; i++) {
+        pec_record_init(&r, PEC_REG_CONSEGNA, PEC_REG_RICEZIONE, 1000 + i * 100,
+                        i % 2 ? "opecA@x" : "opecB@x");
+        r.mittente = i < 3 ? "Mario@pec-a.test" : "luigi@pec-a.test";
+        r.destinatari = i == 0 ? "ab@pec-b.test (certificato)"
+                               : "b@pec-b.test (certificato), "
+                                 "c@ext.test (esterno)";
+        pec_batch_record(b, &r);
+    }
+    CHECK(pec_store_commit(st, b, err, sizeof(err)) == 0);
+    pec_batch_free(b);
+    memset(&f, 0, sizeof(f));
+    CHECK(count_log(st, &f) == 6);
+    f.identificativo = "opecA@x";
+    CHECK(count_log(st, &f) == 3);
+    memset(&f, 0, sizeof(f));
+    f.mittente = "mario@PEC-A.test";
+    CHECK(count_log(st, &f) == 3);
+    memset(&f, 0, sizeof(f));
+    f.destinatario = "b@pec-b.test"; /* not ab@pec-b.test */
+    CHECK(count_log(st, &f) == 5);
+    f.destinatario = "C@EXT.TEST";
+    CHECK(count_log(st, &f) == 5);
+    memset(&f, 0, sizeof(f));
+    f.since = 1100;
+    f.until = 1300;
+    CHECK(count_log(st, &f) == 2);
+    pec_store_close(st);
+}
+
+/* ---------------------------------------------------------------- faults */
+
+static int commit_one(struct pec_store *st, const char *id, size_t len, char *err, size_t errlen)
+{
+    unsigned char *msg = xcalloc(1, len + 1);
+    char *mid = xasprintf("n.%s", id);
+    struct pec_batch *b = submission(id, mid, msg, len);
+    int rc = pec_store_commit(st, b, err, errlen);
+
+    pec_batch_free(b);
+    free(mid);
+    free(msg);
+    return rc;
+}
+
+static void test_locked(void)
+{
+    struct pec_store *st = open_new("locked.db");
+    char err[1024], *p = path_of("locked.db");
+    sqlite3 *other = NULL;
+    time_t t0;
+
+    CHECK(st != NULL);
+    CHECK(sqlite3_open(p, &other) == SQLITE_OK);
+    CHECK(sqlite3_exec(other, "BEGIN EXCLUSIVE", NULL, NULL, NULL) == SQLITE_OK);
+    t0 = time(NULL);
+    CHECK(commit_one(st, "lock1", 10, err, sizeof(err)) == -1);
+    CHECK(time(NULL) - t0 >= 4); /* the busy timeout was waited out */
+    CHECK(strstr(err, "database is locked") != NULL);
+    printf("locked: %s\n", err);
+    CHECK(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL) == SQLITE_OK);
+    CHECK(commit_one(st, "lock1", 10, err, sizeof(err)) == 0);
+    sqlite3_close(other);
+    pec_store_close(st);
+    free(p);
+}
+
+static void test_disk_full(void)
+{
+    struct pec_store *st = open_new("full.db");
+    struct rlimit old, lim;
+    char err[1024];
+
+    CHECK(st != NULL);
+    CHECK(commit_one(st, "full0", 10, err, sizeof(err)) == 0);
+    /* a file size limit stands in for a full disk: writes past it fail (EFBIG) */
+    signal(SIGXFSZ, SIG_IGN);
+    CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    lim = old;
+    lim.rlim_cur = 256 * 1024;
+    CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    CHECK(commit_one(st, "full1", 1024 * 1024, err, sizeof(err)) == -1);
+    printf("disk full: %s\n", err);
+    CHECK(strstr(err, "full.db") != NULL);
+    CHECK(commit_one(st, "full2", 1024 * 1024, err, sizeof(err)) == -1);
+    CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
+    /* space is back: the same handle works again, nothing half-written */
+    CHECK(commit_one(st, "full1", 1024 * 1024, err, sizeof(err)) == 0);
+    CHECK(count_log(st, NULL) == 4);
+    CHECK(pec_store_check(st, err, sizeof(err)) == 0);
+    signal(SIGXFSZ, SIG_DFL);
+    pec_store_close(st);
+}
+
+/* As an unprivileged user (root writes anything): a read-only store file, then fixed. */
+static void test_unwritable(void)
+{
+    struct passwd *pw = getpwnam("nobody");
+    char *sub = path_of("ro"), *p = path_of("ro/ro.db");
+    int status;
+    pid_t pid;
+
+    if (geteuid() != 0 || pw == NULL) {
+        printf("unwritable: skipped (needs root and user nobody)\n");
+        free(sub);
+        free(p);
+        return;
+    }
+    CHECK(mkdir(sub, 0755) == 0 && chown(sub, pw->pw_uid, pw->pw_gid) == 0);
+    fflush(stdout);
+    pid = fork();
+    if (pid == 0) {
+        char err[1024];
+        struct pec_store *st;
+        int bad = 0;
+        if (setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
+            _exit(2);
+        st = pec_store_open(p, 0, err, sizeof(err));
+        bad |= st == NULL || commit_one(st, "ro1", 10, err, sizeof(err)) != 0;
+        pec_store_close(st);
+        bad |= chmod(p, 0444) != 0 || chmod(sub, 0555) != 0;
+        st = pec_store_open(p, 0, err, sizeof(err));
+        if (st == NULL) {
+            printf("unwritable (open): %s\n", err);
+            bad |= strstr(err, "ro.db") == NULL;
+        } else {
+            bad |= commit_one(st, "ro2", 10, err, sizeof(err)) != -1;
+            printf("unwritable (commit): %s\n", err);
+        }
+        bad |= chmod(sub, 0755) != 0 || chmod(p, 0644) != 0;
+        if (st == NULL)
+            st = pec_store_open(p, 0, err, sizeof(err));
+        bad |= st == NULL || commit_one(st, "ro2", 10, err, sizeof(err)) != 0;
+        pec_store_close(st);
+        fflush(stdout);
+        _exit(bad);
+    }
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    free(sub);
+    free(p);
+}
+
+static int copy_file(const char *from, const char *to)
+{
+    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+    char buf[8192];
+    size_t n;
+    int rc = (a && b) ? 0 : -1;
+
+    while (rc == 0 && (n = fread(buf, 1, sizeof(buf), a)) > 0)
+        if (fwrite(buf, 1, n, b) != n)
+            rc = -1;
+    if (a)
+        fclose(a);
+    if (b && fclose(b) != 0)
+        rc = -1;
+    return rc;
+}
+
+static void scribble(const char *path, long off, size_t len)
+{
+    FILE *f = fopen(path, "r+b");
+
+    CHECK(f != NULL);
+    if (f == NULL)
+        return;
+    CHECK(fseek(f, off, SEEK_SET) == 0);
+    for (size_t i = 0; i < len; i++)
+        fputc(0x5a, f);
+    CHECK(fclose(f) == 0);
+}
+
+static void test_corrupt(void)
+{
+    struct pec_store *st = open_new("bad.db");
+    char err[1024], *p = path_of("bad.db"), *backup = path_of("bad.db.backup");
+
+    CHECK(st != NULL);
+    for (int i = 0; i < 40; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "c%d", i);
+        CHECK(commit_one(st, id, 3000, err, sizeof(err)) == 0);
+    }
+    pec_store_close(st); /* checkpoints the WAL into the file */
+    CHECK(copy_file(p, backup) == 0);
+
+    /* damaged b-tree pages: found by the integrity check on open, when asked */
+    scribble(p, 3 * 4096 + 8, 4000);
+    scribble(p, 9 * 4096 + 8, 4000);
+    st = pec_store_open(p, PEC_STORE_CHECK, err, sizeof(err));
+    CHECK(st == NULL);
+    printf("corrupt pages: %s\n", err);
+    CHECK(strstr(err, "bad.db") != NULL);
+    pec_store_close(st);
+
+    /* a file that is not a database at all */
+    scribble(p, 0, 100);
+    st = pec_store_open(p, 0, err, sizeof(err));
+    CHECK(st == NULL);
+    printf("corrupt header: %s\n", err);
+    CHECK(strstr(err, "not a database") != NULL);
+
+    /* restored from the backup: works */
+    CHECK(copy_file(backup, p) == 0);
+    st = pec_store_open(p, PEC_STORE_CHECK | PEC_STORE_NOCREATE, err, sizeof(err));
+    CHECK(st != NULL);
+    if (st) {
+        CHECK(count_log(st, NULL) == 80);
+        pec_store_close(st);
+    }
+
+    /* the handle of a running daemon: the file is damaged under it, then restored */
+    st = pec_store_open(p, 0, err, sizeof(err));
+    CHECK(st != NULL);
+    scribble(p, 0, 100);
+    {
+        int rc = commit_one(st, "during", 10, err, sizeof(err));
+        printf("corrupt under a running handle: rc %d: %s\n", rc, rc ? err : "(not noticed yet)");
+    }
+    CHECK(copy_file(backup, p) == 0);
+    CHECK(pec_store_check(st, err, sizeof(err)) == 0 || pec_store_check(st, err, sizeof(err)) == 0);
+    pec_store_close(st);
+
+    /* the file gone: never silently recreated by a running handle */
+    st = pec_store_open(p, 0, err, sizeof(err));
+    CHECK(st != NULL);
+    free(p);
+    free(backup);
+    pec_store_close(st);
+    p = path_of("missing.db");
+    CHECK(pec_store_open(p, PEC_STORE_NOCREATE, err, sizeof(err)) == NULL);
+    CHECK(strstr(err, "missing.db") != NULL);
+    CHECK(access(p, F_OK) != 0);
+    free(p);
+}
+
+static void test_schema(void)
+{
+    char err[1024], *p = path_of("newer.db");
+    sqlite3 *db;
+    struct pec_store *st = pec_store_open(p, 0, err, sizeof(err));
+
+    CHECK(st != NULL);
+    pec_store_close(st);
+    CHECK(sqlite3_open(p, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    CHECK(pec_store_open(p, 0, err, sizeof(err)) == NULL);
+    CHECK(strstr(err, "newer pecmilter") != NULL);
+    free(p);
+}
+
+int main(void)
+{
+    if (mkdtemp(dir) == NULL) {
+        perror("mkdtemp");
+        return 1;
+    }
+    chmod(dir, 0755);
+    test_batch_and_tx();
+    test_outbox();
+    test_log_query();
+    test_schema();
+    test_locked();
+    test_disk_full();
+    test_unwritable();
+    test_corrupt();
+    if (check_failures == 0) {
+        char *cmd = xasprintf("rm -rf %s", dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "cannot remove %s\n", dir);
+        free(cmd);
+    }
+    return check_exit();
+}
