@@ -188,9 +188,12 @@ static void notice_facts(const struct pec_issuer *iss, const struct pec_notice *
         *owned = pec_errore_esteso(k->timeout_code, iss->provider_name,
                                    timeout_text[n->kind == PEC_NOTICE_PREAVVISO_24H]);
     } else if ((k->flags & K_VIRUS) && (d->errore_esteso == NULL || *d->errore_esteso == '\0')) {
-        char *what =
-            xasprintf("virus rilevato: %s", n->virus && *n->virus ? n->virus : "non identificato");
+        /* the antivirus's name for it may be anything: daticert.xml wants UTF-8 */
+        const char *v = n->virus && *n->virus ? n->virus : "non identificato";
+        char *clean = pec_utf8_sanitize(v, strlen(v)), *what;
+        what = xasprintf("virus rilevato: %s", clean);
         *owned = pec_errore_esteso("5.7.1", iss->provider_name, what);
+        free(clean);
         free(what);
     }
     if (*owned != NULL)
