@@ -397,6 +397,13 @@ def unregister_process(pid):
             _reaper.tell("UNPID", str(pid))
 
 
+def stop_instance(root, timeout=10):
+    """Stop the instance whose directory is root (etc/ and queue/ under it), started
+    by this or another process; returns the PIDs that needed SIGKILL."""
+    return _reap_instance(os.path.join(root, "etc"), os.path.join(root, "queue"),
+                          grace=timeout)
+
+
 def _atexit():
     for pf in list(_instances.values()):
         try:
@@ -793,6 +800,13 @@ class Postfix:
             with _lock:
                 if _instances.pop(self.etc, None) is not None and _reaper is not None:
                     _reaper.tell("DONE", self.etc)
+
+    def detach(self):
+        """Let the running instance outlive this process (the demo): neither the atexit
+        hook nor the reaper will stop it.  stop_instance() stops it later."""
+        with _lock:
+            if _instances.pop(self.etc, None) is not None and _reaper is not None:
+                _reaper.tell("DONE", self.etc)
 
     def __enter__(self):
         return self.start()
