@@ -35,6 +35,7 @@ struct pec_spool {
     size_t mem_limit;
     size_t size; /* bytes written, wherever they are */
     int error;   /* errno of the first failed write, 0 while healthy */
+    int last_cr; /* the last byte written was a CR */
 
     /* in memory: fd < 0 */
     unsigned char *mem;
@@ -188,6 +189,7 @@ int pec_spool_write(struct pec_spool *sp, const void *buf, size_t len)
     }
     if (len == 0)
         return 0;
+    sp->last_cr = ((const unsigned char *)buf)[len - 1] == '\r';
     if (sp->fd < 0 && sp->size + len <= sp->mem_limit) {
         mem_append(sp, buf, len);
         return 0;
@@ -195,6 +197,25 @@ int pec_spool_write(struct pec_spool *sp, const void *buf, size_t len)
     if (sp->fd < 0 && move_to_file(sp) < 0)
         return -1;
     return file_append(sp, buf, len);
+}
+
+int pec_spool_write_crlf(struct pec_spool *sp, const void *buf, size_t len)
+{
+    const unsigned char *p = buf, *end = p + len;
+
+    while (p < end) {
+        const unsigned char *lf = memchr(p, '\n', (size_t)(end - p));
+        int bare;
+
+        if (lf == NULL)
+            return pec_spool_write(sp, p, (size_t)(end - p));
+        bare = lf > p ? lf[-1] != '\r' : !sp->last_cr;
+        if (pec_spool_write(sp, p, (size_t)(lf - p)) < 0 ||
+            pec_spool_write(sp, bare ? "\r\n" : "\n", bare ? 2 : 1) < 0)
+            return -1;
+        p = lf + 1;
+    }
+    return 0;
 }
 
 int pec_spool_puts(struct pec_spool *sp, const char *s)
@@ -230,6 +251,11 @@ int pec_spool_printf(struct pec_spool *sp, const char *fmt, ...)
 size_t pec_spool_size(const struct pec_spool *sp)
 {
     return sp->size;
+}
+
+int pec_spool_error(const struct pec_spool *sp)
+{
+    return sp->error;
 }
 
 const unsigned char *pec_spool_mem(const struct pec_spool *sp)

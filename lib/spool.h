@@ -24,10 +24,17 @@ int pec_spool_write(struct pec_spool *sp, const void *buf, size_t len);
 int pec_spool_puts(struct pec_spool *sp, const char *s);
 int pec_spool_printf(struct pec_spool *sp, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/*
+ * Append, making every bare LF a CRLF (a CR ending the previous write counts), so text
+ * that arrives with Unix line ends is stored as it travels over SMTP.
+ */
+int pec_spool_write_crlf(struct pec_spool *sp, const void *buf, size_t len);
 /* Append LEN bytes of SRC from offset OFF (SRC and DST distinct). */
 int pec_spool_copy(struct pec_spool *dst, const struct pec_spool *src, size_t off, size_t len);
 
 size_t pec_spool_size(const struct pec_spool *sp);
+/* 0, or the errno of the first write that failed: the spool then refuses every write */
+int pec_spool_error(const struct pec_spool *sp);
 
 /* Read up to LEN bytes at OFF; returns the count (0 at the end), -1 on I/O error. */
 ssize_t pec_spool_pread(const struct pec_spool *sp, size_t off, void *buf, size_t len);
