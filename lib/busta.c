@@ -249,14 +249,36 @@ static char *busta_html(const struct busta_text *t)
 
 /* ---------------------------------------------------------------- top-level headers */
 
-/* "Subject: <prefix><original>": as written when ASCII, else encoded-words */
+/*
+ * RAW can follow "NAME: PREFIX" as it is: ASCII, CR and LF only as the CRLF of a fold,
+ * no line longer than RFC 5322's 998 characters.  A bare CR could end our header early
+ * in some MTA's eyes, so such a subject is re-encoded instead.
+ */
+static int fits_as_written(const char *name, const char *prefix, const char *raw)
+{
+    size_t col = strlen(name) + 2 + strlen(prefix);
+
+    if (!pec_is_ascii(raw, strlen(raw)))
+        return 0;
+    for (const char *p = raw; *p != '\0'; p++) {
+        if (*p == '\r' && p[1] == '\n' && (p[2] == ' ' || p[2] == '\t')) {
+            p++;
+            col = 0;
+        } else if (*p == '\r' || *p == '\n' || ++col > 998) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* "Subject: <prefix><original>": as written when it can be, else encoded-words */
 static void add_subject(struct pec_headers *h, const char *prefix, const struct pec_original *o)
 {
     char *v;
 
     if (o->subject_raw == NULL)
         v = xstrdup(prefix);
-    else if (pec_is_ascii(o->subject_raw, strlen(o->subject_raw)))
+    else if (fits_as_written("Subject", prefix, o->subject_raw))
         v = xasprintf("%s%s", prefix, o->subject_raw);
     else
         v = pec_rfc2047_value("Subject", prefix, o->subject);

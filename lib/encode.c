@@ -261,7 +261,9 @@ char *pec_rfc2047_value(const char *name, const char *prefix, const char *utf8)
     char *out = NULL;
 
     append(&out, &len, prefix, strlen(prefix));
-    if (pec_is_ascii(utf8, strlen(utf8))) {
+    /* plain text when it can stay on one line of at most 998 characters */
+    if (pec_is_ascii(utf8, strlen(utf8)) && strpbrk(utf8, "\r\n") == NULL &&
+        used + strlen(utf8) <= 998) {
         append(&out, &len, utf8, strlen(utf8));
         return out;
     }

@@ -56,9 +56,10 @@ char *pec_b64_string(const unsigned char *in, size_t len);
 
 /*
  * A header value made of ASCII PREFIX followed by UTF8, for a field called
- * NAME (used only to fit the first line in 78 columns).  ASCII UTF8 is
- * appended as is; anything else becomes RFC 2047 "B" encoded-words of UTF-8,
- * never splitting a character, folded with CRLF SP.  Caller frees.
+ * NAME (used only to fit the lines).  ASCII UTF8 that fits on one line of
+ * 998 characters is appended as is; anything else becomes RFC 2047 "B"
+ * encoded-words of UTF-8, never splitting a character, folded with CRLF SP
+ * into lines of at most 78 characters.  Caller frees.
  */
 char *pec_rfc2047_value(const char *name, const char *prefix, const char *utf8);
 

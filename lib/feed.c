@@ -41,25 +41,24 @@ static int spent(void)
     return -1;
 }
 
-/* a value's line breaks, "\n" or "\r\n", as CRLF */
+/* a value's line breaks, "\n" or "\r\n", as CRLF; any other CR stays as it came */
 static int write_value(struct pec_spool *sp, const char *v)
 {
     const char *p = v;
 
     while (*p != '\0') {
-        size_t n = strcspn(p, "\r\n");
+        const char *lf = strchr(p, '\n');
+        size_t n = lf != NULL ? (size_t)(lf - p) : strlen(p);
 
+        if (n > 0 && lf != NULL && p[n - 1] == '\r')
+            n--;
         if (pec_spool_write(sp, p, n) < 0)
             return -1;
-        p += n;
-        if (*p == '\0')
+        if (lf == NULL)
             break;
-        if (p[0] == '\r' && p[1] == '\n')
-            p += 2;
-        else
-            p++;
         if (pec_spool_write(sp, "\r\n", 2) < 0)
             return -1;
+        p = lf + 1;
     }
     return 0;
 }

@@ -287,6 +287,7 @@ static void test_feed(void)
                                "Subject:senza spazio\r\n"
                                "From:  a@pec-a.test\r\n"
                                "X-Folded: uno\r\n due\r\n"
+                               "X-Cr: a\rb\r\n"
                                "\r\n"
                                "riga 1\r\nriga 2\r\n";
     struct pec_feed *f = pec_feed_new(NULL, 16);
@@ -300,6 +301,7 @@ static void test_feed(void)
     CHECK(pec_feed_header(f, "Subject", "senza spazio") == 0);
     CHECK(pec_feed_header(f, "From", "  a@pec-a.test") == 0);
     CHECK(pec_feed_header(f, "X-Folded", " uno\r\n due") == 0); /* Sendmail's way */
+    CHECK(pec_feed_header(f, "X-Cr", " a\rb") == 0);            /* a lone CR is not a fold */
     CHECK(pec_feed_eoh(f) == 0);
     CHECK(pec_feed_body(f, (const unsigned char *)"riga 1\r", 7) == 0);
     CHECK(pec_feed_body(f, (const unsigned char *)"\nriga 2\n", 8) == 0);
@@ -596,6 +598,46 @@ static void test_bustas(void)
     CHECK_STR(pec_headers_get(&b1.headers, "Subject"),
               "POSTA CERTIFICATA: =?ISO-8859-1?Q?Perch=E9?= un oggetto\r\n piegato su due righe");
     CHECK_STR(pec_headers_get(&b1.headers, "X-TipoRicevuta"), "breve");
+
+    pec_built_free(&b1);
+    pec_original_free(&o);
+
+    /* a bare CR or a line past 998 characters is not copied to the top level as written */
+    {
+        static const char bare_cr[] = "From: mario.rossi@pec-a.test\r\nTo: dest@pec-b.test\r\n"
+                                      "Subject: a\rb\r\n\r\nx\r\n";
+        char *longsub = xmalloc(1200);
+        const char *v;
+        int k = snprintf(longsub, 200,
+                         "From: mario.rossi@pec-a.test\r\nTo: dest@pec-b.test\r\n"
+                         "Subject: ");
+
+        CHECK(parse(&o, bare_cr, sizeof(bare_cr) - 1) == 0);
+        CHECK(build_busta(&o, &b1) == 0);
+        CHECK_STR(pec_headers_get(&b1.headers, "Subject"), "POSTA CERTIFICATA: a b");
+        pec_built_free(&b1);
+        pec_original_free(&o);
+
+        memset(longsub + k, 'x', 990);
+        strcpy(longsub + k + 990, "\r\n\r\nx\r\n");
+        CHECK(parse(&o, longsub, strlen(longsub)) == 0);
+        CHECK(build_busta(&o, &b1) == 0);
+        v = pec_headers_get(&b1.headers, "Subject");
+        CHECK(v != NULL && STARTS(v, "POSTA CERTIFICATA: =?UTF-8?B?eHh4"));
+        /* every line within 78 columns, the first one counting "Subject: " */
+        for (const char *line = v, *eol; line != NULL; line = eol ? eol + 2 : NULL) {
+            eol = strstr(line, "\r\n");
+            CHECK((eol ? (size_t)(eol - line) : strlen(line)) +
+                      (line == v ? strlen("Subject: ") : 0) <=
+                  78);
+        }
+        free(longsub);
+        pec_built_free(&b1);
+        pec_original_free(&o);
+    }
+
+    CHECK(parse(&o, msg_forged, sizeof(msg_forged) - 1) == 0);
+    CHECK(build_busta(&o, &b1) == 0);
 
     /* reproducible */
     CHECK(build_busta(&o, &b2) == 0);
