@@ -136,7 +136,7 @@ static size_t field_name_len(const unsigned char *line, size_t n)
 
 static void split_fields(struct pec_original *o, const unsigned char *h, size_t hlen)
 {
-    size_t pos = 0;
+    size_t pos = 0, cap = 0;
     struct pec_field *cur = NULL;
 
     while (pos < hlen) {
@@ -147,7 +147,10 @@ static void split_fields(struct pec_original *o, const unsigned char *h, size_t 
         if ((h[pos] == ' ' || h[pos] == '\t') && cur != NULL) {
             cur->len = next - cur->off; /* a continuation line */
         } else if ((nlen = field_name_len(h + pos, next - pos)) > 0) {
-            o->fields = xrealloc(o->fields, (o->n_fields + 1) * sizeof(*o->fields));
+            if (o->n_fields == cap) {
+                cap = cap ? 2 * cap : 32;
+                o->fields = xrealloc(o->fields, cap * sizeof(*o->fields));
+            }
             cur = &o->fields[o->n_fields++];
             cur->name = xstrndup((const char *)h + pos, nlen);
             cur->off = pos;
@@ -296,19 +299,31 @@ static enum pec_ricevuta tipo_of(const char *v)
     return PEC_RICEVUTA_COMPLETA;
 }
 
-/* the facts of one field; FIRST is nonzero for the first field of that name */
-static void field_facts(struct pec_original *o, const struct pec_field *f, int first)
+/* fields whose first occurrence alone counts: a later duplicate is the client's noise */
+struct seen {
+    int subject, message_id, tipo;
+};
+
+static int first(int *seen)
+{
+    int was = *seen;
+
+    *seen = 1;
+    return !was;
+}
+
+static void field_facts(struct pec_original *o, const struct pec_field *f, struct seen *seen)
 {
     char *v;
 
-    if (strcasecmp(f->name, "Subject") == 0 && first) {
+    if (strcasecmp(f->name, "Subject") == 0 && first(&seen->subject)) {
         v = field_unfolded(o, f);
         o->subject = decode_subject(v);
         o->subject_raw = pec_original_field_raw(o, f);
-    } else if (strcasecmp(f->name, "Message-ID") == 0 && first) {
+    } else if (strcasecmp(f->name, "Message-ID") == 0 && first(&seen->message_id)) {
         v = field_unfolded(o, f);
         o->message_id = message_id_of(v);
-    } else if (strcasecmp(f->name, "X-TipoRicevuta") == 0 && first) {
+    } else if (strcasecmp(f->name, "X-TipoRicevuta") == 0 && first(&seen->tipo)) {
         v = field_unfolded(o, f);
         o->tipo_ricevuta = tipo_of(v);
     } else if (strcasecmp(f->name, "From") == 0) {
@@ -335,14 +350,11 @@ static void field_facts(struct pec_original *o, const struct pec_field *f, int f
 
 static void all_facts(struct pec_original *o)
 {
-    o->tipo_ricevuta = PEC_RICEVUTA_COMPLETA;
-    for (size_t i = 0; i < o->n_fields; i++) {
-        int first = 1;
+    struct seen seen = {0};
 
-        for (size_t k = 0; k < i && first; k++)
-            first = strcasecmp(o->fields[k].name, o->fields[i].name) != 0;
-        field_facts(o, &o->fields[i], first);
-    }
+    o->tipo_ricevuta = PEC_RICEVUTA_COMPLETA;
+    for (size_t i = 0; i < o->n_fields; i++)
+        field_facts(o, &o->fields[i], &seen);
 }
 
 static int find_8bit(const unsigned char *chunk, size_t n, void *arg)

@@ -271,6 +271,20 @@ static void test_original_huge_header(void)
     CHECK(strstr(err, "header section is larger than") != NULL);
     pec_original_free(&o);
 
+    /* 80000 tiny fields, half of them To with one address: linear, not quadratic */
+    {
+        char *many = xmalloc(1 << 20);
+        size_t len = 0;
+
+        for (int i = 0; i < 80000; i++)
+            len += (size_t)sprintf(many + len, i % 2 ? "X-%d: y\r\n" : "To: a%d@b\r\n", i % 1000);
+        memcpy(many + len, "\r\nbody\r\n", 9);
+        CHECK(parse(&o, many, len + 8) == 0);
+        CHECK(o.n_fields == 80000 && o.n_to == 40000);
+        pec_original_free(&o);
+        free(many);
+    }
+
     /* half a megabyte still parses */
     memcpy(m + n + ok, "\r\n\r\nbody\r\n", 11);
     CHECK(parse(&o, m, strlen(m)) == 0);
