@@ -306,8 +306,8 @@ char *pec_utf8_to_latin1(const char *utf8, int *lossless)
                            : n == 2 ? (unsigned long)(s[0] & 0x1f) << 6 | (s[1] & 0x3f)
                                     : 0x100;
 
-        if (n == 1 && *s >= 0x80)
-            cp = 0x100; /* a stray byte: not valid UTF-8 */
+        if ((n == 1 && *s >= 0x80) || (n == 2 && cp < 0x80))
+            cp = 0x100; /* a stray byte or an overlong form: not valid UTF-8 */
         if (cp > 0xff) {
             out[o++] = '?';
             *lossless = 0;

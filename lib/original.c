@@ -278,14 +278,27 @@ static char *decode_subject(const char *unfolded)
     return out;
 }
 
-/* "<id>" from a Message-ID value: the first bracketed token, else a lone bare token */
+/* visible ASCII only: the id is repeated in headers we sign, where 8-bit has no place */
+static int id_chars_ok(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= 32 || (unsigned char)s[i] >= 127 || s[i] == '<' || s[i] == '>')
+            return 0;
+    return n > 0;
+}
+
+/*
+ * "<id>" from a Message-ID value: the first bracketed token, else a lone bare token;
+ * NULL when neither is a usable id (the field is still replaced in postacert.eml).
+ */
 static char *message_id_of(const char *v)
 {
     const char *lt = strchr(v, '<'), *gt = lt ? strchr(lt, '>') : NULL;
 
-    if (lt != NULL && gt != NULL && gt > lt + 1)
-        return xstrndup(lt, (size_t)(gt - lt) + 1);
-    if (*v == '\0' || lt != NULL || strpbrk(v, " \t<>") != NULL)
+    if (lt != NULL && gt != NULL)
+        return id_chars_ok(lt + 1, (size_t)(gt - lt) - 1) ? xstrndup(lt, (size_t)(gt - lt) + 1)
+                                                          : NULL;
+    if (lt != NULL || !id_chars_ok(v, strlen(v)))
         return NULL;
     return xasprintf("<%s>", v);
 }

@@ -237,6 +237,19 @@ static void test_original_facts(void)
     CHECK_STR(o.subject, "solo intestazione");
     pec_original_free(&o);
 
+    /* a client id that is no id: none, and nothing 8-bit can reach our headers */
+    {
+        static const char *const ids[] = {
+            "Message-ID: <caf\xc3\xa8@x>\r\n\r\n", "Message-ID: <>\r\n\r\n",
+            "Message-ID: due parole\r\n\r\n", "Message-ID:   nudo@x  \r\n\r\n"};
+
+        for (size_t i = 0; i < 4; i++) {
+            CHECK(parse(&o, ids[i], strlen(ids[i])) == 0);
+            CHECK(i < 3 ? o.message_id == NULL : strcmp(o.message_id, "<nudo@x>") == 0);
+            pec_original_free(&o);
+        }
+    }
+
     CHECK(parse(&o, "", 0) == 0);
     CHECK(o.n_fields == 0 && o.subject == NULL);
     pec_original_free(&o);
