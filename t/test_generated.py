@@ -14,6 +14,8 @@ clock, deterministic identifiers, the test PKI).  Each one must:
     identificativo, the HTML free of anything active or external;
   * for the breve receipt: hashes equal to the SHA-1 of the original
     attachments' encoded bodies, every other byte of the original kept;
+  * for the buste (trasporto, anomalia): their headers and layout, and the
+    consegna completa carrying the very postacert.eml of the busta;
   * be classified back to its kind by pecverify, when it is built;
   * equal, byte for byte, its golden copy in t/golden/ -- with the body of
     smime.p7s replaced by a placeholder: the test PKI is generated with new
@@ -106,10 +108,11 @@ NOTICES = {
         consegna=LUIGI, esteso="5.7.1 - Gestore B S.p.A. - ", virus=True),
 }
 
-# HTML in a notice may not reach out or run anything (pec-rules.md 3.1)
+# HTML in a notice may not reach out or run anything (pec-rules.md 3.1); a
+# <meta> naming the charset is neither, a refresh would be
 HTML_FORBIDDEN = re.compile(
-    r"<\s*(script|style|link|img|iframe|object|embed|meta|form|base)\b|\b(src|href|style|on\w+)\s*="
-    r"|https?:|url\(", re.I)
+    r"<\s*(script|style|link|img|iframe|object|embed|form|base)\b"
+    r"|\b(src|href|style|on\w+)\s*=|http-equiv\s*=\s*\"?refresh|https?:|url\(", re.I)
 
 failures = []
 
@@ -408,6 +411,70 @@ def check_originals(completa_raw, breve_raw, identificativo):
         fail("consegna-breve", "%d attachments hashed, the original has 3" % hashed)
 
 
+def postacert_of(raw, msg):
+    """The bytes of the message/rfc822 part of a signed message, as transmitted."""
+    for part in raw_parts(signed_content(raw, msg.get_param("boundary"))):
+        head, body = split_entity(part)
+        if email.message_from_bytes(head + b"\r\n").get_content_type() == "message/rfc822":
+            return body
+    return None
+
+
+def check_headers_exact(name, msg, want):
+    for h, v in want.items():
+        got = msg.get_all(h)
+        if (v is None and got is not None) or (v is not None and got != [v]):
+            fail(name, "%s is %r, expected %r" % (h, got, v))
+
+
+def check_busta(raw, msg, tmp, dtd):
+    """The busta di trasporto (busta helper's builder) as peers will see it."""
+    name = "busta"
+    outer = msg.get_payload()
+    parts = outer[0].get_payload() if outer[0].get_content_type() == "multipart/mixed" else []
+    types = [p.get_content_type() for p in parts]
+    if types[:1] != ["multipart/alternative"] or \
+            sorted(types[1:]) != ["application/xml", "message/rfc822"]:
+        fail(name, "parts %s" % types)
+        return None
+    identificativo = check_daticert(name, dict(
+        signer="a", tipo="posta-certificata", errore="nessuno", ricevuta="completa"),
+        [p for p in parts if p.get_content_type() == "application/xml"][0], tmp, dtd)
+    check_headers_exact(name, msg, {
+        "X-Trasporto": "posta-certificata", "X-Ricevuta": None, "Date": DATE,
+        "From": '"Per conto di: %s" <%s>' % (SENDER, SERVICE["a"]),
+        "To": "%s, carla.neri@example.com" % LUIGI, "Cc": ANNA,
+        "Message-ID": "<%s>" % identificativo, "X-Riferimento-Message-ID": CLIENT_MSGID,
+        "X-TipoRicevuta": "completa",
+    })
+    subject = str(email.header.make_header(email.header.decode_header(msg["Subject"])))
+    if subject != "POSTA CERTIFICATA: " + SUBJECT:
+        fail(name, "Subject decodes to %r" % subject)
+    plain, markup = [p.get_payload(decode=True) for p in parts[0].get_payload()]
+    if not plain.rstrip().endswith(identificativo.encode()) or \
+            HTML_FORBIDDEN.search(markup.decode("latin-1")) or not markup.isascii():
+        fail(name, "text does not end with the identificativo, or the HTML is unsafe")
+    return postacert_of(raw, msg)
+
+
+def check_anomalia(raw, msg):
+    name = "anomalia"
+    check_headers_exact(name, msg, {
+        "X-Trasporto": "errore", "X-Ricevuta": None, "Date": DATE,
+        "Subject": "ANOMALIA MESSAGGIO: Offerta speciale",
+        "From": '"Per conto di: offerte@example.com" <%s>' % SERVICE["b"],
+        "To": LUIGI, "Message-ID": "<offerta-1@example.com>",
+    })
+    mixed = msg.get_payload()[0]
+    types = [p.get_content_type() for p in mixed.get_payload()]
+    if types != ["text/plain", "message/rfc822"]:
+        fail(name, "parts %s: only the text and the received message are allowed" % types)
+    pc = postacert_of(raw, msg) or b""
+    if b"Message-ID: <offerta-1@example.com>\r\n" not in pc or \
+            not pc.endswith(b"\r\n\r\nUna mail ordinaria, senza firma.\r\n"):
+        fail(name, "the received message is not carried whole")
+
+
 # ------------------------------------------------------------------ golden files
 
 def check_golden(name, file, raw):
@@ -463,6 +530,24 @@ def check_pecverify(manifest, out):
         fail("pecverify", "exit status %d" % r.returncode)
 
 
+def check_notice(kind, exp, raw, msg, header, tipo, errore, tmp, dtd, identificativi):
+    """Everything a notice must be; returns {"completa"|"breve": postacert bytes} if any."""
+    if (header, tipo, errore) != (exp["x_ricevuta"], exp["tipo"], exp["errore"]):
+        fail(kind, "manifest says %s %s %s" % (header, tipo, errore))
+    check_headers(kind, exp, msg)
+    parts = check_layout(kind, exp, msg)
+    if parts is None:
+        return {}
+    identificativo = check_daticert(kind, exp, parts[-1], tmp, dtd)
+    identificativi.add(identificativo)
+    check_texts(kind, exp, parts, identificativo)
+    if not exp.get("original"):
+        return {}
+    if parts[1]["Content-Transfer-Encoding"] not in ("7bit", "8bit"):
+        fail(kind, "postacert.eml encoded as %s" % parts[1]["Content-Transfer-Encoding"])
+    return {exp["original"]: postacert_of(raw, msg)}
+
+
 # ------------------------------------------------------------------ driver
 
 def generate(out):
@@ -493,7 +578,7 @@ def main():
         manifest = generate(out)
         generate(again)
         gpgsm = Gpgsm(tmp)
-        expected = {k + ".eml" for k in NOTICES}
+        expected = {k + ".eml" for k in NOTICES} | {"busta.eml", "anomalia.eml"}
         listed = {m[0] for m in manifest}
         if not expected <= listed:
             fail("manifest", "missing: %s" % sorted(expected - listed))
@@ -516,25 +601,15 @@ def main():
             msg = email.message_from_bytes(raw, policy=email.policy.compat32)
             gpgsm.verify(kind, raw, msg, tmp)
             check_golden(kind, file, raw)
-            exp = NOTICES.get(kind)
-            if exp is None:
-                print("NOTE: %s (%s) is checked for signature and golden copy only" % (file, kind))
-                continue
-            if (header, tipo, errore) != (exp["x_ricevuta"], exp["tipo"], exp["errore"]):
-                fail(kind, "manifest says %s %s %s" % (header, tipo, errore))
-            check_headers(kind, exp, msg)
-            parts = check_layout(kind, exp, msg)
-            if parts is None:
-                continue
-            identificativo = check_daticert(kind, exp, parts[-1], tmp, dtd)
-            identificativi.add(identificativo)
-            check_texts(kind, exp, parts, identificativo)
-            if exp.get("original"):
-                pc = parts[1]
-                if pc["Content-Transfer-Encoding"] not in ("7bit", "8bit"):
-                    fail(kind, "postacert.eml encoded as %s" % pc["Content-Transfer-Encoding"])
-                body = signed_content(raw, msg.get_param("boundary"))
-                originals[exp["original"]] = split_entity(raw_parts(body)[1])[1]
+            if kind == "busta":
+                originals["busta"] = check_busta(raw, msg, tmp, dtd)
+            elif kind == "anomalia":
+                check_anomalia(raw, msg)
+            elif kind not in NOTICES:
+                fail(kind, "unknown kind in the manifest")
+            else:
+                originals.update(check_notice(kind, NOTICES[kind], raw, msg, header, tipo,
+                                              errore, tmp, dtd, identificativi))
             print("%s %-28s %s" % ("ok  " if len(failures) == before else "FAIL", file,
                                    "signature (openssl, gpgsm), layout, headers, daticert, "
                                    "texts, golden"))
@@ -542,6 +617,11 @@ def main():
             fail("identificativo", "notices quote different ones: %s" % identificativi)
         if {"completa", "breve"} <= set(originals):
             check_originals(originals["completa"], originals["breve"], identificativi.pop())
+        if "busta" not in originals:
+            print("NOTE: pecgen wrote no busta.eml: the postacert.eml of the notices is not "
+                  "compared with a busta's")
+        elif originals.get("busta") != originals.get("completa"):
+            fail("consegna-completa", "postacert.eml differs from the one in busta.eml")
         check_pecverify(manifest, out)
     finally:
         if gpgsm is not None:

@@ -14,10 +14,16 @@
  * emits.
  *
  * OUTDIR gets one file per kind and manifest.txt, one line per file:
- * "<file> <kind> <x-ricevuta or x-trasporto> <daticert tipo> <errore>".
+ * "<file> <kind> <x-ricevuta or x-trasporto> <daticert tipo> <errore>"
+ * ("-" for what the anomaly, which has no daticert.xml, lacks).  The buste
+ * are written as the MTA delivers them (pec_built_full): the original's
+ * inherited fields first.  The notices about the message carry the busta's
+ * own postacert.eml.
  */
+#include "busta.h"
 #include "daticert.h"
 #include "notice.h"
+#include "original.h"
 #include "pecmsg.h"
 #include "spool.h"
 #include "xalloc.h"
@@ -94,23 +100,18 @@ static struct pec_destinatario dests[] = {
 static const int dests_cc[] = {0, 0, 1};
 static char *ricezioni[] = {"luigi.bianchi@pec-b.test", "anna.verdi@pec-b.test"};
 
-#define SUBJECT_RAW "=?UTF-8?Q?Fattura_n=2E_42_=C3=A8_pronta?="
-#define SUBJECT_UTF8 "Fattura n. 42 \xc3\xa8 pronta"
-
-/*
- * The original as postacert.eml carries it: Message-ID replaced by the
- * identificativo (%s), the client's id kept in X-Riferimento-Message-ID.  Two
- * attachments (one named the RFC 2231 way) and a forwarded message.
- */
-static const char original_fmt[] =
+/* The submission: two attachments (one named the RFC 2231 way) and a forwarded message. */
+static const char submission[] =
     "Return-Path: <" SENDER ">\r\n"
+    "Received: from [192.0.2.10] (client.pec-a.test [192.0.2.10])\r\n"
+    "\tby smtp.pec-a.test (Postfix) with ESMTPSA id 4TwXYZ1234;\r\n"
+    "\tFri, 15 Mar 2024 11:20:29 +0100 (CET)\r\n"
     "From: Mario Rossi <" SENDER ">\r\n"
     "To: luigi.bianchi@pec-b.test, carla.neri@example.com\r\n"
     "Cc: anna.verdi@pec-b.test\r\n"
-    "Subject: " SUBJECT_RAW "\r\n"
+    "Subject: =?UTF-8?Q?Fattura_n=2E_42_=C3=A8_pronta?=\r\n"
     "Date: Fri, 15 Mar 2024 11:15:00 +0100\r\n"
-    "Message-ID: <%s>\r\n"
-    "X-Riferimento-Message-ID: " CLIENT_MSGID "\r\n"
+    "Message-ID: " CLIENT_MSGID "\r\n"
     "MIME-Version: 1.0\r\n"
     "Content-Type: multipart/mixed; boundary=\"=_orig_1\"\r\n"
     "\r\n"
@@ -135,7 +136,7 @@ static const char original_fmt[] =
     "--=_orig_1\r\n"
     "Content-Type: text/csv; charset=UTF-8\r\n"
     "Content-Disposition: attachment;\r\n"
-    " filename*=UTF-8''ricevuta%%20pi%%C3%%B9%%20rapida.csv\r\n"
+    " filename*=UTF-8''ricevuta%20pi%C3%B9%20rapida.csv\r\n"
     "Content-Transfer-Encoding: quoted-printable\r\n"
     "\r\n"
     "numero;importo;valuta\r\n"
@@ -153,26 +154,33 @@ static const char original_fmt[] =
     "Ordine 42 confermato.\r\n"
     "--=_orig_1--\r\n";
 
-static struct pec_spool *postacert(const char *identificativo)
-{
-    struct pec_spool *sp = pec_spool_new(NULL, 1 << 20);
+/* Ordinary mail reaching a PEC mailbox of B: what a busta di anomalia wraps. */
+static const char ordinary[] = "Return-Path: <offerte@example.com>\r\n"
+                               "Received: from mx.example.com (mx.example.com [198.51.100.7])\r\n"
+                               "\tby mx.pec-b.test (Postfix) with ESMTPS id 4TwABC9876;\r\n"
+                               "\tFri, 15 Mar 2024 11:20:30 +0100 (CET)\r\n"
+                               "From: Offerte <offerte@example.com>\r\n"
+                               "To: luigi.bianchi@pec-b.test\r\n"
+                               "Subject: Offerta speciale\r\n"
+                               "Date: Fri, 15 Mar 2024 11:20:00 +0100\r\n"
+                               "Message-ID: <offerta-1@example.com>\r\n"
+                               "\r\n"
+                               "Una mail ordinaria, senza firma.\r\n";
 
-    if (sp == NULL || pec_spool_printf(sp, original_fmt, identificativo) < 0)
-        die("postacert.eml", strerror(errno));
-    return sp;
-}
+static const char *const rcpts[] = {"luigi.bianchi@pec-b.test", "carla.neri@example.com",
+                                    "anna.verdi@pec-b.test"};
 
-static struct pec_daticert facts_of(const char *identificativo)
+static struct pec_daticert facts_of(const struct pec_original *o, const char *identificativo)
 {
     struct pec_daticert d = {0};
 
-    d.mittente = SENDER;
+    d.mittente = (char *)pec_original_mittente(o);
     d.destinatari = dests;
     d.n_destinatari = sizeof(dests) / sizeof(dests[0]);
-    d.risposte = SENDER;
-    d.oggetto = SUBJECT_UTF8;
+    d.risposte = (char *)pec_original_mittente(o);
+    d.oggetto = o->subject;
     d.identificativo = (char *)identificativo;
-    d.msgid = CLIENT_MSGID;
+    d.msgid = o->message_id;
     return d;
 }
 
@@ -192,13 +200,85 @@ static void write_built(const char *file, const struct pec_built *b)
         die(path, strerror(errno));
 }
 
-static void list(const char *file, const char *kind, const char *header, enum pec_tipo tipo,
-                 enum pec_errore errore)
+static int put_file(const unsigned char *chunk, size_t n, void *f)
 {
-    if (fprintf(manifest, "%s %s %s %s %s\n", file, kind, header, pec_tipo_name(tipo),
-                pec_errore_name(errore)) < 0)
+    return fwrite(chunk, 1, n, f) == n ? 0 : -1;
+}
+
+static void write_spool(const char *file, const struct pec_spool *sp)
+{
+    char path[4096];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", outdir, file);
+    if ((f = fopen(path, "wb")) == NULL)
+        die(path, strerror(errno));
+    if (pec_spool_each(sp, 0, pec_spool_size(sp), put_file, f) != 0)
+        die(path, strerror(errno));
+    if (fclose(f) != 0)
+        die(path, strerror(errno));
+}
+
+static void list(const char *file, const char *kind, const char *header, const char *tipo,
+                 const char *errore)
+{
+    if (fprintf(manifest, "%s %s %s %s %s\n", file, kind, header, tipo, errore) < 0)
         die("manifest.txt", strerror(errno));
 }
+
+/* B as the MTA delivers it: the fields of RAW that KEEPS inherits, then B */
+static void write_envelope(const char *file, const struct pec_built *b, const struct pec_spool *raw,
+                           int (*keeps)(const char *))
+{
+    struct pec_spool *full = pec_spool_new(NULL, 1 << 20);
+    char err[512];
+
+    if (full == NULL)
+        die(file, strerror(errno));
+    if (pec_built_full(b, raw, keeps, full, err, sizeof(err)) != 0)
+        die(file, err);
+    write_spool(file, full);
+    pec_spool_free(full);
+}
+
+/* The busta di trasporto of O, and its postacert.eml for the notices. */
+static struct pec_spool *busta(const struct pec_original *o, const char *id)
+{
+    struct pec_spool *pc = pec_spool_new(NULL, 1 << 20);
+    struct pec_built b;
+    char err[512];
+
+    if (pec_build_busta(&prov_a.iss, o, dests, sizeof(dests) / sizeof(dests[0]), id,
+                        pec_clock_now(&clock_), &b, err, sizeof(err)) != 0)
+        die("busta", err);
+    write_envelope("busta.eml", &b, o->raw, pec_busta_keeps);
+    pec_built_free(&b);
+    list("busta.eml", "busta", "posta-certificata", pec_tipo_name(PEC_TIPO_POSTA_CERTIFICATA),
+         pec_errore_name(PEC_ERRORE_NESSUNO));
+    if (pc == NULL || pec_postacert_write(o, id, pc) != 0)
+        die("postacert.eml", strerror(errno));
+    return pc;
+}
+
+static void anomalia(void)
+{
+    struct pec_spool *received = pec_spool_new(NULL, 1 << 20);
+    struct pec_built b;
+    char err[512];
+
+    if (received == NULL || pec_spool_puts(received, ordinary) != 0)
+        die("anomalia", strerror(errno));
+    if (pec_build_anomalia(&prov_b.iss, received,
+                           "il messaggio non \xc3\xa8 firmato da un gestore di posta certificata",
+                           pec_clock_now(&clock_), &b, err, sizeof(err)) != 0)
+        die("anomalia", err);
+    write_envelope("anomalia.eml", &b, received, pec_anomalia_keeps);
+    pec_built_free(&b);
+    pec_spool_free(received);
+    list("anomalia.eml", "anomalia", "errore", "-", "-");
+}
+
+static const struct pec_original *original;
 
 static void notice(const struct provider *p, enum pec_notice_kind kind, struct pec_daticert facts,
                    const char *to, const char *virus, const struct pec_spool *orig)
@@ -207,7 +287,7 @@ static void notice(const struct provider *p, enum pec_notice_kind kind, struct p
         .kind = kind,
         .facts = &facts,
         .to = to,
-        .subject_raw = SUBJECT_RAW,
+        .subject_raw = original->subject_raw,
         .is_cc = dests_cc,
         .postacert = orig,
         .virus = virus,
@@ -221,14 +301,14 @@ static void notice(const struct provider *p, enum pec_notice_kind kind, struct p
     snprintf(file, sizeof(file), "%s.eml", name);
     write_built(file, &b);
     pec_built_free(&b);
-    list(file, name, pec_notice_x_ricevuta(kind), pec_notice_tipo(kind),
-         pec_notice_errore(kind, facts.errore));
+    list(file, name, pec_notice_x_ricevuta(kind), pec_tipo_name(pec_notice_tipo(kind)),
+         pec_errore_name(pec_notice_errore(kind, facts.errore)));
 }
 
 /* what the sender's provider (A) emits */
-static void sender_side(const char *id, const struct pec_spool *orig)
+static void sender_side(const char *id)
 {
-    struct pec_daticert f = facts_of(id);
+    struct pec_daticert f = facts_of(original, id);
     char *esteso;
 
     notice(&prov_a, PEC_NOTICE_ACCETTAZIONE, f, SENDER, NULL, NULL);
@@ -239,7 +319,7 @@ static void sender_side(const char *id, const struct pec_spool *orig)
     notice(&prov_a, PEC_NOTICE_NON_ACCETTAZIONE, f, SENDER, NULL, NULL);
     free(esteso);
 
-    f = facts_of(id);
+    f = facts_of(original, id);
     notice(&prov_a, PEC_NOTICE_NON_ACCETTAZIONE_VIRUS, f, SENDER, "Eicar-Signature", NULL);
 
     f.consegna = "luigi.bianchi@pec-b.test";
@@ -247,20 +327,19 @@ static void sender_side(const char *id, const struct pec_spool *orig)
     f.consegna = "anna.verdi@pec-b.test";
     notice(&prov_a, PEC_NOTICE_PREAVVISO_12H, f, SENDER, NULL, NULL);
     notice(&prov_a, PEC_NOTICE_PREAVVISO_24H, f, SENDER, NULL, NULL);
-    (void)orig;
 }
 
 /* what the recipients' provider (B) emits */
 static void recipient_side(const char *id, const struct pec_spool *orig)
 {
-    struct pec_daticert f = facts_of(id);
+    struct pec_daticert f = facts_of(original, id);
     char *esteso;
 
     f.ricezione = ricezioni;
     f.n_ricezione = sizeof(ricezioni) / sizeof(ricezioni[0]);
     notice(&prov_b, PEC_NOTICE_PRESA_IN_CARICO, f, prov_a.receipt, NULL, NULL);
 
-    f = facts_of(id);
+    f = facts_of(original, id);
     f.consegna = "luigi.bianchi@pec-b.test";
     notice(&prov_b, PEC_NOTICE_CONSEGNA_COMPLETA, f, SENDER, NULL, orig);
     notice(&prov_b, PEC_NOTICE_CONSEGNA_BREVE, f, SENDER, NULL, orig);
@@ -273,7 +352,7 @@ static void recipient_side(const char *id, const struct pec_spool *orig)
     notice(&prov_b, PEC_NOTICE_MANCATA_CONSEGNA, f, SENDER, NULL, NULL);
     free(esteso);
 
-    f = facts_of(id);
+    f = facts_of(original, id);
     f.consegna = "luigi.bianchi@pec-b.test";
     notice(&prov_b, PEC_NOTICE_RILEVAZIONE_VIRUS, f, prov_a.receipt, "Eicar-Signature", NULL);
 }
@@ -282,7 +361,8 @@ int main(int argc, char **argv)
 {
     const char *pki = getenv("PEC_PKI_DIR");
     char err[512], path[4096], *id;
-    struct pec_spool *orig;
+    struct pec_original o;
+    struct pec_spool *pc;
     int opt;
 
     while ((opt = getopt(argc, argv, "p:")) != -1) {
@@ -308,14 +388,20 @@ int main(int argc, char **argv)
     if ((manifest = fopen(path, "w")) == NULL)
         die(path, strerror(errno));
 
+    if (pec_original_from_mem(&o, submission, strlen(submission), NULL, 1 << 20, SENDER, rcpts,
+                              sizeof(rcpts) / sizeof(rcpts[0]), err, sizeof(err)) != 0)
+        die("the submission", err);
+    original = &o;
     id = pec_ident_new(&prov_a.ident);
-    orig = postacert(id);
-    sender_side(id, orig);
-    recipient_side(id, orig);
+    pc = busta(&o, id);
+    sender_side(id);
+    recipient_side(id, pc);
+    anomalia();
 
     if (fclose(manifest) != 0)
         die(path, strerror(errno));
-    pec_spool_free(orig);
+    pec_spool_free(pc);
+    pec_original_free(&o);
     free(id);
     pec_signer_free(prov_a.signer);
     pec_signer_free(prov_b.signer);
