@@ -36,11 +36,16 @@ static struct pec_index *idx;
 struct buf {
     char *p;
     size_t len;
+    size_t cap;
 };
 
+/* geometric growth: a megabyte built byte by byte must not cost a quadratic copy */
 static void bput(struct buf *b, const void *p, size_t n)
 {
-    b->p = xrealloc(b->p, b->len + n + 1);
+    if (b->len + n + 1 > b->cap) {
+        b->cap = 2 * (b->len + n + 1);
+        b->p = xrealloc(b->p, b->cap);
+    }
     memcpy(b->p + b->len, p, n);
     b->len += n;
     b->p[b->len] = '\0';
@@ -740,7 +745,7 @@ static void mutate(struct buf *b, enum mutation m)
 /* Inputs that are not built from a spec. */
 static struct buf raw_empty(void)
 {
-    struct buf b = {xstrdup(""), 0};
+    struct buf b = {xstrdup(""), 0, 1};
 
     return b;
 }
