@@ -210,18 +210,22 @@ static char *read_token(const char **s)
 /* A quoted string at *S (which points at the quote), unquoted; *S moves past it. */
 static char *read_quoted(const char **s)
 {
-    const char *p = *s + 1;
-    char *out = xmalloc(strlen(p) + 1);
+    const char *p = *s + 1, *q = p;
+    char *out;
     size_t k = 0;
 
-    for (; *p != '\0' && *p != '"'; p++) {
-        if (*p == '\\' && p[1] != '\0')
+    /* measure first: a value of a thousand parameters must not cost a thousand copies */
+    while (*q != '\0' && *q != '"')
+        q += q[0] == '\\' && q[1] != '\0' ? 2 : 1;
+    out = xmalloc((size_t)(q - p) + 1);
+    for (; p < q; p++) {
+        if (*p == '\\' && p + 1 < q)
             p++;
         if (*p != '\r' && *p != '\n')
             out[k++] = *p;
     }
     out[k] = '\0';
-    *s = *p == '"' ? p + 1 : p;
+    *s = *q == '"' ? q + 1 : q;
     return out;
 }
 

@@ -619,32 +619,39 @@ static void check_daticert(struct ctx *c, const struct found *f, enum pec_tipo e
              pec_tipo_name(d->tipo), d->ricevuta == PEC_RICEVUTA_SINTETICA ? " sintetica" : "");
 }
 
+/* The parts against what the headers announced. */
+static void check_parts(struct ctx *c, const struct found *f, enum pec_tipo expected)
+{
+    if (c->claimed == PEC_KIND_ANOMALIA) {
+        if (f->n_daticert > 0)
+            fail(c, STEP_STRUCTURE, "busta di anomalia with a daticert.xml");
+        else if (!c->out->has_postacert)
+            fail(c, STEP_STRUCTURE, "busta di anomalia without the received message");
+    } else if (f->n_daticert == 0) {
+        fail(c, STEP_STRUCTURE, "daticert.xml missing");
+    } else if (read_daticert(c, &f->daticert) == 0) {
+        check_daticert(c, f, expected);
+    }
+}
+
 static void check_structure(struct ctx *c)
 {
     struct found f = {0};
     enum pec_tipo expected = PEC_TIPO_ACCETTAZIONE;
+    int classified;
 
     c->structure_kind = PEC_KIND_MALFORMED;
     if (c->out->from == NULL)
         fail(c, STEP_STRUCTURE, "no From header");
     else if (c->top_count[TOP_FROM] > 1)
         fail(c, STEP_STRUCTURE, "more than one From header");
-    /* both run: the parts are wanted for the report even when the headers are wrong */
-    int classified = classify(c, &expected) == 0;
-    if (find_parts(c, &f) != 0 || !classified) {
-        found_free(&f);
-        return;
-    }
-    keep_postacert(c, &f);
-    if (c->claimed == PEC_KIND_ANOMALIA) {
-        if (f.n_daticert > 0)
-            fail(c, STEP_STRUCTURE, "busta di anomalia with a daticert.xml");
-        else if (!c->out->has_postacert)
-            fail(c, STEP_STRUCTURE, "busta di anomalia without the received message");
-    } else if (f.n_daticert == 0) {
-        fail(c, STEP_STRUCTURE, "daticert.xml missing");
-    } else if (read_daticert(c, &f.daticert) == 0) {
-        check_daticert(c, &f, expected);
+    classified = classify(c, &expected) == 0;
+    if (find_parts(c, &f) == 0) {
+        keep_postacert(c, &f);
+        if (classified)
+            check_parts(c, &f, expected);
+        else if (f.n_daticert == 1)
+            read_daticert(c, &f.daticert); /* for the report: the verdict is already given */
     }
     found_free(&f);
 }
@@ -674,6 +681,7 @@ int pec_inspect(const unsigned char *msg, size_t len, const struct pec_inspect_o
 {
     struct ctx c;
     struct pec_span head, body;
+    int framed;
 
     memset(out, 0, sizeof(*out));
     memset(&c, 0, sizeof(c));
@@ -694,7 +702,7 @@ int pec_inspect(const unsigned char *msg, size_t len, const struct pec_inspect_o
     } else {
         pec_mime_split(msg, len, &head, &body);
         read_top_headers(&c, head);
-        int framed = check_framing(&c, body) == 0;
+        framed = check_framing(&c, body) == 0;
         publish_top_headers(&c);
         if (framed) {
             check_signature(&c);

@@ -231,7 +231,7 @@ static void test_content_type(void)
     /* a hostile number of parameters is cut at the limit */
     struct buf many = {0};
     for (int i = 0; i < 1000; i++)
-        bputs(&many, "; p=1");
+        bputs(&many, "; p=\"1\"");
     pec_mime_params_parse(many.p, &pp);
     CHECK(pp.n == PEC_MIME_MAX_PARAMS);
     pec_mime_params_free(&pp);
@@ -1419,6 +1419,14 @@ static void test_busta_details(void)
     CHECK(in.sig_status == PEC_VERIFY_BAD_SIGNATURE);
     CHECK(in.has_daticert && strcmp(in.daticert.identificativo, "opec.1@pec-a.test") == 0);
     CHECK(in.provider != NULL);
+    pec_inspection_free(&in);
+    free(b.p);
+
+    /* headers that announce nothing known: daticert.xml is still read for the report */
+    b = build(&(struct spec){.pec_header = "X-Ricevuta: ricevuta\r\n", .tipo = "accettazione"});
+    CHECK(pec_inspect((const unsigned char *)b.p, b.len, &o, &in) == -1);
+    CHECK(in.kind == PEC_KIND_MALFORMED && in.signature_ok);
+    CHECK(in.has_daticert && in.daticert.tipo == PEC_TIPO_ACCETTAZIONE);
     pec_inspection_free(&in);
     free(b.p);
 
