@@ -131,6 +131,9 @@ int main(int argc, char **argv)
     }
     if (check_only) {
         pec_config_print(cfg, stdout);
+        printf("# signer: %s <%s>, sha1 %s\n", pec_signer_subject(rt->signer),
+               pec_signer_address(rt->signer), pec_signer_cert_sha1(rt->signer));
+        printf("# providers' index: %zu providers\n", pec_index_count(rt->index));
         printf("# %s: OK\n", config);
         runtime_put(rt);
         return 0;

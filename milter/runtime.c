@@ -3,6 +3,7 @@
  */
 #include "runtime.h"
 
+#include "libinit.h"
 #include "log.h"
 #include "xalloc.h"
 
@@ -46,6 +47,60 @@ bad_cert:
     return -1;
 }
 
+static void runtime_free(struct runtime *rt)
+{
+    pec_signer_free(rt->signer);
+    pec_trust_free(rt->trust);
+    pec_index_free(rt->index);
+    pec_config_unref(rt->cfg);
+    free(rt);
+}
+
+/* The loaded objects; each failure names the setting and the file. */
+static int load_objects(struct runtime *rt, char *err, size_t errlen)
+{
+    const struct pec_config *cfg = rt->cfg;
+    char why[768];
+
+    if (pec_lib_init(why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "library initialisation failed: %s", why);
+        return -1;
+    }
+    rt->signer = pec_signer_load(cfg->sign_cert, cfg->sign_chain, cfg->sign_key, cfg->sign_digest,
+                                 why, sizeof(why));
+    if (rt->signer == NULL) {
+        snprintf(err, errlen, "sign_cert/sign_key: %s", why);
+        return -1;
+    }
+    rt->trust = pec_trust_load(cfg->trust_anchors, why, sizeof(why));
+    if (rt->trust == NULL) {
+        snprintf(err, errlen, "trust_anchors: %s", why);
+        return -1;
+    }
+    rt->index = pec_index_load(cfg->index_file, why, sizeof(why));
+    if (rt->index == NULL) {
+        snprintf(err, errlen, "index_file: %s", why);
+        return -1;
+    }
+    if (pec_clock_init(&rt->clock, cfg->timezone, cfg->fixed_clock, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "timezone/fixed_clock: %s", why);
+        return -1;
+    }
+    if (pec_ident_init(&rt->ident, (unsigned long)cfg->node_id, cfg->domains.v[0], &rt->clock, why,
+                       sizeof(why)) < 0) {
+        snprintf(err, errlen, "node_id/domains: %s", why);
+        return -1;
+    }
+    rt->issuer.provider_name = cfg->provider_name;
+    rt->issuer.service_address = cfg->service_address;
+    rt->issuer.signer = rt->signer;
+    rt->issuer.clock = &rt->clock;
+    rt->issuer.ident = &rt->ident;
+    rt->issuer.spool_dir = NULL;
+    rt->issuer.spool_mem_limit = 1024 * 1024;
+    return 0;
+}
+
 struct runtime *runtime_load(const char *config, char *err, size_t errlen)
 {
     struct pec_config *cfg = pec_config_load(config, err, errlen);
@@ -60,6 +115,10 @@ struct runtime *runtime_load(const char *config, char *err, size_t errlen)
     rt = xcalloc(1, sizeof(*rt));
     rt->refs = 1;
     rt->cfg = cfg;
+    if (load_objects(rt, err, errlen) < 0) {
+        runtime_free(rt);
+        return NULL;
+    }
     return rt;
 }
 
@@ -86,8 +145,7 @@ void runtime_put(struct runtime *rt)
     pthread_mutex_unlock(&current_lock);
     if (!last)
         return;
-    pec_config_unref(rt->cfg);
-    free(rt);
+    runtime_free(rt);
 }
 
 void runtime_set(struct runtime *rt)

@@ -12,14 +12,29 @@
 
 #include <stddef.h>
 
+#include "clock.h"
 #include "conf.h"
+#include "ident.h"
+#include "index.h"
+#include "pecmsg.h"
+#include "smime.h"
 
 struct runtime {
     int refs;
     struct pec_config *cfg;
+    struct pec_signer *signer;
+    struct pec_trust *trust;
+    struct pec_index *index;
+    struct pec_clock clock;
+    struct pec_ident ident;
+    struct pec_issuer issuer;
 };
 
-/* Load CONFIG and every file it names; NULL with one line in err on failure. */
+/*
+ * Load CONFIG and every file it names: the signing certificate, chain and key
+ * (which must match), the trust anchors and the providers' index.  NULL with
+ * one line in err on failure.
+ */
 struct runtime *runtime_load(const char *config, char *err, size_t errlen);
 
 /* Checks that need no loading: files exist, are readable, key is private. */

@@ -103,6 +103,26 @@ class ConfigTest(unittest.TestCase):
         self.assertIn("private key is accessible", err)
         self.assertFalse(os.path.exists(config.socket_path(self.settings)))
 
+    def test_key_not_matching_certificate(self):
+        self.settings["sign_key"] = pki.provider("b")["key"]
+        self.write(config.render(self.settings))
+        self.assertConfigError(r"^pecmilter: sign_cert/sign_key: .*(match|mismatch)")
+
+    def test_garbage_index(self):
+        bad = os.path.join(self.dir, "index.ldif")
+        with open(bad, "w") as f:
+            f.write("dn: providerName=X,o=postacert\nproviderCertificate;binary:: !!!\n")
+        self.settings["index_file"] = bad
+        self.write(config.render(self.settings))
+        self.assertConfigError(r"^pecmilter: index_file: .*index\.ldif:2: ")
+
+    def test_check_reports_signer_and_index(self):
+        self.write(config.render(self.settings))
+        rc, out, err = run("-n", "-c", self.path)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("<posta-certificata@pec-a.test>, sha1 %s" % pki.cert_sha1("a"), out)
+        self.assertIn("# providers' index: 2 providers", out)
+
     def test_missing_certificate(self):
         self.settings["sign_cert"] = os.path.join(self.dir, "nocert.pem")
         self.write(config.render(self.settings))

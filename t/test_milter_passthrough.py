@@ -106,6 +106,18 @@ class PassthroughTest(unittest.TestCase):
                          r"unknown setting")
         self.assertEqual(self.send(d, "x").reply.code, "accept")
 
+    def test_drops_privileges_after_opening_files(self):
+        import pwd
+        nobody = pwd.getpwnam("nobody")
+        os.chmod(self.tmp.name, 0o755)
+        d = self.start(default_role="passthrough", user="nobody")
+        with open("/proc/%d/status" % d.proc.pid) as f:
+            uids = [l.split()[1:] for l in f if l.startswith(("Uid:", "Gid:"))]
+        self.assertEqual(uids[0], [str(nobody.pw_uid)] * 4)
+        self.assertEqual(uids[1], [str(nobody.pw_gid)] * 4)
+        # the key was read as root before the drop, and mail still flows
+        self.assertEqual(self.send(d, "x").reply.code, "accept")
+
     def test_sigterm_stops_cleanly_and_removes_the_socket(self):
         d = self.start(default_role="passthrough")
         sock = config.socket_path(config.settings("a", self.tmp.name))
