@@ -15,7 +15,9 @@
  * failure: exponential backoff per row) or failed (the MTA refused it for
  * good).  When the MTA cannot be reached it stops trying for a while, from
  * 1 s doubling up to max_backoff, and notes the reason on every waiting row
- * so `pecctl outbox` shows it.  A commit that adds outbox rows wakes it.
+ * so `pecctl outbox` shows it.  A commit that adds outbox rows wakes it;
+ * rows queued again by another process (`pecctl outbox retry`) are seen
+ * within max_backoff seconds.
  *
  * Crash safety: a row is "sending" in the store while it is in the MTA's
  * hands.  After a crash or kill -9 the injector puts such rows back and

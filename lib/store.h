@@ -169,7 +169,7 @@ int pec_store_commit(struct pec_store *st, struct pec_batch *b, char *err, size_
 enum pec_outbox_state {
     PEC_OUT_QUEUED,  /* waiting for its next attempt */
     PEC_OUT_SENDING, /* claimed by an injector */
-    PEC_OUT_SENT,    /* the MTA said 250: its bytes are dropped */
+    PEC_OUT_SENT,    /* the MTA said 250: its bytes are dropped soon after */
     PEC_OUT_FAILED,  /* the MTA refused it for good; waits for pecctl outbox retry */
 };
 
@@ -218,6 +218,12 @@ int pec_store_outbox_recover(struct pec_store *st, long long node, char *err, si
 /* The MTA could not be reached: WHY becomes last_error of every queued row due at NOW. */
 int pec_store_outbox_note(struct pec_store *st, time_t now, const char *why, char *err,
                           size_t errlen);
+/*
+ * Drop the bytes of sent rows (their Message-ID, times and queue id stay).
+ * Kept apart from marking a row sent, which must be as quick as it can be.
+ * Returns how many rows were tidied, -1 on error.
+ */
+int pec_store_outbox_tidy(struct pec_store *st, char *err, size_t errlen);
 /* Failed row ID (0: every failed row) back to queued, due at NOW; returns how many, -1 on error. */
 int pec_store_outbox_requeue(struct pec_store *st, long long id, time_t now, char *err,
                              size_t errlen);
@@ -234,6 +240,7 @@ int pec_store_outbox_stats(struct pec_store *st, struct pec_outbox_stats *out, c
 /*
  * Call FN on every row whose state bit (1 << state) is in STATES, oldest
  * first, without the bytes; FN returning non-zero stops the walk.  0, or -1.
+ * FN must not call the store.
  */
 int pec_store_outbox_each(struct pec_store *st, unsigned states,
                           int (*fn)(const struct pec_outbox_row *row, void *arg), void *arg,
@@ -254,7 +261,8 @@ struct pec_log_filter {
 /*
  * Call FN on the records matching F (NULL: all) in seq order; the record's
  * strings live until FN returns; FN returning non-zero stops the walk and is
- * returned.  -1 with err on a store error.
+ * returned.  -1 with err on a store error.  The walk holds the handle: FN
+ * must not call the store.
  */
 int pec_store_log_each(struct pec_store *st, const struct pec_log_filter *f,
                        int (*fn)(const struct pec_record *r, void *arg), void *arg, char *err,
@@ -282,7 +290,10 @@ struct pec_seal {
 
 int pec_store_seal_add(struct pec_store *st, const struct pec_seal *s, char *err, size_t errlen);
 
-/* Seals in first_seq order; FN returning non-zero stops and is returned. -1 on error. */
+/*
+ * Seals in first_seq order; FN may use the store; FN returning non-zero
+ * stops and is returned.  -1 on error.
+ */
 int pec_store_seals_each(struct pec_store *st, int (*fn)(const struct pec_seal *s, void *arg),
                          void *arg, char *err, size_t errlen);
 

@@ -39,6 +39,7 @@ struct pec_store {
     pthread_mutex_t lock;
     sqlite3 *db; /* NULL after a fault: reopened by the next call */
     int broken;  /* the last error calls for a reopen */
+    int relaxed; /* synchronous=NORMAL for the call in progress */
     char *path;
     pec_log_fn *log;
     void (*outbox_hook)(void *);
@@ -70,8 +71,9 @@ static const char schema_v1[] =
     " next_attempt INTEGER NOT NULL DEFAULT 0, last_try INTEGER NOT NULL DEFAULT 0,"
     " sent_at INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"
     " doubts INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',"
-    " mta_queue_id TEXT NOT NULL DEFAULT '');"
+    " mta_queue_id TEXT NOT NULL DEFAULT '', kept INTEGER NOT NULL DEFAULT 1);"
     "CREATE INDEX outbox_due ON outbox(state, next_attempt);"
+    "CREATE INDEX outbox_kept ON outbox(id) WHERE kept = 1 AND state = 'sent';"
     "CREATE TABLE registro ("
     " seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, evento TEXT NOT NULL, tipo TEXT NOT NULL,"
     " label TEXT NOT NULL, identificativo TEXT NOT NULL, queue_id TEXT NOT NULL,"
@@ -393,8 +395,28 @@ static int enter(struct pec_store *st, char *err, size_t errlen)
     return 0;
 }
 
+/*
+ * enter() for the injector's bookkeeping (claim, sent, defer, fail): those
+ * commits skip the fsync.  They still survive a crash or kill -9 (the WAL
+ * is in the page cache); a power cut may undo the last of them, which only
+ * means a row is sent again, identical.  The fsync they save is most of the
+ * time between the MTA's 250 and its record, the window in which a crash
+ * makes a resend.
+ */
+static int enter_relaxed(struct pec_store *st, char *err, size_t errlen)
+{
+    if (enter(st, err, errlen) < 0)
+        return -1;
+    st->relaxed = sqlite3_exec(st->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) == SQLITE_OK;
+    return 0;
+}
+
 static void leave(struct pec_store *st)
 {
+    if (st->relaxed && !st->broken &&
+        sqlite3_exec(st->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK)
+        st->broken = 1; /* never go on with fsync off: reopen, which sets it again */
+    st->relaxed = 0;
     if (st->broken) {
         db_close(st);
         st->broken = 0;
@@ -889,7 +911,7 @@ int pec_store_outbox_claim(struct pec_store *st, time_t now, long long node,
 
     memset(row, 0, sizeof(*row));
     *next = 0;
-    if (enter(st, err, errlen) < 0)
+    if (enter_relaxed(st, err, errlen) < 0)
         return -1;
     if (begin(st, err, errlen) < 0)
         goto fail;
@@ -945,11 +967,11 @@ int pec_store_outbox_sent(struct pec_store *st, long long id, time_t now, const 
     sqlite3_stmt *s;
     int rc = -1;
 
-    if (enter(st, err, errlen) < 0)
+    if (enter_relaxed(st, err, errlen) < 0)
         return -1;
     s = prep(st,
-             "UPDATE outbox SET state = 'sent', sent_at = ?, mta_queue_id = ?, last_error = ?,"
-             " message = X'' WHERE id = ? AND state = 'sending'",
+             "UPDATE outbox SET state = 'sent', sent_at = ?, mta_queue_id = ?, last_error = ?"
+             " WHERE id = ? AND state = 'sending'",
              err, errlen);
     if (s != NULL) {
         bi(s, 1, now);
@@ -968,7 +990,7 @@ int pec_store_outbox_defer(struct pec_store *st, long long id, time_t now, time_
     sqlite3_stmt *s;
     int rc = -1;
 
-    if (enter(st, err, errlen) < 0)
+    if (enter_relaxed(st, err, errlen) < 0)
         return -1;
     s = prep(st,
              "UPDATE outbox SET state = 'queued', last_try = ?, next_attempt = ?, last_error = ?"
@@ -991,7 +1013,7 @@ int pec_store_outbox_fail(struct pec_store *st, long long id, time_t now, const 
     sqlite3_stmt *s;
     int rc = -1;
 
-    if (enter(st, err, errlen) < 0)
+    if (enter_relaxed(st, err, errlen) < 0)
         return -1;
     s = prep(st,
              "UPDATE outbox SET state = 'failed', last_try = ?, last_error = ?"
@@ -1057,6 +1079,20 @@ int pec_store_outbox_note(struct pec_store *st, time_t now, const char *why, cha
     n = run(st, s, "noting an outbox error", err, errlen);
     leave(st);
     return n < 0 ? -1 : 0;
+}
+
+int pec_store_outbox_tidy(struct pec_store *st, char *err, size_t errlen)
+{
+    int n;
+
+    if (enter_relaxed(st, err, errlen) < 0)
+        return -1;
+    n = exec(st, "UPDATE outbox SET message = X'', kept = 0 WHERE kept = 1 AND state = 'sent'",
+             "dropping sent messages", err, errlen);
+    if (n == 0)
+        n = sqlite3_changes(st->db);
+    leave(st);
+    return n;
 }
 
 int pec_store_outbox_requeue(struct pec_store *st, long long id, time_t now, char *err,
@@ -1264,38 +1300,65 @@ int pec_store_seal_add(struct pec_store *st, const struct pec_seal *sl, char *er
     return n < 0 ? -1 : 0;
 }
 
+static void free_seals(struct pec_seal *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i].file);
+    free(v);
+}
+
+/* Every seal, in first_seq order, into *OUT (caller frees with free_seals). */
+static int read_seals(struct pec_store *st, struct pec_seal **out, size_t *n, char *err,
+                      size_t errlen)
+{
+    sqlite3_stmt *s = prep(st,
+                           "SELECT day, file, first_seq, last_seq, last_hash, file_sha256,"
+                           " sealed_at FROM seals ORDER BY first_seq",
+                           err, errlen);
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    if (s == NULL)
+        return -1;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        struct pec_seal *sl;
+        *out = xrealloc(*out, (*n + 1) * sizeof(**out));
+        sl = &(*out)[(*n)++];
+        memset(sl, 0, sizeof(*sl));
+        snprintf(sl->day, sizeof(sl->day), "%s", col(s, 0));
+        sl->file = coldup(s, 1);
+        sl->first_seq = sqlite3_column_int64(s, 2);
+        sl->last_seq = sqlite3_column_int64(s, 3);
+        snprintf(sl->last_hash, sizeof(sl->last_hash), "%s", col(s, 4));
+        snprintf(sl->file_sha256, sizeof(sl->file_sha256), "%s", col(s, 5));
+        sl->sealed_at = (time_t)sqlite3_column_int64(s, 6);
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) {
+        free_seals(*out, *n);
+        return db_fail(st, "reading the seals", err, errlen);
+    }
+    return 0;
+}
+
 int pec_store_seals_each(struct pec_store *st, int (*fn)(const struct pec_seal *s, void *arg),
                          void *arg, char *err, size_t errlen)
 {
-    sqlite3_stmt *s;
+    struct pec_seal *v;
+    size_t n;
     int rc, stop = 0;
 
     if (enter(st, err, errlen) < 0)
         return -1;
-    s = prep(st,
-             "SELECT day, file, first_seq, last_seq, last_hash, file_sha256, sealed_at"
-             " FROM seals ORDER BY first_seq",
-             err, errlen);
-    if (s == NULL) {
-        leave(st);
-        return -1;
-    }
-    while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        struct pec_seal sl;
-        memset(&sl, 0, sizeof(sl));
-        snprintf(sl.day, sizeof(sl.day), "%s", col(s, 0));
-        sl.file = (char *)col(s, 1);
-        sl.first_seq = sqlite3_column_int64(s, 2);
-        sl.last_seq = sqlite3_column_int64(s, 3);
-        snprintf(sl.last_hash, sizeof(sl.last_hash), "%s", col(s, 4));
-        snprintf(sl.file_sha256, sizeof(sl.file_sha256), "%s", col(s, 5));
-        sl.sealed_at = (time_t)sqlite3_column_int64(s, 6);
-        stop = fn(&sl, arg);
-    }
-    if (!stop && rc != SQLITE_DONE)
-        stop = db_fail(st, "reading the seals", err, errlen);
-    sqlite3_finalize(s);
+    rc = read_seals(st, &v, &n, err, errlen);
     leave(st);
+    if (rc < 0)
+        return -1;
+    /* called without the handle's lock: FN may use the store */
+    for (size_t i = 0; i < n && !stop; i++)
+        stop = fn(&v[i], arg);
+    free_seals(v, n);
     return stop;
 }
 

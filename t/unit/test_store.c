@@ -221,6 +221,8 @@ static void test_outbox(void)
     CHECK(row.id == id3 && row.doubts == 1 && row.attempts == 2);
     CHECK(pec_store_outbox_sent(st, row.id, 101, "4QX", "", err, sizeof(err)) == 0);
     pec_outbox_row_free(&row);
+    CHECK(pec_store_outbox_tidy(st, err, sizeof(err)) == 1);
+    CHECK(pec_store_outbox_tidy(st, err, sizeof(err)) == 0);
 
     CHECK(pec_store_outbox_claim(st, 200, 1, &row, &next, err, sizeof(err)) == 1);
     CHECK_STR(row.last_error, "451 try later");
