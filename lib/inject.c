@@ -932,6 +932,11 @@ static void *injector_main(void *arg)
             stopping = sleep_until(inj, until, !backing_off);
     } while (!stopping);
     pec_mta_close(inj->mta);
+    if (inj->have_unrecorded)
+        say(inj, LOG_ERR, inj->unrecorded.queue_id,
+            "outbox: <%s> was taken by the MTA but the store could not record it; it will be "
+            "sent again at the next start",
+            inj->unrecorded.message_id);
     if (inj->sent_count > 0)
         say(inj, LOG_INFO, NULL,
             "outbox: %lld message(s) sent; recording a 250 took %.0f us on average, %.0f us at "

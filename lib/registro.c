@@ -352,7 +352,8 @@ static time_t day_start(time_t t, char day[11])
 {
     struct tm tm;
 
-    localtime_r(&t, &tm);
+    if (localtime_r(&t, &tm) == NULL)
+        return t; /* beyond what the C library can show: not a day boundary anyone needs */
     if (day && strftime(day, 11, "%Y-%m-%d", &tm) == 0)
         day[0] = '\0';
     tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
@@ -621,7 +622,8 @@ static time_t months_before(time_t now, int months)
 {
     struct tm tm;
 
-    localtime_r(&now, &tm);
+    if (localtime_r(&now, &tm) == NULL)
+        return 0; /* nothing is older than that: nothing is purged */
     tm.tm_mon -= months;
     tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
     tm.tm_isdst = -1;
@@ -734,7 +736,9 @@ static int verify_chain(struct pec_store *st, struct pec_registro_report *rep, l
     if (w.expect_seq - 1 > head)
         return bad(rep, head + 1, "record #%lld is beyond the last one appended (#%lld): inserted",
                    head + 1, head);
-    if (w.expect_seq - 1 < head)
+    if (w.expect_seq == head)
+        return bad(rep, head, "record #%lld, the last one appended, is missing (deleted)", head);
+    if (w.expect_seq < head)
         return bad(rep, w.expect_seq, "records #%lld to #%lld are missing (deleted)", w.expect_seq,
                    head);
     if (head > *purged && strcmp(w.expect_prev, hh) != 0)

@@ -8,6 +8,9 @@
 
 #include <stddef.h>
 
+/* a day: longer waits would only hide an MTA that is down */
+#define MAX_BACKOFF_CAP 86400
+
 static struct pec_injector *running;
 
 static void to_daemon_log(int prio, const char *qid, const char *text)
@@ -21,7 +24,9 @@ int injector_start(const struct pec_config *cfg, struct pec_store *store)
         .reinject = cfg->reinject,
         .mail_from = cfg->service_address,
         .node = cfg->node_id,
-        .max_backoff = (int)cfg->outbox_retry_max_backoff,
+        .max_backoff = cfg->outbox_retry_max_backoff > MAX_BACKOFF_CAP
+                           ? MAX_BACKOFF_CAP
+                           : (int)cfg->outbox_retry_max_backoff,
         .log = to_daemon_log,
     };
     char err[1024];

@@ -374,6 +374,12 @@ static int dispatch(struct ctl *c, int argc, char **argv)
     return EX_USAGE;
 }
 
+static int known_command(const char *cmd)
+{
+    return strcmp(cmd, "log") == 0 || strcmp(cmd, "outbox") == 0 || strcmp(cmd, "tx") == 0 ||
+           strcmp(cmd, "store") == 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *config = DEFAULT_CONFIG;
@@ -398,7 +404,7 @@ int main(int argc, char **argv)
             return EX_USAGE;
         }
     }
-    if (optind >= argc) {
+    if (optind >= argc || !known_command(argv[optind])) {
         usage(stderr);
         return EX_USAGE;
     }

@@ -48,12 +48,14 @@ class Injectord:
         pf.register_process(self.proc.pid, WORK)
 
     def stop(self):
+        """SIGTERM; raises unless it stopped cleanly (exit 0, no sanitizer report)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(30)
         pf.unregister_process(self.proc.pid)
         self.log.close()
-        return self.proc.returncode
+        if self.proc.returncode != 0 or "Sanitizer" in self.text():
+            raise AssertionError("injectord exited %s:\n%s" % (self.proc.returncode, self.text()))
 
     def text(self):
         with open(self.log_path, "rb") as f:

@@ -53,6 +53,8 @@ def log(*a):
 
 class Run:
     def __init__(self, conf, logf, args=()):
+        self.logpath = logf.name
+        self.started = self._runs()
         self.proc = subprocess.Popen([INJECTORD, "-c", conf, "run"] + list(args),
                                      stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                      start_new_session=True)
@@ -63,7 +65,19 @@ class Run:
         self.proc.wait(10)
         pf.unregister_process(self.proc.pid)
 
+    def _runs(self):
+        with open(self.logpath, "rb") as f:
+            return f.read().count(b": running\n")
+
+    def wait_running(self, timeout=10):
+        """Until it has said "running": its signal mask is set, SIGTERM stops it cleanly."""
+        deadline = time.monotonic() + timeout
+        while self._runs() <= self.started:
+            assert time.monotonic() < deadline and self.proc.poll() is None, "injectord died"
+            time.sleep(0.02)
+
     def stop(self):
+        self.wait_running()
         self.proc.send_signal(signal.SIGTERM)
         rc = self.proc.wait(30)
         pf.unregister_process(self.proc.pid)
@@ -142,7 +156,7 @@ def main():
             wait_all_sent(db, N_QUEUED)
             t_calm = time.monotonic() - t_calm
             time.sleep(0.5)
-            calm.stop()
+            assert calm.stop() == 0, "the calm injectord run did not stop cleanly"
             p = subprocess.run([INJECTORD, "-c", conf, "enqueue", str(N_QUEUED), RCPT,
                                 "-p", "queued"], capture_output=True, text=True, timeout=120)
             assert p.returncode == 0, p.stderr
@@ -152,7 +166,7 @@ def main():
             # a last, clean run: producer finishes, outbox drains
             final = Run(conf, logf, live)
             rows = wait_all_sent(db, 2 * N_QUEUED + N_LIVE)
-            final.stop()
+            assert final.stop() == 0, "the last injectord run did not stop cleanly"
             expected = ["calm.%d@pec-a.test" % i for i in range(N_QUEUED)] + \
                        ["queued.%d@pec-a.test" % i for i in range(N_QUEUED)] + \
                        ["live.%d@pec-a.test" % i for i in range(N_LIVE)]
@@ -167,6 +181,7 @@ def main():
             by_id.setdefault(m["Message-ID"].strip("<> "), []).append(raw)
         with open(logpath, encoding="utf-8", errors="replace") as f:
             text = f.read()
+        assert "Sanitizer" not in text, "a sanitizer report in %s" % logpath
         doubted = {mid for mid, (_, d) in rows.items() if d > 0}
         dups = {mid: v for mid, v in by_id.items() if len(v) > 1}
         missing = [mid for mid in expected if mid not in by_id]

@@ -359,7 +359,7 @@ static void test_unwritable(void)
 {
     struct passwd *pw = getpwnam("nobody");
     char *sub = path_of("ro"), *p = path_of("ro/ro.db");
-    int status;
+    int status = 0;
     pid_t pid;
 
     if (geteuid() != 0 || pw == NULL) {
