@@ -49,6 +49,10 @@ static const struct conf_key schema[] = {
     {"store", T_STRING, "/var/lib/pecmilter/pecmilter.db", 0, NULL, 0, OFF(store)},
     {"milter_socket", T_STRING, "unix:/run/pecmilter/milter.sock", 0, NULL, 0, OFF(milter_socket)},
     {"lmtp_socket", T_STRING, "unix:/run/pecmilter/lmtp.sock", 0, NULL, 0, OFF(lmtp_socket)},
+    {"mailbox_backend", T_STRING, "maildir", 0, "maildir|lmtp", 0, OFF(mailbox_backend)},
+    {"maildir_root", T_STRING, "/var/lib/pecmilter/mail", 0, NULL, 0, OFF(maildir_root)},
+    {"maildir_autocreate", T_STRING, "yes", 0, "yes|no", 0, OFF(maildir_autocreate)},
+    {"mailbox_lmtp", T_STRING, "", 0, NULL, 0, OFF(mailbox_lmtp)},
     {"roles", T_ROLEMAP, NULL, 0, "access|reception|passthrough", 0, OFF(roles)},
     {"default_role", T_STRING, "auto", 0, "auto|access|reception|passthrough", 0,
      OFF(default_role)},
@@ -277,6 +281,10 @@ static int check_consistency(struct pec_config *cfg, const char *file, char *err
     if (cfg->receipt_address[0] == '\0') {
         free(cfg->receipt_address);
         cfg->receipt_address = xstrdup(cfg->service_address);
+    }
+    if (strcmp(cfg->mailbox_backend, "lmtp") == 0 && cfg->mailbox_lmtp[0] == '\0') {
+        seterr(err, errlen, "%s: mailbox_lmtp: required when mailbox_backend is \"lmtp\"", file);
+        return -1;
     }
     if (cfg->deadline_not_before > cfg->deadline_after ||
         cfg->warning_after >= cfg->deadline_after) {

@@ -49,6 +49,10 @@ struct pec_config {
     char *store;
     char *milter_socket;
     char *lmtp_socket;
+    char *mailbox_backend;
+    char *maildir_root;
+    char *maildir_autocreate;
+    char *mailbox_lmtp;
     struct pec_rolemap roles;
     char *default_role;
     char *reinject;

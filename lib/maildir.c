@@ -1,0 +1,218 @@
+/*
+ * maildir - the built-in mailbox backend (see mailbox.h for its rules).
+ *
+ * File names follow the Maildir convention Dovecot and Courier read:
+ * <seconds>.M<microseconds>P<pid>Q<counter>.<host>,S=<size>, unique across
+ * threads (the counter) and processes (the pid), with the size Dovecot can
+ * use without opening the file.
+ */
+#include "mailbox.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "xalloc.h"
+
+#define LOCAL_MAX 255
+
+static unsigned long counter;
+
+/* The directory name of RCPT's local part, lower case; NULL when it cannot be one. */
+static char *box_name(const char *rcpt)
+{
+    const char *at = strrchr(rcpt, '@');
+    size_t n = at ? (size_t)(at - rcpt) : 0;
+    char *name;
+
+    if (n == 0 || n > LOCAL_MAX || rcpt[0] == '.')
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)rcpt[i];
+        if (ch <= 0x20 || ch >= 0x7f || ch == '/' || ch == '"' || ch == '\\')
+            return NULL;
+    }
+    name = xstrndup(rcpt, n);
+    for (char *s = name; *s != '\0'; s++)
+        *s = (char)tolower((unsigned char)*s);
+    return name;
+}
+
+/* The outcome of a failed write or rename with errno E. */
+static void io_failure(struct pec_mbox_result *res, const char *what, int e)
+{
+    if (e == EDQUOT || e == EFBIG)
+        pec_mbox_result_set(res, PEC_MBOX_PERM, 552, "5.2.2", "mailbox full");
+    else if (e == ENOSPC)
+        pec_mbox_result_set(res, PEC_MBOX_TEMP, 452, "4.3.1", "insufficient system storage");
+    else
+        pec_mbox_result_set(res, PEC_MBOX_TEMP, 451, "4.3.0", "cannot %s: %s", what, strerror(e));
+}
+
+static int sync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc;
+
+    if (fd < 0)
+        return -1;
+    rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+static int make_dir(const char *path)
+{
+    return mkdir(path, 0777) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+/*
+ * Make sure BOX is a Maildir: 0, or -1 with RES set.  A missing BOX is made only
+ * with autocreate, and then made durable in ROOT.
+ */
+static int open_box(const struct pec_mbox_conf *mc, const char *box, struct pec_mbox_result *res)
+{
+    static const char *const sub[] = {"tmp", "new", "cur"};
+    struct stat st;
+    int created = 0;
+
+    if (stat(mc->maildir_root, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        pec_mbox_result_set(res, PEC_MBOX_TEMP, 451, "4.3.0", "maildir_root %s is not available",
+                            mc->maildir_root);
+        return -1;
+    }
+    if (stat(box, &st) != 0) {
+        if (errno != ENOENT) {
+            io_failure(res, "open the mailbox", errno);
+            return -1;
+        }
+        if (!mc->autocreate) {
+            pec_mbox_result_set(res, PEC_MBOX_PERM, 550, "5.1.1", "no such mailbox");
+            return -1;
+        }
+        if (make_dir(box) != 0) {
+            io_failure(res, "create the mailbox", errno);
+            return -1;
+        }
+        created = 1;
+    } else if (!S_ISDIR(st.st_mode)) {
+        pec_mbox_result_set(res, PEC_MBOX_TEMP, 451, "4.3.0", "mailbox is not a directory");
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof(sub) / sizeof(sub[0]); i++) {
+        char *d = xasprintf("%s/%s", box, sub[i]);
+        int rc = make_dir(d);
+        free(d);
+        if (rc != 0) {
+            io_failure(res, "create the mailbox", errno);
+            return -1;
+        }
+    }
+    if (created && (sync_dir(box) != 0 || sync_dir(mc->maildir_root) != 0)) {
+        io_failure(res, "sync the mailbox", errno);
+        return -1;
+    }
+    return 0;
+}
+
+static int write_all(int fd, const unsigned char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int put_chunk(const unsigned char *chunk, size_t n, void *arg)
+{
+    return write_all(*(int *)arg, chunk, n) == 0 ? 0 : -1;
+}
+
+/* A name no other delivery, here or in another process, uses. */
+static char *unique_name(const char *host, size_t size)
+{
+    struct timeval tv;
+    char clean[256];
+    size_t k = 0;
+
+    gettimeofday(&tv, NULL);
+    for (const char *h = host; *h != '\0' && k + 5 < sizeof(clean); h++) {
+        if (*h == '/' || *h == ':')
+            k += (size_t)snprintf(clean + k, sizeof(clean) - k, "\\%03o", (unsigned char)*h);
+        else
+            clean[k++] = *h;
+    }
+    clean[k] = '\0';
+    return xasprintf("%lld.M%06ldP%ldQ%lu.%s,S=%zu", (long long)tv.tv_sec, (long)tv.tv_usec,
+                     (long)getpid(), __atomic_add_fetch(&counter, 1, __ATOMIC_SEQ_CST), clean,
+                     size);
+}
+
+/* Write HEAD and MSG to the new file TMP and make it durable: 0, or -1 with errno. */
+static int write_file(const char *tmp, const char *head, const struct pec_spool *msg)
+{
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    int saved;
+
+    if (fd < 0)
+        return -1;
+    if (write_all(fd, (const unsigned char *)head, strlen(head)) == 0 &&
+        pec_spool_each(msg, 0, pec_spool_size(msg), put_chunk, &fd) == 0 && fsync(fd) == 0 &&
+        close(fd) == 0)
+        return 0;
+    saved = errno ? errno : EIO;
+    close(fd);
+    unlink(tmp);
+    errno = saved;
+    return -1;
+}
+
+void pec_maildir_deliver(const struct pec_mbox_conf *mc, const char *sender, const char *rcpt,
+                         const struct pec_spool *msg, struct pec_mbox_result *res)
+{
+    char *name = box_name(rcpt), *box, *head, *file, *tmp, *dst, *newdir;
+
+    if (name == NULL) {
+        pec_mbox_result_set(res, PEC_MBOX_PERM, 550, "5.1.3", "no mailbox can have this name");
+        return;
+    }
+    box = xasprintf("%s/%s", mc->maildir_root, name);
+    free(name);
+    if (open_box(mc, box, res) != 0) {
+        free(box);
+        return;
+    }
+    head = xasprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n", sender, rcpt);
+    file = unique_name(mc->hostname, strlen(head) + pec_spool_size(msg));
+    tmp = xasprintf("%s/tmp/%s", box, file);
+    dst = xasprintf("%s/new/%s", box, file);
+    newdir = xasprintf("%s/new", box);
+    if (write_file(tmp, head, msg) != 0) {
+        io_failure(res, "write the message", errno);
+    } else if (rename(tmp, dst) != 0) {
+        io_failure(res, "move the message into new/", errno);
+        unlink(tmp);
+    } else if (sync_dir(newdir) != 0) {
+        io_failure(res, "sync new/", errno);
+    } else {
+        pec_mbox_result_set(res, PEC_MBOX_STORED, 250, "2.0.0", "delivered to its mailbox");
+    }
+    free(newdir);
+    free(dst);
+    free(tmp);
+    free(file);
+    free(head);
+    free(box);
+}
