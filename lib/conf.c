@@ -18,7 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum conf_type { T_STRING, T_INT, T_STRLIST, T_ROLEMAP };
+enum conf_type { T_STRING, T_INT, T_STRLIST, T_ROLEMAP, T_LOGINMAP };
 
 struct conf_key {
     const char *name;
@@ -57,6 +57,7 @@ static const struct conf_key schema[] = {
     {"default_role", T_STRING, "auto", 0, "auto|access|reception|passthrough", 0,
      OFF(default_role)},
     {"reinject", T_STRING, "smtp:127.0.0.1:10025", 0, NULL, 0, OFF(reinject)},
+    {"sender_logins", T_LOGINMAP, NULL, 0, NULL, 0, OFF(sender_logins)},
     {"outbox_retry_max_backoff", T_INT, "300", 0, NULL, 1, OFF(outbox_retry_max_backoff)},
     {"spool_dir", T_STRING, "", 0, NULL, 0, OFF(spool_dir)},
     {"seal_dir", T_STRING, "/var/lib/pecmilter/registro", 0, NULL, 0, OFF(seal_dir)},
@@ -129,6 +130,8 @@ static const char *type_name(enum conf_type t)
         return "a list of strings";
     case T_ROLEMAP:
         return "a group of daemon_name = \"role\" settings";
+    case T_LOGINMAP:
+        return "a list of { login = \"...\"; senders = [ ... ]; } groups";
     }
     return "?";
 }
@@ -146,8 +149,64 @@ static void set_default(struct pec_config *cfg, const struct conf_key *k)
         break;
     case T_STRLIST:
     case T_ROLEMAP:
+    case T_LOGINMAP:
         break;
     }
+}
+
+/* A string list setting S into L; 0, or -1 when an element is not a string. */
+static int get_strlist(config_setting_t *s, struct pec_strlist *l)
+{
+    int n = config_setting_length(s);
+
+    l->v = xcalloc((size_t)n + 1, sizeof(char *));
+    for (int i = 0; i < n; i++) {
+        config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+        if (config_setting_type(e) != CONFIG_TYPE_STRING)
+            return -1;
+        l->v[l->n++] = xstrdup(config_setting_get_string(e));
+    }
+    return 0;
+}
+
+/* One { login = "..."; senders = [ ... ]; } group of sender_logins into L. */
+static int set_login(struct pec_login *l, const struct conf_key *k, config_setting_t *g,
+                     const char *file, char *err, size_t errlen)
+{
+    int line = config_setting_source_line(g);
+
+    if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
+        seterr(err, errlen, "%s:%d: %s: must be %s", file, line, k->name, type_name(k->type));
+        return -1;
+    }
+    for (int i = 0; i < config_setting_length(g); i++) {
+        config_setting_t *m = config_setting_get_elem(g, (unsigned)i);
+        const char *name = config_setting_name(m);
+        int t = config_setting_type(m);
+
+        if (strcmp(name, "login") == 0 && t == CONFIG_TYPE_STRING &&
+            *config_setting_get_string(m) != '\0' && l->login == NULL) {
+            l->login = xstrdup(config_setting_get_string(m));
+        } else if (strcmp(name, "senders") == 0 &&
+                   (t == CONFIG_TYPE_ARRAY || t == CONFIG_TYPE_LIST) && l->senders.v == NULL) {
+            if (get_strlist(m, &l->senders) < 0) {
+                seterr(err, errlen, "%s:%d: %s.senders: must be a list of addresses", file,
+                       config_setting_source_line(m), k->name);
+                return -1;
+            }
+        } else {
+            seterr(err, errlen,
+                   "%s:%d: %s: \"%s\" is not understood here (a group holds login = \"...\" "
+                   "and senders = [ ... ])",
+                   file, config_setting_source_line(m), k->name, name);
+            return -1;
+        }
+    }
+    if (l->login == NULL || l->senders.v == NULL) {
+        seterr(err, errlen, "%s:%d: %s: every group needs login and senders", file, line, k->name);
+        return -1;
+    }
+    return 0;
 }
 
 /* Store one setting's value; returns 0, or -1 with err set. */
@@ -188,14 +247,21 @@ static int set_value(struct pec_config *cfg, const struct conf_key *k, config_se
     case T_STRLIST: {
         if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST)
             goto wrong_type;
-        struct pec_strlist *l = (struct pec_strlist *)(base + k->offset);
+        if (get_strlist(s, (struct pec_strlist *)(base + k->offset)) < 0)
+            goto wrong_type;
+        return 0;
+    }
+    case T_LOGINMAP: {
+        /* ( ) is a list; an empty [ ] is accepted as "none" too */
+        if (t != CONFIG_TYPE_LIST && !(t == CONFIG_TYPE_ARRAY && config_setting_length(s) == 0))
+            goto wrong_type;
+        struct pec_loginmap *m = (struct pec_loginmap *)(base + k->offset);
         int n = config_setting_length(s);
-        l->v = xcalloc((size_t)n + 1, sizeof(char *));
+        m->v = xcalloc((size_t)n + 1, sizeof(*m->v));
         for (int i = 0; i < n; i++) {
-            config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
-            if (config_setting_type(e) != CONFIG_TYPE_STRING)
-                goto wrong_type;
-            l->v[l->n++] = xstrdup(config_setting_get_string(e));
+            if (set_login(&m->v[m->n++], k, config_setting_get_elem(s, (unsigned)i), file, err,
+                          errlen) < 0)
+                return -1;
         }
         return 0;
     }
@@ -233,6 +299,13 @@ wrong_type:
     return -1;
 }
 
+static void free_strlist(struct pec_strlist *l)
+{
+    for (size_t j = 0; j < l->n; j++)
+        free(l->v[j]);
+    free(l->v);
+}
+
 static void free_values(struct pec_config *cfg)
 {
     char *base = (char *)cfg;
@@ -245,11 +318,16 @@ static void free_values(struct pec_config *cfg)
             break;
         case T_INT:
             break;
-        case T_STRLIST: {
-            struct pec_strlist *l = (struct pec_strlist *)(base + k->offset);
-            for (size_t j = 0; j < l->n; j++)
-                free(l->v[j]);
-            free(l->v);
+        case T_STRLIST:
+            free_strlist((struct pec_strlist *)(base + k->offset));
+            break;
+        case T_LOGINMAP: {
+            struct pec_loginmap *m = (struct pec_loginmap *)(base + k->offset);
+            for (size_t j = 0; j < m->n; j++) {
+                free(m->v[j].login);
+                free_strlist(&m->v[j].senders);
+            }
+            free(m->v);
             break;
         }
         case T_ROLEMAP: {
@@ -378,6 +456,16 @@ static void print_string(FILE *out, const char *s)
     fputc('"', out);
 }
 
+static void print_strlist(FILE *out, const struct pec_strlist *l)
+{
+    fputs("[ ", out);
+    for (size_t j = 0; j < l->n; j++) {
+        print_string(out, l->v[j]);
+        fputs(j + 1 < l->n ? ", " : " ", out);
+    }
+    fputc(']', out);
+}
+
 void pec_config_print(const struct pec_config *cfg, FILE *out)
 {
     const char *base = (const char *)cfg;
@@ -393,14 +481,20 @@ void pec_config_print(const struct pec_config *cfg, FILE *out)
         case T_INT:
             fprintf(out, "%lld", *(const long long *)(base + k->offset));
             break;
-        case T_STRLIST: {
-            const struct pec_strlist *l = (const struct pec_strlist *)(base + k->offset);
-            fputs("[ ", out);
-            for (size_t j = 0; j < l->n; j++) {
-                print_string(out, l->v[j]);
-                fputs(j + 1 < l->n ? ", " : " ", out);
+        case T_STRLIST:
+            print_strlist(out, (const struct pec_strlist *)(base + k->offset));
+            break;
+        case T_LOGINMAP: {
+            const struct pec_loginmap *m = (const struct pec_loginmap *)(base + k->offset);
+            fputs("( ", out);
+            for (size_t j = 0; j < m->n; j++) {
+                fputs("{ login = ", out);
+                print_string(out, m->v[j].login);
+                fputs("; senders = ", out);
+                print_strlist(out, &m->v[j].senders);
+                fputs(j + 1 < m->n ? "; }, " : "; } ", out);
             }
-            fputc(']', out);
+            fputc(')', out);
             break;
         }
         case T_ROLEMAP: {
@@ -430,6 +524,23 @@ const char *pec_config_role(const struct pec_config *cfg, const char *daemon_nam
     if (strcmp(cfg->default_role, "auto") != 0)
         return cfg->default_role;
     return authenticated ? "access" : "reception";
+}
+
+int pec_config_may_send_as(const struct pec_config *cfg, const char *login, const char *address)
+{
+    if (login == NULL || *login == '\0' || address == NULL)
+        return 0;
+    if (strcasecmp(login, address) == 0)
+        return 1;
+    for (size_t i = 0; i < cfg->sender_logins.n; i++) {
+        const struct pec_login *l = &cfg->sender_logins.v[i];
+        if (strcasecmp(l->login, login) != 0)
+            continue;
+        for (size_t j = 0; j < l->senders.n; j++)
+            if (strcasecmp(l->senders.v[j], address) == 0)
+                return 1;
+    }
+    return 0;
 }
 
 int pec_config_is_our_domain(const struct pec_config *cfg, const char *domain)

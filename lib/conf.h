@@ -22,6 +22,17 @@ struct pec_strlist {
     size_t n;
 };
 
+/* an authenticated login and the further sender addresses it may use */
+struct pec_login {
+    char *login;
+    struct pec_strlist senders;
+};
+
+struct pec_loginmap {
+    struct pec_login *v;
+    size_t n;
+};
+
 /* {daemon_name} macro value -> role name */
 struct pec_rolemap {
     char **daemon;
@@ -56,6 +67,7 @@ struct pec_config {
     struct pec_rolemap roles;
     char *default_role;
     char *reinject;
+    struct pec_loginmap sender_logins;
 
     long long warning_after;
     long long deadline_after;
@@ -91,6 +103,13 @@ void pec_config_print(const struct pec_config *cfg, FILE *out);
 /* Role for a connection: by {daemon_name}, else the default_role rule. */
 const char *pec_config_role(const struct pec_config *cfg, const char *daemon_name,
                             int authenticated);
+
+/*
+ * May the client authenticated as LOGIN use ADDRESS as its sender?  Yes when
+ * ADDRESS is LOGIN itself or one of the addresses sender_logins lists for
+ * LOGIN (all compared case-insensitively).
+ */
+int pec_config_may_send_as(const struct pec_config *cfg, const char *login, const char *address);
 
 /* Is DOMAIN (case-insensitive) one of our PEC domains? */
 int pec_config_is_our_domain(const struct pec_config *cfg, const char *domain);

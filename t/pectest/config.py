@@ -10,6 +10,8 @@ def _value(v):
     if isinstance(v, int):
         return str(v)
     if isinstance(v, (list, tuple)):
+        if any(isinstance(x, dict) for x in v):      # groups go in a list: ( {...}, {...} )
+            return "( " + ", ".join(_value(x) for x in v) + " )"
         return "[ " + ", ".join(_value(x) for x in v) + " ]"
     if isinstance(v, dict):
         return "{ " + " ".join("%s = %s;" % (k, _value(x)) for k, x in v.items()) + " }"
