@@ -1,16 +1,19 @@
 /*
  * callbacks - the libmilter callbacks: thin glue between the MTA and libpec.
  *
- * One connection context (born in connect, holding the runtime it started
- * with) and one message context (born in MAIL FROM, freed by msg_end() from
- * eom, abort, close and every error path).  The role of a connection comes
- * from the {daemon_name} macro through the configuration, or from whether
- * the client authenticated; it is decided at MAIL FROM, when both are known.
+ * One connection context (born at negotiation, holding the runtime it
+ * started with) and one message context (born in MAIL FROM, freed by
+ * msg_end() from eom, abort, close and every error path).  The role of a
+ * message comes from the {daemon_name} macro through the configuration, or
+ * from whether the client authenticated; it is decided at MAIL FROM, when
+ * both are known.  From then on every event goes to the role's operations
+ * (role.h); this file knows no PEC.
  */
 #include "callbacks.h"
 
 #include "log.h"
 #include "mta.h"
+#include "role.h"
 #include "runtime.h"
 #include "xalloc.h"
 
@@ -22,16 +25,14 @@
 
 enum role { ROLE_PASSTHROUGH, ROLE_ACCESS, ROLE_RECEPTION };
 
-struct msg {
-    char *qid;
-    enum role role;
-};
-
-struct conn {
-    struct runtime *rt;
-    char *daemon_name;
-    char *client;
-    struct msg *msg;
+/*
+ * The module serving each role.  Reception has none in this build: its
+ * messages get a temporary failure, so no mail passes unverified.
+ */
+static const struct role_ops *const role_modules[] = {
+    [ROLE_PASSTHROUGH] = NULL,
+    [ROLE_ACCESS] = &access_role,
+    [ROLE_RECEPTION] = NULL,
 };
 
 static struct conn *conn_of(SMFICTX *ctx)
@@ -41,15 +42,19 @@ static struct conn *conn_of(SMFICTX *ctx)
 
 static void msg_end(struct conn *c)
 {
-    if (c == NULL || c->msg == NULL)
+    struct msg *m = c ? c->msg : NULL;
+
+    if (m == NULL)
         return;
-    free(c->msg->qid);
-    free(c->msg);
+    if (m->ops && m->ops->end && m->state)
+        m->ops->end(m->state);
+    free(m->qid);
+    free(m);
     c->msg = NULL;
 }
 
 /* The queue id is assigned late by Postfix (after the first valid RCPT). */
-static const char *msg_qid(SMFICTX *ctx, struct msg *m)
+const char *msg_qid(SMFICTX *ctx, struct msg *m)
 {
     if (m->qid == NULL) {
         const char *q = mta_macro(ctx, "i");
@@ -68,10 +73,28 @@ static enum role role_from_name(const char *name)
     return ROLE_PASSTHROUGH;
 }
 
+/* The connection context, created on first use (negotiation, or connect for an old MTA). */
+static struct conn *conn_get(SMFICTX *ctx)
+{
+    struct conn *c = conn_of(ctx);
+
+    if (c != NULL)
+        return c;
+    c = xcalloc(1, sizeof(*c));
+    if (smfi_setpriv(ctx, c) != MI_SUCCESS) {
+        log_err(NULL, "smfi_setpriv failed");
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
 static sfsistat cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, unsigned long f2,
                              unsigned long f3, unsigned long *pf0, unsigned long *pf1,
                              unsigned long *pf2, unsigned long *pf3)
 {
+    struct conn *c;
+
     if ((f0 & NEEDED_ACTIONS) != NEEDED_ACTIONS) {
         log_err(NULL,
                 "MTA offers milter actions 0x%lx, pecmilter needs 0x%lx (add/change headers, "
@@ -79,9 +102,12 @@ static sfsistat cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, u
                 f0, (unsigned long)NEEDED_ACTIONS);
         return SMFIS_REJECT;
     }
+    if ((c = conn_get(ctx)) == NULL)
+        return SMFIS_TEMPFAIL;
     *pf0 = NEEDED_ACTIONS;
     /* Leading spaces of header values are kept, so an original can be rebuilt byte for byte. */
     *pf1 = f1 & (SMFIP_HDR_LEADSPC | SMFIP_NOUNKNOWN | SMFIP_NODATA);
+    c->leadspc = (f1 & SMFIP_HDR_LEADSPC) != 0;
     *pf2 = 0;
     *pf3 = 0;
     if (f0 & SMFIF_SETSYMLIST) {
@@ -101,21 +127,26 @@ static sfsistat cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, u
 
 static sfsistat cb_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *addr)
 {
-    struct conn *c = xcalloc(1, sizeof(*c));
+    struct conn *c = conn_get(ctx);
     const char *dn = mta_macro(ctx, "{daemon_name}");
 
+    if (c == NULL)
+        return SMFIS_TEMPFAIL;
+    runtime_put(c->rt);
+    free(c->daemon_name);
+    free(c->client);
     c->rt = runtime_get();
     c->daemon_name = dn ? xstrdup(dn) : NULL;
     c->client = xstrdup(hostname ? hostname : "unknown");
-    if (smfi_setpriv(ctx, c) != MI_SUCCESS) {
-        log_err(NULL, "smfi_setpriv failed");
-        runtime_put(c->rt);
-        free(c->daemon_name);
-        free(c->client);
-        free(c);
-        return SMFIS_TEMPFAIL;
-    }
     return SMFIS_CONTINUE;
+}
+
+/* A role's verdict that ends the message frees it at once. */
+static sfsistat settle(struct conn *c, sfsistat st)
+{
+    if (st != SMFIS_CONTINUE)
+        msg_end(c);
+    return st;
 }
 
 static sfsistat cb_envfrom(SMFICTX *ctx, char **argv)
@@ -123,40 +154,106 @@ static sfsistat cb_envfrom(SMFICTX *ctx, char **argv)
     struct conn *c = conn_of(ctx);
     const char *auth;
     const char *role;
+    struct msg *m;
 
-    if (c == NULL)
+    if (c == NULL || c->rt == NULL)
         return SMFIS_TEMPFAIL;
     msg_end(c);
-    c->msg = xcalloc(1, sizeof(*c->msg));
+    m = c->msg = xcalloc(1, sizeof(*c->msg));
     auth = mta_macro(ctx, "{auth_authen}");
     role = pec_config_role(c->rt->cfg, c->daemon_name, auth != NULL && *auth != '\0');
-    c->msg->role = role_from_name(role);
-
-    switch (c->msg->role) {
-    case ROLE_PASSTHROUGH:
-        log_debug(msg_qid(ctx, c->msg), "passthrough: from=%s daemon=%s", argv[0],
+    m->ops = role_modules[role_from_name(role)];
+    if (m->ops != NULL)
+        return settle(c, m->ops->envfrom(ctx, c, m, argv));
+    if (role_from_name(role) == ROLE_PASSTHROUGH) {
+        log_debug(msg_qid(ctx, m), "passthrough: from=%s daemon=%s", argv[0],
                   c->daemon_name ? c->daemon_name : "-");
         msg_end(c);
         return SMFIS_ACCEPT;
-    case ROLE_ACCESS:
-    case ROLE_RECEPTION:
-        break;
     }
     /* Never let mail pass uncertified: a role this build cannot serve is a temporary failure. */
-    log_err(msg_qid(ctx, c->msg), "role %s is not available in this build; message deferred", role);
-    mta_setreply(ctx, msg_qid(ctx, c->msg), "451", "4.3.0",
+    log_err(msg_qid(ctx, m), "role %s is not available in this build; message deferred", role);
+    mta_setreply(ctx, msg_qid(ctx, m), "451", "4.3.0",
                  "PEC certification is not available on this service yet, try again later");
     msg_end(c);
     return SMFIS_TEMPFAIL;
 }
 
-static sfsistat cb_abort(SMFICTX *ctx)
+/* The role of the message under way, or NULL (then the event is ignored). */
+static struct msg *msg_of(SMFICTX *ctx, struct conn **cp)
 {
-    msg_end(conn_of(ctx));
-    return SMFIS_CONTINUE;
+    struct conn *c = conn_of(ctx);
+
+    *cp = c;
+    return c && c->msg && c->msg->ops ? c->msg : NULL;
+}
+
+static sfsistat cb_envrcpt(SMFICTX *ctx, char **argv)
+{
+    struct conn *c;
+    struct msg *m = msg_of(ctx, &c);
+
+    if (m == NULL || m->ops->envrcpt == NULL)
+        return SMFIS_CONTINUE;
+    /* a refused recipient ends only itself, not the message */
+    return m->ops->envrcpt(ctx, c, m, argv);
+}
+
+static sfsistat cb_header(SMFICTX *ctx, char *name, char *value)
+{
+    struct conn *c;
+    struct msg *m = msg_of(ctx, &c);
+    sfsistat st;
+
+    if (m == NULL || m->ops->header == NULL)
+        return SMFIS_CONTINUE;
+    if (c->leadspc || value[0] == ' ' || value[0] == '\t' || value[0] == '\0')
+        return settle(c, m->ops->header(ctx, c, m, name, value));
+    /*
+     * Without SMFIP_HDR_LEADSPC the MTA ate the space after the colon; put
+     * the usual one back (a header sent as "Name:value" gains a space).
+     */
+    {
+        char *spaced = xasprintf(" %s", value);
+        st = m->ops->header(ctx, c, m, name, spaced);
+        free(spaced);
+    }
+    return settle(c, st);
+}
+
+static sfsistat cb_eoh(SMFICTX *ctx)
+{
+    struct conn *c;
+    struct msg *m = msg_of(ctx, &c);
+
+    if (m == NULL || m->ops->eoh == NULL)
+        return SMFIS_CONTINUE;
+    return settle(c, m->ops->eoh(ctx, c, m));
+}
+
+static sfsistat cb_body(SMFICTX *ctx, unsigned char *buf, size_t len)
+{
+    struct conn *c;
+    struct msg *m = msg_of(ctx, &c);
+
+    if (m == NULL || m->ops->body == NULL)
+        return SMFIS_CONTINUE;
+    return settle(c, m->ops->body(ctx, c, m, buf, len));
 }
 
 static sfsistat cb_eom(SMFICTX *ctx)
+{
+    struct conn *c;
+    struct msg *m = msg_of(ctx, &c);
+    sfsistat st = SMFIS_CONTINUE;
+
+    if (m != NULL && m->ops->eom != NULL)
+        st = m->ops->eom(ctx, c, m);
+    msg_end(conn_of(ctx));
+    return st;
+}
+
+static sfsistat cb_abort(SMFICTX *ctx)
 {
     msg_end(conn_of(ctx));
     return SMFIS_CONTINUE;
@@ -185,6 +282,10 @@ struct smfiDesc *callbacks_descriptor(void)
         .xxfi_flags = NEEDED_ACTIONS | SMFIF_SETSYMLIST,
         .xxfi_connect = cb_connect,
         .xxfi_envfrom = cb_envfrom,
+        .xxfi_envrcpt = cb_envrcpt,
+        .xxfi_header = cb_header,
+        .xxfi_eoh = cb_eoh,
+        .xxfi_body = cb_body,
         .xxfi_eom = cb_eom,
         .xxfi_abort = cb_abort,
         .xxfi_close = cb_close,

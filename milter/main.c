@@ -5,11 +5,16 @@
  * configuration, certificate or key is one line on stderr and a non-zero
  * exit, never a half-started daemon.  Start-up order: configuration and the
  * files it names (as root if need be), the milter socket, then the privilege
- * drop to `user`, then the milter loop.  SIGTERM and SIGINT stop cleanly
- * (libmilter's own signal thread), SIGUSR1 reloads.
+ * drop to `user`, the store (opened as `user`, so its files are the
+ * daemon's; checked before detaching, so a bad store is a line on stderr),
+ * then the outbox injector thread and the milter loop.  SIGTERM and SIGINT
+ * stop cleanly (libmilter's own signal thread): the injector lets the
+ * message in flight get its answer, then the store is closed.  SIGUSR1
+ * reloads.
  */
 #include "callbacks.h"
 #include "conf.h"
+#include "injector.h"
 #include "log.h"
 #include "runtime.h"
 
@@ -159,9 +164,23 @@ int main(int argc, char **argv)
     }
     if (drop_privileges(cfg->user) < 0)
         return 71;
-    if (!foreground && daemon(0, 0) != 0) {
-        fprintf(stderr, "pecmilter: cannot detach: %s\n", strerror(errno));
-        return 71;
+    if (runtime_store_open(rt, err, sizeof(err)) < 0) {
+        fprintf(stderr, "pecmilter: %s\n", err);
+        remove_socket(cfg->milter_socket);
+        return 73;
+    }
+    if (!foreground) {
+        /* SQLite's locks belong to the process that took them: reopen in the child */
+        runtime_store_close();
+        if (daemon(0, 0) != 0) {
+            fprintf(stderr, "pecmilter: cannot detach: %s\n", strerror(errno));
+            return 71;
+        }
+        if (runtime_store_open(rt, err, sizeof(err)) < 0) {
+            log_err(NULL, "%s", err);
+            remove_socket(cfg->milter_socket);
+            return 73;
+        }
     }
 
     signal(SIGPIPE, SIG_IGN);
@@ -177,17 +196,27 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    /* our own reference: a reload may retire RT while we still need these settings */
+    pec_config_ref(cfg);
     runtime_set(rt);
+    if (injector_start(cfg, rt->store) < 0) {
+        remove_socket(cfg->milter_socket);
+        return 71;
+    }
     if (runtime_start_reloader(config) != 0) {
         log_err(NULL, "cannot start the reload thread");
         return 71;
     }
 
-    log_info(NULL, "pecmilter %s starting: milter on %s", PECMILTER_VERSION, cfg->milter_socket);
+    log_info(NULL, "pecmilter %s starting: milter on %s, store %s", PECMILTER_VERSION,
+             cfg->milter_socket, cfg->store);
     rc = smfi_main();
     log_info(NULL, "pecmilter stopping");
     remove_socket(cfg->milter_socket);
+    injector_stop();
     runtime_set(NULL);
+    runtime_store_close();
+    pec_config_unref(cfg);
     log_close();
     return rc == MI_SUCCESS ? 0 : 1;
 }

@@ -16,6 +16,8 @@
 
 static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct runtime *current;
+static struct pec_store *shared_store; /* under current_lock */
+static char *shared_store_spec;
 
 int runtime_check_files(const struct pec_config *cfg, char *err, size_t errlen)
 {
@@ -38,6 +40,10 @@ int runtime_check_files(const struct pec_config *cfg, char *err, size_t errlen)
     }
     if (pec_check_readable_file(cfg->index_file, why, sizeof(why)) < 0) {
         snprintf(err, errlen, "index_file: %s", why);
+        return -1;
+    }
+    if (cfg->spool_dir[0] != '\0' && (stat(cfg->spool_dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
+        snprintf(err, errlen, "spool_dir: %s is not a directory", cfg->spool_dir);
         return -1;
     }
     return 0;
@@ -96,7 +102,7 @@ static int load_objects(struct runtime *rt, char *err, size_t errlen)
     rt->issuer.signer = rt->signer;
     rt->issuer.clock = &rt->clock;
     rt->issuer.ident = &rt->ident;
-    rt->issuer.spool_dir = NULL;
+    rt->issuer.spool_dir = cfg->spool_dir[0] != '\0' ? cfg->spool_dir : NULL;
     rt->issuer.spool_mem_limit = 1024 * 1024;
     return 0;
 }
@@ -119,7 +125,41 @@ struct runtime *runtime_load(const char *config, char *err, size_t errlen)
         runtime_free(rt);
         return NULL;
     }
+    pthread_mutex_lock(&current_lock);
+    rt->store = shared_store;
+    pthread_mutex_unlock(&current_lock);
     return rt;
+}
+
+int runtime_store_open(struct runtime *rt, char *err, size_t errlen)
+{
+    char why[1024];
+    struct pec_store *st = pec_store_open(rt->cfg->store, 0, why, sizeof(why));
+
+    if (st == NULL) {
+        snprintf(err, errlen, "store: %s", why);
+        return -1;
+    }
+    pthread_mutex_lock(&current_lock);
+    shared_store = st;
+    free(shared_store_spec);
+    shared_store_spec = xstrdup(rt->cfg->store);
+    rt->store = st;
+    pthread_mutex_unlock(&current_lock);
+    return 0;
+}
+
+void runtime_store_close(void)
+{
+    struct pec_store *st;
+
+    pthread_mutex_lock(&current_lock);
+    st = shared_store;
+    shared_store = NULL;
+    free(shared_store_spec);
+    shared_store_spec = NULL;
+    pthread_mutex_unlock(&current_lock);
+    pec_store_close(st);
 }
 
 struct runtime *runtime_get(void)
@@ -178,6 +218,11 @@ static void *reloader(void *arg)
             log_err(NULL, "reload failed, keeping the running configuration: %s", err);
             continue;
         }
+        pthread_mutex_lock(&current_lock);
+        if (shared_store_spec != NULL && strcmp(shared_store_spec, rt->cfg->store) != 0)
+            log_warn(NULL, "store: the configuration now names %s; %s stays in use until restart",
+                     rt->cfg->store, shared_store_spec);
+        pthread_mutex_unlock(&current_lock);
         runtime_set(rt);
         log_info(NULL, "configuration reloaded from %s", config);
     }

@@ -6,6 +6,11 @@
  * (SIGUSR1) that fails leaves the running one in place, and it is
  * reference-counted, so a milter connection keeps the runtime it started with
  * until it ends.
+ *
+ * The store is the process's, not a runtime's: it is opened once, after
+ * the privilege drop so that its files belong to `user`, and every runtime
+ * borrows it.  A reload that names another store keeps the open one and
+ * says that a restart is needed.
  */
 #ifndef PECMILTER_RUNTIME_H
 #define PECMILTER_RUNTIME_H
@@ -18,6 +23,7 @@
 #include "index.h"
 #include "pecmsg.h"
 #include "smime.h"
+#include "store.h"
 
 struct runtime {
     int refs;
@@ -28,6 +34,7 @@ struct runtime {
     struct pec_clock clock;
     struct pec_ident ident;
     struct pec_issuer issuer;
+    struct pec_store *store; /* borrowed: the process's store, NULL until it is open */
 };
 
 /*
@@ -46,6 +53,15 @@ void runtime_put(struct runtime *rt);
 
 /* Install RT as current (takes over the caller's reference). */
 void runtime_set(struct runtime *rt);
+
+/*
+ * Open the store RT's configuration names and lend it to RT and to every
+ * runtime loaded from now on.  0, or -1 with one line in err.
+ */
+int runtime_store_open(struct runtime *rt, char *err, size_t errlen);
+
+/* Close the store; call once nothing uses it any more (the injector is stopped). */
+void runtime_store_close(void);
 
 /* Start the thread that reloads from CONFIG on SIGUSR1; call with SIGUSR1 blocked. */
 int runtime_start_reloader(const char *config);

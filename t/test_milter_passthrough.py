@@ -74,10 +74,10 @@ class PassthroughTest(unittest.TestCase):
 
     def test_unimplemented_role_defers_rather_than_passing_mail(self):
         d = self.start()
-        res = self.send(d, "pec-submission", auth="mario@pec-a.test")
+        res = self.send(d, "pec-mx")
         self.assertEqual(res.reply.code, "replycode")
         self.assertTrue(res.reply.text.startswith("451 4.3.0 "), res.reply.text)
-        self.wait_log(d, r"role access is not available")
+        self.wait_log(d, r"role reception is not available")
 
     def test_reload_applies_to_new_connections_only(self):
         d = self.start(default_role="passthrough")
@@ -110,13 +110,19 @@ class PassthroughTest(unittest.TestCase):
         import pwd
         nobody = pwd.getpwnam("nobody")
         os.chmod(self.tmp.name, 0o755)
-        d = self.start(default_role="passthrough", user="nobody")
+        # the store is opened after the drop, so its files are the daemon user's
+        state = os.path.join(self.tmp.name, "state")
+        os.mkdir(state)
+        os.chown(state, nobody.pw_uid, nobody.pw_gid)
+        d = self.start(default_role="passthrough", user="nobody",
+                       store=os.path.join(state, "pecmilter.db"))
         with open("/proc/%d/status" % d.proc.pid) as f:
             uids = [l.split()[1:] for l in f if l.startswith(("Uid:", "Gid:"))]
         self.assertEqual(uids[0], [str(nobody.pw_uid)] * 4)
         self.assertEqual(uids[1], [str(nobody.pw_gid)] * 4)
         # the key was read as root before the drop, and mail still flows
         self.assertEqual(self.send(d, "x").reply.code, "accept")
+        self.assertEqual(os.stat(os.path.join(state, "pecmilter.db")).st_uid, nobody.pw_uid)
 
     def test_sigterm_stops_cleanly_and_removes_the_socket(self):
         d = self.start(default_role="passthrough")

@@ -1,0 +1,261 @@
+"""The access point through the project's milter driver (no MTA): what the
+daemon asks the MTA to do with a submission, and what it leaves in the store.
+
+MAIL FROM refusals (not authenticated, foreign domain, login against
+sender, sender_logins); the busta applied in place (every header request
+before the one run of body chunks, each at most 64 KB; the original's
+non-inherited fields deleted, ours added with the leading space LEADSPC
+wants, or without it when the MTA did not offer LEADSPC, and the original
+still byte for byte in postacert.eml); a formal error (5xx with enhanced
+code, the avviso in the outbox); a store that cannot commit (451 4.3.0 and
+one log line, or 554 with on_internal_error = reject); the reception role
+still deferring."""
+import os
+import re
+import sqlite3
+import tempfile
+import time
+import unittest
+
+from pectest import config, daemon, pecmail, pki
+from pectest.milter import (ALL_ACTIONS, POSTFIX_PROTOCOL, SMFIP_HDR_LEADSPC, parse_message,
+                            render_message)
+
+MESSAGE = (b"From: Mario Rossi <mario@pec-a.test>\r\n"
+           b"To: luigi@pec-b.test, ext@example.org\r\n"
+           b"Cc: anna@pec-a.test\r\n"
+           b"Subject:senza spazio\r\n"
+           b"Date: Tue, 25 Nov 2025 10:00:00 +0100\r\n"
+           b"Message-ID: <m1@client.pec-a.test>\r\n"
+           b"X-Ricevuta: avvenuta-consegna\r\n"
+           b"X-Trasporto: posta-certificata\r\n"
+           b"X-TipoRicevuta: breve\r\n"
+           b"x-ricevuta: presa-in-carico\r\n"
+           b"MIME-Version: 1.0\r\n"
+           b"Content-Type: text/plain; charset=utf-8\r\n"
+           b"\r\n"
+           b"Ciao.\r\n")
+RCPTS = ["<luigi@pec-b.test>", "<ext@example.org>", "<anna@pec-a.test>"]
+
+
+class AccessMilterTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self.tmp.cleanup)
+        self.conf = os.path.join(self.tmp.name, "pecmilter.conf")
+
+    def start(self, **overrides):
+        # nothing listens on the discard port: generated messages stay in the outbox
+        overrides.setdefault("reinject", "smtp:127.0.0.1:9")
+        overrides.setdefault("roles", {"pec-submission": "access", "pec-mx": "reception"})
+        self.settings = config.write(self.conf, "a", **overrides)
+        d = daemon.start(self.conf)
+        self.addCleanup(self.stop_clean, d)
+        return d
+
+    def stop_clean(self, d):
+        """Stop the daemon; it must exit 0 with no sanitizer report (leaks included)."""
+        text = d.stop()
+        self.assertNotIn("Sanitizer", text)
+        self.assertEqual(d.returncode, 0, text[-3000:])
+
+    def send(self, d, raw=MESSAGE, sender="<mario@pec-a.test>", rcpts=RCPTS,
+             login="mario@pec-a.test", protocol=0):
+        with d.milter() as m:
+            m.filter_macros = False
+            m.negotiate(protocol=protocol)
+            return m.send_message(raw, sender, rcpts,
+                                  connect_macros={"{daemon_name}": "pec-submission"},
+                                  macros={"M": {"{auth_authen}": login} if login else {}})
+
+    def db(self):
+        return sqlite3.connect("file:%s?mode=ro" % self.settings["store"], uri=True)
+
+    def outbox(self):
+        with self.db() as c:
+            return c.execute("SELECT tipo, rcpt, message FROM outbox ORDER BY id").fetchall()
+
+    def labels(self):
+        with self.db() as c:
+            return [r[0] for r in c.execute("SELECT label FROM registro ORDER BY seq")]
+
+    def wait_log(self, d, pattern, timeout=10):
+        end = time.time() + timeout
+        while time.time() < end:
+            if re.search(pattern, d.stderr()):
+                return
+            time.sleep(0.05)
+        self.fail("no %r in the daemon's log:\n%s" % (pattern, d.stderr()))
+
+    # -- MAIL FROM -------------------------------------------------------------
+
+    def test_mail_from_refusals(self):
+        d = self.start(sender_logins=[{"login": "mario", "senders": ["mario@pec-a.test"]}])
+        cases = [
+            # (login, sender, reply start, words)
+            (None, "<mario@pec-a.test>", "530 5.7.0 ", "autenticarsi"),
+            ("x@example.org", "<x@example.org>", "553 5.7.1 ", "non e' una casella"),
+            ("luigi@pec-a.test", "<mario@pec-a.test>", "553 5.7.1 ",
+             "luigi@pec-a.test non puo' inviare come mario@pec-a.test"),
+            ("mario@pec-a.test", "<>", "553 5.7.1 ", "vuoto"),
+        ]
+        for login, sender, start, words in cases:
+            res = self.send(d, sender=sender, login=login)
+            self.assertEqual(res.stage, "M", (login, sender, res))
+            self.assertEqual(res.reply.code, "replycode")
+            self.assertTrue(res.reply.text.startswith(start), res.reply.text)
+            self.assertIn(words, res.reply.text)
+        # no PEC processing started: nothing in the store
+        self.assertEqual(self.outbox(), [])
+        self.assertEqual(self.labels(), [])
+        # the login may use what sender_logins lists
+        res = self.send(d, login="mario")
+        self.assertEqual(res.reply.code, "continue", res.reply)
+
+    # -- the busta in place ----------------------------------------------------
+
+    def check_busta(self, res, leadspc):
+        kinds = [a[0] for a in res.actions]
+        self.assertIn("replbody", kinds)
+        first_body = kinds.index("replbody")
+        self.assertEqual(set(kinds[:first_body]) - {"chgheader", "addheader"}, set())
+        self.assertEqual(set(kinds[first_body:]), {"replbody"}, "one run of body chunks")
+        self.assertTrue(all(len(a[1]) <= 65535 for a in res.find("replbody")))
+        deleted = {a[2].lower() for a in res.find("chgheader") if a[3] == ""}
+        for name in ("from", "subject", "date", "message-id", "x-ricevuta", "x-trasporto",
+                     "x-tiporicevuta", "mime-version", "content-type"):
+            self.assertIn(name, deleted)
+        self.assertNotIn("to", deleted)
+        self.assertNotIn("cc", deleted)
+        # both X-Ricevuta fields went, whatever their case, the last one first
+        self.assertEqual([a[1] for a in res.find("chgheader") if a[2].lower() == "x-ricevuta"],
+                         [2, 1])
+        for a in res.find("addheader"):
+            self.assertEqual(a[2].startswith(" "), leadspc, a)
+        headers, body = res.apply(*parse_message(MESSAGE, raw_values=True), raw_values=True)
+        out = render_message(headers, body, raw_values=True)
+        m = pecmail.Message(out)
+        self.assertEqual(m.header("X-Trasporto"), "posta-certificata")
+        self.assertEqual(m.headers("X-Ricevuta"), [])
+        self.assertEqual(m.headers("X-Trasporto"), ["posta-certificata"])
+        self.assertEqual(m.header("X-TipoRicevuta"), "breve")
+        self.assertEqual(m.header("Subject"), "POSTA CERTIFICATA: senza spazio")
+        self.assertEqual(m.header("X-Riferimento-Message-ID"), "<m1@client.pec-a.test>")
+        self.assertEqual(m.header("To"), "luigi@pec-b.test, ext@example.org")
+        # the original, byte for byte, but its identity
+        pc = m.postacert()
+        ident = m.header("Message-ID")
+        expected = MESSAGE.replace(b"Message-ID: <m1@client.pec-a.test>\r\n",
+                                   ("Message-ID: %s\r\nX-Riferimento-Message-ID: "
+                                    "<m1@client.pec-a.test>\r\n" % ident).encode())
+        if not leadspc:
+            # without LEADSPC the MTA dropped the space: we can only put the usual one back
+            expected = expected.replace(b"Subject:senza", b"Subject: senza")
+        self.assertEqual(pc, expected)
+        return ident
+
+    def test_busta_applied_in_place(self):
+        d = self.start()
+        res = self.send(d)
+        self.assertEqual(res.reply.code, "continue", res.reply)
+        ident = self.check_busta(res, leadspc=True)
+        self.assertEqual(self.labels(), ["BustaTrasporto", "Accettazione", "PresaInCarico"])
+        rows = self.outbox()
+        self.assertEqual([(t, r) for t, r, _ in rows],
+                         [("accettazione", "mario@pec-a.test"),
+                          ("presa-in-carico", "ricevute@pec-a.test")])
+        acc = pecmail.Message(rows[0][2])
+        self.assertIn(ident.strip("<>"), acc.text())
+        self.assertIn('luigi@pec-b.test ("posta certificata")', acc.text())
+        self.assertIn('ext@example.org ("posta ordinaria")', acc.text())
+        self.wait_log(d, r"access: accepted: identificativo=%s" % re.escape(ident.strip("<>")))
+
+    def test_mta_without_leadspc(self):
+        d = self.start()
+        res = self.send(d, protocol=POSTFIX_PROTOCOL & ~SMFIP_HDR_LEADSPC)
+        self.assertEqual(res.reply.code, "continue", res.reply)
+        self.check_busta(res, leadspc=False)
+
+    def test_big_body_goes_to_a_spool_file_and_comes_back_in_chunks(self):
+        spool = os.path.join(self.tmp.name, "spool")
+        os.mkdir(spool)
+        d = self.start(spool_dir=spool)
+        body = b"".join(b"riga %07d del messaggio lungo\r\n" % i for i in range(100000))
+        raw = MESSAGE + body
+        res = self.send(d, raw=raw)
+        self.assertEqual(res.reply.code, "continue", res.reply)
+        chunks = res.find("replbody")
+        self.assertGreater(len(chunks), 40)
+        self.assertTrue(all(len(c[1]) <= 65535 for c in chunks))
+        headers, body_out = res.apply(*parse_message(raw, raw_values=True), raw_values=True)
+        pc = pecmail.Message(render_message(headers, body_out, raw_values=True)).postacert()
+        self.assertTrue(pc.endswith(body))
+        # the spool files are unlinked: nothing stays behind
+        self.assertEqual(os.listdir(spool), [])
+
+    # -- formal errors ---------------------------------------------------------
+
+    def test_formal_error_rejects_and_queues_the_avviso(self):
+        d = self.start()
+        raw = MESSAGE.replace(b"Cc: anna@pec-a.test\r\n", b"Bcc: anna@pec-a.test\r\n")
+        res = self.send(d, raw=raw)
+        self.assertEqual(res.reply.code, "replycode")
+        self.assertTrue(res.reply.text.startswith("550 5.7.1 Messaggio non accettato: il campo "
+                                                  "Bcc"), res.reply.text)
+        self.assertEqual(res.actions, [])
+        rows = self.outbox()
+        self.assertEqual([(t, r) for t, r, _ in rows], [("non-accettazione", "mario@pec-a.test")])
+        avviso = pecmail.Message(rows[0][2])
+        self.assertEqual(avviso.header("X-Ricevuta"), "non-accettazione")
+        self.assertIn("il campo Bcc (copia nascosta) non deve contenere indirizzi", avviso.text())
+        self.assertIn(b"<errore-esteso>5.7.1 - Gestore A S.p.A. - il campo Bcc",
+                      avviso.daticert())
+        self.assertEqual(self.labels(), ["NonAccettazione"])
+
+    # -- internal errors -------------------------------------------------------
+
+    def lock_store(self):
+        """Hold the store's write lock from another connection (past the busy timeout)."""
+        c = sqlite3.connect(self.settings["store"], timeout=1, isolation_level=None)
+        c.execute("BEGIN EXCLUSIVE")
+        self.addCleanup(c.close)
+        return c
+
+    def test_store_failure_defers(self):
+        d = self.start()
+        self.send(d)             # creates the store's tables before we lock them
+        before = len(self.outbox())
+        lock = self.lock_store()
+        res = self.send(d)
+        self.assertEqual(res.reply.code, "replycode")
+        self.assertTrue(res.reply.text.startswith("451 4.3.0 "), res.reply.text)
+        lock.execute("ROLLBACK")
+        self.assertEqual(len(self.outbox()), before)
+        lines = [l for l in d.stderr().splitlines() if "access: store:" in l]
+        self.assertEqual(len(lines), 1, d.stderr())
+        self.assertIn("message deferred", lines[0])
+
+    def test_store_failure_rejects_when_configured(self):
+        d = self.start(on_internal_error="reject")
+        self.send(d)
+        lock = self.lock_store()
+        res = self.send(d)
+        lock.execute("ROLLBACK")
+        self.assertTrue(res.reply.text.startswith("554 5.3.0 "), res.reply.text)
+
+    # -- the other role --------------------------------------------------------
+
+    def test_reception_still_defers(self):
+        d = self.start()
+        with d.milter() as m:
+            m.filter_macros = False
+            m.negotiate()
+            res = m.send_message(MESSAGE, "<x@example.org>", ["<mario@pec-a.test>"],
+                                 connect_macros={"{daemon_name}": "pec-mx"})
+        self.assertTrue(res.reply.text.startswith("451 4.3.0 "), res.reply)
+        self.wait_log(d, r"role reception is not available")
+
+
+if __name__ == "__main__":
+    pki.ensure()
+    unittest.main(verbosity=2)
