@@ -34,6 +34,11 @@ Choices tests can rely on:
     submission_milter; XCLIENT from 127.0.0.0/8 with SASL enabled, so LOGIN= becomes the
     milter's {auth_authen}), 'pec-reinject' (reinject_port; no milter).  The name is
     both milter_macro_daemon_name and the syslog_name suffix in the maillog.
+  - submission_sasl_path: the socket of a Dovecot auth service (pectest.dovecot); the
+    submission listener then authenticates for real through it (smtpd_sasl_type =
+    dovecot) and send(..., auth=(user, password)) logs in.  XCLIENT LOGIN= still works.
+  - submission_options: more "-o name=value" for the submission listener (e.g. its own
+    cleanup service, given in extra_master).
 
 Nothing may stay behind after a test, also when the test fails, so cleanup is layered:
   1. the context manager (stop() in __exit__);
@@ -468,7 +473,8 @@ class Postfix:
     def __init__(self, workdir, name, ip="127.0.0.1", port=None, mydomain="pec-a.test",
                  virtual_domains=(), local_maildir=True, milter=None, submission_port=None,
                  submission_milter=None, reinject_port=None, transports=None,
-                 extra_main=None, extra_master=None):
+                 extra_main=None, extra_master=None, submission_sasl_path=None,
+                 submission_options=()):
         if not re.match(r"^[A-Za-z0-9_.-]+$", name):
             raise ValueError("bad instance name %r" % name)
         self.workdir = os.path.realpath(workdir)
@@ -482,6 +488,8 @@ class Postfix:
         self.submission_port = submission_port
         self.submission_milter = submission_milter
         self.reinject_port = reinject_port
+        self.submission_sasl_path = submission_sasl_path
+        self.submission_options = list(submission_options)
         self.transports = dict(transports or {})
         self.extra_main = dict(extra_main or {})
         self.extra_master = extra_master
@@ -592,14 +600,19 @@ class Postfix:
         lines += self._listener(self.port, "pec-mx", self.milter)
         if self.submission_port:
             # XCLIENT LOGIN= only takes effect when SASL is enabled on the listener; the
-            # Cyrus server side is initialised but no client ever authenticates for real.
+            # Cyrus server side is initialised but no client ever authenticates for real,
+            # unless a Dovecot auth socket is given: then AUTH is real.
+            if self.submission_sasl_path:
+                sasl = ["smtpd_sasl_type=dovecot",
+                        "smtpd_sasl_path=" + self.submission_sasl_path]
+            else:
+                sasl = ["smtpd_sasl_type=cyrus", "smtpd_sasl_path=smtpd"]
             lines += self._listener(self.submission_port, "pec-submission",
                                     self.submission_milter,
                                     ["smtpd_authorized_xclient_hosts=127.0.0.0/8",
-                                     "smtpd_sasl_auth_enable=yes",
-                                     "smtpd_sasl_type=cyrus",
-                                     "smtpd_sasl_path=smtpd",
-                                     "smtpd_sasl_authenticated_header=yes"])
+                                     "smtpd_sasl_auth_enable=yes"] + sasl +
+                                    ["smtpd_sasl_authenticated_header=yes"] +
+                                    self.submission_options)
         if self.reinject_port:
             lines += self._listener(self.reinject_port, "pec-reinject", "")
         lines += [
@@ -818,10 +831,11 @@ class Postfix:
     # -- mail ---------------------------------------------------------------
 
     def send(self, sender, recipients, raw, port=None, xclient_login=None, helo="client.test",
-             timeout=60):
+             timeout=60, auth=None):
         """Submit raw (bytes; line ends are normalised to CRLF) over SMTP.  Returns the
         final (code, text): the DATA reply, or the first MAIL rejection, or the last RCPT
-        rejection when every recipient was refused.  Never raises on 4xx/5xx."""
+        rejection when every recipient was refused, or the AUTH rejection when auth
+        (user, password) was given and refused.  Never raises on 4xx/5xx."""
         if isinstance(recipients, str):
             recipients = [recipients]
         if isinstance(raw, str):
@@ -837,6 +851,11 @@ class Postfix:
                 s.ehlo_resp = s.helo_resp = None
                 s.esmtp_features = {}
                 s.ehlo()
+            if auth is not None:
+                try:
+                    s.login(*auth)
+                except smtplib.SMTPAuthenticationError as e:
+                    return e.smtp_code, e.smtp_error.decode("utf-8", "replace")
             opts = []
             if re.search(rb"[\x80-\xff]", raw) and s.has_extn("8bitmime"):
                 opts.append("BODY=8BITMIME")

@@ -1,0 +1,358 @@
+"""End to end: the access point on a real Postfix.
+
+Provider A is a private Postfix whose submission listener has pecmilter
+attached in the access role; users authenticate for real through a private
+Dovecot (passwd-file, smtpd_sasl_type = dovecot), or, where the test is not
+about authentication, with XCLIENT LOGIN=.  What pecmilter generates goes
+through its injector to A's reinjection listener (no milter); A delivers
+pec-a.test into Maildirs; pec-b.test and example.org are relayed to B, a
+plain Postfix delivering into Maildirs.
+
+Checked from outside, with the tools a peer or an auditor would use: the
+busta that reaches B verifies with `openssl smime -verify`, its daticert.xml
+is valid against the normative DTD (xmllint), its postacert.eml is the
+submitted message but for the Message-ID line and the added
+X-Riferimento-Message-ID; the ricevuta di accettazione lands in the sender's
+mailbox, names each recipient as "posta certificata" or "posta ordinaria"
+and verifies likewise; pecverify says valid for both.  Every formal error
+gets an SMTP reply naming it and an avviso di non accettazione; a forged
+X-Ricevuta never reaches the top level; a 30 MB attachment goes through
+while the daemon's peak RSS stays bounded (printed as "RSS:"); mail between
+two users of A gets the busta, the accettazione and the presa in carico in
+A's receipt mailbox.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import unittest
+
+from pectest import config, daemon, env, pecmail, pki
+from pectest import postfix as pf
+from pectest.dovecot import Dovecot, have_dovecot
+
+PASSWORD = "segreto-di-mario"
+MARIO = "mario@pec-a.test"
+RICEVUTE = "ricevute@pec-a.test"
+SIZE_LIMIT = 50 * 1024 * 1024
+
+
+def message(subject="Fattura 42", to="luigi@pec-b.test, ext@example.org", cc=None,
+            sender=MARIO, extra=b"", body=b"In allegato la fattura.\r\n", msgid=None):
+    head = b"From: Mario Rossi <%s>\r\n" % sender.encode()
+    if to is not None:
+        head += b"To: %s\r\n" % to.encode()
+    if cc:
+        head += b"Cc: %s\r\n" % cc.encode()
+    head += (b"Subject: %s\r\n"
+             b"Date: Tue, 25 Nov 2025 10:00:00 +0100\r\n"
+             b"Message-ID: <%s>\r\n" % (subject.encode(), (msgid or "%s@client.pec-a.test"
+                                                          % re.sub(r"\W", "", subject)).encode()))
+    return head + extra + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + body
+
+
+def sanitized():
+    """Was the build under test made with -DPEC_SANITIZE=ON?"""
+    try:
+        with open(os.path.join(env.BUILD_DIR, "CMakeCache.txt")) as f:
+            return re.search(r"^PEC_SANITIZE:BOOL=ON$", f.read(), re.M) is not None
+    except OSError:
+        return False
+
+
+class AccessE2E(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if not pf.have_postfix():
+            env.skip("Postfix is not installed (t/check.sh installs it)")
+        if not have_dovecot():
+            env.skip("Dovecot is not installed (contrib/deps.sh test installs dovecot-core)")
+        pki.ensure()
+        cls.tmp = tempfile.mkdtemp(prefix="pec-e2e-access-")
+        os.chmod(cls.tmp, 0o755)
+        try:
+            cls._start(cls.tmp)
+        except BaseException:
+            cls._stop()
+            raise
+
+    @classmethod
+    def _start(cls, work):
+        cls.dovecot = Dovecot(work, {MARIO: PASSWORD}).start()
+        cls.b = pf.Postfix(work, "b", ip=pf.loopback_ip(2), mydomain="pec-b.test",
+                           virtual_domains=["pec-b.test", "example.org"])
+        reinject = pf.free_port(pf.loopback_ip(1))
+        cls.conf = os.path.join(work, "pecmilter.conf")
+        cls.settings = config.write(
+            cls.conf, "a", roles={"pec-submission": "access", "pec-mx": "passthrough"},
+            reinject="smtp:%s:%d" % (pf.loopback_ip(1), reinject), size_limit=SIZE_LIMIT,
+            outbox_retry_max_backoff=2)
+        relay = "smtp:[%s]:%d" % (cls.b.ip, cls.b.port)
+        cls.a = pf.Postfix(work, "a", ip=pf.loopback_ip(1), mydomain="pec-a.test",
+                           virtual_domains=["pec-a.test"],
+                           submission_port=pf.free_port(pf.loopback_ip(1)),
+                           submission_milter="unix:" + config.socket_path(cls.settings),
+                           submission_sasl_path=cls.dovecot.auth_socket,
+                           # as README advises: the submission's cleanup keeps Bcc for the
+                           # milter to see (Postfix drops it before milters by default)
+                           submission_options=["cleanup_service_name=pec-cleanup"],
+                           extra_master="pec-cleanup unix n - n - 0 cleanup\n"
+                                        "  -o message_drop_headers="
+                                        "content-length,resent-bcc,return-path",
+                           reinject_port=reinject,
+                           transports={"pec-b.test": relay, "example.org": relay})
+        cls.b.start()
+        cls.a.start()
+        cls.d = daemon.start(cls.conf)
+        pf.register_process(cls.d.proc.pid, work)
+
+    @classmethod
+    def _stop(cls):
+        for name in ("d", "a", "b", "dovecot"):
+            thing = getattr(cls, name, None)
+            if thing is not None:
+                try:
+                    thing.stop()
+                except Exception as e:            # keep stopping the others
+                    print("stopping %s: %s" % (name, e))
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        text = cls.d.stop()
+        rc = cls.d.returncode
+        cls._stop()
+        # after everything above, the daemon still exits cleanly (sanitizer builds: no leak)
+        if rc != 0 or "Sanitizer" in text:
+            raise AssertionError("pecmilter exited %s:\n%s" % (rc, text[-5000:]))
+
+    # -- helpers ---------------------------------------------------------------
+
+    def submit(self, raw, rcpts, sender=MARIO, login=MARIO, auth=None):
+        return self.a.send(sender, rcpts, raw, port=self.a.submission_port,
+                           xclient_login=None if auth else login, auth=auth)
+
+    def wait_new(self, inst, address, before, timeout=60):
+        return inst.wait_for_mail(address, before + 1, timeout=timeout)[before:]
+
+    def count(self, inst, address):
+        return len(inst.messages(address))
+
+    def find(self, inst, address, pattern, timeout=60):
+        """The first message in ADDRESS's mailbox whose bytes match PATTERN."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for raw in inst.messages(address):
+                if re.search(pattern, raw):
+                    return pecmail.Message(raw)
+            if time.monotonic() > deadline:
+                self.fail("nothing matching %r for %s after %ss\n%s\n--- pecmilter ---\n%s"
+                          % (pattern, address, timeout, inst.log_tail(), self.d.stderr()[-3000:]))
+            time.sleep(0.2)
+
+    def write(self, name, data):
+        path = os.path.join(self.tmp, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def assert_signed(self, m, name):
+        path = self.write(name, m.raw)
+        p = subprocess.run(["openssl", "smime", "-verify", "-in", path, "-CAfile", pki.trust(),
+                            "-purpose", "any", "-out", "/dev/null"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
+        dtd = os.path.join(env.SHARED_DIR, "spec", "daticert.dtd")
+        if os.path.exists(dtd) and shutil.which("xmllint"):
+            xml = self.write(name + ".daticert.xml", m.daticert())
+            p = subprocess.run(["xmllint", "--noout", "--dtdvalid", dtd, xml],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
+        p = subprocess.run([env.program("pecverify"), "--trust", pki.trust(), "--index",
+                            pki.index(), "--json", path], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+        report = json.loads(p.stdout)[0]
+        self.assertTrue(report["valid"], report)
+        self.assertEqual(p.returncode, 0)
+        return report
+
+    def identificativo(self, busta):
+        return busta.header("Message-ID").strip("<>")
+
+    # -- the tests -------------------------------------------------------------
+
+    def test_1_sasl_login_busta_and_accettazione(self):
+        """A real SASL login; the busta at B and the accettazione at A, checked from outside."""
+        self.assertTrue(self.dovecot.check_login(MARIO, PASSWORD))
+        # a wrong password never reaches MAIL FROM
+        code, text = self.submit(message(), ["luigi@pec-b.test"], auth=(MARIO, "sbagliata"))
+        self.assertEqual(code, 535, text)
+
+        raw = message(subject="Fattura 42 SASL", to="luigi@pec-b.test, ext@example.org",
+                      extra=b"X-Folded: uno\r\n  due\r\n")
+        code, text = self.submit(raw, ["luigi@pec-b.test", "ext@example.org"],
+                                 auth=(MARIO, PASSWORD))
+        self.assertEqual(code, 250, text)
+
+        busta = self.find(self.b, "luigi@pec-b.test", rb"Fattura 42 SASL")
+        ident = self.identificativo(busta)
+        self.assertEqual(busta.header("X-Trasporto"), "posta-certificata")
+        self.assertEqual(busta.header("Subject"), "POSTA CERTIFICATA: Fattura 42 SASL")
+        self.assertEqual(busta.header("From"),
+                         '"Per conto di: %s" <posta-certificata@pec-a.test>' % MARIO)
+        self.assertEqual(busta.header("X-Riferimento-Message-ID"),
+                         "<Fattura42SASL@client.pec-a.test>")
+        # Postfix's own Received line (with the authenticated sender) is inherited
+        self.assertTrue(any("Authenticated sender" in r for r in busta.headers("Received")))
+        report = self.assert_signed(busta, "busta-sasl.eml")
+        self.assertEqual(report["kind"], "busta")
+        self.assertEqual([(d["address"], d["tipo"]) for d in report["destinatari"]],
+                         [("luigi@pec-b.test", "certificato"), ("ext@example.org", "esterno")])
+        expected = raw.replace(b"Message-ID: <Fattura42SASL@client.pec-a.test>\r\n",
+                               b"Message-ID: <%s>\r\nX-Riferimento-Message-ID: "
+                               b"<Fattura42SASL@client.pec-a.test>\r\n" % ident.encode())
+        self.assertEqual(busta.postacert(), expected)
+        # the ordinary mailbox gets the same busta
+        ext = self.find(self.b, "ext@example.org", re.escape(ident.encode()))
+        self.assertEqual(ext.postacert(), expected)
+
+        acc = self.find(self.a, MARIO, rb"Subject: ACCETTAZIONE: Fattura 42 SASL")
+        self.assertEqual(acc.header("To"), MARIO)
+        self.assertEqual(acc.header("Subject"), "ACCETTAZIONE: Fattura 42 SASL")
+        self.assertIn('luigi@pec-b.test ("posta certificata")', acc.text())
+        self.assertIn('ext@example.org ("posta ordinaria")', acc.text())
+        self.assertIn(ident, acc.text())
+        report = self.assert_signed(acc, "accettazione-sasl.eml")
+        self.assertEqual(report["tipo"], "accettazione")
+        self.assertEqual(report["identificativo"], ident)
+
+    def test_2_sender_refused_at_mail_from(self):
+        cases = [(MARIO, "luigi@pec-a.test", "553 5.7.1 ", "non puo' inviare come"),
+                 ("x@example.org", "x@example.org", "553 5.7.1 ", "non e' una casella")]
+        for login, sender, start, words in cases:
+            before = self.count(self.a, sender) if sender.endswith("pec-a.test") else 0
+            code, text = self.submit(message(sender=sender), ["luigi@pec-b.test"], sender=sender,
+                                     login=login)
+            self.assertEqual(code, 553, text)
+            self.assertIn(words, text)
+            self.assertIn("5.7.1", text)
+            if sender.endswith("pec-a.test"):
+                time.sleep(1)
+                self.assertEqual(self.count(self.a, sender), before, "no notice for that")
+
+    def formal_error(self, raw, rcpts, code, xcode, words):
+        before = self.count(self.a, MARIO)
+        got, text = self.submit(raw, rcpts)
+        self.assertEqual(got, code, text)
+        self.assertIn(xcode, text)
+        self.assertIn(words, text)
+        avvisi = self.wait_new(self.a, MARIO, before)
+        avviso = pecmail.Message(avvisi[-1])
+        self.assertEqual(avviso.header("X-Ricevuta"), "non-accettazione")
+        self.assertTrue(avviso.header("Subject").startswith("AVVISO DI NON ACCETTAZIONE: "))
+        self.assertIn(words, avviso.text())
+        self.assertIn(b"<errore-esteso>%s - Gestore A S.p.A. - " % xcode.encode(),
+                      avviso.daticert())
+        self.assertIsNone(avviso.postacert())
+        self.assert_signed(avviso, "avviso-%s.eml" % xcode)
+        return avviso
+
+    def test_3_formal_errors(self):
+        nobody = message(to=None, cc="luigi@pec-b.test")
+        self.formal_error(message(sender=MARIO).replace(b"From: Mario Rossi <%s>\r\n"
+                                                        % MARIO.encode(), b""),
+                          ["luigi@pec-b.test"], 550, "5.6.0", "manca il campo From")
+        self.formal_error(message().replace(b"<%s>" % MARIO.encode(),
+                                            b"<%s>, altro@pec-a.test" % MARIO.encode()),
+                          ["luigi@pec-b.test"], 550, "5.6.0", "un solo indirizzo")
+        self.formal_error(nobody, ["luigi@pec-b.test"], 550, "5.6.0", "manca il campo To")
+        self.formal_error(message(sender="ufficio@pec-a.test"), ["luigi@pec-b.test"], 550,
+                          "5.7.1", "non coincide con il campo From")
+        self.formal_error(message(to="luigi@pec-b.test"),
+                          ["luigi@pec-b.test", "nascosto@pec-b.test"], 550, "5.7.1",
+                          "il destinatario nascosto@pec-b.test non compare nei campi To o Cc")
+        self.formal_error(message(to="luigi@pec-b.test", extra=b"Bcc: nascosto@pec-b.test\r\n"),
+                          ["luigi@pec-b.test", "nascosto@pec-b.test"], 550, "5.7.1",
+                          "il campo Bcc")
+        # size x recipients: 2 MB to 26 recipients is 52 MB, above 50 MB
+        many = ["u%02d@pec-b.test" % i for i in range(26)]
+        big = message(to=", ".join(many), body=b"x" * 76 + b"\r\n" * 1
+                      + (b"y" * 76 + b"\r\n") * (2 * 1024 * 1024 // 78))
+        self.formal_error(big, many, 552, "5.3.4", "supera il limite di %d byte" % SIZE_LIMIT)
+
+    def test_4_forged_pec_headers_stay_inside(self):
+        raw = message(subject="Falsa ricevuta", to="luigi@pec-b.test",
+                      extra=b"X-Ricevuta: avvenuta-consegna\r\nX-Trasporto: errore\r\n"
+                            b"X-VerificaSicurezza: errore\r\nX-Mittente: x@pec-b.test\r\n"
+                            b"X-Riferimento-Message-ID: <finto@pec-b.test>\r\n"
+                            b"X-TipoRicevuta: sintetica\r\n")
+        code, text = self.submit(raw, ["luigi@pec-b.test"])
+        self.assertEqual(code, 250, text)
+        busta = self.find(self.b, "luigi@pec-b.test", rb"Falsa ricevuta")
+        for name in ("X-Ricevuta", "X-VerificaSicurezza", "X-Mittente"):
+            self.assertEqual(busta.headers(name), [], name)
+        self.assertEqual(busta.headers("X-Trasporto"), ["posta-certificata"])
+        self.assertEqual(busta.headers("X-Riferimento-Message-ID"),
+                         ["<Falsaricevuta@client.pec-a.test>"])
+        self.assertEqual(busta.header("X-TipoRicevuta"), "sintetica")
+        self.assertIn(b'<ricevuta tipo="sintetica"', busta.daticert())
+        # inside postacert.eml they are inert, and still there
+        self.assertIn(b"X-Ricevuta: avvenuta-consegna\r\n", busta.postacert())
+        self.assert_signed(busta, "busta-forged.eml")
+
+    def test_5_thirty_megabytes(self):
+        import base64
+        attachment = os.urandom(30 * 1024 * 1024)
+        b64 = base64.encodebytes(attachment).replace(b"\n", b"\r\n")
+        raw = (b"From: Mario Rossi <mario@pec-a.test>\r\nTo: luigi@pec-b.test\r\n"
+               b"Subject: Trenta mega\r\nMessage-ID: <trenta@client.pec-a.test>\r\n"
+               b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n"
+               b"--b1\r\nContent-Type: text/plain\r\n\r\nAllegato grande.\r\n"
+               b"--b1\r\nContent-Type: application/octet-stream; name=\"grande.bin\"\r\n"
+               b"Content-Transfer-Encoding: base64\r\n\r\n" + b64 + b"--b1--\r\n")
+        code, text = self.submit(raw, ["luigi@pec-b.test"])
+        self.assertEqual(code, 250, text)
+        busta = self.find(self.b, "luigi@pec-b.test", rb"Subject: POSTA CERTIFICATA: Trenta mega",
+                          timeout=180)
+        with open("/proc/%d/status" % self.d.proc.pid) as f:
+            hwm = [l for l in f if l.startswith("VmHWM:")][0].split()[1]
+        print("RSS: pecmilter peak resident set (VmHWM) after a %d-byte submission: %s kB"
+              % (len(raw), hwm))
+        # the message is spooled to files, never held whole: below its size (a sanitizer
+        # build keeps freed memory in quarantine, so the bound means nothing there)
+        if not sanitized():
+            self.assertLess(int(hwm) * 1024, len(raw))
+        self.assert_signed(busta, "busta-30mb.eml")
+        pc = busta.postacert()
+        self.assertEqual(len(pc), len(raw) + len(b"X-Riferimento-Message-ID: "
+                                                 b"<trenta@client.pec-a.test>\r\n")
+                         + len(busta.header("Message-ID")) - len(b"<trenta@client.pec-a.test>"))
+        self.assertTrue(pc.endswith(b64 + b"--b1--\r\n"))
+
+    def test_6_same_provider(self):
+        raw = message(subject="Tra colleghi", to="anna@pec-a.test")
+        code, text = self.submit(raw, ["anna@pec-a.test"])
+        self.assertEqual(code, 250, text)
+        busta = self.find(self.a, "anna@pec-a.test", rb"Tra colleghi")
+        ident = self.identificativo(busta)
+        self.assert_signed(busta, "busta-aa.eml")
+        acc = self.find(self.a, MARIO, rb"ACCETTAZIONE: Tra colleghi")
+        self.assertIn('anna@pec-a.test ("posta certificata")', acc.text())
+        pic = self.find(self.a, RICEVUTE, rb"PRESA IN CARICO: Tra colleghi")
+        self.assertEqual(pic.header("X-Ricevuta"), "presa-in-carico")
+        self.assertEqual(pic.header("To"), RICEVUTE)
+        report = self.assert_signed(pic, "presa-aa.eml")
+        self.assertEqual(report["identificativo"], ident)
+        self.assertEqual(report["ricezione"], ["anna@pec-a.test"])
+        # the store knows the recipient was taken in charge
+        p = subprocess.run([env.program("pecctl"), "-c", self.conf, "tx", ident],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.assertEqual(p.returncode, 0, p.stdout)
+        self.assertRegex(p.stdout.decode(), r"anna@pec-a\.test.*taken")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
