@@ -127,7 +127,7 @@ static void domain_check_and_store(struct job *j)
         .maildir_root = cfg->maildir_root,
         .autocreate = strcmp(cfg->maildir_autocreate, "yes") == 0,
         .lmtp = cfg->mailbox_lmtp,
-        .hostname = j->env->hostname,
+        .hostname = j->env->hostname ? j->env->hostname : "localhost",
     };
 
     for (size_t i = 0; i < m->nrcpt; i++) {

@@ -192,6 +192,10 @@ static void *acceptor_main(void *arg)
         }
         if (p[1].revents)
             break;
+        if (p[0].revents & (POLLERR | POLLNVAL)) {
+            say(d, LOG_ERR, "LMTP listener: the listening socket failed; no more connections");
+            break;
+        }
         if (!(p[0].revents & POLLIN))
             continue;
         fd = accept4(d->fd, NULL, NULL, SOCK_CLOEXEC);

@@ -9,6 +9,11 @@
  * session halfway.  At most PEC_LMTPD_MAX_CONN sessions run at once; one
  * more is told 421 and closed, and the MTA tries again.
  *
+ * The largest message taken (SIZE) is twice size_limit: a busta carries
+ * the original whole plus its texts and signature, and the MTA in front
+ * enforces its own message_size_limit; this bound only keeps runaway
+ * input off the disk.
+ *
  * pec_lmtpd_listen() only opens the socket (do it before dropping
  * privileges and with the umask the socket should get);
  * pec_lmtpd_start() starts the accepting thread (after daemon(), with the
