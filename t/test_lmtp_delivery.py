@@ -355,8 +355,8 @@ class ReceiptChecks:
 # ------------------------------------------------------------------ inputs
 
 ORIGINAL = """From: Mario Rossi <mario.rossi@pec-a.test>
-To: luigi.bianchi@pec-b.test
-Cc: anna.verdi@pec-b.test
+To: {to}
+Cc: {cc}
 Subject: Contratto e allegati
 Date: Mon, 01 Jul 2024 10:00:00 +0200
 Message-ID: <contratto-{tag}@client.pec-a.test>
@@ -388,9 +388,9 @@ testo inoltrato
 """
 
 
-def make_busta(tag, tipo="completa", pdf_bytes=4000):
+def make_busta(tag, tipo="completa", pdf_bytes=4000, to=LUIGI, cc=ANNA):
     pdf = base64.encodebytes(bytes(i % 251 for i in range(pdf_bytes))).decode().strip()
-    text = ORIGINAL.format(tag=tag, tipo=tipo, pdf=pdf)
+    text = ORIGINAL.format(tag=tag, tipo=tipo, pdf=pdf, to=to, cc=cc)
     path = os.path.join(WORK, "original-%s.eml" % tag)
     with open(path, "wb") as f:
         f.write(text.encode("utf-8"))
@@ -512,6 +512,15 @@ class MaildirDelivery(unittest.TestCase, ReceiptChecks):
         mark = self.d.marks()
         self.assertEqual([r[0] for r in deliver(self.d.sock, [LUIGI], busta)], [250])
         self.check_receipt(self.d.outbox_since(mark)[0], busta, LUIGI, ricevuta="sintetica")
+
+    def test_cc_and_ambiguous(self):
+        # anna is in To and in Cc: ambiguous, so primary (completa); luigi only in Cc
+        busta = make_busta("ambiguous", to=ANNA, cc="%s, %s" % (LUIGI.upper(), ANNA))
+        mark = self.d.marks()
+        self.assertEqual([r[0] for r in deliver(self.d.sock, [LUIGI, ANNA], busta)], [250, 250])
+        rows = self.d.outbox_since(mark)
+        self.check_receipt(rows[0], busta, LUIGI, ricevuta="sintetica")
+        self.check_receipt(rows[1], busta, ANNA, ricevuta="completa")
 
     def test_missing_mailbox_and_foreign_domain(self):
         busta = generated("busta.eml")
