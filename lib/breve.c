@@ -7,14 +7,16 @@
  * line break that belongs to the next delimiter, is walked in turn.  Output is
  * appended range by range, so whatever is not replaced keeps its bytes.
  *
- * Parameters are read as RFC 2045 writes them, with the RFC 2231 forms
- * (name*=, name*0*=...) and the RFC 2047 encoded words that mail clients put
- * in quoted file names; the replacement names are written in RFC 2231 form
- * when they are not plain ASCII or are long, so no header line grows past
- * the limits whatever the original name.
+ * Headers and parameters are read by the MIME layer (mime.h), so a part is
+ * what the verifier takes it to be.  A file name is kept in the charset the
+ * sender declared, in RFC 2231 form (name*=, name*0*=...) or in the RFC 2047
+ * encoded words that mail clients put in quoted file names; the replacement
+ * names are written in RFC 2231 form when they are not plain ASCII or are
+ * long, so no header line grows past the limits whatever the original name.
  */
 #include "breve.h"
 #include "daticert.h"
+#include "mime.h"
 #include "xalloc.h"
 
 #include <errno.h>
@@ -23,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 /* "--" + a 70-character boundary + "--" + some transport padding + CRLF */
 #define LINE_PREFIX 160
@@ -152,300 +153,28 @@ static int blank_line(const struct line *l)
                                    (l->len == 2 && l->pfx[0] == '\r' && l->pfx[1] == '\n'));
 }
 
-/* ---- parameters (RFC 2045, 2231) ---- */
-
-struct param {
-    char *attr; /* lower case */
-    char *value;
-};
-
-struct params {
-    struct param *v;
-    size_t n;
-};
-
-static void params_free(struct params *p)
-{
-    for (size_t i = 0; i < p->n; i++) {
-        free(p->v[i].attr);
-        free(p->v[i].value);
-    }
-    free(p->v);
-    memset(p, 0, sizeof(*p));
-}
-
-static const char *skip_cfws(const char *s)
-{
-    for (;;) {
-        while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')
-            s++;
-        if (*s != '(')
-            return s;
-        for (int depth = 0; *s != '\0'; s++) {
-            if (*s == '\\' && s[1] != '\0')
-                s++;
-            else if (*s == '(')
-                depth++;
-            else if (*s == ')' && --depth == 0) {
-                s++;
-                break;
-            }
-        }
-    }
-}
-
-static int token_char(char c)
-{
-    return c != '\0' && (unsigned char)c > ' ' && strchr("()<>@,;:\\\"/[]?=", c) == NULL;
-}
-
-/* a quoted string or a token at *S; advances *S; NULL when neither is there */
-static char *read_value(const char **sp)
-{
-    const char *s = *sp;
-    char *v;
-    size_t n = 0;
-
-    if (*s != '"') {
-        while (token_char(s[n]) || s[n] == '/' || s[n] == '?' || s[n] == '=')
-            n++;
-        *sp = s + n;
-        return n ? xstrndup(s, n) : NULL;
-    }
-    v = xmalloc(strlen(s));
-    for (s++; *s != '\0' && *s != '"'; s++) {
-        if (*s == '\\' && s[1] != '\0')
-            s++;
-        if (*s != '\r' && *s != '\n')
-            v[n++] = *s;
-    }
-    v[n] = '\0';
-    *sp = *s == '"' ? s + 1 : s;
-    return v;
-}
-
-/*
- * The media type of a Content-Type or the disposition type, in lower case,
- * and the parameters after it.
- */
-static char *parse_field(const char *value, struct params *p)
-{
-    const char *s = skip_cfws(value);
-    size_t n = 0;
-    char *type;
-
-    while (token_char(s[n]) || s[n] == '/')
-        n++;
-    type = xstrndup(s, n);
-    for (char *c = type; *c; c++)
-        if (*c >= 'A' && *c <= 'Z')
-            *c = (char)(*c - 'A' + 'a');
-    s += n;
-    for (;;) {
-        const char *a;
-        char *attr, *val;
-
-        s = skip_cfws(s);
-        while (*s != '\0' && *s != ';')
-            s++;
-        if (*s == '\0')
-            break;
-        s = skip_cfws(s + 1);
-        for (a = s, n = 0; token_char(a[n]); n++)
-            ;
-        if (n == 0)
-            continue;
-        s = skip_cfws(a + n);
-        if (*s != '=')
-            continue;
-        s = skip_cfws(s + 1);
-        if ((val = read_value(&s)) == NULL)
-            continue;
-        attr = xstrndup(a, n);
-        for (char *c = attr; *c; c++)
-            if (*c >= 'A' && *c <= 'Z')
-                *c = (char)(*c - 'A' + 'a');
-        p->v = xrealloc(p->v, (p->n + 1) * sizeof(*p->v));
-        p->v[p->n].attr = attr;
-        p->v[p->n].value = val;
-        p->n++;
-    }
-    return type;
-}
-
-static const char *param_get(const struct params *p, const char *attr)
-{
-    for (size_t i = 0; i < p->n; i++)
-        if (strcmp(p->v[i].attr, attr) == 0)
-            return p->v[i].value;
-    return NULL;
-}
-
 /* ---- names: decoded bytes and the charset they are in ---- */
 
 struct name {
     char *bytes;
     size_t len;
-    char charset[64]; /* "" when the original did not say */
+    char *charset; /* NULL when the original did not say */
 };
 
-static int hexval(char c)
+static void name_free(struct name *nm)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-static void append(struct name *nm, const char *s, size_t n)
-{
-    nm->bytes = xrealloc(nm->bytes, nm->len + n + 1);
-    memcpy(nm->bytes + nm->len, s, n);
-    nm->len += n;
-    nm->bytes[nm->len] = '\0';
-}
-
-static void append_pct(struct name *nm, const char *s)
-{
-    for (; *s != '\0'; s++) {
-        char c = *s;
-        if (c == '%' && hexval(s[1]) >= 0 && hexval(s[2]) >= 0) {
-            c = (char)(hexval(s[1]) << 4 | hexval(s[2]));
-            s += 2;
-        }
-        append(nm, &c, 1);
-    }
-}
-
-/* charset'language'value: records the charset, returns where the value starts */
-static const char *split_charset(struct name *nm, const char *s)
-{
-    const char *q1 = strchr(s, '\''), *q2 = q1 ? strchr(q1 + 1, '\'') : NULL;
-
-    if (q2 == NULL)
-        return s;
-    snprintf(nm->charset, sizeof(nm->charset), "%.*s", (int)(q1 - s), s);
-    return q2 + 1;
-}
-
-/* segment N of ATTR (RFC 2231 continuations): its value, and whether it is extended */
-static const char *segment(const struct params *p, const char *attr, int n, int *ext)
-{
-    char key[128];
-    const char *v;
-
-    snprintf(key, sizeof(key), "%s*%d*", attr, n);
-    if ((v = param_get(p, key)) != NULL) {
-        *ext = 1;
-        return v;
-    }
-    snprintf(key, sizeof(key), "%s*%d", attr, n);
-    *ext = 0;
-    return param_get(p, key);
-}
-
-static int b64val(char c)
-{
-    const char *a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    const char *f = c ? strchr(a, c) : NULL;
-    return f ? (int)(f - a) : -1;
-}
-
-static void decode_b(struct name *nm, const char *s, size_t n)
-{
-    unsigned acc = 0;
-    int bits = 0;
-
-    for (size_t i = 0; i < n; i++) {
-        int v = b64val(s[i]);
-        if (v < 0)
-            continue;
-        acc = (acc << 6 | (unsigned)v) & 0xffffff;
-        if ((bits += 6) >= 8) {
-            char c = (char)(acc >> (bits - 8));
-            append(nm, &c, 1);
-            bits -= 8;
-        }
-    }
-}
-
-static void decode_q(struct name *nm, const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i] == '_' ? ' ' : s[i];
-        if (c == '=' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-            c = (char)(hexval(s[i + 1]) << 4 | hexval(s[i + 2]));
-            i += 2;
-        }
-        append(nm, &c, 1);
-    }
-}
-
-/*
- * A value made only of RFC 2047 encoded words (as some clients write quoted
- * file names): decoded into NM.  0 when the value is anything else.
- */
-static int decode_2047(struct name *nm, const char *s)
-{
-    struct name tmp = {0};
-
-    for (s = skip_cfws(s); *s != '\0'; s = skip_cfws(s)) {
-        const char *cs, *enc, *text, *close;
-        if (s[0] != '=' || s[1] != '?' || (cs = s + 2, enc = strchr(cs, '?')) == NULL ||
-            enc[1] == '\0' || enc[2] != '?' || (text = enc + 3, close = strstr(text, "?=")) == NULL)
-            goto fail;
-        if (tmp.charset[0] == '\0') {
-            size_t cn = strcspn(cs, "*?");
-            snprintf(tmp.charset, sizeof(tmp.charset), "%.*s", (int)cn, cs);
-        }
-        if (enc[1] == 'B' || enc[1] == 'b')
-            decode_b(&tmp, text, (size_t)(close - text));
-        else if (enc[1] == 'Q' || enc[1] == 'q')
-            decode_q(&tmp, text, (size_t)(close - text));
-        else
-            goto fail;
-        s = close + 2;
-    }
-    if (tmp.bytes == NULL)
-        goto fail;
     free(nm->bytes);
-    *nm = tmp;
-    return 1;
-fail:
-    free(tmp.bytes);
-    return 0;
+    free(nm->charset);
+    memset(nm, 0, sizeof(*nm));
 }
 
-/* The value of parameter ATTR in any of its forms: 1 and NM filled, or 0 when absent. */
-static int param_name(const struct params *p, const char *attr, struct name *nm)
+/* Parameter ATTR of the header value VALUE in any of its forms: 1 and NM filled, or 0. */
+static int param_name(const char *value, const char *attr, struct name *nm)
 {
-    char key[128];
-    const char *v;
-    int ext;
-
     memset(nm, 0, sizeof(*nm));
-    snprintf(key, sizeof(key), "%s*", attr);
-    if ((v = param_get(p, key)) != NULL) {
-        append_pct(nm, split_charset(nm, v));
-    } else if (segment(p, attr, 0, &ext) != NULL) {
-        for (int i = 0; (v = segment(p, attr, i, &ext)) != NULL; i++) {
-            if (!ext)
-                append(nm, v, strlen(v));
-            else
-                append_pct(nm, i == 0 ? split_charset(nm, v) : v);
-        }
-    } else if ((v = param_get(p, attr)) != NULL) {
-        if (strstr(v, "=?") == NULL || !decode_2047(nm, v))
-            append(nm, v, strlen(v));
-    } else {
-        return 0;
-    }
-    if (nm->bytes == NULL)
-        append(nm, "", 0);
-    return 1;
+    if (value != NULL)
+        nm->bytes = pec_mime_param_bytes(value, attr, &nm->len, &nm->charset);
+    return nm->bytes != NULL;
 }
 
 /* ---- the replacement part ---- */
@@ -546,47 +275,16 @@ static int sha1_hex(struct walk *w, size_t off, size_t len, char hex[41])
 /* ---- entities ---- */
 
 struct entity {
-    size_t start, body, end; /* headers [start, body), body [body, end) */
-    char *type;              /* media type, lower case */
-    struct params ct, cd;    /* Content-Type and Content-Disposition parameters */
+    size_t start, body, end;  /* headers [start, body), body [body, end) */
+    char *ctype, *disp;       /* the Content-Type and Content-Disposition values, or NULL */
+    struct pec_mime_ctype ct; /* type "" when there is none or it is unreadable */
 };
 
 static void entity_free(struct entity *e)
 {
-    free(e->type);
-    params_free(&e->ct);
-    params_free(&e->cd);
-}
-
-/* The value of field NAME in the unfolded header block H, or NULL. */
-static char *header_value(const char *h, const char *name)
-{
-    size_t nlen = strlen(name);
-
-    for (const char *l = h; *l != '\0'; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : "") {
-        if (strncasecmp(l, name, nlen) == 0 && l[nlen] == ':') {
-            const char *v = l + nlen + 1;
-            return xstrndup(v, strcspn(v, "\n"));
-        }
-    }
-    return NULL;
-}
-
-/* the header block with folds undone and CR dropped, one field per line */
-static char *unfold(const char *raw, size_t len)
-{
-    char *h = xmalloc(len + 1);
-    size_t n = 0;
-
-    for (size_t i = 0; i < len; i++) {
-        if (raw[i] == '\r' || raw[i] == '\0')
-            continue;
-        if (raw[i] == '\n' && i + 1 < len && (raw[i + 1] == ' ' || raw[i + 1] == '\t'))
-            continue;
-        h[n++] = raw[i];
-    }
-    h[n] = '\0';
-    return h;
+    free(e->ctype);
+    free(e->disp);
+    pec_mime_ctype_free(&e->ct);
 }
 
 /* 1: E parsed; 0: headers too large, copy the entity as it is; -1: error */
@@ -594,7 +292,8 @@ static int entity_read(struct walk *w, size_t start, size_t end, struct entity *
 {
     struct line_reader *r = xcalloc(1, sizeof(*r));
     struct line l;
-    char *raw, *h, *ct, *cd;
+    struct pec_span head;
+    char *raw;
     int rc, too_big = 0;
 
     memset(e, 0, sizeof(*e));
@@ -624,27 +323,24 @@ static int entity_read(struct walk *w, size_t start, size_t end, struct entity *
         free(raw);
         return -1;
     }
-    h = unfold(raw, e->body - start);
+    head.p = (const unsigned char *)raw;
+    head.len = e->body - start;
+    e->ctype = pec_mime_header(head, "Content-Type");
+    e->disp = pec_mime_header(head, "Content-Disposition");
     free(raw);
-    ct = header_value(h, "Content-Type");
-    cd = header_value(h, "Content-Disposition");
-    free(h);
-    e->type = ct ? parse_field(ct, &e->ct) : xstrdup("text/plain");
-    if (cd != NULL)
-        free(parse_field(cd, &e->cd));
-    free(ct);
-    free(cd);
+    pec_mime_ctype_parse(e->ctype, &e->ct);
     return 1;
 }
 
 static int replace_entity(struct walk *w, const struct entity *e, const struct name *nm)
 {
     char hex[41], *np, *fp;
-    const char *cs = nm->charset[0] ? nm->charset : "utf-8";
+    int declared = nm->charset != NULL && nm->charset[0] != '\0';
+    const char *cs = declared ? nm->charset : "utf-8";
     char *valid = pec_utf8_sanitize(nm->bytes, nm->len);
     int rc;
 
-    if (nm->charset[0] == '\0' && (strlen(valid) != nm->len || memcmp(valid, nm->bytes, nm->len)))
+    if (!declared && (strlen(valid) != nm->len || memcmp(valid, nm->bytes, nm->len)))
         cs = "iso-8859-1";
     free(valid);
     if (sha1_hex(w, e->body, e->end - e->body, hex) != 0)
@@ -666,22 +362,20 @@ static int replace_entity(struct walk *w, const struct entity *e, const struct n
  */
 static int attachment_name(const struct entity *e, struct name *nm)
 {
-    int named = param_name(&e->cd, "filename", nm);
+    int named = param_name(e->disp, "filename", nm);
 
     if (named && nm->len > 0)
         return 1;
-    free(nm->bytes);
-    if (param_name(&e->ct, "name", nm)) {
+    name_free(nm);
+    if (param_name(e->ctype, "name", nm)) {
         named = 1;
         if (nm->len > 0)
             return 1;
     }
-    free(nm->bytes);
-    memset(nm, 0, sizeof(*nm));
-    if (strcmp(e->type, "message/rfc822") == 0)
-        append(nm, "messaggio.eml", strlen("messaggio.eml"));
-    else
-        append(nm, "allegato", strlen("allegato"));
+    name_free(nm);
+    nm->bytes =
+        xstrdup(pec_mime_ctype_is(&e->ct, "message", "rfc822") ? "messaggio.eml" : "allegato");
+    nm->len = strlen(nm->bytes);
     return named;
 }
 
@@ -757,7 +451,7 @@ static int part_end(struct walk *w, size_t start, size_t next, size_t *end)
 
 static int walk_multipart(struct walk *w, const struct entity *e, const char *boundary, int depth)
 {
-    int is_signed = strcmp(e->type, "multipart/signed") == 0;
+    int is_signed = pec_mime_ctype_is(&e->ct, "multipart", "signed");
     struct delim *d;
     size_t n;
     int rc;
@@ -799,15 +493,15 @@ static int walk_entity(struct walk *w, size_t start, size_t end, int depth, int 
         entity_free(&e);
         return rc < 0 ? -1 : copy_range(w, start, end - start);
     }
-    if (!top && (attachment_name(&e, &nm) || strcmp(e.type, "message/rfc822") == 0))
+    if (!top && (attachment_name(&e, &nm) || pec_mime_ctype_is(&e.ct, "message", "rfc822")))
         rc = replace_entity(w, &e, &nm);
-    else if (strncmp(e.type, "multipart/", 10) == 0 && depth < PEC_BREVE_MAX_DEPTH &&
-             (boundary = param_get(&e.ct, "boundary")) != NULL && *boundary != '\0' &&
+    else if (pec_mime_ctype_is(&e.ct, "multipart", NULL) && depth < PEC_BREVE_MAX_DEPTH &&
+             (boundary = pec_mime_param(&e.ct.params, "boundary")) != NULL && *boundary != '\0' &&
              strlen(boundary) <= 70)
         rc = walk_multipart(w, &e, boundary, depth);
     else
         rc = copy_range(w, start, end - start);
-    free(nm.bytes);
+    name_free(&nm);
     entity_free(&e);
     return rc;
 }

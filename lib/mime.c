@@ -2,9 +2,10 @@
  * mime - raw MIME utilities over the bytes exactly as they were received.
  *
  * Scanners move line by line with memchr and compare at line starts only, which is what
- * keeps them linear on hostile input (see mime.h).  Only RFC 2047 decoding is left to
- * GMime, whose charset tables we have no reason to duplicate; pec_lib_init() sets GMime
- * up once per process before that.
+ * keeps them linear on hostile input (see mime.h).  Only RFC 2047 decoding into UTF-8 is
+ * left to GMime, whose charset tables we have no reason to duplicate; pec_lib_init() sets
+ * GMime up once per process before that.  Encoded words in a parameter value are decoded
+ * here, because there the bytes stay in their charset and no table is needed.
  */
 #include "mime.h"
 #include "daticert.h"
@@ -350,12 +351,19 @@ static int section_of(const char *name, const char *base, size_t blen, int *exte
     return p[*extended] == '\0' ? n : -1;
 }
 
-/* Join every piece of BASE in section order, decode it, and leave one plain parameter. */
-static void join_rfc2231(struct pec_mime_params *pp, const char *base)
+/*
+ * Every piece of BASE joined in section order and %-decoded, the bytes left in their
+ * charset: *LEN of them, and *CHARSET the charset of an extended first piece as written
+ * (NULL when there is none).
+ */
+static char *join_sections(const struct pec_mime_params *pp, const char *base, size_t *len,
+                           char **charset)
 {
-    size_t blen = strlen(base), len = 0;
-    char *buf = xstrdup(""), *charset = NULL;
+    size_t blen = strlen(base);
+    char *buf = xstrdup("");
 
+    *len = 0;
+    *charset = NULL;
     for (int sec = 0; sec < PEC_MIME_MAX_PARAMS; sec++) {
         size_t i;
         int ext = 0;
@@ -370,20 +378,41 @@ static void join_rfc2231(struct pec_mime_params *pp, const char *base)
             const char *q1 = strchr(v, '\''), *q2 = q1 ? strchr(q1 + 1, '\'') : NULL;
 
             if (q2 != NULL) {
-                charset = lower_dup(v, (size_t)(q1 - v));
+                *charset = xstrndup(v, (size_t)(q1 - v));
                 v = q2 + 1;
             }
         }
-        append_section(&buf, &len, v, ext);
+        append_section(&buf, len, v, ext);
     }
+    return buf;
+}
+
+static int has_sections(const struct pec_mime_params *pp, const char *base)
+{
+    size_t blen = strlen(base);
+    int ext;
+
+    for (size_t i = 0; i < pp->n; i++)
+        if (section_of(pp->v[i].name, base, blen, &ext) >= 0)
+            return 1;
+    return 0;
+}
+
+/* Join and decode every piece of BASE, and leave one plain parameter in UTF-8. */
+static void join_rfc2231(struct pec_mime_params *pp, const char *base)
+{
+    size_t blen = strlen(base), len;
+    char *charset, *buf = join_sections(pp, base, &len, &charset);
+
     for (size_t i = pp->n; i-- > 0;) {
         int ext;
 
         if (strcmp(pp->v[i].name, base) == 0 || section_of(pp->v[i].name, base, blen, &ext) >= 0)
             params_remove(pp, i);
     }
-    if (charset != NULL && (strcmp(charset, "iso-8859-1") == 0 || strcmp(charset, "latin1") == 0 ||
-                            strcmp(charset, "iso8859-1") == 0)) {
+    if (charset != NULL &&
+        (strcasecmp(charset, "iso-8859-1") == 0 || strcasecmp(charset, "latin1") == 0 ||
+         strcasecmp(charset, "iso8859-1") == 0)) {
         char *u = latin1_to_utf8(buf);
 
         free(buf);
@@ -412,7 +441,8 @@ static void decode_rfc2231(struct pec_mime_params *pp)
     }
 }
 
-void pec_mime_params_parse(const char *s, struct pec_mime_params *out)
+/* The parameters as written, RFC 2231 pieces left apart. */
+static void params_scan(const char *s, struct pec_mime_params *out)
 {
     out->v = NULL;
     out->n = 0;
@@ -434,6 +464,11 @@ void pec_mime_params_parse(const char *s, struct pec_mime_params *out)
         value = *s == '"' ? read_quoted(&s) : read_bare(&s);
         params_add(out, name, value);
     }
+}
+
+void pec_mime_params_parse(const char *s, struct pec_mime_params *out)
+{
+    params_scan(s, out);
     decode_rfc2231(out);
 }
 
@@ -454,6 +489,90 @@ void pec_mime_params_free(struct pec_mime_params *params)
     free(params->v);
     params->v = NULL;
     params->n = 0;
+}
+
+/* RFC 2047 Q encoding: '_' is a space, =XX a byte.  Writes at most N bytes to OUT. */
+static size_t decode_q(const char *s, size_t n, char *out)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i] == '_' ? ' ' : s[i];
+
+        if (c == '=' && i + 2 < n && hexval((unsigned char)s[i + 1]) >= 0 &&
+            hexval((unsigned char)s[i + 2]) >= 0) {
+            c = (char)(hexval((unsigned char)s[i + 1]) * 16 + hexval((unsigned char)s[i + 2]));
+            i += 2;
+        }
+        out[k++] = c;
+    }
+    return k;
+}
+
+/*
+ * TEXT made only of RFC 2047 encoded words, decoded and left in its charset: the bytes,
+ * and in *CHARSET the first word's charset as written.  NULL when TEXT is anything else or
+ * decodes to nothing.  Unlike pec_mime_decode_text, nothing is converted, so the bytes
+ * can be written back under the same charset.
+ */
+static char *decode_words(const char *text, size_t *len, char **charset)
+{
+    char *out = xmalloc(strlen(text) + 1), *cs = NULL;
+    const char *s;
+    size_t k = 0;
+
+    for (s = skip_cfws(text); *s != '\0'; s = skip_cfws(s)) {
+        const char *enc, *data, *close;
+
+        if (s[0] != '=' || s[1] != '?' || (enc = strchr(s + 2, '?')) == NULL || enc[1] == '\0' ||
+            enc[2] != '?' || (close = strstr(enc + 3, "?=")) == NULL)
+            break;
+        data = enc + 3;
+        if (enc[1] == 'B' || enc[1] == 'b') {
+            unsigned char *b;
+            size_t blen;
+
+            pec_base64_decode((const unsigned char *)data, (size_t)(close - data), &b, &blen);
+            memcpy(out + k, b, blen);
+            k += blen;
+            free(b);
+        } else if (enc[1] == 'Q' || enc[1] == 'q') {
+            k += decode_q(data, (size_t)(close - data), out + k);
+        } else {
+            break;
+        }
+        if (cs == NULL)
+            cs = xstrndup(s + 2, strcspn(s + 2, "*?"));
+        s = close + 2;
+    }
+    if (*s != '\0' || k == 0) {
+        free(out);
+        free(cs);
+        return NULL;
+    }
+    out[k] = '\0';
+    *len = k;
+    *charset = cs;
+    return out;
+}
+
+char *pec_mime_param_bytes(const char *s, const char *name, size_t *len, char **charset)
+{
+    struct pec_mime_params pp;
+    const char *plain;
+    char *out = NULL;
+
+    *charset = NULL;
+    params_scan(s, &pp);
+    if (has_sections(&pp, name)) {
+        out = join_sections(&pp, name, len, charset);
+    } else if ((plain = pec_mime_param(&pp, name)) != NULL &&
+               (strstr(plain, "=?") == NULL || (out = decode_words(plain, len, charset)) == NULL)) {
+        *len = strlen(plain);
+        out = xstrdup(plain);
+    }
+    pec_mime_params_free(&pp);
+    return out;
 }
 
 int pec_mime_ctype_parse(const char *value, struct pec_mime_ctype *ct)

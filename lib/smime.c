@@ -425,11 +425,14 @@ static int cms_to_der(CMS_ContentInfo *cms, unsigned char **der, size_t *derlen)
     return 1;
 }
 
-/* Sign whatever IN yields up to its end; see pec_smime_sign(). */
-static int sign_bio(const struct pec_signer *s, BIO *in, time_t signing_time, unsigned char **der,
-                    size_t *derlen, char *err, size_t errlen)
+/*
+ * Sign whatever IN yields up to its end, detached (CMS_DETACHED in MODE) or attached (0);
+ * see pec_smime_sign().
+ */
+static int sign_bio(const struct pec_signer *s, BIO *in, unsigned int mode, time_t signing_time,
+                    unsigned char **der, size_t *derlen, char *err, size_t errlen)
 {
-    const unsigned int flags = CMS_DETACHED | CMS_BINARY | CMS_PARTIAL | CMS_NOSMIMECAP;
+    const unsigned int flags = mode | CMS_BINARY | CMS_PARTIAL | CMS_NOSMIMECAP;
     char why[256];
     CMS_ContentInfo *cms = NULL;
     CMS_SignerInfo *si;
@@ -449,9 +452,10 @@ static int sign_bio(const struct pec_signer *s, BIO *in, time_t signing_time, un
     return ok ? 0 : -1;
 }
 
-int pec_smime_sign(const struct pec_signer *s, const unsigned char *content, size_t len,
-                   time_t signing_time, unsigned char **der, size_t *derlen, char *err,
-                   size_t errlen)
+/* Sign CONTENT[0..LEN) in memory, detached or attached as for sign_bio(). */
+static int sign_mem(const struct pec_signer *s, const unsigned char *content, size_t len,
+                    unsigned int mode, time_t signing_time, unsigned char **der, size_t *derlen,
+                    char *err, size_t errlen)
 {
     char why[256];
     BIO *in;
@@ -468,9 +472,16 @@ int pec_smime_sign(const struct pec_signer *s, const unsigned char *content, siz
         seterr(err, errlen, "cannot sign: %s", ossl_reason(why, sizeof(why)));
         return -1;
     }
-    ret = sign_bio(s, in, signing_time, der, derlen, err, errlen);
+    ret = sign_bio(s, in, mode, signing_time, der, derlen, err, errlen);
     BIO_free(in);
     return ret;
+}
+
+int pec_smime_sign(const struct pec_signer *s, const unsigned char *content, size_t len,
+                   time_t signing_time, unsigned char **der, size_t *derlen, char *err,
+                   size_t errlen)
+{
+    return sign_mem(s, content, len, CMS_DETACHED, signing_time, der, derlen, err, errlen);
 }
 
 /*
@@ -563,7 +574,7 @@ int pec_smime_sign_stream(const struct pec_signer *s, pec_smime_reader *read, vo
     }
     BIO_set_data(in, &src);
     BIO_set_init(in, 1);
-    ret = sign_bio(s, in, signing_time, der, derlen, err, errlen);
+    ret = sign_bio(s, in, CMS_DETACHED, signing_time, der, derlen, err, errlen);
     if (ret == 0 && src.failed) {
         free(*der);
         *der = NULL;
@@ -1073,32 +1084,5 @@ int pec_smime_sign_attached(const struct pec_signer *s, const unsigned char *con
                             time_t signing_time, unsigned char **der, size_t *derlen, char *err,
                             size_t errlen)
 {
-    const unsigned int flags = CMS_BINARY | CMS_PARTIAL | CMS_NOSMIMECAP;
-    char why[256];
-    CMS_ContentInfo *cms = NULL;
-    CMS_SignerInfo *si;
-    BIO *in = NULL;
-    int ok = 0;
-
-    *der = NULL;
-    *derlen = 0;
-    if (len > INT_MAX) {
-        seterr(err, errlen, "cannot sign %zu bytes: too large", len);
-        return -1;
-    }
-    ERR_clear_error();
-    if ((in = BIO_new_mem_buf(content, (int)len)) != NULL &&
-        (cms = CMS_sign(NULL, NULL, NULL, NULL, flags)) != NULL &&
-        (si = CMS_add1_signer(cms, s->cert, s->key, s->md, flags)) != NULL &&
-        add_signing_time(si, signing_time)) {
-        ok = 1;
-        for (int i = 0; ok && i < sk_X509_num(s->chain); i++)
-            ok = CMS_add1_cert(cms, sk_X509_value(s->chain, i));
-        ok = ok && CMS_final(cms, in, NULL, flags) && cms_to_der(cms, der, derlen);
-    }
-    if (!ok)
-        seterr(err, errlen, "cannot sign: %s", ossl_reason(why, sizeof(why)));
-    CMS_ContentInfo_free(cms);
-    BIO_free(in);
-    return ok ? 0 : -1;
+    return sign_mem(s, content, len, 0, signing_time, der, derlen, err, errlen);
 }
