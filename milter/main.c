@@ -4,17 +4,18 @@
  * main() loads and checks everything before it opens a socket, so a bad
  * configuration, certificate or key is one line on stderr and a non-zero
  * exit, never a half-started daemon.  Start-up order: configuration and the
- * files it names (as root if need be), the milter socket, then the privilege
- * drop to `user`, the store (opened as `user`, so its files are the
- * daemon's; checked before detaching, so a bad store is a line on stderr),
- * then the outbox injector thread and the milter loop.  SIGTERM and SIGINT
- * stop cleanly (libmilter's own signal thread): the injector lets the
- * message in flight get its answer, then the store is closed.  SIGUSR1
- * reloads.
+ * files it names (as root if need be), the milter and LMTP sockets, then
+ * the privilege drop to `user`, the store (opened as `user`, so its files are
+ * the daemon's; checked before detaching, so a bad store is a line on
+ * stderr), then the outbox injector, the LMTP delivery point and the milter
+ * loop.  SIGTERM and SIGINT stop cleanly (libmilter's own signal thread):
+ * deliveries in progress queue their receipts, the injector lets the message
+ * in flight get its answer, then the store is closed.  SIGUSR1 reloads.
  */
 #include "callbacks.h"
 #include "conf.h"
 #include "injector.h"
+#include "lmtp.h"
 #include "log.h"
 #include "runtime.h"
 
@@ -162,6 +163,11 @@ int main(int argc, char **argv)
                 strerror(errno));
         return 71;
     }
+    /* the delivery point's socket too is opened before the privilege drop */
+    if (lmtp_open(cfg) < 0) {
+        remove_socket(cfg->milter_socket);
+        return 71;
+    }
     if (drop_privileges(cfg->user) < 0)
         return 71;
     if (runtime_store_open(rt, err, sizeof(err)) < 0) {
@@ -203,16 +209,24 @@ int main(int argc, char **argv)
         remove_socket(cfg->milter_socket);
         return 71;
     }
+    if (lmtp_start(rt->store) < 0) {
+        lmtp_stop();
+        injector_stop();
+        remove_socket(cfg->milter_socket);
+        return 71;
+    }
     if (runtime_start_reloader(config) != 0) {
         log_err(NULL, "cannot start the reload thread");
         return 71;
     }
 
-    log_info(NULL, "pecmilter %s starting: milter on %s, store %s", PECMILTER_VERSION,
-             cfg->milter_socket, cfg->store);
+    log_info(NULL, "pecmilter %s starting: milter on %s, LMTP on %s, store %s", PECMILTER_VERSION,
+             cfg->milter_socket, cfg->lmtp_socket, cfg->store);
     rc = smfi_main();
     log_info(NULL, "pecmilter stopping");
     remove_socket(cfg->milter_socket);
+    /* deliveries in progress queue their receipts before the injector and store go */
+    lmtp_stop();
     injector_stop();
     runtime_set(NULL);
     runtime_store_close();
