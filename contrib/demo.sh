@@ -1,13 +1,14 @@
 #!/bin/bash
-# demo.sh - bring up a private PEC provider on loopback and show it working.
+# demo.sh - two PEC providers on loopback, one certified message, its receipts.
 #
 #   contrib/demo.sh [start|stop] [--dir DIR]      (default: start, DIR ./demo-run)
 #
-# start installs the Debian packages it needs, builds pecmilter, generates a
-# test PKI and providers' index under DIR, starts pecmilter and a private
-# Postfix with it attached, sends a message and shows where it landed.
-# Everything it starts keeps running until `contrib/demo.sh stop --dir DIR`.
-# Needs root (Postfix runs its own daemons as the postfix user).
+# start installs the Debian packages it needs, builds pecmilter, and brings up
+# providers A (pec-a.test) and B (pec-b.test), each a private Postfix with its
+# own pecmilter, plus a plain Postfix for example.org; mario.rossi@pec-a.test
+# sends to two users of B and one ordinary address, and the chain of messages
+# is shown with pecverify's verdicts (exit 1 if a receipt is missing).
+# Everything keeps running until `contrib/demo.sh stop --dir DIR`.  Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
