@@ -8,10 +8,8 @@
  * accettazione and an SMTP rejection with the same words; a good message
  * becomes the busta di trasporto in place.
  *
- * Applying a busta: first every header change (the original's top-level
- * fields the busta does not inherit are deleted, ours are added), then the
- * body replacement in one run of chunks; Postfix refuses body replacements
- * interleaved with other requests.  Only after the MTA has taken every
+ * Applying a busta (rewrite.h): first every header change, then the body
+ * replacement.  Only after the MTA has taken every
  * change is the store batch committed, so a message that did not become a
  * busta never has a ricevuta di accettazione queued for it; when the commit
  * fails the MTA is told to drop the changed message (on_internal_error).
@@ -21,6 +19,7 @@
 #include "feed.h"
 #include "log.h"
 #include "mta.h"
+#include "rewrite.h"
 #include "role.h"
 #include "xalloc.h"
 
@@ -28,9 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-/* Body replacement chunk: libmilter's and Postfix's MILTER_CHUNK_SIZE. */
-#define CHUNK 65535
 
 struct access_msg {
     char *mail_from; /* as given, angle brackets included */
@@ -66,32 +62,10 @@ static void ap_end(void *state)
     free(st);
 }
 
-/*
- * An internal failure (spool, signing, store): one log line, and the SMTP
- * answer on_internal_error asks for.  "accept" lets the original through
- * untouched only while nothing has been changed yet: a busta without its
- * record and receipt must never leave.
- */
 static sfsistat internal_error(SMFICTX *ctx, struct conn *c, const char *qid, int changed,
                                const char *what)
 {
-    const char *policy = c->rt->cfg->on_internal_error;
-
-    if (strcmp(policy, "reject") == 0) {
-        log_err(qid, "access: %s; message rejected (on_internal_error = reject)", what);
-        mta_setreply(ctx, qid, "554", "5.3.0",
-                     "Errore interno del gestore, messaggio non accettato (internal error)");
-        return SMFIS_REJECT;
-    }
-    if (strcmp(policy, "accept") == 0 && !changed) {
-        log_err(qid, "access: %s; message passed UNCERTIFIED (on_internal_error = accept)", what);
-        return SMFIS_ACCEPT;
-    }
-    log_err(qid, "access: %s; message deferred", what);
-    mta_setreply(ctx, qid, "451", "4.3.0",
-                 "Errore temporaneo del gestore, riprovare piu' tardi (temporary failure, try "
-                 "again later)");
-    return SMFIS_TEMPFAIL;
+    return rewrite_internal_error(ctx, c, "access", qid, changed, what);
 }
 
 static sfsistat ap_envfrom(SMFICTX *ctx, struct conn *c, struct msg *m, char **argv)
@@ -152,85 +126,6 @@ static sfsistat ap_body(SMFICTX *ctx, struct conn *c, struct msg *m, const unsig
     return SMFIS_CONTINUE;
 }
 
-/* A header value for the MTA: folding as LF + blank, the leading space ours under LEADSPC. */
-static char *mta_value(const char *value, int leadspc)
-{
-    char *out = xmalloc(strlen(value) + 2);
-    size_t j = 0;
-
-    if (leadspc)
-        out[j++] = ' ';
-    for (const char *p = value; *p; p++)
-        if (!(p[0] == '\r' && p[1] == '\n'))
-            out[j++] = *p;
-    out[j] = '\0';
-    return out;
-}
-
-/* Delete every top-level field the busta does not inherit, last instance first. */
-static int delete_original_fields(SMFICTX *ctx, const char *qid, const struct access_msg *st)
-{
-    for (size_t i = 0; i < st->n_names; i++) {
-        const char *name = st->names[i];
-        int seen_before = 0, count = 0;
-
-        if (pec_busta_keeps(name))
-            continue;
-        for (size_t j = 0; j < st->n_names; j++) {
-            if (strcasecmp(st->names[j], name) != 0)
-                continue;
-            seen_before |= j < i;
-            count++;
-        }
-        if (seen_before)
-            continue;
-        for (int k = count; k >= 1; k--)
-            if (mta_chgheader(ctx, qid, name, k, NULL) < 0)
-                return -1;
-    }
-    return 0;
-}
-
-static int replace_body(SMFICTX *ctx, const char *qid, const struct pec_spool *body)
-{
-    unsigned char *buf = xmalloc(CHUNK);
-    size_t off = 0, size = pec_spool_size(body);
-    int ret = 0;
-
-    while (off < size && ret == 0) {
-        ssize_t n = pec_spool_pread(body, off, buf, CHUNK);
-
-        if (n <= 0) {
-            log_err(qid, "access: cannot read the busta back from its spool: %s",
-                    n < 0 ? strerror(errno) : "short file");
-            ret = -1;
-        } else if (mta_replacebody(ctx, qid, buf, (size_t)n) < 0) {
-            ret = -1;
-        } else {
-            off += (size_t)n;
-        }
-    }
-    free(buf);
-    return ret;
-}
-
-/* The message becomes B: header requests first, then the body in one run. */
-static int apply_busta(SMFICTX *ctx, const char *qid, const struct conn *c,
-                       const struct access_msg *st, const struct pec_built *b)
-{
-    if (delete_original_fields(ctx, qid, st) < 0)
-        return -1;
-    for (size_t i = 0; i < b->headers.n; i++) {
-        char *v = mta_value(b->headers.v[i].value, c->leadspc);
-        int rc = mta_addheader(ctx, qid, b->headers.v[i].name, v);
-
-        free(v);
-        if (rc < 0)
-            return -1;
-    }
-    return replace_body(ctx, qid, b->body);
-}
-
 static sfsistat refuse(SMFICTX *ctx, struct conn *c, const char *qid,
                        const struct pec_access_env *env, const struct pec_original *o,
                        const struct pec_access_reply *r)
@@ -268,7 +163,8 @@ static sfsistat accept_busta(SMFICTX *ctx, struct conn *c, const char *qid,
         snprintf(what, sizeof(what), "cannot build the busta di trasporto: %s", err);
         return internal_error(ctx, c, qid, 0, what);
     }
-    if (apply_busta(ctx, qid, c, st, &out.busta) < 0) {
+    if (rewrite_message(ctx, qid, c->leadspc, st->names, st->n_names, pec_busta_keeps, &out.busta) <
+        0) {
         pec_access_outcome_free(&out);
         return internal_error(ctx, c, qid, 1, "the MTA did not take the busta");
     }

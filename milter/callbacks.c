@@ -25,14 +25,11 @@
 
 enum role { ROLE_PASSTHROUGH, ROLE_ACCESS, ROLE_RECEPTION };
 
-/*
- * The module serving each role.  Reception has none in this build: its
- * messages get a temporary failure, so no mail passes unverified.
- */
+/* The module serving each role; passthrough needs none. */
 static const struct role_ops *const role_modules[] = {
     [ROLE_PASSTHROUGH] = NULL,
     [ROLE_ACCESS] = &access_role,
-    [ROLE_RECEPTION] = NULL,
+    [ROLE_RECEPTION] = &reception_role,
 };
 
 static struct conn *conn_of(SMFICTX *ctx)
@@ -163,20 +160,13 @@ static sfsistat cb_envfrom(SMFICTX *ctx, char **argv)
     auth = mta_macro(ctx, "{auth_authen}");
     role = pec_config_role(c->rt->cfg, c->daemon_name, auth != NULL && *auth != '\0');
     m->ops = role_modules[role_from_name(role)];
-    if (m->ops != NULL)
-        return settle(c, m->ops->envfrom(ctx, c, m, argv));
-    if (role_from_name(role) == ROLE_PASSTHROUGH) {
+    if (m->ops == NULL) {
         log_debug(msg_qid(ctx, m), "passthrough: from=%s daemon=%s", argv[0],
                   c->daemon_name ? c->daemon_name : "-");
         msg_end(c);
         return SMFIS_ACCEPT;
     }
-    /* Never let mail pass uncertified: a role this build cannot serve is a temporary failure. */
-    log_err(msg_qid(ctx, m), "role %s is not available in this build; message deferred", role);
-    mta_setreply(ctx, msg_qid(ctx, m), "451", "4.3.0",
-                 "PEC certification is not available on this service yet, try again later");
-    msg_end(c);
-    return SMFIS_TEMPFAIL;
+    return settle(c, m->ops->envfrom(ctx, c, m, argv));
 }
 
 /* The role of the message under way, or NULL (then the event is ignored). */

@@ -65,6 +65,7 @@ const char *msg_qid(SMFICTX *ctx, struct msg *m);
  * The role modules.  Each is one file named for its role; libpec holds the
  * PEC decisions, the module only feeds it and applies what it returns.
  */
-extern const struct role_ops access_role; /* access.c: user submission, certify */
+extern const struct role_ops access_role;    /* access.c: user submission, certify */
+extern const struct role_ops reception_role; /* reception.c: from outside, verify */
 
 #endif

@@ -8,8 +8,8 @@ non-inherited fields deleted, ours added with the leading space LEADSPC
 wants, or without it when the MTA did not offer LEADSPC, and the original
 still byte for byte in postacert.eml); a formal error (5xx with enhanced
 code, the avviso in the outbox); a store that cannot commit (451 4.3.0 and
-one log line, or 554 with on_internal_error = reject); the reception role
-still deferring."""
+one log line, or 554 with on_internal_error = reject); and, on the
+reception role, ordinary mail wrapped in a busta di anomalia."""
 import os
 import re
 import sqlite3
@@ -254,15 +254,18 @@ class AccessMilterTest(unittest.TestCase):
 
     # -- the other role --------------------------------------------------------
 
-    def test_reception_still_defers(self):
+    def test_reception_makes_ordinary_mail_an_anomaly(self):
         d = self.start()
         with d.milter() as m:
             m.filter_macros = False
             m.negotiate()
             res = m.send_message(MESSAGE, "<x@example.org>", ["<mario@pec-a.test>"],
                                  connect_macros={"{daemon_name}": "pec-mx"})
-        self.assertTrue(res.reply.text.startswith("451 4.3.0 "), res.reply)
-        self.wait_log(d, r"role reception is not available")
+        self.assertEqual(res.reply.code, "continue", res.reply)
+        names = [a[1] for a in res.find("addheader")]
+        self.assertEqual(names[0], "X-Trasporto", res.actions)
+        self.assertIsNotNone(res.body())
+        self.wait_log(d, r"reception: .*ordinary mail .*busta di anomalia")
 
 
 if __name__ == "__main__":

@@ -72,12 +72,12 @@ class PassthroughTest(unittest.TestCase):
         headers, body = res.apply(*self._split())
         self.assertEqual((headers, body), self._split())
 
-    def test_unimplemented_role_defers_rather_than_passing_mail(self):
+    def test_reception_never_passes_ordinary_mail_unchanged(self):
         d = self.start()
         res = self.send(d, "pec-mx")
-        self.assertEqual(res.reply.code, "replycode")
-        self.assertTrue(res.reply.text.startswith("451 4.3.0 "), res.reply.text)
-        self.wait_log(d, r"role reception is not available")
+        self.assertEqual(res.reply.code, "continue")
+        self.assertIn(("addheader", "X-Trasporto", " errore"), res.actions)
+        self.wait_log(d, r"reception: .*busta di anomalia")
 
     def test_reload_applies_to_new_connections_only(self):
         d = self.start(default_role="passthrough")
@@ -94,8 +94,8 @@ class PassthroughTest(unittest.TestCase):
         # the connection opened before keeps the configuration it started with
         self.assertEqual(old.helo("client.test").code, "continue")
         self.assertEqual(old.mail("<mario@pec-a.test>").code, "accept")
-        # a new one gets the new configuration
-        self.assertEqual(self.send(d, "x").reply.code, "replycode")
+        # a new one gets the new configuration: ordinary mail becomes an anomaly
+        self.assertIn("addheader", [a[0] for a in self.send(d, "x").actions])
 
     def test_bad_reload_keeps_the_running_configuration(self):
         d = self.start(default_role="passthrough")
