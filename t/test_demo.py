@@ -1,14 +1,8 @@
 """contrib/demo.sh, run as the README tells a new user (on the tree ctest
 built): two providers and an ordinary mail server on loopback, one certified
-message from A to two users of B and one ordinary address, the chain of
-receipts printed with pecverify's verdicts; stop leaves nothing behind.
-
-While the build has no reception role (B's pecmilter logs "role reception is not
-available in this build" and its port 25 answers 451), the buste for B and the
-receipts that depend on them cannot arrive: the demo must then say exactly which
-are missing and exit 1, and this test checks that it does, and that everything
-else works.  With the reception role, the whole chain must arrive and the demo
-exit 0.
+message from A to two users of B and one ordinary address; the whole chain of
+receipts must arrive, every message verify with pecverify, the demo exit 0;
+stop leaves nothing behind.
 """
 import os
 import re
@@ -73,27 +67,27 @@ class DemoTest(unittest.TestCase):
         self.assertTrue(os.listdir(os.path.join(run, "a", "mail", "mario.rossi", "new")))
         self.assertIn("== running; stop with: contrib/demo.sh stop --dir %s" % run, stdout)
 
-        with open(os.path.join(run, "b", "pecmilter.log"), encoding="utf-8",
-                  errors="replace") as f:
-            no_reception = "role reception is not available in this build" in f.read()
-        if not no_reception:
-            self.assertEqual(rc, 0, out)
-            for what in NEED_RECEPTION:
-                self.assertEqual(status[what], "ok", out)
-            for box in ("b/mail/luigi.bianchi/new", "b/mail/anna.verdi/new",
-                        "a/mail/ricevute/new"):
-                self.assertTrue(os.listdir(os.path.join(run, box)), box)
-            self.assertNotIn("missing after", stdout)
-            return
-        # no reception role yet: the demo is honest about it
-        self.assertEqual(rc, 1, out)
-        m = re.search(r"^== missing after \d+s: (.*)$", stdout, re.M)
-        self.assertTrue(m, out)
-        self.assertEqual(m.group(1).split("; "), NEED_RECEPTION)
+        self.assertEqual(rc, 0, out)
         for what in NEED_RECEPTION:
-            self.assertEqual(status[what], "MISSING", out)
-        self.assertRegex(stdout, r"Postfix for pec-a\.test: to=<luigi\.bianchi@pec-b\.test>.*"
-                                 r"status=deferred .*451 4\.3\.0")
+            self.assertEqual(status[what], "ok", out)
+        self.assertNotIn("missing after", stdout)
+        for box in ("b/mail/luigi.bianchi/new", "b/mail/anna.verdi/new", "a/mail/ricevute/new"):
+            self.assertTrue(os.listdir(os.path.join(run, box)), box)
+        # one accettazione and two consegne in Mario's mailbox
+        self.assertEqual(len(os.listdir(os.path.join(run, "a", "mail", "mario.rossi", "new"))), 3)
+        for who, kind in (("luigi.bianchi", "completa"), ("anna.verdi", "sintetica")):
+            self.assertRegex(stdout, r"X-Ricevuta: avvenuta-consegna; pecverify: valid \(notice "
+                                     r"avvenuta-consegna %s for %s@pec-b\.test\)" % (kind, who))
+        self.assertRegex(stdout, r"ricevute@pec-a\.test +PRESA IN CARICO: Contratto di fornitura\n"
+                                 r" +X-Ricevuta: presa-in-carico; pecverify: valid")
+        # A's reception point recorded B's receipts (presa in carico, consegne) against Mario's transaction
+        with open(os.path.join(run, "a", "pecmilter.log"), encoding="utf-8",
+                  errors="replace") as f:
+            log = f.read()
+        self.assertEqual(len(re.findall(r"reception: .*notice avvenuta-consegna about our .*: "
+                                        r"recorded", log)), 2, log)
+        self.assertEqual(len(re.findall(r"reception: .*notice presa-in-carico about our .*: "
+                                        r"recorded", log)), 1, log)
 
 
 if __name__ == "__main__":
