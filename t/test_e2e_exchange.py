@@ -1,0 +1,378 @@
+"""End to end: two PEC providers exchanging certified mail through real Postfix.
+
+A (pec-a.test) and B (pec-b.test) are each a private Postfix on loopback with
+its own pecmilter: the submission listener (XCLIENT LOGIN) in the access
+role, port 25 in the reception role, a reinjection listener without milter
+for what pecmilter generates, and virtual_transport = lmtp to pecmilter's
+delivery point.  A stores mail in Maildirs (mailbox_backend maildir); B hands
+it to a private Dovecot over LMTP (mailbox_backend lmtp), which knows only
+the users listed here, so a missing mailbox is a user Dovecot does not know.
+
+Checked from outside: every PEC message that reaches a mailbox verifies with
+`openssl smime -verify` against the test trust anchors and with pecverify
+(--index), and its daticert.xml is valid against the DTD.  A user of A
+writing to B gets the accettazione, a consegna completa for the To recipient
+and a sintetica for the Cc one; A's service mailbox gets B's presa in carico;
+A's store shows the recipient delivered.  Breve receipts hash the parts.
+Mail B cannot deliver earns an avviso di mancata consegna and no bounce.
+Ordinary mail to B becomes a busta di anomalia (or is refused with
+ordinary_mail = reject); a busta signed by a certificate not in the index,
+a tampered busta and one whose From is not its signer's domain are never
+delivered as PEC and never earn a consegna.  Mail within A gets every step.
+"""
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import unittest
+
+from pectest import config, daemon, env, pecmail, pki
+from pectest import postfix as pf
+from pectest.dovecot import Dovecot, have_dovecot
+
+MARIO = "mario@pec-a.test"
+GIULIA = "giulia@pec-a.test"
+RICEVUTE_A = "ricevute@pec-a.test"
+LUIGI = "luigi@pec-b.test"
+ANNA = "anna@pec-b.test"
+PECBUSTA = os.path.join(env.BUILD_DIR, "t", "tools", "pecbusta")
+
+
+def message(subject, to=LUIGI, cc=None, sender=MARIO, extra=b"",
+            body=b"Testo del messaggio.\r\n", ctype=b"text/plain; charset=utf-8"):
+    head = b"From: Mario Rossi <%s>\r\nTo: %s\r\n" % (sender.encode(), to.encode())
+    if cc:
+        head += b"Cc: %s\r\n" % cc.encode()
+    head += (b"Subject: %s\r\nDate: Tue, 25 Nov 2025 10:00:00 +0100\r\n"
+             b"Message-ID: <%s@client.pec-a.test>\r\n"
+             % (subject.encode(), re.sub(r"\W", "", subject).encode()))
+    return head + extra + b"MIME-Version: 1.0\r\nContent-Type: " + ctype + b"\r\n\r\n" + body
+
+
+class ExchangeE2E(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if not pf.have_postfix():
+            env.skip("Postfix is not installed (t/check.sh installs it)")
+        if not have_dovecot(lmtp=True):
+            env.skip("Dovecot LMTP is not installed (contrib/deps.sh test installs it)")
+        pki.ensure()
+        cls.tmp = tempfile.mkdtemp(prefix="pec-e2e-exchange-")
+        os.chmod(cls.tmp, 0o755)
+        cls.daemons = {}
+        try:
+            cls._start(cls.tmp)
+        except BaseException:
+            cls._stop()
+            raise
+
+    @classmethod
+    def _provider(cls, work, name, ip, **settings):
+        base = os.path.join(work, name)
+        os.makedirs(base, exist_ok=True)
+        os.chmod(base, 0o755)
+        conf = os.path.join(base, "pecmilter.conf")
+        reinject = pf.free_port(ip)
+        s = dict(roles={"pec-submission": "access", "pec-mx": "reception"},
+                 reinject="smtp:%s:%d" % (ip, reinject), outbox_retry_max_backoff=2)
+        s.update(settings)
+        return conf, s, reinject
+
+    @classmethod
+    def _start(cls, work):
+        ip_a, ip_b = pf.loopback_ip(1), pf.loopback_ip(2)
+        cls.dovecot = Dovecot(work, {LUIGI: "x", ANNA: "x"}, lmtp=True).start()
+        port_a, port_b = pf.free_port(ip_a), pf.free_port(ip_b)
+        cls.conf_a, cls.set_a, reinject_a = cls._provider(
+            work, "a", ip_a, mailbox_backend="maildir",
+            maildir_root=os.path.join(work, "a", "pecmail"))
+        os.makedirs(cls.set_a["maildir_root"])
+        os.chmod(cls.set_a["maildir_root"], 0o777)
+        cls.conf_b, cls.set_b, reinject_b = cls._provider(
+            work, "b", ip_b, mailbox_backend="lmtp",
+            mailbox_lmtp="unix:" + cls.dovecot.lmtp_socket)
+        config.write(cls.conf_a, "a", **cls.set_a)
+        config.write(cls.conf_b, "b", **cls.set_b)
+        cls.set_a = config.settings("a", os.path.dirname(cls.conf_a), **cls.set_a)
+        cls.set_b = config.settings("b", os.path.dirname(cls.conf_b), **cls.set_b)
+        cls.a = cls._postfix(work, "a", ip_a, port_a, "pec-a.test", cls.set_a, reinject_a,
+                             {"pec-b.test": "smtp:[%s]:%d" % (ip_b, port_b)})
+        cls.b = cls._postfix(work, "b", ip_b, port_b, "pec-b.test", cls.set_b, reinject_b,
+                             {"pec-a.test": "smtp:[%s]:%d" % (ip_a, port_a)})
+        cls.a.start()
+        cls.b.start()
+        for name, conf in (("a", cls.conf_a), ("b", cls.conf_b)):
+            d = daemon.start(conf)
+            pf.register_process(d.proc.pid, work)
+            cls.daemons[name] = d
+
+    @classmethod
+    def _postfix(cls, work, name, ip, port, domain, settings, reinject, transports):
+        milter = "unix:" + config.socket_path(settings)
+        return pf.Postfix(work, name, ip=ip, port=port, mydomain=domain,
+                          virtual_domains=[domain], local_maildir=False, milter=milter,
+                          submission_port=pf.free_port(ip), submission_milter=milter,
+                          reinject_port=reinject, transports=transports,
+                          extra_main={"virtual_transport": "lmtp:unix:"
+                                      + config.socket_path(settings, "lmtp_socket")})
+
+    @classmethod
+    def _stop(cls):
+        things = [cls.daemons.get("a"), cls.daemons.get("b"), getattr(cls, "a", None),
+                  getattr(cls, "b", None), getattr(cls, "dovecot", None)]
+        for thing in things:
+            if thing is not None:
+                try:
+                    thing.stop()
+                except Exception as e:            # keep stopping the others
+                    print("stopping %r: %s" % (thing, e))
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        bad = []
+        for name, d in cls.daemons.items():
+            text = d.stop()
+            if d.returncode != 0 or "Sanitizer" in text:
+                bad.append("pecmilter %s exited %s:\n%s" % (name, d.returncode, text[-5000:]))
+        cls._stop()
+        if bad:
+            raise AssertionError("\n".join(bad))
+
+    # -- helpers ---------------------------------------------------------------
+
+    def submit(self, raw, rcpts, sender=MARIO):
+        code, text = self.a.send(sender, rcpts, raw, port=self.a.submission_port,
+                                 xclient_login=sender)
+        self.assertEqual(code, 250, text)
+
+    def mailbox(self, address):
+        if address.endswith("@pec-b.test"):
+            return self.dovecot.messages(address)
+        base = os.path.join(self.set_a["maildir_root"], address.partition("@")[0].lower())
+        paths = []
+        for sub in ("new", "cur"):
+            d = os.path.join(base, sub)
+            if os.path.isdir(d):
+                paths += [os.path.join(d, n) for n in os.listdir(d) if not n.startswith(".")]
+        out = []
+        for path in sorted(paths, key=lambda q: (os.stat(q).st_mtime, os.path.basename(q))):
+            with open(path, "rb") as f:
+                out.append(f.read())
+        return out
+
+    def find(self, address, pattern, timeout=60):
+        deadline = time.monotonic() + timeout
+        while True:
+            for raw in self.mailbox(address):
+                if re.search(pattern, raw):
+                    return pecmail.Message(raw)
+            if time.monotonic() > deadline:
+                self.fail("nothing matching %r for %s after %ss\n--- A ---\n%s\n--- B ---\n%s"
+                          "\n--- pecmilter A ---\n%s\n--- pecmilter B ---\n%s"
+                          % (pattern, address, timeout, self.a.log_tail(), self.b.log_tail(),
+                             self.daemons["a"].stderr()[-3000:],
+                             self.daemons["b"].stderr()[-3000:]))
+            time.sleep(0.2)
+
+    def none(self, address, pattern, wait=4):
+        time.sleep(wait)
+        for raw in self.mailbox(address):
+            self.assertIsNone(re.search(pattern, raw), raw[:2000])
+
+    def write(self, name, data):
+        path = os.path.join(self.tmp, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def verify(self, m, name, daticert=True):
+        path = self.write(name, m.raw)
+        p = subprocess.run(["openssl", "smime", "-verify", "-in", path, "-CAfile", pki.trust(),
+                            "-purpose", "any", "-out", "/dev/null"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
+        dtd = os.path.join(env.SHARED_DIR, "spec", "daticert.dtd")
+        if daticert and os.path.exists(dtd) and shutil.which("xmllint"):
+            xml = self.write(name + ".daticert.xml", m.daticert())
+            p = subprocess.run(["xmllint", "--noout", "--dtdvalid", dtd, xml],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
+        p = subprocess.run([env.program("pecverify"), "--trust", pki.trust(), "--index",
+                            pki.index(), "--json", path], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+        report = json.loads(p.stdout)[0]
+        self.assertTrue(report["valid"], report)
+        return report
+
+    def pecctl_tx(self, ident):
+        p = subprocess.run([env.program("pecctl"), "-c", self.conf_a, "tx", ident],
+                           capture_output=True, text=True, timeout=60)
+        return p.stdout
+
+    def wait_state(self, ident, pattern, timeout=60):
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.pecctl_tx(ident)
+            if re.search(pattern, out):
+                return out
+            if time.monotonic() > deadline:
+                self.fail("transaction %s never matched %r:\n%s" % (ident, pattern, out))
+            time.sleep(0.3)
+
+    def busta(self, subject, signer="a"):
+        path = self.write("orig-%s.eml" % re.sub(r"\W", "", subject), message(subject))
+        r = subprocess.run([PECBUSTA, "-p", pki.PKI, "-s", signer, path],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        return r.stdout
+
+    def assert_not_pec(self, raw, subject):
+        """RAW sent to B's port 25: never delivered as a busta, never a consegna."""
+        code, text = self.b.send(MARIO, [LUIGI], raw)
+        self.assertIn(code, (250, 554), text)
+        if code == 250:
+            got = self.find(LUIGI, re.escape(subject.encode()))
+            self.assertEqual(got.header("X-Trasporto"), "errore")
+            self.assertTrue(got.header("Subject").startswith("ANOMALIA MESSAGGIO:"))
+            self.verify(got, "anomalia-%s.eml" % re.sub(r"\W", "", subject), daticert=False)
+        self.none(MARIO, rb"CONSEGNA: " + re.escape(subject.encode()))
+
+    # -- the tests -------------------------------------------------------------
+
+    def test_1_a_to_b(self):
+        subject = "Contratto A B"
+        self.submit(message(subject, to=LUIGI, cc=ANNA), [LUIGI, ANNA])
+        busta = self.find(LUIGI, re.escape(subject.encode()))
+        self.assertEqual(busta.header("X-Trasporto"), "posta-certificata")
+        report = self.verify(busta, "busta-ab.eml")
+        self.assertEqual(report["kind"], "busta")
+        ident = busta.header("Message-ID").strip("<>")
+        self.assertEqual(self.find(ANNA, re.escape(ident.encode())).header("Message-ID"),
+                         "<%s>" % ident)
+
+        acc = self.find(MARIO, rb"Subject: ACCETTAZIONE: " + re.escape(subject.encode()))
+        self.assertEqual(self.verify(acc, "acc-ab.eml")["tipo"], "accettazione")
+        presa = self.find(RICEVUTE_A, rb"Subject: PRESA IN CARICO: " + re.escape(subject.encode()))
+        report = self.verify(presa, "presa-ab.eml")
+        self.assertEqual(report["tipo"], "presa-in-carico")
+        self.assertEqual(report["identificativo"], ident)
+        self.assertEqual(presa.header("From"), "posta-certificata@pec-b.test")
+        self.assertIn(b"<ricezione>luigi@pec-b.test</ricezione>", presa.daticert())
+        self.assertIn(b"<ricezione>anna@pec-b.test</ricezione>", presa.daticert())
+
+        pattern = rb"Subject: CONSEGNA: " + re.escape(subject.encode())
+        deadline = time.monotonic() + 60
+        while True:
+            got = [pecmail.Message(r) for r in self.mailbox(MARIO) if re.search(pattern, r)]
+            if len(got) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(len(got), 2, self.daemons["b"].stderr()[-3000:])
+        kinds = {}
+        for i, m in enumerate(got):
+            r = self.verify(m, "consegna-ab-%d.eml" % i)
+            self.assertEqual(r["tipo"], "avvenuta-consegna")
+            self.assertEqual(r["identificativo"], ident)
+            kinds[r["consegna"]] = (m.header("X-TipoRicevuta") or r.get("ricevuta"), m)
+        self.assertEqual(sorted(kinds), [ANNA, LUIGI])
+        self.assertIsNotNone(kinds[LUIGI][1].postacert(), "completa carries the original")
+        self.assertIsNone(kinds[ANNA][1].postacert(), "sintetica carries no original")
+
+        out = self.wait_state(ident, r"luigi@pec-b\.test \(certificato, To\): delivered")
+        self.assertRegex(out, r"anna@pec-b\.test \(certificato, Cc\): delivered")
+
+    def test_2_breve(self):
+        subject = "Breve A B"
+        pdf = bytes(i % 251 for i in range(3000))
+        body = (b"--XX\r\nContent-Type: text/plain\r\n\r\nVedi allegato.\r\n--XX\r\n"
+                b"Content-Type: application/pdf; name=\"c.pdf\"\r\n"
+                b"Content-Disposition: attachment; filename=\"c.pdf\"\r\n"
+                b"Content-Transfer-Encoding: base64\r\n\r\n"
+                + base64.encodebytes(pdf).replace(b"\n", b"\r\n") + b"--XX--\r\n")
+        raw = message(subject, extra=b"X-TipoRicevuta: breve\r\n", body=body,
+                      ctype=b"multipart/mixed; boundary=\"XX\"")
+        self.submit(raw, [LUIGI])
+        busta = self.find(LUIGI, re.escape(subject.encode()))
+        original = busta.postacert()
+        breve = self.find(MARIO, rb"Subject: CONSEGNA: " + re.escape(subject.encode()))
+        report = self.verify(breve, "breve.eml")
+        self.assertEqual(report["ricevuta"], "breve")
+        got = breve.postacert()
+        want = re.search(rb"filename=\"c.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+                         rb"(.*?)\r\n--XX--", original, re.S).group(1)
+        m = re.search(rb"c\.pdf\.hash.*?\r\n\r\n([0-9a-f]{40})", got, re.S)
+        self.assertIsNotNone(m, got[:3000])
+        self.assertEqual(m.group(1).decode(), hashlib.sha1(want).hexdigest())
+
+    def test_3_missing_mailbox(self):
+        subject = "Nessuno A B"
+        self.submit(message(subject, to="nessuno@pec-b.test"), ["nessuno@pec-b.test"])
+        avviso = self.find(MARIO, rb"Subject: AVVISO DI MANCATA CONSEGNA: "
+                           + re.escape(subject.encode()))
+        report = self.verify(avviso, "mancata.eml")
+        self.assertEqual(report["tipo"], "errore-consegna")
+        self.none(MARIO, rb"Undelivered Mail|MAILER-DAEMON", wait=2)
+
+    def test_4_ordinary_mail(self):
+        subject = "Posta ordinaria"
+        raw = (b"From: x@example.org\r\nTo: %s\r\nSubject: %s\r\n\r\nCiao.\r\n"
+               % (LUIGI.encode(), subject.encode()))
+        code, text = self.b.send("x@example.org", [LUIGI], raw)
+        self.assertEqual(code, 250, text)
+        got = self.find(LUIGI, re.escape(subject.encode()))
+        self.assertEqual(got.header("X-Trasporto"), "errore")
+        self.assertEqual(got.header("Subject"), "ANOMALIA MESSAGGIO: " + subject)
+        self.verify(got, "anomalia-ordinary.eml", daticert=False)
+        self.assertIn(b"Ciao.", got.postacert())
+
+        # ordinary_mail = reject refuses it at once
+        s = dict(self.set_b, ordinary_mail="reject")
+        with open(self.conf_b, "w") as f:
+            f.write(config.render(s))
+        try:
+            self.daemons["b"].reload()
+            deadline = time.monotonic() + 30
+            while True:
+                code, text = self.b.send("x@example.org", [LUIGI], raw)
+                if code != 250 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            self.assertEqual(code, 554, text)
+            self.assertIn("5.7.1", text)
+        finally:
+            with open(self.conf_b, "w") as f:
+                f.write(config.render(self.set_b))
+            self.daemons["b"].reload()
+
+    def test_5_untrusted_bustas(self):
+        self.assert_not_pec(self.busta("Firmata dal rogue", "rogue"), "Firmata dal rogue")
+        tampered = self.busta("Busta alterata").replace(b"Testo del messaggio.",
+                                                        b"Testo del messaggio!")
+        self.assert_not_pec(tampered, "Busta alterata")
+        forged = re.sub(rb"(\r\nFrom: [^\r]*)@pec-a\.test", rb"\1@pec-b.test",
+                        self.busta("Mittente falso"), count=1)
+        self.assertIn(b"@pec-b.test>", forged)
+        self.assert_not_pec(forged, "Mittente falso")
+
+    def test_6_same_provider(self):
+        subject = "Interna A"
+        self.submit(message(subject, to=GIULIA), [GIULIA])
+        busta = self.find(GIULIA, re.escape(subject.encode()))
+        self.assertEqual(self.verify(busta, "busta-aa.eml")["kind"], "busta")
+        self.verify(self.find(MARIO, rb"Subject: ACCETTAZIONE: " + re.escape(subject.encode())),
+                    "acc-aa.eml")
+        self.verify(self.find(RICEVUTE_A, rb"Subject: PRESA IN CARICO: "
+                              + re.escape(subject.encode())), "presa-aa.eml")
+        self.verify(self.find(MARIO, rb"Subject: CONSEGNA: " + re.escape(subject.encode())),
+                    "consegna-aa.eml")
+
+
+if __name__ == "__main__":
+    pki.ensure()
+    unittest.main(verbosity=2)
