@@ -1,0 +1,318 @@
+/*
+ * test_reception - the reception point's decisions, without an MTA.
+ *
+ * Provider A receives: a busta provider B signed earns one presa in carico
+ * to B's mailReceipt covering every RCPT in our domains, and passes
+ * unchanged; a busta of our own owes nothing more here; a tampered busta and
+ * ordinary mail become a busta di anomalia, or are refused or passed as
+ * ordinary_mail says; a valid avvenuta consegna about one of our
+ * transactions moves its recipient to delivered and is logged, and one
+ * about a transaction we do not know only passes.
+ */
+#include "access.h"
+#include "busta.h"
+#include "msgcheck.h"
+#include "notice.h"
+#include "original.h"
+#include "reception.h"
+#include "store.h"
+
+static struct testenv env;
+static char dir[] = "/tmp/test_reception.XXXXXX";
+
+static struct pec_config *config_with(const char *extra)
+{
+    char *path = xasprintf("%s/pecmilter.conf", dir);
+    FILE *f = fopen(path, "w");
+    char err[1024];
+    struct pec_config *cfg;
+
+    CHECK(f != NULL);
+    fprintf(f,
+            "provider_name = \"Gestore A S.p.A.\";\n"
+            "domains = [ \"pec-a.test\", \"pec-a2.test\" ];\n"
+            "service_address = \"posta-certificata@pec-a.test\";\n"
+            "receipt_address = \"ricevute@pec-a.test\";\n"
+            "sign_cert = \"x\"; sign_key = \"x\"; trust_anchors = \"x\"; index_file = \"x\";\n"
+            "%s\n",
+            extra);
+    fclose(f);
+    cfg = pec_config_load(path, err, sizeof(err));
+    if (cfg == NULL)
+        fprintf(stderr, "config: %s\n", err);
+    free(path);
+    return cfg;
+}
+
+static int parse(struct pec_original *o, const void *msg, size_t len, const char *from,
+                 const char *const *rcpts, size_t n)
+{
+    char err[512];
+    int rc = pec_original_from_mem(o, msg, len, NULL, 1 << 20, from, rcpts, n, err, sizeof(err));
+
+    if (rc != 0)
+        fprintf(stderr, "parse: %s\n", err);
+    return rc;
+}
+
+static const char original_b[] = "From: Luigi Bianchi <luigi@pec-b.test>\r\n"
+                                 "To: mario@pec-a.test, giulia@pec-a2.test\r\n"
+                                 "Cc: anna@pec-b.test\r\n"
+                                 "Subject: dalla B\r\n"
+                                 "Message-ID: <b1@client.test>\r\n"
+                                 "\r\n"
+                                 "Testo.\r\n";
+
+static const char original_a[] = "From: Mario Rossi <mario@pec-a.test>\r\n"
+                                 "To: luigi@pec-b.test\r\n"
+                                 "Subject: dalla A\r\n"
+                                 "Message-ID: <a1@client.test>\r\n"
+                                 "\r\n"
+                                 "Testo.\r\n";
+
+static const char *const rcpts_at_a[] = {"<mario@pec-a.test>", "<giulia@pec-a2.test>"};
+
+/* ORIGINAL wrapped by ISS as the MTA delivers it; *TX: the access outcome, committed to ST */
+static struct bytes busta_of(const struct pec_access_env *e, const char *original, const char *from,
+                             const char *const *rcpts, size_t n, struct pec_store *st, char **ident)
+{
+    struct pec_original o;
+    struct pec_access_outcome out;
+    struct pec_spool *sp = pec_spool_new(NULL, (size_t)1 << 30);
+    struct bytes b = {0};
+    char err[1024];
+
+    if (parse(&o, original, strlen(original), from, rcpts, n) != 0) {
+        CHECK(0);
+        pec_spool_free(sp);
+        return b;
+    }
+    CHECK(pec_access_accept(e, &o, "Q", &out, err, sizeof(err)) == 0);
+    CHECK(pec_built_full(&out.busta, o.raw, pec_busta_keeps, sp, err, sizeof(err)) == 0);
+    if (st != NULL)
+        CHECK(pec_store_commit(st, out.batch, err, sizeof(err)) == 0);
+    if (ident != NULL)
+        *ident = xstrdup(out.identificativo);
+    b = spool_bytes(sp);
+    pec_spool_free(sp);
+    pec_access_outcome_free(&out);
+    pec_original_free(&o);
+    return b;
+}
+
+static int decide(const struct pec_rp_env *e, const struct bytes *msg, const char *from,
+                  struct pec_rp_outcome *out)
+{
+    struct pec_original o;
+    char err[1024];
+    int rc;
+
+    if (parse(&o, msg->p, msg->n, from, rcpts_at_a, 2) != 0)
+        return -1;
+    rc = pec_rp_decide(e, &o, "QR", out, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "decide: %s\n", err);
+    pec_original_free(&o);
+    return rc;
+}
+
+static void test_busta_from_b(const struct pec_rp_env *rp, const struct pec_access_env *as_b)
+{
+    static const char *const rcpts[] = {"mario@pec-a.test", "giulia@pec-a2.test",
+                                        "anna@pec-b.test"};
+    struct bytes busta = busta_of(as_b, original_b, "luigi@pec-b.test", rcpts, 3, NULL, NULL);
+    struct pec_rp_outcome out;
+    struct bytes presa;
+
+    CHECK(decide(rp, &busta, "<luigi@pec-b.test>", &out) == 0);
+    CHECK(out.action == PEC_RP_PASS);
+    CHECK_STR(out.what, "busta");
+    CHECK(out.batch != NULL && out.blob != NULL);
+    if (out.blob != NULL) {
+        presa = spool_bytes(out.blob);
+        CHECK(find(presa.p, presa.n, "X-Ricevuta: presa-in-carico") != NULL);
+        CHECK(find(presa.p, presa.n, "To: ricevute@pec-b.test") != NULL);
+        CHECK(find(presa.p, presa.n, "Subject: PRESA IN CARICO: dalla B") != NULL);
+        free(presa.p);
+    }
+    CHECK(strstr(out.summary, "mario@pec-a.test, giulia@pec-a2.test") != NULL);
+    pec_rp_outcome_free(&out);
+    free(busta.p);
+}
+
+static void test_own_and_tampered(const struct pec_rp_env *rp, const struct pec_access_env *as_a)
+{
+    static const char *const rcpts[] = {"mario@pec-a.test"};
+    struct bytes busta = busta_of(as_a, original_b, "luigi@pec-b.test", rcpts, 1, NULL, NULL);
+    struct pec_rp_outcome out;
+    unsigned char *t;
+
+    CHECK(decide(rp, &busta, "<x@pec-a.test>", &out) == 0);
+    CHECK(out.action == PEC_RP_PASS && out.batch == NULL);
+    CHECK(strstr(out.summary, "access point") != NULL);
+    pec_rp_outcome_free(&out);
+
+    t = (unsigned char *)find(busta.p, busta.n, "Testo.");
+    CHECK(t != NULL);
+    if (t != NULL)
+        t[5] = '!';
+    CHECK(decide(rp, &busta, "<x@pec-a.test>", &out) == 0);
+    CHECK(out.action == PEC_RP_ANOMALIA);
+    CHECK_STR(pec_headers_get(&out.anomalia.headers, "X-Trasporto"), "errore");
+    CHECK(out.batch != NULL);
+    pec_rp_outcome_free(&out);
+    free(busta.p);
+}
+
+static void test_ordinary(const struct pec_rp_env *rp, const char *policy, enum pec_rp_action want)
+{
+    static const char plain[] = "From: x@example.org\r\nTo: mario@pec-a.test\r\n"
+                                "Subject: ciao\r\n\r\nCiao.\r\n";
+    struct pec_rp_env e = *rp;
+    char *extra = xasprintf("ordinary_mail = \"%s\";", policy);
+    struct pec_config *cfg = config_with(extra);
+    struct bytes msg = {(unsigned char *)xstrdup(plain), strlen(plain)};
+    struct pec_rp_outcome out;
+
+    e.cfg = cfg;
+    CHECK(decide(&e, &msg, "<x@example.org>", &out) == 0);
+    CHECK(out.action == want);
+    CHECK_STR(out.what, "ordinary");
+    if (want == PEC_RP_REJECT) {
+        CHECK_STR(out.rcode, "554");
+        CHECK_STR(out.xcode, "5.7.1");
+        CHECK(strstr(out.text, "non firmato") != NULL);
+    }
+    if (want == PEC_RP_ANOMALIA)
+        CHECK_STR(pec_headers_get(&out.anomalia.headers, "Subject"), "ANOMALIA MESSAGGIO: ciao");
+    CHECK((out.batch != NULL) == (want == PEC_RP_ANOMALIA));
+    pec_rp_outcome_free(&out);
+    pec_config_unref(cfg);
+    free(msg.p);
+    free(extra);
+}
+
+/* An avvenuta consegna about IDENT for luigi@pec-b.test, signed by ISS. */
+static struct bytes consegna(const struct pec_issuer *iss, const char *ident)
+{
+    struct pec_destinatario dest = {.address = "luigi@pec-b.test", .tipo = PEC_DEST_CERTIFICATO};
+    struct pec_daticert f = {.mittente = "mario@pec-a.test",
+                             .destinatari = &dest,
+                             .n_destinatari = 1,
+                             .risposte = "mario@pec-a.test",
+                             .oggetto = "dalla A",
+                             .identificativo = (char *)ident,
+                             .consegna = "luigi@pec-b.test"};
+    struct pec_built b;
+    struct bytes out = {0};
+    char err[1024];
+
+    if (pec_build_notice(iss,
+                         &(struct pec_notice){.kind = PEC_NOTICE_CONSEGNA_SINTETICA,
+                                              .facts = &f,
+                                              .to = "mario@pec-a.test"},
+                         &b, err, sizeof(err)) != 0) {
+        fprintf(stderr, "notice: %s\n", err);
+        CHECK(0);
+        return out;
+    }
+    out = built_bytes(&b);
+    pec_built_free(&b);
+    return out;
+}
+
+static void test_notice(const struct pec_rp_env *rp, const struct pec_access_env *as_a,
+                        const struct pec_issuer *iss_b)
+{
+    static const char *const rcpts[] = {"luigi@pec-b.test"};
+    char *ident = NULL, err[1024];
+    struct bytes busta =
+        busta_of(as_a, original_a, "mario@pec-a.test", rcpts, 1, rp->store, &ident);
+    struct bytes n = consegna(iss_b, ident ? ident : "x");
+    struct bytes unknown = consegna(iss_b, "opec.unknown@pec-a.test");
+    struct pec_rp_outcome out;
+    struct pec_tx_info tx;
+
+    CHECK(decide(rp, &n, "<posta-certificata@pec-b.test>", &out) == 0);
+    CHECK(out.action == PEC_RP_PASS);
+    CHECK_STR(out.what, "notice");
+    CHECK(out.batch != NULL);
+    CHECK(pec_store_commit(rp->store, out.batch, err, sizeof(err)) == 0);
+    pec_rp_outcome_free(&out);
+    CHECK(pec_store_tx_get(rp->store, ident, &tx, err, sizeof(err)) == 1);
+    CHECK(tx.nrcpt == 1 && tx.rcpt[0].state == PEC_RCPT_DELIVERED);
+    pec_tx_info_free(&tx);
+
+    CHECK(decide(rp, &unknown, "<posta-certificata@pec-b.test>", &out) == 0);
+    CHECK(out.action == PEC_RP_PASS && out.batch == NULL);
+    CHECK(strstr(out.summary, "not one of our transactions") != NULL);
+    pec_rp_outcome_free(&out);
+    free(busta.p);
+    free(n.p);
+    free(unknown.p);
+    free(ident);
+}
+
+static void rm_rf(const char *path)
+{
+    char *cmd = xasprintf("rm -rf '%s'", path);
+
+    CHECK(system(cmd) == 0);
+    free(cmd);
+}
+
+int main(void)
+{
+    struct pec_config *cfg;
+    struct pec_index *idx;
+    struct pec_signer *signer_b;
+    struct pec_issuer iss_b;
+    struct pec_store *st;
+    char err[512], *index_path, *cert, *chain, *key, *db;
+
+    testenv_init(&env);
+    if (mkdtemp(dir) == NULL) {
+        perror("mkdtemp");
+        return 1;
+    }
+    index_path = path_join(env.pki, "index.ldif");
+    cert = path_join(env.pki, "b/cert.pem");
+    chain = path_join(env.pki, "b/chain.pem");
+    key = path_join(env.pki, "b/key.pem");
+    db = path_join(dir, "store.db");
+    idx = pec_index_load(index_path, err, sizeof(err));
+    signer_b = pec_signer_load(cert, chain, key, "sha256", err, sizeof(err));
+    st = pec_store_open(db, 0, err, sizeof(err));
+    cfg = config_with("");
+    CHECK(idx != NULL && cfg != NULL && signer_b != NULL && st != NULL);
+    if (idx != NULL && cfg != NULL && signer_b != NULL && st != NULL) {
+        struct pec_access_env as_a = {.iss = &env.iss, .cfg = cfg, .index = idx};
+        struct pec_access_env as_b = as_a;
+        struct pec_rp_env rp = {
+            .iss = &env.iss, .cfg = cfg, .trust = env.trust, .index = idx, .store = st};
+
+        iss_b = env.iss;
+        iss_b.provider_name = "Gestore B S.p.A.";
+        iss_b.service_address = "posta-certificata@pec-b.test";
+        iss_b.signer = signer_b;
+        as_b.iss = &iss_b;
+        test_busta_from_b(&rp, &as_b);
+        test_own_and_tampered(&rp, &as_a);
+        test_ordinary(&rp, "anomaly", PEC_RP_ANOMALIA);
+        test_ordinary(&rp, "reject", PEC_RP_REJECT);
+        test_ordinary(&rp, "accept", PEC_RP_PASS);
+        test_notice(&rp, &as_a, &iss_b);
+    }
+    pec_store_close(st);
+    pec_signer_free(signer_b);
+    pec_config_unref(cfg);
+    pec_index_free(idx);
+    free(index_path);
+    free(cert);
+    free(chain);
+    free(key);
+    free(db);
+    testenv_free(&env);
+    rm_rf(dir);
+    return check_exit();
+}
