@@ -4,7 +4,8 @@ A (pec-a.test) and B (pec-b.test) are each a private Postfix on loopback with
 its own pecmilter: the submission listener (XCLIENT LOGIN) in the access
 role, port 25 in the reception role, a reinjection listener without milter
 for what pecmilter generates, and virtual_transport = lmtp to pecmilter's
-delivery point.  A stores mail in Maildirs (mailbox_backend maildir); B hands
+delivery point.  A stores mail in Maildirs (mailbox_backend maildir, maildir_autocreate no:
+only the mailboxes made here exist); B hands
 it to a private Dovecot over LMTP (mailbox_backend lmtp), which knows only
 the users listed here, so a missing mailbox is a user Dovecot does not know.
 
@@ -89,10 +90,13 @@ class ExchangeE2E(unittest.TestCase):
         cls.dovecot = Dovecot(work, {LUIGI: "x", ANNA: "x"}, lmtp=True).start()
         port_a, port_b = pf.free_port(ip_a), pf.free_port(ip_b)
         cls.conf_a, cls.set_a, reinject_a = cls._provider(
-            work, "a", ip_a, mailbox_backend="maildir",
+            work, "a", ip_a, mailbox_backend="maildir", maildir_autocreate="no",
             maildir_root=os.path.join(work, "a", "pecmail"))
-        os.makedirs(cls.set_a["maildir_root"])
-        os.chmod(cls.set_a["maildir_root"], 0o777)
+        for user in ("mario", "giulia", "ricevute"):
+            for sub in ("tmp", "new", "cur"):
+                os.makedirs(os.path.join(cls.set_a["maildir_root"], user, sub))
+        for top, dirs, _ in os.walk(cls.set_a["maildir_root"]):
+            os.chmod(top, 0o777)
         cls.conf_b, cls.set_b, reinject_b = cls._provider(
             work, "b", ip_b, mailbox_backend="lmtp",
             mailbox_lmtp="unix:" + cls.dovecot.lmtp_socket)
@@ -317,6 +321,17 @@ class ExchangeE2E(unittest.TestCase):
                            + re.escape(subject.encode()))
         report = self.verify(avviso, "mancata.eml")
         self.assertEqual(report["tipo"], "errore-consegna")
+        self.none(MARIO, rb"Undelivered Mail|MAILER-DAEMON", wait=2)
+
+    def test_3b_missing_maildir(self):
+        """Within A, whose Maildirs are not created on demand (maildir_autocreate = no)."""
+        subject = "Nessuno A A"
+        self.submit(message(subject, to="nessuno@pec-a.test"), ["nessuno@pec-a.test"])
+        avviso = self.find(MARIO, rb"Subject: AVVISO DI MANCATA CONSEGNA: "
+                           + re.escape(subject.encode()))
+        report = self.verify(avviso, "mancata-aa.eml")
+        self.assertEqual(report["tipo"], "errore-consegna")
+        self.assertEqual(report["consegna"], "nessuno@pec-a.test")
         self.none(MARIO, rb"Undelivered Mail|MAILER-DAEMON", wait=2)
 
     def test_4_ordinary_mail(self):
