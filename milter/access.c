@@ -17,6 +17,7 @@
 #include "access.h"
 #include "busta.h"
 #include "feed.h"
+#include "collect.h"
 #include "log.h"
 #include "mta.h"
 #include "rewrite.h"
@@ -27,40 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-struct access_msg {
-    char *mail_from; /* as given, angle brackets included */
-    char **rcpts;
-    size_t n_rcpts;
-    char **names; /* the top-level header names, in order, as the MTA sent them */
-    size_t n_names;
-    struct pec_feed *feed;
-    int spool_errno; /* the feed failed: the message cannot be processed */
-};
-
-static void push(char ***v, size_t *n, const char *s)
-{
-    *v = xrealloc(*v, (*n + 1) * sizeof(**v));
-    (*v)[(*n)++] = xstrdup(s);
-}
-
-static void strv_free(char **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
-static void ap_end(void *state)
-{
-    struct access_msg *st = state;
-
-    free(st->mail_from);
-    strv_free(st->rcpts, st->n_rcpts);
-    strv_free(st->names, st->n_names);
-    pec_feed_free(st->feed);
-    free(st);
-}
 
 static sfsistat internal_error(SMFICTX *ctx, struct conn *c, const char *qid, int changed,
                                const char *what)
@@ -73,7 +40,6 @@ static sfsistat ap_envfrom(SMFICTX *ctx, struct conn *c, struct msg *m, char **a
     const struct runtime *rt = c->rt;
     const char *login = mta_macro(ctx, "{auth_authen}");
     struct pec_access_reply r;
-    struct access_msg *st;
 
     if (pec_access_sender(rt->cfg, login, argv[0], &r) < 0) {
         log_info(msg_qid(ctx, m), "access: refused at MAIL FROM (%s): from=%s login=%s client=%s",
@@ -81,48 +47,7 @@ static sfsistat ap_envfrom(SMFICTX *ctx, struct conn *c, struct msg *m, char **a
         mta_setreply(ctx, msg_qid(ctx, m), r.rcode, r.xcode, r.text);
         return SMFIS_REJECT;
     }
-    st = xcalloc(1, sizeof(*st));
-    st->mail_from = xstrdup(argv[0]);
-    st->feed = pec_feed_new(rt->issuer.spool_dir, rt->issuer.spool_mem_limit);
-    m->state = st;
-    return SMFIS_CONTINUE;
-}
-
-static sfsistat ap_envrcpt(SMFICTX *ctx, struct conn *c, struct msg *m, char **argv)
-{
-    struct access_msg *st = m->state;
-
-    push(&st->rcpts, &st->n_rcpts, argv[0]);
-    return SMFIS_CONTINUE;
-}
-
-static sfsistat ap_header(SMFICTX *ctx, struct conn *c, struct msg *m, const char *name,
-                          const char *value)
-{
-    struct access_msg *st = m->state;
-
-    push(&st->names, &st->n_names, name);
-    if (!st->spool_errno && pec_feed_header(st->feed, name, value) < 0)
-        st->spool_errno = errno;
-    return SMFIS_CONTINUE;
-}
-
-static sfsistat ap_eoh(SMFICTX *ctx, struct conn *c, struct msg *m)
-{
-    struct access_msg *st = m->state;
-
-    if (!st->spool_errno && pec_feed_eoh(st->feed) < 0)
-        st->spool_errno = errno;
-    return SMFIS_CONTINUE;
-}
-
-static sfsistat ap_body(SMFICTX *ctx, struct conn *c, struct msg *m, const unsigned char *buf,
-                        size_t len)
-{
-    struct access_msg *st = m->state;
-
-    if (!st->spool_errno && pec_feed_body(st->feed, buf, len) < 0)
-        st->spool_errno = errno;
+    collect_start(c, m, argv[0]);
     return SMFIS_CONTINUE;
 }
 
@@ -152,7 +77,7 @@ static sfsistat refuse(SMFICTX *ctx, struct conn *c, const char *qid,
 }
 
 static sfsistat accept_busta(SMFICTX *ctx, struct conn *c, const char *qid,
-                             const struct pec_access_env *env, const struct access_msg *st,
+                             const struct pec_access_env *env, const struct collected *st,
                              const struct pec_original *o)
 {
     struct pec_access_outcome out;
@@ -188,7 +113,7 @@ static sfsistat accept_busta(SMFICTX *ctx, struct conn *c, const char *qid,
 
 static sfsistat ap_eom(SMFICTX *ctx, struct conn *c, struct msg *m)
 {
-    struct access_msg *st = m->state;
+    struct collected *st = m->state;
     const struct runtime *rt = c->rt;
     const char *qid = msg_qid(ctx, m);
     struct pec_access_env env = {.iss = &rt->issuer, .cfg = rt->cfg, .index = rt->index};
@@ -220,10 +145,10 @@ static sfsistat ap_eom(SMFICTX *ctx, struct conn *c, struct msg *m)
 const struct role_ops access_role = {
     .name = "access",
     .envfrom = ap_envfrom,
-    .envrcpt = ap_envrcpt,
-    .header = ap_header,
-    .eoh = ap_eoh,
-    .body = ap_body,
+    .envrcpt = collect_envrcpt,
+    .header = collect_header,
+    .eoh = collect_eoh,
+    .body = collect_body,
     .eom = ap_eom,
-    .end = ap_end,
+    .end = collect_end,
 };

@@ -12,6 +12,7 @@
  */
 #include "busta.h"
 #include "feed.h"
+#include "collect.h"
 #include "log.h"
 #include "mta.h"
 #include "reception.h"
@@ -23,40 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct reception_msg {
-    char *mail_from; /* as given, angle brackets included */
-    char **rcpts;
-    size_t n_rcpts;
-    char **names; /* the top-level header names, in order, as the MTA sent them */
-    size_t n_names;
-    struct pec_feed *feed;
-    int spool_errno; /* the feed failed: the message cannot be processed */
-};
-
-static void push(char ***v, size_t *n, const char *s)
-{
-    *v = xrealloc(*v, (*n + 1) * sizeof(**v));
-    (*v)[(*n)++] = xstrdup(s);
-}
-
-static void strv_free(char **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
-static void rp_end(void *state)
-{
-    struct reception_msg *st = state;
-
-    free(st->mail_from);
-    strv_free(st->rcpts, st->n_rcpts);
-    strv_free(st->names, st->n_names);
-    pec_feed_free(st->feed);
-    free(st);
-}
-
 static sfsistat internal_error(SMFICTX *ctx, struct conn *c, const char *qid, int changed,
                                const char *what)
 {
@@ -65,55 +32,12 @@ static sfsistat internal_error(SMFICTX *ctx, struct conn *c, const char *qid, in
 
 static sfsistat rp_envfrom(SMFICTX *ctx, struct conn *c, struct msg *m, char **argv)
 {
-    const struct runtime *rt = c->rt;
-    struct reception_msg *st = xcalloc(1, sizeof(*st));
-
-    st->mail_from = xstrdup(argv[0]);
-    st->feed = pec_feed_new(rt->issuer.spool_dir, rt->issuer.spool_mem_limit);
-    m->state = st;
-    return SMFIS_CONTINUE;
-}
-
-static sfsistat rp_envrcpt(SMFICTX *ctx, struct conn *c, struct msg *m, char **argv)
-{
-    struct reception_msg *st = m->state;
-
-    push(&st->rcpts, &st->n_rcpts, argv[0]);
-    return SMFIS_CONTINUE;
-}
-
-static sfsistat rp_header(SMFICTX *ctx, struct conn *c, struct msg *m, const char *name,
-                          const char *value)
-{
-    struct reception_msg *st = m->state;
-
-    push(&st->names, &st->n_names, name);
-    if (!st->spool_errno && pec_feed_header(st->feed, name, value) < 0)
-        st->spool_errno = errno;
-    return SMFIS_CONTINUE;
-}
-
-static sfsistat rp_eoh(SMFICTX *ctx, struct conn *c, struct msg *m)
-{
-    struct reception_msg *st = m->state;
-
-    if (!st->spool_errno && pec_feed_eoh(st->feed) < 0)
-        st->spool_errno = errno;
-    return SMFIS_CONTINUE;
-}
-
-static sfsistat rp_body(SMFICTX *ctx, struct conn *c, struct msg *m, const unsigned char *buf,
-                        size_t len)
-{
-    struct reception_msg *st = m->state;
-
-    if (!st->spool_errno && pec_feed_body(st->feed, buf, len) < 0)
-        st->spool_errno = errno;
+    collect_start(c, m, argv[0]);
     return SMFIS_CONTINUE;
 }
 
 /* Apply OUT, then commit what it owes. */
-static sfsistat apply(SMFICTX *ctx, struct conn *c, const char *qid, const struct reception_msg *st,
+static sfsistat apply(SMFICTX *ctx, struct conn *c, const char *qid, const struct collected *st,
                       const struct pec_original *o, struct pec_rp_outcome *out)
 {
     char err[1024], what[1200];
@@ -141,7 +65,7 @@ static sfsistat apply(SMFICTX *ctx, struct conn *c, const char *qid, const struc
 
 static sfsistat rp_eom(SMFICTX *ctx, struct conn *c, struct msg *m)
 {
-    struct reception_msg *st = m->state;
+    struct collected *st = m->state;
     const struct runtime *rt = c->rt;
     const char *qid = msg_qid(ctx, m);
     struct pec_rp_env env = {.iss = &rt->issuer,
@@ -179,10 +103,10 @@ static sfsistat rp_eom(SMFICTX *ctx, struct conn *c, struct msg *m)
 const struct role_ops reception_role = {
     .name = "reception",
     .envfrom = rp_envfrom,
-    .envrcpt = rp_envrcpt,
-    .header = rp_header,
-    .eoh = rp_eoh,
-    .body = rp_body,
+    .envrcpt = collect_envrcpt,
+    .header = collect_header,
+    .eoh = collect_eoh,
+    .body = collect_body,
     .eom = rp_eom,
-    .end = rp_end,
+    .end = collect_end,
 };

@@ -1,0 +1,82 @@
+/*
+ * collect - what the certifying roles gather of a message before deciding.
+ */
+#include "collect.h"
+
+#include "runtime.h"
+#include "xalloc.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+static void push(char ***v, size_t *n, const char *s)
+{
+    *v = xrealloc(*v, (*n + 1) * sizeof(**v));
+    (*v)[(*n)++] = xstrdup(s);
+}
+
+static void strv_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+void collect_start(const struct conn *c, struct msg *m, const char *mail_from)
+{
+    const struct runtime *rt = c->rt;
+    struct collected *st = xcalloc(1, sizeof(*st));
+
+    st->mail_from = xstrdup(mail_from);
+    st->feed = pec_feed_new(rt->issuer.spool_dir, rt->issuer.spool_mem_limit);
+    m->state = st;
+}
+
+sfsistat collect_envrcpt(SMFICTX *ctx, struct conn *c, struct msg *m, char **argv)
+{
+    struct collected *st = m->state;
+
+    push(&st->rcpts, &st->n_rcpts, argv[0]);
+    return SMFIS_CONTINUE;
+}
+
+sfsistat collect_header(SMFICTX *ctx, struct conn *c, struct msg *m, const char *name,
+                        const char *value)
+{
+    struct collected *st = m->state;
+
+    push(&st->names, &st->n_names, name);
+    if (!st->spool_errno && pec_feed_header(st->feed, name, value) < 0)
+        st->spool_errno = errno;
+    return SMFIS_CONTINUE;
+}
+
+sfsistat collect_eoh(SMFICTX *ctx, struct conn *c, struct msg *m)
+{
+    struct collected *st = m->state;
+
+    if (!st->spool_errno && pec_feed_eoh(st->feed) < 0)
+        st->spool_errno = errno;
+    return SMFIS_CONTINUE;
+}
+
+sfsistat collect_body(SMFICTX *ctx, struct conn *c, struct msg *m, const unsigned char *buf,
+                      size_t len)
+{
+    struct collected *st = m->state;
+
+    if (!st->spool_errno && pec_feed_body(st->feed, buf, len) < 0)
+        st->spool_errno = errno;
+    return SMFIS_CONTINUE;
+}
+
+void collect_end(void *state)
+{
+    struct collected *st = state;
+
+    free(st->mail_from);
+    strv_free(st->rcpts, st->n_rcpts);
+    strv_free(st->names, st->n_names);
+    pec_feed_free(st->feed);
+    free(st);
+}
