@@ -119,21 +119,11 @@ static sfsistat ap_eom(SMFICTX *ctx, struct conn *c, struct msg *m)
     struct pec_access_env env = {.iss = &rt->issuer, .cfg = rt->cfg, .index = rt->index};
     struct pec_access_reply r;
     struct pec_original o;
-    char err[1024], what[1200];
+    char what[1200];
     sfsistat ret;
 
-    if (st->spool_errno) {
-        snprintf(what, sizeof(what), "cannot spool the message: %s", strerror(st->spool_errno));
+    if (collect_finish(c, st, &o, what, sizeof(what)) < 0)
         return internal_error(ctx, c, qid, 0, what);
-    }
-    if (rt->store == NULL)
-        return internal_error(ctx, c, qid, 0, "no store is open");
-    if (pec_feed_finish(st->feed, st->mail_from, (const char *const *)st->rcpts, st->n_rcpts, &o,
-                        err, sizeof(err)) < 0) {
-        pec_original_free(&o);
-        snprintf(what, sizeof(what), "cannot read the message: %s", err);
-        return internal_error(ctx, c, qid, 0, what);
-    }
     if (pec_access_formal(&o, rt->cfg->size_limit, &r) < 0)
         ret = refuse(ctx, c, qid, &env, &o, &r);
     else

@@ -7,7 +7,9 @@
 #include "xalloc.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static void push(char ***v, size_t *n, const char *s)
 {
@@ -68,6 +70,28 @@ sfsistat collect_body(SMFICTX *ctx, struct conn *c, struct msg *m, const unsigne
     if (!st->spool_errno && pec_feed_body(st->feed, buf, len) < 0)
         st->spool_errno = errno;
     return SMFIS_CONTINUE;
+}
+
+int collect_finish(const struct conn *c, struct collected *st, struct pec_original *o, char *what,
+                   size_t whatlen)
+{
+    char err[1024];
+
+    if (st->spool_errno) {
+        snprintf(what, whatlen, "cannot spool the message: %s", strerror(st->spool_errno));
+        return -1;
+    }
+    if (c->rt->store == NULL) {
+        snprintf(what, whatlen, "no store is open");
+        return -1;
+    }
+    if (pec_feed_finish(st->feed, st->mail_from, (const char *const *)st->rcpts, st->n_rcpts, o,
+                        err, sizeof(err)) < 0) {
+        pec_original_free(o);
+        snprintf(what, whatlen, "cannot read the message: %s", err);
+        return -1;
+    }
+    return 0;
 }
 
 void collect_end(void *state)

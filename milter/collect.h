@@ -35,6 +35,14 @@ sfsistat collect_header(SMFICTX *ctx, struct conn *c, struct msg *m, const char 
 sfsistat collect_eoh(SMFICTX *ctx, struct conn *c, struct msg *m);
 sfsistat collect_body(SMFICTX *ctx, struct conn *c, struct msg *m, const unsigned char *buf,
                       size_t len);
+/*
+ * End of message: the collected message as a pec_original in *O (free it with
+ * pec_original_free), or -1 with WHAT saying why it cannot be processed (the
+ * spool failed, no store is open, the message does not parse).
+ */
+int collect_finish(const struct conn *c, struct collected *st, struct pec_original *o, char *what,
+                   size_t whatlen);
+
 /* role_ops.end */
 void collect_end(void *state);
 
