@@ -24,11 +24,9 @@
 #include <string.h>
 #include <time.h>
 
-#define DEFAULT_CONFIG "/etc/pecmilter/pecmilter.conf"
-#define EX_USAGE 64
-#define EX_IOERR 74
+#include "pecctl.h"
 
-static void usage(FILE *out)
+void usage(FILE *out)
 {
     fprintf(out,
             "usage: pecctl [-c config] command\n"
@@ -40,15 +38,12 @@ static void usage(FILE *out)
             "  outbox retry ID|all    send failed messages again\n"
             "  tx IDENTIFICATIVO      a transaction and its recipients' states\n"
             "  store check            full integrity check of the store file\n"
+            "  audit [--since T]      check the log against the PEC invariants\n"
+            "  status [--json]        daemon, outbox, pending receipts, deadlines, certificate\n"
             "T: YYYY-MM-DD, YYYY-MM-DD HH:MM[:SS] (local time, Z for UTC) or @EPOCH\n");
 }
 
-struct ctl {
-    struct pec_config *cfg;
-    struct pec_store *st;
-};
-
-static const char *local_time(time_t t, char *buf, size_t len)
+const char *local_time(time_t t, char *buf, size_t len)
 {
     struct tm tm;
 
@@ -60,7 +55,7 @@ static const char *local_time(time_t t, char *buf, size_t len)
 }
 
 /* "2024-01-31", "2024-01-31 10:00[:00]", T instead of the space, Z for UTC, "@EPOCH". */
-static int parse_time(const char *s, time_t *out)
+int parse_time(const char *s, time_t *out)
 {
     struct tm tm;
     char *end;
@@ -370,6 +365,10 @@ static int dispatch(struct ctl *c, int argc, char **argv)
         return tx_show(c, sub);
     if (strcmp(cmd, "store") == 0 && argc == 2 && strcmp(sub, "check") == 0)
         return store_check(c);
+    if (strcmp(cmd, "audit") == 0)
+        return pecctl_audit(c, argc, argv);
+    if (strcmp(cmd, "status") == 0)
+        return pecctl_status(c, argc, argv);
     usage(stderr);
     return EX_USAGE;
 }
@@ -377,7 +376,7 @@ static int dispatch(struct ctl *c, int argc, char **argv)
 static int known_command(const char *cmd)
 {
     return strcmp(cmd, "log") == 0 || strcmp(cmd, "outbox") == 0 || strcmp(cmd, "tx") == 0 ||
-           strcmp(cmd, "store") == 0;
+           strcmp(cmd, "store") == 0 || strcmp(cmd, "audit") == 0 || strcmp(cmd, "status") == 0;
 }
 
 int main(int argc, char **argv)
@@ -408,6 +407,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return EX_USAGE;
     }
+    c.config_path = config;
     c.cfg = pec_config_load(config, err, sizeof(err));
     if (c.cfg == NULL) {
         fprintf(stderr, "pecctl: %s\n", err);
