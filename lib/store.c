@@ -66,6 +66,16 @@ void pec_batch_free(struct pec_batch *b)
         for (size_t j = 0; j < sizeof(b->rec[i].owned) / sizeof(b->rec[i].owned[0]); j++)
             free(b->rec[i].owned[j]);
     free(b->rec);
+    for (size_t i = 0; i < b->nwarned; i++) {
+        free(b->warned[i].identificativo);
+        free(b->warned[i].address);
+    }
+    free(b->warned);
+    for (size_t i = 0; i < b->ndelivered; i++) {
+        free(b->delivered[i].mailbox);
+        free(b->delivered[i].message_id);
+    }
+    free(b->delivered);
     free(b);
 }
 
@@ -104,6 +114,30 @@ void pec_batch_rcpt_state(struct pec_batch *b, const char *identificativo, const
     s->state = state;
     s->when = when;
     s->detail = dup_or_empty(detail);
+}
+
+void pec_batch_rcpt_warned(struct pec_batch *b, const char *identificativo, const char *address,
+                           time_t when)
+{
+    struct batch_warned *w;
+
+    b->warned = xrealloc(b->warned, (b->nwarned + 1) * sizeof(*b->warned));
+    w = &b->warned[b->nwarned++];
+    w->identificativo = dup_or_empty(identificativo);
+    w->address = dup_or_empty(address);
+    w->when = when;
+}
+
+void pec_batch_delivered(struct pec_batch *b, const char *mailbox, const char *message_id,
+                         time_t when)
+{
+    struct batch_delivered *d;
+
+    b->delivered = xrealloc(b->delivered, (b->ndelivered + 1) * sizeof(*b->delivered));
+    d = &b->delivered[b->ndelivered++];
+    d->mailbox = dup_or_empty(mailbox);
+    d->message_id = dup_or_empty(message_id);
+    d->when = when;
 }
 
 void pec_batch_outbox(struct pec_batch *b, const struct pec_outmsg *m)

@@ -164,6 +164,51 @@ void pec_batch_record(struct pec_batch *b, const struct pec_record *r);
  */
 int pec_store_commit(struct pec_store *st, struct pec_batch *b, char *err, size_t errlen);
 
+/* ---------------------------------------------------------------- deadlines */
+
+/* A certified recipient still awaiting its outcome (state sent or taken). */
+struct pec_pending_rcpt {
+    const char *identificativo;
+    const char *client_msgid;
+    const char *mittente;
+    const char *oggetto;
+    const char *tipo_ricevuta;
+    const char *address;
+    int cc;
+    enum pec_rcpt_state state; /* PEC_RCPT_SENT or PEC_RCPT_TAKEN */
+    time_t sent_at;
+    time_t warned_at; /* the 12 h notice was emitted then; 0: not yet */
+};
+
+/*
+ * Call FN on every certified recipient in state sent or taken whose sent_at
+ * is < SENT_BEFORE (0: no bound), ordered by sent_at then identificativo;
+ * strings live until FN returns; FN must not call the store; FN returning
+ * non-zero stops the walk and is returned.  -1 with err on a store error.
+ */
+int pec_store_pending_each(struct pec_store *st, time_t sent_before,
+                           int (*fn)(const struct pec_pending_rcpt *r, void *arg), void *arg,
+                           char *err, size_t errlen);
+
+/* Record that the 12 h notice for this recipient was emitted at WHEN (in the batch). */
+void pec_batch_rcpt_warned(struct pec_batch *b, const char *identificativo, const char *address,
+                           time_t when);
+
+/* ---------------------------------------------------------------- delivery point dedupe */
+
+/*
+ * Was the message MESSAGE_ID (no angle brackets) already delivered into
+ * MAILBOX (the recipient address, compared case-insensitively)?  1 yes, 0 no,
+ * -1 with err.
+ */
+int pec_store_delivered(struct pec_store *st, const char *mailbox, const char *message_id,
+                        char *err, size_t errlen);
+
+/* Remember, in the batch, that MESSAGE_ID went into MAILBOX at WHEN (duplicates are not an error).
+ */
+void pec_batch_delivered(struct pec_batch *b, const char *mailbox, const char *message_id,
+                         time_t when);
+
 /* ---------------------------------------------------------------- outbox */
 
 enum pec_outbox_state {
@@ -299,8 +344,9 @@ int pec_store_seals_each(struct pec_store *st, int (*fn)(const struct pec_seal *
 
 /*
  * Remove the records up to THROUGH_SEQ (which must end a seal), the seals
- * they make up, the sent outbox rows and the finished transactions older
- * than BEFORE; the hash of record THROUGH_SEQ becomes the anchor.  0, or -1.
+ * they make up, the sent outbox rows, the finished transactions and the
+ * delivery point's dedupe entries older than BEFORE; the hash of record
+ * THROUGH_SEQ becomes the anchor.  0, or -1.
  */
 int pec_store_log_purge(struct pec_store *st, long long through_seq, time_t before, char *err,
                         size_t errlen);

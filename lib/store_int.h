@@ -25,6 +25,18 @@ struct batch_out {
     size_t len;
 };
 
+struct batch_warned {
+    char *identificativo;
+    char *address;
+    time_t when;
+};
+
+struct batch_delivered {
+    char *mailbox;
+    char *message_id;
+    time_t when;
+};
+
 /* A record whose strings the batch owns (the const fields point at copies). */
 struct batch_record {
     struct pec_record r;
@@ -40,6 +52,10 @@ struct pec_batch {
     size_t nout;
     struct batch_record *rec;
     size_t nrec;
+    struct batch_warned *warned;
+    size_t nwarned;
+    struct batch_delivered *delivered;
+    size_t ndelivered;
 };
 
 #endif

@@ -90,7 +90,19 @@ static const char schema_v1[] =
     "INSERT INTO meta VALUES ('registro_head_seq', '0'), ('registro_head_hash', '" ZERO_HASH "'),"
     " ('registro_purged_seq', '0'), ('registro_purged_hash', '" ZERO_HASH "');";
 
-static const char *const migrations[] = {schema_v1};
+/*
+ * Version 2: when the 12 h notice went out for a recipient (the scheduler's
+ * "once only"), and what the delivery point already put into which mailbox
+ * (so a busta re-sent after a crash is not delivered twice).
+ */
+static const char schema_v2[] =
+    "ALTER TABLE recipients ADD COLUMN warned_at INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE delivered ("
+    " mailbox TEXT NOT NULL COLLATE NOCASE, message_id TEXT NOT NULL, at INTEGER NOT NULL,"
+    " PRIMARY KEY (mailbox, message_id)) WITHOUT ROWID;"
+    "CREATE INDEX delivered_at ON delivered(at);";
+
+static const char *const migrations[] = {schema_v1, schema_v2};
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -587,6 +599,39 @@ static int update_state(struct pec_store *st, const struct batch_state *u, char 
     return run(st, s, "updating a recipient", err, errlen) < 0 ? -1 : 0;
 }
 
+/* Only a recipient still awaiting its outcome, and only the first time. */
+static int update_warned(struct pec_store *st, const struct batch_warned *w, char *err,
+                         size_t errlen)
+{
+    sqlite3_stmt *s = prep(st,
+                           "UPDATE recipients SET warned_at = ? WHERE identificativo = ?"
+                           " AND address = ? AND state IN ('sent', 'taken') AND warned_at = 0",
+                           err, errlen);
+
+    if (s == NULL)
+        return -1;
+    bi(s, 1, w->when);
+    bt(s, 2, w->identificativo);
+    bt(s, 3, w->address);
+    return run(st, s, "updating a recipient", err, errlen) < 0 ? -1 : 0;
+}
+
+static int insert_delivered(struct pec_store *st, const struct batch_delivered *d, char *err,
+                            size_t errlen)
+{
+    sqlite3_stmt *s = prep(st,
+                           "INSERT OR IGNORE INTO delivered (mailbox, message_id, at)"
+                           " VALUES (?, ?, ?)",
+                           err, errlen);
+
+    if (s == NULL)
+        return -1;
+    bt(s, 1, d->mailbox);
+    bt(s, 2, d->message_id);
+    bi(s, 3, d->when);
+    return run(st, s, "recording a delivery", err, errlen) < 0 ? -1 : 0;
+}
+
 static char *join_lines(char *const *v, size_t n)
 {
     size_t len = 1;
@@ -689,6 +734,12 @@ static int apply(struct pec_store *st, struct pec_batch *b, char *err, size_t er
             return -1;
     for (size_t i = 0; i < b->nstate; i++)
         if (update_state(st, &b->state[i], err, errlen) < 0)
+            return -1;
+    for (size_t i = 0; i < b->nwarned; i++)
+        if (update_warned(st, &b->warned[i], err, errlen) < 0)
+            return -1;
+    for (size_t i = 0; i < b->ndelivered; i++)
+        if (insert_delivered(st, &b->delivered[i], err, errlen) < 0)
             return -1;
     for (size_t i = 0; i < b->nout; i++)
         if (insert_out(st, &b->out[i], now, err, errlen) < 0)
@@ -809,6 +860,80 @@ int pec_store_tx_get(struct pec_store *st, const char *identificativo, struct pe
     leave(st);
     if (found != 1)
         pec_tx_info_free(out);
+    return found;
+}
+
+/* ---------------------------------------------------------------- deadlines */
+
+int pec_store_pending_each(struct pec_store *st, time_t sent_before,
+                           int (*fn)(const struct pec_pending_rcpt *r, void *arg), void *arg,
+                           char *err, size_t errlen)
+{
+    sqlite3_stmt *s;
+    int rc, stop = 0;
+
+    if (enter(st, err, errlen) < 0)
+        return -1;
+    s = prep(st,
+             "SELECT t.identificativo, t.client_msgid, t.mittente, t.oggetto, t.tipo_ricevuta,"
+             " r.address, r.cc, r.state, r.sent_at, r.warned_at"
+             " FROM recipients r JOIN transactions t ON t.identificativo = r.identificativo"
+             " WHERE r.state IN ('sent', 'taken') AND r.certificato = 1"
+             " AND (?1 = 0 OR r.sent_at < ?1)"
+             " ORDER BY r.sent_at, r.identificativo, r.rowid",
+             err, errlen);
+    if (s == NULL) {
+        leave(st);
+        return -1;
+    }
+    bi(s, 1, sent_before);
+    while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        struct pec_pending_rcpt r;
+        r.identificativo = col(s, 0);
+        r.client_msgid = col(s, 1);
+        r.mittente = col(s, 2);
+        r.oggetto = col(s, 3);
+        r.tipo_ricevuta = col(s, 4);
+        r.address = col(s, 5);
+        r.cc = sqlite3_column_int(s, 6);
+        r.state = strcmp(col(s, 7), "taken") == 0 ? PEC_RCPT_TAKEN : PEC_RCPT_SENT;
+        r.sent_at = (time_t)sqlite3_column_int64(s, 8);
+        r.warned_at = (time_t)sqlite3_column_int64(s, 9);
+        stop = fn(&r, arg);
+    }
+    if (!stop && rc != SQLITE_DONE)
+        stop = db_fail(st, "reading pending recipients", err, errlen);
+    sqlite3_finalize(s);
+    leave(st);
+    return stop;
+}
+
+/* ---------------------------------------------------------------- delivery point dedupe */
+
+int pec_store_delivered(struct pec_store *st, const char *mailbox, const char *message_id,
+                        char *err, size_t errlen)
+{
+    sqlite3_stmt *s;
+    int rc, found;
+
+    if (enter(st, err, errlen) < 0)
+        return -1;
+    s = prep(st, "SELECT 1 FROM delivered WHERE mailbox = ? AND message_id = ?", err, errlen);
+    if (s == NULL) {
+        leave(st);
+        return -1;
+    }
+    bt(s, 1, mailbox);
+    bt(s, 2, message_id);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        found = 1;
+    else if (rc == SQLITE_DONE)
+        found = 0;
+    else
+        found = db_fail(st, "reading deliveries", err, errlen);
+    sqlite3_finalize(s);
+    leave(st);
     return found;
 }
 
@@ -1420,6 +1545,7 @@ int pec_store_log_purge(struct pec_store *st, long long through_seq, time_t befo
         purge_before(st, "DELETE FROM outbox WHERE state = 'sent' AND sent_at < ?", before, err,
                      errlen) < 0 ||
         purge_before(st, "DELETE FROM transactions WHERE submitted < ?", before, err, errlen) < 0 ||
+        purge_before(st, "DELETE FROM delivered WHERE at < ?", before, err, errlen) < 0 ||
         commit(st, err, errlen) < 0) {
         rollback(st);
         leave(st);

@@ -513,6 +513,176 @@ static void test_schema(void)
     free(p);
 }
 
+struct pending_seen {
+    int n;
+    char ids[8][64];
+    char addr[8][64];
+    enum pec_rcpt_state state[8];
+    time_t warned[8];
+    int cc[8];
+};
+
+static int on_pending(const struct pec_pending_rcpt *r, void *arg)
+{
+    struct pending_seen *p = arg;
+
+    if (p->n < 8) {
+        snprintf(p->ids[p->n], sizeof(p->ids[0]), "%s", r->identificativo);
+        snprintf(p->addr[p->n], sizeof(p->addr[0]), "%s", r->address);
+        p->state[p->n] = r->state;
+        p->warned[p->n] = r->warned_at;
+        p->cc[p->n] = r->cc;
+        CHECK_STR(r->mittente, "mario@pec-a.test");
+        CHECK_STR(r->tipo_ricevuta, "completa");
+        CHECK_STR(r->client_msgid, "client.1@mua");
+        CHECK_STR(r->oggetto, "Fattura");
+    }
+    p->n++;
+    return 0;
+}
+
+static int stop_pending(const struct pec_pending_rcpt *r, void *arg)
+{
+    (void)r;
+    (*(int *)arg)++;
+    return 7;
+}
+
+static void commit_tx_at(struct pec_store *st, const char *id, time_t submitted)
+{
+    struct pec_batch *b = pec_batch_new();
+    struct pec_tx tx;
+    char err[1024];
+
+    fill_tx(&tx, id);
+    tx.submitted = submitted;
+    pec_batch_tx(b, &tx);
+    CHECK(pec_store_commit(st, b, err, sizeof(err)) == 0);
+    pec_batch_free(b);
+}
+
+/* The scheduler's view: certified recipients awaiting an outcome, oldest first; warned_at kept. */
+static void test_pending(void)
+{
+    struct pec_store *st = open_new("pending.db");
+    struct pending_seen p;
+    struct pec_batch *b;
+    char err[1024];
+    int n = 0;
+
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    commit_tx_at(st, "opec-late@pec-a.test", 2000);
+    commit_tx_at(st, "opec-early@pec-a.test", 1000);
+
+    memset(&p, 0, sizeof(p));
+    CHECK(pec_store_pending_each(st, 0, on_pending, &p, err, sizeof(err)) == 0);
+    CHECK(p.n == 4); /* the esterno recipient of each is never pending */
+    CHECK_STR(p.ids[0], "opec-early@pec-a.test");
+    CHECK_STR(p.addr[0], "b1@pec-b.test");
+    CHECK_STR(p.addr[1], "b2@pec-b.test");
+    CHECK(p.cc[0] == 0 && p.cc[1] == 1);
+    CHECK_STR(p.ids[2], "opec-late@pec-a.test");
+    CHECK(p.state[0] == PEC_RCPT_SENT && p.warned[0] == 0);
+
+    memset(&p, 0, sizeof(p));
+    CHECK(pec_store_pending_each(st, 2000, on_pending, &p, err, sizeof(err)) == 0);
+    CHECK(p.n == 2); /* sent_at < 2000 only */
+    CHECK(pec_store_pending_each(st, 0, stop_pending, &n, err, sizeof(err)) == 7 && n == 1);
+
+    /* warned: once, first time kept; a taken recipient stays pending, a final one leaves */
+    b = pec_batch_new();
+    pec_batch_rcpt_warned(b, "opec-early@pec-a.test", "B1@pec-b.test", 1500);
+    pec_batch_rcpt_warned(b, "opec-early@pec-a.test", "b1@pec-b.test", 1600);
+    pec_batch_rcpt_warned(b, "opec-early@pec-a.test", "ext@example.org", 1500);
+    pec_batch_rcpt_state(b, "opec-early@pec-a.test", "b2@pec-b.test", PEC_RCPT_TAKEN, 1100, "");
+    pec_batch_rcpt_state(b, "opec-late@pec-a.test", "b1@pec-b.test", PEC_RCPT_DELIVERED, 2100, "");
+    CHECK(pec_store_commit(st, b, err, sizeof(err)) == 0);
+    pec_batch_free(b);
+    memset(&p, 0, sizeof(p));
+    CHECK(pec_store_pending_each(st, 0, on_pending, &p, err, sizeof(err)) == 0);
+    CHECK(p.n == 3);
+    CHECK(p.warned[0] == 1500 && p.state[0] == PEC_RCPT_SENT);
+    CHECK(p.warned[1] == 0 && p.state[1] == PEC_RCPT_TAKEN);
+    CHECK_STR(p.addr[2], "b2@pec-b.test");
+
+    /* a warning for a recipient already final changes nothing */
+    b = pec_batch_new();
+    pec_batch_rcpt_state(b, "opec-early@pec-a.test", "b2@pec-b.test", PEC_RCPT_TIMEDOUT, 3000,
+                         "5.4.1");
+    pec_batch_rcpt_warned(b, "opec-early@pec-a.test", "b2@pec-b.test", 3000);
+    CHECK(pec_store_commit(st, b, err, sizeof(err)) == 0);
+    pec_batch_free(b);
+    memset(&p, 0, sizeof(p));
+    CHECK(pec_store_pending_each(st, 0, on_pending, &p, err, sizeof(err)) == 0);
+    CHECK(p.n == 2);
+    pec_store_close(st);
+}
+
+/* The delivery point's memory: per mailbox (no case), duplicates harmless, purged with the rest. */
+static void test_delivered(void)
+{
+    struct pec_store *st = open_new("delivered.db");
+    struct pec_batch *b;
+    char err[1024];
+
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    CHECK(pec_store_delivered(st, "b1@pec-b.test", "m1@pec-a.test", err, sizeof(err)) == 0);
+    b = pec_batch_new();
+    pec_batch_delivered(b, "b1@pec-b.test", "m1@pec-a.test", 1000);
+    pec_batch_delivered(b, "B1@PEC-B.TEST", "m1@pec-a.test", 1001);
+    pec_batch_delivered(b, "b2@pec-b.test", "m2@pec-a.test", 5000);
+    CHECK(pec_store_commit(st, b, err, sizeof(err)) == 0);
+    /* again: a duplicate is not an error */
+    CHECK(pec_store_commit(st, b, err, sizeof(err)) == 0);
+    pec_batch_free(b);
+    CHECK(pec_store_delivered(st, "B1@Pec-B.test", "m1@pec-a.test", err, sizeof(err)) == 1);
+    CHECK(pec_store_delivered(st, "b2@pec-b.test", "m1@pec-a.test", err, sizeof(err)) == 0);
+    CHECK(pec_store_delivered(st, "b1@pec-b.test", "M1@pec-a.test", err, sizeof(err)) == 0);
+    CHECK(pec_store_delivered(st, "b2@pec-b.test", "m2@pec-a.test", err, sizeof(err)) == 1);
+    CHECK(pec_store_log_purge(st, 0, 2000, err, sizeof(err)) == 0);
+    CHECK(pec_store_delivered(st, "b1@pec-b.test", "m1@pec-a.test", err, sizeof(err)) == 0);
+    CHECK(pec_store_delivered(st, "b2@pec-b.test", "m2@pec-a.test", err, sizeof(err)) == 1);
+    pec_store_close(st);
+}
+
+/* A version 1 store is brought forward: its open recipients become pending, unwarned. */
+static void test_migrate_v1(void)
+{
+    char err[1024], *p = path_of("v1.db");
+    struct pec_store *st = pec_store_open(p, 0, err, sizeof(err));
+    struct pending_seen seen;
+    sqlite3 *db;
+
+    CHECK(st != NULL);
+    if (st == NULL) {
+        free(p);
+        return;
+    }
+    commit_tx_at(st, "opec-v1@pec-a.test", 1000);
+    pec_store_close(st);
+    /* make it what version 1 wrote */
+    CHECK(sqlite3_open(p, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db,
+                       "DROP TABLE delivered; ALTER TABLE recipients DROP COLUMN warned_at;"
+                       " PRAGMA user_version = 1",
+                       NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    st = pec_store_open(p, 0, err, sizeof(err));
+    CHECK(st != NULL);
+    if (st != NULL) {
+        memset(&seen, 0, sizeof(seen));
+        CHECK(pec_store_pending_each(st, 0, on_pending, &seen, err, sizeof(err)) == 0);
+        CHECK(seen.n == 2 && seen.warned[0] == 0);
+        CHECK(pec_store_delivered(st, "b1@pec-b.test", "x@y", err, sizeof(err)) == 0);
+        pec_store_close(st);
+    }
+    free(p);
+}
+
 int main(void)
 {
     if (mkdtemp(dir) == NULL) {
@@ -524,6 +694,9 @@ int main(void)
     test_outbox();
     test_log_query();
     test_schema();
+    test_pending();
+    test_delivered();
+    test_migrate_v1();
     test_locked();
     test_disk_full();
     test_unwritable();
