@@ -4,6 +4,7 @@
 #   contrib/deps.sh build   what building needs
 #   contrib/deps.sh test    building, plus what the test suite runs against
 #   contrib/deps.sh demo    building, plus what contrib/demo.sh runs
+#   contrib/deps.sh bench   the demo's, plus what contrib/bench.sh runs
 #
 # Non-interactive; Postfix is preseeded with "No configuration" so the
 # package does not configure or start a system-wide instance.
@@ -13,13 +14,15 @@ BUILD="gcc clang cmake make pkg-config libmilter-dev libgmime-3.0-dev libconfig-
        libssl-dev libxml2-dev libsqlite3-dev clang-format openssl ca-certificates"
 RUN="python3 postfix procps bsdutils"
 TEST="libxml2-utils gpgsm dovecot-core dovecot-lmtpd"
+BENCH="gnuplot-nox"
 
 case "${1:-build}" in
 build) want="$BUILD" ;;
 demo) want="$BUILD $RUN" ;;
 test) want="$BUILD $RUN $TEST" ;;
+bench) want="$BUILD $RUN $BENCH" ;;
 *)
-    echo "usage: $0 build|test|demo" >&2
+    echo "usage: $0 build|test|demo|bench" >&2
     exit 64
     ;;
 esac
