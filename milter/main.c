@@ -18,6 +18,7 @@
 #include "lmtp.h"
 #include "log.h"
 #include "runtime.h"
+#include "selfcheck.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -53,6 +54,9 @@ static int drop_privileges(const char *user)
         fprintf(stderr, "pecmilter: user: no such user \"%s\"\n", user);
         return -1;
     }
+    /* already that user (systemd's User=): nothing to drop, and no right to */
+    if (getuid() == pw->pw_uid && geteuid() == pw->pw_uid)
+        return 0;
     if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
         setuid(pw->pw_uid) != 0) {
         fprintf(stderr, "pecmilter: cannot become user %s: %s\n", user, strerror(errno));
@@ -136,6 +140,11 @@ int main(int argc, char **argv)
         return PEC_EX_CONFIG;
     }
     if (check_only) {
+        if (selfcheck(rt, err, sizeof(err)) < 0) {
+            fprintf(stderr, "pecmilter: %s\n", err);
+            runtime_put(rt);
+            return PEC_EX_CONFIG;
+        }
         pec_config_print(cfg, stdout);
         printf("# signer: %s <%s>, sha1 %s\n", pec_signer_subject(rt->signer),
                pec_signer_address(rt->signer), pec_signer_cert_sha1(rt->signer));

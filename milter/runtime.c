@@ -75,7 +75,8 @@ static int load_objects(struct runtime *rt, char *err, size_t errlen)
     rt->signer = pec_signer_load(cfg->sign_cert, cfg->sign_chain, cfg->sign_key, cfg->sign_digest,
                                  why, sizeof(why));
     if (rt->signer == NULL) {
-        snprintf(err, errlen, "sign_cert/sign_key: %s", why);
+        /* the message starts with the file at fault, the key or the certificate */
+        snprintf(err, errlen, "%s", why);
         return -1;
     }
     rt->trust = pec_trust_load(cfg->trust_anchors, why, sizeof(why));

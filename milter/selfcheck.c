@@ -1,0 +1,263 @@
+/*
+ * selfcheck - what `pecmilter -n` checks beyond loading the configuration.
+ *
+ * Three groups, in the order an operator fixes them: the signing
+ * certificate against the profile of pec-rules.md §6.2, the certificate
+ * against the providers' index, and the directories the daemon's user
+ * must write.  The first problem found is the one reported.
+ */
+#include "selfcheck.h"
+
+#include "xalloc.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <libgen.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_GROUPS 256
+
+/* The identity the daemon will write files as. */
+struct who {
+    char name[64];
+    uid_t uid;
+    gid_t groups[MAX_GROUPS];
+    int ngroups;
+};
+
+/* Does NAME hold an entry NID equal to WANT, byte for byte? */
+static int name_has(const X509_NAME *name, int nid, const char *want)
+{
+    for (int i = -1; (i = X509_NAME_get_index_by_NID(name, nid, i)) >= 0;) {
+        const ASN1_STRING *s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+        unsigned char *utf8 = NULL;
+        int n = ASN1_STRING_to_UTF8(&utf8, s);
+        int same = n >= 0 && (size_t)n == strlen(want) && memcmp(utf8, want, (size_t)n) == 0;
+
+        OPENSSL_free(utf8);
+        if (same)
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * pec-rules.md §6.2: digitalSignature in a critical keyUsage, no
+ * basicConstraints, the service address as rfc822Name, the provider name in
+ * CN or O.  Real certificates have been seen with a non-critical keyUsage
+ * and "CA:FALSE": peers accept those, so they are warnings, not errors.
+ */
+static int check_profile(const struct runtime *rt, char *err, size_t errlen)
+{
+    const struct pec_config *cfg = rt->cfg;
+    const char *addr = pec_signer_address(rt->signer);
+    size_t len;
+    const unsigned char *der = pec_signer_cert_der(rt->signer, &len);
+    X509 *x = d2i_X509(NULL, &der, (long)len);
+    BASIC_CONSTRAINTS *bc;
+    int ku, rc = -1;
+
+    if (x == NULL) {
+        snprintf(err, errlen, "%s: the certificate cannot be decoded", cfg->sign_cert);
+        return -1;
+    }
+    ku = X509_get_ext_by_NID(x, NID_key_usage, -1);
+    bc = X509_get_ext_d2i(x, NID_basic_constraints, NULL, NULL);
+    if (ku < 0 || !(X509_get_key_usage(x) & KU_DIGITAL_SIGNATURE))
+        snprintf(err, errlen, "%s: keyUsage lacks digitalSignature: not a signing certificate",
+                 cfg->sign_cert);
+    else if (bc != NULL && bc->ca)
+        snprintf(err, errlen, "%s: a CA certificate (basicConstraints CA:TRUE), not a provider's",
+                 cfg->sign_cert);
+    else if (*addr == '\0')
+        snprintf(err, errlen, "%s: no rfc822Name in subjectAltName; it must be %s", cfg->sign_cert,
+                 cfg->service_address);
+    else if (strcasecmp(addr, cfg->service_address) != 0)
+        snprintf(err, errlen, "%s: subjectAltName is %s, not service_address %s", cfg->sign_cert,
+                 addr, cfg->service_address);
+    else if (!name_has(X509_get_subject_name(x), NID_commonName, cfg->provider_name) &&
+             !name_has(X509_get_subject_name(x), NID_organizationName, cfg->provider_name))
+        snprintf(err, errlen, "%s: subject \"%s\" names provider_name \"%s\" in neither CN nor O",
+                 cfg->sign_cert, pec_signer_subject(rt->signer), cfg->provider_name);
+    else
+        rc = 0;
+    if (rc == 0 && !X509_EXTENSION_get_critical(X509_get_ext(x, ku)))
+        printf("# warning: %s: keyUsage is not critical (pec-rules 6.2)\n", cfg->sign_cert);
+    if (rc == 0 && bc != NULL)
+        printf("# warning: %s: carries basicConstraints, which pec-rules 6.2 forbids\n",
+               cfg->sign_cert);
+    BASIC_CONSTRAINTS_free(bc);
+    X509_free(x);
+    return rc;
+}
+
+/* Peers find our signature's certificate in the index, under our name, for our domains. */
+static int check_index(const struct runtime *rt, char *err, size_t errlen)
+{
+    const struct pec_config *cfg = rt->cfg;
+    const char *sha1 = pec_signer_cert_sha1(rt->signer);
+    size_t len;
+    const unsigned char *der = pec_signer_cert_der(rt->signer, &len);
+    const struct pec_provider *p = pec_index_by_cert(rt->index, der, len);
+
+    if (p == NULL && pec_index_by_cert_hash(rt->index, sha1) != NULL) {
+        snprintf(err, errlen,
+                 "%s: %s lists its hash %s but not the certificate itself "
+                 "(providerCertificate;binary)",
+                 cfg->sign_cert, cfg->index_file, sha1);
+        return -1;
+    }
+    if (p == NULL) {
+        snprintf(err, errlen,
+                 "%s: not in the providers' index %s (no providerCertificateHash %s): "
+                 "peers will take our mail for ordinary mail",
+                 cfg->sign_cert, cfg->index_file, sha1);
+        return -1;
+    }
+    if (strcmp(p->name, cfg->provider_name) != 0) {
+        snprintf(err, errlen,
+                 "%s: listed in %s under providerName \"%s\", not provider_name \"%s\"",
+                 cfg->sign_cert, cfg->index_file, p->name, cfg->provider_name);
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->domains.n; i++) {
+        if (!pec_provider_manages(p, cfg->domains.v[i])) {
+            snprintf(err, errlen, "%s: \"%s\" lists no managedDomains %s, one of our domains",
+                     cfg->index_file, p->name, cfg->domains.v[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int who_init(struct who *w, const char *user, char *err, size_t errlen)
+{
+    struct passwd *pw = *user ? getpwnam(user) : getpwuid(geteuid());
+
+    if (*user && pw == NULL) {
+        snprintf(err, errlen, "user: no such user \"%s\"", user);
+        return -1;
+    }
+    if (pw == NULL) {
+        snprintf(w->name, sizeof(w->name), "uid %u", (unsigned)geteuid());
+        w->uid = geteuid();
+        w->ngroups = getgroups(MAX_GROUPS - 1, w->groups);
+        w->groups[w->ngroups < 0 ? 0 : w->ngroups] = getegid();
+        w->ngroups = w->ngroups < 0 ? 1 : w->ngroups + 1;
+        return 0;
+    }
+    snprintf(w->name, sizeof(w->name), "%s", pw->pw_name);
+    w->uid = pw->pw_uid;
+    w->ngroups = MAX_GROUPS;
+    if (getgrouplist(pw->pw_name, pw->pw_gid, w->groups, &w->ngroups) < 0) {
+        w->groups[0] = pw->pw_gid;
+        w->ngroups = 1;
+    }
+    return 0;
+}
+
+/* May W create files in the directory ST describes (write and search)? */
+static int can_write(const struct who *w, const struct stat *st)
+{
+    mode_t need;
+
+    if (w->uid == 0)
+        return 1;
+    need = S_IWOTH | S_IXOTH;
+    if (st->st_uid == w->uid)
+        need = S_IWUSR | S_IXUSR;
+    else
+        for (int i = 0; i < w->ngroups; i++)
+            if (w->groups[i] == st->st_gid)
+                need = S_IWGRP | S_IXGRP;
+    return (st->st_mode & need) == need;
+}
+
+/*
+ * DIR must be a directory W can write.  When MAY_CREATE, a DIR that does not
+ * exist yet is fine if W can create it in its parent.
+ */
+static int check_dir(const struct who *w, const char *dir, const char *key, int may_create,
+                     char *err, size_t errlen)
+{
+    struct stat st;
+
+    if (stat(dir, &st) != 0 && errno == ENOENT && may_create) {
+        char *copy = xstrdup(dir);
+        int rc = check_dir(w, dirname(copy), key, 0, err, errlen);
+
+        free(copy);
+        return rc;
+    }
+    if (stat(dir, &st) != 0) {
+        snprintf(err, errlen, "%s: %s (the directory of %s)", dir, strerror(errno), key);
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "%s: not a directory (the directory of %s)", dir, key);
+        return -1;
+    }
+    if (!can_write(w, &st)) {
+        snprintf(err, errlen, "%s: user %s cannot create files here (%s)", dir, w->name, key);
+        return -1;
+    }
+    return 0;
+}
+
+/* The directory holding the file PATH. */
+static int check_parent(const struct who *w, const char *path, const char *key, char *err,
+                        size_t errlen)
+{
+    char *copy = xstrdup(path);
+    int rc = check_dir(w, dirname(copy), key, 0, err, errlen);
+
+    free(copy);
+    return rc;
+}
+
+/* A milter or LMTP socket: only a unix socket has a directory to check. */
+static int check_socket(const struct who *w, const char *spec, const char *key, char *err,
+                        size_t errlen)
+{
+    if (strncmp(spec, "unix:", 5) == 0)
+        return check_parent(w, spec + 5, key, err, errlen);
+    if (strncmp(spec, "local:", 6) == 0)
+        return check_parent(w, spec + 6, key, err, errlen);
+    if (spec[0] == '/')
+        return check_parent(w, spec, key, err, errlen);
+    return 0;
+}
+
+static int check_dirs(const struct pec_config *cfg, char *err, size_t errlen)
+{
+    const char *store = cfg->store;
+    struct who w;
+
+    if (who_init(&w, cfg->user, err, errlen) < 0)
+        return -1;
+    if (strncmp(store, "sqlite:", 7) == 0)
+        store += 7;
+    if (check_socket(&w, cfg->milter_socket, "milter_socket", err, errlen) < 0 ||
+        check_socket(&w, cfg->lmtp_socket, "lmtp_socket", err, errlen) < 0 ||
+        check_parent(&w, store, "store", err, errlen) < 0 ||
+        check_dir(&w, cfg->seal_dir, "seal_dir", 1, err, errlen) < 0)
+        return -1;
+    if (cfg->spool_dir[0] != '\0' && check_dir(&w, cfg->spool_dir, "spool_dir", 0, err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
+int selfcheck(const struct runtime *rt, char *err, size_t errlen)
+{
+    if (check_profile(rt, err, errlen) < 0 || check_index(rt, err, errlen) < 0)
+        return -1;
+    return check_dirs(rt->cfg, err, errlen);
+}

@@ -1,0 +1,26 @@
+/*
+ * selfcheck - what `pecmilter -n` checks beyond loading the configuration.
+ *
+ * runtime_load() already refuses a configuration whose files are missing,
+ * unreadable, unparsable, or whose key does not match the certificate.  A
+ * runtime that loads can still be one the daemon cannot work with: a
+ * signing certificate outside the profile of pec-rules.md §6.2, a
+ * certificate that peers will not find in the providers' index under our
+ * name, or a socket or store directory the daemon's user cannot write.
+ * These are checked here, once, before the operator starts the daemon;
+ * the daemon itself does not repeat them on every start or reload.
+ */
+#ifndef PECMILTER_SELFCHECK_H
+#define PECMILTER_SELFCHECK_H
+
+#include <stddef.h>
+
+#include "runtime.h"
+
+/*
+ * Check RT.  0 when all is well; else -1 with one line in err,
+ * "FILE: what is wrong", naming the file (or directory) to fix.
+ */
+int selfcheck(const struct runtime *rt, char *err, size_t errlen);
+
+#endif
