@@ -1,0 +1,121 @@
+"""`pecmilter -n`: what it checks beyond loading the configuration.
+
+A configuration that loads can still describe a provider peers will not
+trust, or a daemon that cannot create its sockets.  Each such problem must
+be one line, "pecmilter: FILE: what is wrong", naming the file to fix, and
+exit 78 (EX_CONFIG), with nothing on stdout that looks like success.
+"""
+import os
+import pwd
+import re
+import subprocess
+import tempfile
+import unittest
+
+from pectest import config, env, pki
+
+PECMILTER = env.program("pecmilter")
+
+
+class SelfCheckTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = self.tmp.name
+        self.path = os.path.join(self.dir, "pecmilter.conf")
+        self.settings = config.settings("a", self.dir,
+                                        seal_dir=os.path.join(self.dir, "registro"))
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def check(self):
+        with open(self.path, "w") as f:
+            f.write(config.render(self.settings))
+        p = subprocess.run([PECMILTER, "-n", "-c", self.path], capture_output=True,
+                           text=True, timeout=30)
+        return p.returncode, p.stdout, p.stderr
+
+    def assertProblem(self, path, pattern):
+        rc, out, err = self.check()
+        self.assertEqual(rc, 78, "exit status; stderr: %r" % err)
+        lines = err.splitlines()
+        self.assertEqual(len(lines), 1, "exactly one line on stderr: %r" % err)
+        self.assertRegex(lines[0], r"^pecmilter: %s: %s" % (re.escape(path), pattern))
+        self.assertNotIn(": OK", out)
+
+    def test_good_configuration_passes(self):
+        rc, out, err = self.check()
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(err, "")
+        self.assertIn("# %s: OK" % self.path, out)
+
+    def test_key_not_matching_certificate(self):
+        self.settings["sign_key"] = pki.provider("b")["key"]
+        self.assertProblem(pki.provider("b")["key"],
+                           r"the key does not match the certificate %s$"
+                           % re.escape(pki.provider("a")["cert"]))
+
+    def test_certificate_missing_from_index(self):
+        # rogue: signed by the test PEC CA, correct profile, absent from the index
+        rogue = pki.provider("rogue")
+        self.settings.update(config.settings("rogue", self.dir,
+                                             seal_dir=os.path.join(self.dir, "registro")))
+        self.assertProblem(rogue["cert"], r"not in the providers' index %s "
+                           r"\(no providerCertificateHash %s\)"
+                           % (re.escape(pki.index()), pki.cert_sha1("rogue")))
+
+    def test_listed_under_another_name(self):
+        index = os.path.join(self.dir, "index.ldif")
+        with open(pki.index()) as src, open(index, "w") as dst:
+            dst.write(src.read().replace("Gestore A S.p.A.", "Gestore Altro S.p.A."))
+        self.settings["index_file"] = index
+        self.assertProblem(pki.provider("a")["cert"],
+                           r"listed in %s under providerName \"Gestore Altro S\.p\.A\.\", "
+                           r"not provider_name \"Gestore A S\.p\.A\.\"$" % re.escape(index))
+
+    def test_domain_not_managed_in_index(self):
+        self.settings["domains"] = ["pec-a.test", "pec-z.test"]
+        self.assertProblem(pki.index(), r"\"Gestore A S\.p\.A\.\" lists no managedDomains "
+                           r"pec-z\.test")
+
+    def test_service_address_not_the_certificate_address(self):
+        self.settings["service_address"] = "posta@pec-a.test"
+        self.assertProblem(pki.provider("a")["cert"],
+                           r"subjectAltName is posta-certificata@pec-a\.test, "
+                           r"not service_address posta@pec-a\.test$")
+
+    def test_not_a_signing_certificate(self):
+        # the PEC CA's own certificate: keyCertSign and cRLSign, no digitalSignature
+        self.settings["sign_cert"] = pki.pecca()
+        self.settings["sign_chain"] = ""
+        key = os.path.join(self.dir, "pecca.key")
+        with open(pki.path("pecca.key"), "rb") as src, open(key, "wb") as dst:
+            dst.write(src.read())
+        os.chmod(key, 0o600)
+        self.settings["sign_key"] = key
+        self.assertProblem(pki.pecca(), r"keyUsage lacks digitalSignature")
+
+    def test_socket_directory_not_writable_by_user(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root to name another user")
+        sockdir = os.path.join(self.dir, "run")
+        os.mkdir(sockdir, 0o755)     # root's, not writable by nobody
+        os.chmod(self.dir, 0o777)   # the store and the LMTP socket stay here
+        self.settings["user"] = "nobody"
+        self.settings["milter_socket"] = "unix:" + os.path.join(sockdir, "milter.sock")
+        self.assertProblem(sockdir, r"user nobody cannot create files here \(milter_socket\)$")
+        # given to the user, the same directory passes
+        os.chown(sockdir, pwd.getpwnam("nobody").pw_uid, -1)
+        rc, out, err = self.check()
+        self.assertEqual((rc, err), (0, ""))
+
+    def test_store_directory_missing(self):
+        store = os.path.join(self.dir, "absent", "pecmilter.db")
+        self.settings["store"] = store
+        self.assertProblem(os.path.dirname(store),
+                           r"No such file or directory \(the directory of store\)$")
+
+
+if __name__ == "__main__":
+    pki.ensure()
+    unittest.main(verbosity=2)
