@@ -168,10 +168,10 @@ static void record(struct pec_batch *batch, const struct pec_dp_env *env,
     free(dest);
 }
 
-/* Queue BUILT (to the mittente) and its log record in one commit. */
+/* Queue BUILT (to the mittente), its log record and the dedupe record in one commit. */
 static int commit(const struct pec_dp_env *env, const struct pec_daticert *f,
-                  enum pec_notice_kind kind, const char *qid, const struct pec_built *built,
-                  time_t when, char *err, size_t errlen)
+                  enum pec_notice_kind kind, const char *qid, const char *message_id,
+                  const struct pec_built *built, time_t when, char *err, size_t errlen)
 {
     struct pec_spool *sp = pec_spool_new(NULL, SIZE_MAX);
     struct pec_batch *batch;
@@ -195,6 +195,8 @@ static int commit(const struct pec_dp_env *env, const struct pec_daticert *f,
                                 .len = pec_spool_size(sp),
                             });
     record(batch, env, f, kind, qid, built->message_id, when);
+    if (message_id != NULL)
+        pec_batch_delivered(batch, f->consegna, message_id, when);
     rc = pec_store_commit(env->store, batch, err, errlen);
     pec_batch_free(batch);
     pec_spool_free(sp);
@@ -202,8 +204,8 @@ static int commit(const struct pec_dp_env *env, const struct pec_daticert *f,
 }
 
 int pec_dp_receipt(const struct pec_dp_env *env, const struct pec_dp_busta *b, const char *qid,
-                   const char *rcpt, const struct pec_mbox_result *mb, char *what, size_t whatlen,
-                   char *err, size_t errlen)
+                   const char *rcpt, const char *message_id, const struct pec_mbox_result *mb,
+                   char *what, size_t whatlen, char *err, size_t errlen)
 {
     struct pec_daticert f = b->ins->daticert;
     enum pec_notice_kind kind = PEC_NOTICE_MANCATA_CONSEGNA;
@@ -230,7 +232,7 @@ int pec_dp_receipt(const struct pec_dp_env *env, const struct pec_dp_busta *b, c
                                                .when = when},
                           &built, err, errlen);
     if (rc == 0) {
-        rc = commit(env, &f, kind, qid, &built, when, err, errlen);
+        rc = commit(env, &f, kind, qid, message_id, &built, when, err, errlen);
         if (rc == 0)
             snprintf(what, whatlen, "%s <%s>", pec_notice_kind_name(kind), built.message_id);
         pec_built_free(&built);

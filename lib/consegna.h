@@ -39,12 +39,15 @@ void pec_dp_busta_free(struct pec_dp_busta *b);
 
 /*
  * Build the receipt owed for RCPT, whose mailbox answered MB (stored or
- * refused for good), and commit it with its log record.  QID names the
- * message in the log.  0 with a short description in WHAT ("consegna-breve
- * <message-id>"), or -1 with err.
+ * refused for good), and commit it with its log record and, when
+ * MESSAGE_ID (the busta's, no <>) is not NULL, the record that the busta
+ * was dealt with for RCPT (pec_batch_delivered): one commit, so a busta
+ * the MTA hands over again finds the record exactly when its receipt was
+ * queued.  QID names the message in the log.  0 with a short description
+ * in WHAT ("consegna-breve <message-id>"), or -1 with err.
  */
 int pec_dp_receipt(const struct pec_dp_env *env, const struct pec_dp_busta *b, const char *qid,
-                   const char *rcpt, const struct pec_mbox_result *mb, char *what, size_t whatlen,
-                   char *err, size_t errlen);
+                   const char *rcpt, const char *message_id, const struct pec_mbox_result *mb,
+                   char *what, size_t whatlen, char *err, size_t errlen);
 
 #endif

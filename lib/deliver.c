@@ -10,6 +10,7 @@
 #include "xalloc.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,24 @@
 #include <syslog.h>
 
 #define HEAD_MAX (256 * 1024) /* enough of the header for the fields looked at here */
+#define STRIPES 64
+
+/*
+ * Two copies of one PEC message may be handed over at the same moment (the
+ * MTA held both while we were down): deliveries of one Message-ID take the
+ * same lock from asking the store to committing, so the second sees the
+ * first's record.
+ */
+static pthread_mutex_t stripe[STRIPES] = {[0 ... STRIPES - 1] = PTHREAD_MUTEX_INITIALIZER};
+
+static pthread_mutex_t *stripe_of(const char *message_id)
+{
+    unsigned h = 5381;
+
+    for (const char *p = message_id; *p != '\0'; p++)
+        h = h * 33 + (unsigned char)*p;
+    return &stripe[h % STRIPES];
+}
 
 struct job {
     const struct pec_dp_env *env;
@@ -26,6 +45,8 @@ struct job {
     char qid[64];
     const char *kind; /* for the log: busta, notice, anomalia, ordinary, "invalid busta" */
     struct pec_mbox_result *mb;
+    char *message_id; /* a verified PEC message's, no <>: the dedupe key; NULL: none */
+    int *dup;         /* per recipient: the store says it was delivered already */
 };
 
 static void say(const struct job *j, int prio, const char *fmt, ...)
@@ -128,6 +149,7 @@ static void domain_check_and_store(struct job *j)
         .autocreate = strcmp(cfg->maildir_autocreate, "yes") == 0,
         .lmtp = cfg->mailbox_lmtp,
         .hostname = j->env->hostname ? j->env->hostname : "localhost",
+        .message_id = j->message_id,
     };
 
     for (size_t i = 0; i < m->nrcpt; i++) {
@@ -136,6 +158,23 @@ static void domain_check_and_store(struct job *j)
             pec_mbox_result_set(&j->mb[i], PEC_MBOX_PERM, 550, "5.1.2",
                                 "domain not served by this provider");
             continue;
+        }
+        if (j->message_id != NULL && j->env->store != NULL) {
+            char err[512];
+            int seen =
+                pec_store_delivered(j->env->store, m->rcpt[i], j->message_id, err, sizeof(err));
+            if (seen < 0) {
+                say(j, LOG_ERR, "to=<%s>: cannot ask the store whether <%s> came before: %s",
+                    m->rcpt[i], j->message_id, err);
+                pec_mbox_result_set(&j->mb[i], PEC_MBOX_TEMP, 451, "4.3.0",
+                                    "cannot check for a second copy now");
+                continue;
+            }
+            if (seen > 0) {
+                j->dup[i] = 1;
+                pec_mbox_result_set(&j->mb[i], PEC_MBOX_STORED, 250, "2.0.0", "already delivered");
+                continue;
+            }
         }
         where[n] = i;
         ours[n++] = m->rcpt[i];
@@ -155,6 +194,12 @@ static void plain_outcome(struct job *j, size_t i)
     const struct pec_mbox_result *mb = &j->mb[i];
     const char *rcpt = j->m->rcpt[i];
 
+    if (j->dup[i]) {
+        pec_lmtp_reply_set(&j->res[i], 250, "2.0.0", "<%s> delivered already", rcpt);
+        say(j, LOG_NOTICE, "to=<%s>, status=duplicate (%s <%s> delivered already: not again)", rcpt,
+            j->kind, j->message_id);
+        return;
+    }
     if (mb->status == PEC_MBOX_STORED) {
         pec_lmtp_reply_set(&j->res[i], 250, "2.0.0", "<%s> delivered", rcpt);
         say(j, LOG_INFO, "to=<%s>, status=delivered (%s)", rcpt, j->kind);
@@ -172,11 +217,12 @@ static void busta_outcome(struct job *j, const struct pec_dp_busta *b, size_t i)
     const char *rcpt = j->m->rcpt[i], *id = b->ins->daticert.identificativo;
     char what[512], err[1024];
 
-    if (mb->status == PEC_MBOX_TEMP) {
-        plain_outcome(j, i);
+    if (mb->status == PEC_MBOX_TEMP || j->dup[i]) {
+        plain_outcome(j, i); /* a duplicate earned its receipt the first time */
         return;
     }
-    if (pec_dp_receipt(j->env, b, j->qid, rcpt, mb, what, sizeof(what), err, sizeof(err)) != 0) {
+    if (pec_dp_receipt(j->env, b, j->qid, rcpt, j->message_id, mb, what, sizeof(what), err,
+                       sizeof(err)) != 0) {
         say(j, LOG_ERR,
             "to=<%s>, status=deferred: busta %s %s, but its receipt cannot be "
             "queued: %s",
@@ -203,8 +249,55 @@ static void defer_all(struct job *j, const char *why)
                            why);
 }
 
-/* A message claiming to be a busta: check it, then deliver with or without receipts. */
-static void deliver_busta(struct job *j)
+/* A Message-ID without angle brackets or blanks; NULL when there is none. */
+static char *bare_message_id(const char *v)
+{
+    const char *p = v, *e;
+
+    if (p == NULL)
+        return NULL;
+    while (*p == ' ' || *p == '\t' || *p == '<')
+        p++;
+    e = p + strlen(p);
+    while (e > p && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '>'))
+        e--;
+    return e > p ? xstrndup(p, (size_t)(e - p)) : NULL;
+}
+
+/*
+ * Remember, in one commit, which recipients a verified notice or anomalia
+ * went into.  A failure costs only the guard against a second copy, so it is
+ * logged and the MTA still gets 250.
+ */
+static void remember_delivered(struct job *j)
+{
+    struct pec_batch *batch;
+    time_t now = pec_clock_now(j->env->issuer->clock);
+    size_t n = 0;
+    char err[512];
+
+    if (j->message_id == NULL || j->env->store == NULL)
+        return;
+    batch = pec_batch_new();
+    for (size_t i = 0; i < j->m->nrcpt; i++) {
+        if (j->mb[i].status == PEC_MBOX_STORED && !j->dup[i]) {
+            pec_batch_delivered(batch, j->m->rcpt[i], j->message_id, now);
+            n++;
+        }
+    }
+    if (n > 0 && pec_store_commit(j->env->store, batch, err, sizeof(err)) != 0)
+        say(j, LOG_WARNING,
+            "stored, but the record that guards against a second copy of <%s> is lost: %s",
+            j->message_id, err);
+    pec_batch_free(batch);
+}
+
+/*
+ * A message claiming to be PEC (busta, notice, anomalia): check it, then
+ * deliver.  A valid one is delivered once per mailbox (its Message-ID is the
+ * key); a valid busta earns its receipts; everything else goes in unchanged.
+ */
+static void deliver_pec(struct job *j)
 {
     const struct pec_dp_env *env = j->env;
     struct pec_inspect_opts opts = {
@@ -213,6 +306,7 @@ static void deliver_busta(struct job *j)
     struct pec_dp_busta b;
     unsigned char *copy;
     const unsigned char *msg = whole(j->m->data, &copy);
+    int busta = strcmp(j->kind, "busta") == 0;
     char err[512];
 
     if (msg == NULL) {
@@ -221,16 +315,28 @@ static void deliver_busta(struct job *j)
         return;
     }
     pec_inspect(msg, pec_spool_size(j->m->data), &opts, &ins);
+    if (ins.valid && (!busta || ins.kind == PEC_KIND_BUSTA))
+        j->message_id = bare_message_id(ins.message_id);
+    if (j->message_id != NULL)
+        pthread_mutex_lock(stripe_of(j->message_id));
     if (ins.temporary) {
-        say(j, LOG_ERR, "cannot inspect the busta now: %s", ins.reason);
+        say(j, LOG_ERR, "cannot inspect the %s now: %s", j->kind, ins.reason);
         defer_all(j, "cannot inspect the message");
-    } else if (ins.kind != PEC_KIND_BUSTA || !ins.valid) {
+    } else if (busta && (ins.kind != PEC_KIND_BUSTA || !ins.valid)) {
         j->kind = "invalid busta";
         say(j, LOG_WARNING,
             "claims to be a busta di trasporto but is not a valid one (%s): "
             "delivered unchanged, no receipt",
             ins.valid ? pec_kind_name(ins.kind) : ins.reason);
         domain_check_and_store(j);
+        for (size_t i = 0; i < j->m->nrcpt; i++)
+            plain_outcome(j, i);
+    } else if (!busta) {
+        if (!ins.valid)
+            say(j, LOG_INFO, "%s that does not verify (%s): delivered unchanged", j->kind,
+                ins.reason);
+        domain_check_and_store(j);
+        remember_delivered(j);
         for (size_t i = 0; i < j->m->nrcpt; i++)
             plain_outcome(j, i);
     } else if (pec_dp_busta_init(&b, &ins, msg, env->cfg->spool_dir, err, sizeof(err)) != 0) {
@@ -242,6 +348,8 @@ static void deliver_busta(struct job *j)
             busta_outcome(j, &b, i);
         pec_dp_busta_free(&b);
     }
+    if (j->message_id != NULL)
+        pthread_mutex_unlock(stripe_of(j->message_id));
     pec_inspection_free(&ins);
     free(copy);
 }
@@ -259,14 +367,17 @@ void pec_dp_deliver(const struct pec_dp_env *env, const struct pec_lmtp_msg *m,
     j.kind = claimed_kind(head);
     free(buf);
     j.mb = xcalloc(m->nrcpt ? m->nrcpt : 1, sizeof(*j.mb));
+    j.dup = xcalloc(m->nrcpt ? m->nrcpt : 1, sizeof(*j.dup));
     say(&j, LOG_INFO, "from=<%s>, size=%zu, nrcpt=%zu, %s", m->sender, pec_spool_size(m->data),
         m->nrcpt, j.kind);
-    if (strcmp(j.kind, "busta") == 0) {
-        deliver_busta(&j);
+    if (strcmp(j.kind, "ordinary") != 0) {
+        deliver_pec(&j);
     } else {
         domain_check_and_store(&j);
         for (size_t i = 0; i < m->nrcpt; i++)
             plain_outcome(&j, i);
     }
+    free(j.message_id);
+    free(j.dup);
     free(j.mb);
 }

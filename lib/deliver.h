@@ -23,9 +23,28 @@
  *
  * A receipt goes into the store's outbox in the same commit as the log
  * record of the delivery, after the mailbox has the message.  When that
- * commit (or building the receipt) fails, the MTA gets 4xx: it delivers
- * again later, so the mailbox may hold the busta twice, but the receipt
- * is never lost.
+ * commit (or building the receipt) fails, the MTA gets 4xx and delivers
+ * again later: the receipt is never lost.
+ *
+ * Once per mailbox.  A PEC message whose signature verifies (a busta, a
+ * receipt or avviso, a busta di anomalia) is delivered at most once into
+ * each mailbox, keyed by its Message-ID: a provider's injector that
+ * crashed between the MTA's 250 and recording it sends the same message
+ * (same bytes, same Message-ID) again, and SMTP cannot tell it the first
+ * copy arrived.  The store remembers (mailbox, Message-ID)
+ * (pec_store_delivered); a second copy gets 250 "delivered already", is
+ * not stored and earns no second receipt.  For a busta that record is
+ * committed together with the receipt (consegna.h), for a notice or
+ * anomalia on its own after the mailbox has it.  A kill between the
+ * mailbox write and that commit makes the MTA deliver again; the Maildir
+ * backend then names the file after the mailbox and Message-ID (mailbox.h)
+ * and finds it, so the retry stores nothing new and queues the one
+ * receipt.  With the LMTP backend (Dovecot) the store record is the only
+ * guard: a kill after the server's 250 and before our commit leaves a
+ * second copy in that mailbox -- still one receipt, as the receipt
+ * commits with the record.  Ordinary mail and messages that do not verify
+ * are never deduplicated: their Message-ID is vouched for by nobody, and
+ * honouring it would let one sender suppress another's message.
  *
  * Everything else -- notices, buste di anomalia, ordinary mail, and a
  * message that claims to be a busta but does not verify -- is delivered

@@ -20,6 +20,18 @@
  * disk is temporary.  The bytes are kept as they came, CRLF, so the
  * signature of a PEC message is over exactly what the mailbox holds.
  *
+ * A message delivered with a message_id (a verified PEC message, see
+ * deliver.h) carries in its file name, after the counter, "X" and 32 hex
+ * digits of SHA-256(lower-case rcpt NUL Message-ID), the rest of the name
+ * as usual (so names still sort by time).  When a file whose name holds
+ * that key is already in new/ or cur/, the message is stored already: the
+ * result is "stored" and nothing is written.  So a delivery the MTA
+ * repeats because we crashed after the rename and before saying 250 finds
+ * its own file instead of making a second copy, even after the user's
+ * client moved it to cur/ (at the cost of reading both directories).  A
+ * file the user deleted is delivered again; the store's record
+ * (deliver.h) is what guards that case.
+ *
  * LMTP: one session per message with the server, every recipient in it;
  * each RCPT and the per-recipient DATA replies are passed on as the server
  * gave them.  A server that cannot be reached, times out or breaks the
@@ -49,9 +61,10 @@ struct pec_mbox_conf {
     const char *backend; /* "maildir" or "lmtp" */
     const char *maildir_root;
     int autocreate;
-    const char *lmtp;     /* the server's socket spec */
-    const char *hostname; /* our name: LHLO, Maildir file names */
-    int timeout;          /* seconds per LMTP exchange; 0: 300 */
+    const char *lmtp;       /* the server's socket spec */
+    const char *hostname;   /* our name: LHLO, Maildir file names */
+    int timeout;            /* seconds per LMTP exchange; 0: 300 */
+    const char *message_id; /* Maildir: name the file after it (see above); NULL: unique name */
 };
 
 /*

@@ -4,13 +4,16 @@
  * File names follow the Maildir convention Dovecot and Courier read:
  * <seconds>.M<microseconds>P<pid>Q<counter>.<host>,S=<size>, unique across
  * threads (the counter) and processes (the pid), with the size Dovecot can
- * use without opening the file.
+ * use without opening the file.  A PEC message delivered with its
+ * Message-ID also carries X<hash> after the counter (mailbox.h).
  */
 #include "mailbox.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,24 +143,79 @@ static int put_chunk(const unsigned char *chunk, size_t n, void *arg)
     return write_all(*(int *)arg, chunk, n) == 0 ? 0 : -1;
 }
 
-/* A name no other delivery, here or in another process, uses. */
-static char *unique_name(const char *host, size_t size)
+/* HOST with the characters a Maildir name cannot hold ('/', ':') escaped, into CLEAN. */
+static void clean_host(const char *host, char *clean, size_t size)
 {
-    struct timeval tv;
-    char clean[256];
     size_t k = 0;
 
-    gettimeofday(&tv, NULL);
-    for (const char *h = host; *h != '\0' && k + 5 < sizeof(clean); h++) {
+    for (const char *h = host; *h != '\0' && k + 5 < size; h++) {
         if (*h == '/' || *h == ':')
-            k += (size_t)snprintf(clean + k, sizeof(clean) - k, "\\%03o", (unsigned char)*h);
+            k += (size_t)snprintf(clean + k, size - k, "\\%03o", (unsigned char)*h);
         else
             clean[k++] = *h;
     }
     clean[k] = '\0';
-    return xasprintf("%lld.M%06ldP%ldQ%lu.%s,S=%zu", (long long)tv.tv_sec, (long)tv.tv_usec,
-                     (long)getpid(), __atomic_add_fetch(&counter, 1, __ATOMIC_SEQ_CST), clean,
+}
+
+/* A name no other delivery, here or in another process, uses; KEY ("" or "X<hex>") inside. */
+static char *unique_name(const char *host, const char *key, size_t size)
+{
+    struct timeval tv;
+    char clean[256];
+
+    gettimeofday(&tv, NULL);
+    clean_host(host, clean, sizeof(clean));
+    return xasprintf("%lld.M%06ldP%ldQ%lu%s.%s,S=%zu", (long long)tv.tv_sec, (long)tv.tv_usec,
+                     (long)getpid(), __atomic_add_fetch(&counter, 1, __ATOMIC_SEQ_CST), key, clean,
                      size);
+}
+
+/*
+ * "X<hash>" for RCPT (lower case) and MESSAGE_ID: the part of the name that
+ * says which message it is (mailbox.h); NULL when the digest fails.
+ */
+static char *message_key(const char *rcpt, const char *message_id)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    char *in = xasprintf("%s%c%s", rcpt, '\0', message_id), hex[33];
+    size_t rlen = strlen(rcpt), n = rlen + 1 + strlen(message_id);
+
+    for (size_t i = 0; i < rlen; i++)
+        in[i] = (char)tolower((unsigned char)in[i]);
+    if (!EVP_Digest(in, n, md, &mdlen, EVP_sha256(), NULL) || mdlen < 16) {
+        free(in);
+        return NULL;
+    }
+    free(in);
+    for (size_t i = 0; i < 16; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return xasprintf("X%s", hex);
+}
+
+/* Is a file whose name holds KEY followed by '.' in DIR?  1, 0, or -1 with errno. */
+static int have_file(const char *dir, const char *key)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    size_t n = strlen(key);
+    int found = 0;
+
+    if (d == NULL)
+        return -1;
+    errno = 0;
+    while (!found && (e = readdir(d)) != NULL) {
+        const char *at = strstr(e->d_name, key);
+        found = at != NULL && at[n] == '.';
+    }
+    if (!found && errno != 0) {
+        int saved = errno;
+        closedir(d);
+        errno = saved;
+        return -1;
+    }
+    closedir(d);
+    return found;
 }
 
 /* Write HEAD and MSG to the new file TMP and make it durable: 0, or -1 with errno. */
@@ -182,7 +240,9 @@ static int write_file(const char *tmp, const char *head, const struct pec_spool 
 void pec_maildir_deliver(const struct pec_mbox_conf *mc, const char *sender, const char *rcpt,
                          const struct pec_spool *msg, struct pec_mbox_result *res)
 {
-    char *name = box_name(rcpt), *box, *head, *file, *tmp, *dst, *newdir;
+    char *name = box_name(rcpt), *box, *head, *file, *tmp, *dst, *newdir, *curdir, *key = NULL;
+    size_t size;
+    int seen = 0;
 
     if (name == NULL) {
         pec_mbox_result_set(res, PEC_MBOX_PERM, 550, "5.1.3", "no mailbox can have this name");
@@ -194,12 +254,29 @@ void pec_maildir_deliver(const struct pec_mbox_conf *mc, const char *sender, con
         free(box);
         return;
     }
+    if (mc->message_id != NULL && (key = message_key(rcpt, mc->message_id)) == NULL) {
+        pec_mbox_result_set(res, PEC_MBOX_TEMP, 451, "4.3.0", "cannot name the message file");
+        free(box);
+        return;
+    }
     head = xasprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n", sender, rcpt);
-    file = unique_name(mc->hostname, strlen(head) + pec_spool_size(msg));
+    size = strlen(head) + pec_spool_size(msg);
+    file = unique_name(mc->hostname, key ? key : "", size);
     tmp = xasprintf("%s/tmp/%s", box, file);
     dst = xasprintf("%s/new/%s", box, file);
     newdir = xasprintf("%s/new", box);
-    if (write_file(tmp, head, msg) != 0) {
+    curdir = xasprintf("%s/cur", box);
+    if (key != NULL && ((seen = have_file(newdir, key)) == 0))
+        seen = have_file(curdir, key);
+    if (seen < 0) {
+        io_failure(res, "read the mailbox", errno);
+    } else if (seen > 0) {
+        /* the delivery that wrote it may have died before this */
+        if (sync_dir(newdir) != 0)
+            io_failure(res, "sync new/", errno);
+        else
+            pec_mbox_result_set(res, PEC_MBOX_STORED, 250, "2.0.0", "already in its mailbox");
+    } else if (write_file(tmp, head, msg) != 0) {
         io_failure(res, "write the message", errno);
     } else if (rename(tmp, dst) != 0) {
         io_failure(res, "move the message into new/", errno);
@@ -209,10 +286,12 @@ void pec_maildir_deliver(const struct pec_mbox_conf *mc, const char *sender, con
     } else {
         pec_mbox_result_set(res, PEC_MBOX_STORED, 250, "2.0.0", "delivered to its mailbox");
     }
+    free(curdir);
     free(newdir);
     free(dst);
     free(tmp);
     free(file);
     free(head);
     free(box);
+    free(key);
 }

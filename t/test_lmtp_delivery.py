@@ -20,6 +20,12 @@ What must hold (pec-rules.md 2.4, 4.7, 4.8, 9; deliver.h):
     unchanged and never earn a receipt;
   * a temporary failure (mailbox root missing, store locked, mailbox server down)
     gets 4xx and no receipt; the receipt comes when the MTA retries;
+  * a PEC message that verifies goes into a mailbox once: a second copy (same
+    Message-ID) gets 250 "delivered already", is not stored and earns no second
+    receipt, also when the copies come at the same moment, when the first copy
+    was stored but not recorded (the MTA's retry finds the Maildir file, in new/
+    or moved to cur/), and through Dovecot; ordinary mail and a tampered busta
+    are delivered every time;
   * nothing is left running.
 """
 import email
@@ -272,8 +278,9 @@ def maildir_messages(root, local):
     for sub in ("new", "cur"):
         d = os.path.join(root, local, sub)
         if os.path.isdir(d):
-            out += sorted(os.path.join(d, n) for n in os.listdir(d))
+            out += [os.path.join(d, n) for n in os.listdir(d)]
     res = []
+    out.sort(key=os.path.basename)    # names begin with the time of delivery
     for p in out:
         with open(p, "rb") as f:
             res.append(f.read())
@@ -523,7 +530,7 @@ class MaildirDelivery(unittest.TestCase, ReceiptChecks):
         self.check_receipt(rows[1], busta, ANNA, ricevuta="completa")
 
     def test_missing_mailbox_and_foreign_domain(self):
-        busta = generated("busta.eml")
+        busta = make_busta("missing")
         mark = self.d.marks()
         replies = deliver(self.d.sock, [NESSUNO, LUIGI, "luigi@pec-a.test"], busta)
         # the MTA gets 250 for all three: the avviso di mancata consegna replaces a bounce
@@ -602,9 +609,11 @@ class MaildirDelivery(unittest.TestCase, ReceiptChecks):
         self.assertTrue(replies[0][1].startswith("451 4.3.0"), replies)
         self.assertEqual(self.count("luigi.bianchi"), n + 1)
         self.assertEqual(self.d.outbox_since(mark), [])
-        # the retry: delivered again, and this time the receipt is queued
+        # the retry finds the file it wrote (no second copy), and this time the
+        # receipt is queued
         replies = deliver(self.d.sock, [LUIGI], busta)
         self.assertEqual(replies[0][0], 250)
+        self.assertEqual(self.count("luigi.bianchi"), n + 1)
         rows = self.d.outbox_since(mark)
         self.assertEqual(len(rows), 1)
         self.check_receipt(rows[0], busta, LUIGI, ricevuta="completa")
@@ -612,6 +621,7 @@ class MaildirDelivery(unittest.TestCase, ReceiptChecks):
     def test_concurrent_sessions(self):
         busta = make_busta("concurrent")
         mark = self.d.marks()
+        n = {u: self.count(u) for u in ("luigi.bianchi", "anna.verdi")}
         results, errors = [], []
 
         def one(k):
@@ -629,9 +639,54 @@ class MaildirDelivery(unittest.TestCase, ReceiptChecks):
         self.assertEqual(errors, [])
         self.assertEqual(len(results), 12)
         self.assertTrue(all(code == 250 for r in results for code, _ in r), results)
+        # six copies of one busta at once: stored once per mailbox, one receipt each;
+        # the six ordinary messages all stored
         rows = self.d.outbox_since(mark)
-        self.assertEqual(len(rows), 12)  # 6 buste x 2 recipients
-        self.assertEqual(len({r["message_id"] for r in rows}), 12)
+        self.assertEqual(len(rows), 2, rows)
+        self.assertEqual(sum("delivered already" in t for r in results for _, t in r), 10)
+        for u in ("luigi.bianchi", "anna.verdi"):
+            self.assertEqual(self.count(u), n[u] + 7)
+
+    def test_second_copy(self):
+        busta = make_busta("twice")
+        mark = self.d.marks()
+        n = self.count("luigi.bianchi")
+        self.assertEqual(deliver(self.d.sock, [LUIGI], busta)[0][0], 250)
+        replies = deliver(self.d.sock, [LUIGI, ANNA], busta)
+        self.assertEqual([r[0] for r in replies], [250, 250])
+        self.assertIn("delivered already", replies[0][1])
+        self.assertNotIn("queued", replies[0][1])
+        self.assertIn("queued", replies[1][1])        # anna had not had it
+        self.assertEqual(self.count("luigi.bianchi"), n + 1)
+        self.assertEqual(len(self.d.outbox_since(mark)), 2)
+        self.assertIn("status=duplicate", self.d.log())
+
+        # stored but not recorded (a crash between the two), and the user's client
+        # has moved it to cur/ meanwhile: the retry finds it there
+        busta = make_busta("cur")
+        mark = self.d.marks()
+        self.assertEqual(deliver(self.d.sock, [LUIGI], busta)[0][0], 250)
+        new = os.path.join(self.root, "luigi.bianchi", "new")
+        name = max(os.listdir(new), key=lambda f: os.stat(os.path.join(new, f)).st_mtime_ns)
+        os.rename(os.path.join(new, name),
+                  os.path.join(self.root, "luigi.bianchi", "cur", name + ":2,S"))
+        mid = re.search(rb"(?im)^Message-ID:\s*<([^>]+)>", busta).group(1).decode()
+        with sqlite3.connect(self.d.db, timeout=10) as db:
+            self.assertEqual(db.execute("DELETE FROM delivered WHERE message_id = ?",
+                                        (mid,)).rowcount, 1)
+        count = self.count("luigi.bianchi")
+        replies = deliver(self.d.sock, [LUIGI], busta)
+        self.assertEqual(replies[0][0], 250)
+        self.assertEqual(self.count("luigi.bianchi"), count)
+
+        # a notice that verifies, twice: once; ordinary mail and a tampered busta
+        # (nobody vouches for their Message-ID), twice: twice
+        for msg, times in ((generated("presa-in-carico.eml"), 1), (ORDINARY, 2),
+                           (generated("busta.eml").replace(b"Buongiorno", b"Buonasera"), 2)):
+            count = self.count("luigi.bianchi")
+            for _ in range(2):
+                self.assertEqual(deliver(self.d.sock, [LUIGI], msg, sender=SERVICE_B)[0][0], 250)
+            self.assertEqual(self.count("luigi.bianchi"), count + times, msg[:300])
 
     def test_large_busta(self):
         busta = make_busta("large", pdf_bytes=3 * 1024 * 1024)
@@ -680,6 +735,13 @@ class DovecotDelivery(unittest.TestCase, ReceiptChecks):
                            esteso="5.1.1 - %s - indirizzo non valido" % GESTORE_B)
         self.check_receipt(rows[3], busta, "piena@pec-b.test", errore="altro",
                            esteso="5.2.2 - %s - casella piena" % GESTORE_B)
+        # the same busta again: Dovecot does not get it twice, nobody gets a receipt
+        replies = deliver(self.d.sock, [LUIGI, ANNA], busta)
+        self.assertEqual([r[0] for r in replies], [250, 250], replies)
+        self.assertIn("delivered already", replies[0][1])
+        for who in (LUIGI, ANNA):
+            self.assertEqual(len(self.dc.messages(who)), 1)
+        self.assertEqual(len(self.d.outbox_since(mark)), 4)
 
     def test_dovecot_down(self):
         down = Peclmtpd("dovecot-down", mailbox_backend="lmtp",

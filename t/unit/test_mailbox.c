@@ -5,7 +5,8 @@
  * given), its name, the directories made or not made, the rules for a
  * mailbox that exists, names that cannot be mailboxes, a root that is
  * missing (temporary) and a full mailbox (EFBIG from RLIMIT_FSIZE stands
- * in for a quota: permanent).  LMTP: a downstream server (this project's
+ * in for a quota: permanent); a message delivered with its Message-ID is
+ * stored once per mailbox, found again in new/ or cur/.  LMTP: a downstream server (this project's
  * own LMTP server with a scripted delivery) answers per recipient, and each
  * answer comes back as it was given; the body survives dot-stuffing; a
  * server that is not there or does not speak is temporary for everyone.
@@ -193,6 +194,57 @@ static void test_maildir_big_and_full(void)
     free(big);
 }
 
+/* With a Message-ID: one file per mailbox, wherever the user's client moved it. */
+static void test_maildir_message_id(void)
+{
+    char root[256], path[512], name[256], from[768], to[768];
+    struct pec_mbox_conf mc = {.backend = "maildir",
+                               .maildir_root = root,
+                               .autocreate = 1,
+                               .hostname = "h",
+                               .message_id = "id.1@pec-a.test"};
+    struct pec_mbox_result res;
+    struct pec_spool *msg = spool_of("Subject: pec\r\n\r\nbody\r\n", 1 << 20);
+    size_t len;
+    char *got;
+
+    snprintf(root, sizeof(root), "%s/dedupe", tmpdir);
+    CHECK(mkdir(root, 0755) == 0);
+    pec_maildir_deliver(&mc, "s@x", "u@y", msg, &res);
+    CHECK(res.status == PEC_MBOX_STORED);
+    CHECK_STR(res.text, "delivered to its mailbox");
+    pec_maildir_deliver(&mc, "s@x", "U@Y", msg, &res); /* the mailbox, in other case */
+    CHECK(res.status == PEC_MBOX_STORED);
+    CHECK_STR(res.text, "already in its mailbox");
+    snprintf(path, sizeof(path), "%s/u/new", root);
+    got = only_file(path, name, sizeof(name), &len);
+    CHECK(got != NULL && strstr(name, "X") != NULL && strstr(name, ".h,S=") != NULL);
+    free(got);
+
+    /* read and flagged by the user's client: still the same message */
+    snprintf(from, sizeof(from), "%s/u/new/%s", root, name);
+    snprintf(to, sizeof(to), "%s/u/cur/%s:2,S", root, name);
+    CHECK(rename(from, to) == 0);
+    pec_maildir_deliver(&mc, "s@x", "u@y", msg, &res);
+    CHECK(res.status == PEC_MBOX_STORED);
+    CHECK_STR(res.text, "already in its mailbox");
+    snprintf(path, sizeof(path), "%s/u/new", root);
+    CHECK(count_files(path) == 0);
+
+    /* another Message-ID, another mailbox, or none: a file each */
+    mc.message_id = "id.2@pec-a.test";
+    pec_maildir_deliver(&mc, "s@x", "u@y", msg, &res);
+    pec_maildir_deliver(&mc, "s@x", "v@y", msg, &res);
+    mc.message_id = NULL;
+    pec_maildir_deliver(&mc, "s@x", "u@y", msg, &res);
+    pec_maildir_deliver(&mc, "s@x", "u@y", msg, &res);
+    CHECK(res.status == PEC_MBOX_STORED);
+    CHECK(count_files(path) == 3);
+    snprintf(path, sizeof(path), "%s/v/new", root);
+    CHECK(count_files(path) == 1);
+    pec_spool_free(msg);
+}
+
 /* ---- a downstream LMTP server ---- */
 
 static char *down_data;
@@ -288,6 +340,7 @@ int main(void)
     }
     test_maildir();
     test_maildir_big_and_full();
+    test_maildir_message_id();
     test_lmtp_backend();
     rm_tree(tmpdir);
     return check_exit();
