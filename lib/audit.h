@@ -1,0 +1,70 @@
+/*
+ * audit - check one provider's legal log against the invariants a PEC
+ * log auditor checks (pec-rules.md §5.2, the ULib PEC_report_anomalie rules).
+ *
+ * One provider's log holds two kinds of transaction, told apart by what the
+ * provider recorded about them:
+ *
+ * - its own (sender side): it emitted the busta di trasporto and the
+ *   ricevuta di accettazione, or an avviso di non accettazione, and it
+ *   records the receipts other providers send back.  Every accepted message
+ *   has exactly one busta and one accettazione; every certified recipient
+ *   appears in exactly one presa in carico and has exactly one final
+ *   outcome: consegna, mancata consegna (for virus too) or the 24 h notice
+ *   (which also excuses a missing presa in carico).  A refused message has
+ *   neither busta nor accettazione.
+ *
+ * - another provider's (receiving side): it emitted a presa in carico for
+ *   the busta and a consegna or mancata consegna per recipient.  Each
+ *   recipient of a presa in carico appears in exactly one and has exactly
+ *   one outcome; no outcome without a presa in carico.
+ *
+ * For both: every rilevazione virus pairs with exactly one mancata consegna
+ * per virus for that recipient; no receipt or notice refers to a notice (or
+ * a busta di anomalia); esterno recipients get no receipts.
+ *
+ * Receipts are counted by Message-ID: the same receipt recorded twice (sent
+ * again after a crash, or emitted here and received back here because
+ * sender and recipient are both ours) is one receipt; two different final
+ * outcomes for one recipient are a violation.  A recipient still inside the
+ * deadline (DEADLINE_AFTER seconds after the busta or the presa in carico)
+ * without its outcome or presa in carico is pending, not a violation.
+ *
+ * Addresses compare without case.  The 12 h and 24 h notices and every
+ * consegna name their recipient(s) in the consegna field, a presa in carico
+ * in ricezione ("a@x, b@y").
+ */
+#ifndef PEC_AUDIT_H
+#define PEC_AUDIT_H
+
+#include <stddef.h>
+#include <time.h>
+
+struct pec_store;
+
+struct pec_audit_opts {
+    time_t since;             /* only transactions whose first record is at >= SINCE; 0: all */
+    time_t now;               /* what "still inside the deadline" is measured against */
+    long long deadline_after; /* seconds an outcome may take (deadline_after in
+                                 the config) */
+};
+
+struct pec_audit_report {
+    long long records;      /* log records read */
+    long long transactions; /* transactions checked (both sides) */
+    long long pending;      /* of those, still waiting inside their deadline */
+    long long violations;   /* problems reported */
+};
+
+/* One problem with the transaction IDENTIFICATIVO, as one line of text. */
+typedef void pec_audit_fn(const char *identificativo, const char *problem, void *arg);
+
+/*
+ * Read the whole log and call FN once per problem, transactions in the order
+ * of their first record.  Returns the number of violations (also in REP), or
+ * -1 with err when the store could not be read.
+ */
+long long pec_audit_run(struct pec_store *st, const struct pec_audit_opts *o, pec_audit_fn *fn,
+                        void *arg, struct pec_audit_report *rep, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,330 @@
+/*
+ * test_audit - the log auditor over real stores written with
+ * pec_batch_record, the records shaped as the access point, the reception
+ * point, the delivery point and the scheduler write them.
+ *
+ * A clean log with every legitimate shape (a receipt recorded twice with one
+ * Message-ID, our own recipient's receipts emitted and received back, an
+ * esterno recipient, a refusal, a timeout, a virus, another provider's busta,
+ * an anomaly, a transaction still inside its deadline) must give no
+ * violation and one pending transaction.  Then each invariant is broken
+ * once, by its own transaction, and exactly that transaction must be named,
+ * once, for that reason.
+ */
+#include "audit.h"
+#include "check.h"
+#include "registro.h"
+#include "store.h"
+
+#include <unistd.h>
+
+#define T0 1700000000
+#define HOUR 3600
+#define NOW (T0 + 48 * HOUR)
+#define PEC "pec-a.test"
+
+static char dir[] = "/tmp/test_audit.XXXXXX";
+
+enum { EM = PEC_REG_EMISSIONE, RIC = PEC_REG_RICEZIONE };
+
+/* One record; the fields the audit reads, the rest filled as the roles do. */
+static void rec(struct pec_batch *b, enum pec_reg_kind k, int dir_, time_t at, const char *id,
+                const char *msgid, const char *dest, const char *consegna, const char *ricezione)
+{
+    struct pec_record r;
+
+    pec_record_init(&r, k, (enum pec_reg_dir)dir_, at, id);
+    r.mittente = "mario@" PEC;
+    r.oggetto = "prova";
+    r.gestore = "Gestore A";
+    r.message_id = msgid;
+    r.destinatari = dest;
+    r.consegna = consegna;
+    r.ricezione = ricezione;
+    pec_batch_record(b, &r);
+}
+
+/* Busta and accettazione of our transaction ID at AT to DEST. */
+static void accepted(struct pec_batch *b, time_t at, const char *id, const char *dest)
+{
+    char acc[128];
+
+    snprintf(acc, sizeof(acc), "acc.%s", id);
+    rec(b, PEC_REG_BUSTA_TRASPORTO, EM, at, id, id, dest, NULL, NULL);
+    rec(b, PEC_REG_ACCETTAZIONE, EM, at, id, acc, dest, NULL, NULL);
+}
+
+static void clean_log(struct pec_batch *b)
+{
+    /* to another provider: presa in carico and consegna received, the consegna
+     * twice */
+    accepted(b, T0, "c1@" PEC, "anna@pec-b.test (certificato)");
+    rec(b, PEC_REG_PRESA_IN_CARICO, RIC, T0 + 5, "c1@" PEC, "pic1@pec-b.test", "", NULL,
+        "anna@pec-b.test");
+    rec(b, PEC_REG_CONSEGNA, RIC, T0 + 9, "c1@" PEC, "con1@pec-b.test", "", "anna@pec-b.test",
+        NULL);
+    rec(b, PEC_REG_CONSEGNA, RIC, T0 + 700, "c1@" PEC, "con1@pec-b.test", "", "Anna@PEC-B.test",
+        NULL);
+
+    /* within our domain, an esterno too: receipts emitted, then received back;
+       the presa in carico covers both of our recipients */
+    accepted(b, T0 + 10, "c2@" PEC,
+             "luca@" PEC " (certificato), eva@" PEC " (certificato), x@example.org (esterno)");
+    rec(b, PEC_REG_PRESA_IN_CARICO, EM, T0 + 10, "c2@" PEC, "pic2@" PEC, "", NULL,
+        "luca@" PEC ", eva@" PEC);
+    rec(b, PEC_REG_CONSEGNA, EM, T0 + 11, "c2@" PEC, "con2l@" PEC, "", "luca@" PEC, NULL);
+    rec(b, PEC_REG_MANCATA_CONSEGNA, EM, T0 + 11, "c2@" PEC, "mc2e@" PEC, "", "eva@" PEC, NULL);
+    rec(b, PEC_REG_PRESA_IN_CARICO, RIC, T0 + 12, "c2@" PEC, "pic2@" PEC, "", NULL,
+        "luca@" PEC ", eva@" PEC);
+    rec(b, PEC_REG_CONSEGNA, RIC, T0 + 12, "c2@" PEC, "con2l@" PEC, "", "luca@" PEC, NULL);
+
+    /* nothing came back: 12 h and 24 h notices, no presa in carico needed */
+    accepted(b, T0 + 20, "c3@" PEC, "zeno@pec-c.test (certificato)");
+    rec(b, PEC_REG_MANCATA_CONSEGNA_12H, EM, T0 + 20 + 12 * HOUR, "c3@" PEC, "w12@" PEC, "",
+        "zeno@pec-c.test", NULL);
+    rec(b, PEC_REG_MANCATA_CONSEGNA_24H, EM, T0 + 20 + 24 * HOUR, "c3@" PEC, "w24@" PEC, "",
+        "zeno@pec-c.test", NULL);
+
+    /* refused: no busta, no accettazione, nothing expected */
+    rec(b, PEC_REG_NON_ACCETTAZIONE, EM, T0 + 30, "c4@" PEC, "na4@" PEC,
+        "anna@pec-b.test (certificato)", NULL, NULL);
+
+    /* a virus found by the recipient's provider: its mancata consegna per virus
+     */
+    accepted(b, T0 + 40, "c5@" PEC, "anna@pec-b.test (certificato)");
+    rec(b, PEC_REG_PRESA_IN_CARICO, RIC, T0 + 41, "c5@" PEC, "pic5@pec-b.test", "", NULL,
+        "anna@pec-b.test");
+    rec(b, PEC_REG_RILEVAZIONE_VIRUS, RIC, T0 + 42, "c5@" PEC, "rv5@pec-b.test", "",
+        "anna@pec-b.test", NULL);
+    rec(b, PEC_REG_MANCATA_CONSEGNA_VIRUS, EM, T0 + 42, "c5@" PEC, "mcv5@" PEC, "",
+        "anna@pec-b.test", NULL);
+
+    /* another provider's busta: our presa in carico, then one outcome per
+     * recipient */
+    rec(b, PEC_REG_PRESA_IN_CARICO, EM, T0 + 50, "r1@pec-b.test", "pic.r1@" PEC,
+        "luca@" PEC " (certificato), anna@pec-b.test (certificato)", NULL, "luca@" PEC);
+    rec(b, PEC_REG_CONSEGNA, EM, T0 + 51, "r1@pec-b.test", "con.r1@" PEC, "", "luca@" PEC, NULL);
+
+    /* an anomaly is no transaction */
+    rec(b, PEC_REG_BUSTA_ANOMALIA, EM, T0 + 60, "an1@" PEC, "an1@" PEC, "luca@" PEC, NULL, NULL);
+
+    /* still inside its deadline: pending */
+    accepted(b, NOW - HOUR, "p1@" PEC, "anna@pec-b.test (certificato)");
+    rec(b, PEC_REG_CONSEGNA, RIC, NOW - 60, "p1@" PEC, "con.p1@pec-b.test", "", "anna@pec-b.test",
+        NULL);
+}
+
+static void broken_log(struct pec_batch *b)
+{
+    const char *anna = "anna@pec-b.test (certificato)";
+
+    /* v1: no accettazione */
+    rec(b, PEC_REG_BUSTA_TRASPORTO, EM, T0, "v1@" PEC, "v1@" PEC, anna, NULL, NULL);
+    rec(b, PEC_REG_PRESA_IN_CARICO, RIC, T0 + 1, "v1@" PEC, "pic.v1@b", "", NULL,
+        "anna@pec-b.test");
+    rec(b, PEC_REG_CONSEGNA, RIC, T0 + 2, "v1@" PEC, "con.v1@b", "", "anna@pec-b.test", NULL);
+
+    /* v2: no busta */
+    rec(b, PEC_REG_ACCETTAZIONE, EM, T0, "v2@" PEC, "acc.v2@" PEC, anna, NULL, NULL);
+    rec(b, PEC_REG_PRESA_IN_CARICO, RIC, T0 + 1, "v2@" PEC, "pic.v2@b", "", NULL,
+        "anna@pec-b.test");
+    rec(b, PEC_REG_CONSEGNA, RIC, T0 + 2, "v2@" PEC, "con.v2@b", "", "anna@pec-b.test", NULL);
+
+    /* v3: two accettazioni */
+    accepted(b, T0, "v3@" PEC, anna);
+    rec(b, PEC_REG_ACCETTAZIONE, EM, T0, "v3@" PEC, "acc2.v3@" PEC, anna, NULL, NULL);
+    rec(b, PEC_REG_PRESA_IN_CARICO, RIC, T0 + 1, "v3@" PEC, "pic.v3@b", "", NULL,
+        "anna@pec-b.test");
+    rec(b, PEC_REG_CONSEGNA, RIC, T0 + 2, "v3@" PEC, "con.v3@b", "", "anna@pec-b.test", NULL);
+
+    /* v4: presa in carico, then nothing for 48 h, and no 24 h notice */
+    accepted(b, T0, "v4@" PEC, anna);
+    rec(b, PEC_REG_PRESA_IN_CARICO, RIC, T0 + 1, "v4@" PEC, "pic.v4@b", "", NULL,
+        "anna@pec-b.test");
+
+    /* v5: consegna and mancata consegna */
+    accepted(b, T0, "v5@" PEC, anna);
+    rec(b, PEC_REG_PRESA_IN_CARICO, RIC, T0 + 1, "v5@" PEC, "pic.v5@b", "", NULL,
+        "anna@pec-b.test");
+    rec(b, PEC_REG_CONSEGNA, RIC, T0 + 2, "v5@" PEC, "con.v5@b", "", "anna@pec-b.test", NULL);
+    rec(b, PEC_REG_MANCATA_CONSEGNA, RIC, T0 + 3, "v5@" PEC, "mc.v5@b", "", "anna@pec-b.test",
+        NULL);
+
+    /* v6: in two prese in carico */
+    accepted(b, T0, "v6@" PEC, anna);
+    rec(b, PEC_REG_PRESA_IN_CARICO, RIC, T0 + 1, "v6@" PEC, "pic.v6@b", "", NULL,
+        "anna@pec-b.test");
+    rec(b, PEC_REG_PRESA_IN_CARICO, RIC, T0 + 1, "v6@" PEC, "pic2.v6@b", "", NULL,
+        "anna@pec-b.test");
+    rec(b, PEC_REG_CONSEGNA, RIC, T0 + 2, "v6@" PEC, "con.v6@b", "", "anna@pec-b.test", NULL);
+
+    /* v7: consegna without presa in carico */
+    accepted(b, T0, "v7@" PEC, anna);
+    rec(b, PEC_REG_CONSEGNA, RIC, T0 + 2, "v7@" PEC, "con.v7@b", "", "anna@pec-b.test", NULL);
+
+    /* v8: rilevazione virus never turned into a mancata consegna per virus */
+    accepted(b, T0, "v8@" PEC, anna);
+    rec(b, PEC_REG_PRESA_IN_CARICO, RIC, T0 + 1, "v8@" PEC, "pic.v8@b", "", NULL,
+        "anna@pec-b.test");
+    rec(b, PEC_REG_RILEVAZIONE_VIRUS, RIC, T0 + 2, "v8@" PEC, "rv.v8@b", "", "anna@pec-b.test",
+        NULL);
+    rec(b, PEC_REG_MANCATA_CONSEGNA_24H, EM, T0 + 24 * HOUR, "v8@" PEC, "w24.v8@" PEC, "",
+        "anna@pec-b.test", NULL);
+
+    /* v9: a consegna about the accettazione of c1 (a receipt about a notice) */
+    rec(b, PEC_REG_CONSEGNA, EM, T0 + 3, "acc.c1@" PEC, "con.v9@" PEC, "", "mario@" PEC, NULL);
+
+    /* v10: another provider's busta delivered without our presa in carico */
+    rec(b, PEC_REG_CONSEGNA, EM, T0 + 3, "v10@pec-b.test", "con.v10@" PEC, "", "luca@" PEC, NULL);
+
+    /* v11: a receipt for an esterno recipient */
+    accepted(b, T0, "v11@" PEC, "x@example.org (esterno)");
+    rec(b, PEC_REG_CONSEGNA, RIC, T0 + 2, "v11@" PEC, "con.v11@b", "", "x@example.org", NULL);
+
+    /* v12: refused, yet a busta went */
+    rec(b, PEC_REG_NON_ACCETTAZIONE, EM, T0, "v12@" PEC, "na.v12@" PEC, anna, NULL, NULL);
+    rec(b, PEC_REG_BUSTA_TRASPORTO, EM, T0, "v12@" PEC, "v12@" PEC, anna, NULL, NULL);
+
+    /* v13: receipts received about no busta of ours */
+    rec(b, PEC_REG_PRESA_IN_CARICO, RIC, T0 + 1, "v13@" PEC, "pic.v13@b", "", NULL,
+        "anna@pec-b.test");
+}
+
+struct seen {
+    char text[64][512];
+    int n;
+};
+
+static void collect(const char *id, const char *problem, void *arg)
+{
+    struct seen *s = arg;
+
+    if (s->n < 64)
+        snprintf(s->text[s->n++], sizeof(s->text[0]), "%s: %s", id, problem);
+}
+
+/* How many reported lines start with ID ": " and hold WHAT. */
+static int named(const struct seen *s, const char *id, const char *what)
+{
+    size_t n = strlen(id);
+    int count = 0;
+
+    for (int i = 0; i < s->n; i++)
+        if (strncmp(s->text[i], id, n) == 0 && strncmp(s->text[i] + n, ": ", 2) == 0 &&
+            strstr(s->text[i], what) != NULL)
+            count++;
+    return count;
+}
+
+static struct pec_store *store_with(const char *name, void (*fill[])(struct pec_batch *), int n)
+{
+    char path[256], err[1024];
+    struct pec_store *st;
+    struct pec_batch *b = pec_batch_new();
+
+    snprintf(path, sizeof(path), "%s/%s.db", dir, name);
+    st = pec_store_open(path, 0, err, sizeof(err));
+    if (st == NULL) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
+    for (int i = 0; i < n; i++)
+        fill[i](b);
+    if (pec_store_commit(st, b, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
+    pec_batch_free(b);
+    return st;
+}
+
+static const struct pec_audit_opts opts = {.now = NOW, .deadline_after = 24 * HOUR};
+
+static void test_clean(void)
+{
+    void (*fill[])(struct pec_batch *) = {clean_log};
+    struct pec_store *st = store_with("clean", fill, 1);
+    struct pec_audit_report rep;
+    struct pec_audit_opts later = opts;
+    struct seen s = {.n = 0};
+    char err[1024];
+
+    CHECK(pec_audit_run(st, &opts, collect, &s, &rep, err, sizeof(err)) == 0);
+    for (int i = 0; i < s.n; i++)
+        fprintf(stderr, "unexpected: %s\n", s.text[i]);
+    CHECK(s.n == 0);
+    CHECK(rep.violations == 0);
+    CHECK(rep.transactions == 7);
+    CHECK(rep.pending == 1);
+    CHECK(rep.records == 28);
+
+    /* once p1's deadline has passed, its missing presa in carico is a violation
+     */
+    later.now = NOW + 24 * HOUR;
+    CHECK(pec_audit_run(st, &later, collect, &s, &rep, err, sizeof(err)) == 1);
+    CHECK(rep.pending == 0);
+    CHECK(s.n == 1 && named(&s, "p1@" PEC, "anna@pec-b.test: in no presa in carico") == 1);
+
+    /* --since: only what began at or after it */
+    later = opts;
+    later.since = T0 + 40;
+    s.n = 0;
+    CHECK(pec_audit_run(st, &later, collect, &s, &rep, err, sizeof(err)) == 0);
+    CHECK(rep.transactions == 3); /* c5 r1 p1 */
+    pec_store_close(st);
+}
+
+static void test_broken(void)
+{
+    void (*fill[])(struct pec_batch *) = {clean_log, broken_log};
+    struct pec_store *st = store_with("broken", fill, 2);
+    struct pec_audit_report rep;
+    struct seen s = {.n = 0};
+    char err[1024];
+
+    CHECK(pec_audit_run(st, &opts, collect, &s, &rep, err, sizeof(err)) == 13);
+    for (int i = 0; i < s.n; i++)
+        printf("  %s\n", s.text[i]);
+    CHECK(s.n == 13);
+    CHECK(rep.pending == 1);
+    CHECK(named(&s, "v1@" PEC, "no accettazione") == 1);
+    CHECK(named(&s, "v2@" PEC, "no busta di trasporto") == 1);
+    CHECK(named(&s, "v3@" PEC, "2 accettazioni") == 1);
+    CHECK(named(&s, "v4@" PEC, "anna@pec-b.test: no final outcome") == 1);
+    CHECK(named(&s, "v5@" PEC,
+                "anna@pec-b.test: 2 final outcomes: consegna <con.v5@b>, "
+                "mancata consegna <mc.v5@b>") == 1);
+    CHECK(named(&s, "v6@" PEC, "anna@pec-b.test: in 2 prese in carico") == 1);
+    CHECK(named(&s, "v7@" PEC, "anna@pec-b.test: in no presa in carico") == 1);
+    CHECK(named(&s, "v8@" PEC, "rilevazione virus with 0 mancate consegne per virus") == 1);
+    CHECK(named(&s, "acc.c1@" PEC, "consegna recorded about the accettazione <acc.c1@" PEC ">") ==
+          1);
+    CHECK(named(&s, "v10@pec-b.test", "luca@" PEC ": in no presa in carico") == 1);
+    CHECK(named(&s, "v11@" PEC,
+                "x@example.org: receipts for a recipient the busta names esterno") == 1);
+    CHECK(named(&s, "v12@" PEC, "not accepted") == 1);
+    CHECK(named(&s, "v13@" PEC, "receipts received for no busta of ours") == 1);
+    /* nothing of the clean log is named */
+    for (int i = 0; i < s.n; i++)
+        CHECK(s.text[i][0] == 'v' || strncmp(s.text[i], "acc.c1@", 7) == 0);
+    pec_store_close(st);
+}
+
+int main(void)
+{
+    char path[256];
+
+    if (mkdtemp(dir) == NULL) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_clean();
+    test_broken();
+    for (int i = 0; i < 6; i++) {
+        snprintf(path, sizeof(path), "%s/%s.db%s", dir, i < 3 ? "clean" : "broken",
+                 (const char *[]){"", "-wal", "-shm"}[i % 3]);
+        unlink(path);
+    }
+    rmdir(dir);
+    return check_exit();
+}
