@@ -1,0 +1,516 @@
+"""bench.py - the body of contrib/bench.sh (run that instead).
+
+    python3 contrib/bench.py --out DIR --build BUILD --load SMTPLOAD [--quick]
+
+Brings up, on loopback under DIR, two PEC providers as the demo does (A =
+pec-a.test on 127.0.0.51, B = pec-b.test on 127.0.0.52, each a private Postfix
+with its own pecmilter, the built-in Maildir as delivery) and an smtp-sink on
+127.0.0.53 standing for the rest of the Internet (example.org), which dumps
+what it gets to DIR/sink/ so that each message can be told apart and timed.
+Then, for each message size, with 20 parallel SMTP sessions of smtpload
+(contrib/bench/smtpload.c, one message per session as smtp-source does):
+
+  baseline  A's reinjection listener (no milter), To x@example.org: bare
+            Postfix relaying to smtp-sink.  Latency: 250 -> file at the sink.
+  access    A's submission listener (pecmilter's access role; XCLIENT
+            LOGIN= for the SASL login), To x@example.org: the busta goes to
+            smtp-sink, the ricevuta di accettazione to the sender's Maildir.
+            Counted when both are there; latency: 250 -> accettazione in the
+            Maildir.
+  exchange  the same, To luigi.bianchi@pec-b.test: A -> B, B's reception and
+            delivery point, presa in carico and consegna back to A.  Counted
+            when the consegna is in the sender's Maildir (latency: 250 ->
+            consegna); the accettazione, busta and presa in carico must all
+            be there too.
+  memory    10 sessions, 10 submissions of 30 MB to the access role at once:
+            pecmilter's peak RSS.
+
+Throughput = messages / (last arrival - start of the load).  CPU is
+pecmilter's (A's, plus B's for the exchange) user+system time over the run,
+divided by the messages; peak RSS is VmHWM, reset before each run
+(/proc/PID/clear_refs).  As a cross-check the baseline is also run with
+Postfix's smtp-source.  Writes DIR/bench.csv, DIR/bench.md, DIR/bench.png.
+Exit 1 when any message was refused or did not arrive.
+"""
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(SRC, "t"))
+
+MARIO = "mario.rossi@pec-a.test"
+LUIGI = "luigi.bianchi@pec-b.test"
+SINKED = "dest@example.org"
+SESSIONS = 20
+KB = 1024
+
+FULL = {"sizes": [(4 * KB, 2000), (100 * KB, 1000), (1024 * KB, 200)], "memory": (30000000, 10)}
+QUICK = {"sizes": [(4 * KB, 600), (100 * KB, 300), (1024 * KB, 60)], "memory": (30000000, 10)}
+
+
+def say(text):
+    print(text, flush=True)
+
+
+def cpu_ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return int(rest[11]) + int(rest[12])          # utime + stime
+
+
+def hwm_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def reset_hwm(pid):
+    with open("/proc/%d/clear_refs" % pid, "w") as f:
+        f.write("5")
+
+
+SUBJ = re.compile(rb"^Subject: *(.*?)\r?$", re.M | re.I)
+
+
+def subject_of(path):
+    """The first Subject header in the first 64 KB of a file (the outer one)."""
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    m = SUBJ.search(head)
+    return m.group(1).decode("ascii", "replace").strip() if m else None
+
+
+class Box:
+    """A directory messages arrive in; remembers (subject, arrival ns) of each."""
+
+    def __init__(self, path, stamp="ctime"):
+        self.path = path
+        self.stamp = stamp
+        self.seen = {}
+
+    def clear(self):
+        self.seen = {}
+        if os.path.isdir(self.path):
+            for n in os.listdir(self.path):
+                p = os.path.join(self.path, n)
+                if os.path.isdir(p):
+                    shutil.rmtree(p)
+                else:
+                    os.unlink(p)
+
+    def scan(self):
+        if not os.path.isdir(self.path):
+            return
+        for dirpath, _, names in os.walk(self.path):
+            for n in names:
+                p = os.path.join(dirpath, n)
+                if p in self.seen or n.startswith("."):
+                    continue
+                try:
+                    st = os.stat(p)
+                    s = subject_of(p)
+                except FileNotFoundError:
+                    continue
+                # smtp-sink writes its dump in place: wait until it stops growing
+                if self.stamp == "mtime" and time.time_ns() - st.st_mtime_ns < 300_000_000:
+                    continue
+                self.seen[p] = (s, st.st_ctime_ns if self.stamp == "ctime" else st.st_mtime_ns)
+
+    def arrivals(self, prefix):
+        """{index: arrival ns} of the messages whose Subject is PREFIX <index>."""
+        out = {}
+        for s, t in self.seen.values():
+            if s and s.startswith(prefix):
+                tail = s[len(prefix):]
+                if tail.isdigit():
+                    out[int(tail)] = t
+        return out
+
+
+def pct(values, p):
+    if not values:
+        return None
+    v = sorted(values)
+    k = (len(v) - 1) * p / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+class Bench:
+    def __init__(self, d, build, load, quick):
+        self.d, self.build, self.load, self.quick = d, build, load, quick
+        self.rows = []
+        self.failures = []
+        self.procs = []
+        self.instances = []
+        self.extra = []
+
+    # -- setup ----------------------------------------------------------------
+
+    def start_pecmilter(self, name, settings):
+        from pectest import config
+        from pectest import postfix as pf
+        for key in ("milter_socket", "lmtp_socket"):
+            sock = config.socket_path(settings, key)
+            if os.path.exists(sock):
+                os.unlink(sock)
+        logname = os.path.join(self.d, name, "pecmilter.log")
+        log = open(logname, "ab")
+        proc = subprocess.Popen([os.path.join(self.build, "milter", "pecmilter"), "-f", "-c",
+                                 os.path.join(self.d, name, "pecmilter.conf")],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True, cwd="/")
+        log.close()
+        self.procs.append(proc)
+        pf.register_process(proc.pid, self.d)
+        deadline = time.monotonic() + 15
+        socks = [config.socket_path(settings, k) for k in ("milter_socket", "lmtp_socket")]
+        while not all(os.path.exists(s) for s in socks):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                sys.exit("bench: pecmilter for %s did not start; see %s" % (name, logname))
+            time.sleep(0.05)
+        return proc
+
+    def setup(self):
+        os.environ["PEC_BUILD_DIR"] = self.build
+        os.environ["PEC_PKI_DIR"] = os.path.join(self.d, "pki")
+        from pectest import config, pki
+        from pectest import postfix as pf
+
+        os.chmod(self.d, 0o755)
+        for name in ("a", "b", "sink"):
+            shutil.rmtree(os.path.join(self.d, name), ignore_errors=True)
+        pki.ensure()
+        index = os.path.join(self.d, "index.ldif")
+        shutil.copyfile(pki.index(), index)
+        ip = {"a": pf.loopback_ip(41), "b": pf.loopback_ip(42), "sink": pf.loopback_ip(43)}
+        mx = {n: pf.free_port(ip[n]) for n in ip}
+        self.ip = ip
+        settings = {}
+        for n in ("a", "b"):
+            ndir = os.path.join(self.d, n)
+            os.makedirs(os.path.join(ndir, "mail"))
+            settings[n] = config.write(
+                os.path.join(ndir, "pecmilter.conf"), n,
+                roles={"pec-submission": "access", "pec-mx": "reception"},
+                reinject="smtp:%s:%d" % (ip[n], pf.free_port(ip[n])),
+                mailbox_backend="maildir", maildir_root=os.path.join(ndir, "mail"),
+                index_file=index, outbox_retry_max_backoff=2)
+        self.pid = {}
+        for n in ("a", "b"):
+            self.pid[n] = self.start_pecmilter(n, settings[n]).pid
+
+        # the rest of the Internet: smtp-sink dumping every message, so that each can
+        # be matched and timed
+        os.makedirs(os.path.join(self.d, "sink"))
+        os.chmod(os.path.join(self.d, "sink"), 0o777)
+        sink_log = open(os.path.join(self.d, "smtp-sink.log"), "ab")
+        sink = subprocess.Popen(["/usr/sbin/smtp-sink", "-u", "nobody", "-m", "200",
+                                 "-d", os.path.join(self.d, "sink", "m."),
+                                 "%s:%d" % (ip["sink"], mx["sink"]), "256"],
+                                stdin=subprocess.DEVNULL, stdout=sink_log, stderr=sink_log,
+                                start_new_session=True, cwd="/")
+        sink_log.close()
+        self.procs.append(sink)
+        pf.register_process(sink.pid, self.d)
+
+        def relay(n):
+            return "smtp:[%s]:%d" % (ip[n], mx[n])
+
+        self.pf = {}
+        for n, other in (("a", "b"), ("b", "a")):
+            s = settings[n]
+            dom = s["domains"][0]
+            inst = pf.Postfix(os.path.join(self.d, n), "postfix", ip=ip[n], port=mx[n],
+                              mydomain=dom, virtual_domains=[dom], local_maildir=False,
+                              milter=s["milter_socket"],
+                              submission_port=pf.free_port(ip[n]),
+                              submission_milter=s["milter_socket"],
+                              reinject_port=int(s["reinject"].rsplit(":", 1)[1]),
+                              transports={"pec-%s.test" % other: relay(other),
+                                          "example.org": relay("sink")},
+                              extra_main={"virtual_transport": "lmtp:" + s["lmtp_socket"]})
+            inst.start()
+            self.instances.append(inst)
+            self.pf[n] = inst
+        a = self.pf["a"]
+        self.boxes = {
+            "sink": Box(os.path.join(self.d, "sink"), stamp="mtime"),
+            "mario": Box(os.path.join(self.d, "a", "mail", "mario.rossi")),
+            "ricevute": Box(os.path.join(self.d, "a", "mail", "ricevute")),
+            "luigi": Box(os.path.join(self.d, "b", "mail", "luigi.bianchi")),
+        }
+        say("== A: Postfix %s (submission %s:%d, reinjection %d), pecmilter pid %d"
+            % (a.root, a.ip, a.submission_port, a.reinject_port, self.pid["a"]))
+        say("== B: Postfix %s, pecmilter pid %d; smtp-sink %s:%d"
+            % (self.pf["b"].root, self.pid["b"], ip["sink"], mx["sink"]))
+        self.sink_port = mx["sink"]
+
+    def teardown(self):
+        from pectest import postfix as pf
+        for inst in self.instances:
+            inst.stop()
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            pf.unregister_process(p.pid)
+
+    # -- one run ----------------------------------------------------------------
+
+    def run(self, scenario, size, n, sessions=SESSIONS):
+        a = self.pf["a"]
+        prefix = "bench-%s-%d " % (scenario, size)
+        port, to, login = {
+            "baseline": (a.reinject_port, SINKED, None),
+            "access": (a.submission_port, SINKED, MARIO),
+            "memory": (a.submission_port, SINKED, MARIO),
+            "exchange": (a.submission_port, LUIGI, MARIO),
+        }[scenario]
+        # what must arrive where, and which arrival counts the message (the first)
+        expect = {
+            "baseline": [("sink", "")],
+            "access": [("mario", "ACCETTAZIONE: "), ("sink", "POSTA CERTIFICATA: ")],
+            "memory": [("mario", "ACCETTAZIONE: "), ("sink", "POSTA CERTIFICATA: ")],
+            "exchange": [("mario", "CONSEGNA: "), ("mario", "ACCETTAZIONE: "),
+                         ("luigi", "POSTA CERTIFICATA: "), ("ricevute", "PRESA IN CARICO: ")],
+        }[scenario]
+        for b in self.boxes.values():
+            b.clear()
+        pids = [self.pid["a"]] + ([self.pid["b"]] if scenario == "exchange" else [])
+        for p in pids:
+            reset_hwm(p)
+        cpu0 = sum(cpu_ticks(p) for p in pids)
+        results = os.path.join(self.d, "results-%s-%d.txt" % (scenario, size))
+        t0 = time.time_ns()
+        load = subprocess.run([self.load, "-H", a.ip, "-P", str(port), "-s", str(sessions),
+                               "-m", str(n), "-l", str(size), "-f", MARIO, "-t", to,
+                               "-S", prefix.strip(), "-o", results]
+                              + (["-x", login] if login else []),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        t_load = time.time_ns()
+        ends, refused = {}, []
+        with open(results) as f:
+            for line in f:
+                i, code, end = line.split()
+                if code == "250":
+                    ends[int(i)] = int(end)
+                else:
+                    refused.append(int(i))
+        # wait for everything that was accepted
+        budget = 60 + 3 * n * size / 1e6 + (t_load - t0) / 1e9
+        deadline = time.monotonic() + budget
+        while True:
+            for b in set(box for box, _ in expect):
+                self.boxes[b].scan()
+            got = [self.boxes[box].arrivals(what + prefix) for box, what in expect]
+            if all(set(ends) <= set(g) for g in got) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        cpu1 = sum(cpu_ticks(p) for p in pids)
+        peak = max(hwm_kb(p) for p in pids) / 1024.0
+        counted = got[0]
+        missing = [(box, what, sorted(set(ends) - set(g)))
+                   for (box, what), g in zip(expect, got) if not set(ends) <= set(g)]
+        if refused or missing:
+            why = []
+            if refused:
+                why.append("%d refused by Postfix (%s)" % (
+                    len(refused), load.stdout.decode(errors="replace").strip()))
+            for box, what, idx in missing:
+                why.append("%d %s'%s' missing in %s" % (len(idx), "", what.strip(), box))
+            self.failures.append("%s %d: %s" % (scenario, size, "; ".join(why)))
+            say("   LOST: " + "; ".join(why))
+        arrived = [counted[i] for i in ends if i in counted]
+        last = max(arrived) if arrived else time.time_ns()
+        per_s = len(arrived) / ((last - t0) / 1e9) if arrived else 0.0
+        lat = [(counted[i] - ends[i]) / 1e6 for i in ends if i in counted]
+        ticks = os.sysconf("SC_CLK_TCK")
+        cpu_ms = (cpu1 - cpu0) * 1000.0 / ticks / max(1, len(arrived))
+        row = {"scenario": scenario, "size_bytes": size, "per_s": per_s,
+               "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
+               "cpu_ms_per_msg": cpu_ms if scenario != "baseline" else None,
+               "peak_rss_mb": peak if scenario != "baseline" else None,
+               "n": n, "ok": len(arrived) == n}
+        self.rows.append(row)
+        say("   %-8s %8d B  %4d msgs  %7.1f/s  p50 %s ms  p99 %s ms  cpu %s ms/msg  rss %s MB"
+            % (scenario, size, n, per_s, fmt(row["p50_ms"]), fmt(row["p99_ms"]),
+               fmt(row["cpu_ms_per_msg"], 2), fmt(row["peak_rss_mb"])))
+        return row
+
+    def smtp_source_baseline(self, size, n):
+        """The baseline again, with Postfix's own smtp-source as the load."""
+        a = self.pf["a"]
+        self.boxes["sink"].clear()
+        t0 = time.time_ns()
+        subprocess.run(["/usr/sbin/smtp-source", "-4", "-s", str(SESSIONS), "-m", str(n),
+                        "-l", str(size), "-f", MARIO, "-t", SINKED, "-S",
+                        "bench-smtpsource-%d" % size, "-M", "load.bench.test",
+                        "%s:%d" % (a.ip, a.reinject_port)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60 + 3 * n * size / 1e6
+        while True:
+            self.boxes["sink"].scan()
+            got = [t for s, t in self.boxes["sink"].seen.values()
+                   if s == "bench-smtpsource-%d" % size]
+            if len(got) >= n or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        if len(got) < n:
+            self.failures.append("smtp-source baseline %d: %d of %d arrived" % (size, len(got), n))
+        per_s = len(got) / ((max(got) - t0) / 1e9) if got else 0.0
+        self.extra.append((size, per_s))
+        say("   %-8s %8d B  %4d msgs  %7.1f/s  (smtp-source -s %d)" % ("baseline", size, n,
+                                                                      per_s, SESSIONS))
+
+    # -- output -------------------------------------------------------------------
+
+    def write(self):
+        base = {r["size_bytes"]: r for r in self.rows if r["scenario"] == "baseline"}
+        for r in self.rows:
+            b = base.get(r["size_bytes"])
+            r["ratio"] = r["per_s"] / b["per_s"] if b and b["per_s"] else None
+        cols = ["scenario", "size_bytes", "per_s", "ratio_to_baseline", "p50_ms", "p99_ms",
+                "cpu_ms_per_msg", "peak_rss_mb"]
+        with open(os.path.join(self.d, "bench.csv"), "w") as f:
+            f.write(",".join(cols) + "\n")
+            for r in self.rows:
+                vals = [r["scenario"], str(r["size_bytes"]), fmt(r["per_s"], 2, ""),
+                        fmt(r["ratio"], 3, ""), fmt(r["p50_ms"], 2, ""), fmt(r["p99_ms"], 2, ""),
+                        fmt(r["cpu_ms_per_msg"], 3, ""), fmt(r["peak_rss_mb"], 1, "")]
+                f.write(",".join(vals) + "\n")
+
+        lines = ["# pecmilter benchmark (%s run, %s, %d CPUs)" % (
+            "quick" if self.quick else "full", time.strftime("%Y-%m-%d %H:%M"), os.cpu_count()),
+            "",
+            "%d parallel SMTP sessions (smtpload), one message per session.  Ratios are to the "
+            "baseline of the same size in this run." % SESSIONS, "",
+            "| scenario | size | msgs | per s | × baseline | p50 ms | p99 ms | p50 − baseline "
+            "ms | CPU ms/msg | peak RSS MB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in self.rows:
+            b = base.get(r["size_bytes"])
+            dp50 = r["p50_ms"] - b["p50_ms"] if b and r["p50_ms"] is not None and \
+                b["p50_ms"] is not None and r is not b else None
+            lines.append("| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s |" % (
+                r["scenario"], human(r["size_bytes"]), r["n"], fmt(r["per_s"]),
+                fmt(r["ratio"], 2), fmt(r["p50_ms"]), fmt(r["p99_ms"]), fmt(dp50),
+                fmt(r["cpu_ms_per_msg"], 2), fmt(r["peak_rss_mb"])))
+        if self.extra:
+            lines += ["", "Cross-check, the baseline with Postfix's smtp-source -s %d: " % SESSIONS
+                      + ", ".join("%s %.1f/s" % (human(s), v) for s, v in self.extra)]
+        lines += ["", "Targets (2-core machine):", ""]
+        def target(label, ok, value):
+            lines.append("- [%s] %s: %s" % ("met" if ok else "MISSED", label, value))
+        def row(sc, size):
+            return next((r for r in self.rows if r["scenario"] == sc and r["size_bytes"] == size),
+                        None)
+        acc, exc, bas, mem = row("access", 4 * KB), row("exchange", 4 * KB), \
+            row("baseline", 4 * KB), row("memory", 30000000)
+        if acc and acc["ratio"] is not None:
+            target("access role 4 KB >= 0.40 x baseline (bound 0.50)", acc["ratio"] >= 0.40,
+                   "%.2f" % acc["ratio"])
+        if exc and exc["ratio"] is not None:
+            target("full exchange 4 KB >= 0.20 x baseline (bound 0.25)", exc["ratio"] >= 0.20,
+                   "%.2f" % exc["ratio"])
+        if acc and bas and acc["p50_ms"] is not None and bas["p50_ms"] is not None:
+            d = acc["p50_ms"] - bas["p50_ms"]
+            target("accettazione p50 <= baseline p50 + 10 ms", d <= 10, "+%.1f ms" % d)
+        if mem:
+            target("peak RSS, 10 concurrent 30 MB submissions <= 150 MB",
+                   mem["peak_rss_mb"] <= 150, "%.1f MB" % mem["peak_rss_mb"])
+        if self.failures:
+            lines += ["", "FAILED: " + "; ".join(self.failures)]
+        with open(os.path.join(self.d, "bench.md"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+        dat = os.path.join(self.d, "bench.dat")
+        with open(dat, "w") as f:
+            for sc in ("baseline", "access", "exchange"):
+                f.write("# %s\n" % sc)
+                for r in self.rows:
+                    if r["scenario"] == sc:
+                        f.write("%d %.3f\n" % (r["size_bytes"] // KB, r["per_s"]))
+                f.write("\n\n")
+        gp = ("set terminal png size 800,500\n"
+              "set output '%s'\n"
+              "set title 'pecmilter: throughput by message size (%d sessions)'\n"
+              "set logscale xy\nset xlabel 'message size (KB)'\n"
+              "set ylabel 'messages per second'\nset grid\nset key top right\n"
+              "set xtics (4, 100, 1024)\n"
+              "plot '%s' index 0 with linespoints lw 2 title 'bare Postfix (baseline)', "
+              "'' index 1 with linespoints lw 2 title 'access role: certified submissions', "
+              "'' index 2 with linespoints lw 2 title 'A->B exchange: transactions'\n"
+              % (os.path.join(self.d, "bench.png"), SESSIONS, dat))
+        with open(os.path.join(self.d, "bench.gp"), "w") as f:
+            f.write(gp)
+        p = subprocess.run(["gnuplot", os.path.join(self.d, "bench.gp")],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if p.returncode != 0:
+            say("bench: gnuplot: " + p.stdout.decode(errors="replace"))
+
+
+def fmt(v, digits=1, none="-"):
+    return none if v is None else "%.*f" % (digits, v)
+
+
+def human(size):
+    if size >= 10**6 and size % KB:
+        return "%d MB" % (size // 10**6)
+    if size >= KB * KB:
+        return "%d MB" % (size // (KB * KB))
+    return "%d KB" % (size // KB)
+
+
+def main():
+    ap = argparse.ArgumentParser(description="pecmilter benchmark (use contrib/bench.sh)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--load", required=True)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", help="comma-separated scenarios (for profiling)")
+    args = ap.parse_args()
+    d = os.path.abspath(args.out)
+    plan = QUICK if args.quick else FULL
+    only = set(args.only.split(",")) if args.only else None
+    want = lambda sc: only is None or sc in only
+    b = Bench(d, os.path.abspath(args.build), os.path.abspath(args.load), args.quick)
+    started = time.monotonic()
+    try:
+        b.setup()
+        for size, n in plan["sizes"]:
+            say("== %s messages" % human(size))
+            for sc in ("baseline", "access", "exchange"):
+                if want(sc) or sc == "baseline":
+                    b.run(sc, size, n)
+            if want("baseline") and size == 4 * KB:
+                b.smtp_source_baseline(size, n)
+        if want("memory"):
+            size, n = plan["memory"]
+            say("== memory: %d concurrent submissions of %s" % (n, human(size)))
+            b.run("memory", size, n, sessions=n)
+    finally:
+        b.teardown()
+    b.write()
+    say("== %.0f s; results in %s/bench.{csv,md,png}" % (time.monotonic() - started, d))
+    with open(os.path.join(d, "bench.md")) as f:
+        say(f.read())
+    if b.failures:
+        sys.exit("bench: FAILED: " + "; ".join(b.failures))
+
+
+if __name__ == "__main__":
+    main()
