@@ -76,6 +76,11 @@ void pec_batch_free(struct pec_batch *b)
         free(b->delivered[i].message_id);
     }
     free(b->delivered);
+    for (size_t i = 0; i < b->nexpect; i++) {
+        free(b->expect[i].identificativo);
+        free(b->expect[i].address);
+    }
+    free(b->expect);
     free(b);
 }
 
@@ -126,6 +131,19 @@ void pec_batch_rcpt_warned(struct pec_batch *b, const char *identificativo, cons
     w->identificativo = dup_or_empty(identificativo);
     w->address = dup_or_empty(address);
     w->when = when;
+}
+
+void pec_batch_expect(struct pec_batch *b, const char *identificativo, const char *address,
+                      unsigned states, int unwarned)
+{
+    struct batch_expect *e;
+
+    b->expect = xrealloc(b->expect, (b->nexpect + 1) * sizeof(*b->expect));
+    e = &b->expect[b->nexpect++];
+    e->identificativo = dup_or_empty(identificativo);
+    e->address = dup_or_empty(address);
+    e->states = states;
+    e->unwarned = unwarned;
 }
 
 void pec_batch_delivered(struct pec_batch *b, const char *mailbox, const char *message_id,

@@ -158,7 +158,18 @@ void pec_batch_outbox(struct pec_batch *b, const struct pec_outmsg *m);
 void pec_batch_record(struct pec_batch *b, const struct pec_record *r);
 
 /*
- * Apply B atomically.  0, or -1 with err and nothing applied (B unchanged,
+ * Make B conditional: when it is committed, the recipient must still be in
+ * one of STATES (a set of 1 << enum pec_rcpt_state) and, with UNWARNED, have
+ * no 12 h notice recorded; otherwise nothing of B is applied.  So a notice
+ * built from what the store said a moment ago is never queued after a
+ * receipt that arrived meanwhile made it wrong.
+ */
+void pec_batch_expect(struct pec_batch *b, const char *identificativo, const char *address,
+                      unsigned states, int unwarned);
+
+/*
+ * Apply B atomically.  0; 1 when an expectation (pec_batch_expect) does not
+ * hold, nothing applied; or -1 with err and nothing applied (B unchanged,
  * so the caller may retry it).  Duplicate identificativo or Message-ID is an
  * error.
  */

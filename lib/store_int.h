@@ -31,6 +31,13 @@ struct batch_warned {
     time_t when;
 };
 
+struct batch_expect {
+    char *identificativo;
+    char *address;
+    unsigned states;
+    int unwarned;
+};
+
 struct batch_delivered {
     char *mailbox;
     char *message_id;
@@ -56,6 +63,8 @@ struct pec_batch {
     size_t nwarned;
     struct batch_delivered *delivered;
     size_t ndelivered;
+    struct batch_expect *expect;
+    size_t nexpect;
 };
 
 #endif

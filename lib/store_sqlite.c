@@ -725,9 +725,43 @@ static int append_records(struct pec_store *st, struct pec_batch *b, char *err, 
     return 0;
 }
 
+/* 1 when the recipient is not as E expects, 0 when it is, -1 on error. */
+static int check_expect(struct pec_store *st, const struct batch_expect *e, char *err,
+                        size_t errlen)
+{
+    sqlite3_stmt *s = prep(st,
+                           "SELECT state, warned_at FROM recipients"
+                           " WHERE identificativo = ? AND address = ?",
+                           err, errlen);
+    int rc, off = 1;
+
+    if (s == NULL)
+        return -1;
+    bt(s, 1, e->identificativo);
+    bt(s, 2, e->address);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        for (int k = PEC_RCPT_SENT; k <= PEC_RCPT_TIMEDOUT; k++)
+            if (strcmp(col(s, 0), pec_rcpt_state_name((enum pec_rcpt_state)k)) == 0 &&
+                (e->states & (1u << k)))
+                off = 0;
+        if (e->unwarned && sqlite3_column_int64(s, 1) != 0)
+            off = 1;
+    } else if (rc != SQLITE_DONE) {
+        off = db_fail(st, "reading a recipient", err, errlen);
+    }
+    sqlite3_finalize(s);
+    return off;
+}
+
 static int apply(struct pec_store *st, struct pec_batch *b, char *err, size_t errlen)
 {
     time_t now = time(NULL);
+    int rc;
+
+    for (size_t i = 0; i < b->nexpect; i++)
+        if ((rc = check_expect(st, &b->expect[i], err, errlen)) != 0)
+            return rc;
 
     for (size_t i = 0; i < b->ntx; i++)
         if (insert_tx(st, &b->tx[i], err, errlen) < 0)
@@ -762,13 +796,20 @@ int pec_store_commit(struct pec_store *st, struct pec_batch *b, char *err, size_
     void (*hook)(void *);
     void *hook_arg;
 
+    int rc = 0;
+
     if (enter(st, err, errlen) < 0)
         return -1;
-    if (begin(st, err, errlen) < 0 || apply(st, b, err, errlen) < 0 ||
-        commit(st, err, errlen) < 0) {
+    if (begin(st, err, errlen) < 0 || (rc = apply(st, b, err, errlen)) < 0 ||
+        (rc == 0 && commit(st, err, errlen) < 0)) {
         rollback(st);
         leave(st);
         return -1;
+    }
+    if (rc == 1) { /* an expectation failed: nothing written, nothing to announce */
+        rollback(st);
+        leave(st);
+        return 1;
     }
     log = st->log;
     hook = b->nout ? st->outbox_hook : NULL;

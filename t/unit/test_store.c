@@ -548,6 +548,17 @@ static int stop_pending(const struct pec_pending_rcpt *r, void *arg)
     return 7;
 }
 
+static void receipt_now(struct pec_store *st, const char *id, const char *address,
+                        enum pec_rcpt_state state)
+{
+    struct pec_batch *b = pec_batch_new();
+    char err[1024];
+
+    pec_batch_rcpt_state(b, id, address, state, 1200, "");
+    CHECK(pec_store_commit(st, b, err, sizeof(err)) == 0);
+    pec_batch_free(b);
+}
+
 static void commit_tx_at(struct pec_store *st, const char *id, time_t submitted)
 {
     struct pec_batch *b = pec_batch_new();
@@ -649,6 +660,59 @@ static void test_delivered(void)
     pec_store_close(st);
 }
 
+/* A conditional batch: applied only while the recipients are as it expects. */
+static void test_expect(void)
+{
+    struct pec_store *st = open_new("expect.db");
+    struct pec_batch *b;
+    struct pending_seen p;
+    const unsigned char msg[] = "Message-ID: <e1@pec-a.test>\r\n\r\nx\r\n";
+    const char *to[] = {"mario@pec-a.test"};
+    struct pec_outmsg m = {
+        "e1@pec-a.test", "opec-x@pec-a.test", "preavviso-errore-consegna", to, 1, msg,
+        sizeof(msg) - 1};
+    struct pec_outbox_stats os;
+    char err[1024];
+
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    commit_tx_at(st, "opec-x@pec-a.test", 1000);
+    b = pec_batch_new();
+    pec_batch_expect(b, "opec-x@pec-a.test", "b1@pec-b.test", 1u << PEC_RCPT_SENT, 1);
+    pec_batch_outbox(b, &m);
+    pec_batch_rcpt_warned(b, "opec-x@pec-a.test", "b1@pec-b.test", 1500);
+    /* a presa in carico arrives while the batch is being built */
+    receipt_now(st, "opec-x@pec-a.test", "b1@pec-b.test", PEC_RCPT_TAKEN);
+    CHECK(pec_store_commit(st, b, err, sizeof(err)) == 1);
+    CHECK(pec_store_outbox_stats(st, &os, err, sizeof(err)) == 0 && os.count[PEC_OUT_QUEUED] == 0);
+    pec_batch_free(b);
+
+    /* as expected: applied; then the same expectation fails (warned now) */
+    b = pec_batch_new();
+    pec_batch_expect(b, "opec-x@pec-a.test", "b1@pec-b.test",
+                     1u << PEC_RCPT_SENT | 1u << PEC_RCPT_TAKEN, 1);
+    pec_batch_expect(b, "opec-x@pec-a.test", "B2@pec-b.test", 1u << PEC_RCPT_SENT, 1);
+    pec_batch_outbox(b, &m);
+    pec_batch_rcpt_warned(b, "opec-x@pec-a.test", "b1@pec-b.test", 1500);
+    CHECK(pec_store_commit(st, b, err, sizeof(err)) == 0);
+    pec_batch_free(b);
+    CHECK(pec_store_outbox_stats(st, &os, err, sizeof(err)) == 0 && os.count[PEC_OUT_QUEUED] == 1);
+    b = pec_batch_new();
+    pec_batch_expect(b, "opec-x@pec-a.test", "b1@pec-b.test", 1u << PEC_RCPT_TAKEN, 1);
+    CHECK(pec_store_commit(st, b, err, sizeof(err)) == 1);
+    pec_batch_free(b);
+    /* an unknown recipient is never as expected */
+    b = pec_batch_new();
+    pec_batch_expect(b, "opec-x@pec-a.test", "nobody@pec-b.test", 0x1f, 0);
+    CHECK(pec_store_commit(st, b, err, sizeof(err)) == 1);
+    pec_batch_free(b);
+    memset(&p, 0, sizeof(p));
+    CHECK(pec_store_pending_each(st, 0, on_pending, &p, err, sizeof(err)) == 0);
+    CHECK(p.n == 2 && p.warned[0] == 1500 && p.state[0] == PEC_RCPT_TAKEN);
+    pec_store_close(st);
+}
+
 /* A version 1 store is brought forward: its open recipients become pending, unwarned. */
 static void test_migrate_v1(void)
 {
@@ -696,6 +760,7 @@ int main(void)
     test_schema();
     test_pending();
     test_delivered();
+    test_expect();
     test_migrate_v1();
     test_locked();
     test_disk_full();
