@@ -7,10 +7,12 @@
  * files it names (as root if need be), the milter and LMTP sockets, then
  * the privilege drop to `user`, the store (opened as `user`, so its files are
  * the daemon's; checked before detaching, so a bad store is a line on
- * stderr), then the outbox injector, the LMTP delivery point and the milter
- * loop.  SIGTERM and SIGINT stop cleanly (libmilter's own signal thread):
- * deliveries in progress queue their receipts, the injector lets the message
- * in flight get its answer, then the store is closed.  SIGUSR1 reloads.
+ * stderr), then the outbox injector, the LMTP delivery point, the scheduler
+ * (timeout notices, daily seal and purge) and the milter loop.  SIGTERM and
+ * SIGINT stop cleanly (libmilter's own signal thread): the scheduler ends
+ * its round, deliveries in progress queue their receipts, the injector lets
+ * the message in flight get its answer, then the store is closed.  SIGUSR1
+ * reloads.
  */
 #include "callbacks.h"
 #include "conf.h"
@@ -18,6 +20,7 @@
 #include "lmtp.h"
 #include "log.h"
 #include "runtime.h"
+#include "scheduler.h"
 #include "selfcheck.h"
 
 #include <errno.h>
@@ -224,6 +227,12 @@ int main(int argc, char **argv)
         remove_socket(cfg->milter_socket);
         return 71;
     }
+    if (scheduler_start() < 0) {
+        lmtp_stop();
+        injector_stop();
+        remove_socket(cfg->milter_socket);
+        return 71;
+    }
     if (runtime_start_reloader(config) != 0) {
         log_err(NULL, "cannot start the reload thread");
         return 71;
@@ -235,6 +244,7 @@ int main(int argc, char **argv)
     log_info(NULL, "pecmilter stopping");
     remove_socket(cfg->milter_socket);
     /* deliveries in progress queue their receipts before the injector and store go */
+    scheduler_stop();
     lmtp_stop();
     injector_stop();
     runtime_set(NULL);

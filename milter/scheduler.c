@@ -1,0 +1,138 @@
+/*
+ * scheduler - the daemon's timer thread around lib/scheduler.c.
+ */
+#include "scheduler.h"
+#include "log.h"
+#include "runtime.h"
+
+#include "../lib/scheduler.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_SLEEP 600   /* seconds: reloads and new transactions are picked up by then */
+#define NOTICE_RETRY 60 /* after a store or builder failure */
+#define SEAL_RETRY 300  /* after a failed seal or purge */
+
+static pthread_t thread;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond;
+static int started, stopping;
+
+static long long min_ll(long long a, long long b)
+{
+    return a < b ? a : b;
+}
+
+/* One round at the runtime's NOW; returns the seconds to sleep. */
+static long long round_once(time_t *seal_at)
+{
+    struct runtime *rt = runtime_get();
+    const struct pec_config *cfg;
+    struct pec_sched_conf conf;
+    struct pec_sched_result res;
+    time_t now, next;
+    long long wait;
+    char err[1024];
+
+    if (rt == NULL || rt->store == NULL) {
+        runtime_put(rt);
+        return NOTICE_RETRY;
+    }
+    cfg = rt->cfg;
+    now = pec_clock_now(&rt->clock);
+    if (*seal_at == 0 || now >= *seal_at) {
+        int nsealed = 0;
+        long long npurged = 0;
+        if (pec_sched_seal_purge(rt->store, rt->signer, cfg->provider_name, cfg->seal_dir,
+                                 (int)cfg->retention_months, now, &nsealed, &npurged, err,
+                                 sizeof(err)) < 0) {
+            log_err(NULL, "scheduler: %s (trying again in %d s)", err, SEAL_RETRY);
+            *seal_at = now + SEAL_RETRY;
+        } else {
+            if (nsealed > 0 || npurged > 0)
+                log_info(NULL,
+                         "scheduler: %d day(s) of the log sealed in %s, %lld record(s) "
+                         "past retention purged",
+                         nsealed, cfg->seal_dir, npurged);
+            *seal_at = pec_sched_seal_time(now);
+        }
+    }
+    conf.warning_after = cfg->warning_after;
+    conf.deadline_after = cfg->deadline_after;
+    conf.deadline_not_before = cfg->deadline_not_before;
+    wait = min_ll(MAX_SLEEP, cfg->warning_after > 0 ? cfg->warning_after : 1);
+    if (pec_sched_timeouts(rt->store, &rt->issuer, &conf, now, &res, &next, err, sizeof(err)) < 0) {
+        log_err(NULL, "scheduler: timeout notices: %s (trying again in %d s)", err, NOTICE_RETRY);
+        wait = min_ll(wait, NOTICE_RETRY);
+    }
+    if (res.warned > 0 || res.expired > 0)
+        log_info(NULL, "scheduler: %d preavviso (12 h) and %d final (24 h) notice(s) queued",
+                 res.warned, res.expired);
+    if (next != 0)
+        wait = min_ll(wait, next > now ? (long long)(next - now) : 0);
+    wait = min_ll(wait, *seal_at > now ? (long long)(*seal_at - now) : 0);
+    runtime_put(rt);
+    return wait;
+}
+
+static void *run(void *arg)
+{
+    time_t seal_at = 0;
+
+    (void)arg;
+    pthread_mutex_lock(&lock);
+    while (!stopping) {
+        long long wait;
+        struct timespec ts;
+
+        pthread_mutex_unlock(&lock);
+        wait = round_once(&seal_at);
+        pthread_mutex_lock(&lock);
+        if (wait <= 0)
+            continue; /* more is due already */
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += (time_t)wait;
+        while (!stopping && pthread_cond_timedwait(&cond, &lock, &ts) != ETIMEDOUT)
+            ;
+    }
+    pthread_mutex_unlock(&lock);
+    return NULL;
+}
+
+int scheduler_start(void)
+{
+    pthread_condattr_t ca;
+    int rc;
+
+    if ((rc = pthread_condattr_init(&ca)) != 0 ||
+        (rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC)) != 0 ||
+        (rc = pthread_cond_init(&cond, &ca)) != 0) {
+        log_err(NULL, "scheduler: cannot set up its timer: %s", strerror(rc));
+        return -1;
+    }
+    pthread_condattr_destroy(&ca);
+    stopping = 0;
+    if ((rc = pthread_create(&thread, NULL, run, NULL)) != 0) {
+        log_err(NULL, "scheduler: cannot start the thread: %s", strerror(rc));
+        pthread_cond_destroy(&cond);
+        return -1;
+    }
+    started = 1;
+    return 0;
+}
+
+void scheduler_stop(void)
+{
+    if (!started)
+        return;
+    pthread_mutex_lock(&lock);
+    stopping = 1;
+    pthread_cond_signal(&cond);
+    pthread_mutex_unlock(&lock);
+    pthread_join(thread, NULL);
+    pthread_cond_destroy(&cond);
+    started = 0;
+}
