@@ -13,7 +13,7 @@ set -eu
 BUILD="gcc clang cmake make pkg-config libmilter-dev libgmime-3.0-dev libconfig-dev
        libssl-dev libxml2-dev libsqlite3-dev clang-format openssl ca-certificates"
 RUN="python3 postfix procps bsdutils"
-TEST="libxml2-utils gpgsm dovecot-core dovecot-lmtpd"
+TEST="libxml2-utils gpgsm dovecot-core dovecot-lmtpd systemd man-db groff-base"
 BENCH="gnuplot-nox"
 
 case "${1:-build}" in
