@@ -1,0 +1,188 @@
+"""contrib/postfix/: the snippets the README has a sysadmin merge into Debian's Postfix.
+
+The private instance is built the way the README says: Debian's own master.cf
+(/usr/share/postfix/master.cf.dist, smtpd chrooted) with its "smtp inet"
+line replaced by contrib/postfix/master.cf, and contrib/postfix/main.cf
+appended to the main.cf, pec.example.it replaced by the test provider's
+domain.  Only what a private instance on loopback needs differs: the
+harness's paths and addresses (pectest.postfix) and the listeners' ports.
+
+Then: `postfix check`, `postconf -n` and `postconf -M` say nothing, and,
+with pecmilter on the sockets inside the chroot (relative names, as in the
+snippets), the three smtpd's behave as their roles say: port 25 refuses
+ordinary mail for our users (reception, ordinary_mail = reject), submission
+(after STARTTLS) refuses an unauthenticated sender (access), and the
+reinjection listener, with no milter, takes the same ordinary message, which
+Postfix hands to pecmilter's delivery point over LMTP and lands in its
+Maildir.
+"""
+import os
+import re
+import smtplib
+import ssl
+import subprocess
+import tempfile
+import time
+import unittest
+
+from pectest import config, daemon, env, pki, postfix
+
+DIST_MASTER = "/usr/share/postfix/master.cf.dist"
+DIST_MAIN = "/usr/share/postfix/main.cf.debian"
+USER = "mario.rossi@pec-a.test"
+
+
+def contrib(name):
+    with open(os.path.join(env.SRC_DIR, "contrib", "postfix", name)) as f:
+        return f.read()
+
+
+def parse_main(text):
+    """main.cf text -> ordered dict (continuation lines joined)."""
+    out = {}
+    for line in re.sub(r"\n[ \t]+", " ", text).splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            k, _, v = line.partition("=")
+            out[k.strip()] = v.strip()
+    return out
+
+
+class SnippetPostfix(postfix.Postfix):
+    """Debian's configuration with contrib/postfix merged in, on loopback."""
+
+    def __init__(self, workdir):
+        ip = postfix.loopback_ip(7)
+        super().__init__(workdir, "snippets", ip=ip, mydomain="pec-a.test",
+                         submission_port=postfix.free_port(ip),
+                         reinject_port=postfix.free_port(ip))
+        self.mailboxes = os.path.join(self.etc, "pec-mailboxes")
+        self.sockdir = os.path.join(self.queue, "pecmilter")
+
+    def main_cf(self):
+        m = parse_main(open(DIST_MAIN).read())
+        m.update(super().main_cf())        # private paths, loopback, no DNS, fast retries
+        snippet = contrib("main.cf").replace("pec.example.it", "pec-a.test")
+        snippet = snippet.replace("/etc/postfix/pec-mailboxes", self.mailboxes)
+        m.update(parse_main(snippet))
+        # STARTTLS for the submission service: any certificate will do on loopback
+        m["smtpd_tls_cert_file"] = pki.provider("a")["cert"]
+        m["smtpd_tls_key_file"] = pki.provider("a")["key"]
+        return m
+
+    def master_cf(self):
+        dist = [l for l in open(DIST_MASTER).read().splitlines()
+                if not re.match(r"^smtp\s+inet\s", l)]
+        snippet = contrib("master.cf")
+        for service, port in (("smtp", self.port), ("submission", self.submission_port),
+                              ("127.0.0.1:10025", self.reinject_port)):
+            snippet, n = re.subn(r"(?m)^%s\s+inet " % re.escape(service),
+                                 "%s:%d inet " % (self.ip, port), snippet)
+            assert n == 1, service
+        return "\n".join(dist) + "\n" + snippet
+
+    def _write_config(self):
+        super()._write_config()
+        with open(self.mailboxes, "w") as f:
+            f.write("%s OK\nposta-certificata@pec-a.test OK\nricevute@pec-a.test OK\n" % USER)
+        past = time.time() - 10
+        os.utime(self.mailboxes, (past, past))
+        # README: the sockets' directory inside the chroot, the daemon's user as
+        # owner (root here) and group postfix, setgid so the sockets are postfix's too
+        os.makedirs(self.sockdir, exist_ok=True)
+        os.chown(self.sockdir, 0, postfix.grp.getgrnam("postfix").gr_gid)
+        os.chmod(self.sockdir, 0o2750)
+
+
+def ordinary(sender, rcpt):
+    return ("From: <%s>\r\nTo: <%s>\r\nSubject: ordinary\r\nMessage-ID: <o.%d@example.org>\r\n"
+            "Date: Mon, 01 Jan 2024 10:00:00 +0000\r\n\r\nnot certified\r\n"
+            % (sender, rcpt, os.getpid())).encode()
+
+
+@unittest.skipUnless(postfix.have_postfix(), "needs Postfix and root")
+@unittest.skipUnless(os.path.exists(DIST_MASTER), "no Debian master.cf.dist")
+class PostfixSnippetsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="pec-snippets.")
+        cls.work = cls.tmp.name
+        cls.pf = SnippetPostfix(cls.work)
+        cls.pf._write_config()
+        cls.maildirs = os.path.join(cls.work, "mail")
+        os.mkdir(cls.maildirs)
+        sock = "unix:" + os.path.join(cls.pf.sockdir, "%s.sock")
+        cls.conf = os.path.join(cls.work, "pecmilter.conf")
+        config.write(cls.conf, "a", milter_socket=sock % "milter", lmtp_socket=sock % "lmtp",
+                     umask="007", ordinary_mail="reject",
+                     roles={"pec-submission": "access", "pec-mx": "reception"},
+                     reinject="smtp:%s:%d" % (cls.pf.ip, cls.pf.reinject_port),
+                     maildir_root=cls.maildirs, seal_dir=os.path.join(cls.work, "registro"))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pf.stop()
+        cls.tmp.cleanup()
+
+    def quiet(self, *args):
+        p = subprocess.run(list(args), capture_output=True, text=True, timeout=60, cwd="/")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(p.stderr, "", " ".join(args))
+        return p.stdout
+
+    def test_1_postfix_accepts_the_snippets_silently(self):
+        self.quiet(postfix.POSTFIX, "-c", self.pf.etc, "check")
+        out = self.quiet(postfix.POSTCONF, "-c", self.pf.etc, "-n")
+        self.assertIn("milter_default_action = tempfail", out)
+        self.assertIn("virtual_transport = lmtp:unix:pecmilter/lmtp.sock", out)
+        out = self.quiet(postfix.POSTCONF, "-c", self.pf.etc, "-M")
+        # the two certifying smtpd's are chrooted, as Debian's are
+        self.assertRegex(out, r"(?m)^%s:%d +inet +n +- +y .*milter_macro_daemon_name=pec-mx "
+                         r".*smtpd_milters=\$pecmilter_milter" % (self.pf.ip, self.pf.port))
+        # -P: the per-service overrides, expanded as smtpd will see them
+        out = self.quiet(postfix.POSTCONF, "-c", self.pf.etc, "-P")
+        self.assertIn("%s:%d/inet/smtpd_milters = $pecmilter_milter"
+                      % (self.pf.ip, self.pf.submission_port), out)
+        self.assertRegex(out, r"(?m)^%s:%d/inet/smtpd_milters =\s*$"
+                         % (self.pf.ip, self.pf.reinject_port))
+
+    def test_2_three_listeners_with_their_roles(self):
+        with daemon.start(self.conf) as d, self.pf:
+            self.assertEqual(self.pf.check_output.strip(), "", "postfix check warnings")
+            # port 25: the reception role refuses ordinary mail for our users
+            code, text = self.pf.send("someone@example.org", [USER],
+                                      ordinary("someone@example.org", USER))
+            self.assertEqual(code, 554, text)
+            self.assertIn("5.7.1", text)
+            # submission, after STARTTLS: the access role wants an authenticated user
+            s = smtplib.SMTP(self.pf.ip, self.pf.submission_port, timeout=30)
+            try:
+                s.ehlo("client.test")
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                s.starttls(context=ctx)
+                s.ehlo("client.test")
+                code, text = s.mail(USER)
+            finally:
+                s.close()
+            self.assertEqual(code, 530, text)
+            self.assertIn(b"authentication required to send certified mail", text)
+            # reinjection: no milter, so the same message goes through to the
+            # delivery point, over LMTP on the socket inside the chroot
+            code, text = self.pf.send("someone@example.org", [USER],
+                                      ordinary("someone@example.org", USER),
+                                      port=self.pf.reinject_port)
+            self.assertEqual(code, 250, text)
+            new = os.path.join(self.maildirs, "mario.rossi", "new")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not (os.path.isdir(new) and os.listdir(new)):
+                time.sleep(0.2)
+            self.assertTrue(os.path.isdir(new) and os.listdir(new),
+                            "nothing delivered; maillog:\n" + self.pf.log_tail() +
+                            "\npecmilter:\n" + d.stderr())
+            log = self.pf.log()
+            self.assertRegex(log, r"relay=[^ ]*pecmilter/lmtp\.sock.*status=sent")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
