@@ -15,8 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---------------------------------------------------------------- a string map
- */
+/* ---------------------------------------------------------------- a string map */
 
 /* Open addressing, keys owned; the value is an index or a kind. */
 struct strmap {
@@ -96,8 +95,7 @@ static void strmap_free(struct strmap *m)
     free(m->vals);
 }
 
-/* ---------------------------------------------------------------- what was
- * recorded */
+/* ---------------------------------------------------------------- what was recorded */
 
 /* Distinct Message-IDs, with the kind of record each came in. */
 struct idset {
@@ -118,8 +116,7 @@ struct rcpt {
 
 struct tx {
     char *id;
-    time_t first_at;
-    time_t start; /* the busta (or accettazione), else the first presa in carico */
+    time_t first_at; /* the busta, or the presa in carico of another provider's busta */
     int busta, refused, own, received, named;
     struct idset accettazione;
     struct rcpt *r;
@@ -340,15 +337,11 @@ static int collect(const struct pec_record *rec, void *arg)
             break;
         t->busta++;
         t->own = 1;
-        if (t->start == 0)
-            t->start = rec->at;
         name_recipients(t, rec->destinatari);
         break;
     case PEC_REG_ACCETTAZIONE:
         t->own = 1;
         idset_add(&t->accettazione, id, kind);
-        if (t->start == 0)
-            t->start = rec->at;
         name_recipients(t, rec->destinatari);
         break;
     case PEC_REG_NON_ACCETTAZIONE:
@@ -357,8 +350,6 @@ static int collect(const struct pec_record *rec, void *arg)
         t->refused++;
         break;
     case PEC_REG_PRESA_IN_CARICO:
-        if (t->start == 0)
-            t->start = rec->at;
         note_each(t, rec->ricezione, offsetof(struct rcpt, presa), id, kind);
         break;
     case PEC_REG_MANCATA_CONSEGNA_VIRUS:
@@ -384,13 +375,10 @@ static int collect(const struct pec_record *rec, void *arg)
     case PEC_REG_BUSTA_ANOMALIA:
         break;
     }
-    if (t->start == 0)
-        t->start = rec->at;
     return 0;
 }
 
-/* ---------------------------------------------------------------- the checks
- */
+/* ---------------------------------------------------------------- the checks */
 
 struct judge {
     const struct pec_audit_opts *o;
@@ -465,8 +453,7 @@ static void check_virus(struct judge *j, const struct rcpt *r)
                   r->mcv.n);
 }
 
-/* Our own transaction: its busta, accettazione, and each certified recipient.
- */
+/* Our own transaction: its busta, accettazione, and each certified recipient. */
 static int check_own(struct judge *j, const struct tx *t, int within)
 {
     char buf[1024];
@@ -516,7 +503,7 @@ static int check_theirs(struct judge *j, const struct tx *t, int within)
 static void judge_tx(struct judge *j, const struct walk *w, const struct tx *t)
 {
     const size_t *notice = strmap_get(&w->notices, t->id);
-    int within = j->o->now < t->start + j->o->deadline_after;
+    int within = j->o->now < t->first_at + j->o->deadline_after;
     int pending;
 
     j->t = t;

@@ -28,12 +28,12 @@ static char dir[] = "/tmp/test_audit.XXXXXX";
 enum { EM = PEC_REG_EMISSIONE, RIC = PEC_REG_RICEZIONE };
 
 /* One record; the fields the audit reads, the rest filled as the roles do. */
-static void rec(struct pec_batch *b, enum pec_reg_kind k, int dir_, time_t at, const char *id,
+static void rec(struct pec_batch *b, enum pec_reg_kind k, int way, time_t at, const char *id,
                 const char *msgid, const char *dest, const char *consegna, const char *ricezione)
 {
     struct pec_record r;
 
-    pec_record_init(&r, k, (enum pec_reg_dir)dir_, at, id);
+    pec_record_init(&r, k, (enum pec_reg_dir)way, at, id);
     r.mittente = "mario@" PEC;
     r.oggetto = "prova";
     r.gestore = "Gestore A";
@@ -56,8 +56,7 @@ static void accepted(struct pec_batch *b, time_t at, const char *id, const char 
 
 static void clean_log(struct pec_batch *b)
 {
-    /* to another provider: presa in carico and consegna received, the consegna
-     * twice */
+    /* to another provider: presa in carico and consegna received, the consegna twice */
     accepted(b, T0, "c1@" PEC, "anna@pec-b.test (certificato)");
     rec(b, PEC_REG_PRESA_IN_CARICO, RIC, T0 + 5, "c1@" PEC, "pic1@pec-b.test", "", NULL,
         "anna@pec-b.test");
@@ -66,8 +65,10 @@ static void clean_log(struct pec_batch *b)
     rec(b, PEC_REG_CONSEGNA, RIC, T0 + 700, "c1@" PEC, "con1@pec-b.test", "", "Anna@PEC-B.test",
         NULL);
 
-    /* within our domain, an esterno too: receipts emitted, then received back;
-       the presa in carico covers both of our recipients */
+    /*
+     * within our domain, an esterno too: receipts emitted, then received back;
+     * the presa in carico covers both of our recipients
+     */
     accepted(b, T0 + 10, "c2@" PEC,
              "luca@" PEC " (certificato), eva@" PEC " (certificato), x@example.org (esterno)");
     rec(b, PEC_REG_PRESA_IN_CARICO, EM, T0 + 10, "c2@" PEC, "pic2@" PEC, "", NULL,
@@ -89,8 +90,7 @@ static void clean_log(struct pec_batch *b)
     rec(b, PEC_REG_NON_ACCETTAZIONE, EM, T0 + 30, "c4@" PEC, "na4@" PEC,
         "anna@pec-b.test (certificato)", NULL, NULL);
 
-    /* a virus found by the recipient's provider: its mancata consegna per virus
-     */
+    /* a virus found by the recipient's provider: its mancata consegna per virus */
     accepted(b, T0 + 40, "c5@" PEC, "anna@pec-b.test (certificato)");
     rec(b, PEC_REG_PRESA_IN_CARICO, RIC, T0 + 41, "c5@" PEC, "pic5@pec-b.test", "", NULL,
         "anna@pec-b.test");
@@ -99,8 +99,7 @@ static void clean_log(struct pec_batch *b)
     rec(b, PEC_REG_MANCATA_CONSEGNA_VIRUS, EM, T0 + 42, "c5@" PEC, "mcv5@" PEC, "",
         "anna@pec-b.test", NULL);
 
-    /* another provider's busta: our presa in carico, then one outcome per
-     * recipient */
+    /* another provider's busta: our presa in carico, then one outcome per recipient */
     rec(b, PEC_REG_PRESA_IN_CARICO, EM, T0 + 50, "r1@pec-b.test", "pic.r1@" PEC,
         "luca@" PEC " (certificato), anna@pec-b.test (certificato)", NULL, "luca@" PEC);
     rec(b, PEC_REG_CONSEGNA, EM, T0 + 51, "r1@pec-b.test", "con.r1@" PEC, "", "luca@" PEC, NULL);
@@ -258,8 +257,7 @@ static void test_clean(void)
     CHECK(rep.pending == 1);
     CHECK(rep.records == 28);
 
-    /* once p1's deadline has passed, its missing presa in carico is a violation
-     */
+    /* once p1's deadline has passed, its missing presa in carico is a violation */
     later.now = NOW + 24 * HOUR;
     CHECK(pec_audit_run(st, &later, collect, &s, &rep, err, sizeof(err)) == 1);
     CHECK(rep.pending == 0);
