@@ -3,8 +3,9 @@
  *
  * Three groups, in the order an operator fixes them: the signing
  * certificate against the profile of pec-rules.md §6.2, the certificate
- * against the providers' index, and the directories the daemon's user
- * must write.  The first problem found is the one reported.
+ * against the providers' index, then the files the daemon's user must read
+ * and the directories it must write.  The first problem found is the one
+ * reported.
  */
 #include "selfcheck.h"
 
@@ -164,21 +165,63 @@ static int who_init(struct who *w, const char *user, char *err, size_t errlen)
     return 0;
 }
 
-/* May W create files in the directory ST describes (write and search)? */
-static int can_write(const struct who *w, const struct stat *st)
+enum { MAY_SEARCH = 1, MAY_WRITE = 2, MAY_READ = 4 };
+
+/* Does ST grant W every access in WANT (MAY_*), as the kernel would decide? */
+static int may(const struct who *w, const struct stat *st, int want)
 {
-    mode_t need;
+    int shift = 0;
 
     if (w->uid == 0)
         return 1;
-    need = S_IWOTH | S_IXOTH;
     if (st->st_uid == w->uid)
-        need = S_IWUSR | S_IXUSR;
+        shift = 6;
     else
         for (int i = 0; i < w->ngroups; i++)
             if (w->groups[i] == st->st_gid)
-                need = S_IWGRP | S_IXGRP;
-    return (st->st_mode & need) == need;
+                shift = 3;
+    return ((int)(st->st_mode >> shift) & want) == want;
+}
+
+/* W must be able to enter every directory on the way to the existing PATH. */
+static int check_reachable(const struct who *w, const char *path, const char *key, char *err,
+                           size_t errlen)
+{
+    char *real = realpath(path, NULL);
+    char *slash;
+    int rc = 0;
+
+    if (real == NULL)
+        return 0; /* whoever opens it reports why */
+    while (rc == 0 && (slash = strrchr(real, '/')) != NULL) {
+        struct stat st;
+
+        slash[slash == real] = '\0'; /* "/a/b" -> "/a" -> "/" */
+        if (stat(real, &st) == 0 && !may(w, &st, MAY_SEARCH)) {
+            snprintf(err, errlen, "%s: user %s cannot enter this directory (%s)", real, w->name,
+                     key);
+            rc = -1;
+        }
+        if (strcmp(real, "/") == 0)
+            break;
+    }
+    free(real);
+    return rc;
+}
+
+/* PATH (a file, or a directory of files) must be readable by W. */
+static int check_readable(const struct who *w, const char *path, const char *key, char *err,
+                          size_t errlen)
+{
+    struct stat st;
+
+    if (*path == '\0' || stat(path, &st) != 0)
+        return 0; /* optional and unset, or already reported by runtime_load() */
+    if (!may(w, &st, S_ISDIR(st.st_mode) ? MAY_READ | MAY_SEARCH : MAY_READ)) {
+        snprintf(err, errlen, "%s: user %s cannot read it (%s)", path, w->name, key);
+        return -1;
+    }
+    return check_reachable(w, path, key, err, errlen);
 }
 
 /*
@@ -205,11 +248,11 @@ static int check_dir(const struct who *w, const char *dir, const char *key, int 
         snprintf(err, errlen, "%s: not a directory (the directory of %s)", dir, key);
         return -1;
     }
-    if (!can_write(w, &st)) {
+    if (!may(w, &st, MAY_WRITE | MAY_SEARCH)) {
         snprintf(err, errlen, "%s: user %s cannot create files here (%s)", dir, w->name, key);
         return -1;
     }
-    return 0;
+    return check_reachable(w, dir, key, err, errlen);
 }
 
 /* The directory holding the file PATH. */
@@ -236,12 +279,19 @@ static int check_socket(const struct who *w, const char *spec, const char *key, 
     return 0;
 }
 
-static int check_dirs(const struct pec_config *cfg, char *err, size_t errlen)
+/* The files the daemon reads and the directories it writes, as `user`. */
+static int check_access(const struct pec_config *cfg, char *err, size_t errlen)
 {
     const char *store = cfg->store;
     struct who w;
 
     if (who_init(&w, cfg->user, err, errlen) < 0)
+        return -1;
+    if (check_readable(&w, cfg->sign_cert, "sign_cert", err, errlen) < 0 ||
+        check_readable(&w, cfg->sign_chain, "sign_chain", err, errlen) < 0 ||
+        check_readable(&w, cfg->sign_key, "sign_key", err, errlen) < 0 ||
+        check_readable(&w, cfg->trust_anchors, "trust_anchors", err, errlen) < 0 ||
+        check_readable(&w, cfg->index_file, "index_file", err, errlen) < 0)
         return -1;
     if (strncmp(store, "sqlite:", 7) == 0)
         store += 7;
@@ -259,5 +309,5 @@ int selfcheck(const struct runtime *rt, char *err, size_t errlen)
 {
     if (check_profile(rt, err, errlen) < 0 || check_index(rt, err, errlen) < 0)
         return -1;
-    return check_dirs(rt->cfg, err, errlen);
+    return check_access(rt->cfg, err, errlen);
 }

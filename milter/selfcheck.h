@@ -6,7 +6,8 @@
  * runtime that loads can still be one the daemon cannot work with: a
  * signing certificate outside the profile of pec-rules.md §6.2, a
  * certificate that peers will not find in the providers' index under our
- * name, or a socket or store directory the daemon's user cannot write.
+ * name, a file the daemon's user cannot read, or a socket or store
+ * directory it cannot write.
  * These are checked here, once, before the operator starts the daemon;
  * the daemon itself does not repeat them on every start or reload.
  */

@@ -95,19 +95,54 @@ class SelfCheckTest(unittest.TestCase):
         self.settings["sign_key"] = key
         self.assertProblem(pki.pecca(), r"keyUsage lacks digitalSignature")
 
-    def test_socket_directory_not_writable_by_user(self):
+    def as_nobody(self):
+        """Configure user = nobody, with a work directory and a key of its own, as
+        the README has the admin do for user pecmilter."""
         if os.geteuid() != 0:
             self.skipTest("needs root to name another user")
+        nobody = pwd.getpwnam("nobody").pw_uid
+        os.chown(self.dir, nobody, -1)   # the store, seals and sockets go here
+        key = os.path.join(self.dir, "key.pem")
+        with open(pki.provider("a")["key"], "rb") as src, open(key, "wb") as dst:
+            dst.write(src.read())
+        os.chmod(key, 0o600)
+        os.chown(key, nobody, -1)
+        self.settings["sign_key"] = key
+        self.settings["user"] = "nobody"
+        return nobody
+
+    def test_nobody_setup_passes(self):
+        self.as_nobody()
+        rc, out, err = self.check()
+        self.assertEqual((rc, err), (0, ""))
+
+    def test_socket_directory_not_writable_by_user(self):
+        nobody = self.as_nobody()
         sockdir = os.path.join(self.dir, "run")
         os.mkdir(sockdir, 0o755)     # root's, not writable by nobody
-        os.chmod(self.dir, 0o777)   # the store and the LMTP socket stay here
-        self.settings["user"] = "nobody"
         self.settings["milter_socket"] = "unix:" + os.path.join(sockdir, "milter.sock")
         self.assertProblem(sockdir, r"user nobody cannot create files here \(milter_socket\)$")
         # given to the user, the same directory passes
-        os.chown(sockdir, pwd.getpwnam("nobody").pw_uid, -1)
+        os.chown(sockdir, nobody, -1)
         rc, out, err = self.check()
         self.assertEqual((rc, err), (0, ""))
+
+    def test_key_not_readable_by_user(self):
+        self.as_nobody()
+        os.chown(self.settings["sign_key"], 0, -1)   # root's, mode 0600
+        self.assertProblem(self.settings["sign_key"],
+                           r"user nobody cannot read it \(sign_key\)$")
+
+    def test_certificate_directory_closed_to_user(self):
+        self.as_nobody()
+        certdir = os.path.join(self.dir, "certs")
+        os.mkdir(certdir, 0o700)     # root's: nobody cannot enter
+        cert = os.path.join(certdir, "cert.pem")
+        with open(pki.provider("a")["cert"], "rb") as src, open(cert, "wb") as dst:
+            dst.write(src.read())
+        os.chmod(cert, 0o644)
+        self.settings["sign_cert"] = cert
+        self.assertProblem(certdir, r"user nobody cannot enter this directory \(sign_cert\)$")
 
     def test_store_directory_missing(self):
         store = os.path.join(self.dir, "absent", "pecmilter.db")
