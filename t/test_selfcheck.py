@@ -5,6 +5,7 @@ trust, or a daemon that cannot create its sockets.  Each such problem must
 be one line, "pecmilter: FILE: what is wrong", naming the file to fix, and
 exit 78 (EX_CONFIG), with nothing on stdout that looks like success.
 """
+import base64
 import os
 import pwd
 import re
@@ -149,6 +150,53 @@ class SelfCheckTest(unittest.TestCase):
         self.settings["store"] = store
         self.assertProblem(os.path.dirname(store),
                            r"No such file or directory \(the directory of store\)$")
+
+    def test_readme_certificate_request_passes(self):
+        """The README's key and request, once the CA signs it, pass the profile
+        check; once listed in the index as the README says, everything passes."""
+        with open(os.path.join(env.SRC_DIR, "README")) as f:
+            readme = f.read()
+        step = readme[readme.index("2. The signing key"):readme.index("3. The providers' index")]
+        step = re.sub(r"\\\n\s*", "", step)               # join continued lines
+        commands = re.findall(r"^\s+(openssl .*)$", step, re.M)
+        self.assertEqual(len(commands), 2, step)             # genpkey, req
+        for c in commands:
+            c = c.replace("/etc/pecmilter/", self.dir + "/")
+            p = subprocess.run(c, shell=True, capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, 0, c + "\n" + p.stderr)
+        key, req, cert = (os.path.join(self.dir, n) for n in ("key.pem", "req.pem", "cert.pem"))
+        os.chmod(key, 0o600)
+        # the CA (the test PKI's PEC CA) issues what was asked, extensions included
+        p = subprocess.run(["openssl", "x509", "-req", "-in", req, "-CA", pki.pecca(),
+                            "-CAkey", pki.path("pecca.key"), "-copy_extensions", "copyall",
+                            "-days", "30", "-out", cert], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.settings.update(provider_name="Gestore Esempio S.p.A.",
+                             domains=["pec.example.it"],
+                             service_address="posta-certificata@pec.example.it",
+                             receipt_address="ricevute@pec.example.it",
+                             sign_cert=cert, sign_key=key, sign_chain=pki.pecca())
+        self.assertProblem(cert, r"not in the providers' index")
+        # the index record, with the hash computed the README's way
+        der = subprocess.run("openssl x509 -in %s -outform DER" % cert, shell=True,
+                             capture_output=True, check=True).stdout
+        digest = subprocess.run(["sha1sum"], input=der, capture_output=True,
+                                check=True).stdout.split()[0].decode()
+        index = os.path.join(self.dir, "index.ldif")
+        with open(pki.index()) as src, open(index, "w") as dst:
+            dst.write(src.read().rstrip("\n") + "\n\n" +
+                      "dn: providerName=Gestore Esempio S.p.A.,o=postacert\n"
+                      "objectclass: top\nobjectclass: provider\n"
+                      "providerName: Gestore Esempio S.p.A.\n"
+                      "providerCertificateHash: %s\n"
+                      "providerCertificate;binary:: %s\n"
+                      "mailReceipt: ricevute@pec.example.it\n"
+                      "managedDomains: pec.example.it\n"
+                      % (digest, base64.b64encode(der).decode()))
+        self.settings["index_file"] = index
+        rc, out, err = self.check()
+        self.assertEqual((rc, err), (0, ""))
+        self.assertIn("<posta-certificata@pec.example.it>, sha1 %s" % digest, out)
 
 
 if __name__ == "__main__":
