@@ -38,7 +38,7 @@ void usage(FILE *out)
             "  outbox retry ID|all    send failed messages again\n"
             "  tx IDENTIFICATIVO      a transaction and its recipients' states\n"
             "  store check            full integrity check of the store file\n"
-            "  audit [--since T]      check the log against the PEC invariants\n"
+            "  audit [--since T] [--json]  check the log against the PEC invariants\n"
             "  status [--json]        daemon, outbox, pending receipts, deadlines, certificate\n"
             "T: YYYY-MM-DD, YYYY-MM-DD HH:MM[:SS] (local time, Z for UTC) or @EPOCH\n");
 }
