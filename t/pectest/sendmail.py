@@ -1,0 +1,448 @@
+"""Private Sendmail instances on loopback, for tests (standard library only).
+
+    from pectest import sendmail as sm
+    sm.ensure()                                   # or env.skip() with sm.unavailable()
+    a = sm.Sendmail(work, "a", ip=loopback_ip(1), mydomain="pec-a.test",
+                    pec_domains=["pec-a.test"], milter="unix:/.../milter.sock",
+                    lmtp_socket="/.../lmtp.sock", submission_port=free_port(ip),
+                    reinject_port=free_port(ip), sasl_users={"mario@pec-a.test": "pw"},
+                    transports={"pec-b.test": ("127.0.0.12", 25025)})
+    with a:
+        a.send("mario@pec-a.test", [...], raw, port=a.submission_port,
+               auth=("mario@pec-a.test", "pw"))
+
+Debian's sendmail-bin conflicts with postfix, so Sendmail is never installed: the
+packages sendmail-bin, sendmail-base and sendmail-cf are fetched once with `apt-get
+download` into CACHE (PEC_SENDMAIL_CACHE, default /var/cache/pecmilter-test/sendmail)
+and unpacked there with `dpkg -x`; the binary needs libwrap0, liblockfile1 and m4
+(contrib/deps.sh test installs them).  Without network and without a cache,
+unavailable() says why and tests skip.
+
+The configuration is an .mc that includes contrib/sendmail/pecmilter.mc, the snippet
+an administrator uses, so the tests exercise exactly that: the listeners pec-mx (port),
+pec-submission (submission_port, M=a: AUTH required) and pec-reinject (reinject_port,
+no filter), the filter with F=T, and the PEC domains delivered over LMTP to
+lmtp_socket.  Each instance lives in WORKDIR/NAME/{etc,queue,log} and runs as root
+in the foreground (`sendmail -bD -q1s -C etc/sendmail.cf`), handed to the cleanup
+layers of pectest.postfix (register_process: atexit and the reaper), so nothing
+survives the test, even after SIGKILL.
+
+transports: DOMAIN -> (IP, PORT): mail for DOMAIN is relayed over SMTP to IP:PORT
+(one mailer per destination, since Sendmail's port is a mailer argument).  Outgoing
+SMTP binds ip, as Postfix's smtp_bind_address does.
+
+sasl_users: {login: password}.  Sendmail's SASL is Cyrus SASL: the harness writes
+etc/sasl/Sendmail.conf (pwcheck_method auxprop, sasldb in etc/sasl/sasldb2, made with
+saslpasswd2) and points Cyrus at it with SASL_CONF_PATH, set in the .cf with an E
+line (Sendmail keeps only the environment its configuration names).  Cyrus honours
+SASL_CONF_PATH only in a process that is not set-group-id, so the unpacked binary is
+copied without its setgid bit.
+
+Sendmail logs only through syslog(3), to /dev/log, and looks its own host name up
+before it reads its configuration (an unqualified one costs a 60 s sleep).  So each
+instance runs in namespaces of its own (unshare --uts --mount): host name mx.MYDOMAIN,
+and /dev a bind mount of etc/../dev, where the null, zero, random, urandom and tty
+devices are bound and log is a socket this process reads into log/maillog (log()).
+The machine's /dev and host name are untouched.
+"""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from . import env
+from . import postfix as pf
+
+CACHE = os.environ.get("PEC_SENDMAIL_CACHE") or "/var/cache/pecmilter-test/sendmail"
+PACKAGES = ("sendmail-bin", "sendmail-base", "sendmail-cf")
+SNIPPET = os.path.join(env.SRC_DIR, "contrib", "sendmail", "pecmilter.mc")
+ROOT = os.path.join(CACHE, "root")
+BINARY = os.path.join(CACHE, "sendmail")           # the unpacked binary, not setgid
+CF_DIR = os.path.join(ROOT, "usr", "share", "sendmail", "cf")
+RUN_BASE = "/run/pectest"
+UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
+DEVICES = ("null", "zero", "random", "urandom", "tty")
+SASLPASSWD = shutil.which("saslpasswd2") or "/usr/sbin/saslpasswd2"
+
+_why = None
+
+
+def _libs_missing():
+    p = subprocess.run(["ldd", BINARY], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return [l.split()[0] for l in p.stdout.decode().splitlines() if "not found" in l]
+
+
+def unavailable():
+    """None when Sendmail can run here (fetching and unpacking it if need be), else
+    why not."""
+    global _why
+    if _why is not None:
+        return _why or None
+    _why = _prepare() or ""
+    return _why or None
+
+
+def _prepare():
+    if os.geteuid() != 0:
+        return "Sendmail tests run as root"
+    if not shutil.which("m4"):
+        return "m4 is not installed (contrib/deps.sh test installs it)"
+    if not (os.path.exists(BINARY) and os.path.isdir(CF_DIR)):
+        os.makedirs(CACHE, exist_ok=True)
+        debs = [n for n in os.listdir(CACHE) if n.endswith(".deb")]
+        if not all(any(n.startswith(p + "_") for n in debs) for p in PACKAGES):
+            p = subprocess.run(["apt-get", "download"] + list(PACKAGES), cwd=CACHE,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            if p.returncode != 0:
+                return ("apt-get download %s failed (no network and nothing cached in %s): %s"
+                        % (" ".join(PACKAGES), CACHE,
+                           p.stdout.decode("utf-8", "replace").strip()[-500:]))
+            debs = [n for n in os.listdir(CACHE) if n.endswith(".deb")]
+        tmp = ROOT + ".new"
+        shutil.rmtree(tmp, ignore_errors=True)
+        for n in sorted(debs):
+            p = subprocess.run(["dpkg", "-x", os.path.join(CACHE, n), tmp],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            if p.returncode != 0:
+                return "dpkg -x %s: %s" % (n, p.stdout.decode("utf-8", "replace"))
+        shutil.rmtree(ROOT, ignore_errors=True)
+        os.rename(tmp, ROOT)
+        shutil.copyfile(os.path.join(ROOT, "usr", "libexec", "sendmail", "sendmail"),
+                        BINARY + ".new")
+        os.chmod(BINARY + ".new", 0o755)              # no setgid: see the docstring
+        os.rename(BINARY + ".new", BINARY)
+    missing = _libs_missing()
+    if missing:
+        return ("the unpacked Sendmail needs %s (contrib/deps.sh test installs libwrap0 "
+                "and liblockfile1)" % ", ".join(missing))
+    return None
+
+
+def workdir(prefix):
+    """A fresh directory for a test's instances, mode 0755.  Not under /tmp: Sendmail
+    refuses a milter or LMTP socket below a world-writable directory."""
+    os.makedirs(RUN_BASE, exist_ok=True)
+    os.chmod(RUN_BASE, 0o755)
+    d = tempfile.mkdtemp(prefix=prefix, dir=RUN_BASE)
+    os.chmod(d, 0o755)
+    return d
+
+
+def ensure():
+    why = unavailable()
+    if why:
+        env.skip(why)
+
+
+class SendmailError(RuntimeError):
+    pass
+
+
+class Sendmail:
+    """One private Sendmail instance.  See the module docstring."""
+
+    def __init__(self, workdir, name, ip="127.0.0.1", port=None, mydomain="pec-a.test",
+                 pec_domains=(), milter=None, lmtp_socket=None, submission_port=None,
+                 reinject_port=None, transports=None, sasl_users=None):
+        if not re.match(r"^[A-Za-z0-9_.-]+$", name):
+            raise ValueError("bad instance name %r" % name)
+        self.workdir = os.path.realpath(workdir)
+        self.name = name
+        self.ip = ip
+        self.port = port or pf.free_port(ip)
+        self.mydomain = mydomain.lower()
+        self.pec_domains = [d.lower() for d in pec_domains]
+        self.milter = milter
+        self.lmtp_socket = lmtp_socket
+        self.submission_port = submission_port or pf.free_port(ip)
+        self.reinject_port = reinject_port or pf.free_port(ip)
+        self.transports = dict(transports or {})
+        self.sasl_users = dict(sasl_users or {})
+        self.root = os.path.join(self.workdir, name, "sendmail")
+        self.etc = os.path.join(self.root, "etc")
+        self.queue = os.path.join(self.root, "queue")
+        self.logdir = os.path.join(self.root, "log")
+        self.cf = os.path.join(self.etc, "sendmail.cf")
+        self.maillog = os.path.join(self.logdir, "maillog")
+        self.dev = os.path.join(self.root, "dev")
+        self.proc = None
+
+    # -- configuration ------------------------------------------------------
+
+    def mc(self):
+        """The instance's .mc text."""
+        sasl = os.path.join(self.etc, "sasl")
+        q = lambda s: "`%s'" % s
+        lines = [
+            "divert(-1)",
+            "# generated by pectest.sendmail for instance %s" % self.name,
+            "divert(0)dnl",
+            "include(%s)dnl" % q(os.path.join(CF_DIR, "m4", "cf.m4")),
+            "VERSIONID(`pectest %s')dnl" % self.name,
+            "OSTYPE(`linux')dnl",
+            # nothing of /etc/mail, /var/run or the system's name service
+            "define(`confDOMAIN_NAME', %s)dnl" % q("mx." + self.mydomain),
+            "define(`confCF_VERSION', `pectest')dnl",
+            "define(`confPID_FILE', %s)dnl" % q(os.path.join(self.root, "sendmail.pid")),
+            "define(`STATUS_FILE', %s)dnl" % q(os.path.join(self.logdir, "statistics")),
+            "define(`HELP_FILE', %s)dnl" % q(os.path.join(self.etc, "helpfile")),
+            "define(`QUEUE_DIR', %s)dnl" % q(self.queue),
+            "define(`ALIAS_FILE', `')dnl",
+            "define(`confCW_FILE', `-o %s')dnl" % os.path.join(self.etc, "local-host-names"),
+            "define(`confCT_FILE', `-o %s')dnl" % os.path.join(self.etc, "trusted-users"),
+            "define(`confSERVICE_SWITCH_FILE', %s)dnl"
+            % q(os.path.join(self.etc, "service.switch")),
+            "define(`confHOSTS_FILE', `/etc/hosts')dnl",
+            "define(`confDONT_PROBE_INTERFACES', `True')dnl",
+            "define(`confBIND_OPTS', `-DNSRCH -DEFNAMES')dnl",
+            "define(`confLOG_LEVEL', `14')dnl",
+            "define(`confMILTER_LOG_LEVEL', `14')dnl",
+            # tests wait for retries in seconds
+            "define(`confMIN_QUEUE_AGE', `0')dnl",
+            "define(`confTO_CONNECT', `10s')dnl",
+            "define(`confTO_ICONNECT', `10s')dnl",
+            "define(`confDELIVERY_MODE', `background')dnl",
+            "define(`confMAX_MESSAGE_SIZE', `104857600')dnl",
+            "define(`confPRIVACY_FLAGS', `authwarnings,noexpn,novrfy')dnl",
+            "define(`confDEF_USER_ID', `nobody:nogroup')dnl",
+            # never rewrite the headers of what tests send
+            "FEATURE(`nocanonify')dnl",
+            "FEATURE(`nouucp', `reject')dnl",
+            # no DNS here: the test domains resolve nowhere
+            "FEATURE(`accept_unresolvable_domains')dnl",
+            "define(`confAUTH_MECHANISMS', `PLAIN LOGIN')dnl",
+            "TRUST_AUTH_MECH(`PLAIN LOGIN')dnl",
+            # no TLS here: allow PLAIN in the clear (p is not in AuthOptions)
+            "define(`confAUTH_OPTIONS', `A')dnl",
+            "CLIENT_OPTIONS(%s)dnl" % q("Family=inet, Addr=" + self.ip),
+            "define(`PECMILTER_MILTER', %s)dnl" % q(self.milter or "unix:/nonexistent"),
+            "define(`PECMILTER_LMTP', %s)dnl" % q(self.lmtp_socket or "/nonexistent"),
+            "define(`PECMILTER_DOMAINS', %s)dnl" % q(" ".join(self.pec_domains)),
+            "define(`PECMILTER_ADDR', %s)dnl" % q(self.ip),
+            "define(`PECMILTER_MTA_PORT', %s)dnl" % q(self.port),
+            "define(`PECMILTER_MSA_PORT', %s)dnl" % q(self.submission_port),
+            "define(`PECMILTER_REINJECT_ADDR', %s)dnl" % q(self.ip),
+            "define(`PECMILTER_REINJECT_PORT', %s)dnl" % q(self.reinject_port),
+            "include(%s)dnl" % q(SNIPPET),
+            "LOCAL_CONFIG",
+            "ESASL_CONF_PATH=" + sasl,
+        ]
+        if self.transports:
+            lines.append("LOCAL_RULE_0")
+            for i, dom in enumerate(sorted(self.transports)):
+                ip, _ = self.transports[dom]
+                d = dom.lower()
+                lines.append("R$* < @ %s . > $*\t$#pectest%d $@ [%s] $: $1 < @ %s . > $2"
+                             % (d, i, ip, d))
+                lines.append("R$* < @ %s > $*\t$#pectest%d $@ [%s] $: $1 < @ %s . > $2"
+                             % (d, i, ip, d))
+            lines.append("MAILER_DEFINITIONS")
+            for i, dom in enumerate(sorted(self.transports)):
+                _, port = self.transports[dom]
+                lines.append("Mpectest%d,\tP=[IPC], F=mDFMuXa, S=EnvFromSMTP/HdrFromSMTP, "
+                             "R=EnvToSMTP, E=\\r\\n, L=990, T=DNS/RFC822/SMTP, A=TCP $h %d"
+                             % (i, port))
+            lines.append("divert(0)dnl")
+        lines += ["MAILER(`smtp')dnl"]
+        return "\n".join(lines) + "\n"
+
+    def _write_config(self):
+        for d in (self.root, self.etc, self.queue, self.logdir):
+            os.makedirs(d, exist_ok=True)
+            os.chown(d, 0, 0)
+            os.chmod(d, 0o755)
+        os.chmod(self.queue, 0o700)
+        # the milter and LMTP sockets live under workdir: every directory on the way
+        # must be searchable, and Sendmail refuses group- or world-writable ones
+        d = self.workdir
+        while d != "/":
+            st = os.stat(d)
+            if not st.st_mode & 0o001:
+                os.chmod(d, (st.st_mode & 0o7777) | 0o011)
+            d = os.path.dirname(d)
+        files = {
+            "service.switch": "hosts files\naliases files\n",
+            "local-host-names": "",
+            "trusted-users": "",
+            "helpfile": "",
+            "../log/statistics": "",
+        }
+        for n, text in files.items():
+            with open(os.path.join(self.etc, n), "w") as f:
+                f.write(text)
+        mc = os.path.join(self.etc, "sendmail.mc")
+        with open(mc, "w") as f:
+            f.write(self.mc())
+        p = subprocess.run(["m4", "-D_CF_DIR_=" + CF_DIR + "/", mc],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if p.returncode != 0 or p.stderr.strip():
+            raise SendmailError("m4 %s: %s" % (mc, p.stderr.decode("utf-8", "replace")))
+        with open(self.cf, "wb") as f:
+            f.write(p.stdout)
+        os.chmod(self.cf, 0o644)
+        self._write_sasl()
+
+    def _write_sasl(self):
+        sasl = os.path.join(self.etc, "sasl")
+        os.makedirs(sasl, exist_ok=True)
+        os.chmod(sasl, 0o755)
+        db = os.path.join(sasl, "sasldb2")
+        with open(os.path.join(sasl, "Sendmail.conf"), "w") as f:
+            f.write("pwcheck_method: auxprop\nauxprop_plugin: sasldb\n"
+                    "mech_list: PLAIN LOGIN\nsasldb_path: %s\n" % db)
+        if os.path.exists(db):
+            os.unlink(db)
+        for user, password in self.sasl_users.items():
+            # user@realm: a client logging in as the whole address finds it, and
+            # {auth_authen} is that address
+            local, _, realm = user.rpartition("@")
+            p = subprocess.run([SASLPASSWD, "-f", db, "-p", "-c", "-u", realm or self.mydomain,
+                                local or user],
+                               input=password.encode(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+            if p.returncode != 0:
+                raise SendmailError("saslpasswd2 %s: %s" % (user, p.stdout.decode()))
+        if os.path.exists(db):
+            os.chmod(db, 0o600)
+
+    # -- running ------------------------------------------------------------
+
+    def start(self, timeout=20):
+        if self.proc is not None:
+            return self
+        why = unavailable()
+        if why:
+            raise SendmailError(why)
+        self._write_config()
+        self._listen_log()
+        # A namespace of its own (see the module docstring): a qualified host name,
+        # and /dev/log our socket.
+        devs = " ".join(DEVICES)
+        script = ('set -e; cd "$1"; for n in %s; do [ -e "$n" ] || : > "$n"; '
+                  'mount --bind "/dev/$n" "$n"; done; mount --bind "$1" /dev; '
+                  'hostname "$2"; shift 2; exec "$@"' % devs)
+        self.proc = subprocess.Popen(
+            [UNSHARE, "--uts", "--mount", "--propagation", "private", "sh", "-c", script,
+             "sh", self.dev, "mx." + self.mydomain, BINARY, "-C", self.cf, "-bD", "-q1s"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cwd="/", env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        pf.register_process(self.proc.pid, self.workdir)
+        try:
+            for port in (self.port, self.submission_port, self.reinject_port):
+                self._wait_banner(port, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _listen_log(self):
+        """Receive what Sendmail sends to syslog into log/maillog."""
+        os.makedirs(self.dev, exist_ok=True)
+        os.chmod(self.dev, 0o755)
+        path = os.path.join(self.dev, "log")
+        if os.path.exists(path):
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        os.chmod(path, 0o666)
+        sock.settimeout(0.2)
+        out = open(self.maillog, "ab")
+        stop = self._log_stop = threading.Event()
+
+        def pump():
+            with sock, out:
+                while not stop.is_set():
+                    try:
+                        data = sock.recv(65536)
+                    except socket.timeout:
+                        continue
+                    except OSError:
+                        return
+                    out.write(re.sub(rb"^<\d+>", b"", data).rstrip(b"\n") + b"\n")
+                    out.flush()
+        threading.Thread(target=pump, daemon=True).start()
+
+    def _wait_banner(self, port, timeout):
+        deadline = time.monotonic() + timeout
+        err = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SendmailError("sendmail %s exited %s: %s" % (
+                    self.name, self.proc.returncode,
+                    self.proc.stdout.read().decode("utf-8", "replace")))
+            try:
+                with socket.create_connection((self.ip, port), timeout=5) as s:
+                    line = s.makefile("rb").readline()
+                    if line.startswith(b"220"):
+                        s.sendall(b"QUIT\r\n")
+                        return
+                    err = "banner %r" % line
+            except OSError as e:
+                err = str(e)
+            time.sleep(0.1)
+        raise SendmailError("sendmail %s: nothing answers on %s:%d (%s)"
+                            % (self.name, self.ip, port, err))
+
+    def stop(self, timeout=10):
+        """SIGTERM to the daemon (it stops its children), SIGKILL whatever of its
+        process family is left after timeout seconds."""
+        if self.proc is None:
+            return
+        pid = self.proc.pid
+        family = {pid} | pf._descendants([pid])
+        pf._kill([pid], signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            family = {p for p in family if pf._proc_stat(p)}
+            if not family:
+                break
+            time.sleep(0.05)
+        family = {p for p in family if pf._proc_stat(p)}
+        if family:
+            print("pectest.sendmail: %s: had to SIGKILL %s" % (self.name, sorted(family)),
+                  file=sys.stderr)
+            pf._kill(family, signal.SIGKILL)
+            self.proc.wait(5)
+        pf.unregister_process(pid)
+        self.proc.stdout.close()
+        self.proc = None
+        self._log_stop.set()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    # -- mail ---------------------------------------------------------------
+
+    def send(self, sender, recipients, raw, port=None, helo="client.test", timeout=60,
+             auth=None):
+        """As pectest.postfix.Postfix.send (no XCLIENT: Sendmail has none; auth
+        (user, password) logs in through Sendmail's SASL)."""
+        return pf.Postfix.send(self, sender, recipients, raw, port=port, helo=helo,
+                               timeout=timeout, auth=auth)
+
+    def queue_files(self):
+        return [n for n in os.listdir(self.queue) if n[:2] in ("qf", "df", "Qf")]
+
+    def log(self):
+        try:
+            with open(self.maillog, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, n=60):
+        return "\n".join(self.log().splitlines()[-n:])

@@ -1,0 +1,294 @@
+"""End to end with Sendmail as the MTA: the certified path between two providers,
+one on Sendmail and the other on Postfix, both ways round.
+
+Sendmail runs from Debian's packages unpacked by pectest.sendmail (they conflict
+with postfix and are never installed), configured through
+contrib/sendmail/pecmilter.mc: pec-submission (AUTH required, Cyrus SASL with a
+sasldb) in the access role, pec-mx in the reception role, pec-reinject without the
+filter, the PEC domain delivered over LMTP to pecmilter's delivery point.  The
+Postfix side is the one of test_e2e_exchange (XCLIENT LOGIN for submission).  Both
+pecmilters store into Maildirs.
+
+Checked from outside, in each direction: the busta reaches the To and the Cc
+recipient, Mario gets the accettazione and the two consegne (completa for To,
+sintetica for Cc), A's service mailbox the presa in carico; every one verifies with
+`openssl smime -verify` against the test trust anchors and with pecverify, and its
+daticert.xml is valid against the DTD ($PEC_SHARED_DIR/spec/daticert.dtd; skipped,
+saying so, when absent).  On Sendmail: a formal error gets the 5xx reply naming it
+and the avviso di non accettazione; an unauthenticated submission is refused; with
+pecmilter unreachable the MTA answers 451 4.3.2 (F=T), never passing mail through.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import unittest
+
+from pectest import config, daemon, env, pecmail, pki
+from pectest import postfix as pf
+from pectest import sendmail as sm
+
+MARIO = "mario@pec-a.test"
+RICEVUTE_A = "ricevute@pec-a.test"
+LUIGI = "luigi@pec-b.test"
+ANNA = "anna@pec-b.test"
+PASSWORD = "segreta-123"
+USERS = {"a": ("mario", "ricevute", "giulia"), "b": ("luigi", "anna", "ricevute")}
+
+
+def message(subject, to=LUIGI, cc=None, sender=MARIO, extra=b""):
+    head = b"From: Mario Rossi <%s>\r\nTo: %s\r\n" % (sender.encode(), to.encode())
+    if cc:
+        head += b"Cc: %s\r\n" % cc.encode()
+    head += (b"Subject: %s\r\nDate: Tue, 25 Nov 2025 10:00:00 +0100\r\n"
+             b"Message-ID: <%s@client.pec-a.test>\r\n"
+             % (subject.encode(), re.sub(r"\W", "", subject).encode()))
+    return (head + extra + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"\r\nTesto del messaggio.\r\n")
+
+
+class _Exchange:
+    """A on MTA_A, B on MTA_B ("sendmail" or "postfix")."""
+    MTA_A = MTA_B = None
+
+    @classmethod
+    def setUpClass(cls):
+        if not pf.have_postfix():
+            env.skip("Postfix is not installed (t/check.sh installs it)")
+        sm.ensure()
+        pki.ensure()
+        cls.dtd = os.path.join(env.SHARED_DIR, "spec", "daticert.dtd")
+        if not os.path.exists(cls.dtd) or not shutil.which("xmllint"):
+            print("NOTE: %s or xmllint absent: daticert.xml not checked against the DTD"
+                  % cls.dtd)
+            cls.dtd = None
+        cls.tmp = sm.workdir("sendmail-%s-%s-" % (cls.MTA_A, cls.MTA_B))
+        cls.daemons, cls.mtas, cls.sets, cls.confs = {}, {}, {}, {}
+        try:
+            cls._start(cls.tmp)
+        except BaseException:
+            cls._stop()
+            raise
+
+    @classmethod
+    def _start(cls, work):
+        ips = {"a": pf.loopback_ip(1), "b": pf.loopback_ip(2)}
+        ports = {n: pf.free_port(ip) for n, ip in ips.items()}
+        domains = {"a": "pec-a.test", "b": "pec-b.test"}
+        for name in ("a", "b"):
+            base = os.path.join(work, name)
+            os.makedirs(base)
+            os.chmod(base, 0o755)
+            conf = os.path.join(base, "pecmilter.conf")
+            reinject = pf.free_port(ips[name])
+            s = dict(roles={"pec-submission": "access", "pec-mx": "reception"},
+                     reinject="smtp:%s:%d" % (ips[name], reinject), outbox_retry_max_backoff=2,
+                     mailbox_backend="maildir", maildir_autocreate="no",
+                     maildir_root=os.path.join(base, "pecmail"))
+            for user in USERS[name]:
+                for sub in ("tmp", "new", "cur"):
+                    os.makedirs(os.path.join(s["maildir_root"], user, sub))
+            for top, _, _ in os.walk(s["maildir_root"]):
+                os.chmod(top, 0o777)
+            config.write(conf, name, **s)
+            cls.confs[name] = conf
+            cls.sets[name] = s = config.settings(name, base, **s)
+            other = "b" if name == "a" else "a"
+            milter = "unix:" + config.socket_path(s)
+            lmtp = config.socket_path(s, "lmtp_socket")
+            mta = cls.MTA_A if name == "a" else cls.MTA_B
+            if mta == "sendmail":
+                cls.mtas[name] = sm.Sendmail(
+                    work, name, ip=ips[name], port=ports[name], mydomain=domains[name],
+                    pec_domains=[domains[name]], milter=milter, lmtp_socket=lmtp,
+                    submission_port=pf.free_port(ips[name]), reinject_port=reinject,
+                    transports={domains[other]: (ips[other], ports[other])},
+                    sasl_users={MARIO: PASSWORD} if name == "a" else {})
+            else:
+                cls.mtas[name] = pf.Postfix(
+                    work, name, ip=ips[name], port=ports[name], mydomain=domains[name],
+                    virtual_domains=[domains[name]], local_maildir=False, milter=milter,
+                    submission_port=pf.free_port(ips[name]), submission_milter=milter,
+                    reinject_port=reinject,
+                    transports={domains[other]: "smtp:[%s]:%d" % (ips[other], ports[other])},
+                    extra_main={"virtual_transport": "lmtp:unix:" + lmtp})
+        for name in ("a", "b"):
+            d = daemon.start(cls.confs[name])
+            pf.register_process(d.proc.pid, work)
+            cls.daemons[name] = d
+        for name in ("a", "b"):
+            cls.mtas[name].start()
+
+    @classmethod
+    def _stop(cls):
+        for thing in list(cls.mtas.values()) + list(cls.daemons.values()):
+            try:
+                thing.stop()
+            except Exception as e:            # keep stopping the others
+                print("stopping %r: %s" % (thing, e))
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        bad = []
+        for name, d in cls.daemons.items():
+            text = d.stop()
+            if d.returncode != 0 or "Sanitizer" in text:
+                bad.append("pecmilter %s exited %s:\n%s" % (name, d.returncode, text[-5000:]))
+        cls._stop()
+        # the reaper keeps its log open in the first workdir it was told of; it is
+        # not an instance's process and leaves when this process does
+        left = [p for p in pf.leftovers(cls.tmp)
+                if b"--reaper" not in open("/proc/%d/cmdline" % p, "rb").read()]
+        if left:
+            bad.append("processes left behind: %s" % ", ".join(
+                "%d %s" % (p, open("/proc/%d/cmdline" % p, "rb").read().replace(b"\0", b" "))
+                for p in sorted(left)))
+        if bad:
+            raise AssertionError("\n".join(bad))
+
+    # -- helpers ---------------------------------------------------------------
+
+    def submit(self, raw, rcpts, sender=MARIO):
+        a = self.mtas["a"]
+        if self.MTA_A == "sendmail":
+            return a.send(sender, rcpts, raw, port=a.submission_port, auth=(sender, PASSWORD))
+        return a.send(sender, rcpts, raw, port=a.submission_port, xclient_login=sender)
+
+    def mailbox(self, address):
+        local, _, domain = address.partition("@")
+        base = os.path.join(self.sets[domain.split(".")[0][-1]]["maildir_root"], local)
+        paths = []
+        for sub in ("new", "cur"):
+            d = os.path.join(base, sub)
+            paths += [os.path.join(d, n) for n in os.listdir(d) if not n.startswith(".")]
+        out = []
+        for path in sorted(paths, key=lambda q: (os.stat(q).st_mtime, os.path.basename(q))):
+            with open(path, "rb") as f:
+                out.append(f.read())
+        return out
+
+    def diagnostics(self):
+        return "".join("\n--- %s %s ---\n%s\n--- pecmilter %s ---\n%s"
+                       % (n, type(m).__name__, m.log_tail(), n,
+                          self.daemons[n].stderr()[-3000:])
+                       for n, m in sorted(self.mtas.items()))
+
+    def find_all(self, address, pattern, count=1, timeout=60):
+        deadline = time.monotonic() + timeout
+        while True:
+            got = [r for r in self.mailbox(address) if re.search(pattern, r)]
+            if len(got) >= count:
+                return [pecmail.Message(r) for r in got]
+            if time.monotonic() > deadline:
+                self.fail("%d of %d matching %r for %s after %ss%s"
+                          % (len(got), count, pattern, address, timeout, self.diagnostics()))
+            time.sleep(0.2)
+
+    def find(self, address, pattern, timeout=60):
+        return self.find_all(address, pattern, 1, timeout)[0]
+
+    def verify(self, m, name):
+        path = os.path.join(self.tmp, name)
+        with open(path, "wb") as f:
+            f.write(m.raw)
+        p = subprocess.run(["openssl", "smime", "-verify", "-in", path, "-CAfile", pki.trust(),
+                            "-purpose", "any", "-out", "/dev/null"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
+        if self.dtd and m.header("X-Ricevuta") or self.dtd and m.header("X-Trasporto"):
+            xml = path + ".daticert.xml"
+            with open(xml, "wb") as f:
+                f.write(m.daticert())
+            p = subprocess.run(["xmllint", "--noout", "--dtdvalid", self.dtd, xml],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
+        p = subprocess.run([env.program("pecverify"), "--trust", pki.trust(), "--index",
+                            pki.index(), "--json", path], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+        report = json.loads(p.stdout)[0]
+        self.assertTrue(report["valid"], report)
+        return report
+
+    # -- the tests -------------------------------------------------------------
+
+    def test_1_a_to_b(self):
+        subject = "Contratto %s %s" % (self.MTA_A, self.MTA_B)
+        code, text = self.submit(message(subject, to=LUIGI, cc=ANNA), [LUIGI, ANNA])
+        self.assertEqual(code, 250, text + self.diagnostics())
+        busta = self.find(LUIGI, re.escape(subject.encode()))
+        self.assertEqual(busta.header("X-Trasporto"), "posta-certificata")
+        self.assertEqual(busta.header("Subject"), "POSTA CERTIFICATA: " + subject)
+        self.assertEqual(self.verify(busta, "busta.eml")["kind"], "busta")
+        ident = busta.header("Message-ID").strip("<>")
+        self.assertEqual(self.find(ANNA, re.escape(ident.encode())).header("Message-ID"),
+                         "<%s>" % ident)
+
+        acc = self.find(MARIO, rb"Subject: ACCETTAZIONE: " + re.escape(subject.encode()))
+        self.assertEqual(self.verify(acc, "accettazione.eml")["tipo"], "accettazione")
+        presa = self.find(RICEVUTE_A, rb"Subject: PRESA IN CARICO: "
+                          + re.escape(subject.encode()))
+        report = self.verify(presa, "presa.eml")
+        self.assertEqual(report["tipo"], "presa-in-carico")
+        self.assertEqual(report["identificativo"], ident)
+        self.assertEqual(presa.header("From"), "posta-certificata@pec-b.test")
+        for who in (LUIGI, ANNA):
+            self.assertIn(b"<ricezione>%s</ricezione>" % who.encode(), presa.daticert())
+
+        consegne = self.find_all(MARIO, rb"Subject: CONSEGNA: " + re.escape(subject.encode()),
+                                 count=2)
+        kinds = {}
+        for i, m in enumerate(consegne):
+            r = self.verify(m, "consegna-%d.eml" % i)
+            self.assertEqual(r["tipo"], "avvenuta-consegna")
+            self.assertEqual(r["identificativo"], ident)
+            kinds[r["consegna"]] = m
+        self.assertEqual(sorted(kinds), [ANNA, LUIGI])
+        self.assertIsNotNone(kinds[LUIGI].postacert(), "completa carries the original")
+        self.assertIsNone(kinds[ANNA].postacert(), "sintetica carries no original")
+
+
+class SendmailToPostfix(_Exchange, unittest.TestCase):
+    MTA_A, MTA_B = "sendmail", "postfix"
+
+    def test_2_formal_error(self):
+        subject = "Errore formale"
+        raw = message(subject, to=LUIGI, extra=b"Bcc: nascosto@pec-b.test\r\n")
+        code, text = self.submit(raw, [LUIGI, "nascosto@pec-b.test"])
+        self.assertEqual(code, 550, text)
+        self.assertIn("5.7.1", text)
+        self.assertIn("il campo Bcc", text)
+        avviso = self.find(MARIO, rb"Subject: AVVISO DI NON ACCETTAZIONE: "
+                           + re.escape(subject.encode()))
+        self.assertEqual(avviso.header("X-Ricevuta"), "non-accettazione")
+        self.assertIn("il campo Bcc", avviso.text())
+        self.assertEqual(self.verify(avviso, "non-accettazione.eml")["tipo"],
+                         "non-accettazione")
+        time.sleep(2)
+        self.assertEqual([r for r in self.mailbox(LUIGI) if subject.encode() in r], [])
+
+    def test_3_submission_needs_auth(self):
+        a = self.mtas["a"]
+        code, text = a.send(MARIO, [LUIGI], message("Senza login"), port=a.submission_port)
+        self.assertEqual(code, 530, text)
+
+    def test_4_filter_down_is_tempfail(self):
+        down = sm.Sendmail(self.tmp, "down", ip=pf.loopback_ip(3), mydomain="pec-c.test",
+                           pec_domains=["pec-c.test"],
+                           milter="unix:" + os.path.join(self.tmp, "a", "nobody.sock"),
+                           lmtp_socket=os.path.join(self.tmp, "a", "nobody-lmtp.sock"))
+        with down:
+            code, text = down.send("x@example.org", ["u@pec-c.test"], message("Giu"))
+        self.assertEqual(code, 451, text)
+        self.assertIn("4.3.2", text)
+
+
+class PostfixToSendmail(_Exchange, unittest.TestCase):
+    MTA_A, MTA_B = "postfix", "sendmail"
+
+
+if __name__ == "__main__":
+    pki.ensure()
+    unittest.main(verbosity=2)
