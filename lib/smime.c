@@ -729,6 +729,212 @@ static int starts_with_pem(const unsigned char *p, size_t n)
 }
 
 /* DER, or PEM labelled CMS or PKCS7; NULL with the reason in RES otherwise. */
+/*
+ * Parsing the certificates a signature carries is most of what verifying it costs:
+ * OpenSSL 3.0 decodes every certificate's public key through its provider decoders,
+ * setting up a decoder context each time (over a million instructions per
+ * certificate, more than the RSA check itself).  The certificates are nearly always
+ * the same few (the providers' and their CA's), so parse_cms() takes them out of the
+ * DER before handing it to OpenSSL and puts back parsed ones from this cache, keyed
+ * by their exact DER bytes: equal bytes parse to an equal certificate.  The cache is
+ * bounded (the oldest entry makes room), so a stream of distinct certificates cannot
+ * grow it; an X509 it drops lives on while a signature being checked holds it.
+ */
+#define CERT_CACHE_MAX 32
+
+static struct cached_cert {
+    unsigned char *der;
+    size_t len;
+    X509 *x;
+} cert_cache[CERT_CACHE_MAX];
+static size_t cert_cache_next; /* the slot the next miss fills */
+static pthread_mutex_t cert_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The certificate DER[0..LEN), parsed; the caller owns one reference.  NULL if malformed. */
+static X509 *cached_cert(const unsigned char *der, size_t len)
+{
+    const unsigned char *p = der;
+    X509 *x = NULL;
+    size_t i;
+
+    pthread_mutex_lock(&cert_cache_lock);
+    for (i = 0; i < CERT_CACHE_MAX && x == NULL; i++) {
+        struct cached_cert *c = &cert_cache[i];
+
+        if (c->x != NULL && c->len == len && memcmp(c->der, der, len) == 0 && X509_up_ref(c->x))
+            x = c->x;
+    }
+    pthread_mutex_unlock(&cert_cache_lock);
+    if (x != NULL)
+        return x;
+    if (len > LONG_MAX || (x = d2i_X509(NULL, &p, (long)len)) == NULL || p != der + len) {
+        X509_free(x);
+        return NULL;
+    }
+    if (X509_up_ref(x)) {
+        pthread_mutex_lock(&cert_cache_lock);
+        struct cached_cert *c = &cert_cache[cert_cache_next];
+        X509_free(c->x);
+        free(c->der);
+        c->der = xmalloc(len);
+        memcpy(c->der, der, len);
+        c->len = len;
+        c->x = x;
+        cert_cache_next = (cert_cache_next + 1) % CERT_CACHE_MAX;
+        pthread_mutex_unlock(&cert_cache_lock);
+    }
+    return x;
+}
+
+/* One DER header at *P (before END): its tag, the content's start and length. */
+static int der_next(const unsigned char **p, const unsigned char *end, unsigned *tag,
+                    const unsigned char **body, size_t *len)
+{
+    const unsigned char *q = *p;
+    size_t n, k;
+
+    if (end - q < 2 || (q[0] & 0x1f) == 0x1f)
+        return -1; /* no header, or a high tag number (never in the frame we walk) */
+    *tag = q[0];
+    n = q[1];
+    q += 2;
+    if (n & 0x80) {
+        k = n & 0x7f;
+        if (k == 0 || k > sizeof(size_t) || (size_t)(end - q) < k)
+            return -1; /* indefinite length (BER) or too long */
+        for (n = 0; k > 0; k--)
+            n = (n << 8) | *q++;
+    }
+    if ((size_t)(end - q) < n)
+        return -1;
+    *body = q;
+    *len = n;
+    *p = q + n;
+    return 0;
+}
+
+static size_t der_head_len(size_t len)
+{
+    size_t k = 0;
+
+    if (len < 0x80)
+        return 2;
+    for (; len > 0; len >>= 8)
+        k++;
+    return 2 + k;
+}
+
+static size_t der_put_head(unsigned char *out, unsigned tag, size_t len)
+{
+    size_t n = der_head_len(len), i;
+
+    out[0] = (unsigned char)tag;
+    if (n == 2) {
+        out[1] = (unsigned char)len;
+        return 2;
+    }
+    out[1] = (unsigned char)(0x80 | (n - 2));
+    for (i = 2; i < n; i++)
+        out[i] = (unsigned char)(len >> (8 * (n - 1 - i)));
+    return n;
+}
+
+/*
+ * A DER ContentInfo with a SignedData: the same without its certificates field, in
+ * *OUT (the caller frees it), and where the certificates were in SIG (*CERTS, *CERTSLEN:
+ * the content of the field, a run of Certificate SEQUENCEs).  0 when there are
+ * certificates to take out, -1 when there are none or SIG is not plain DER of that
+ * shape (the caller then parses SIG as it is).
+ */
+static int strip_certs(const unsigned char *sig, size_t siglen, unsigned char **out, size_t *outlen,
+                       const unsigned char **certs, size_t *certslen)
+{
+    static const unsigned char signed_data[] = {0x06, 0x09, 0x2a, 0x86, 0x48, 0x86,
+                                                0xf7, 0x0d, 0x01, 0x07, 0x02};
+    const unsigned char *end = sig + siglen, *p = sig, *ci, *ex, *sd, *field, *c, *after;
+    const unsigned char *q, *body;
+    size_t cilen, exlen, sdlen, len, sdnew, exnew, cinew, n;
+    unsigned tag;
+    int i;
+
+    if (der_next(&p, end, &tag, &ci, &cilen) < 0 || tag != 0x30 || p != end ||
+        cilen < sizeof(signed_data) || memcmp(ci, signed_data, sizeof(signed_data)) != 0)
+        return -1;
+    p = ci + sizeof(signed_data);
+    if (der_next(&p, ci + cilen, &tag, &ex, &exlen) < 0 || tag != 0xa0 || p != ci + cilen)
+        return -1;
+    p = ex;
+    if (der_next(&p, ex + exlen, &tag, &sd, &sdlen) < 0 || tag != 0x30 || p != ex + exlen)
+        return -1;
+    /* version, digestAlgorithms, encapContentInfo, then [0] IMPLICIT certificates */
+    p = sd;
+    for (i = 0; i < 3; i++)
+        if (der_next(&p, sd + sdlen, &tag, &body, &len) < 0)
+            return -1;
+    field = p;
+    if (der_next(&p, sd + sdlen, &tag, &c, &len) < 0 || tag != 0xa0 || len == 0)
+        return -1;
+    after = p;
+    for (q = c; q < c + len;)
+        if (der_next(&q, c + len, &tag, &body, &n) < 0 || tag != 0x30)
+            return -1; /* an attribute certificate or other choice: leave it to OpenSSL */
+    *certs = c;
+    *certslen = len;
+
+    sdnew = sdlen - (size_t)(after - field);
+    exnew = der_head_len(sdnew) + sdnew;
+    cinew = sizeof(signed_data) + der_head_len(exnew) + exnew;
+    *out = xmalloc(cinew + 16);
+    n = der_put_head(*out, 0x30, cinew);
+    memcpy(*out + n, signed_data, sizeof(signed_data));
+    n += sizeof(signed_data);
+    n += der_put_head(*out + n, 0xa0, exnew);
+    n += der_put_head(*out + n, 0x30, sdnew);
+    memcpy(*out + n, sd, (size_t)(field - sd));
+    n += (size_t)(field - sd);
+    memcpy(*out + n, after, (size_t)(sd + sdlen - after));
+    n += (size_t)(sd + sdlen - after);
+    *outlen = n;
+    return 0;
+}
+
+/* d2i_CMS_ContentInfo, with the certificates from the cache (see above). */
+static CMS_ContentInfo *d2i_cms_cached(const unsigned char *sig, size_t siglen)
+{
+    const unsigned char *certs, *p, *body;
+    unsigned char *stripped;
+    size_t strippedlen, certslen, len;
+    CMS_ContentInfo *cms;
+    unsigned tag;
+
+    if (strip_certs(sig, siglen, &stripped, &strippedlen, &certs, &certslen) == 0) {
+        p = stripped;
+        cms = strippedlen <= LONG_MAX ? d2i_CMS_ContentInfo(NULL, &p, (long)strippedlen) : NULL;
+        if (cms != NULL && p != stripped + strippedlen) {
+            CMS_ContentInfo_free(cms);
+            cms = NULL;
+        }
+        free(stripped);
+        for (p = certs; cms != NULL && p < certs + certslen;) {
+            const unsigned char *start = p;
+            X509 *x;
+
+            der_next(&p, certs + certslen, &tag, &body, &len);
+            x = cached_cert(start, (size_t)(p - start));
+            if (x == NULL || !CMS_add1_cert(cms, x)) {
+                CMS_ContentInfo_free(cms); /* e.g. the same certificate twice */
+                cms = NULL;
+            }
+            X509_free(x);
+        }
+        if (cms != NULL)
+            return cms;
+        ERR_clear_error();
+    }
+    p = sig;
+    return d2i_CMS_ContentInfo(NULL, &p, (long)siglen);
+}
+
 static CMS_ContentInfo *parse_cms(const unsigned char *sig, size_t siglen,
                                   struct pec_verify_result *res)
 {
@@ -750,9 +956,7 @@ static CMS_ContentInfo *parse_cms(const unsigned char *sig, size_t siglen,
         cms = PEM_read_bio_CMS(b, NULL, NULL, NULL);
         BIO_free(b);
     } else {
-        const unsigned char *p = sig;
-
-        cms = d2i_CMS_ContentInfo(NULL, &p, (long)siglen);
+        cms = d2i_cms_cached(sig, siglen);
     }
     if (cms == NULL)
         fail(res, PEC_VERIFY_MALFORMED, "malformed signature: not a CMS structure (%s)",
