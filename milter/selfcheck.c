@@ -91,9 +91,9 @@ static int check_profile(const struct runtime *rt, char *err, size_t errlen)
     else
         rc = 0;
     if (rc == 0 && !X509_EXTENSION_get_critical(X509_get_ext(x, ku)))
-        printf("# warning: %s: keyUsage is not critical (pec-rules 6.2)\n", cfg->sign_cert);
+        printf("# warning: %s: keyUsage is not critical (RFC 6109 5.5)\n", cfg->sign_cert);
     if (rc == 0 && bc != NULL)
-        printf("# warning: %s: carries basicConstraints, which pec-rules 6.2 forbids\n",
+        printf("# warning: %s: carries basicConstraints, which RFC 6109 5.5 forbids\n",
                cfg->sign_cert);
     BASIC_CONSTRAINTS_free(bc);
     X509_free(x);
