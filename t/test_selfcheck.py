@@ -198,6 +198,30 @@ class SelfCheckTest(unittest.TestCase):
         self.assertEqual((rc, err), (0, ""))
         self.assertIn("<posta-certificata@pec.example.it>, sha1 %s" % digest, out)
 
+    def test_profile_deviations_seen_in_real_certificates_are_warnings(self):
+        # like a real 2014 provider certificate: keyUsage not critical, CA:FALSE
+        ext = os.path.join(self.dir, "ext.cnf")
+        with open(ext, "w") as f:
+            f.write("keyUsage = digitalSignature\nbasicConstraints = CA:FALSE\n"
+                    "subjectAltName = email:posta-certificata@pec-a.test\n")
+        cert = os.path.join(self.dir, "cert.pem")
+        p = subprocess.run(["openssl", "x509", "-req", "-in", "/dev/stdin", "-CA", pki.pecca(),
+                            "-CAkey", pki.path("pecca.key"), "-extfile", ext, "-days", "30",
+                            "-out", cert],
+                           input=subprocess.run(["openssl", "x509", "-x509toreq", "-in",
+                                                 pki.provider("a")["cert"], "-signkey",
+                                                 pki.provider("a")["key"]],
+                                                capture_output=True, check=True).stdout,
+                           capture_output=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.settings["sign_cert"] = cert
+        rc, out, err = self.check()
+        # a new certificate, so not in the index: the profile itself passed
+        self.assertEqual(rc, 78)
+        self.assertRegex(err, r"^pecmilter: %s: not in the providers' index" % re.escape(cert))
+        self.assertIn("# warning: %s: keyUsage is not critical" % cert, out)
+        self.assertIn("# warning: %s: carries basicConstraints" % cert, out)
+
 
 if __name__ == "__main__":
     pki.ensure()
