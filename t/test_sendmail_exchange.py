@@ -212,6 +212,19 @@ class _Exchange:
         self.assertTrue(report["valid"], report)
         return report
 
+    def assert_sendmail_qids(self, name, role):
+        """pecmilter on a Sendmail side logged ROLE's work under Sendmail's own queue
+        ids: the macro i arrived (the roles log it, so does the legal log)."""
+        mta = self.mtas[name]
+        if not isinstance(mta, sm.Sendmail):
+            return
+        qids = set(re.findall(r"pecmilter\[\w+\]: (\S+): %s: " % role,
+                              self.daemons[name].stderr()))
+        self.assertTrue(qids, self.daemons[name].stderr()[-3000:])
+        self.assertNotIn("NOQUEUE", qids)
+        for q in qids:
+            self.assertRegex(mta.log(), r"\]: %s: .*daemon=pec-" % re.escape(q))
+
     # -- the tests -------------------------------------------------------------
 
     def test_1_a_to_b(self):
@@ -248,6 +261,8 @@ class _Exchange:
         self.assertEqual(sorted(kinds), [ANNA, LUIGI])
         self.assertIsNotNone(kinds[LUIGI].postacert(), "completa carries the original")
         self.assertIsNone(kinds[ANNA].postacert(), "sintetica carries no original")
+        self.assert_sendmail_qids("a", "access")
+        self.assert_sendmail_qids("b", "reception")
 
 
 class SendmailToPostfix(_Exchange, unittest.TestCase):
