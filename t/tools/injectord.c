@@ -1,8 +1,8 @@
 /*
  * injectord - a stand-in for pecmilter's store side, for the outbox tests.
  *
- *   injectord -c CONF enqueue N RCPT[,RCPT...] [-p PREFIX] [-a EPOCH -s STEP]
- *   injectord -c CONF run [-n N -r RCPT[,RCPT...] -p PREFIX -e MS]
+ *   injectord -c CONF enqueue N RCPT[,RCPT...] [-p PREFIX] [-a EPOCH -s STEP] [-S]
+ *   injectord -c CONF run [-n N -r RCPT[,RCPT...] -p PREFIX -e MS] [-S]
  *
  * enqueue commits N events the way the access point will: each one batch
  * with a transaction, a generated message in the outbox (Message-ID
@@ -11,11 +11,18 @@
  * on the configured store and target, logging to stderr, until SIGTERM; with
  * -n it also produces events itself, one every MS milliseconds, continuing
  * after a restart with the first event not yet in the store, so a test can
- * kill -9 it at any moment.
+ * kill -9 it at any moment.  With -S the generated message is a real
+ * ricevuta di accettazione signed with the configured key (lib/notice.h),
+ * with a Message-ID of the provider's generator instead of PREFIX.I@domain:
+ * what pecmilter's delivery point verifies and delivers once per mailbox.
  */
+#include "clock.h"
 #include "conf.h"
+#include "ident.h"
 #include "inject.h"
+#include "notice.h"
 #include "registro.h"
+#include "smime.h"
 #include "store.h"
 #include "xalloc.h"
 
@@ -37,11 +44,15 @@ struct opts {
     time_t at;
     long step;
     long every_ms;
+    int sign;
 };
 
 static struct pec_config *cfg;
 static struct pec_store *st;
 static atomic_int stop_producing;
+static struct pec_clock clock_;
+static struct pec_ident ident;
+static struct pec_issuer issuer; /* with -S */
 
 static void to_stderr(int prio, const char *qid, const char *text)
 {
@@ -89,8 +100,8 @@ static char *message(const char *msgid, const char *const *to, size_t nto, long 
                      msgid, date, cfg->service_address, to[0], nto > 1 ? ", ..." : "", i, i);
 }
 
-/* Commit event I (one batch). */
-static int event(const struct opts *o, long i, char *err, size_t errlen)
+/* Commit event I (one batch); its Message-ID goes to SAY when not NULL. */
+static int event(const struct opts *o, long i, FILE *say, char *err, size_t errlen)
 {
     const char *to[16];
     char *rcpt = xstrdup(o->rcpt);
@@ -98,9 +109,11 @@ static int event(const struct opts *o, long i, char *err, size_t errlen)
     char *id = xasprintf("opec.%s.%ld@%s", o->prefix, i, domain());
     char *msgid = xasprintf("%s.%ld@%s", o->prefix, i, domain());
     time_t when = o->at ? o->at + i * o->step : time(NULL);
-    char *msg = message(msgid, to, nto, i, when);
+    char *msg = NULL;
+    struct pec_built built = {0};
+    struct pec_spool *sp = NULL;
     struct pec_tx_rcpt tr[16];
-    struct pec_outmsg out = {msgid, id, "accettazione", to, nto, (unsigned char *)msg, strlen(msg)};
+    struct pec_outmsg out = {msgid, id, "accettazione", to, nto, NULL, 0};
     struct pec_tx tx = {id, "client@mua", "mario@pec-a.test", "prova", "completa", "", when,
                         tr, nto};
     struct pec_batch *b = pec_batch_new();
@@ -112,6 +125,46 @@ static int event(const struct opts *o, long i, char *err, size_t errlen)
     for (size_t k = 0; k < nto; k++) {
         tr[k] = (struct pec_tx_rcpt){to[k], 1, k > 0};
         d[k] = (struct pec_dest){to[k], 1};
+    }
+    if (o->sign) {
+        struct pec_destinatario dd[16];
+        struct pec_daticert f = {.mittente = "mario@pec-a.test",
+                                 .destinatari = dd,
+                                 .n_destinatari = nto,
+                                 .risposte = "mario@pec-a.test",
+                                 .oggetto = "prova",
+                                 .identificativo = id};
+        for (size_t k = 0; k < nto; k++)
+            dd[k] = (struct pec_destinatario){(char *)to[k], PEC_DEST_CERTIFICATO};
+        if (pec_build_notice(
+                &issuer,
+                &(struct pec_notice){
+                    .kind = PEC_NOTICE_ACCETTAZIONE, .facts = &f, .to = to[0], .when = when},
+                &built, err, errlen) != 0) {
+            free(msgid);
+            free(id);
+            free(rcpt);
+            return -1;
+        }
+        sp = pec_spool_new(NULL, SIZE_MAX);
+        if (pec_built_to_spool(&built, sp) != 0 || pec_spool_mem(sp) == NULL) {
+            snprintf(err, errlen, "cannot serialise the accettazione");
+            pec_spool_free(sp);
+            pec_built_free(&built);
+            free(msgid);
+            free(id);
+            free(rcpt);
+            return -1;
+        }
+        free(msgid);
+        msgid = xstrdup(built.message_id);
+        out.message_id = msgid;
+        out.data = pec_spool_mem(sp);
+        out.len = pec_spool_size(sp);
+    } else {
+        msg = message(msgid, to, nto, i, when);
+        out.data = (unsigned char *)msg;
+        out.len = strlen(msg);
     }
     dest = pec_destinatari_format(d, nto);
     pec_batch_tx(b, &tx);
@@ -131,7 +184,12 @@ static int event(const struct opts *o, long i, char *err, size_t errlen)
     r.gestore = cfg->provider_name;
     pec_batch_record(b, &r);
     rc = pec_store_commit(st, b, err, errlen);
+    if (rc == 0 && say != NULL)
+        fprintf(say, "%s\n", msgid);
     pec_batch_free(b);
+    pec_spool_free(sp);
+    if (o->sign)
+        pec_built_free(&built);
     free(dest);
     free(msg);
     free(msgid);
@@ -145,11 +203,10 @@ static int enqueue(const struct opts *o)
     char err[1024];
 
     for (long i = 0; i < o->n; i++) {
-        if (event(o, i, err, sizeof(err)) < 0) {
+        if (event(o, i, stdout, err, sizeof(err)) < 0) {
             fprintf(stderr, "injectord: %s\n", err);
             return 1;
         }
-        printf("%s.%ld@%s\n", o->prefix, i, domain());
     }
     return 0;
 }
@@ -179,7 +236,7 @@ static void *producer(void *arg)
     char err[1024], line[1200];
 
     for (long i = first_missing(o); i < o->n && !stop_producing; i++) {
-        while (event(o, i, err, sizeof(err)) < 0 && !stop_producing) {
+        while (event(o, i, NULL, err, sizeof(err)) < 0 && !stop_producing) {
             to_stderr(LOG_ERR, NULL, err);
             sleep(1);
         }
@@ -226,11 +283,32 @@ static int run(struct opts *o)
     return 0;
 }
 
+/* The provider of the configuration as the issuer of -S messages: 0, or -1 with err. */
+static int load_issuer(char *err, size_t errlen)
+{
+    struct pec_signer *signer;
+
+    if (pec_clock_init(&clock_, cfg->timezone, cfg->fixed_clock, err, errlen) < 0 ||
+        pec_ident_init(&ident, (unsigned long)cfg->node_id, cfg->domains.v[0], &clock_, err,
+                       errlen) < 0)
+        return -1;
+    signer = pec_signer_load(cfg->sign_cert, cfg->sign_chain, cfg->sign_key, "sha256", err, errlen);
+    if (signer == NULL)
+        return -1;
+    issuer = (struct pec_issuer){.provider_name = cfg->provider_name,
+                                 .service_address = cfg->service_address,
+                                 .signer = signer,
+                                 .clock = &clock_,
+                                 .ident = &ident,
+                                 .spool_mem_limit = 1 << 20};
+    return 0;
+}
+
 static int usage(void)
 {
     fprintf(stderr,
-            "usage: injectord -c CONF enqueue N RCPT[,RCPT] [-p PREFIX] [-a EPOCH -s STEP]\n"
-            "       injectord -c CONF run [-n N -r RCPT[,RCPT] -p PREFIX -e MS]\n");
+            "usage: injectord -c CONF enqueue N RCPT[,RCPT] [-p PREFIX] [-a EPOCH -s STEP] [-S]\n"
+            "       injectord -c CONF run [-n N -r RCPT[,RCPT] -p PREFIX -e MS] [-S]\n");
     return 64;
 }
 
@@ -241,7 +319,7 @@ int main(int argc, char **argv)
     char err[1024];
     int opt, rc;
 
-    while ((opt = getopt(argc, argv, "c:n:r:p:a:s:e:")) != -1) {
+    while ((opt = getopt(argc, argv, "c:n:r:p:a:s:e:S")) != -1) {
         switch (opt) {
         case 'c':
             o.config = optarg;
@@ -264,6 +342,9 @@ int main(int argc, char **argv)
         case 'e':
             o.every_ms = atol(optarg);
             break;
+        case 'S':
+            o.sign = 1;
+            break;
         default:
             return usage();
         }
@@ -284,6 +365,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "injectord: %s\n", err);
         return 78;
     }
+    if (o.sign && load_issuer(err, sizeof(err)) != 0) {
+        fprintf(stderr, "injectord: %s\n", err);
+        pec_config_unref(cfg);
+        return 78;
+    }
     st = pec_store_open(cfg->store, 0, err, sizeof(err));
     if (st == NULL) {
         fprintf(stderr, "injectord: %s\n", err);
@@ -293,6 +379,8 @@ int main(int argc, char **argv)
     pec_store_set_log(st, to_stderr);
     rc = strcmp(cmd, "enqueue") == 0 ? enqueue(&o) : run(&o);
     pec_store_close(st);
+    if (issuer.signer != NULL)
+        pec_signer_free((struct pec_signer *)issuer.signer);
     pec_config_unref(cfg);
     return rc;
 }
