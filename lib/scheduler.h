@@ -21,6 +21,9 @@
  * which the configuration keeps <= deadline_after.  A notice overdue (the
  * daemon was down at its time) is emitted at the next run, once; after a
  * long stop a recipient that heard nothing gets both, the 12 h one first.
+ * What is owed is decided by the recipient's state at that run: a presa in
+ * carico or consegna the MTA held while the daemon was down and that is
+ * processed before the run spares the recipient the 12 h notice.
  *
  * Each notice goes to the sender, with one <consegna> (the recipient it is
  * about), as the builder makes them; the notices of one transaction that
