@@ -264,11 +264,52 @@ class _Exchange:
         self.assert_sendmail_qids("a", "access")
         self.assert_sendmail_qids("b", "reception")
 
+    def test_2_missing_mailbox(self):
+        """B's delivery point finds no mailbox: an avviso di mancata consegna, and no
+        bounce from B's MTA (pecmilter answers 250 over LMTP)."""
+        subject = "Nessuno %s %s" % (self.MTA_A, self.MTA_B)
+        code, text = self.submit(message(subject, to="nessuno@pec-b.test"),
+                                 ["nessuno@pec-b.test"])
+        self.assertEqual(code, 250, text)
+        avviso = self.find(MARIO, rb"Subject: AVVISO DI MANCATA CONSEGNA: "
+                           + re.escape(subject.encode()))
+        report = self.verify(avviso, "mancata.eml")
+        self.assertEqual(report["tipo"], "errore-consegna")
+        self.assertEqual(report["consegna"], "nessuno@pec-b.test")
+        time.sleep(2)
+        self.assertEqual([r for r in self.mailbox(MARIO)
+                          if re.search(rb"Undelivered Mail|MAILER-DAEMON|Returned mail", r)], [])
+
+    def test_3_ordinary_mail_to_b(self):
+        """Unsigned mail to B's port 25 (reception role) becomes a busta di anomalia."""
+        subject = "Posta ordinaria %s" % self.MTA_B
+        raw = (b"From: x@example.org\r\nTo: %s\r\nSubject: %s\r\n\r\nCiao.\r\n"
+               % (LUIGI.encode(), subject.encode()))
+        code, text = self.mtas["b"].send("x@example.org", [LUIGI], raw)
+        self.assertEqual(code, 250, text)
+        got = self.find(LUIGI, re.escape(subject.encode()))
+        self.assertEqual(got.header("X-Trasporto"), "errore")
+        self.assertEqual(got.header("Subject"), "ANOMALIA MESSAGGIO: " + subject)
+        self.assertIn(b"Ciao.", got.postacert())
+
+    def test_4_large_message(self):
+        """8 MB through submission: the filter's timeouts leave room to sign it, and the
+        replaced body reaches B whole."""
+        subject = "Grande %s %s" % (self.MTA_A, self.MTA_B)
+        line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789--\r\n"
+        body = line * (8 * 1024 * 1024 // len(line))
+        raw = message(subject).replace(b"Testo del messaggio.\r\n", body)
+        code, text = self.submit(raw, [LUIGI])
+        self.assertEqual(code, 250, text)
+        busta = self.find(LUIGI, re.escape(subject.encode()), timeout=120)
+        self.assertEqual(self.verify(busta, "grande.eml")["kind"], "busta")
+        self.assertEqual(busta.postacert().count(line), body.count(line))
+
 
 class SendmailToPostfix(_Exchange, unittest.TestCase):
     MTA_A, MTA_B = "sendmail", "postfix"
 
-    def test_2_formal_error(self):
+    def test_5_formal_error(self):
         subject = "Errore formale"
         raw = message(subject, to=LUIGI, extra=b"Bcc: nascosto@pec-b.test\r\n")
         code, text = self.submit(raw, [LUIGI, "nascosto@pec-b.test"])
@@ -284,12 +325,12 @@ class SendmailToPostfix(_Exchange, unittest.TestCase):
         time.sleep(2)
         self.assertEqual([r for r in self.mailbox(LUIGI) if subject.encode() in r], [])
 
-    def test_3_submission_needs_auth(self):
+    def test_6_submission_needs_auth(self):
         a = self.mtas["a"]
         code, text = a.send(MARIO, [LUIGI], message("Senza login"), port=a.submission_port)
         self.assertEqual(code, 530, text)
 
-    def test_4_filter_down_is_tempfail(self):
+    def test_7_filter_down_is_tempfail(self):
         down = sm.Sendmail(self.tmp, "down", ip=pf.loopback_ip(3), mydomain="pec-c.test",
                            pec_domains=["pec-c.test"],
                            milter="unix:" + os.path.join(self.tmp, "a", "nobody.sock"),

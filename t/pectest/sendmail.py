@@ -97,8 +97,13 @@ def _prepare():
         os.makedirs(CACHE, exist_ok=True)
         debs = [n for n in os.listdir(CACHE) if n.endswith(".deb")]
         if not all(any(n.startswith(p + "_") for n in debs) for p in PACKAGES):
-            p = subprocess.run(["apt-get", "download"] + list(PACKAGES), cwd=CACHE,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            get = lambda *a: subprocess.run(["apt-get", "-q"] + list(a), cwd=CACHE,
+                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            p = get("download", *PACKAGES)
+            if p.returncode != 0:
+                # a fresh machine may have no package lists yet
+                get("update")
+                p = get("download", *PACKAGES)
             if p.returncode != 0:
                 return ("apt-get download %s failed (no network and nothing cached in %s): %s"
                         % (" ".join(PACKAGES), CACHE,
