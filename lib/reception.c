@@ -115,6 +115,50 @@ static int ours(const struct pec_config *cfg, const char *address)
 
 /* ------------------------------------------------------------ busta: presa in carico */
 
+/*
+ * A busta can reach us twice with the same identificativo: the sending MTA
+ * did not get our answer to the first copy (we were killed after the store
+ * commit, the connection broke) and sends it again.  The recipients a
+ * presa in carico we already emitted covers are taken in charge; a second
+ * one, with a new Message-ID, would be a second receipt for one event.  So
+ * those are struck from OWN; the busta itself goes on (the delivery point
+ * puts one copy in each mailbox).
+ */
+struct taken {
+    char **own;
+    size_t *n;
+};
+
+static int strike_taken(const struct pec_record *r, void *arg)
+{
+    struct taken *t = arg;
+    const char *p = r->ricezione;
+
+    if (strcmp(r->label, "PresaInCarico") != 0 || strcmp(r->evento, "emissione") != 0)
+        return 0;
+    while (*p != '\0') {
+        size_t len = strcspn(p, ",");
+
+        for (size_t i = 0; i < *t->n; i++)
+            if (strlen(t->own[i]) == len && strncasecmp(t->own[i], p, len) == 0) {
+                t->own[i] = t->own[--*t->n];
+                break;
+            }
+        p += len;
+        p += strspn(p, ", ");
+    }
+    return 0;
+}
+
+static int strike_already_taken(const struct pec_rp_env *e, const char *identificativo, char **own,
+                                size_t *n, char *err, size_t errlen)
+{
+    struct pec_log_filter f = {.identificativo = identificativo};
+    struct taken t = {own, n};
+
+    return pec_store_log_each(e->store, &f, strike_taken, &t, err, errlen) < 0 ? -1 : 0;
+}
+
 static int presa_in_carico(const struct pec_rp_env *e, const struct pec_original *o,
                            const struct pec_inspection *ins, const char *queue_id,
                            struct pec_rp_outcome *out, char *err, size_t errlen)
@@ -136,6 +180,16 @@ static int presa_in_carico(const struct pec_rp_env *e, const struct pec_original
             own[n++] = o->rcpts[i];
     if (n == 0) {
         summarize(out, "busta %s from %s: none of the recipients is ours, no presa in carico",
+                  f->identificativo, ins->provider->name);
+        ret = 0;
+        goto done;
+    }
+    if (e->store != NULL && strike_already_taken(e, f->identificativo, own, &n, err, errlen) < 0)
+        goto done;
+    if (n == 0) {
+        summarize(out,
+                  "busta %s from %s: its recipients here were taken in charge already, "
+                  "no second presa in carico",
                   f->identificativo, ins->provider->name);
         ret = 0;
         goto done;

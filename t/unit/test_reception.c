@@ -123,6 +123,7 @@ static void test_busta_from_b(const struct pec_rp_env *rp, const struct pec_acce
     struct bytes busta = busta_of(as_b, original_b, "luigi@pec-b.test", rcpts, 3, NULL, NULL);
     struct pec_rp_outcome out;
     struct bytes presa;
+    char err[1024];
 
     CHECK(decide(rp, &busta, "<luigi@pec-b.test>", &out) == 0);
     CHECK(out.action == PEC_RP_PASS);
@@ -136,6 +137,15 @@ static void test_busta_from_b(const struct pec_rp_env *rp, const struct pec_acce
         free(presa.p);
     }
     CHECK(strstr(out.summary, "mario@pec-a.test, giulia@pec-a2.test") != NULL);
+
+    /* the same busta again (the sender's MTA never got our 250): no second presa in carico */
+    CHECK(out.batch != NULL && pec_store_commit(rp->store, out.batch, err, sizeof(err)) == 0);
+    pec_rp_outcome_free(&out);
+    CHECK(decide(rp, &busta, "<luigi@pec-b.test>", &out) == 0);
+    CHECK(out.action == PEC_RP_PASS);
+    CHECK_STR(out.what, "busta");
+    CHECK(out.batch == NULL && out.blob == NULL);
+    CHECK(strstr(out.summary, "taken in charge already") != NULL);
     pec_rp_outcome_free(&out);
     free(busta.p);
 }
