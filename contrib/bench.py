@@ -25,7 +25,9 @@ Then, for each message size, with 20 parallel SMTP sessions of smtpload
   memory    10 sessions, 10 submissions of 30 MB to the access role at once:
             pecmilter's peak RSS.
 
-Throughput = messages / (last arrival - start of the load).  CPU is
+Throughput = messages / (last arrival - start of the load).  Latency comes
+from a second, paced run per scenario and size (one session, a message every
+50 ms), so that it is not the length of a queue.  CPU is
 pecmilter's (A's, plus B's for the exchange) user+system time over the run,
 divided by the messages; peak RSS is VmHWM, reset before each run
 (/proc/PID/clear_refs).  As a cross-check the baseline is also run with
@@ -50,8 +52,11 @@ SINKED = "dest@example.org"
 SESSIONS = 20
 KB = 1024
 
-FULL = {"sizes": [(4 * KB, 2000), (100 * KB, 1000), (1024 * KB, 200)], "memory": (30000000, 10)}
-QUICK = {"sizes": [(4 * KB, 600), (100 * KB, 300), (1024 * KB, 60)], "memory": (30000000, 10)}
+# (size, messages at 20 sessions, messages of the paced latency run)
+FULL = {"sizes": [(4 * KB, 2000, 200), (100 * KB, 1000, 100), (1024 * KB, 200, 50)],
+        "memory": (30000000, 10)}
+QUICK = {"sizes": [(4 * KB, 600, 40), (100 * KB, 300, 30), (1024 * KB, 60, 20)],
+         "memory": (30000000, 10)}
 
 
 def say(text):
@@ -81,9 +86,9 @@ SUBJ = re.compile(rb"^Subject: *(.*?)\r?$", re.M | re.I)
 
 
 def subject_of(path):
-    """The first Subject header in the first 64 KB of a file (the outer one)."""
+    """The first Subject header in the first 16 KB of a file (the outer one)."""
     with open(path, "rb") as f:
-        head = f.read(65536)
+        head = f.read(16384)
     m = SUBJ.search(head)
     return m.group(1).decode("ascii", "replace").strip() if m else None
 
@@ -165,14 +170,20 @@ class Bench:
                 os.unlink(sock)
         logname = os.path.join(self.d, name, "pecmilter.log")
         log = open(logname, "ab")
-        proc = subprocess.Popen([os.path.join(self.build, "milter", "pecmilter"), "-f", "-c",
-                                 os.path.join(self.d, name, "pecmilter.conf")],
+        # PECBENCH_CALLGRIND=a,b: those run under callgrind, for instruction counts
+        # that a busy machine does not blur (DIR/callgrind.NAME.out, written at the end)
+        wrap = []
+        if name in os.environ.get("PECBENCH_CALLGRIND", "").split(","):
+            wrap = ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s" % os.path.join(
+                self.d, "callgrind.%s.out" % name)]
+        proc = subprocess.Popen(wrap + [os.path.join(self.build, "milter", "pecmilter"), "-f", "-c",
+                                        os.path.join(self.d, name, "pecmilter.conf")],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True, cwd="/")
         log.close()
         self.procs.append(proc)
         pf.register_process(proc.pid, self.d)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + (60 if wrap else 15)
         socks = [config.socket_path(settings, k) for k in ("milter_socket", "lmtp_socket")]
         while not all(os.path.exists(s) for s in socks):
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -263,7 +274,7 @@ class Bench:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 try:
-                    p.wait(10)
+                    p.wait(120)
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
@@ -271,16 +282,17 @@ class Bench:
 
     # -- one run ----------------------------------------------------------------
 
-    def run(self, scenario, size, n, sessions=SESSIONS):
+    def send_and_wait(self, scenario, size, n, sessions, prefix, gap_ms=0):
+        """Send n messages of size bytes for scenario, wait for everything they cause.
+        Returns (t0, ends {i: 250 ns}, counted {i: arrival ns}, failures [text])."""
         a = self.pf["a"]
-        prefix = "bench-%s-%d " % (scenario, size)
         port, to, login = {
             "baseline": (a.reinject_port, SINKED, None),
             "access": (a.submission_port, SINKED, MARIO),
             "memory": (a.submission_port, SINKED, MARIO),
             "exchange": (a.submission_port, LUIGI, MARIO),
         }[scenario]
-        # what must arrive where, and which arrival counts the message (the first)
+        # what must arrive where; the first is the arrival that counts the message
         expect = {
             "baseline": [("sink", "")],
             "access": [("mario", "ACCETTAZIONE: "), ("sink", "POSTA CERTIFICATA: ")],
@@ -290,15 +302,11 @@ class Bench:
         }[scenario]
         for b in self.boxes.values():
             b.clear()
-        pids = [self.pid["a"]] + ([self.pid["b"]] if scenario == "exchange" else [])
-        for p in pids:
-            reset_hwm(p)
-        cpu0 = sum(cpu_ticks(p) for p in pids)
-        results = os.path.join(self.d, "results-%s-%d.txt" % (scenario, size))
+        results = os.path.join(self.d, "results.txt")
         t0 = time.time_ns()
         load = subprocess.run([self.load, "-H", a.ip, "-P", str(port), "-s", str(sessions),
                                "-m", str(n), "-l", str(size), "-f", MARIO, "-t", to,
-                               "-S", prefix.strip(), "-o", results]
+                               "-S", prefix.strip(), "-o", results, "-w", str(gap_ms)]
                               + (["-x", login] if login else []),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         t_load = time.time_ns()
@@ -311,8 +319,7 @@ class Bench:
                 else:
                     refused.append(int(i))
         # wait for everything that was accepted
-        budget = 60 + 3 * n * size / 1e6 + (t_load - t0) / 1e9
-        deadline = time.monotonic() + budget
+        deadline = time.monotonic() + 60 + 3 * n * size / 1e6 + (t_load - t0) / 1e9
         while True:
             for b in set(box for box, _ in expect):
                 self.boxes[b].scan()
@@ -320,31 +327,45 @@ class Bench:
             if all(set(ends) <= set(g) for g in got) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
+        why = []
+        if refused:
+            why.append("%d refused by Postfix (%s)" % (
+                len(refused), load.stdout.decode(errors="replace").strip()))
+        for (box, what), g in zip(expect, got):
+            if not set(ends) <= set(g):
+                why.append("%d '%s' missing in %s" % (len(set(ends) - set(g)), what.strip(), box))
+        return t0, ends, got[0], why
+
+    def run(self, scenario, size, n, sessions=SESSIONS, latency_n=0):
+        pids = [self.pid["a"]] + ([self.pid["b"]] if scenario == "exchange" else [])
+        for p in pids:
+            reset_hwm(p)
+        cpu0 = sum(cpu_ticks(p) for p in pids)
+        prefix = "bench-%s-%d " % (scenario, size)
+        t0, ends, counted, why = self.send_and_wait(scenario, size, n, sessions, prefix)
         cpu1 = sum(cpu_ticks(p) for p in pids)
         peak = max(hwm_kb(p) for p in pids) / 1024.0
-        counted = got[0]
-        missing = [(box, what, sorted(set(ends) - set(g)))
-                   for (box, what), g in zip(expect, got) if not set(ends) <= set(g)]
-        if refused or missing:
-            why = []
-            if refused:
-                why.append("%d refused by Postfix (%s)" % (
-                    len(refused), load.stdout.decode(errors="replace").strip()))
-            for box, what, idx in missing:
-                why.append("%d %s'%s' missing in %s" % (len(idx), "", what.strip(), box))
-            self.failures.append("%s %d: %s" % (scenario, size, "; ".join(why)))
-            say("   LOST: " + "; ".join(why))
         arrived = [counted[i] for i in ends if i in counted]
         last = max(arrived) if arrived else time.time_ns()
         per_s = len(arrived) / ((last - t0) / 1e9) if arrived else 0.0
         lat = [(counted[i] - ends[i]) / 1e6 for i in ends if i in counted]
         ticks = os.sysconf("SC_CLK_TCK")
         cpu_ms = (cpu1 - cpu0) * 1000.0 / ticks / max(1, len(arrived))
+        if latency_n:
+            # latency without a queue in front: one session, a message every 50 ms
+            lprefix = "bench-lat-%s-%d " % (scenario, size)
+            _, lends, lcounted, lwhy = self.send_and_wait(scenario, size, latency_n, 1, lprefix,
+                                                 gap_ms=50)
+            why += ["latency run: " + w for w in lwhy]
+            lat = [(lcounted[i] - lends[i]) / 1e6 for i in lends if i in lcounted]
+        if why:
+            self.failures.append("%s %d: %s" % (scenario, size, "; ".join(why)))
+            say("   LOST: " + "; ".join(why))
         row = {"scenario": scenario, "size_bytes": size, "per_s": per_s,
                "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
                "cpu_ms_per_msg": cpu_ms if scenario != "baseline" else None,
                "peak_rss_mb": peak if scenario != "baseline" else None,
-               "n": n, "ok": len(arrived) == n}
+               "n": n, "latency_n": latency_n}
         self.rows.append(row)
         say("   %-8s %8d B  %4d msgs  %7.1f/s  p50 %s ms  p99 %s ms  cpu %s ms/msg  rss %s MB"
             % (scenario, size, n, per_s, fmt(row["p50_ms"]), fmt(row["p99_ms"]),
@@ -396,8 +417,13 @@ class Bench:
         lines = ["# pecmilter benchmark (%s run, %s, %d CPUs)" % (
             "quick" if self.quick else "full", time.strftime("%Y-%m-%d %H:%M"), os.cpu_count()),
             "",
-            "%d parallel SMTP sessions (smtpload), one message per session.  Ratios are to the "
-            "baseline of the same size in this run." % SESSIONS, "",
+            "Throughput: %d parallel SMTP sessions (smtpload), one message per session, "
+            "messages / (last arrival - start).  Ratios are to the baseline of the same size "
+            "in this run.  Latency: from the 250 to the arrival that counts (baseline: the "
+            "message at the sink; access: the accettazione in the sender's Maildir; exchange: "
+            "the consegna in the sender's Maildir), on a separate paced run (one session, a "
+            "message every 50 ms) so that no queue stands in front; memory: under its own "
+            "load.  CPU and RSS: pecmilter's (A's, plus B's for the exchange)." % SESSIONS, "",
             "| scenario | size | msgs | per s | × baseline | p50 ms | p99 ms | p50 − baseline "
             "ms | CPU ms/msg | peak RSS MB |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -449,8 +475,8 @@ class Bench:
               "set output '%s'\n"
               "set title 'pecmilter: throughput by message size (%d sessions)'\n"
               "set logscale xy\nset xlabel 'message size (KB)'\n"
-              "set ylabel 'messages per second'\nset grid\nset key top right\n"
-              "set xtics (4, 100, 1024)\n"
+              "set ylabel 'messages per second'\nset grid\nset key bottom left\n"
+              "set xtics (4, 100, 1024)\nset xrange [2:2048]\n"
               "plot '%s' index 0 with linespoints lw 2 title 'bare Postfix (baseline)', "
               "'' index 1 with linespoints lw 2 title 'access role: certified submissions', "
               "'' index 2 with linespoints lw 2 title 'A->B exchange: transactions'\n"
@@ -491,17 +517,23 @@ def main():
     started = time.monotonic()
     try:
         b.setup()
-        for size, n in plan["sizes"]:
+        for size, n, lat_n in plan["sizes"]:
             say("== %s messages" % human(size))
             for sc in ("baseline", "access", "exchange"):
                 if want(sc) or sc == "baseline":
-                    b.run(sc, size, n)
+                    b.run(sc, size, n, latency_n=lat_n)
             if want("baseline") and size == 4 * KB:
                 b.smtp_source_baseline(size, n)
         if want("memory"):
             size, n = plan["memory"]
             say("== memory: %d concurrent submissions of %s" % (n, human(size)))
             b.run("memory", size, n, sessions=n)
+        # every message accounted for: nothing may be left in a queue either
+        for n, inst in b.pf.items():
+            try:
+                inst.wait_queue_empty(timeout=60)
+            except AssertionError as e:
+                b.failures.append("Postfix %s: %s" % (n, str(e).splitlines()[0]))
     finally:
         b.teardown()
     b.write()

@@ -6,13 +6,14 @@
  * final reply, for the latency figures.
  *
  *   smtpload -H IP -P PORT -s SESSIONS -m MESSAGES -l BYTES -f FROM -t TO
- *            [-x LOGIN] [-S SUBJECT-PREFIX] [-o RESULTS]
+ *            [-x LOGIN] [-S SUBJECT-PREFIX] [-o RESULTS] [-w MS]
  *
  * Message i (0-based) has Subject "SUBJECT-PREFIX i" (the accettazione
  * repeats it, so a result can be matched with its receipt) and is padded
  * with text lines to BYTES in all.  RESULTS gets one line per message:
  * "i code end_ns" where end_ns is CLOCK_REALTIME at the final reply (the
- * clock of a Maildir file's mtime).  Exit 0 when every message got 250.
+ * clock of a Maildir file's mtime).  -w: each session waits MS milliseconds
+ * after each message (a light, paced load).  Exit 0 when every message got 250.
  *
  * Not part of pecmilter: built by contrib/bench.sh with cc -O2 -pthread.
  */
@@ -31,7 +32,7 @@
 #include <unistd.h>
 
 static const char *host = "127.0.0.1", *from, *to, *login, *prefix = "bench";
-static int port, sessions = 20, messages = 100;
+static int port, sessions = 20, messages = 100, wait_ms;
 static long size = 4096;
 static char *body;      /* shared padding, CRLF lines, ends in CRLF */
 static size_t body_len; /* filled per message up to its own length */
@@ -165,6 +166,10 @@ static void *worker(void *arg)
         if (i >= messages)
             return NULL;
         codes[i] = one(i);
+        if (wait_ms > 0) {
+            struct timespec ts = {wait_ms / 1000, (wait_ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
     }
 }
 
@@ -173,7 +178,7 @@ int main(int argc, char **argv)
     const char *out = NULL;
     int o;
 
-    while ((o = getopt(argc, argv, "H:P:s:m:l:f:t:x:S:o:")) != -1) {
+    while ((o = getopt(argc, argv, "H:P:s:m:l:f:t:x:S:o:w:")) != -1) {
         switch (o) {
         case 'H': host = optarg; break;
         case 'P': port = atoi(optarg); break;
@@ -185,9 +190,10 @@ int main(int argc, char **argv)
         case 'x': login = optarg; break;
         case 'S': prefix = optarg; break;
         case 'o': out = optarg; break;
+        case 'w': wait_ms = atoi(optarg); break;
         default:
             fprintf(stderr, "usage: smtpload -H IP -P PORT -s N -m N -l BYTES -f FROM -t TO "
-                            "[-x LOGIN] [-S PREFIX] [-o FILE]\n");
+                            "[-x LOGIN] [-S PREFIX] [-o FILE] [-w MS]\n");
             return 64;
         }
     }
