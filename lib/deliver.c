@@ -188,6 +188,14 @@ static void domain_check_and_store(struct job *j)
     free(ours);
 }
 
+/* For the log: the Maildir found its own file from a delivery that was never recorded. */
+static const char *refound(const struct pec_mbox_result *mb)
+{
+    return strcmp(mb->text, "already in its mailbox") == 0
+               ? ", found in the mailbox from an unrecorded delivery"
+               : "";
+}
+
 /* The reply and log line for recipient I of a message that earns no receipt. */
 static void plain_outcome(struct job *j, size_t i)
 {
@@ -202,7 +210,7 @@ static void plain_outcome(struct job *j, size_t i)
     }
     if (mb->status == PEC_MBOX_STORED) {
         pec_lmtp_reply_set(&j->res[i], 250, "2.0.0", "<%s> delivered", rcpt);
-        say(j, LOG_INFO, "to=<%s>, status=delivered (%s)", rcpt, j->kind);
+        say(j, LOG_INFO, "to=<%s>, status=delivered (%s)%s", rcpt, j->kind, refound(mb));
         return;
     }
     pec_lmtp_reply_set(&j->res[i], mb->code, mb->esc, "<%s> %s", rcpt, mb->text);
@@ -233,7 +241,8 @@ static void busta_outcome(struct job *j, const struct pec_dp_busta *b, size_t i)
     }
     if (mb->status == PEC_MBOX_STORED) {
         pec_lmtp_reply_set(&j->res[i], 250, "2.0.0", "<%s> delivered, %s queued", rcpt, what);
-        say(j, LOG_INFO, "to=<%s>, status=delivered (busta %s), %s queued", rcpt, id, what);
+        say(j, LOG_INFO, "to=<%s>, status=delivered (busta %s)%s, %s queued", rcpt, id, refound(mb),
+            what);
     } else {
         pec_lmtp_reply_set(&j->res[i], 250, "2.0.0", "<%s> not delivered (%d %s %s), %s queued",
                            rcpt, mb->code, mb->esc, mb->text, what);

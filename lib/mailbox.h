@@ -24,13 +24,13 @@
  * deliver.h) carries in its file name, after the counter, "X" and 32 hex
  * digits of SHA-256(lower-case rcpt NUL Message-ID), the rest of the name
  * as usual (so names still sort by time).  When a file whose name holds
- * that key is already in new/ or cur/, the message is stored already: the
- * result is "stored" and nothing is written.  So a delivery the MTA
- * repeats because we crashed after the rename and before saying 250 finds
- * its own file instead of making a second copy, even after the user's
- * client moved it to cur/ (at the cost of reading both directories).  A
- * file the user deleted is delivered again; the store's record
- * (deliver.h) is what guards that case.
+ * that key is already in new/ or cur/, the message is stored already:
+ * the result is "stored" (text "already in its mailbox") and nothing is
+ * written.  So a delivery the MTA repeats because we crashed after the
+ * rename and before saying 250 finds its own file instead of making a
+ * second copy, even after the user's client moved it to cur/ (at the cost
+ * of reading both directories).  A file the user deleted is delivered
+ * again; the store's record (deliver.h) is what guards that case.
  *
  * LMTP: one session per message with the server, every recipient in it;
  * each RCPT and the per-recipient DATA replies are passed on as the server

@@ -29,7 +29,10 @@ repeat may have left a transaction whose busta the MTA never took (a kill
 between the milter's commit and its reply reaching Postfix): such an extra
 accettazione is counted and printed, allowed only for a repeated submission.
 Figures printed: messages, kills of A and B, receipts expected and found,
-copies the delivery points suppressed, resent outbox rows, time taken.
+copies the delivery points suppressed (a second copy recorded in the store,
+or the Maildir file of a delivery killed before its record), resent outbox
+rows, messages sent again because the peer's milter died at end of DATA,
+time taken.
 """
 import email
 import email.policy
@@ -444,7 +447,13 @@ def run(scenario):
             if rc != 0:
                 problems.append("pecmilter %s exited %s" % (p.name, rc))
         texts = {p.name: p.log_text() for p in (a, b)}
+        # messages a Postfix had to send again because the peer's milter died at the end
+        # of DATA: where a reception point may have committed and not answered
+        eod = {p.name: len(re.findall(r"status=deferred \(host [^)]* said: 4\d\d [^)]*"
+                                      r"in reply to end of DATA", p.pf.log())) for p in (a, b)}
         suppressed = {k: len(re.findall(r"status=duplicate", v)) for k, v in texts.items()}
+        refound = {k: len(re.findall(r"found in the mailbox from an unrecorded delivery", v))
+                   for k, v in texts.items()}
         for k, v in texts.items():
             if "Sanitizer" in v:
                 problems.append("a sanitizer report from pecmilter %s" % k)
@@ -458,14 +467,17 @@ def run(scenario):
                 problems.append("pecctl log verify on %s: %s" % (k, p.stdout + p.stderr))
         log("figures (%s): messages %d (submissions repeated after a refusal: %d); kills "
             "A %d, B %d%s; receipts expected %d, found %d; buste at B %d; extra accettazioni "
-            "for repeated submissions %d; copies suppressed by the delivery point A %d, B %d; "
-            "outbox rows resent after a kill A %d, B %d; submitted in %.1fs, drained at "
-            "%.1fs; pecverify on %d files %.1fs"
+            "for repeated submissions %d; copies suppressed by the delivery point A %d, B %d, "
+            "found in the Maildir from a delivery killed before its record A %d, B %d; "
+            "outbox rows resent after a kill A %d, B %d; sent again after the peer's "
+            "milter died at end of DATA: buste A->B %d, receipts B->A %d; submitted in "
+            "%.1fs, drained at %.1fs; pecverify on %d files %.1fs"
             % (scenario, N, len(sub.retried), a.kills, b.kills,
                ("; A's reinjection listener down %ds from %.1fs" % (LISTENER_DOWN, listener))
                if listener is not None else "", 3 * N, fig["receipts_found"], fig["buste"],
-               len(fig["orphans"]), suppressed["a"], suppressed["b"], doubts["a"],
-               doubts["b"], t_submit, t_drain, fig["files"], fig["t_verify"]))
+               len(fig["orphans"]), suppressed["a"], suppressed["b"], refound["a"],
+               refound["b"], doubts["a"],
+               doubts["b"], eod["a"], eod["b"], t_submit, t_drain, fig["files"], fig["t_verify"]))
         assert a.kills + b.kills >= KILLS and min(a.kills, b.kills) >= 2
         assert not problems, "\n".join(problems[:30])
         ok = True
