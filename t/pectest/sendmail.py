@@ -201,6 +201,7 @@ class Sendmail:
             "define(`ALIAS_FILE', `')dnl",
             "define(`confCW_FILE', `-o %s')dnl" % os.path.join(self.etc, "local-host-names"),
             "define(`confCT_FILE', `-o %s')dnl" % os.path.join(self.etc, "trusted-users"),
+            "define(`confCR_FILE', `-o %s')dnl" % os.path.join(self.etc, "relay-domains"),
             "define(`confSERVICE_SWITCH_FILE', %s)dnl"
             % q(os.path.join(self.etc, "service.switch")),
             "define(`confHOSTS_FILE', `/etc/hosts')dnl",
@@ -382,8 +383,9 @@ class Sendmail:
                     self.name, self.proc.returncode,
                     self.proc.stdout.read().decode("utf-8", "replace")))
             try:
-                with socket.create_connection((self.ip, port), timeout=5) as s:
-                    line = s.makefile("rb").readline()
+                with socket.create_connection((self.ip, port), timeout=5) as s, \
+                        s.makefile("rb") as f:
+                    line = f.readline()
                     if line.startswith(b"220"):
                         s.sendall(b"QUIT\r\n")
                         return
