@@ -50,7 +50,10 @@ static void msg_end(struct conn *c)
     c->msg = NULL;
 }
 
-/* The queue id is assigned late by Postfix (after the first valid RCPT). */
+/*
+ * The queue id: Sendmail has it at MAIL FROM, Postfix only after the first
+ * valid RCPT; asked for again at every later stage (cb_negotiate).
+ */
 const char *msg_qid(SMFICTX *ctx, struct msg *m)
 {
     if (m->qid == NULL) {
@@ -108,7 +111,14 @@ static sfsistat cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, u
     *pf2 = 0;
     *pf3 = 0;
     if (f0 & SMFIF_SETSYMLIST) {
-        /* Sendmail sends few macros unless asked; Postfix honours the request too. */
+        /*
+         * What the roles read, at the stage they read it: {daemon_name} at
+         * connect (Sendmail's Name= of the listener, Postfix's
+         * milter_macro_daemon_name), {auth_authen} at MAIL FROM, the queue
+         * id from MAIL FROM on.  This list replaces the MTA's configured one
+         * for pecmilter (Sendmail's Milter.macros.*, Postfix's
+         * milter_*_macros); contrib/sendmail/pecmilter.mc sets the same.
+         */
         *pf0 |= SMFIF_SETSYMLIST;
         if (smfi_setsymlist(ctx, SMFIM_CONNECT, "{daemon_name} {client_addr} {client_name} j _") !=
                 MI_SUCCESS ||
