@@ -107,7 +107,8 @@ def _prepare():
             if p.returncode != 0:
                 return ("apt-get download %s failed (no network and nothing cached in %s): %s"
                         % (" ".join(PACKAGES), CACHE,
-                           p.stdout.decode("utf-8", "replace").strip()[-500:]))
+                           " | ".join([l for l in p.stdout.decode("utf-8", "replace")
+                                       .splitlines() if l.startswith("E:")][:2])))
             debs = [n for n in os.listdir(CACHE) if n.endswith(".deb")]
         tmp = ROOT + ".new"
         shutil.rmtree(tmp, ignore_errors=True)
