@@ -8,13 +8,15 @@ directories those entries and the unit provide.  A second installation
 must leave an existing configuration alone.
 """
 import os
+import pwd
 import re
 import shutil
 import subprocess
 import tempfile
+import time
 import unittest
 
-from pectest import env
+from pectest import config, env, pki
 
 
 def cache_value(name):
@@ -160,6 +162,48 @@ class InstallTest(unittest.TestCase):
             self.assertEqual(f.read(), before)
         self.assertIn("Keeping: " + conf, out)
 
+    def test_daemon_runs_as_the_units_user(self):
+        """As under the unit: started as User= already, with that same `user` in the
+        configuration (the sample's), -f in the foreground; SIGTERM stops it cleanly."""
+        setpriv = shutil.which("setpriv")
+        if os.geteuid() != 0 or setpriv is None:
+            self.skipTest("needs root and setpriv(1)")
+        os.chmod(self.tmp.name, 0o755)   # nobody reaches the DESTDIR's daemon and work
+        work = os.path.join(self.tmp.name, "run-as-nobody")
+        os.makedirs(work)
+        nobody = pwd.getpwnam("nobody")
+        os.chown(work, nobody.pw_uid, nobody.pw_gid)
+        os.chmod(work, 0o750)
+        key = os.path.join(work, "key.pem")
+        shutil.copyfile(pki.provider("a")["key"], key)
+        os.chmod(key, 0o600)
+        os.chown(key, nobody.pw_uid, nobody.pw_gid)
+        conf = os.path.join(work, "pecmilter.conf")
+        s = config.write(conf, "a", sign_key=key, user="nobody",
+                         seal_dir=os.path.join(work, "registro"))
+        sock = config.socket_path(s)
+        as_nobody = [setpriv, "--reuid=nobody", "--regid=%d" % nobody.pw_gid, "--init-groups",
+                     self.d(self.daemon)]
+        check = subprocess.run(as_nobody + ["-n", "-c", conf], capture_output=True, text=True,
+                               timeout=30)
+        self.assertEqual((check.returncode, check.stderr), (0, ""))
+        proc = subprocess.Popen(as_nobody + ["-f", "-c", conf], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 15
+            while not os.path.exists(sock) and proc.poll() is None and \
+                    time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertIsNone(proc.poll(), "pecmilter exited")
+            self.assertTrue(os.path.exists(sock), "no milter socket")
+            self.assertEqual(os.stat(sock).st_uid, nobody.pw_uid)
+        finally:
+            proc.terminate()
+            out, _ = proc.communicate(timeout=30)
+        self.assertEqual(proc.returncode, 0, out)
+        self.assertFalse(os.path.exists(sock), "socket left behind")
+
 
 if __name__ == "__main__":
+    pki.ensure()
     unittest.main(verbosity=2)
