@@ -344,6 +344,27 @@ class SendmailToPostfix(_Exchange, unittest.TestCase):
 class PostfixToSendmail(_Exchange, unittest.TestCase):
     MTA_A, MTA_B = "postfix", "sendmail"
 
+    def test_5_ordinary_mail_rejected(self):
+        """ordinary_mail = reject: pecmilter's 554 5.7.1 is Sendmail's answer."""
+        raw = b"From: x@example.org\r\nTo: %s\r\nSubject: Rifiutata\r\n\r\nCiao.\r\n" \
+            % LUIGI.encode()
+        with open(self.confs["b"], "w") as f:
+            f.write(config.render(dict(self.sets["b"], ordinary_mail="reject")))
+        try:
+            self.daemons["b"].reload()
+            deadline = time.monotonic() + 30
+            while True:
+                code, text = self.mtas["b"].send("x@example.org", [LUIGI], raw)
+                if code != 250 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            self.assertEqual(code, 554, text)
+            self.assertIn("5.7.1", text)
+        finally:
+            with open(self.confs["b"], "w") as f:
+                f.write(config.render(self.sets["b"]))
+            self.daemons["b"].reload()
+
 
 if __name__ == "__main__":
     pki.ensure()

@@ -55,6 +55,13 @@ class SendmailHarness(unittest.TestCase):
                     self.assertLess(time.monotonic(), deadline, s.log_tail())
                     time.sleep(0.1)
             self.assertIn("starting daemon", s.log())
+            # the filter is attached to pec-mx and pec-submission, not to pec-reinject
+            for name, want in (("pec-mx", "Milter (pecmilter): "),
+                               ("pec-submission", "Milter (pecmilter): "),
+                               ("pec-reinject", "Milter: no active filter")):
+                qid = re.search(r"\]: (\w+): .*during connection to %s" % name,
+                                s.log()).group(1)
+                self.assertIn("%s: %s" % (qid, want), s.log())
         with open(s.cf) as f:
             live = [l for l in f if not l.startswith("#") and "/etc/mail" in l]
         self.assertEqual(live, [])
