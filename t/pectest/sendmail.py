@@ -22,10 +22,11 @@ The configuration is an .mc that includes contrib/sendmail/pecmilter.mc, the sni
 an administrator uses, so the tests exercise exactly that: the listeners pec-mx (port),
 pec-submission (submission_port, M=a: AUTH required) and pec-reinject (reinject_port,
 no filter), the filter with F=T, and the PEC domains delivered over LMTP to
-lmtp_socket.  Each instance lives in WORKDIR/NAME/{etc,queue,log} and runs as root
-in the foreground (`sendmail -bD -q1s -C etc/sendmail.cf`), handed to the cleanup
-layers of pectest.postfix (register_process: atexit and the reaper), so nothing
-survives the test, even after SIGKILL.
+lmtp_socket.  Each instance lives in WORKDIR/NAME/sendmail/{etc,queue,log,dev} and
+runs as root in the foreground (`sendmail -bD -q1s -C etc/sendmail.cf`), handed to the
+cleanup layers of pectest.postfix (register_process: atexit and the reaper), so
+nothing survives the test, even after SIGKILL.  Sendmail refuses sockets below a world-writable
+directory, so WORKDIR must not be under /tmp: workdir() makes one under /run/pectest.
 
 transports: DOMAIN -> (IP, PORT): mail for DOMAIN is relayed over SMTP to IP:PORT
 (one mailer per destination, since Sendmail's port is a mailer argument).  Outgoing
@@ -41,7 +42,7 @@ copied without its setgid bit.
 Sendmail logs only through syslog(3), to /dev/log, and looks its own host name up
 before it reads its configuration (an unqualified one costs a 60 s sleep).  So each
 instance runs in namespaces of its own (unshare --uts --mount): host name mx.MYDOMAIN,
-and /dev a bind mount of etc/../dev, where the null, zero, random, urandom and tty
+and /dev a bind mount of sendmail/dev, where the null, zero, random, urandom and tty
 devices are bound and log is a socket this process reads into log/maillog (log()).
 The machine's /dev and host name are untouched.
 """
