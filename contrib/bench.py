@@ -8,7 +8,9 @@ with its own pecmilter, the built-in Maildir as delivery) and an smtp-sink on
 127.0.0.53 standing for the rest of the Internet (example.org), which dumps
 what it gets to DIR/sink/ so that each message can be told apart and timed.
 Then, for each message size, with 20 parallel SMTP sessions of smtpload
-(contrib/bench/smtpload.c, one message per session as smtp-source does):
+(contrib/bench/smtpload.c, one message per session as smtp-source does), three
+rounds of the following, interleaved so that a neighbour's load on a shared
+machine hits them alike (figures: medians of the rounds):
 
   baseline  A's reinjection listener (no milter), To x@example.org: bare
             Postfix relaying to smtp-sink.  Latency: 250 -> file at the sink.
@@ -52,10 +54,16 @@ SINKED = "dest@example.org"
 SESSIONS = 20
 KB = 1024
 
-# (size, messages at 20 sessions, messages of the paced latency run)
-FULL = {"sizes": [(4 * KB, 2000, 200), (100 * KB, 1000, 100), (1024 * KB, 200, 50)],
+# (size, messages per round at 20 sessions, messages of the paced latency run): each
+# run lasts a few seconds, so the baseline gets more messages than the exchange
+ROUNDS = 3
+FULL = {"sizes": [(4 * KB, {"baseline": 4000, "access": 1500, "exchange": 500}, 200),
+                  (100 * KB, {"baseline": 2000, "access": 800, "exchange": 250}, 100),
+                  (1024 * KB, {"baseline": 400, "access": 150, "exchange": 50}, 50)],
         "memory": (30000000, 10)}
-QUICK = {"sizes": [(4 * KB, 600, 40), (100 * KB, 300, 30), (1024 * KB, 60, 20)],
+QUICK = {"sizes": [(4 * KB, {"baseline": 1500, "access": 500, "exchange": 150}, 40),
+                   (100 * KB, {"baseline": 800, "access": 300, "exchange": 80}, 30),
+                   (1024 * KB, {"baseline": 150, "access": 60, "exchange": 20}, 20)],
          "memory": (30000000, 10)}
 
 
@@ -158,6 +166,7 @@ class Bench:
         self.procs = []
         self.instances = []
         self.extra = []
+        self.serial = 0
 
     # -- setup ----------------------------------------------------------------
 
@@ -336,41 +345,70 @@ class Bench:
                 why.append("%d '%s' missing in %s" % (len(set(ends) - set(g)), what.strip(), box))
         return t0, ends, got[0], why
 
-    def run(self, scenario, size, n, sessions=SESSIONS, latency_n=0):
+    def one_load(self, scenario, size, n, sessions=SESSIONS):
+        """One throughput run: {per_s, cpu_ms, rss_mb, lat [ms]}."""
         pids = [self.pid["a"]] + ([self.pid["b"]] if scenario == "exchange" else [])
         for p in pids:
             reset_hwm(p)
         cpu0 = sum(cpu_ticks(p) for p in pids)
-        prefix = "bench-%s-%d " % (scenario, size)
+        prefix = "bench-%s-%d-%d " % (scenario, size, self.serial)
+        self.serial += 1
         t0, ends, counted, why = self.send_and_wait(scenario, size, n, sessions, prefix)
         cpu1 = sum(cpu_ticks(p) for p in pids)
-        peak = max(hwm_kb(p) for p in pids) / 1024.0
         arrived = [counted[i] for i in ends if i in counted]
         last = max(arrived) if arrived else time.time_ns()
-        per_s = len(arrived) / ((last - t0) / 1e9) if arrived else 0.0
+        self.note(scenario, size, why)
+        out = {"per_s": len(arrived) / ((last - t0) / 1e9) if arrived else 0.0,
+               "cpu_ms": (cpu1 - cpu0) * 1000.0 / os.sysconf("SC_CLK_TCK") / max(1, len(arrived)),
+               "rss_mb": max(hwm_kb(p) for p in pids) / 1024.0,
+               "lat": [(counted[i] - ends[i]) / 1e6 for i in ends if i in counted]}
+        say("   %-8s %8d B  %4d msgs  %7.1f/s  cpu %.2f ms/msg  rss %.1f MB"
+            % (scenario, size, n, out["per_s"], out["cpu_ms"], out["rss_mb"]))
+        return out
+
+    def latency(self, scenario, size, n):
+        """Latencies [ms] without a queue in front: one session, a message every 50 ms."""
+        prefix = "bench-lat-%s-%d " % (scenario, size)
+        _, ends, counted, why = self.send_and_wait(scenario, size, n, 1, prefix, gap_ms=50)
+        self.note(scenario, size, ["latency run: " + w for w in why])
         lat = [(counted[i] - ends[i]) / 1e6 for i in ends if i in counted]
-        ticks = os.sysconf("SC_CLK_TCK")
-        cpu_ms = (cpu1 - cpu0) * 1000.0 / ticks / max(1, len(arrived))
-        if latency_n:
-            # latency without a queue in front: one session, a message every 50 ms
-            lprefix = "bench-lat-%s-%d " % (scenario, size)
-            _, lends, lcounted, lwhy = self.send_and_wait(scenario, size, latency_n, 1, lprefix,
-                                                 gap_ms=50)
-            why += ["latency run: " + w for w in lwhy]
-            lat = [(lcounted[i] - lends[i]) / 1e6 for i in lends if i in lcounted]
+        say("   %-8s %8d B  %4d msgs  paced: p50 %s ms  p99 %s ms"
+            % (scenario, size, n, fmt(pct(lat, 50)), fmt(pct(lat, 99))))
+        return lat
+
+    def note(self, scenario, size, why):
         if why:
             self.failures.append("%s %d: %s" % (scenario, size, "; ".join(why)))
             say("   LOST: " + "; ".join(why))
-        row = {"scenario": scenario, "size_bytes": size, "per_s": per_s,
-               "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
-               "cpu_ms_per_msg": cpu_ms if scenario != "baseline" else None,
-               "peak_rss_mb": peak if scenario != "baseline" else None,
-               "n": n, "latency_n": latency_n}
-        self.rows.append(row)
-        say("   %-8s %8d B  %4d msgs  %7.1f/s  p50 %s ms  p99 %s ms  cpu %s ms/msg  rss %s MB"
-            % (scenario, size, n, per_s, fmt(row["p50_ms"]), fmt(row["p99_ms"]),
-               fmt(row["cpu_ms_per_msg"], 2), fmt(row["peak_rss_mb"])))
-        return row
+
+    def size_step(self, size, counts, lat_n, scenarios, rounds):
+        """Each scenario ROUNDS times, interleaved with the baseline, so that a neighbour's
+        load on a shared machine hits them alike; per_s is the median of the rounds and
+        the ratio the median of each round's ratio to that round's baseline."""
+        runs = {sc: [] for sc in scenarios}
+        for _ in range(rounds):
+            for sc in scenarios:
+                runs[sc].append(self.one_load(sc, size, counts[sc]))
+        for sc in scenarios:
+            lat = self.latency(sc, size, lat_n) if lat_n else []
+            rs = runs[sc]
+            ratios = [r["per_s"] / b["per_s"] for r, b in zip(rs, runs["baseline"]) if b["per_s"]]
+            self.rows.append({
+                "scenario": sc, "size_bytes": size, "n": counts[sc] * rounds,
+                "per_s": median([r["per_s"] for r in rs]),
+                "ratio": median(ratios) if ratios else None,
+                "ratios": ratios,
+                "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
+                "cpu_ms_per_msg": None if sc == "baseline" else
+                sum(r["cpu_ms"] for r in rs) / len(rs),
+                "peak_rss_mb": None if sc == "baseline" else max(r["rss_mb"] for r in rs)})
+
+    def memory(self, size, n):
+        r = self.one_load("memory", size, n, sessions=n)
+        self.rows.append({"scenario": "memory", "size_bytes": size, "n": n, "per_s": r["per_s"],
+                          "ratio": None, "ratios": [], "p50_ms": pct(r["lat"], 50),
+                          "p99_ms": pct(r["lat"], 99), "cpu_ms_per_msg": r["cpu_ms"],
+                          "peak_rss_mb": r["rss_mb"]})
 
     def smtp_source_baseline(self, size, n):
         """The baseline again, with Postfix's own smtp-source as the load."""
@@ -401,9 +439,6 @@ class Bench:
 
     def write(self):
         base = {r["size_bytes"]: r for r in self.rows if r["scenario"] == "baseline"}
-        for r in self.rows:
-            b = base.get(r["size_bytes"])
-            r["ratio"] = r["per_s"] / b["per_s"] if b and b["per_s"] else None
         cols = ["scenario", "size_bytes", "per_s", "ratio_to_baseline", "p50_ms", "p99_ms",
                 "cpu_ms_per_msg", "peak_rss_mb"]
         with open(os.path.join(self.d, "bench.csv"), "w") as f:
@@ -418,12 +453,14 @@ class Bench:
             "quick" if self.quick else "full", time.strftime("%Y-%m-%d %H:%M"), os.cpu_count()),
             "",
             "Throughput: %d parallel SMTP sessions (smtpload), one message per session, "
-            "messages / (last arrival - start).  Ratios are to the baseline of the same size "
-            "in this run.  Latency: from the 250 to the arrival that counts (baseline: the "
+            "messages / (last arrival - start); each scenario runs %d times, interleaved with "
+            "the baseline, and the figure is the median; the ratio is the median of each "
+            "round's ratio to that round's baseline (the rounds' ratios in brackets).  Latency: from the 250 to the arrival that counts (baseline: the "
             "message at the sink; access: the accettazione in the sender's Maildir; exchange: "
             "the consegna in the sender's Maildir), on a separate paced run (one session, a "
             "message every 50 ms) so that no queue stands in front; memory: under its own "
-            "load.  CPU and RSS: pecmilter's (A's, plus B's for the exchange)." % SESSIONS, "",
+            "load; file times come from the kernel's coarse clock (a few ms).  CPU and RSS: "
+            "pecmilter's (A's, plus B's for the exchange)." % (SESSIONS, ROUNDS), "",
             "| scenario | size | msgs | per s | × baseline | p50 ms | p99 ms | p50 − baseline "
             "ms | CPU ms/msg | peak RSS MB |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -433,7 +470,9 @@ class Bench:
                 b["p50_ms"] is not None and r is not b else None
             lines.append("| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s |" % (
                 r["scenario"], human(r["size_bytes"]), r["n"], fmt(r["per_s"]),
-                fmt(r["ratio"], 2), fmt(r["p50_ms"]), fmt(r["p99_ms"]), fmt(dp50),
+                fmt(r["ratio"], 2) + (" (%s)" % " ".join("%.2f" % x for x in r["ratios"])
+                                      if r["scenario"] != "baseline" and r["ratios"] else ""),
+                fmt(r["p50_ms"]), fmt(r["p99_ms"]), fmt(dp50),
                 fmt(r["cpu_ms_per_msg"], 2), fmt(r["peak_rss_mb"])))
         if self.extra:
             lines += ["", "Cross-check, the baseline with Postfix's smtp-source -s %d: " % SESSIONS
@@ -489,6 +528,10 @@ class Bench:
             say("bench: gnuplot: " + p.stdout.decode(errors="replace"))
 
 
+def median(values):
+    return pct(values, 50)
+
+
 def fmt(v, digits=1, none="-"):
     return none if v is None else "%.*f" % (digits, v)
 
@@ -517,17 +560,17 @@ def main():
     started = time.monotonic()
     try:
         b.setup()
-        for size, n, lat_n in plan["sizes"]:
-            say("== %s messages" % human(size))
-            for sc in ("baseline", "access", "exchange"):
-                if want(sc) or sc == "baseline":
-                    b.run(sc, size, n, latency_n=lat_n)
-            if want("baseline") and size == 4 * KB:
-                b.smtp_source_baseline(size, n)
+        scenarios = [sc for sc in ("baseline", "access", "exchange")
+                     if sc == "baseline" or want(sc)]
+        for size, counts, lat_n in plan["sizes"]:
+            say("== %s messages, %d rounds" % (human(size), ROUNDS))
+            b.size_step(size, counts, lat_n, scenarios, ROUNDS)
+            if size == 4 * KB:
+                b.smtp_source_baseline(size, counts["baseline"])
         if want("memory"):
             size, n = plan["memory"]
             say("== memory: %d concurrent submissions of %s" % (n, human(size)))
-            b.run("memory", size, n, sessions=n)
+            b.memory(size, n)
         # every message accounted for: nothing may be left in a queue either
         for n, inst in b.pf.items():
             try:
