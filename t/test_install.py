@@ -75,6 +75,7 @@ class InstallTest(unittest.TestCase):
             (p, "share/doc/pecmilter/examples/pecmilter.conf"),
             (p, "share/doc/pecmilter/examples/postfix/main.cf"),
             (p, "share/doc/pecmilter/examples/postfix/master.cf"),
+            (p, "share/doc/pecmilter/examples/sendmail/pecmilter.mc"),
             (self.unitdir, "pecmilter.service"),
             (self.tmpfilesdir, "pecmilter.conf"),
             (self.sysusersdir, "pecmilter.conf"),
