@@ -4,7 +4,7 @@
 #   contrib/bench.sh [--quick] [--out DIR]          (default DIR /tmp/pecbench)
 #
 # Installs the Debian packages it needs (contrib/deps.sh bench), builds
-# pecmilter RelWithDebInfo in DIR/build unless a build is already there, and
+# pecmilter RelWithDebInfo in DIR/build (again only what changed), and
 # the load generator contrib/bench/smtpload.c.  Then, on loopback, two
 # providers A and B as in the demo and an smtp-sink for the rest of the world;
 # for 4 KB, 100 KB and 1 MB messages, 20 parallel SMTP sessions: bare Postfix
@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
     # not for users: profile with an existing build, or some scenarios only
     --build) build="${2:?--build needs a directory}"; shift 2 ;;
     --only) only="--only=${2:?}"; shift 2 ;;
-    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: contrib/bench.sh [--quick] [--out DIR]" >&2; exit 64 ;;
     esac
 done
