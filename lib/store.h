@@ -122,6 +122,16 @@ int pec_store_tx_get(struct pec_store *st, const char *identificativo, struct pe
                      char *err, size_t errlen);
 void pec_tx_info_free(struct pec_tx_info *tx);
 
+/*
+ * The latest transaction MITTENTE (case-insensitive) opened at or after
+ * SINCE for the client Message-ID CLIENT_MSGID (exactly as recorded, angle
+ * brackets included): 1 and *OUT filled, 0 when none (always 0 for an empty
+ * or NULL CLIENT_MSGID), -1 with err.  The access point's test for a
+ * resubmission (access.h).
+ */
+int pec_store_tx_find_client(struct pec_store *st, const char *mittente, const char *client_msgid,
+                             time_t since, struct pec_tx_info *out, char *err, size_t errlen);
+
 /* ---------------------------------------------------------------- batches */
 
 /* A generated message owed to the MTA; envelope sender is the service address. */

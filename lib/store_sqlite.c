@@ -102,7 +102,14 @@ static const char schema_v2[] =
     " PRIMARY KEY (mailbox, message_id)) WITHOUT ROWID;"
     "CREATE INDEX delivered_at ON delivered(at);";
 
-static const char *const migrations[] = {schema_v1, schema_v2};
+/*
+ * Version 3: the access point looks a submission up by the client's
+ * Message-ID, to know a retry of one it accepted already (access.h).
+ */
+static const char schema_v3[] =
+    "CREATE INDEX transactions_client ON transactions(client_msgid, submitted);";
+
+static const char *const migrations[] = {schema_v1, schema_v2, schema_v3};
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -864,25 +871,12 @@ static int read_rcpts(struct pec_store *st, struct pec_tx_info *out, char *err, 
     return 0;
 }
 
-int pec_store_tx_get(struct pec_store *st, const char *identificativo, struct pec_tx_info *out,
-                     char *err, size_t errlen)
+/* The transaction S (bound and ready) finds, with its recipients: 1, 0 when none, -1. */
+static int read_tx(struct pec_store *st, sqlite3_stmt *s, struct pec_tx_info *out, char *err,
+                   size_t errlen)
 {
-    sqlite3_stmt *s;
-    int rc, found = 0;
+    int rc = sqlite3_step(s), found = 0;
 
-    memset(out, 0, sizeof(*out));
-    if (enter(st, err, errlen) < 0)
-        return -1;
-    s = prep(st,
-             "SELECT identificativo, client_msgid, mittente, oggetto, tipo_ricevuta, queue_id,"
-             " submitted FROM transactions WHERE identificativo = ?",
-             err, errlen);
-    if (s == NULL) {
-        leave(st);
-        return -1;
-    }
-    bt(s, 1, identificativo);
-    rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
         found = 1;
         out->identificativo = coldup(s, 0);
@@ -898,9 +892,59 @@ int pec_store_tx_get(struct pec_store *st, const char *identificativo, struct pe
     sqlite3_finalize(s);
     if (found == 1 && read_rcpts(st, out, err, errlen) < 0)
         found = -1;
-    leave(st);
     if (found != 1)
         pec_tx_info_free(out);
+    return found;
+}
+
+#define TX_COLUMNS                                                                                 \
+    "SELECT identificativo, client_msgid, mittente, oggetto, tipo_ricevuta, queue_id,"             \
+    " submitted FROM transactions"
+
+int pec_store_tx_get(struct pec_store *st, const char *identificativo, struct pec_tx_info *out,
+                     char *err, size_t errlen)
+{
+    sqlite3_stmt *s;
+    int found;
+
+    memset(out, 0, sizeof(*out));
+    if (enter(st, err, errlen) < 0)
+        return -1;
+    s = prep(st, TX_COLUMNS " WHERE identificativo = ?", err, errlen);
+    if (s == NULL) {
+        leave(st);
+        return -1;
+    }
+    bt(s, 1, identificativo);
+    found = read_tx(st, s, out, err, errlen);
+    leave(st);
+    return found;
+}
+
+int pec_store_tx_find_client(struct pec_store *st, const char *mittente, const char *client_msgid,
+                             time_t since, struct pec_tx_info *out, char *err, size_t errlen)
+{
+    sqlite3_stmt *s;
+    int found;
+
+    memset(out, 0, sizeof(*out));
+    if (client_msgid == NULL || *client_msgid == '\0')
+        return 0;
+    if (enter(st, err, errlen) < 0)
+        return -1;
+    s = prep(st,
+             TX_COLUMNS " WHERE client_msgid = ? AND submitted >= ? AND mittente = ? COLLATE NOCASE"
+                        " ORDER BY submitted DESC, rowid DESC LIMIT 1",
+             err, errlen);
+    if (s == NULL) {
+        leave(st);
+        return -1;
+    }
+    bt(s, 1, client_msgid);
+    bi(s, 2, since);
+    bt(s, 3, mittente);
+    found = read_tx(st, s, out, err, errlen);
+    leave(st);
     return found;
 }
 

@@ -713,6 +713,44 @@ static void test_expect(void)
     pec_store_close(st);
 }
 
+/* The access point's resubmission lookup: same sender (any case), same client Message-ID, recent.
+ */
+static void test_find_client(void)
+{
+    struct pec_store *st = open_new("client.db");
+    struct pec_tx_info tx;
+    char err[1024];
+
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    CHECK(pec_store_tx_find_client(st, "mario@pec-a.test", "client.1@mua", 0, &tx, err,
+                                   sizeof(err)) == 0);
+    commit_tx_at(st, "opec-old@pec-a.test", 1000);
+    commit_tx_at(st, "opec-new@pec-a.test", 2000);
+    CHECK(pec_store_tx_find_client(st, "Mario@PEC-A.test", "client.1@mua", 0, &tx, err,
+                                   sizeof(err)) == 1);
+    CHECK_STR(tx.identificativo, "opec-new@pec-a.test");
+    CHECK(tx.submitted == 2000 && tx.nrcpt == 3);
+    CHECK_STR(tx.rcpt[0].address, "b1@pec-b.test");
+    CHECK(tx.rcpt[2].cc == 1);
+    pec_tx_info_free(&tx);
+    CHECK(pec_store_tx_find_client(st, "mario@pec-a.test", "client.1@mua", 2000, &tx, err,
+                                   sizeof(err)) == 1);
+    pec_tx_info_free(&tx);
+    /* too old, another sender, another Message-ID, no Message-ID */
+    CHECK(pec_store_tx_find_client(st, "mario@pec-a.test", "client.1@mua", 2001, &tx, err,
+                                   sizeof(err)) == 0);
+    CHECK(pec_store_tx_find_client(st, "luigi@pec-a.test", "client.1@mua", 0, &tx, err,
+                                   sizeof(err)) == 0);
+    CHECK(pec_store_tx_find_client(st, "mario@pec-a.test", "client.2@mua", 0, &tx, err,
+                                   sizeof(err)) == 0);
+    CHECK(pec_store_tx_find_client(st, "mario@pec-a.test", "", 0, &tx, err, sizeof(err)) == 0);
+    CHECK(pec_store_tx_find_client(st, "mario@pec-a.test", NULL, 0, &tx, err, sizeof(err)) == 0);
+    CHECK(tx.identificativo == NULL);
+    pec_store_close(st);
+}
+
 /* A version 1 store is brought forward: its open recipients become pending, unwarned. */
 static void test_migrate_v1(void)
 {
@@ -732,7 +770,7 @@ static void test_migrate_v1(void)
     CHECK(sqlite3_open(p, &db) == SQLITE_OK);
     CHECK(sqlite3_exec(db,
                        "DROP TABLE delivered; ALTER TABLE recipients DROP COLUMN warned_at;"
-                       " PRAGMA user_version = 1",
+                       " DROP INDEX transactions_client; PRAGMA user_version = 1",
                        NULL, NULL, NULL) == SQLITE_OK);
     sqlite3_close(db);
     st = pec_store_open(p, 0, err, sizeof(err));
@@ -743,6 +781,11 @@ static void test_migrate_v1(void)
         CHECK(seen.n == 2 && seen.warned[0] == 0);
         CHECK(pec_store_delivered(st, "b1@pec-b.test", "x@y", err, sizeof(err)) == 0);
         pec_store_close(st);
+        /* version 3: the client Message-ID index is there again */
+        CHECK(sqlite3_open(p, &db) == SQLITE_OK);
+        CHECK(sqlite3_exec(db, "CREATE INDEX transactions_client ON transactions(submitted)", NULL,
+                           NULL, NULL) != SQLITE_OK);
+        sqlite3_close(db);
     }
     free(p);
 }
@@ -761,6 +804,7 @@ int main(void)
     test_pending();
     test_delivered();
     test_expect();
+    test_find_client();
     test_migrate_v1();
     test_locked();
     test_disk_full();
