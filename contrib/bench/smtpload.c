@@ -180,17 +180,39 @@ int main(int argc, char **argv)
 
     while ((o = getopt(argc, argv, "H:P:s:m:l:f:t:x:S:o:w:")) != -1) {
         switch (o) {
-        case 'H': host = optarg; break;
-        case 'P': port = atoi(optarg); break;
-        case 's': sessions = atoi(optarg); break;
-        case 'm': messages = atoi(optarg); break;
-        case 'l': size = atol(optarg); break;
-        case 'f': from = optarg; break;
-        case 't': to = optarg; break;
-        case 'x': login = optarg; break;
-        case 'S': prefix = optarg; break;
-        case 'o': out = optarg; break;
-        case 'w': wait_ms = atoi(optarg); break;
+        case 'H':
+            host = optarg;
+            break;
+        case 'P':
+            port = atoi(optarg);
+            break;
+        case 's':
+            sessions = atoi(optarg);
+            break;
+        case 'm':
+            messages = atoi(optarg);
+            break;
+        case 'l':
+            size = atol(optarg);
+            break;
+        case 'f':
+            from = optarg;
+            break;
+        case 't':
+            to = optarg;
+            break;
+        case 'x':
+            login = optarg;
+            break;
+        case 'S':
+            prefix = optarg;
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'w':
+            wait_ms = atoi(optarg);
+            break;
         default:
             fprintf(stderr, "usage: smtpload -H IP -P PORT -s N -m N -l BYTES -f FROM -t TO "
                             "[-x LOGIN] [-S PREFIX] [-o FILE] [-w MS]\n");
