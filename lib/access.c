@@ -564,6 +564,81 @@ done:
     return ret;
 }
 
+/*
+ * OUT->rcpts are TX's recipients (the same set, each To or Cc alike): then
+ * 1, with OUT->rcpts put in TX's order, spelling and classes, so the busta
+ * lists them as the first accettazione did.
+ */
+static int same_rcpts(const struct pec_tx_info *tx, struct pec_access_rcpts *rc)
+{
+    size_t n = rc->n ? rc->n : 1, *at;
+    struct pec_access_rcpt *v;
+
+    if (tx->nrcpt != rc->n)
+        return 0;
+    /* both lists are free of duplicates (any case), so a match for each is a permutation */
+    at = xcalloc(n, sizeof(*at));
+    for (size_t i = 0; i < tx->nrcpt; i++) {
+        size_t j = 0;
+
+        while (j < rc->n && strcasecmp(rc->v[j].address, tx->rcpt[i].address) != 0)
+            j++;
+        if (j == rc->n || !rc->v[j].cc != !tx->rcpt[i].cc) {
+            free(at);
+            return 0;
+        }
+        at[i] = j;
+    }
+    v = xcalloc(n, sizeof(*v));
+    for (size_t i = 0; i < rc->n; i++) {
+        v[i] = rc->v[at[i]];
+        v[i].certificato = tx->rcpt[i].certificato;
+        free(v[i].address); /* as the first submission spelt it */
+        v[i].address = xstrdup(tx->rcpt[i].address);
+    }
+    free(rc->v);
+    rc->v = v;
+    free(at);
+    return 1;
+}
+
+/*
+ * Is O the retry of a transaction accepted lately (access.h)?  1: OUT now
+ * carries that transaction's identificativo, instant and recipients; 0: a
+ * new message; -1 with err.
+ */
+static int resubmission(const struct pec_access_env *e, const struct pec_original *o,
+                        struct pec_access_outcome *out, char *err, size_t errlen)
+{
+    struct pec_tx_info tx;
+    char serr[512];
+    int found;
+
+    if (e->store == NULL || o->message_id == NULL || *o->message_id == '\0')
+        return 0;
+    found = pec_store_tx_find_client(e->store, pec_original_mittente(o), o->message_id,
+                                     out->when - (time_t)e->cfg->deadline_after, &tx, serr,
+                                     sizeof(serr));
+    if (found < 0) {
+        seterr(err, errlen, "cannot look for an earlier submission of %s: %s", o->message_id, serr);
+        return -1;
+    }
+    if (found == 0)
+        return 0;
+    found = strcmp(tx.oggetto, o->subject ? o->subject : "") == 0 &&
+            strcmp(tx.tipo_ricevuta, pec_ricevuta_name(o->tipo_ricevuta)) == 0 &&
+            same_rcpts(&tx, &out->rcpts);
+    if (found) {
+        free(out->identificativo);
+        out->identificativo = tx.identificativo;
+        tx.identificativo = NULL;
+        out->when = tx.submitted;
+        out->resubmission = 1;
+    }
+    pec_tx_info_free(&tx);
+    return found;
+}
+
 int pec_access_accept(const struct pec_access_env *e, const struct pec_original *o,
                       const char *queue_id, struct pec_access_outcome *out, char *err,
                       size_t errlen)
@@ -575,10 +650,18 @@ int pec_access_accept(const struct pec_access_env *e, const struct pec_original 
     int ret = -1;
 
     outcome_start(e, o, out);
+    if (resubmission(e, o, out, err, errlen) < 0) {
+        pec_access_outcome_free(out);
+        return -1;
+    }
     facts_init(&f, o, &out->rcpts, out->identificativo);
     if (pec_build_busta(e->iss, o, f.dest, out->rcpts.n, out->identificativo, out->when,
                         &out->busta, err, errlen) < 0)
         goto done;
+    if (out->resubmission) {
+        ret = 0; /* what the first submission owed is in the store already */
+        goto done;
+    }
     batch_tx(o, queue_id, out);
     record_init(&rec, PEC_REG_BUSTA_TRASPORTO, e, o, &f, out, queue_id, out->identificativo);
     rec.tipo_ricevuta = tipo_ricevuta;

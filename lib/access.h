@@ -31,6 +31,28 @@
  * produces, and one batch, so the store records the event and queues the
  * receipts it owes in one commit, or neither.
  *
+ * A resubmission is not a new message.  The batch is committed before the
+ * MTA hears the milter's answer, so a crash in between leaves an accepted
+ * transaction (its accettazione queued) while the MTA answers the client
+ * 4xx and drops the busta; the client then submits the same message again.
+ * So when the store (pec_access_env.store) holds a transaction that the
+ * same sender opened within deadline_after for the same client Message-ID,
+ * with the same recipients (To and Cc alike), subject and tipo_ricevuta,
+ * pec_access_accept() takes the submission for a retry of it: the busta is
+ * built again with that transaction's identificativo and instant, so the
+ * busta that leaves is the one its accettazione announced, and nothing else
+ * is prepared: no second transaction, accettazione, presa in carico or log
+ * record (OUT->resubmission says so, and the batch is empty).  Should the
+ * first busta have left after all, the receiving provider gets the same
+ * busta twice; its reception point sends no second presa in carico for it
+ * and its delivery point stores one copy per mailbox, with one receipt.
+ * A client makes a new Message-ID for every new message, so a message sent
+ * again on purpose with the same Message-ID is taken for the same message
+ * too: it goes out again, and earns no second receipt.  A message without a
+ * Message-ID is always new.  Two copies submitted at the same moment (the
+ * second before the first is committed) are two transactions: a client
+ * retries only after an answer.
+ *
  * Recipients are the SMTP envelope's (RCPT TO): To and Cc only tell primary
  * from carbon copy.  They are listed To first, then Cc, each in RCPT order;
  * an address in both counts as To ("if ambiguous treat as primary").
@@ -123,14 +145,16 @@ void pec_access_rcpts_free(struct pec_access_rcpts *r);
 /* Who decides: one per runtime, read-only. */
 struct pec_access_env {
     const struct pec_issuer *iss;
-    const struct pec_config *cfg; /* provider_name, domains, receipt_address */
+    const struct pec_config *cfg; /* provider_name, domains, receipt_address, deadline_after */
     const struct pec_index *index;
+    struct pec_store *store; /* where a resubmission is looked up; NULL: every message is new */
 };
 
 /* What an outcome prepared; release with pec_access_outcome_free(). */
 struct pec_access_outcome {
     char *identificativo; /* of the busta, or of the refused message */
     time_t when;
+    int resubmission; /* the retry of transaction identificativo, accepted at WHEN: batch empty */
     struct pec_access_rcpts rcpts;
     struct pec_built busta;  /* accepted: what the message becomes; empty when refused */
     struct pec_batch *batch; /* for pec_store_commit() */
@@ -144,8 +168,9 @@ struct pec_access_outcome {
 
 /*
  * O passed the formal checks: build the busta di trasporto and the batch
- * described above.  QUEUE_ID: the MTA's, for the records ("" when unknown).
- * 0, or -1 with err (nothing to commit, OUT empty).
+ * described above, or, for a resubmission, the busta again and an empty
+ * batch.  QUEUE_ID: the MTA's, for the records ("" when unknown).  0, or -1
+ * with err (store error included; nothing to commit, OUT empty).
  */
 int pec_access_accept(const struct pec_access_env *e, const struct pec_original *o,
                       const char *queue_id, struct pec_access_outcome *out, char *err,

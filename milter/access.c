@@ -13,6 +13,10 @@
  * change is the store batch committed, so a message that did not become a
  * busta never has a ricevuta di accettazione queued for it; when the commit
  * fails the MTA is told to drop the changed message (on_internal_error).
+ * A crash after the commit and before the MTA has the answer still leaves
+ * an accettazione for a busta the MTA dropped; the client's retry of the
+ * same message is recognised (lib/access.h) and becomes that very busta,
+ * with nothing committed.
  */
 #include "access.h"
 #include "busta.h"
@@ -93,6 +97,15 @@ static sfsistat accept_busta(SMFICTX *ctx, struct conn *c, const char *qid,
         pec_access_outcome_free(&out);
         return internal_error(ctx, c, qid, 1, "the MTA did not take the busta");
     }
+    if (out.resubmission) {
+        log_info(qid,
+                 "access: resubmission of identificativo=%s (client Message-ID %s, accepted at "
+                 "%lld): the busta goes out again as its accettazione announced; no second "
+                 "transaction, accettazione or presa in carico",
+                 out.identificativo, o->message_id, (long long)out.when);
+        pec_access_outcome_free(&out);
+        return SMFIS_CONTINUE;
+    }
     if (pec_store_commit(c->rt->store, out.batch, err, sizeof(err)) < 0) {
         snprintf(what, sizeof(what), "store: %s", err);
         pec_access_outcome_free(&out);
@@ -116,7 +129,8 @@ static sfsistat ap_eom(SMFICTX *ctx, struct conn *c, struct msg *m)
     struct collected *st = m->state;
     const struct runtime *rt = c->rt;
     const char *qid = msg_qid(ctx, m);
-    struct pec_access_env env = {.iss = &rt->issuer, .cfg = rt->cfg, .index = rt->index};
+    struct pec_access_env env = {
+        .iss = &rt->issuer, .cfg = rt->cfg, .index = rt->index, .store = rt->store};
     struct pec_access_reply r;
     struct pec_original o;
     char what[1200];

@@ -12,6 +12,9 @@
  * presa in carico to our receipt_address for the recipients that are ours,
  * whose state is then "taken".  A refused message: the avviso di non
  * accettazione with the error in its text and errore-esteso, and its record.
+ * The same submission again (same sender, client Message-ID and recipients,
+ * as a client retries after a crash): the same busta, and nothing new in the
+ * store; anything else that differs: a new transaction.
  */
 #include "access.h"
 #include "busta.h"
@@ -492,6 +495,182 @@ static void test_refuse(const struct pec_access_env *e)
     pec_store_close(st);
 }
 
+/* the daticert.xml inside busta B; 0, or -1 */
+static int busta_daticert(const struct pec_built *b, struct pec_daticert *d)
+{
+    struct bytes body = spool_bytes(b->body);
+    struct signed_parts sp;
+    struct range parts[MAX_PARTS];
+    char err[256], *ct = NULL, *boundary = NULL;
+    int ret = -1;
+
+    memset(d, 0, sizeof(*d));
+    if (take_apart(b, body.p, body.n, &sp) == 0) {
+        size_t bs = body_start(sp.inner.p, sp.inner.n);
+
+        ct = part_header(sp.inner.p, sp.inner.n, "Content-Type");
+        boundary = boundary_of(ct);
+        if (boundary != NULL && split(sp.inner.p + bs, sp.inner.n - bs, boundary, parts) == 3) {
+            const unsigned char *x = sp.inner.p + bs + parts[1].off;
+            size_t xb = body_start(x, parts[1].len);
+            struct bytes xml = b64_decode(x + xb, parts[1].len - xb);
+
+            ret = pec_daticert_parse((char *)xml.p, xml.n, d, err, sizeof(err));
+            if (ret != 0)
+                fprintf(stderr, "daticert: %s\n", err);
+            free(xml.p);
+        }
+    }
+    free(ct);
+    free(boundary);
+    signed_parts_free(&sp);
+    free(body.p);
+    return ret;
+}
+
+static int count_rows(const struct pec_outbox_row *row, void *arg)
+{
+    (void)row;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static int count_records(const struct pec_record *r, void *arg)
+{
+    (void)r;
+    (*(int *)arg)++;
+    return 0;
+}
+
+/* what the store holds: outbox rows + 1000 * log records */
+static int store_size(struct pec_store *st)
+{
+    char err[512];
+    int rows = 0, recs = 0;
+
+    CHECK(pec_store_outbox_each(st, 0xf, count_rows, &rows, err, sizeof(err)) == 0);
+    CHECK(pec_store_log_each(st, NULL, count_records, &recs, err, sizeof(err)) == 0);
+    return rows + 1000 * recs;
+}
+
+/* Decide MSG (sent to RCPTS) over E and commit what it prepared; OUT is kept for the caller. */
+static int decide(const struct pec_access_env *e, struct pec_store *st, const char *msg,
+                  const char *const *rcpts, size_t n, struct pec_access_outcome *out)
+{
+    struct pec_original o;
+    char err[1024];
+    int ret = -1;
+
+    memset(out, 0, sizeof(*out));
+    if (parse(&o, msg, "<mario@pec-a.test>", rcpts, n) != 0)
+        return -1;
+    if (pec_access_accept(e, &o, "QID", out, err, sizeof(err)) != 0)
+        fprintf(stderr, "accept: %s\n", err);
+    else if (pec_store_commit(st, out->batch, err, sizeof(err)) != 0)
+        fprintf(stderr, "commit: %s\n", err);
+    else
+        ret = 0;
+    pec_original_free(&o);
+    return ret;
+}
+
+/*
+ * The same submission again (a client's retry after a crash): the busta is
+ * rebuilt with the first identificativo and instant, byte for byte, and
+ * nothing is queued, logged or opened.  Another Message-ID, other
+ * recipients, another sender, no Message-ID, or a first transaction older
+ * than deadline_after: a new transaction.
+ */
+static void test_resubmission(const struct pec_access_env *base)
+{
+    struct pec_store *st = fresh_store("resubmit.db");
+    struct pec_access_env e = *base;
+    struct pec_access_outcome first, again, other;
+    const char *const shuffled[] = {"<ext@example.org>", "<Luigi@PEC-B.test>", "<anna@pec-a.test>"};
+    const char *const fewer[] = {"<anna@pec-a.test>", "<luigi@pec-b.test>"};
+    const time_t t0 = env.clock.fixed_at;
+    struct pec_tx_info tx;
+    struct pec_daticert d;
+    struct bytes b1, b2;
+    char err[512], *msg;
+    int size;
+
+    e.store = st;
+    if (st == NULL || decide(&e, st, accepted_msg, good_rcpts, 3, &first) != 0) {
+        CHECK(0);
+        pec_store_close(st);
+        return;
+    }
+    CHECK(!first.resubmission && first.n_blobs == 2 && first.when == t0);
+    size = store_size(st);
+    CHECK(size == 3002);
+
+    /* ten minutes later the client sends it again, recipients in another order */
+    env.clock.fixed_at = t0 + 600;
+    CHECK(decide(&e, st, accepted_msg, shuffled, 3, &again) == 0);
+    CHECK(again.resubmission == 1);
+    CHECK_STR(again.identificativo, first.identificativo);
+    CHECK(again.when == t0);
+    CHECK(again.n_blobs == 0);
+    CHECK(store_size(st) == size);
+    CHECK(pec_store_tx_find_client(st, "mario@pec-a.test", "<1@client.test>", 0, &tx, err,
+                                   sizeof(err)) == 1);
+    CHECK_STR(tx.identificativo, first.identificativo);
+    pec_tx_info_free(&tx);
+    /* the busta that leaves now is the one the first accettazione announced */
+    b1 = built_bytes(&first.busta);
+    b2 = built_bytes(&again.busta);
+    CHECK(b1.n == b2.n && memcmp(b1.p, b2.p, b1.n) == 0);
+    free(b1.p);
+    free(b2.p);
+    CHECK(busta_daticert(&again.busta, &d) == 0);
+    CHECK_STR(d.identificativo, first.identificativo);
+    CHECK_STR(d.giorno, "01/03/2024");
+    CHECK_STR(d.ora, "12:00:00"); /* the first acceptance, not 12:10 */
+    CHECK(d.n_destinatari == 3 && strcmp(d.destinatari[0].address, "luigi@pec-b.test") == 0);
+    pec_daticert_free(&d);
+    pec_access_outcome_free(&again);
+
+    /* another Message-ID: a new message */
+    msg = xstrdup(accepted_msg);
+    memcpy(strstr(msg, "<1@client.test>"), "<2@client.test>", 15);
+    CHECK(decide(&e, st, msg, good_rcpts, 3, &other) == 0);
+    CHECK(!other.resubmission && other.n_blobs == 2 && other.when == t0 + 600);
+    CHECK(strcmp(other.identificativo, first.identificativo) != 0);
+    CHECK(store_size(st) == (size += 3002));
+    pec_access_outcome_free(&other);
+    free(msg);
+
+    /* the same Message-ID without the esterno recipient: a new message */
+    msg = xstrdup(accepted_msg);
+    memcpy(strstr(msg, ", ext@example.org"), "                 ", 17);
+    CHECK(decide(&e, st, msg, fewer, 2, &other) == 0);
+    CHECK(!other.resubmission && other.n_blobs == 2);
+    CHECK(store_size(st) == (size += 3002));
+    pec_access_outcome_free(&other);
+    free(msg);
+
+    /* no Message-ID: every copy is new */
+    for (int i = 0; i < 2; i++) {
+        CHECK(decide(&e, st, "From: mario@pec-a.test\r\nTo: luigi@pec-b.test\r\n\r\nb\r\n",
+                     fewer + 1, 1, &other) == 0);
+        CHECK(!other.resubmission && other.n_blobs == 1);
+        CHECK(store_size(st) == (size += 2001));
+        pec_access_outcome_free(&other);
+    }
+
+    /* past deadline_after the first transaction is not looked at any more */
+    env.clock.fixed_at = t0 + e.cfg->deadline_after + 1;
+    CHECK(decide(&e, st, accepted_msg, good_rcpts, 3, &other) == 0);
+    CHECK(!other.resubmission && other.n_blobs == 2);
+    CHECK(strcmp(other.identificativo, first.identificativo) != 0);
+    pec_access_outcome_free(&other);
+
+    env.clock.fixed_at = t0;
+    pec_access_outcome_free(&first);
+    pec_store_close(st);
+}
+
 static void rm_rf(const char *path)
 {
     char *cmd = xasprintf("rm -rf '%s'", path);
@@ -526,6 +705,7 @@ int main(void)
         test_accept(&e);
         test_accept_elsewhere(&e);
         test_refuse(&e);
+        test_resubmission(&e);
     }
     pec_config_unref(cfg);
     pec_index_free(idx);
