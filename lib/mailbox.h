@@ -23,14 +23,26 @@
  * A message delivered with a message_id (a verified PEC message, see
  * deliver.h) carries in its file name, after the counter, "X" and 32 hex
  * digits of SHA-256(lower-case rcpt NUL Message-ID), the rest of the name
- * as usual (so names still sort by time).  When a file whose name holds
- * that key is already in new/ or cur/, the message is stored already:
- * the result is "stored" (text "already in its mailbox") and nothing is
- * written.  So a delivery the MTA repeats because we crashed after the
- * rename and before saying 250 finds its own file instead of making a
- * second copy, even after the user's client moved it to cur/ (at the cost
- * of reading both directories).  A file the user deleted is delivered
- * again; the store's record (deliver.h) is what guards that case.
+ * as usual (so names still sort by time).  Its marker, the symbolic link
+ * pec-keys/X<hex> in the mailbox (not a dot name, which Maildir++ readers
+ * take for a folder; never followed, only read), holds the name the file
+ * got in new/.  It is put in place (made beside, renamed over any old one)
+ * after the file is written and before the file's rename into new/, and
+ * pec-keys/ is fsynced with new/.  When the marker names a file still in
+ * new/, or in cur/ under that name with the flags the user's client added
+ * (":2,S"), the message is stored already: the result is "stored" (text
+ * "already in its mailbox") and nothing is written.  So a delivery the MTA
+ * repeats because we crashed after the rename and before saying 250 finds
+ * its own file instead of making a second copy, and a crash between the
+ * marker and the rename leaves a marker without its file, which is
+ * delivered again.  The check is one readlink and one stat while the file
+ * is in new/; only a repeated delivery whose file was moved reads cur/.
+ * A file the user deleted is delivered again; the store's record
+ * (deliver.h) is what guards that case.  A mailbox without pec-keys/ (from
+ * before the markers) has new/ and cur/ searched for the key in the file
+ * names once, when pec-keys/ is made.  Markers are never removed; they
+ * only matter while the MTA may still repeat a delivery (its queue
+ * lifetime), and an admin may prune older ones.
  *
  * LMTP: one session per message with the server, every recipient in it;
  * each RCPT and the per-recipient DATA replies are passed on as the server

@@ -5,7 +5,9 @@
  * <seconds>.M<microseconds>P<pid>Q<counter>.<host>,S=<size>, unique across
  * threads (the counter) and processes (the pid), with the size Dovecot can
  * use without opening the file.  A PEC message delivered with its
- * Message-ID also carries X<hash> after the counter (mailbox.h).
+ * Message-ID also carries X<hash> after the counter, and a marker in
+ * pec-keys/ names its file, so a repeated delivery finds it without
+ * reading the mailbox (mailbox.h).
  */
 #include "mailbox.h"
 
@@ -24,6 +26,7 @@
 #include "xalloc.h"
 
 #define LOCAL_MAX 255
+#define KEYS_DIR "pec-keys" /* no leading '.': Maildir++ readers would take it for a folder */
 
 static unsigned long counter;
 
@@ -188,25 +191,34 @@ static char *message_key(const char *rcpt, const char *message_id)
         return NULL;
     }
     free(in);
-    for (size_t i = 0; i < 16; i++)
-        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    for (size_t i = 0; i < 16; i++) {
+        hex[2 * i] = "0123456789abcdef"[md[i] >> 4];
+        hex[2 * i + 1] = "0123456789abcdef"[md[i] & 15];
+    }
+    hex[32] = '\0';
     return xasprintf("X%s", hex);
 }
 
-/* Is a file whose name holds KEY followed by '.' in DIR?  1, 0, or -1 with errno. */
-static int have_file(const char *dir, const char *key)
+/*
+ * Is a file whose name holds KEY followed by '.' (in new/) or whose name is
+ * NAME or begins with NAME and ':' (in cur/, with the flags the user's client
+ * added) in DIR?  Either may be NULL.  1, 0, or -1 with errno.
+ */
+static int have_file(const char *dir, const char *key, const char *name)
 {
     DIR *d = opendir(dir);
     struct dirent *e;
-    size_t n = strlen(key);
+    size_t n = key ? strlen(key) : 0, len = name ? strlen(name) : 0;
     int found = 0;
 
     if (d == NULL)
         return -1;
     errno = 0;
     while (!found && (e = readdir(d)) != NULL) {
-        const char *at = strstr(e->d_name, key);
-        found = at != NULL && at[n] == '.';
+        const char *at = key ? strstr(e->d_name, key) : NULL;
+        found =
+            (at != NULL && at[n] == '.') || (name != NULL && strncmp(e->d_name, name, len) == 0 &&
+                                             (e->d_name[len] == '\0' || e->d_name[len] == ':'));
     }
     if (!found && errno != 0) {
         int saved = errno;
@@ -216,6 +228,66 @@ static int have_file(const char *dir, const char *key)
     }
     closedir(d);
     return found;
+}
+
+/*
+ * Is the message KEY names in BOX already?  1, 0, or -1 with errno.  Its
+ * marker (mailbox.h) names the file it was delivered as: in new/ that is one
+ * stat; only a marker whose file has left new/ costs a read of cur/.
+ */
+static int already_stored(const char *box, const char *key)
+{
+    char *keys = xasprintf("%s/" KEYS_DIR, box), *marker = xasprintf("%s/%s", keys, key);
+    char *dir = NULL, *path = NULL, target[1024];
+    ssize_t n = readlink(marker, target, sizeof(target) - 1);
+    struct stat st;
+    int rc = 0;
+
+    if (n > 0 && (size_t)n < sizeof(target) - 1) {
+        target[n] = '\0';
+        path = xasprintf("%s/new/%s", box, target);
+        if (stat(path, &st) == 0)
+            rc = 1;
+        else if (errno != ENOENT)
+            rc = -1;
+        else
+            rc = have_file(dir = xasprintf("%s/cur", box), NULL, target);
+    } else if (n >= 0 || errno == EINVAL) {
+        rc = 0; /* not a marker of ours: replaced by the delivery */
+    } else if (errno != ENOENT) {
+        rc = -1;
+    } else if (mkdir(keys, 0777) == 0) {
+        /* a mailbox from before markers: only its file names can tell */
+        rc = have_file(dir = xasprintf("%s/new", box), key, NULL);
+        free(dir);
+        if (rc == 0)
+            rc = have_file(dir = xasprintf("%s/cur", box), key, NULL);
+    } else if (errno != EEXIST) {
+        rc = -1;
+    }
+    free(path);
+    free(dir);
+    free(marker);
+    free(keys);
+    return rc;
+}
+
+/* Point BOX's marker KEY at the file NAME, replacing any: 0, or -1 with errno. */
+static int set_marker(const char *box, const char *key, const char *name)
+{
+    char *tmp = xasprintf("%s/" KEYS_DIR "/%s", box, name);
+    char *marker = xasprintf("%s/" KEYS_DIR "/%s", box, key);
+    int rc = 0, saved;
+
+    if (symlink(name, tmp) != 0 || rename(tmp, marker) != 0) {
+        saved = errno;
+        unlink(tmp);
+        errno = saved;
+        rc = -1;
+    }
+    free(marker);
+    free(tmp);
+    return rc;
 }
 
 /* Write HEAD and MSG to the new file TMP and make it durable: 0, or -1 with errno. */
@@ -240,7 +312,7 @@ static int write_file(const char *tmp, const char *head, const struct pec_spool 
 void pec_maildir_deliver(const struct pec_mbox_conf *mc, const char *sender, const char *rcpt,
                          const struct pec_spool *msg, struct pec_mbox_result *res)
 {
-    char *name = box_name(rcpt), *box, *head, *file, *tmp, *dst, *newdir, *curdir, *key = NULL;
+    char *name = box_name(rcpt), *box, *head, *file, *tmp, *dst, *newdir, *keysdir, *key = NULL;
     size_t size;
     int seen = 0;
 
@@ -265,9 +337,9 @@ void pec_maildir_deliver(const struct pec_mbox_conf *mc, const char *sender, con
     tmp = xasprintf("%s/tmp/%s", box, file);
     dst = xasprintf("%s/new/%s", box, file);
     newdir = xasprintf("%s/new", box);
-    curdir = xasprintf("%s/cur", box);
-    if (key != NULL && ((seen = have_file(newdir, key)) == 0))
-        seen = have_file(curdir, key);
+    keysdir = xasprintf("%s/" KEYS_DIR, box);
+    if (key != NULL)
+        seen = already_stored(box, key);
     if (seen < 0) {
         io_failure(res, "read the mailbox", errno);
     } else if (seen > 0) {
@@ -278,15 +350,18 @@ void pec_maildir_deliver(const struct pec_mbox_conf *mc, const char *sender, con
             pec_mbox_result_set(res, PEC_MBOX_STORED, 250, "2.0.0", "already in its mailbox");
     } else if (write_file(tmp, head, msg) != 0) {
         io_failure(res, "write the message", errno);
+    } else if (key != NULL && set_marker(box, key, file) != 0) {
+        io_failure(res, "mark the message", errno);
+        unlink(tmp);
     } else if (rename(tmp, dst) != 0) {
         io_failure(res, "move the message into new/", errno);
         unlink(tmp);
-    } else if (sync_dir(newdir) != 0) {
+    } else if (sync_dir(newdir) != 0 || (key != NULL && sync_dir(keysdir) != 0)) {
         io_failure(res, "sync new/", errno);
     } else {
         pec_mbox_result_set(res, PEC_MBOX_STORED, 250, "2.0.0", "delivered to its mailbox");
     }
-    free(curdir);
+    free(keysdir);
     free(newdir);
     free(dst);
     free(tmp);

@@ -6,10 +6,12 @@
  * mailbox that exists, names that cannot be mailboxes, a root that is
  * missing (temporary) and a full mailbox (EFBIG from RLIMIT_FSIZE stands
  * in for a quota: permanent); a message delivered with its Message-ID is
- * stored once per mailbox, found again in new/ or cur/.  LMTP: a downstream server (this project's
- * own LMTP server with a scripted delivery) answers per recipient, and each
- * answer comes back as it was given; the body survives dot-stuffing; a
- * server that is not there or does not speak is temporary for everyone.
+ * stored once per mailbox, found again in new/ or cur/ through its marker
+ * (or, in a mailbox from before markers, its file name); a marker whose file
+ * never reached new/ (a crash between the two) is delivered again.  LMTP: a downstream server (this
+ * project's own LMTP server with a scripted delivery) answers per recipient, and each answer comes
+ * back as it was given; the body survives dot-stuffing; a server that is not there or does not
+ * speak is temporary for everyone.
  */
 #include "check.h"
 #include "lmtp.h"
@@ -242,6 +244,39 @@ static void test_maildir_message_id(void)
     CHECK(count_files(path) == 3);
     snprintf(path, sizeof(path), "%s/v/new", root);
     CHECK(count_files(path) == 1);
+
+    /* the marker names the file: one per keyed message, a symbolic link */
+    snprintf(path, sizeof(path), "%s/u/pec-keys", root);
+    CHECK(count_files(path) == 2);
+
+    /* a crash after the marker, before the rename: the file is not there, so
+       the retry delivers, and a third retry finds that copy */
+    mc.message_id = "id.2@pec-a.test";
+    snprintf(from, sizeof(from), "%s/v/new", root);
+    got = only_file(from, name, sizeof(name), &len);
+    CHECK(got != NULL);
+    free(got);
+    snprintf(path, sizeof(path), "%s/v/new/%s", root, name);
+    CHECK(unlink(path) == 0);
+    pec_maildir_deliver(&mc, "s@x", "v@y", msg, &res);
+    CHECK(res.status == PEC_MBOX_STORED);
+    CHECK_STR(res.text, "delivered to its mailbox");
+    pec_maildir_deliver(&mc, "s@x", "v@y", msg, &res);
+    CHECK_STR(res.text, "already in its mailbox");
+    CHECK(count_files(from) == 1);
+
+    /* a mailbox from before the markers: its file names are searched once */
+    snprintf(path, sizeof(path), "%s/v/pec-keys", root);
+    CHECK(system(strcat(strcpy(to, "rm -r "), path)) == 0);
+    got = only_file(from, name, sizeof(name), &len);
+    CHECK(got != NULL);
+    free(got);
+    snprintf(path, sizeof(path), "%s/v/new/%s", root, name);
+    snprintf(to, sizeof(to), "%s/v/cur/%s:2,RS", root, name);
+    CHECK(rename(path, to) == 0);
+    pec_maildir_deliver(&mc, "s@x", "v@y", msg, &res);
+    CHECK_STR(res.text, "already in its mailbox");
+    CHECK(count_files(from) == 0);
     pec_spool_free(msg);
 }
 
