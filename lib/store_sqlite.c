@@ -1082,13 +1082,18 @@ static int next_due(struct pec_store *st, time_t *when, char *err, size_t errlen
     return 0;
 }
 
-/* Load the oldest due row with its bytes: 1 found, 0 none, -1 error. */
+/*
+ * Load the oldest due row with its bytes: 1 found, 0 none, -1 error.  The id
+ * is chosen first, from the index alone: ordering the due rows themselves
+ * sorted every queued message's bytes on every claim.
+ */
 static int load_due(struct pec_store *st, time_t now, struct pec_outbox_row *row, char *err,
                     size_t errlen)
 {
     sqlite3_stmt *s = prep(st,
-                           "SELECT " OUTBOX_COLS ", message FROM outbox"
-                           " WHERE state = 'queued' AND next_attempt <= ? ORDER BY id LIMIT 1",
+                           "SELECT " OUTBOX_COLS ", message FROM outbox WHERE id ="
+                           " (SELECT id FROM outbox WHERE state = 'queued' AND next_attempt <= ?"
+                           " ORDER BY id LIMIT 1)",
                            err, errlen);
     int rc;
 
