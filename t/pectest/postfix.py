@@ -272,13 +272,65 @@ def _reap_pid(pid, starttime, grace=3.0):
         return
     family = {pid} | _descendants([pid])
     _kill(family, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        family = {p for p in family if _proc_stat(p)}
-        if not family:
-            return
+    family = wait_gone(family, grace)
+    if family:
+        _kill(family | _descendants(family), signal.SIGKILL)
+
+
+def wait_gone(pids, timeout):
+    """Wait up to timeout seconds for every process in pids to end; returns those still
+    alive (for the caller to SIGKILL).  Shared by every harness that stops a process
+    family (Postfix, Sendmail, Dovecot)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = {p for p in pids if _proc_stat(p)}
+        if not pids or time.monotonic() >= deadline:
+            return pids
         time.sleep(0.05)
-    _kill(family | _descendants(family), signal.SIGKILL)
+
+
+def make_searchable(path):
+    """Give others search permission on path and every directory above it: daemons
+    running as other users (postfix, nobody) must reach the sockets tests put there."""
+    d = path
+    while d != "/":
+        st = os.stat(d)
+        if not st.st_mode & 0o001:
+            os.chmod(d, (st.st_mode & 0o7777) | 0o011)
+        d = os.path.dirname(d)
+
+
+def smtp_banner(ip, port):
+    """None when an SMTP server greets with 220 on ip:port (then QUIT), else what went
+    wrong: the harnesses poll it until their MTA listens."""
+    try:
+        with socket.create_connection((ip, port), timeout=5) as s, s.makefile("rb") as f:
+            line = f.readline()
+            if line.startswith(b"220"):
+                s.sendall(b"QUIT\r\n")
+                return None
+            return "banner %r" % line
+    except OSError as e:
+        return str(e)
+
+
+def maildir_messages(base):
+    """Every message in the Maildir BASE (new/ and cur/; a missing one is empty), oldest
+    first (by mtime, then name), as bytes."""
+    files = []
+    for sub in ("new", "cur"):
+        d = os.path.join(base, sub)
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            continue
+        files += [os.path.join(d, n) for n in names if not n.startswith(".")]
+    files.sort(key=lambda p: (os.stat(p).st_mtime, os.path.basename(p)))
+    out = []
+    for p in files:
+        with open(p, "rb") as f:
+            out.append(f.read())
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -661,12 +713,7 @@ class Postfix:
         # Postfix daemons run as postfix, deliveries as nobody, and the milter or LMTP
         # sockets tests put under workdir must be reachable: every directory on the way
         # needs search permission for others.
-        d = self.root
-        while d != "/":
-            st = os.stat(d)
-            if not st.st_mode & 0o001:
-                os.chmod(d, (st.st_mode & 0o7777) | 0o011)
-            d = os.path.dirname(d)
+        make_searchable(self.root)
         # queue and config: root owned, not group/other writable (postfix check)
         for d in (self.root, self.etc, self.queue):
             os.makedirs(d, exist_ok=True)
@@ -782,16 +829,9 @@ class Postfix:
         deadline = time.monotonic() + timeout
         err = None
         while time.monotonic() < deadline:
-            try:
-                with socket.create_connection((self.ip, port), timeout=5) as s:
-                    f = s.makefile("rb")
-                    line = f.readline()
-                    if line.startswith(b"220"):
-                        s.sendall(b"QUIT\r\n")
-                        return
-                    err = "banner %r" % line
-            except OSError as e:
-                err = str(e)
+            err = smtp_banner(self.ip, port)
+            if err is None:
+                return
             time.sleep(0.05)
         self._fail("smtpd on %s:%d does not answer (%s)" % (self.ip, port, err), out)
 
@@ -891,21 +931,7 @@ class Postfix:
 
     def messages(self, address):
         """Every message in the Maildir (new/ and cur/), oldest first, as bytes."""
-        base = self.maildir(address)
-        files = []
-        for sub in ("new", "cur"):
-            d = os.path.join(base, sub)
-            try:
-                names = os.listdir(d)
-            except FileNotFoundError:
-                continue
-            files += [os.path.join(d, n) for n in names if not n.startswith(".")]
-        files.sort(key=lambda p: (os.stat(p).st_mtime, os.path.basename(p)))
-        out = []
-        for p in files:
-            with open(p, "rb") as f:
-                out.append(f.read())
-        return out
+        return maildir_messages(self.maildir(address))
 
     def wait_for_mail(self, address, count=1, timeout=30):
         """Poll the Maildir until it holds at least count messages; return them all."""
