@@ -33,11 +33,25 @@
 #include <syslog.h>
 
 #define BUSY_TIMEOUT_MS 5000
+#define STMT_CACHE 64 /* more than the distinct statements of this file */
 #define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"
+
+/*
+ * A prepared statement kept for the next call with the same SQL: preparing
+ * cost more than running most of them.  Finalized with the connection.
+ */
+struct cached_stmt {
+    unsigned long hash; /* of sql */
+    char *sql;
+    sqlite3_stmt *s;
+    int busy; /* handed out by prep(), not yet given back by release() */
+};
 
 struct pec_store {
     pthread_mutex_t lock;
     sqlite3 *db; /* NULL after a fault: reopened by the next call */
+    struct cached_stmt cache[STMT_CACHE];
+    size_t ncache;
     int broken;  /* the last error calls for a reopen */
     int relaxed; /* synchronous=NORMAL for the call in progress */
     char *path;
@@ -159,13 +173,6 @@ static int db_fail(struct pec_store *st, const char *what, char *err, size_t err
     return -1;
 }
 
-static int exec(struct pec_store *st, const char *sql, const char *what, char *err, size_t errlen)
-{
-    if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK)
-        return db_fail(st, what, err, errlen);
-    return 0;
-}
-
 /* What a statement is for, as an error message says it. */
 static const char *stage(const char *sql)
 {
@@ -176,16 +183,86 @@ static const char *stage(const char *sql)
     return "writing";
 }
 
+static unsigned long sql_hash(const char *sql)
+{
+    unsigned long h = 5381;
+
+    while (*sql != '\0')
+        h = h * 33 + (unsigned char)*sql++;
+    return h;
+}
+
+/*
+ * The statement for SQL, from the connection's cache when it is there and
+ * not in use (a statement nested in another's loop gets one of its own).
+ * Give it back with release().  A PRAGMA is never kept: some (synchronous)
+ * take effect when prepared, not when run.
+ */
 static sqlite3_stmt *prep(struct pec_store *st, const char *sql, char *err, size_t errlen)
 {
+    unsigned long h = sql_hash(sql);
+    struct cached_stmt *c = NULL;
     sqlite3_stmt *s = NULL;
 
+    for (size_t i = 0; i < st->ncache; i++)
+        if (st->cache[i].hash == h && strcmp(st->cache[i].sql, sql) == 0) {
+            c = &st->cache[i];
+            break;
+        }
+    if (c != NULL && !c->busy) {
+        c->busy = 1;
+        return c->s;
+    }
     if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK) {
         db_fail(st, stage(sql), err, errlen);
         sqlite3_finalize(s);
         return NULL;
     }
+    if (c == NULL && s != NULL && st->ncache < STMT_CACHE && strncmp(sql, "PRAGMA", 6) != 0) {
+        c = &st->cache[st->ncache++];
+        c->hash = h;
+        c->sql = xstrdup(sql);
+        c->s = s;
+        c->busy = 1;
+    }
     return s;
+}
+
+/* Give back a statement from prep(): reset for the next call, or finalized. */
+static void release(struct pec_store *st, sqlite3_stmt *s)
+{
+    for (size_t i = 0; i < st->ncache; i++)
+        if (st->cache[i].s == s) {
+            sqlite3_reset(s);
+            sqlite3_clear_bindings(s); /* the strings bound are the caller's */
+            st->cache[i].busy = 0;
+            return;
+        }
+    sqlite3_finalize(s);
+}
+
+/* SQL, one statement or several (a script is not kept prepared). */
+static int exec(struct pec_store *st, const char *sql, const char *what, char *err, size_t errlen)
+{
+    sqlite3_stmt *s;
+    int rc;
+
+    if (strchr(sql, ';') != NULL) {
+        if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+            return db_fail(st, what, err, errlen);
+        return 0;
+    }
+    if ((s = prep(st, sql, err, errlen)) == NULL)
+        return -1;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        ;
+    if (rc != SQLITE_DONE) {
+        db_fail(st, what, err, errlen);
+        release(st, s);
+        return -1;
+    }
+    release(st, s);
+    return 0;
 }
 
 /* Bind helpers: strings are bound SQLITE_STATIC, they outlive the statement's step. */
@@ -206,10 +283,10 @@ static int run(struct pec_store *st, sqlite3_stmt *s, const char *what, char *er
 
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
         db_fail(st, what, err, errlen);
-        sqlite3_finalize(s);
+        release(st, s);
         return -1;
     }
-    sqlite3_finalize(s);
+    release(st, s);
     return sqlite3_changes(st->db);
 }
 
@@ -226,6 +303,11 @@ static char *coldup(sqlite3_stmt *s, int i)
 
 static void db_close(struct pec_store *st)
 {
+    for (size_t i = 0; i < st->ncache; i++) {
+        sqlite3_finalize(st->cache[i].s);
+        free(st->cache[i].sql);
+    }
+    st->ncache = 0;
     if (st->db != NULL && sqlite3_close(st->db) != SQLITE_OK)
         sqlite3_close_v2(st->db); /* a leaked statement: let SQLite close when it is freed */
     st->db = NULL;
@@ -241,11 +323,11 @@ static int user_version(struct pec_store *st, int *version, char *err, size_t er
         return -1;
     if (sqlite3_step(s) != SQLITE_ROW) {
         db_fail(st, "reading the schema version", err, errlen);
-        sqlite3_finalize(s);
+        release(st, s);
         return -1;
     }
     *version = sqlite3_column_int(s, 0);
-    sqlite3_finalize(s);
+    release(st, s);
     return 0;
 }
 
@@ -289,7 +371,7 @@ static int integrity(struct pec_store *st, char *err, size_t errlen)
     rc = sqlite3_step(s);
     if (rc != SQLITE_ROW) {
         db_fail(st, "integrity check", err, errlen);
-        sqlite3_finalize(s);
+        release(st, s);
         return -1;
     }
     if (strcmp(col(s, 0), "ok") != 0) {
@@ -299,10 +381,10 @@ static int integrity(struct pec_store *st, char *err, size_t errlen)
                 *p = ' ';
         seterr(err, errlen, "store %s: integrity check failed: %s", st->path, why);
         free(why);
-        sqlite3_finalize(s);
+        release(st, s);
         return -1;
     }
-    sqlite3_finalize(s);
+    release(st, s);
     return 0;
 }
 
@@ -314,16 +396,16 @@ static int wal_mode(struct pec_store *st, char *err, size_t errlen)
         return -1;
     if (sqlite3_step(s) != SQLITE_ROW) {
         db_fail(st, "setting WAL mode", err, errlen);
-        sqlite3_finalize(s);
+        release(st, s);
         return -1;
     }
     if (strcasecmp(col(s, 0), "wal") != 0) {
         seterr(err, errlen, "store %s: cannot use WAL mode (journal mode stays %s)", st->path,
                col(s, 0));
-        sqlite3_finalize(s);
+        release(st, s);
         return -1;
     }
-    sqlite3_finalize(s);
+    release(st, s);
     return 0;
 }
 
@@ -492,11 +574,11 @@ static int meta_get(struct pec_store *st, const char *key, char *out, size_t out
             seterr(err, errlen, "store %s: meta key %s is missing", st->path, key);
         else
             db_fail(st, "reading meta", err, errlen);
-        sqlite3_finalize(s);
+        release(st, s);
         return -1;
     }
     snprintf(out, outlen, "%s", col(s, 0));
-    sqlite3_finalize(s);
+    release(st, s);
     return 0;
 }
 
@@ -757,7 +839,7 @@ static int check_expect(struct pec_store *st, const struct batch_expect *e, char
     } else if (rc != SQLITE_DONE) {
         off = db_fail(st, "reading a recipient", err, errlen);
     }
-    sqlite3_finalize(s);
+    release(st, s);
     return off;
 }
 
@@ -864,10 +946,10 @@ static int read_rcpts(struct pec_store *st, struct pec_tx_info *out, char *err, 
     }
     if (rc != SQLITE_DONE) {
         db_fail(st, "reading recipients", err, errlen);
-        sqlite3_finalize(s);
+        release(st, s);
         return -1;
     }
-    sqlite3_finalize(s);
+    release(st, s);
     return 0;
 }
 
@@ -889,7 +971,7 @@ static int read_tx(struct pec_store *st, sqlite3_stmt *s, struct pec_tx_info *ou
     } else if (rc != SQLITE_DONE) {
         found = db_fail(st, "reading a transaction", err, errlen);
     }
-    sqlite3_finalize(s);
+    release(st, s);
     if (found == 1 && read_rcpts(st, out, err, errlen) < 0)
         found = -1;
     if (found != 1)
@@ -988,7 +1070,7 @@ int pec_store_pending_each(struct pec_store *st, time_t sent_before,
     }
     if (!stop && rc != SQLITE_DONE)
         stop = db_fail(st, "reading pending recipients", err, errlen);
-    sqlite3_finalize(s);
+    release(st, s);
     leave(st);
     return stop;
 }
@@ -1017,7 +1099,7 @@ int pec_store_delivered(struct pec_store *st, const char *mailbox, const char *m
         found = 0;
     else
         found = db_fail(st, "reading deliveries", err, errlen);
-    sqlite3_finalize(s);
+    release(st, s);
     leave(st);
     return found;
 }
@@ -1074,11 +1156,11 @@ static int next_due(struct pec_store *st, time_t *when, char *err, size_t errlen
         return -1;
     if (sqlite3_step(s) != SQLITE_ROW) {
         db_fail(st, "reading the outbox", err, errlen);
-        sqlite3_finalize(s);
+        release(st, s);
         return -1;
     }
     *when = (time_t)sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
+    release(st, s);
     return 0;
 }
 
@@ -1109,12 +1191,12 @@ static int load_due(struct pec_store *st, time_t now, struct pec_outbox_row *row
         if (n)
             memcpy(row->data, blob, n);
         row->len = n;
-        sqlite3_finalize(s);
+        release(st, s);
         return 1;
     }
     if (rc != SQLITE_DONE)
         db_fail(st, "reading the outbox", err, errlen);
-    sqlite3_finalize(s);
+    release(st, s);
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -1335,7 +1417,7 @@ int pec_store_outbox_stats(struct pec_store *st, struct pec_outbox_stats *out, c
         for (int k = PEC_OUT_QUEUED; k <= PEC_OUT_FAILED; k++)
             if (strcmp(col(s, 0), pec_outbox_state_name((enum pec_outbox_state)k)) == 0)
                 out->count[k] = sqlite3_column_int64(s, 1);
-    sqlite3_finalize(s);
+    release(st, s);
     if (rc != SQLITE_DONE) {
         db_fail(st, "counting the outbox", err, errlen);
         goto fail;
@@ -1349,7 +1431,7 @@ int pec_store_outbox_stats(struct pec_store *st, struct pec_outbox_stats *out, c
         out->oldest_id = sqlite3_column_int64(s, 0);
         out->oldest_created = (time_t)sqlite3_column_int64(s, 1);
     }
-    sqlite3_finalize(s);
+    release(st, s);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         db_fail(st, "reading the outbox", err, errlen);
         goto fail;
@@ -1384,7 +1466,7 @@ int pec_store_outbox_each(struct pec_store *st, unsigned states,
     }
     if (!stop && rc != SQLITE_DONE)
         stop = db_fail(st, "reading the outbox", err, errlen);
-    sqlite3_finalize(s);
+    release(st, s);
     leave(st);
     return stop < 0 ? -1 : 0;
 }
@@ -1465,7 +1547,7 @@ int pec_store_log_each(struct pec_store *st, const struct pec_log_filter *f,
     }
     if (!stop && rc != SQLITE_DONE)
         stop = db_fail(st, "reading the log", err, errlen);
-    sqlite3_finalize(s);
+    release(st, s);
     leave(st);
     return stop;
 }
@@ -1549,7 +1631,7 @@ static int read_seals(struct pec_store *st, struct pec_seal **out, size_t *n, ch
         snprintf(sl->file_sha256, sizeof(sl->file_sha256), "%s", col(s, 5));
         sl->sealed_at = (time_t)sqlite3_column_int64(s, 6);
     }
-    sqlite3_finalize(s);
+    release(st, s);
     if (rc != SQLITE_DONE) {
         free_seals(*out, *n);
         return db_fail(st, "reading the seals", err, errlen);
@@ -1595,7 +1677,7 @@ static int purge_log(struct pec_store *st, long long through, char *err, size_t 
         seterr(err, errlen, "store %s: purge: record %lld does not end a seal", st->path, through);
     else
         db_fail(st, "purge", err, errlen);
-    sqlite3_finalize(s);
+    release(st, s);
     if (rc != SQLITE_ROW)
         return -1;
     if ((s = prep(st, "DELETE FROM registro WHERE seq <= ?", err, errlen)) == NULL)
