@@ -190,17 +190,7 @@ class Dovecot:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            family = {p for p in family if postfix._proc_stat(p)}
-            if not family:
-                break
-            time.sleep(0.05)
-        for pid in family:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        postfix._kill(postfix.wait_gone(family, timeout), signal.SIGKILL)
         postfix.unregister_process(self.proc.pid)
         self.proc = None
 
@@ -208,17 +198,7 @@ class Dovecot:
         """With lmtp=True: every message in ADDRESS's Maildir (new/ and cur/), oldest
         first, as bytes."""
         local, _, domain = address.lower().rpartition("@")
-        files = []
-        for sub in ("new", "cur"):
-            d = os.path.join(self.mail, domain, local, sub)
-            if os.path.isdir(d):
-                files += [os.path.join(d, n) for n in os.listdir(d) if not n.startswith(".")]
-        files.sort(key=lambda p: (os.stat(p).st_mtime, os.path.basename(p)))
-        out = []
-        for p in files:
-            with open(p, "rb") as f:
-                out.append(f.read())
-        return out
+        return postfix.maildir_messages(os.path.join(self.mail, domain, local))
 
     def __enter__(self):
         return self.start()

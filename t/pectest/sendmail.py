@@ -268,12 +268,7 @@ class Sendmail:
         os.chmod(self.queue, 0o700)
         # the milter and LMTP sockets live under workdir: every directory on the way
         # must be searchable, and Sendmail refuses group- or world-writable ones
-        d = self.workdir
-        while d != "/":
-            st = os.stat(d)
-            if not st.st_mode & 0o001:
-                os.chmod(d, (st.st_mode & 0o7777) | 0o011)
-            d = os.path.dirname(d)
+        pf.make_searchable(self.workdir)
         files = {
             "service.switch": "hosts files\naliases files\n",
             "local-host-names": "",
@@ -384,16 +379,9 @@ class Sendmail:
                 raise SendmailError("sendmail %s exited %s: %s" % (
                     self.name, self.proc.returncode,
                     self.proc.stdout.read().decode("utf-8", "replace")))
-            try:
-                with socket.create_connection((self.ip, port), timeout=5) as s, \
-                        s.makefile("rb") as f:
-                    line = f.readline()
-                    if line.startswith(b"220"):
-                        s.sendall(b"QUIT\r\n")
-                        return
-                    err = "banner %r" % line
-            except OSError as e:
-                err = str(e)
+            err = pf.smtp_banner(self.ip, port)
+            if err is None:
+                return
             time.sleep(0.1)
         raise SendmailError("sendmail %s: nothing answers on %s:%d (%s)"
                             % (self.name, self.ip, port, err))
@@ -410,13 +398,7 @@ class Sendmail:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             pass
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            family = {p for p in family if pf._proc_stat(p)}
-            if not family:
-                break
-            time.sleep(0.05)
-        family = {p for p in family if pf._proc_stat(p)}
+        family = pf.wait_gone(family, timeout)
         if family:
             print("pectest.sendmail: %s: had to SIGKILL %s" % (self.name, sorted(family)),
                   file=sys.stderr)
@@ -446,12 +428,7 @@ class Sendmail:
     def queue_files(self):
         return [n for n in os.listdir(self.queue) if n[:2] in ("qf", "df", "Qf")]
 
-    def log(self):
-        try:
-            with open(self.maillog, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+    log = pf.Postfix.log                # both read self.maillog
 
     def log_tail(self, n=60):
-        return "\n".join(self.log().splitlines()[-n:])
+        return pf.Postfix.log_tail(self, n)
