@@ -54,6 +54,73 @@ const char *local_time(time_t t, char *buf, size_t len)
     return buf;
 }
 
+int ctl_options(const char *cmd, int argc, char **argv, const char *allowed, struct ctl_opts *o)
+{
+    static const struct option all[] = {
+        {"id", required_argument, NULL, 'i'},        {"sender", required_argument, NULL, 's'},
+        {"recipient", required_argument, NULL, 'r'}, {"since", required_argument, NULL, 'S'},
+        {"until", required_argument, NULL, 'U'},     {"json", no_argument, NULL, 'j'},
+    };
+    /* only the command's own: getopt_long then refuses the others, by name */
+    struct option opts[sizeof(all) / sizeof(all[0]) + 1];
+    size_t n = 0;
+    int opt;
+
+    memset(o, 0, sizeof(*o));
+    memset(opts, 0, sizeof(opts));
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        if (strchr(allowed, all[i].val) != NULL)
+            opts[n++] = all[i];
+    optind = 0; /* GNU getopt: start over, at argv[1] */
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'i':
+            o->id = optarg;
+            break;
+        case 's':
+            o->sender = optarg;
+            break;
+        case 'r':
+            o->recipient = optarg;
+            break;
+        case 'S':
+        case 'U':
+            if (parse_time(optarg, opt == 'S' ? &o->since : &o->until) < 0) {
+                fprintf(stderr, "pecctl: %s: \"%s\" is not a time\n", cmd, optarg);
+                return EX_USAGE;
+            }
+            break;
+        case 'j':
+            o->json = 1;
+            break;
+        default:
+            usage(stderr);
+            return EX_USAGE;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return EX_USAGE;
+    }
+    return 0;
+}
+
+void json_string(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+
+        if (ch == '"' || ch == '\\')
+            printf("\\%c", ch);
+        else if (ch < 0x20)
+            printf("\\u%04x", ch);
+        else
+            putchar(ch);
+    }
+    putchar('"');
+}
+
 /* "2024-01-31", "2024-01-31 10:00[:00]", T instead of the space, Z for UTC, "@EPOCH". */
 int parse_time(const char *s, time_t *out)
 {
@@ -110,51 +177,20 @@ static int print_record(const struct pec_record *r, void *arg)
 
 static int log_query(struct ctl *c, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"id", required_argument, NULL, 'i'},
-        {"sender", required_argument, NULL, 's'},
-        {"recipient", required_argument, NULL, 'r'},
-        {"since", required_argument, NULL, 'S'},
-        {"until", required_argument, NULL, 'U'},
-        {"json", no_argument, NULL, 'j'},
-        {NULL, 0, NULL, 0},
-    };
     struct pec_log_filter f;
+    struct ctl_opts o;
     char err[1024];
-    int opt, json = 0;
+    int json;
 
-    memset(&f, 0, sizeof(f));
-    optind = 0; /* GNU getopt: start over, at argv[1] */
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (opt) {
-        case 'i':
-            f.identificativo = optarg;
-            break;
-        case 's':
-            f.mittente = optarg;
-            break;
-        case 'r':
-            f.destinatario = optarg;
-            break;
-        case 'S':
-        case 'U':
-            if (parse_time(optarg, opt == 'S' ? &f.since : &f.until) < 0) {
-                fprintf(stderr, "pecctl: log: \"%s\" is not a time\n", optarg);
-                return EX_USAGE;
-            }
-            break;
-        case 'j':
-            json = 1;
-            break;
-        default:
-            usage(stderr);
-            return EX_USAGE;
-        }
-    }
-    if (optind != argc) {
-        usage(stderr);
+    if (ctl_options("log", argc, argv, "isrSUj", &o) != 0)
         return EX_USAGE;
-    }
+    memset(&f, 0, sizeof(f));
+    f.identificativo = o.id;
+    f.mittente = o.sender;
+    f.destinatario = o.recipient;
+    f.since = o.since;
+    f.until = o.until;
+    json = o.json;
     if (pec_store_log_each(c->st, &f, print_record, &json, err, sizeof(err)) < 0) {
         fprintf(stderr, "pecctl: %s\n", err);
         return EX_IOERR;

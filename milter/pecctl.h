@@ -25,6 +25,24 @@ struct ctl {
 
 void usage(FILE *out);
 
+/* The options of the commands that take some, each spelled the same in all */
+struct ctl_opts {
+    int json;                            /* --json */
+    time_t since, until;                 /* --since T, --until T; 0 when absent */
+    const char *id, *sender, *recipient; /* --id, --sender, --recipient */
+};
+
+/*
+ * Parse command CMD's options (argv[0] is CMD) into O, zeroed first,
+ * accepting only those whose letters are in ALLOWED: j json, S since,
+ * U until, i id, s sender, r recipient.  No operands.  0, or EX_USAGE
+ * once stderr says why.
+ */
+int ctl_options(const char *cmd, int argc, char **argv, const char *allowed, struct ctl_opts *o);
+
+/* S as a JSON string, quotes included, on stdout */
+void json_string(const char *s);
+
 /* "YYYY-MM-DD[ HH:MM[:SS]][Z]" (local unless Z) or "@EPOCH"; 0, or -1 */
 int parse_time(const char *s, time_t *out);
 

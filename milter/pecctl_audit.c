@@ -7,29 +7,11 @@
  */
 #include "audit.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include "pecctl.h"
-
-/* S as a JSON string, quotes included */
-static void json_string(const char *s)
-{
-    putchar('"');
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-
-        if (ch == '"' || ch == '\\')
-            printf("\\%c", ch);
-        else if (ch < 0x20)
-            printf("\\u%04x", ch);
-        else
-            putchar(ch);
-    }
-    putchar('"');
-}
 
 static void print_line(const char *identificativo, const char *problem, void *arg)
 {
@@ -51,38 +33,17 @@ static void print_json(const char *identificativo, const char *problem, void *ar
 
 int pecctl_audit(struct ctl *c, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"since", required_argument, NULL, 'S'},
-        {"json", no_argument, NULL, 'j'},
-        {NULL, 0, NULL, 0},
-    };
     struct pec_audit_opts o = {.now = time(NULL), .deadline_after = c->cfg->deadline_after};
     struct pec_audit_report rep;
+    struct ctl_opts co;
     char err[1024];
-    int opt, json = 0, first = 1;
+    int json, first = 1;
     long long rc;
 
-    optind = 0; /* GNU getopt: start over, at argv[1] */
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (opt) {
-        case 'S':
-            if (parse_time(optarg, &o.since) < 0) {
-                fprintf(stderr, "pecctl: audit: \"%s\" is not a time\n", optarg);
-                return EX_USAGE;
-            }
-            break;
-        case 'j':
-            json = 1;
-            break;
-        default:
-            usage(stderr);
-            return EX_USAGE;
-        }
-    }
-    if (optind != argc) {
-        usage(stderr);
+    if (ctl_options("audit", argc, argv, "Sj", &co) != 0)
         return EX_USAGE;
-    }
+    o.since = co.since;
+    json = co.json;
     if (json)
         printf("{\"problems\":[");
     rc = pec_audit_run(c->st, &o, json ? print_json : print_line, &first, &rep, err, sizeof(err));

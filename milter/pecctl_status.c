@@ -12,7 +12,6 @@
 #include "sock.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <openssl/asn1.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -296,22 +295,6 @@ static void attention(struct status *s, const char *fmt, ...)
     va_end(ap);
 }
 
-static void json_string(const char *s)
-{
-    putchar('"');
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-
-        if (ch == '"' || ch == '\\')
-            printf("\\%c", ch);
-        else if (ch < 0x20)
-            printf("\\u%04x", ch);
-        else
-            putchar(ch);
-    }
-    putchar('"');
-}
-
 /* ,"KEY":null,"error":"WHY"} */
 static void json_error(const char *key, const char *why)
 {
@@ -426,28 +409,16 @@ static void print_text(const struct ctl *c, const struct status *s, time_t now)
 
 int pecctl_status(struct ctl *c, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'},
-        {NULL, 0, NULL, 0},
-    };
+    struct ctl_opts co;
     struct status s;
     struct stat sb;
     char err[1024], wal[4096];
     time_t now = time(NULL);
-    int opt, json = 0, rc = 0;
+    int json, rc = 0;
 
-    optind = 0;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (opt != 'j') {
-            usage(stderr);
-            return EX_USAGE;
-        }
-        json = 1;
-    }
-    if (optind != argc) {
-        usage(stderr);
+    if (ctl_options("status", argc, argv, "j", &co) != 0)
         return EX_USAGE;
-    }
+    json = co.json;
     memset(&s, 0, sizeof(s));
     s.pend.cfg = c->cfg;
     s.pend.now = now;
