@@ -6,9 +6,7 @@ errors), and no half-started daemon: no socket left behind.
 """
 import os
 import re
-import stat
 import subprocess
-import tempfile
 import unittest
 
 from pectest import config, env, pki
@@ -21,22 +19,7 @@ def run(*args):
     return p.returncode, p.stdout, p.stderr
 
 
-class ConfigTest(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.TemporaryDirectory()
-        self.dir = self.tmp.name
-        self.path = os.path.join(self.dir, "pecmilter.conf")
-        # pecmilter -n checks that the seals' directory can be created
-        self.settings = config.settings("a", self.dir,
-                                        seal_dir=os.path.join(self.dir, "registro"))
-
-    def tearDown(self):
-        self.tmp.cleanup()
-
-    def write(self, text):
-        with open(self.path, "w") as f:
-            f.write(text)
-
+class ConfigTest(config.Scratch, unittest.TestCase):
     def assertConfigError(self, pattern):
         rc, out, err = run("-n", "-c", self.path)
         self.assertEqual(rc, 78, "exit status; stderr: " + err)

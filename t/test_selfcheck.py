@@ -10,7 +10,6 @@ import os
 import pwd
 import re
 import subprocess
-import tempfile
 import unittest
 
 from pectest import config, env, pki
@@ -18,20 +17,9 @@ from pectest import config, env, pki
 PECMILTER = env.program("pecmilter")
 
 
-class SelfCheckTest(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.TemporaryDirectory()
-        self.dir = self.tmp.name
-        self.path = os.path.join(self.dir, "pecmilter.conf")
-        self.settings = config.settings("a", self.dir,
-                                        seal_dir=os.path.join(self.dir, "registro"))
-
-    def tearDown(self):
-        self.tmp.cleanup()
-
+class SelfCheckTest(config.Scratch, unittest.TestCase):
     def check(self):
-        with open(self.path, "w") as f:
-            f.write(config.render(self.settings))
+        self.write()
         p = subprocess.run([PECMILTER, "-n", "-c", self.path], capture_output=True,
                            text=True, timeout=30)
         return p.returncode, p.stdout, p.stderr

@@ -1,5 +1,6 @@
 """Write a pecmilter.conf for a test provider (a, b, ...) of the test PKI."""
 import os
+import tempfile
 
 from pectest import pki
 
@@ -54,6 +55,27 @@ def write(path, provider="a", **overrides):
     with open(path, "w") as f:
         f.write(render(s))
     return s
+
+
+class Scratch:
+    """unittest.TestCase mixin for tests of the configuration itself: provider a's
+    settings (self.settings) for a fresh directory (self.dir, removed after each
+    test), to be written at self.path.  seal_dir lies inside it: pecmilter -n checks
+    that the seals' directory can be created."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = self.tmp.name
+        self.path = os.path.join(self.dir, "pecmilter.conf")
+        self.settings = settings("a", self.dir, seal_dir=os.path.join(self.dir, "registro"))
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def write(self, text=None):
+        """TEXT, or self.settings rendered, at self.path."""
+        with open(self.path, "w") as f:
+            f.write(render(self.settings) if text is None else text)
 
 
 def socket_path(s, key="milter_socket"):
