@@ -18,42 +18,7 @@
 static const char *pki;
 static char tmpdir[] = "/tmp/test_index.XXXXXX";
 
-static char *pki_path(const char *rel)
-{
-    return xasprintf("%s/%s", pki, rel);
-}
-
-static unsigned char *read_all(const char *path, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    unsigned char *buf = NULL;
-    size_t n = 0, got;
-
-    if (fp == NULL)
-        return NULL;
-    do {
-        buf = xrealloc(buf, n + 65536 + 1);
-        got = fread(buf + n, 1, 65536, fp);
-        n += got;
-    } while (got > 0);
-    fclose(fp);
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
-static char *write_tmp(const char *name, const void *data, size_t len)
-{
-    char *path = xasprintf("%s/%s", tmpdir, name);
-    FILE *fp = fopen(path, "wb");
-
-    CHECK(fp != NULL);
-    if (fp != NULL) {
-        CHECK(fwrite(data, 1, len, fp) == len);
-        CHECK(fclose(fp) == 0);
-    }
-    return path;
-}
+#include "testfiles.h"
 
 /* A certificate of the test PKI, as DER. */
 struct cert {
