@@ -23,16 +23,14 @@ delivered as PEC and never earn a consegna.  Mail within A gets every step.
 """
 import base64
 import hashlib
-import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import time
 import unittest
 
-from pectest import config, daemon, env, pecmail, pki
+from pectest import config, daemon, e2e, env, pki
 from pectest import postfix as pf
 from pectest.dovecot import Dovecot, have_dovecot
 
@@ -92,11 +90,7 @@ class ExchangeE2E(unittest.TestCase):
         cls.conf_a, cls.set_a, reinject_a = cls._provider(
             work, "a", ip_a, mailbox_backend="maildir", maildir_autocreate="no",
             maildir_root=os.path.join(work, "a", "pecmail"))
-        for user in ("mario", "giulia", "ricevute"):
-            for sub in ("tmp", "new", "cur"):
-                os.makedirs(os.path.join(cls.set_a["maildir_root"], user, sub))
-        for top, dirs, _ in os.walk(cls.set_a["maildir_root"]):
-            os.chmod(top, 0o777)
+        e2e.make_maildirs(cls.set_a["maildir_root"], ("mario", "giulia", "ricevute"))
         cls.conf_b, cls.set_b, reinject_b = cls._provider(
             work, "b", ip_b, mailbox_backend="lmtp",
             mailbox_lmtp="unix:" + cls.dovecot.lmtp_socket)
@@ -127,23 +121,12 @@ class ExchangeE2E(unittest.TestCase):
 
     @classmethod
     def _stop(cls):
-        things = [cls.daemons.get("a"), cls.daemons.get("b"), getattr(cls, "a", None),
-                  getattr(cls, "b", None), getattr(cls, "dovecot", None)]
-        for thing in things:
-            if thing is not None:
-                try:
-                    thing.stop()
-                except Exception as e:            # keep stopping the others
-                    print("stopping %r: %s" % (thing, e))
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+        e2e.stop_all([cls.daemons.get("a"), cls.daemons.get("b"), getattr(cls, "a", None),
+                      getattr(cls, "b", None), getattr(cls, "dovecot", None)], cls.tmp)
 
     @classmethod
     def tearDownClass(cls):
-        bad = []
-        for name, d in cls.daemons.items():
-            text = d.stop()
-            if d.returncode != 0 or "Sanitizer" in text:
-                bad.append("pecmilter %s exited %s:\n%s" % (name, d.returncode, text[-5000:]))
+        bad = [e for e in (e2e.daemon_exit(n, d) for n, d in cls.daemons.items()) if e]
         cls._stop()
         if bad:
             raise AssertionError("\n".join(bad))
@@ -158,61 +141,27 @@ class ExchangeE2E(unittest.TestCase):
     def mailbox(self, address):
         if address.endswith("@pec-b.test"):
             return self.dovecot.messages(address)
-        base = os.path.join(self.set_a["maildir_root"], address.partition("@")[0].lower())
-        paths = []
-        for sub in ("new", "cur"):
-            d = os.path.join(base, sub)
-            if os.path.isdir(d):
-                paths += [os.path.join(d, n) for n in os.listdir(d) if not n.startswith(".")]
-        out = []
-        for path in sorted(paths, key=lambda q: (os.stat(q).st_mtime, os.path.basename(q))):
-            with open(path, "rb") as f:
-                out.append(f.read())
-        return out
+        return pf.maildir_messages(os.path.join(self.set_a["maildir_root"],
+                                                address.partition("@")[0].lower()))
+
+    def find_all(self, address, pattern, count=1, timeout=60):
+        return e2e.wait(self, e2e.matching(lambda: self.mailbox(address), pattern), count,
+                        timeout, lambda: " matching %r for %s\n--- A ---\n%s\n--- B ---\n%s"
+                        "\n--- pecmilter A ---\n%s\n--- pecmilter B ---\n%s"
+                        % (pattern, address, self.a.log_tail(), self.b.log_tail(),
+                           self.daemons["a"].stderr()[-3000:],
+                           self.daemons["b"].stderr()[-3000:]))
 
     def find(self, address, pattern, timeout=60):
-        deadline = time.monotonic() + timeout
-        while True:
-            for raw in self.mailbox(address):
-                if re.search(pattern, raw):
-                    return pecmail.Message(raw)
-            if time.monotonic() > deadline:
-                self.fail("nothing matching %r for %s after %ss\n--- A ---\n%s\n--- B ---\n%s"
-                          "\n--- pecmilter A ---\n%s\n--- pecmilter B ---\n%s"
-                          % (pattern, address, timeout, self.a.log_tail(), self.b.log_tail(),
-                             self.daemons["a"].stderr()[-3000:],
-                             self.daemons["b"].stderr()[-3000:]))
-            time.sleep(0.2)
+        return self.find_all(address, pattern, 1, timeout)[0]
 
     def none(self, address, pattern, wait=4):
         time.sleep(wait)
         for raw in self.mailbox(address):
             self.assertIsNone(re.search(pattern, raw), raw[:2000])
 
-    def write(self, name, data):
-        path = os.path.join(self.tmp, name)
-        with open(path, "wb") as f:
-            f.write(data)
-        return path
-
     def verify(self, m, name, daticert=True):
-        path = self.write(name, m.raw)
-        p = subprocess.run(["openssl", "smime", "-verify", "-in", path, "-CAfile", pki.trust(),
-                            "-purpose", "any", "-out", "/dev/null"],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
-        dtd = os.path.join(env.SHARED_DIR, "spec", "daticert.dtd")
-        if daticert and os.path.exists(dtd) and shutil.which("xmllint"):
-            xml = self.write(name + ".daticert.xml", m.daticert())
-            p = subprocess.run(["xmllint", "--noout", "--dtdvalid", dtd, xml],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
-        p = subprocess.run([env.program("pecverify"), "--trust", pki.trust(), "--index",
-                            pki.index(), "--json", path], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE)
-        report = json.loads(p.stdout)[0]
-        self.assertTrue(report["valid"], report)
-        return report
+        return e2e.verify(self, m, self.tmp, name, daticert)
 
     def pecctl_tx(self, ident):
         p = subprocess.run([env.program("pecctl"), "-c", self.conf_a, "tx", ident],
@@ -230,7 +179,7 @@ class ExchangeE2E(unittest.TestCase):
             time.sleep(0.3)
 
     def busta(self, subject, signer="a"):
-        path = self.write("orig-%s.eml" % re.sub(r"\W", "", subject), message(subject))
+        path = e2e.write(self.tmp, "orig-%s.eml" % re.sub(r"\W", "", subject), message(subject))
         r = subprocess.run([PECBUSTA, "-p", pki.PKI, "-s", signer, path],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.assertEqual(r.returncode, 0, r.stderr.decode())
@@ -270,13 +219,7 @@ class ExchangeE2E(unittest.TestCase):
         self.assertIn(b"<ricezione>luigi@pec-b.test</ricezione>", presa.daticert())
         self.assertIn(b"<ricezione>anna@pec-b.test</ricezione>", presa.daticert())
 
-        pattern = rb"Subject: CONSEGNA: " + re.escape(subject.encode())
-        deadline = time.monotonic() + 60
-        while True:
-            got = [pecmail.Message(r) for r in self.mailbox(MARIO) if re.search(pattern, r)]
-            if len(got) >= 2 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        got = self.find_all(MARIO, rb"Subject: CONSEGNA: " + re.escape(subject.encode()), 2)
         self.assertEqual(len(got), 2, self.daemons["b"].stderr()[-3000:])
         kinds = {}
         for i, m in enumerate(got):
@@ -347,23 +290,11 @@ class ExchangeE2E(unittest.TestCase):
         self.assertIn(b"Ciao.", got.postacert())
 
         # ordinary_mail = reject refuses it at once
-        s = dict(self.set_b, ordinary_mail="reject")
-        with open(self.conf_b, "w") as f:
-            f.write(config.render(s))
-        try:
-            self.daemons["b"].reload()
-            deadline = time.monotonic() + 30
-            while True:
-                code, text = self.b.send("x@example.org", [LUIGI], raw)
-                if code != 250 or time.monotonic() > deadline:
-                    break
-                time.sleep(0.5)
+        with e2e.reconfigured(self.conf_b, self.set_b, self.daemons["b"], ordinary_mail="reject"):
+            code, text = e2e.retry(lambda: self.b.send("x@example.org", [LUIGI], raw),
+                                   lambda r: r[0] != 250)
             self.assertEqual(code, 554, text)
             self.assertIn("5.7.1", text)
-        finally:
-            with open(self.conf_b, "w") as f:
-                f.write(config.render(self.set_b))
-            self.daemons["b"].reload()
 
     def test_5_untrusted_bustas(self):
         self.assert_not_pec(self.busta("Firmata dal rogue", "rogue"), "Firmata dal rogue")

@@ -18,15 +18,12 @@ saying so, when absent).  On Sendmail: a formal error gets the 5xx reply naming 
 and the avviso di non accettazione; an unauthenticated submission is refused; with
 pecmilter unreachable the MTA answers 451 4.3.2 (F=T), never passing mail through.
 """
-import json
 import os
 import re
-import shutil
-import subprocess
 import time
 import unittest
 
-from pectest import config, daemon, env, pecmail, pki
+from pectest import config, daemon, e2e, env, pki
 from pectest import postfix as pf
 from pectest import sendmail as sm
 
@@ -59,11 +56,7 @@ class _Exchange:
             env.skip("Postfix is not installed (t/check.sh installs it)")
         sm.ensure()
         pki.ensure()
-        cls.dtd = os.path.join(env.SHARED_DIR, "spec", "daticert.dtd")
-        if not os.path.exists(cls.dtd) or not shutil.which("xmllint"):
-            print("NOTE: %s or xmllint absent: daticert.xml not checked against the DTD"
-                  % cls.dtd)
-            cls.dtd = None
+        e2e.daticert_dtd()                     # says so at once when the DTD is absent
         cls.tmp = sm.workdir("sendmail-%s-%s-" % (cls.MTA_A, cls.MTA_B))
         cls.daemons, cls.mtas, cls.sets, cls.confs = {}, {}, {}, {}
         try:
@@ -87,11 +80,7 @@ class _Exchange:
                      reinject="smtp:%s:%d" % (ips[name], reinject), outbox_retry_max_backoff=2,
                      mailbox_backend="maildir", maildir_autocreate="no",
                      maildir_root=os.path.join(base, "pecmail"))
-            for user in USERS[name]:
-                for sub in ("tmp", "new", "cur"):
-                    os.makedirs(os.path.join(s["maildir_root"], user, sub))
-            for top, _, _ in os.walk(s["maildir_root"]):
-                os.chmod(top, 0o777)
+            e2e.make_maildirs(s["maildir_root"], USERS[name])
             config.write(conf, name, **s)
             cls.confs[name] = conf
             cls.sets[name] = s = config.settings(name, base, **s)
@@ -123,20 +112,11 @@ class _Exchange:
 
     @classmethod
     def _stop(cls):
-        for thing in list(cls.mtas.values()) + list(cls.daemons.values()):
-            try:
-                thing.stop()
-            except Exception as e:            # keep stopping the others
-                print("stopping %r: %s" % (thing, e))
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+        e2e.stop_all(list(cls.mtas.values()) + list(cls.daemons.values()), cls.tmp)
 
     @classmethod
     def tearDownClass(cls):
-        bad = []
-        for name, d in cls.daemons.items():
-            text = d.stop()
-            if d.returncode != 0 or "Sanitizer" in text:
-                bad.append("pecmilter %s exited %s:\n%s" % (name, d.returncode, text[-5000:]))
+        bad = [e for e in (e2e.daemon_exit(n, d) for n, d in cls.daemons.items()) if e]
         cls._stop()
         # the reaper keeps its log open in the first workdir it was told of; it is
         # not an instance's process and leaves when this process does
@@ -159,16 +139,8 @@ class _Exchange:
 
     def mailbox(self, address):
         local, _, domain = address.partition("@")
-        base = os.path.join(self.sets[domain.split(".")[0][-1]]["maildir_root"], local)
-        paths = []
-        for sub in ("new", "cur"):
-            d = os.path.join(base, sub)
-            paths += [os.path.join(d, n) for n in os.listdir(d) if not n.startswith(".")]
-        out = []
-        for path in sorted(paths, key=lambda q: (os.stat(q).st_mtime, os.path.basename(q))):
-            with open(path, "rb") as f:
-                out.append(f.read())
-        return out
+        return pf.maildir_messages(
+            os.path.join(self.sets[domain.split(".")[0][-1]]["maildir_root"], local))
 
     def diagnostics(self):
         return "".join("\n--- %s %s ---\n%s\n--- pecmilter %s ---\n%s"
@@ -177,40 +149,16 @@ class _Exchange:
                        for n, m in sorted(self.mtas.items()))
 
     def find_all(self, address, pattern, count=1, timeout=60):
-        deadline = time.monotonic() + timeout
-        while True:
-            got = [r for r in self.mailbox(address) if re.search(pattern, r)]
-            if len(got) >= count:
-                return [pecmail.Message(r) for r in got]
-            if time.monotonic() > deadline:
-                self.fail("%d of %d matching %r for %s after %ss%s"
-                          % (len(got), count, pattern, address, timeout, self.diagnostics()))
-            time.sleep(0.2)
+        return e2e.wait(self, e2e.matching(lambda: self.mailbox(address), pattern), count,
+                        timeout, lambda: " matching %r for %s%s"
+                        % (pattern, address, self.diagnostics()))
 
     def find(self, address, pattern, timeout=60):
         return self.find_all(address, pattern, 1, timeout)[0]
 
     def verify(self, m, name):
-        path = os.path.join(self.tmp, name)
-        with open(path, "wb") as f:
-            f.write(m.raw)
-        p = subprocess.run(["openssl", "smime", "-verify", "-in", path, "-CAfile", pki.trust(),
-                            "-purpose", "any", "-out", "/dev/null"],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
-        if self.dtd and m.header("X-Ricevuta") or self.dtd and m.header("X-Trasporto"):
-            xml = path + ".daticert.xml"
-            with open(xml, "wb") as f:
-                f.write(m.daticert())
-            p = subprocess.run(["xmllint", "--noout", "--dtdvalid", self.dtd, xml],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
-        p = subprocess.run([env.program("pecverify"), "--trust", pki.trust(), "--index",
-                            pki.index(), "--json", path], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE)
-        report = json.loads(p.stdout)[0]
-        self.assertTrue(report["valid"], report)
-        return report
+        return e2e.verify(self, m, self.tmp, name,
+                          daticert=bool(m.header("X-Ricevuta") or m.header("X-Trasporto")))
 
     def assert_sendmail_qids(self, name, role):
         """pecmilter on a Sendmail side logged ROLE's work under Sendmail's own queue
@@ -348,22 +296,12 @@ class PostfixToSendmail(_Exchange, unittest.TestCase):
         """ordinary_mail = reject: pecmilter's 554 5.7.1 is Sendmail's answer."""
         raw = b"From: x@example.org\r\nTo: %s\r\nSubject: Rifiutata\r\n\r\nCiao.\r\n" \
             % LUIGI.encode()
-        with open(self.confs["b"], "w") as f:
-            f.write(config.render(dict(self.sets["b"], ordinary_mail="reject")))
-        try:
-            self.daemons["b"].reload()
-            deadline = time.monotonic() + 30
-            while True:
-                code, text = self.mtas["b"].send("x@example.org", [LUIGI], raw)
-                if code != 250 or time.monotonic() > deadline:
-                    break
-                time.sleep(0.5)
+        with e2e.reconfigured(self.confs["b"], self.sets["b"], self.daemons["b"],
+                              ordinary_mail="reject"):
+            code, text = e2e.retry(lambda: self.mtas["b"].send("x@example.org", [LUIGI], raw),
+                                   lambda r: r[0] != 250)
             self.assertEqual(code, 554, text)
             self.assertIn("5.7.1", text)
-        finally:
-            with open(self.confs["b"], "w") as f:
-                f.write(config.render(self.sets["b"]))
-            self.daemons["b"].reload()
 
 
 if __name__ == "__main__":

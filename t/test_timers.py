@@ -18,17 +18,14 @@ gestore; the esterno recipient earns none.  With the daemon killed before
 the first deadline and started again after both, each owed notice comes
 once, and a further restart adds nothing.
 """
-import json
 import os
 import re
-import shutil
 import signal
-import subprocess
 import tempfile
 import time
 import unittest
 
-from pectest import config, daemon, env, pecmail, pki
+from pectest import config, daemon, e2e, env, pecmail, pki
 from pectest import postfix as pf
 
 MARIO = "mario@pec-a.test"
@@ -90,21 +87,14 @@ class TimersE2E(unittest.TestCase):
 
     @classmethod
     def stop_daemon(cls):
-        text = cls.d.stop()
+        bad = e2e.daemon_exit("", cls.d)
         pf.unregister_process(cls.d.proc.pid)
-        if cls.d.returncode != 0 or "Sanitizer" in text:
-            raise AssertionError("pecmilter exited %s:\n%s" % (cls.d.returncode, text[-5000:]))
-        return text
+        if bad:
+            raise AssertionError(bad)
 
     @classmethod
     def _stop(cls):
-        for thing in (cls.d, getattr(cls, "a", None)):
-            if thing is not None:
-                try:
-                    thing.stop()
-                except Exception as e:            # keep stopping the others
-                    print("stopping %r: %s" % (thing, e))
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+        e2e.stop_all((cls.d, getattr(cls, "a", None)), cls.tmp)
 
     @classmethod
     def tearDownClass(cls):
@@ -137,45 +127,14 @@ class TimersE2E(unittest.TestCase):
         return sorted(out, key=lambda x: x[0])
 
     def wait_notices(self, subject, count, timeout):
-        deadline = time.monotonic() + timeout
-        while True:
-            got = self.notices(subject)
-            if len(got) >= count:
-                return got
-            if time.monotonic() > deadline:
-                self.fail("%d of %d notice(s) about %r after %ss\n%s\n--- pecmilter ---\n%s"
-                          % (len(got), count, subject, timeout, self.a.log_tail(),
-                             self.d.stderr()[-3000:]))
-            time.sleep(0.2)
-
-    def write(self, name, data):
-        path = os.path.join(self.tmp, name)
-        with open(path, "wb") as f:
-            f.write(data)
-        return path
+        return e2e.wait(self, lambda: self.notices(subject), count, timeout,
+                        lambda: "\n%s\n--- pecmilter ---\n%s"
+                        % (self.a.log_tail(), self.d.stderr()[-3000:]),
+                        what="notice(s) about %r" % subject)
 
     def check_notice(self, m, name):
         """Signature, DTD and pecverify's verdict; returns pecverify's report."""
-        path = self.write(name, m.raw)
-        p = subprocess.run(["openssl", "smime", "-verify", "-in", path, "-CAfile", pki.trust(),
-                            "-purpose", "any", "-out", "/dev/null"],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
-        dtd = os.path.join(env.SHARED_DIR, "spec", "daticert.dtd")
-        if os.path.exists(dtd) and shutil.which("xmllint"):
-            xml = self.write(name + ".daticert.xml", m.daticert())
-            p = subprocess.run(["xmllint", "--noout", "--dtdvalid", dtd, xml],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
-        else:
-            print("SKIP part: no %s (or no xmllint): daticert.xml not checked against the DTD"
-                  % dtd)
-        p = subprocess.run([env.program("pecverify"), "--trust", pki.trust(), "--index",
-                            pki.index(), "--json", path], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE)
-        report = json.loads(p.stdout)[0]
-        self.assertTrue(report["valid"], report)
-        self.assertEqual(p.returncode, 0)
+        report = e2e.verify(self, m, self.tmp, name)
         self.assertEqual(report["kind"], "notice")
         self.assertEqual(report["tipo"], "preavviso-errore-consegna")
         self.assertEqual(report["mittente"], MARIO)

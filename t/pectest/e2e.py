@@ -1,0 +1,147 @@
+"""What the end-to-end tests check from outside, and how they wait for it.
+
+    from pectest import e2e
+    report = e2e.verify(self, m, self.tmp, "busta.eml")   # m: a pecmail.Message
+    got = e2e.wait(self, fetch, count=2, timeout=60, describe=diagnostics)
+
+verify() is what a peer or an auditor would do with a PEC message: the S/MIME
+signature with `openssl smime -verify` against the test trust anchors, daticert.xml
+against the normative DTD with `xmllint --dtdvalid` ($PEC_SHARED_DIR/spec/daticert.dtd;
+skipped, saying so once, when it or xmllint is absent), and pecverify --index, which
+must say valid (and so exit 0).  wait() polls until enough has arrived.  The rest
+is the scaffolding the e2e tests share: Maildirs to deliver into, a reconfigured
+daemon, stopping what a test started.
+"""
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+from . import config, env, pecmail, pki
+
+_dtd_said = False
+
+
+def daticert_dtd():
+    """The DTD's path, or None (said once on stdout) when it or xmllint is absent."""
+    global _dtd_said
+    dtd = os.path.join(env.SHARED_DIR, "spec", "daticert.dtd")
+    if os.path.exists(dtd) and shutil.which("xmllint"):
+        return dtd
+    if not _dtd_said:
+        print("SKIP part: no %s (or no xmllint): daticert.xml not checked against the DTD"
+              % dtd)
+        _dtd_said = True
+    return None
+
+
+def write(directory, name, data):
+    """DATA (bytes) into DIRECTORY/NAME; returns the path."""
+    path = os.path.join(directory, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def _ok(case, p):
+    case.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
+
+
+def verify(case, m, directory, name, daticert=True):
+    """Check M (a pecmail.Message) from outside, failing CASE (a TestCase) otherwise;
+    M is written to DIRECTORY/NAME for the tools.  daticert=False for a message that
+    carries none (a busta di anomalia).  Returns pecverify's JSON report."""
+    path = write(directory, name, m.raw)
+    _ok(case, subprocess.run(["openssl", "smime", "-verify", "-in", path, "-CAfile",
+                              pki.trust(), "-purpose", "any", "-out", "/dev/null"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    dtd = daticert_dtd() if daticert else None
+    if dtd:
+        xml = write(directory, name + ".daticert.xml", m.daticert())
+        _ok(case, subprocess.run(["xmllint", "--noout", "--dtdvalid", dtd, xml],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    p = subprocess.run([env.program("pecverify"), "--trust", pki.trust(), "--index",
+                        pki.index(), "--json", path], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE)
+    report = json.loads(p.stdout)[0]
+    case.assertTrue(report["valid"], report)
+    case.assertEqual(p.returncode, 0, report)
+    return report
+
+
+def wait(case, fetch, count=1, timeout=60, describe=None, what="message(s)"):
+    """Call FETCH() (a list) until it holds COUNT items or more and return it; after
+    TIMEOUT seconds fail CASE saying how many came, followed by describe()."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = fetch()
+        if len(got) >= count:
+            return got
+        if time.monotonic() > deadline:
+            case.fail("%d of %d %s after %ss%s" % (len(got), count, what, timeout,
+                                                   describe() if describe else ""))
+        time.sleep(0.2)
+
+
+def matching(messages, pattern):
+    """FETCH for wait(): the pecmail.Messages among MESSAGES() whose bytes match the
+    regular expression PATTERN."""
+    return lambda: [pecmail.Message(r) for r in messages() if re.search(pattern, r)]
+
+
+def retry(call, done, timeout=30, pause=0.5):
+    """CALL() until done(its result) or TIMEOUT seconds have passed; the last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = call()
+        if done(r) or time.monotonic() > deadline:
+            return r
+        time.sleep(pause)
+
+
+@contextlib.contextmanager
+def reconfigured(conf, settings, daemon, **changes):
+    """DAEMON reloaded with SETTINGS but for CHANGES written to CONF; SETTINGS again
+    (and reloaded) on leaving."""
+    with open(conf, "w") as f:
+        f.write(config.render(dict(settings, **changes)))
+    try:
+        daemon.reload()
+        yield
+    finally:
+        with open(conf, "w") as f:
+            f.write(config.render(settings))
+        daemon.reload()
+
+
+def make_maildirs(root, users):
+    """ROOT/USER/{tmp,new,cur} for each of USERS, writable by whoever delivers (with
+    maildir_autocreate no, only these mailboxes exist)."""
+    for user in users:
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(root, user, sub))
+    for top, _, _ in os.walk(root):
+        os.chmod(top, 0o777)
+
+
+def daemon_exit(name, d):
+    """Stop pecmilter D; what was wrong with its exit (not 0, or a sanitizer report),
+    or None."""
+    text = d.stop()
+    if d.returncode != 0 or "Sanitizer" in text:
+        return "pecmilter %s exited %s:\n%s" % (name, d.returncode, text[-5000:])
+    return None
+
+
+def stop_all(things, tmp):
+    """Stop each of THINGS (None ones skipped), going on past failures, then remove TMP."""
+    for thing in things:
+        if thing is not None:
+            try:
+                thing.stop()
+            except Exception as e:            # keep stopping the others
+                print("stopping %r: %s" % (thing, e))
+    shutil.rmtree(tmp, ignore_errors=True)
