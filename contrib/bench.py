@@ -122,7 +122,9 @@ class Box:
     def scan(self):
         if not os.path.isdir(self.path):
             return
-        for dirpath, _, names in os.walk(self.path):
+        for dirpath, dirs, names in os.walk(self.path):
+            if "pec-keys" in dirs:
+                dirs.remove("pec-keys")    # the Maildir's markers (lib/mailbox.h)
             for n in names:
                 p = os.path.join(dirpath, n)
                 if p in self.seen or n.startswith("."):

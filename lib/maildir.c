@@ -272,10 +272,13 @@ static int already_stored(const char *box, const char *key)
     return rc;
 }
 
-/* Point BOX's marker KEY at the file NAME, replacing any: 0, or -1 with errno. */
+/*
+ * Point BOX's marker KEY at the file NAME, replacing any: 0, or -1 with
+ * errno.  Made as NAME.tmp first: named NAME, the link would point at itself.
+ */
 static int set_marker(const char *box, const char *key, const char *name)
 {
-    char *tmp = xasprintf("%s/" KEYS_DIR "/%s", box, name);
+    char *tmp = xasprintf("%s/" KEYS_DIR "/%s.tmp", box, name);
     char *marker = xasprintf("%s/" KEYS_DIR "/%s", box, key);
     int rc = 0, saved;
 
