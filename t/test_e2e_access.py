@@ -24,7 +24,6 @@ A's receipt mailbox.
 import os
 import re
 import subprocess
-import tempfile
 import time
 import unittest
 
@@ -40,16 +39,7 @@ SIZE_LIMIT = 50 * 1024 * 1024
 
 def message(subject="Fattura 42", to="luigi@pec-b.test, ext@example.org", cc=None,
             sender=MARIO, extra=b"", body=b"In allegato la fattura.\r\n", msgid=None):
-    head = b"From: Mario Rossi <%s>\r\n" % sender.encode()
-    if to is not None:
-        head += b"To: %s\r\n" % to.encode()
-    if cc:
-        head += b"Cc: %s\r\n" % cc.encode()
-    head += (b"Subject: %s\r\n"
-             b"Date: Tue, 25 Nov 2025 10:00:00 +0100\r\n"
-             b"Message-ID: <%s>\r\n" % (subject.encode(), (msgid or "%s@client.pec-a.test"
-                                                          % re.sub(r"\W", "", subject)).encode()))
-    return head + extra + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + body
+    return e2e.message(subject, to, sender, cc, extra, body, msgid=msgid)
 
 
 def sanitized():
@@ -69,13 +59,7 @@ class AccessE2E(unittest.TestCase):
         if not have_dovecot():
             env.skip("Dovecot is not installed (contrib/deps.sh test installs dovecot-core)")
         pki.ensure()
-        cls.tmp = tempfile.mkdtemp(prefix="pec-e2e-access-")
-        os.chmod(cls.tmp, 0o755)
-        try:
-            cls._start(cls.tmp)
-        except BaseException:
-            cls._stop()
-            raise
+        e2e.start(cls, e2e.workdir("pec-e2e-access-"))
 
     @classmethod
     def _start(cls, work):

@@ -26,7 +26,6 @@ import hashlib
 import os
 import re
 import subprocess
-import tempfile
 import time
 import unittest
 
@@ -44,13 +43,7 @@ PECBUSTA = os.path.join(env.BUILD_DIR, "t", "tools", "pecbusta")
 
 def message(subject, to=LUIGI, cc=None, sender=MARIO, extra=b"",
             body=b"Testo del messaggio.\r\n", ctype=b"text/plain; charset=utf-8"):
-    head = b"From: Mario Rossi <%s>\r\nTo: %s\r\n" % (sender.encode(), to.encode())
-    if cc:
-        head += b"Cc: %s\r\n" % cc.encode()
-    head += (b"Subject: %s\r\nDate: Tue, 25 Nov 2025 10:00:00 +0100\r\n"
-             b"Message-ID: <%s@client.pec-a.test>\r\n"
-             % (subject.encode(), re.sub(r"\W", "", subject).encode()))
-    return head + extra + b"MIME-Version: 1.0\r\nContent-Type: " + ctype + b"\r\n\r\n" + body
+    return e2e.message(subject, to, sender, cc, extra, body, ctype)
 
 
 class ExchangeE2E(unittest.TestCase):
@@ -61,14 +54,8 @@ class ExchangeE2E(unittest.TestCase):
         if not have_dovecot(lmtp=True):
             env.skip("Dovecot LMTP is not installed (contrib/deps.sh test installs it)")
         pki.ensure()
-        cls.tmp = tempfile.mkdtemp(prefix="pec-e2e-exchange-")
-        os.chmod(cls.tmp, 0o755)
         cls.daemons = {}
-        try:
-            cls._start(cls.tmp)
-        except BaseException:
-            cls._stop()
-            raise
+        e2e.start(cls, e2e.workdir("pec-e2e-exchange-"))
 
     @classmethod
     def _provider(cls, work, name, ip, **settings):

@@ -36,14 +36,7 @@ USERS = {"a": ("mario", "ricevute", "giulia"), "b": ("luigi", "anna", "ricevute"
 
 
 def message(subject, to=LUIGI, cc=None, sender=MARIO, extra=b""):
-    head = b"From: Mario Rossi <%s>\r\nTo: %s\r\n" % (sender.encode(), to.encode())
-    if cc:
-        head += b"Cc: %s\r\n" % cc.encode()
-    head += (b"Subject: %s\r\nDate: Tue, 25 Nov 2025 10:00:00 +0100\r\n"
-             b"Message-ID: <%s@client.pec-a.test>\r\n"
-             % (subject.encode(), re.sub(r"\W", "", subject).encode()))
-    return (head + extra + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            b"\r\nTesto del messaggio.\r\n")
+    return e2e.message(subject, to, sender, cc, extra)
 
 
 class _Exchange:
@@ -57,13 +50,8 @@ class _Exchange:
         sm.ensure()
         pki.ensure()
         e2e.daticert_dtd()                     # says so at once when the DTD is absent
-        cls.tmp = sm.workdir("sendmail-%s-%s-" % (cls.MTA_A, cls.MTA_B))
         cls.daemons, cls.mtas, cls.sets, cls.confs = {}, {}, {}, {}
-        try:
-            cls._start(cls.tmp)
-        except BaseException:
-            cls._stop()
-            raise
+        e2e.start(cls, sm.workdir("sendmail-%s-%s-" % (cls.MTA_A, cls.MTA_B)))
 
     @classmethod
     def _start(cls, work):

@@ -21,7 +21,6 @@ once, and a further restart adds nothing.
 import os
 import re
 import signal
-import tempfile
 import time
 import unittest
 
@@ -35,12 +34,7 @@ WARNING, NOT_BEFORE, DEADLINE = 3, 5, 6
 
 
 def message(subject, to):
-    return (b"From: Mario Rossi <%s>\r\nTo: %s\r\nSubject: %s\r\n"
-            b"Date: Tue, 25 Nov 2025 10:00:00 +0100\r\n"
-            b"Message-ID: <%s@client.pec-a.test>\r\nMIME-Version: 1.0\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\n\r\nTesto.\r\n"
-            % (MARIO.encode(), to.encode(), subject.encode(),
-               re.sub(r"\W", "", subject).encode()))
+    return e2e.message(subject, to, MARIO, body=b"Testo.\r\n")
 
 
 class TimersE2E(unittest.TestCase):
@@ -49,14 +43,8 @@ class TimersE2E(unittest.TestCase):
         if not pf.have_postfix():
             env.skip("Postfix is not installed (t/check.sh installs it)")
         pki.ensure()
-        cls.tmp = tempfile.mkdtemp(prefix="pec-e2e-timers-")
-        os.chmod(cls.tmp, 0o755)
         cls.d = None
-        try:
-            cls._start(cls.tmp)
-        except BaseException:
-            cls._stop()
-            raise
+        e2e.start(cls, e2e.workdir("pec-e2e-timers-"))
 
     @classmethod
     def _start(cls, work):

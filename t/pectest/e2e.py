@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 
 from . import config, env, pecmail, pki
@@ -90,6 +91,40 @@ def matching(messages, pattern):
     """FETCH for wait(): the pecmail.Messages among MESSAGES() whose bytes match the
     regular expression PATTERN."""
     return lambda: [pecmail.Message(r) for r in messages() if re.search(pattern, r)]
+
+
+def message(subject, to, sender, cc=None, extra=b"", body=b"Testo del messaggio.\r\n",
+            ctype=b"text/plain; charset=utf-8", msgid=None):
+    """A user's message as a client submits it: From "Mario Rossi" <SENDER>, To TO
+    (no To when None), Cc CC, a fixed Date, Message-ID <MSGID> (by default SUBJECT's
+    word characters @client.pec-a.test), the header lines EXTRA, one BODY of CTYPE."""
+    head = b"From: Mario Rossi <%s>\r\n" % sender.encode()
+    if to is not None:
+        head += b"To: %s\r\n" % to.encode()
+    if cc:
+        head += b"Cc: %s\r\n" % cc.encode()
+    head += (b"Subject: %s\r\nDate: Tue, 25 Nov 2025 10:00:00 +0100\r\nMessage-ID: <%s>\r\n"
+             % (subject.encode(),
+                (msgid or "%s@client.pec-a.test" % re.sub(r"\W", "", subject)).encode()))
+    return head + extra + b"MIME-Version: 1.0\r\nContent-Type: " + ctype + b"\r\n\r\n" + body
+
+
+def workdir(prefix):
+    """A fresh directory under /tmp that the MTAs' unprivileged users may enter."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(d, 0o755)
+    return d
+
+
+def start(cls, tmp):
+    """For setUpClass: cls.tmp = TMP, then cls._start(TMP); should that fail,
+    cls._stop() (which copes with a half start) before the error goes on."""
+    cls.tmp = tmp
+    try:
+        cls._start(tmp)
+    except BaseException:
+        cls._stop()
+        raise
 
 
 def retry(call, done, timeout=30, pause=0.5):
