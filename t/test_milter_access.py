@@ -8,7 +8,8 @@ non-inherited fields deleted, ours added with the leading space LEADSPC
 wants, or without it when the MTA did not offer LEADSPC, and the original
 still byte for byte in postacert.eml); a formal error (5xx with enhanced
 code, the avviso in the outbox); a store that cannot commit (451 4.3.0 and
-one log line, or 554 with on_internal_error = reject); and, on the
+one log line, or 554 with on_internal_error = reject); the same message
+submitted again (the same busta, nothing new in the store); and, on the
 reception role, ordinary mail wrapped in a busta di anomalia."""
 import os
 import re
@@ -36,6 +37,8 @@ MESSAGE = (b"From: Mario Rossi <mario@pec-a.test>\r\n"
            b"\r\n"
            b"Ciao.\r\n")
 RCPTS = ["<luigi@pec-b.test>", "<ext@example.org>", "<anna@pec-a.test>"]
+# another message: MESSAGE sent again would be a resubmission, which commits nothing
+OTHER = MESSAGE.replace(b"<m1@client.pec-a.test>", b"<m2@client.pec-a.test>")
 
 
 class AccessMilterTest(unittest.TestCase):
@@ -170,6 +173,28 @@ class AccessMilterTest(unittest.TestCase):
         self.assertIn('ext@example.org ("posta ordinaria")', acc.text())
         self.wait_log(d, r"access: accepted: identificativo=%s" % re.escape(ident.strip("<>")))
 
+    def test_resubmission_is_the_same_busta(self):
+        """The client sends the same message again (after a 4xx it got because pecmilter died
+        after its commit): the same busta, nothing new in the store."""
+        d = self.start()
+        first = self.send(d)
+        again = self.send(d, rcpts=list(reversed(RCPTS)))
+        self.assertEqual(again.reply.code, "continue", again.reply)
+        self.assertEqual(self.check_busta(again, leadspc=True),
+                         self.check_busta(first, leadspc=True))
+        busta = [render_message(*r.apply(*parse_message(MESSAGE, raw_values=True),
+                                         raw_values=True), raw_values=True)
+                 for r in (first, again)]
+        self.assertEqual(busta[0], busta[1])
+        ident = pecmail.Message(busta[0]).header("Message-ID").strip("<>")
+        self.assertEqual(self.labels(), ["BustaTrasporto", "Accettazione", "PresaInCarico"])
+        self.assertEqual([t for t, _, _ in self.outbox()], ["accettazione", "presa-in-carico"])
+        self.wait_log(d, r"access: resubmission of identificativo=%s" % re.escape(ident))
+        # another Message-ID is another message
+        other = self.send(d, raw=OTHER)
+        self.assertEqual(other.reply.code, "continue", other.reply)
+        self.assertEqual(len(self.outbox()), 4)
+
     def test_mta_without_leadspc(self):
         d = self.start()
         res = self.send(d, protocol=POSTFIX_PROTOCOL & ~SMFIP_HDR_LEADSPC)
@@ -226,7 +251,7 @@ class AccessMilterTest(unittest.TestCase):
         self.send(d)             # creates the store's tables before we lock them
         before = len(self.outbox())
         lock = self.lock_store()
-        res = self.send(d)
+        res = self.send(d, raw=OTHER)
         self.assertEqual(res.reply.code, "replycode")
         self.assertTrue(res.reply.text.startswith("451 4.3.0 "), res.reply.text)
         lock.execute("ROLLBACK")
@@ -239,7 +264,7 @@ class AccessMilterTest(unittest.TestCase):
         d = self.start(on_internal_error="reject")
         self.send(d)
         lock = self.lock_store()
-        res = self.send(d)
+        res = self.send(d, raw=OTHER)
         lock.execute("ROLLBACK")
         self.assertTrue(res.reply.text.startswith("554 5.3.0 "), res.reply.text)
 
@@ -247,7 +272,7 @@ class AccessMilterTest(unittest.TestCase):
         d = self.start(on_internal_error="accept")
         self.send(d)
         lock = self.lock_store()
-        res = self.send(d)
+        res = self.send(d, raw=OTHER)
         lock.execute("ROLLBACK")
         # the message was already a busta: it must not leave without its record
         self.assertTrue(res.reply.text.startswith("451 4.3.0 "), res.reply.text)
