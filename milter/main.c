@@ -169,6 +169,21 @@ int main(int argc, char **argv)
         fprintf(stderr, "pecmilter: milter_socket: cannot use \"%s\"\n", cfg->milter_socket);
         return PEC_EX_CONFIG;
     }
+    signal(SIGPIPE, SIG_IGN);
+    /*
+     * Block the signals before any thread exists, so every thread inherits
+     * the mask: libmilter's signal thread then takes SIGTERM/SIGINT/SIGHUP
+     * (clean stop) and the reloader takes SIGUSR1.  A thread without the
+     * mask would let SIGTERM kill the process outright.  Blocked before the
+     * socket listens, too: whoever sees it accept may send SIGTERM at once,
+     * and it must wait, pending, for the clean stop.
+     */
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
     umask(mask);
     if (smfi_opensocket(1) != MI_SUCCESS) {
         fprintf(stderr, "pecmilter: milter_socket: cannot open %s: %s\n", cfg->milter_socket,
@@ -201,19 +216,6 @@ int main(int argc, char **argv)
         }
     }
 
-    signal(SIGPIPE, SIG_IGN);
-    /*
-     * Block the signals before any thread exists, so every thread inherits
-     * the mask: libmilter's signal thread then takes SIGTERM/SIGINT/SIGHUP
-     * (clean stop) and the reloader takes SIGUSR1.  A thread without the
-     * mask would let SIGTERM kill the process outright.
-     */
-    sigemptyset(&set);
-    sigaddset(&set, SIGUSR1);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
     /* our own reference: a reload may retire RT while we still need these settings */
     pec_config_ref(cfg);
     runtime_set(rt);
