@@ -29,6 +29,9 @@ kill between A's commit and its reply reaching Postfix leaves an accettazione
 queued for a busta Postfix dropped; the client's repeated submission must be
 recognised as the retry of that transaction (lib/access.h) and carry its
 identificativo, so even then there is exactly one accettazione per message.
+At the end message 0 is submitted once more, its busta long delivered: A
+must take it for the retry (the same busta leaves again), and B must store
+no second copy and send no second presa in carico or consegna.
 Figures printed: messages, kills of A and B, resubmissions A recognised,
 receipts expected and found,
 copies the delivery points suppressed (a second copy recorded in the store,
@@ -401,6 +404,33 @@ def check(a, b, sub, work):
     }
 
 
+def resend_delivered(a, b, expected, flushes):
+    """Message 0 submitted once more, its busta long delivered: what a client's retry does
+    when the first copy left after all (or a user sending the same message again).  A must
+    take it for the retry of its transaction; B's reception point must send no second
+    presa in carico and its delivery point store no second copy and send no second
+    receipt (check() then finds each receipt once).  Returns the identificativo."""
+    before = {p.name: p.log_text() for p in (a, b)}
+    code, text = a.pf.send(MARIO, [LUIGI], message(0), port=a.pf.submission_port,
+                           xclient_login=MARIO, timeout=30)
+    assert code == 250, "message 0 again: %s %s" % (code, text)
+    deadline = time.monotonic() + 60
+    while True:
+        new = {p.name: p.log_text()[len(before[p.name]):] for p in (a, b)}
+        m = re.search(r"access: resubmission of identificativo=(\S+) \(client Message-ID "
+                      r"<%s>" % re.escape(client_msgid(0)), new["a"])
+        if (m and "taken in charge already, no second presa in carico" in new["b"]
+                and "status=duplicate" in new["b"] and m.group(1) in new["b"]):
+            break
+        assert time.monotonic() < deadline, (
+            "message 0 sent again: A recognised it: %s; B: %s"
+            % (bool(m), "\n".join(l for l in new["b"].splitlines() if "reception" in l
+                                  or "status=" in l)[-3000:]))
+        time.sleep(0.5)
+    wait_drained(a, b, expected, 60, flushes)
+    return m.group(1)
+
+
 def pecctl(conf, *args):
     return subprocess.run([env.program("pecctl"), "-c", conf] + list(args),
                           capture_output=True, text=True, timeout=300)
@@ -464,6 +494,7 @@ def run(scenario):
         wait_drained(a, b, expected, 30, flushes)
         t_drain = time.monotonic() - t0
         doubts = {p.name: p.outbox()[1] for p in (a, b)}
+        resent = resend_delivered(a, b, expected, flushes)
         problems, fig = check(a, b, sub, work)
         audits = {p.name: pecctl(p.conf, "audit", "--json") for p in (a, b)}
         verifies = {p.name: pecctl(p.conf, "log", "verify") for p in (a, b)}
@@ -477,9 +508,11 @@ def run(scenario):
         eod = {p.name: len(re.findall(r"status=deferred \(host [^)]* said: 4\d\d [^)]*"
                                       r"in reply to end of DATA", p.pf.log())) for p in (a, b)}
         suppressed = {k: len(re.findall(r"status=duplicate", v)) for k, v in texts.items()}
+        suppressed["b"] -= 1                                    # resend_delivered's
         refound = {k: len(re.findall(r"found in the mailbox from an unrecorded delivery", v))
                    for k, v in texts.items()}
-        resubmissions = len(re.findall(r"access: resubmission of identificativo=", texts["a"]))
+        resubmissions = len(re.findall(r"access: resubmission of identificativo=",
+                                       texts["a"])) - 1         # less resend_delivered's
         for k, v in texts.items():
             if "Sanitizer" in v:
                 problems.append("a sanitizer report from pecmilter %s" % k)
@@ -507,14 +540,15 @@ def run(scenario):
             "outbox rows resent after a kill A %d, B %d; queues flushed while draining %s; "
             "sent again after the peer's "
             "milter died at end of DATA: buste A->B %d, receipts B->A %d; submitted in "
-            "%.1fs, drained at %.1fs; pecverify on %d files %.1fs"
+            "%.1fs, drained at %.1fs; pecverify on %d files %.1fs; message 0 sent again "
+            "after delivery: busta %s, no second copy or receipt"
             % (scenario, N, len(sub.retried), resubmissions, a.kills, b.kills,
                ("; A's reinjection listener down %ds from %.1fs" % (LISTENER_DOWN, listener))
                if listener is not None else "", 3 * N, fig["receipts_found"], fig["buste"],
                suppressed["a"], suppressed["b"], refound["a"],
                refound["b"], doubts["a"],
                doubts["b"], flushes or "never", eod["a"], eod["b"], t_submit, t_drain,
-               fig["files"], fig["t_verify"]))
+               fig["files"], fig["t_verify"], resent))
         assert a.kills + b.kills >= KILLS and min(a.kills, b.kills) >= 2
         assert not problems, "\n".join(problems[:30])
         ok = True
