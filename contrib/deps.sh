@@ -19,7 +19,7 @@ RUN="python3 postfix procps bsdutils libsasl2-modules"
 # the check passes having checked nothing.
 TEST="git libxml2-utils gpgsm dovecot-core dovecot-lmtpd systemd man-db groff-base
       m4 libwrap0 liblockfile1 sasl2-bin libsasl2-modules-db"
-BENCH="gnuplot-nox"
+BENCH="gnuplot-nox valgrind"
 
 case "${1:-build}" in
 build) want="$BUILD" ;;

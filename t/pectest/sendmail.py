@@ -94,6 +94,13 @@ def _prepare():
         return "Sendmail tests run as root"
     if not shutil.which("m4"):
         return "m4 is not installed (contrib/deps.sh test installs it)"
+    # each instance gets its own host name and /dev (see the module docstring);
+    # a container that forbids new namespaces cannot run it
+    p = subprocess.run([UNSHARE, "--uts", "--mount", "true"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT)
+    if p.returncode != 0:
+        return ("unshare --uts --mount is refused here (%s): a private Sendmail needs its own "
+                "host name and /dev" % p.stdout.decode("utf-8", "replace").strip())
     if not (os.path.exists(BINARY) and os.path.isdir(CF_DIR)):
         os.makedirs(CACHE, exist_ok=True)
         debs = [n for n in os.listdir(CACHE) if n.endswith(".deb")]
