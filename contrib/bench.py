@@ -194,12 +194,8 @@ class Bench:
         log.close()
         self.procs.append(proc)
         pf.register_process(proc.pid, self.d)
-        deadline = time.monotonic() + (60 if wrap else 15)
-        socks = [config.socket_path(settings, k) for k in ("milter_socket", "lmtp_socket")]
-        while not all(os.path.exists(s) for s in socks):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                sys.exit("bench: pecmilter for %s did not start; see %s" % (name, logname))
-            time.sleep(0.05)
+        if not config.wait_sockets(proc, settings, (60 if wrap else 15)):
+            sys.exit("bench: pecmilter for %s did not start; see %s" % (name, logname))
         return proc
 
     def setup(self):

@@ -89,12 +89,8 @@ def start_pecmilter(d, name, build, settings, state):
                                 start_new_session=True, cwd="/")
     state["pids"].append(proc.pid)
     save_state(d, state)
-    deadline = time.monotonic() + 15
-    socks = [config.socket_path(settings, k) for k in ("milter_socket", "lmtp_socket")]
-    while not all(os.path.exists(s) for s in socks):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            sys.exit("demo: pecmilter for %s did not start; see %s" % (name, logname))
-        time.sleep(0.05)
+    if not config.wait_sockets(proc, settings, 15):
+        sys.exit("demo: pecmilter for %s did not start; see %s" % (name, logname))
     return proc
 
 

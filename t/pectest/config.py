@@ -1,6 +1,7 @@
 """Write a pecmilter.conf for a test provider (a, b, ...) of the test PKI."""
 import os
 import tempfile
+import time
 
 from pectest import pki
 
@@ -81,3 +82,15 @@ class Scratch:
 def socket_path(s, key="milter_socket"):
     v = s[key]
     return v[len("unix:"):] if v.startswith("unix:") else v
+
+
+def wait_sockets(proc, s, timeout):
+    """Wait until the pecmilter PROC, configured with settings S, has made its milter
+    and LMTP sockets: True, or False when it exited or TIMEOUT seconds went by."""
+    deadline = time.monotonic() + timeout
+    socks = [socket_path(s, k) for k in ("milter_socket", "lmtp_socket")]
+    while not all(os.path.exists(p) for p in socks):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
