@@ -184,6 +184,14 @@ static int presa_in_carico(const struct pec_rp_env *e, const struct pec_original
         ret = 0;
         goto done;
     }
+    if (to == NULL || *to == '\0' || strcasecmp(to, e->cfg->receipt_address) == 0) {
+        summarize(out, "busta %s from %s: %s", f->identificativo, ins->provider->name,
+                  to == NULL || *to == '\0'
+                      ? "the provider has no mailReceipt in the index, no presa in carico"
+                      : "our own, its presa in carico came from the access point");
+        ret = 0;
+        goto done;
+    }
     if (e->store != NULL && strike_already_taken(e, f->identificativo, own, &n, err, errlen) < 0)
         goto done;
     if (n == 0) {
@@ -191,14 +199,6 @@ static int presa_in_carico(const struct pec_rp_env *e, const struct pec_original
                   "busta %s from %s: its recipients here were taken in charge already, "
                   "no second presa in carico",
                   f->identificativo, ins->provider->name);
-        ret = 0;
-        goto done;
-    }
-    if (to == NULL || *to == '\0' || strcasecmp(to, e->cfg->receipt_address) == 0) {
-        summarize(out, "busta %s from %s: %s", f->identificativo, ins->provider->name,
-                  to == NULL || *to == '\0'
-                      ? "the provider has no mailReceipt in the index, no presa in carico"
-                      : "our own, its presa in carico came from the access point");
         ret = 0;
         goto done;
     }

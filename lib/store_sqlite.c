@@ -1518,15 +1518,21 @@ int pec_store_log_each(struct pec_store *st, const struct pec_log_filter *f,
         f = &none;
     if (enter(st, err, errlen) < 0)
         return -1;
-    s = prep(st,
-             "SELECT seq, at, evento, tipo, label, identificativo, queue_id, mittente,"
-             " destinatari, oggetto, message_id, gestore, tipo_ricevuta, consegna, ricezione,"
-             " errore, virus, errore_esteso, prev, hash FROM registro"
-             " WHERE (?1 IS NULL OR identificativo = ?1)"
-             " AND (?2 IS NULL OR mittente = ?2 COLLATE NOCASE)"
-             " AND (?3 = 0 OR at >= ?3) AND (?4 = 0 OR at < ?4)"
-             " AND seq >= ?5 AND (?6 = 0 OR seq <= ?6) ORDER BY seq",
+#define LOG_QUERY(BY_ID)                                                                           \
+    "SELECT seq, at, evento, tipo, label, identificativo, queue_id, mittente,"                     \
+    " destinatari, oggetto, message_id, gestore, tipo_ricevuta, consegna, ricezione,"              \
+    " errore, virus, errore_esteso, prev, hash FROM registro WHERE " BY_ID                         \
+    " AND (?2 IS NULL OR mittente = ?2 COLLATE NOCASE)"                                            \
+    " AND (?3 = 0 OR at >= ?3) AND (?4 = 0 OR at < ?4)"                                            \
+    " AND seq >= ?5 AND (?6 = 0 OR seq <= ?6) ORDER BY seq"
+    /*
+     * By identificativo (the reception point asks for each busta it
+     * receives) the condition must be plain, or SQLite walks the whole log
+     * instead of using registro_identificativo.
+     */
+    s = prep(st, f->identificativo ? LOG_QUERY("identificativo = ?1") : LOG_QUERY("?1 IS NULL"),
              err, errlen);
+#undef LOG_QUERY
     if (s == NULL) {
         leave(st);
         return -1;
