@@ -36,6 +36,7 @@ static long long round_once(time_t *seal_at)
     time_t now, next;
     long long wait;
     char err[1024];
+    int failed;
 
     if (rt == NULL || rt->store == NULL) {
         runtime_put(rt);
@@ -64,14 +65,17 @@ static long long round_once(time_t *seal_at)
     conf.deadline_after = cfg->deadline_after;
     conf.deadline_not_before = cfg->deadline_not_before;
     wait = min_ll(MAX_SLEEP, cfg->warning_after > 0 ? cfg->warning_after : 1);
-    if (pec_sched_timeouts(rt->store, &rt->issuer, &conf, now, &res, &next, err, sizeof(err)) < 0) {
+    failed =
+        pec_sched_timeouts(rt->store, &rt->issuer, &conf, now, &res, &next, err, sizeof(err)) < 0;
+    if (failed) {
+        /* what failed is still due: NEXT says "now", which would spin on it */
         log_err(NULL, "scheduler: timeout notices: %s (trying again in %d s)", err, NOTICE_RETRY);
         wait = min_ll(wait, NOTICE_RETRY);
     }
     if (res.warned > 0 || res.expired > 0)
         log_info(NULL, "scheduler: %d preavviso (12 h) and %d final (24 h) notice(s) queued",
                  res.warned, res.expired);
-    if (next != 0)
+    if (next != 0 && !failed)
         wait = min_ll(wait, next > now ? (long long)(next - now) : 0);
     wait = min_ll(wait, *seal_at > now ? (long long)(*seal_at - now) : 0);
     runtime_put(rt);
