@@ -243,7 +243,7 @@ static int already_stored(const char *box, const char *key)
     struct stat st;
     int rc = 0;
 
-    if (n > 0 && (size_t)n < sizeof(target) - 1) {
+    if (n > 0 && (size_t)n < sizeof(target) - 1 && memchr(target, '/', (size_t)n) == NULL) {
         target[n] = '\0';
         path = xasprintf("%s/new/%s", box, target);
         if (stat(path, &st) == 0)
@@ -253,7 +253,7 @@ static int already_stored(const char *box, const char *key)
         else
             rc = have_file(dir = xasprintf("%s/cur", box), NULL, target);
     } else if (n >= 0 || errno == EINVAL) {
-        rc = 0; /* not a marker of ours: replaced by the delivery */
+        rc = 0; /* not a marker of ours (ours name a file in new/): replaced by the delivery */
     } else if (errno != ENOENT) {
         rc = -1;
     } else if (mkdir(keys, 0777) == 0) {

@@ -20,6 +20,7 @@
 #include "xalloc.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -277,6 +278,27 @@ static void test_maildir_message_id(void)
     pec_maildir_deliver(&mc, "s@x", "v@y", msg, &res);
     CHECK_STR(res.text, "already in its mailbox");
     CHECK(count_files(from) == 0);
+
+    /* a marker naming anything outside new/ is not ours: the message is delivered */
+    mc.message_id = "id.3@pec-a.test";
+    pec_maildir_deliver(&mc, "s@x", "w@y", msg, &res);
+    CHECK_STR(res.text, "delivered to its mailbox");
+    snprintf(from, sizeof(from), "%s/w/new", root);
+    got = only_file(from, name, sizeof(name), &len);
+    CHECK(got != NULL);
+    free(got);
+    snprintf(path, sizeof(path), "%s/w/new/%s", root, name);
+    CHECK(unlink(path) == 0);
+    snprintf(path, sizeof(path), "%s/outside", root);
+    CHECK(close(open(path, O_CREAT | O_WRONLY, 0644)) == 0);
+    snprintf(path, sizeof(path), "%s/w/pec-keys", root);
+    got = only_file(path, name, sizeof(name), &len);
+    free(got);
+    snprintf(path, sizeof(path), "%s/w/pec-keys/%s", root, name);
+    CHECK(unlink(path) == 0 && symlink("../../outside", path) == 0);
+    pec_maildir_deliver(&mc, "s@x", "w@y", msg, &res);
+    CHECK_STR(res.text, "delivered to its mailbox");
+    CHECK(count_files(from) == 1);
     pec_spool_free(msg);
 }
 
