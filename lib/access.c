@@ -495,24 +495,6 @@ static void batch_tx(const struct pec_original *o, const char *queue_id,
     free(r);
 }
 
-/* "a@x, b@y" */
-static char *join(char *const *v, size_t n)
-{
-    size_t len = 1;
-    char *s;
-
-    for (size_t i = 0; i < n; i++)
-        len += strlen(v[i]) + 2;
-    s = xmalloc(len);
-    s[0] = '\0';
-    for (size_t i = 0; i < n; i++) {
-        if (i > 0)
-            strcat(s, ", ");
-        strcat(s, v[i]);
-    }
-    return s;
-}
-
 /*
  * Our own recipients: the presa in carico a receiving provider would send,
  * to our receipt_address, and their state moved to taken.
@@ -548,7 +530,7 @@ static int presa_in_carico(const struct pec_access_env *e, const struct pec_orig
                                           .when = out->when},
                      out, &message_id, err, errlen) < 0)
         goto done;
-    ricezione = join(own, n);
+    ricezione = xjoin(own, n);
     record_init(&rec, PEC_REG_PRESA_IN_CARICO, e, o, f, out, queue_id, message_id);
     rec.ricezione = ricezione;
     pec_batch_record(out->batch, &rec);

@@ -61,24 +61,6 @@ static const unsigned char *whole(const struct pec_spool *sp, unsigned char **co
     return *copy;
 }
 
-/* "a@x, b@y" */
-static char *join(char *const *v, size_t n)
-{
-    size_t len = 1;
-    char *s;
-
-    for (size_t i = 0; i < n; i++)
-        len += strlen(v[i]) + 2;
-    s = xmalloc(len);
-    s[0] = '\0';
-    for (size_t i = 0; i < n; i++) {
-        if (i > 0)
-            strcat(s, ", ");
-        strcat(s, v[i]);
-    }
-    return s;
-}
-
 static char *destinatari_of(const struct pec_daticert *d)
 {
     struct pec_dest *dest = xcalloc(d->n_destinatari ? d->n_destinatari : 1, sizeof(*dest));
@@ -225,7 +207,7 @@ static int presa_in_carico(const struct pec_rp_env *e, const struct pec_original
                                      .data = pec_spool_mem(out->blob),
                                      .len = pec_spool_size(out->blob),
                                  });
-    ricezione = join(own, n);
+    ricezione = xjoin(own, n);
     destinatari = destinatari_of(f);
     pec_record_init(&rec, PEC_REG_PRESA_IN_CARICO, PEC_REG_EMISSIONE, when, f->identificativo);
     rec.queue_id = queue_id;
@@ -314,7 +296,7 @@ static int notice(const struct pec_rp_env *e, const struct pec_inspection *ins,
                              when, d->errore_esteso);
     }
     destinatari = destinatari_of(d);
-    ricezione = join(d->ricezione, d->n_ricezione);
+    ricezione = xjoin(d->ricezione, d->n_ricezione);
     message_id = bare(ins->message_id);
     pec_record_init(&rec, kind, PEC_REG_RICEZIONE, when, d->identificativo);
     rec.queue_id = queue_id;
@@ -356,7 +338,7 @@ static int anomalia(const struct pec_rp_env *e, const struct pec_original *o, co
         return -1;
     out->action = PEC_RP_ANOMALIA;
     out->batch = pec_batch_new();
-    destinatari = join(rcpts, o->n_rcpts);
+    destinatari = xjoin(rcpts, o->n_rcpts);
     pec_record_init(&rec, PEC_REG_BUSTA_ANOMALIA, PEC_REG_EMISSIONE, when,
                     out->anomalia.message_id ? out->anomalia.message_id : "");
     rec.queue_id = queue_id;

@@ -62,3 +62,20 @@ char *xasprintf(const char *fmt, ...)
     va_end(ap);
     return p;
 }
+
+char *xjoin(char *const *v, size_t n)
+{
+    size_t len = 1;
+    char *s;
+
+    for (size_t i = 0; i < n; i++)
+        len += strlen(v[i]) + 2;
+    s = xmalloc(len);
+    s[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            strcat(s, ", ");
+        strcat(s, v[i]);
+    }
+    return s;
+}

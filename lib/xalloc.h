@@ -17,4 +17,7 @@ char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* The N strings of V with ", " between them ("a@x, b@y"), as log lines list addresses. */
+char *xjoin(char *const *v, size_t n);
+
 #endif
