@@ -100,9 +100,10 @@ struct pec_rcpt_info {
     int cc;
     enum pec_rcpt_state state;
     time_t sent_at;
-    time_t taken_at; /* 0: not yet */
-    time_t done_at;  /* delivered, failed or timed out; 0: not yet */
-    char *detail;    /* errore-esteso or the like of the last change */
+    time_t taken_at;  /* 0: not yet */
+    time_t done_at;   /* delivered, failed or timed out; 0: not yet */
+    char *detail;     /* errore-esteso or the like of the last change */
+    time_t warned_at; /* as in struct pec_pending_rcpt */
 };
 
 struct pec_tx_info {
@@ -170,9 +171,9 @@ void pec_batch_record(struct pec_batch *b, const struct pec_record *r);
 /*
  * Make B conditional: when it is committed, the recipient must still be in
  * one of STATES (a set of 1 << enum pec_rcpt_state) and, with UNWARNED, have
- * no 12 h notice recorded; otherwise nothing of B is applied.  So a notice
- * built from what the store said a moment ago is never queued after a
- * receipt that arrived meanwhile made it wrong.
+ * no 12 h notice recorded (PEC_WARN_OWED is none); otherwise nothing of B
+ * is applied.  So a notice built from what the store said a moment ago is
+ * never queued after a receipt that arrived meanwhile made it wrong.
  */
 void pec_batch_expect(struct pec_batch *b, const char *identificativo, const char *address,
                       unsigned states, int unwarned);
@@ -187,7 +188,11 @@ int pec_store_commit(struct pec_store *st, struct pec_batch *b, char *err, size_
 
 /* ---------------------------------------------------------------- deadlines */
 
-/* A certified recipient still awaiting its outcome (state sent or taken). */
+/*
+ * A certified recipient still awaiting its outcome (state sent or taken), or
+ * one whose 12 h notice is owed although a receipt came (warned_at
+ * PEC_WARN_OWED, any state: its first receipt came after the 12 h).
+ */
 struct pec_pending_rcpt {
     const char *identificativo;
     const char *client_msgid;
@@ -196,22 +201,32 @@ struct pec_pending_rcpt {
     const char *tipo_ricevuta;
     const char *address;
     int cc;
-    enum pec_rcpt_state state; /* PEC_RCPT_SENT or PEC_RCPT_TAKEN */
+    enum pec_rcpt_state state;
     time_t sent_at;
-    time_t warned_at; /* the 12 h notice was emitted then; 0: not yet */
+    time_t warned_at; /* the 12 h notice was emitted then; 0: not yet; PEC_WARN_OWED */
 };
 
+/* warned_at of a recipient owed the 12 h notice after its first receipt (scheduler.h). */
+#define PEC_WARN_OWED ((time_t)-1)
+
 /*
- * Call FN on every certified recipient in state sent or taken whose sent_at
- * is < SENT_BEFORE (0: no bound), ordered by sent_at then identificativo;
- * strings live until FN returns; FN must not call the store; FN returning
- * non-zero stops the walk and is returned.  -1 with err on a store error.
+ * Call FN on every certified recipient in state sent or taken, or marked
+ * PEC_WARN_OWED, whose sent_at is < SENT_BEFORE (0: no bound), ordered by
+ * sent_at then identificativo (an index's order: the walk costs what it
+ * reads); strings live until FN returns; FN must not call the store; FN
+ * returning non-zero stops the walk and is returned.  -1 with err on a
+ * store error.
  */
 int pec_store_pending_each(struct pec_store *st, time_t sent_before,
                            int (*fn)(const struct pec_pending_rcpt *r, void *arg), void *arg,
                            char *err, size_t errlen);
 
-/* Record that the 12 h notice for this recipient was emitted at WHEN (in the batch). */
+/*
+ * Record that the 12 h notice for this recipient was emitted at WHEN (in the
+ * batch): only for one in state sent or taken, or marked, with none
+ * recorded.  WHEN PEC_WARN_OWED marks instead that the notice is owed (any
+ * state), unless one was recorded already.
+ */
 void pec_batch_rcpt_warned(struct pec_batch *b, const char *identificativo, const char *address,
                            time_t when);
 

@@ -123,7 +123,19 @@ static const char schema_v2[] =
 static const char schema_v3[] =
     "CREATE INDEX transactions_client ON transactions(client_msgid, submitted);";
 
-static const char *const migrations[] = {schema_v1, schema_v2, schema_v3};
+/*
+ * Version 4: the scheduler's walk (pec_store_pending_each) reads its rows in
+ * this index's order, so it stops at the first one not yet due instead of
+ * sorting every pending recipient first; partial, it holds only the rows
+ * the walk may visit, not the history.  A recipient whose 12 h notice is
+ * owed after its first receipt (warned_at < 0, scheduler.h) stays in it
+ * until the notice is emitted.
+ */
+static const char schema_v4[] =
+    "CREATE INDEX recipients_due ON recipients(sent_at, identificativo)"
+    " WHERE certificato = 1 AND (state IN ('sent', 'taken') OR warned_at < 0);";
+
+static const char *const migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4};
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -688,13 +700,18 @@ static int update_state(struct pec_store *st, const struct batch_state *u, char 
     return run(st, s, "updating a recipient", err, errlen) < 0 ? -1 : 0;
 }
 
-/* Only a recipient still awaiting its outcome, and only the first time. */
+/*
+ * The notice: only for a recipient still awaiting its outcome or marked as
+ * owed, and only the first time.  The mark (PEC_WARN_OWED): only where no
+ * notice went out, whatever the state (it comes with the receipt's own).
+ */
 static int update_warned(struct pec_store *st, const struct batch_warned *w, char *err,
                          size_t errlen)
 {
     sqlite3_stmt *s = prep(st,
-                           "UPDATE recipients SET warned_at = ? WHERE identificativo = ?"
-                           " AND address = ? AND state IN ('sent', 'taken') AND warned_at = 0",
+                           "UPDATE recipients SET warned_at = ?1 WHERE identificativo = ?2"
+                           " AND address = ?3 AND (warned_at = 0 AND (?1 < 0 OR state IN"
+                           " ('sent', 'taken')) OR warned_at < 0 AND ?1 > 0)",
                            err, errlen);
 
     if (s == NULL)
@@ -834,7 +851,7 @@ static int check_expect(struct pec_store *st, const struct batch_expect *e, char
             if (strcmp(col(s, 0), pec_rcpt_state_name((enum pec_rcpt_state)k)) == 0 &&
                 (e->states & (1u << k)))
                 off = 0;
-        if (e->unwarned && sqlite3_column_int64(s, 1) != 0)
+        if (e->unwarned && sqlite3_column_int64(s, 1) > 0)
             off = 1;
     } else if (rc != SQLITE_DONE) {
         off = db_fail(st, "reading a recipient", err, errlen);
@@ -927,13 +944,15 @@ static void read_rcpt(sqlite3_stmt *s, struct pec_rcpt_info *r)
     r->taken_at = (time_t)sqlite3_column_int64(s, 5);
     r->done_at = (time_t)sqlite3_column_int64(s, 6);
     r->detail = coldup(s, 7);
+    r->warned_at = (time_t)sqlite3_column_int64(s, 8);
 }
 
 static int read_rcpts(struct pec_store *st, struct pec_tx_info *out, char *err, size_t errlen)
 {
     sqlite3_stmt *s = prep(st,
                            "SELECT address, certificato, cc, state, sent_at, taken_at, done_at,"
-                           " detail FROM recipients WHERE identificativo = ? ORDER BY rowid",
+                           " detail, warned_at FROM recipients WHERE identificativo = ?"
+                           " ORDER BY rowid",
                            err, errlen);
     int rc;
 
@@ -1045,7 +1064,8 @@ int pec_store_pending_each(struct pec_store *st, time_t sent_before,
              "SELECT t.identificativo, t.client_msgid, t.mittente, t.oggetto, t.tipo_ricevuta,"
              " r.address, r.cc, r.state, r.sent_at, r.warned_at"
              " FROM recipients r JOIN transactions t ON t.identificativo = r.identificativo"
-             " WHERE r.state IN ('sent', 'taken') AND r.certificato = 1"
+             /* exactly the condition of the index recipients_due */
+             " WHERE r.certificato = 1 AND (r.state IN ('sent', 'taken') OR r.warned_at < 0)"
              " AND (?1 = 0 OR r.sent_at < ?1)"
              " ORDER BY r.sent_at, r.identificativo, r.rowid",
              err, errlen);
@@ -1063,7 +1083,10 @@ int pec_store_pending_each(struct pec_store *st, time_t sent_before,
         r.tipo_ricevuta = col(s, 4);
         r.address = col(s, 5);
         r.cc = sqlite3_column_int(s, 6);
-        r.state = strcmp(col(s, 7), "taken") == 0 ? PEC_RCPT_TAKEN : PEC_RCPT_SENT;
+        r.state = PEC_RCPT_SENT;
+        for (int k = PEC_RCPT_SENT; k <= PEC_RCPT_TIMEDOUT; k++)
+            if (strcmp(col(s, 7), pec_rcpt_state_name((enum pec_rcpt_state)k)) == 0)
+                r.state = (enum pec_rcpt_state)k;
         r.sent_at = (time_t)sqlite3_column_int64(s, 8);
         r.warned_at = (time_t)sqlite3_column_int64(s, 9);
         stop = fn(&r, arg);
