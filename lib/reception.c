@@ -6,6 +6,7 @@
 #include "clock.h"
 #include "notice.h"
 #include "registro.h"
+#include "scheduler.h"
 #include "verify.h"
 #include "xalloc.h"
 
@@ -284,17 +285,21 @@ static int notice(const struct pec_rp_env *e, const struct pec_inspection *ins,
                   d->identificativo, ins->provider->name);
         return 0;
     }
-    pec_tx_info_free(&tx);
     when = pec_clock_now(e->iss->clock);
     out->batch = pec_batch_new();
+    /* a first receipt after the 12 h still owes the 12 h notice (scheduler.h) */
     if (state == PEC_RCPT_TAKEN) {
-        for (size_t i = 0; i < d->n_ricezione; i++)
+        for (size_t i = 0; i < d->n_ricezione; i++) {
             pec_batch_rcpt_state(out->batch, d->identificativo, d->ricezione[i], PEC_RCPT_TAKEN,
                                  when, NULL);
+            pec_sched_heard(out->batch, &tx, d->ricezione[i], when, e->cfg->warning_after);
+        }
     } else if (state >= 0 && d->consegna != NULL) {
         pec_batch_rcpt_state(out->batch, d->identificativo, d->consegna, (enum pec_rcpt_state)state,
                              when, d->errore_esteso);
+        pec_sched_heard(out->batch, &tx, d->consegna, when, e->cfg->warning_after);
     }
+    pec_tx_info_free(&tx);
     destinatari = destinatari_of(d);
     ricezione = xjoin(d->ricezione, d->n_ricezione);
     message_id = bare(ins->message_id);

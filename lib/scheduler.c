@@ -61,7 +61,9 @@ static int on_pending(const struct pec_pending_rcpt *r, void *arg)
         w->conf->warning_after < w->final_after ? w->conf->warning_after : w->final_after;
     time_t t12 = (time_t)(r->sent_at + w->conf->warning_after);
     time_t t24 = (time_t)(r->sent_at + w->final_after);
-    int warn = r->state == PEC_RCPT_SENT && r->warned_at == 0;
+    /* a mark (pec_sched_heard) owes the 12 h notice whatever the state */
+    int warn = (r->state == PEC_RCPT_SENT && r->warned_at == 0) || r->warned_at == PEC_WARN_OWED;
+    int open = r->state == PEC_RCPT_SENT || r->state == PEC_RCPT_TAKEN;
     struct due *d;
 
     /* everything from here on falls due at sent_at + first or later */
@@ -69,8 +71,9 @@ static int on_pending(const struct pec_pending_rcpt *r, void *arg)
         return 1;
     if (warn && t12 > w->now)
         later(w, t12);
-    later(w, t24);
-    if (!(warn && t12 <= w->now) && t24 > w->now)
+    if (open)
+        later(w, t24);
+    if (!(warn && t12 <= w->now) && !(open && t24 <= w->now))
         return 0;
     if (w->n == 0 || strcmp(w->v[w->n - 1].identificativo, r->identificativo) != 0) {
         if (w->ntx == PEC_SCHED_BATCH) {
@@ -85,8 +88,25 @@ static int on_pending(const struct pec_pending_rcpt *r, void *arg)
     d->address = xstrdup(r->address);
     d->state = r->state;
     d->warn = warn && t12 <= w->now;
-    d->expire = t24 <= w->now;
+    d->expire = open && t24 <= w->now;
     return 0;
+}
+
+void pec_sched_heard(struct pec_batch *b, const struct pec_tx_info *tx, const char *address,
+                     time_t when, long long warning_after)
+{
+    for (size_t i = 0; i < tx->nrcpt; i++) {
+        const struct pec_rcpt_info *r = &tx->rcpt[i];
+        time_t first;
+
+        if (strcasecmp(r->address, address) != 0 || !r->certificato || r->warned_at != 0 ||
+            (r->state != PEC_RCPT_SENT && r->state != PEC_RCPT_TAKEN))
+            continue;
+        first = r->state == PEC_RCPT_TAKEN && r->taken_at != 0 ? r->taken_at : when;
+        /* the store applies the mark only while no notice is recorded: no race with a run */
+        if (first >= (time_t)(r->sent_at + warning_after))
+            pec_batch_rcpt_warned(b, tx->identificativo, r->address, PEC_WARN_OWED);
+    }
 }
 
 static void walk_free(struct walk *w)

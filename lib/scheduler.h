@@ -21,9 +21,18 @@
  * which the configuration keeps <= deadline_after.  A notice overdue (the
  * daemon was down at its time) is emitted at the next run, once; after a
  * long stop a recipient that heard nothing gets both, the 12 h one first.
- * What is owed is decided by the recipient's state at that run: a presa in
- * carico or consegna the MTA held while the daemon was down and that is
- * processed before the run spares the recipient the 12 h notice.
+ * What is owed is decided by what had come at the notice's instant, not at
+ * the run: a presa in carico, consegna or mancata consegna the MTA held
+ * while the daemon was down, processed after the 12 h but before the run,
+ * does not spare the recipient the 12 h notice (rules 4.9: "no presa in
+ * carico but consegna between 12 h and 24 h -> only the 12 h notice").
+ * The reception point, recording such a first receipt, marks the notice
+ * owed (pec_sched_heard) in the receipt's own commit and the next run
+ * emits it: the run never sees that recipient in state sent again, and
+ * finding late receipts among all delivered ones would cost the whole
+ * history at each run, where the mark keeps the recipient in the walk's
+ * index (store.h) until its notice is out.  A receipt before the 12 h
+ * marks nothing.
  *
  * Each notice goes to the sender, with one <consegna> (the recipient it is
  * about), as the builder makes them; the notices of one transaction that
@@ -74,6 +83,18 @@ struct pec_sched_result {
 int pec_sched_timeouts(struct pec_store *st, const struct pec_issuer *iss,
                        const struct pec_sched_conf *conf, time_t now, struct pec_sched_result *res,
                        time_t *next_due, char *err, size_t errlen);
+
+/*
+ * A receipt (presa in carico, consegna or mancata consegna) about ADDRESS of
+ * TX, as TX was read before, is recorded in B at WHEN.  When it is the
+ * recipient's first, comes at or after sent_at + WARNING_AFTER and no 12 h
+ * notice was emitted, B also marks that notice owed (PEC_WARN_OWED): the
+ * next pec_sched_timeouts emits it.  The store applies the mark only while
+ * no notice is recorded, so a run that emitted one meanwhile wins.  Nothing
+ * for an esterno, unknown or already finished recipient.
+ */
+void pec_sched_heard(struct pec_batch *b, const struct pec_tx_info *tx, const char *address,
+                     time_t when, long long warning_after);
 
 /* How long after local midnight the finished day is sealed: late commits of its last events. */
 #define PEC_SCHED_SEAL_DELAY 120

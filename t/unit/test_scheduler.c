@@ -55,16 +55,34 @@ static void open_tx(struct pec_store *st, const char *id, const struct pec_tx_rc
     pec_batch_free(b);
 }
 
-/* A receipt arrived for ADDRESS: the reception point moves its state. */
-static void receipt(struct pec_store *st, const char *id, const char *address,
-                    enum pec_rcpt_state state, time_t when)
+/*
+ * A receipt arrived for ADDRESS: what the reception point puts in its
+ * commit (lib/reception.c), the state and, for a late first receipt, the
+ * 12 h notice's mark; from TX when given (as read a while ago), else read
+ * now.
+ */
+static void receipt_read(struct pec_store *st, const struct pec_tx_info *tx, const char *id,
+                         const char *address, enum pec_rcpt_state state, time_t when)
 {
     struct pec_batch *b = pec_batch_new();
+    struct pec_tx_info own;
     char err[1024];
 
     pec_batch_rcpt_state(b, id, address, state, when, "");
+    if (tx == NULL && pec_store_tx_get(st, id, &own, err, sizeof(err)) == 1) {
+        pec_sched_heard(b, &own, address, when, conf.warning_after);
+        pec_tx_info_free(&own);
+    } else if (tx != NULL) {
+        pec_sched_heard(b, tx, address, when, conf.warning_after);
+    }
     CHECK(pec_store_commit(st, b, err, sizeof(err)) == 0);
     pec_batch_free(b);
+}
+
+static void receipt(struct pec_store *st, const char *id, const char *address,
+                    enum pec_rcpt_state state, time_t when)
+{
+    receipt_read(st, NULL, id, address, state, when);
 }
 
 static struct pec_sched_result run_at(struct pec_store *st, time_t now, time_t *next)
@@ -356,6 +374,98 @@ static void test_down_across_deadlines(void)
     pec_store_close(st);
 }
 
+/*
+ * Nothing came within 12 h, but no run happened between the 12 h and the
+ * first receipt (the daemon was down, the MTA held the receipts and gave
+ * them before the first run): the 12 h notice is still owed, once, and only
+ * for a first receipt that came late.
+ */
+static void test_late_receipts(void)
+{
+    static const struct pec_tx_rcpt r[] = {{"b@pec-b.test", 1, 0}};
+    static const struct pec_tx_rcpt r2[] = {{"b@pec-b.test", 1, 0}, {"c@pec-b.test", 1, 0}};
+    struct pec_store *st = open_store("late.db");
+    struct pec_sched_result res;
+    struct seen *seen = xcalloc(1, sizeof(*seen));
+    struct pec_tx_info tx;
+    char err[1024];
+    time_t next;
+
+#define LC "opec-late-consegna@pec-a.test"   /* consegna at 13 h, nothing before */
+#define LP "opec-late-presa@pec-a.test"      /* presa in carico at 13 h, then nothing */
+#define LF "opec-late-mancata@pec-a.test"    /* mancata consegna at 15 h, nothing before */
+#define LB "opec-late-both@pec-a.test"       /* presa at 13 h, consegna at 14 h, no run between */
+#define IP "opec-intime-presa@pec-a.test"    /* presa at 11 h, consegna at 13 h */
+#define IC "opec-intime-consegna@pec-a.test" /* consegna at 11 h */
+#define LR "opec-late-raced@pec-a.test"      /* read before the 12 h run, committed after it */
+    CHECK(st != NULL);
+    if (st == NULL) {
+        free(seen);
+        return;
+    }
+    open_tx(st, LC, r, 1, T0);
+    open_tx(st, LP, r, 1, T0);
+    open_tx(st, LF, r, 1, T0);
+    open_tx(st, LB, r2, 2, T0);
+    open_tx(st, IP, r, 1, T0);
+    open_tx(st, IC, r, 1, T0);
+    res = run_at(st, T0 + 60, &next);
+    CHECK(res.warned == 0 && res.expired == 0 && next == T0 + 12 * H);
+
+    /* before 12 h: nothing owed by these */
+    receipt(st, IP, "b@pec-b.test", PEC_RCPT_TAKEN, T0 + 11 * H);
+    receipt(st, IC, "b@pec-b.test", PEC_RCPT_DELIVERED, T0 + 11 * H);
+    /* down from before 12 h to 15 h; the held receipts come first */
+    receipt(st, LC, "b@pec-b.test", PEC_RCPT_DELIVERED, T0 + 13 * H);
+    receipt(st, LP, "b@pec-b.test", PEC_RCPT_TAKEN, T0 + 13 * H);
+    receipt(st, LB, "b@pec-b.test", PEC_RCPT_TAKEN, T0 + 13 * H);
+    receipt(st, LB, "b@pec-b.test", PEC_RCPT_DELIVERED, T0 + 14 * H);
+    receipt(st, LF, "b@pec-b.test", PEC_RCPT_FAILED, T0 + 15 * H);
+    receipt(st, IP, "b@pec-b.test", PEC_RCPT_DELIVERED, T0 + 13 * H);
+    res = run_at(st, T0 + 15 * H, &next);
+    /* LC, LP, LF, and both of LB (c heard nothing at all) */
+    CHECK(res.warned == 5 && res.expired == 0 && res.raced == 0);
+    CHECK(next == T0 + 24 * H); /* LP and LB's c are still open */
+    res = run_at(st, T0 + 15 * H, &next);
+    CHECK(res.warned == 0 && res.expired == 0); /* once */
+    CHECK(state_of(st, LC, "b@pec-b.test") == PEC_RCPT_DELIVERED);
+    CHECK(state_of(st, LF, "b@pec-b.test") == PEC_RCPT_FAILED);
+    CHECK(state_of(st, LP, "b@pec-b.test") == PEC_RCPT_TAKEN);
+
+    /* a first receipt read before the 12 h run and committed after it: one notice */
+    open_tx(st, LR, r, 1, T0 + 1 * H);
+    CHECK(pec_store_tx_get(st, LR, &tx, err, sizeof(err)) == 1);
+    res = run_at(st, T0 + 13 * H, &next);
+    CHECK(res.warned == 1 && res.expired == 0);
+    receipt_read(st, &tx, LR, "b@pec-b.test", PEC_RCPT_DELIVERED, T0 + 14 * H);
+    pec_tx_info_free(&tx);
+    res = run_at(st, T0 + 14 * H, &next);
+    CHECK(res.warned == 0 && res.expired == 0);
+
+    /* 24 h: only the two still open get the final notice */
+    res = run_at(st, T0 + 25 * H + 1 * H, &next);
+    CHECK(res.warned == 0 && res.expired == 2 && next == 0);
+
+    drain(st, seen);
+    CHECK(seen->n == 8);
+    CHECK(count_seen(seen, LC, "b@pec-b.test", 0) == 1 &&
+          count_seen(seen, LC, "b@pec-b.test", 1) == 0);
+    CHECK(count_seen(seen, LP, "b@pec-b.test", 0) == 1 &&
+          count_seen(seen, LP, "b@pec-b.test", 1) == 1);
+    CHECK(count_seen(seen, LF, "b@pec-b.test", 0) == 1 &&
+          count_seen(seen, LF, "b@pec-b.test", 1) == 0);
+    CHECK(count_seen(seen, LB, "b@pec-b.test", 0) == 1 &&
+          count_seen(seen, LB, "b@pec-b.test", 1) == 0);
+    CHECK(count_seen(seen, LB, "c@pec-b.test", 0) == 1 &&
+          count_seen(seen, LB, "c@pec-b.test", 1) == 1);
+    CHECK(count_seen(seen, LR, "b@pec-b.test", 0) == 1);
+    CHECK(count_seen(seen, IP, "b@pec-b.test", 0) + count_seen(seen, IP, "b@pec-b.test", 1) +
+              count_seen(seen, IC, "b@pec-b.test", 0) + count_seen(seen, IC, "b@pec-b.test", 1) ==
+          0);
+    free(seen);
+    pec_store_close(st);
+}
+
 /* Many transactions due at once: a bounded batch per call, NOW as the next due,
  * then the rest. */
 static void test_many(void)
@@ -408,6 +518,7 @@ int main(void)
     test_seal_time();
     test_three_cases();
     test_down_across_deadlines();
+    test_late_receipts();
     test_many();
     testenv_free(&env);
     if (check_failures == 0) {
