@@ -388,19 +388,52 @@ struct judge {
     const struct tx *t;
 };
 
+static void report(struct judge *j, enum pec_audit_level level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
+static void report(struct judge *j, enum pec_audit_level level, const char *fmt, va_list ap)
+{
+    char text[2048];
+
+    vsnprintf(text, sizeof(text), fmt, ap);
+    if (level == PEC_AUDIT_VIOLATION)
+        j->rep->violations++;
+    else
+        j->rep->notes++;
+    if (j->fn != NULL)
+        j->fn(j->t->id, level, text, j->arg);
+}
+
 static void violation(struct judge *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void violation(struct judge *j, const char *fmt, ...)
 {
-    char text[2048];
     va_list ap;
 
     va_start(ap, fmt);
-    vsnprintf(text, sizeof(text), fmt, ap);
+    report(j, PEC_AUDIT_VIOLATION, fmt, ap);
     va_end(ap);
-    j->rep->violations++;
-    if (j->fn != NULL)
-        j->fn(j->t->id, text, j->arg);
+}
+
+static void note(struct judge *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void note(struct judge *j, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    report(j, PEC_AUDIT_NOTE, fmt, ap);
+    va_end(ap);
+}
+
+/*
+ * Are the outcomes S (in log order) our 24 h notice, then one consegna?  The
+ * rules let a message be delivered after the final notice.
+ */
+static int late_consegna(const struct idset *s)
+{
+    return s->n == 2 && s->kind[0] == PEC_REG_MANCATA_CONSEGNA_24H &&
+           s->kind[1] == PEC_REG_CONSEGNA;
 }
 
 /* "consegna <id1>, mancata consegna <id2>" */
@@ -430,6 +463,9 @@ static int check_rcpt(struct judge *j, const struct rcpt *r, int within)
         else
             violation(j, "%s: no final outcome (consegna, mancata consegna or 24 h notice)",
                       r->address);
+    } else if (late_consegna(&r->outcome)) {
+        note(j, "%s: late consegna <%s> after the 24 h notice <%s>", r->address, r->outcome.id[1],
+             r->outcome.id[0]);
     } else if (r->outcome.n > 1) {
         violation(j, "%s: %zu final outcomes: %s", r->address, r->outcome.n,
                   listing(&r->outcome, buf, sizeof(buf)));

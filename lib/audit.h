@@ -26,7 +26,12 @@
  * Receipts are counted by Message-ID: the same receipt recorded twice (sent
  * again after a crash, or emitted here and received back here because
  * sender and recipient are both ours) is one receipt; two different final
- * outcomes for one recipient are a violation.  A recipient still inside the
+ * outcomes for one recipient are a violation, but for one: a consegna
+ * recorded after our 24 h notice is a late consegna, which the rules allow
+ * (the message may still be delivered after the final notice), and is
+ * reported as a note, not a violation.  Two consegne, or a consegna and a
+ * mancata consegna, stay violations, before or after the notice; so does a
+ * 24 h notice recorded after a consegna.  A recipient still inside the
  * deadline (DEADLINE_AFTER seconds after the busta or the presa in carico)
  * without its outcome or presa in carico is pending, not a violation.
  *
@@ -54,15 +59,22 @@ struct pec_audit_report {
     long long transactions; /* transactions checked (both sides) */
     long long pending;      /* of those, still waiting inside their deadline */
     long long violations;   /* problems reported */
+    long long notes;        /* findings reported that are no violation */
 };
 
-/* One problem with the transaction IDENTIFICATIVO, as one line of text. */
-typedef void pec_audit_fn(const char *identificativo, const char *problem, void *arg);
+enum pec_audit_level {
+    PEC_AUDIT_VIOLATION, /* the log breaks a rule */
+    PEC_AUDIT_NOTE,      /* allowed, but worth knowing: a late consegna */
+};
+
+/* One finding about the transaction IDENTIFICATIVO, as one line of text. */
+typedef void pec_audit_fn(const char *identificativo, enum pec_audit_level level,
+                          const char *problem, void *arg);
 
 /*
- * Read the whole log and call FN once per problem, transactions in the order
- * of their first record.  Returns the number of violations (also in REP), or
- * -1 with err when the store could not be read.
+ * Read the whole log and call FN once per finding, transactions in the order
+ * of their first record.  Returns the number of violations (also in REP;
+ * notes do not count), or -1 with err when the store could not be read.
  */
 long long pec_audit_run(struct pec_store *st, const struct pec_audit_opts *o, pec_audit_fn *fn,
                         void *arg, struct pec_audit_report *rep, char *err, size_t errlen);

@@ -1,9 +1,10 @@
 /*
  * pecctl audit [--since T] [--json] - check the legal log against the PEC
  * invariants (lib/audit.h): one line "IDENTIFICATIVO: what is wrong" per
- * violation, then the counts.  Exit 0 clean, 1 violations, 64 usage, 74
- * the store could not be read.  A transaction still inside deadline_after
- * is counted as pending, never as a violation.
+ * violation, "IDENTIFICATIVO: note: what" per note (allowed, e.g. a late
+ * consegna), then the counts.  Exit 0 clean (notes or not), 1 violations,
+ * 64 usage, 74 the store could not be read.  A transaction still inside
+ * deadline_after is counted as pending, never as a violation.
  */
 #include "audit.h"
 
@@ -13,19 +14,21 @@
 
 #include "pecctl.h"
 
-static void print_line(const char *identificativo, const char *problem, void *arg)
+static void print_line(const char *identificativo, enum pec_audit_level level, const char *problem,
+                       void *arg)
 {
     (void)arg;
-    printf("%s: %s\n", identificativo, problem);
+    printf("%s: %s%s\n", identificativo, level == PEC_AUDIT_NOTE ? "note: " : "", problem);
 }
 
-static void print_json(const char *identificativo, const char *problem, void *arg)
+static void print_json(const char *identificativo, enum pec_audit_level level, const char *problem,
+                       void *arg)
 {
     int *first = arg;
 
     printf("%s\n  {\"identificativo\":", *first ? "" : ",");
     json_string(identificativo);
-    printf(",\"problem\":");
+    printf(",\"level\":\"%s\",\"problem\":", level == PEC_AUDIT_NOTE ? "note" : "violation");
     json_string(problem);
     putchar('}');
     *first = 0;
@@ -55,10 +58,12 @@ int pecctl_audit(struct ctl *c, int argc, char **argv)
     }
     if (json)
         printf("%s],\n \"records\":%lld,\"transactions\":%lld,\"pending\":%lld,"
-               "\"violations\":%lld}\n",
-               first ? "" : "\n", rep.records, rep.transactions, rep.pending, rep.violations);
+               "\"violations\":%lld,\"notes\":%lld}\n",
+               first ? "" : "\n", rep.records, rep.transactions, rep.pending, rep.violations,
+               rep.notes);
     else
-        printf("audit: %lld records, %lld transactions checked, %lld pending, %lld violations\n",
-               rep.records, rep.transactions, rep.pending, rep.violations);
+        printf("audit: %lld records, %lld transactions checked, %lld pending, %lld violations, "
+               "%lld notes\n",
+               rep.records, rep.transactions, rep.pending, rep.violations, rep.notes);
     return rep.violations > 0 ? 1 : 0;
 }

@@ -60,7 +60,7 @@ class AuditE2E(exchange.ExchangeE2E):
             rc, out, _ = self.audit(conf)
             self.assertEqual(rc, 0, out)
             self.assertRegex(out, r"^audit: \d+ records, %d transactions checked, 0 pending, "
-                             r"0 violations\n$" % txs)
+                             r"0 violations, 0 notes\n$" % txs)
 
         # a second outcome, with its own Message-ID, for luigi
         p = subprocess.run([PECRECORD, "-c", self.conf_a, "MancataConsegna", "ricezione", ident,
@@ -74,12 +74,14 @@ class AuditE2E(exchange.ExchangeE2E):
         self.assertTrue(lines[0].startswith("%s: %s: 2 final outcomes: consegna <" % (ident, LUIGI)),
                         out)
         self.assertIn("mancata consegna <forged.%s>" % ident, lines[0])
-        self.assertRegex(lines[1], r", 1 violations$")
+        self.assertRegex(lines[1], r", 1 violations, 0 notes$")
         rc, out, _ = self.audit(self.conf_a, "--json")
         self.assertEqual(rc, 1, out)
         report = json.loads(out)
         self.assertEqual(report["violations"], 1)
-        self.assertEqual([v["identificativo"] for v in report["problems"]], [ident])
+        self.assertEqual([(v["identificativo"], v["level"]) for v in report["problems"]],
+                         [(ident, "violation")])
+        self.assertEqual(report["notes"], 0)
         # the other provider's log is untouched
         self.assertEqual(self.audit(self.conf_b)[0], 0)
 

@@ -86,6 +86,15 @@ static void clean_log(struct pec_batch *b)
     rec(b, PEC_REG_MANCATA_CONSEGNA_24H, EM, T0 + 20 + 24 * HOUR, "c3@" PEC, "w24@" PEC, "",
         "zeno@pec-c.test", NULL);
 
+    /* nothing for 24 h, then a consegna all the same: late, allowed, a note */
+    accepted(b, T0 + 25, "c6@" PEC, "zeno@pec-c.test (certificato)");
+    rec(b, PEC_REG_MANCATA_CONSEGNA_12H, EM, T0 + 25 + 12 * HOUR, "c6@" PEC, "w12.c6@" PEC, "",
+        "zeno@pec-c.test", NULL);
+    rec(b, PEC_REG_MANCATA_CONSEGNA_24H, EM, T0 + 25 + 24 * HOUR, "c6@" PEC, "w24.c6@" PEC, "",
+        "zeno@pec-c.test", NULL);
+    rec(b, PEC_REG_CONSEGNA, RIC, T0 + 25 + 30 * HOUR, "c6@" PEC, "con.c6@pec-c.test", "",
+        "zeno@pec-c.test", NULL);
+
     /* refused: no busta, no accettazione, nothing expected */
     rec(b, PEC_REG_NON_ACCETTAZIONE, EM, T0 + 30, "c4@" PEC, "na4@" PEC,
         "anna@pec-b.test (certificato)", NULL, NULL);
@@ -187,6 +196,30 @@ static void broken_log(struct pec_batch *b)
     /* v13: receipts received about no busta of ours */
     rec(b, PEC_REG_PRESA_IN_CARICO, RIC, T0 + 1, "v13@" PEC, "pic.v13@b", "", NULL,
         "anna@pec-b.test");
+
+    /* v14: a consegna, then our 24 h notice all the same */
+    accepted(b, T0, "v14@" PEC, anna);
+    rec(b, PEC_REG_PRESA_IN_CARICO, RIC, T0 + 1, "v14@" PEC, "pic.v14@b", "", NULL,
+        "anna@pec-b.test");
+    rec(b, PEC_REG_CONSEGNA, RIC, T0 + 2, "v14@" PEC, "con.v14@b", "", "anna@pec-b.test", NULL);
+    rec(b, PEC_REG_MANCATA_CONSEGNA_24H, EM, T0 + 24 * HOUR, "v14@" PEC, "w24.v14@" PEC, "",
+        "anna@pec-b.test", NULL);
+
+    /* v15: the 24 h notice, then two different consegne */
+    accepted(b, T0, "v15@" PEC, anna);
+    rec(b, PEC_REG_MANCATA_CONSEGNA_24H, EM, T0 + 24 * HOUR, "v15@" PEC, "w24.v15@" PEC, "",
+        "anna@pec-b.test", NULL);
+    rec(b, PEC_REG_CONSEGNA, RIC, T0 + 25 * HOUR, "v15@" PEC, "con.v15@b", "", "anna@pec-b.test",
+        NULL);
+    rec(b, PEC_REG_CONSEGNA, RIC, T0 + 26 * HOUR, "v15@" PEC, "con2.v15@b", "", "anna@pec-b.test",
+        NULL);
+
+    /* v16: the 24 h notice, then a mancata consegna: not the late consegna the rules allow */
+    accepted(b, T0, "v16@" PEC, anna);
+    rec(b, PEC_REG_MANCATA_CONSEGNA_24H, EM, T0 + 24 * HOUR, "v16@" PEC, "w24.v16@" PEC, "",
+        "anna@pec-b.test", NULL);
+    rec(b, PEC_REG_MANCATA_CONSEGNA, RIC, T0 + 25 * HOUR, "v16@" PEC, "mc.v16@b", "",
+        "anna@pec-b.test", NULL);
 }
 
 struct seen {
@@ -194,12 +227,14 @@ struct seen {
     int n;
 };
 
-static void collect(const char *id, const char *problem, void *arg)
+/* As pecctl audit prints them: a note says so. */
+static void collect(const char *id, enum pec_audit_level level, const char *problem, void *arg)
 {
     struct seen *s = arg;
 
     if (s->n < 64)
-        snprintf(s->text[s->n++], sizeof(s->text[0]), "%s: %s", id, problem);
+        snprintf(s->text[s->n++], sizeof(s->text[0]), "%s: %s%s", id,
+                 level == PEC_AUDIT_NOTE ? "note: " : "", problem);
 }
 
 /* How many reported lines start with ID ": " and hold WHAT. */
@@ -250,18 +285,24 @@ static void test_clean(void)
 
     CHECK(pec_audit_run(st, &opts, collect, &s, &rep, err, sizeof(err)) == 0);
     for (int i = 0; i < s.n; i++)
-        fprintf(stderr, "unexpected: %s\n", s.text[i]);
-    CHECK(s.n == 0);
+        fprintf(stderr, "seen: %s\n", s.text[i]);
+    /* only the note about c6's late consegna */
+    CHECK(s.n == 1);
+    CHECK(named(&s, "c6@" PEC,
+                "note: zeno@pec-c.test: late consegna <con.c6@pec-c.test> after the 24 h "
+                "notice <w24.c6@" PEC ">") == 1);
     CHECK(rep.violations == 0);
-    CHECK(rep.transactions == 7);
+    CHECK(rep.notes == 1);
+    CHECK(rep.transactions == 8);
     CHECK(rep.pending == 1);
-    CHECK(rep.records == 28);
+    CHECK(rep.records == 33);
 
     /* once p1's deadline has passed, its missing presa in carico is a violation */
     later.now = NOW + 24 * HOUR;
+    s.n = 0;
     CHECK(pec_audit_run(st, &later, collect, &s, &rep, err, sizeof(err)) == 1);
     CHECK(rep.pending == 0);
-    CHECK(s.n == 1 && named(&s, "p1@" PEC, "anna@pec-b.test: in no presa in carico") == 1);
+    CHECK(s.n == 2 && named(&s, "p1@" PEC, "anna@pec-b.test: in no presa in carico") == 1);
 
     /* --since: only what began at or after it */
     later = opts;
@@ -280,10 +321,11 @@ static void test_broken(void)
     struct seen s = {.n = 0};
     char err[1024];
 
-    CHECK(pec_audit_run(st, &opts, collect, &s, &rep, err, sizeof(err)) == 13);
+    CHECK(pec_audit_run(st, &opts, collect, &s, &rep, err, sizeof(err)) == 16);
     for (int i = 0; i < s.n; i++)
         printf("  %s\n", s.text[i]);
-    CHECK(s.n == 13);
+    CHECK(s.n == 17); /* and the clean log's note */
+    CHECK(rep.notes == 1);
     CHECK(rep.pending == 1);
     CHECK(named(&s, "v1@" PEC, "no accettazione") == 1);
     CHECK(named(&s, "v2@" PEC, "no busta di trasporto") == 1);
@@ -302,9 +344,20 @@ static void test_broken(void)
                 "x@example.org: receipts for a recipient the busta names esterno") == 1);
     CHECK(named(&s, "v12@" PEC, "not accepted") == 1);
     CHECK(named(&s, "v13@" PEC, "receipts received for no busta of ours") == 1);
-    /* nothing of the clean log is named */
+    CHECK(named(&s, "v14@" PEC,
+                "anna@pec-b.test: 2 final outcomes: consegna <con.v14@b>, 24 h notice "
+                "<w24.v14@" PEC ">") == 1);
+    CHECK(named(&s, "v15@" PEC,
+                "anna@pec-b.test: 3 final outcomes: 24 h notice <w24.v15@" PEC
+                ">, consegna <con.v15@b>, consegna <con2.v15@b>") == 1);
+    CHECK(named(&s, "v16@" PEC,
+                "anna@pec-b.test: 2 final outcomes: 24 h notice <w24.v16@" PEC
+                ">, mancata consegna <mc.v16@b>") == 1);
+    CHECK(named(&s, "v1", "note:") == 0);
+    /* nothing of the clean log is named but its note */
     for (int i = 0; i < s.n; i++)
-        CHECK(s.text[i][0] == 'v' || strncmp(s.text[i], "acc.c1@", 7) == 0);
+        CHECK(s.text[i][0] == 'v' || strncmp(s.text[i], "acc.c1@", 7) == 0 ||
+              strncmp(s.text[i], "c6@" PEC ": note: ", 19) == 0);
     pec_store_close(st);
 }
 
