@@ -22,6 +22,8 @@
 
 /* What pecmilter may ask the MTA to do; a connection without them is refused. */
 #define NEEDED_ACTIONS (SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_CHGBODY)
+/* the stages pecmilter answers only at end of message, when the MTA allows */
+#define QUIET (SMFIP_NR_HDR | SMFIP_NR_EOH | SMFIP_NR_BODY)
 
 enum role { ROLE_PASSTHROUGH, ROLE_ACCESS, ROLE_RECEPTION };
 
@@ -105,9 +107,17 @@ static sfsistat cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, u
     if ((c = conn_get(ctx)) == NULL)
         return SMFIS_TEMPFAIL;
     *pf0 = NEEDED_ACTIONS;
-    /* Leading spaces of header values are kept, so an original can be rebuilt byte for byte. */
-    *pf1 = f1 & (SMFIP_HDR_LEADSPC | SMFIP_NOUNKNOWN | SMFIP_NODATA);
+    /*
+     * Leading spaces of header values are kept, so an original can be
+     * rebuilt byte for byte.  No HELO, DATA or unknown-command events (no
+     * role reads them), and no reply to each header, to end of header or to
+     * each body chunk: the roles only collect there and give their verdict
+     * at end of message, so those replies would be round trips that carry
+     * nothing (a 4 KB message has a dozen of them).
+     */
+    *pf1 = f1 & (SMFIP_HDR_LEADSPC | SMFIP_NOUNKNOWN | SMFIP_NODATA | SMFIP_NOHELO | QUIET);
     c->leadspc = (f1 & SMFIP_HDR_LEADSPC) != 0;
+    c->quiet = f1 & QUIET;
     *pf2 = 0;
     *pf3 = 0;
     if (f0 & SMFIF_SETSYMLIST) {
@@ -166,6 +176,7 @@ static sfsistat cb_envfrom(SMFICTX *ctx, char **argv)
     if (c == NULL || c->rt == NULL)
         return SMFIS_TEMPFAIL;
     msg_end(c);
+    c->held = SMFIS_CONTINUE;
     m = c->msg = xcalloc(1, sizeof(*c->msg));
     auth = mta_macro(ctx, "{auth_authen}");
     role = pec_config_role(c->rt->cfg, c->daemon_name, auth != NULL && *auth != '\0');
@@ -199,6 +210,19 @@ static sfsistat cb_envrcpt(SMFICTX *ctx, char **argv)
     return m->ops->envrcpt(ctx, c, m, argv);
 }
 
+/*
+ * The answer at a stage where the MTA may expect none (QUIET): there a
+ * verdict that ends the message is held and given at end of message.
+ */
+static sfsistat answer(struct conn *c, unsigned long nr, sfsistat st)
+{
+    if (c == NULL || (c->quiet & nr) == 0)
+        return st;
+    if (st != SMFIS_CONTINUE && c->held == SMFIS_CONTINUE)
+        c->held = st;
+    return SMFIS_NOREPLY;
+}
+
 static sfsistat cb_header(SMFICTX *ctx, char *name, char *value)
 {
     struct conn *c;
@@ -206,9 +230,9 @@ static sfsistat cb_header(SMFICTX *ctx, char *name, char *value)
     sfsistat st;
 
     if (m == NULL || m->ops->header == NULL)
-        return SMFIS_CONTINUE;
+        return answer(c, SMFIP_NR_HDR, SMFIS_CONTINUE);
     if (c->leadspc || value[0] == ' ' || value[0] == '\t' || value[0] == '\0')
-        return settle(c, m->ops->header(ctx, c, m, name, value));
+        return answer(c, SMFIP_NR_HDR, settle(c, m->ops->header(ctx, c, m, name, value)));
     /*
      * Without SMFIP_HDR_LEADSPC the MTA ate the space after the colon; put
      * the usual one back (a header sent as "Name:value" gains a space).
@@ -218,7 +242,7 @@ static sfsistat cb_header(SMFICTX *ctx, char *name, char *value)
         st = m->ops->header(ctx, c, m, name, spaced);
         free(spaced);
     }
-    return settle(c, st);
+    return answer(c, SMFIP_NR_HDR, settle(c, st));
 }
 
 static sfsistat cb_eoh(SMFICTX *ctx)
@@ -227,8 +251,8 @@ static sfsistat cb_eoh(SMFICTX *ctx)
     struct msg *m = msg_of(ctx, &c);
 
     if (m == NULL || m->ops->eoh == NULL)
-        return SMFIS_CONTINUE;
-    return settle(c, m->ops->eoh(ctx, c, m));
+        return answer(c, SMFIP_NR_EOH, SMFIS_CONTINUE);
+    return answer(c, SMFIP_NR_EOH, settle(c, m->ops->eoh(ctx, c, m)));
 }
 
 static sfsistat cb_body(SMFICTX *ctx, unsigned char *buf, size_t len)
@@ -237,8 +261,8 @@ static sfsistat cb_body(SMFICTX *ctx, unsigned char *buf, size_t len)
     struct msg *m = msg_of(ctx, &c);
 
     if (m == NULL || m->ops->body == NULL)
-        return SMFIS_CONTINUE;
-    return settle(c, m->ops->body(ctx, c, m, buf, len));
+        return answer(c, SMFIP_NR_BODY, SMFIS_CONTINUE);
+    return answer(c, SMFIP_NR_BODY, settle(c, m->ops->body(ctx, c, m, buf, len)));
 }
 
 static sfsistat cb_eom(SMFICTX *ctx)
@@ -247,15 +271,23 @@ static sfsistat cb_eom(SMFICTX *ctx)
     struct msg *m = msg_of(ctx, &c);
     sfsistat st = SMFIS_CONTINUE;
 
-    if (m != NULL && m->ops->eom != NULL)
+    if (c != NULL && c->held != SMFIS_CONTINUE)
+        st = c->held; /* the message ended at a quiet stage */
+    else if (m != NULL && m->ops->eom != NULL)
         st = m->ops->eom(ctx, c, m);
-    msg_end(conn_of(ctx));
+    msg_end(c);
+    if (c != NULL)
+        c->held = SMFIS_CONTINUE;
     return st;
 }
 
 static sfsistat cb_abort(SMFICTX *ctx)
 {
-    msg_end(conn_of(ctx));
+    struct conn *c = conn_of(ctx);
+
+    msg_end(c);
+    if (c != NULL)
+        c->held = SMFIS_CONTINUE;
     return SMFIS_CONTINUE;
 }
 

@@ -39,7 +39,9 @@ struct conn {
     struct runtime *rt; /* the runtime the connection started with */
     char *daemon_name;
     char *client;
-    int leadspc; /* SMFIP_HDR_LEADSPC negotiated: header values keep their leading space */
+    int leadspc;         /* SMFIP_HDR_LEADSPC negotiated: header values keep their leading space */
+    unsigned long quiet; /* SMFIP_NR_* negotiated: the MTA expects no reply at those stages */
+    sfsistat held;       /* a verdict reached at a quiet stage, given at end of message */
     struct msg *msg;
 };
 

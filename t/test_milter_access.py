@@ -19,7 +19,8 @@ import time
 import unittest
 
 from pectest import config, daemon, pecmail, pki
-from pectest.milter import (ALL_ACTIONS, POSTFIX_PROTOCOL, SMFIP_HDR_LEADSPC, parse_message,
+from pectest.milter import (ALL_ACTIONS, POSTFIX_PROTOCOL, SMFIP_HDR_LEADSPC, SMFIP_NOHELO,
+                            SMFIP_NR_BODY, SMFIP_NR_EOH, SMFIP_NR_HDR, parse_message,
                             render_message)
 
 MESSAGE = (b"From: Mario Rossi <mario@pec-a.test>\r\n"
@@ -200,6 +201,19 @@ class AccessMilterTest(unittest.TestCase):
         res = self.send(d, protocol=POSTFIX_PROTOCOL & ~SMFIP_HDR_LEADSPC)
         self.assertEqual(res.reply.code, "continue", res.reply)
         self.check_busta(res, leadspc=False)
+
+    def test_no_reply_asked_where_nothing_is_decided(self):
+        # headers, end of header and body chunks are only collected: the
+        # milter asks the MTA not to wait for an answer to each of them
+        d = self.start()
+        quiet = SMFIP_NR_HDR | SMFIP_NR_EOH | SMFIP_NR_BODY
+        with d.milter() as m:
+            neg = m.negotiate()
+        self.assertEqual(neg["protocol"] & (quiet | SMFIP_NOHELO), quiet | SMFIP_NOHELO)
+        # an MTA that offers none of that gets every answer, and the same busta
+        res = self.send(d, protocol=POSTFIX_PROTOCOL & ~quiet)
+        self.assertEqual(res.reply.code, "continue", res.reply)
+        self.check_busta(res, leadspc=True)
 
     def test_big_body_goes_to_a_spool_file_and_comes_back_in_chunks(self):
         spool = os.path.join(self.tmp.name, "spool")
