@@ -560,7 +560,11 @@ def main():
         b.setup()
         scenarios = [sc for sc in ("baseline", "access", "exchange")
                      if sc == "baseline" or want(sc)]
+        # PECBENCH_SIZES=4096,...: those sizes only (for profiling)
+        sizes = [int(x) for x in os.environ.get("PECBENCH_SIZES", "").split(",") if x]
         for size, counts, lat_n in plan["sizes"]:
+            if sizes and size not in sizes:
+                continue
             say("== %s messages, %d rounds" % (human(size), ROUNDS))
             b.size_step(size, counts, lat_n, scenarios, ROUNDS)
             if size == 4 * KB:
