@@ -3,12 +3,16 @@
  * chosen instants: the three cases of pec-rules.md 4.9 each get exactly the
  * notices the rules say, esterno recipients none, a notice comes once, and
  * a run long after both deadlines (the daemon was down) emits what is owed,
- * once.  Every notice is taken back out of the outbox and inspected as a
- * peer would (signature, daticert against the DTD, tipo, consegna,
+ * once, and so does a run after a first receipt that came late (after the
+ * 12 h, before any run), also through the reception point.  Every notice is taken back out of the
+ * outbox and inspected as a peer would (signature, daticert against the DTD, tipo, consegna,
  * errore-esteso); the log records say the same.  Then the daily seal time
  * and seal + purge.
  */
 #include "msgcheck.h"
+#include "notice.h"
+#include "original.h"
+#include "reception.h"
 #include "registro.h"
 #include "scheduler.h"
 #include "store.h"
@@ -466,6 +470,109 @@ static void test_late_receipts(void)
     pec_store_close(st);
 }
 
+/*
+ * The same through the reception point (lib/reception.c): an avvenuta
+ * consegna signed by provider B, about a transaction sent 13 h before the
+ * test clock's now, marks the 12 h notice owed; one about a transaction
+ * sent 11 h before does not.
+ */
+static void test_through_reception(void)
+{
+    static const struct pec_tx_rcpt r[] = {{"luigi@pec-b.test", 1, 0}};
+    static const char *const ids[2] = {"opec-rp-late@pec-a.test", "opec-rp-intime@pec-a.test"};
+    static const char *const at_a[] = {"<ricevute@pec-a.test>"};
+    char err[1024];
+    char *conf_path = path_join(dir, "pecmilter.conf");
+    char *index_path = path_join(env.pki, "index.ldif");
+    char *cert = path_join(env.pki, "b/cert.pem"), *chain = path_join(env.pki, "b/chain.pem");
+    char *key = path_join(env.pki, "b/key.pem");
+    struct pec_store *st = open_store("reception.db");
+    struct pec_signer *signer_b = pec_signer_load(cert, chain, key, "sha256", err, sizeof(err));
+    struct pec_index *idx = pec_index_load(index_path, err, sizeof(err));
+    struct pec_config *cfg = NULL;
+    struct pec_issuer iss_b = env.iss;
+    struct pec_sched_result res;
+    time_t next;
+    FILE *f = fopen(conf_path, "w");
+
+    CHECK(f != NULL);
+    if (f != NULL) {
+        fprintf(f, "provider_name = \"Gestore A S.p.A.\";\n"
+                   "domains = [ \"pec-a.test\" ];\n"
+                   "service_address = \"posta-certificata@pec-a.test\";\n"
+                   "receipt_address = \"ricevute@pec-a.test\";\n"
+                   "sign_cert = \"x\"; sign_key = \"x\"; trust_anchors = \"x\";"
+                   " index_file = \"x\";\n");
+        fclose(f);
+        cfg = pec_config_load(conf_path, err, sizeof(err));
+    }
+    CHECK(st != NULL && signer_b != NULL && idx != NULL && cfg != NULL);
+    if (st == NULL || signer_b == NULL || idx == NULL || cfg == NULL)
+        goto done;
+    CHECK(cfg->warning_after == 12 * H); /* the default, as conf says */
+    iss_b.provider_name = "Gestore B S.p.A.";
+    iss_b.service_address = "posta-certificata@pec-b.test";
+    iss_b.signer = signer_b;
+    open_tx(st, ids[0], r, 1, env.clock.fixed_at - 13 * H);
+    open_tx(st, ids[1], r, 1, env.clock.fixed_at - 11 * H);
+    for (int i = 0; i < 2; i++) {
+        struct pec_destinatario dest = {.address = "luigi@pec-b.test",
+                                        .tipo = PEC_DEST_CERTIFICATO};
+        struct pec_daticert fa = {.mittente = "mario@pec-a.test",
+                                  .destinatari = &dest,
+                                  .n_destinatari = 1,
+                                  .risposte = "mario@pec-a.test",
+                                  .oggetto = "Fattura marzo",
+                                  .identificativo = (char *)ids[i],
+                                  .consegna = "luigi@pec-b.test"};
+        struct pec_rp_env rp = {
+            .iss = &env.iss, .cfg = cfg, .trust = env.trust, .index = idx, .store = st};
+        struct pec_rp_outcome out;
+        struct pec_original o;
+        struct pec_built b;
+        struct bytes msg;
+
+        if (pec_build_notice(&iss_b,
+                             &(struct pec_notice){.kind = PEC_NOTICE_CONSEGNA_SINTETICA,
+                                                  .facts = &fa,
+                                                  .to = "ricevute@pec-a.test"},
+                             &b, err, sizeof(err)) != 0) {
+            fprintf(stderr, "notice: %s\n", err);
+            CHECK(0);
+            continue;
+        }
+        msg = built_bytes(&b);
+        pec_built_free(&b);
+        CHECK(pec_original_from_mem(&o, msg.p, msg.n, NULL, 1 << 20,
+                                    "<posta-certificata@pec-b.test>", at_a, 1, err,
+                                    sizeof(err)) == 0);
+        CHECK(pec_rp_decide(&rp, &o, "QR", &out, err, sizeof(err)) == 0);
+        CHECK(out.action == PEC_RP_PASS && out.batch != NULL);
+        if (out.batch != NULL)
+            CHECK(pec_store_commit(st, out.batch, err, sizeof(err)) == 0);
+        pec_rp_outcome_free(&out);
+        pec_original_free(&o);
+        free(msg.p);
+        CHECK(state_of(st, ids[i], "luigi@pec-b.test") == PEC_RCPT_DELIVERED);
+    }
+    /* the first run after them: only the late one owes the 12 h notice */
+    res = run_at(st, env.clock.fixed_at + 60, &next);
+    CHECK(res.warned == 1 && res.expired == 0 && next == 0);
+    res = run_at(st, env.clock.fixed_at + 30 * H, &next);
+    CHECK(res.warned == 0 && res.expired == 0 && next == 0);
+done:
+    pec_config_unref(cfg);
+    pec_index_free(idx);
+    pec_signer_free(signer_b);
+    if (st != NULL)
+        pec_store_close(st);
+    free(conf_path);
+    free(index_path);
+    free(cert);
+    free(chain);
+    free(key);
+}
+
 /* Many transactions due at once: a bounded batch per call, NOW as the next due,
  * then the rest. */
 static void test_many(void)
@@ -519,6 +626,7 @@ int main(void)
     test_three_cases();
     test_down_across_deadlines();
     test_late_receipts();
+    test_through_reception();
     test_many();
     testenv_free(&env);
     if (check_failures == 0) {
