@@ -427,13 +427,14 @@ static void note(struct judge *j, const char *fmt, ...)
 }
 
 /*
- * Are the outcomes S (in log order) our 24 h notice, then one consegna?  The
- * rules let a message be delivered after the final notice.
+ * Are the outcomes S (in log order) our 24 h notice, then one consegna or
+ * mancata consegna?  The rules let the far provider's outcome come after the
+ * final notice: the message may still be delivered, or fail, later.
  */
-static int late_consegna(const struct idset *s)
+static int late_outcome(const struct idset *s)
 {
     return s->n == 2 && s->kind[0] == PEC_REG_MANCATA_CONSEGNA_24H &&
-           s->kind[1] == PEC_REG_CONSEGNA;
+           (s->kind[1] == PEC_REG_CONSEGNA || s->kind[1] == PEC_REG_MANCATA_CONSEGNA);
 }
 
 /* "consegna <id1>, mancata consegna <id2>" */
@@ -463,9 +464,9 @@ static int check_rcpt(struct judge *j, const struct rcpt *r, int within)
         else
             violation(j, "%s: no final outcome (consegna, mancata consegna or 24 h notice)",
                       r->address);
-    } else if (late_consegna(&r->outcome)) {
-        note(j, "%s: late consegna <%s> after the 24 h notice <%s>", r->address, r->outcome.id[1],
-             r->outcome.id[0]);
+    } else if (late_outcome(&r->outcome)) {
+        note(j, "%s: late %s <%s> after the 24 h notice <%s>", r->address,
+             kind_words(r->outcome.kind[1]), r->outcome.id[1], r->outcome.id[0]);
     } else if (r->outcome.n > 1) {
         violation(j, "%s: %zu final outcomes: %s", r->address, r->outcome.n,
                   listing(&r->outcome, buf, sizeof(buf)));
