@@ -187,7 +187,8 @@ static int pending_one(const struct pec_pending_rcpt *r, void *arg)
         free(p->last_id);
         p->last_id = xstrdup(r->identificativo);
     }
-    d.final = !(r->state == PEC_RCPT_SENT && r->warned_at == 0);
+    /* the 12 h notice is next while nothing came, or when a late receipt marked it owed */
+    d.final = !((r->state == PEC_RCPT_SENT && r->warned_at == 0) || r->warned_at == PEC_WARN_OWED);
     d.at = r->sent_at + (time_t)(d.final ? p->cfg->deadline_after : p->cfg->warning_after);
     if (d.at + OVERDUE_GRACE < p->now)
         p->overdue++;

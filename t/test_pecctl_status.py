@@ -113,6 +113,23 @@ class StatusTest(unittest.TestCase):
         self.assertRegex(out, r"(?m)^outbox: +2 queued, 0 sending, 0 sent, 1 failed$")
         self.assertRegex(out, r"(?m)^pending: +6 recipients in 3 transactions")
 
+        # taken in charge: the 24 h notice is next; delivered after the 12 h with the
+        # 12 h notice owed (the scheduler's mark): that notice is next, and overdue
+        with contextlib.closing(sqlite3.connect(os.path.join(self.tmp, "s.db"))) as c:
+            taken, owed = c.execute("SELECT identificativo, address FROM recipients"
+                                    " ORDER BY sent_at, identificativo, address LIMIT 2").fetchall()
+            c.execute("UPDATE recipients SET sent_at = sent_at - 80000, state = 'taken',"
+                      " taken_at = ? WHERE identificativo = ? AND address = ?", (start,) + taken)
+            c.execute("UPDATE recipients SET sent_at = sent_at - 50000, state = 'delivered',"
+                      " warned_at = -1 WHERE identificativo = ? AND address = ?", owed)
+            c.commit()
+        rc, r = self.report()
+        kinds = {(n["identificativo"], n["address"]): (n["notice"], n["at"])
+                 for n in r["pending"]["next"]}
+        self.assertEqual(kinds[taken], ("24h", start - 80000 + 86400), r)
+        self.assertEqual(kinds[owed], ("12h", start - 50000 + 43200), r)
+        self.assertEqual(r["pending"]["overdue"], 1, r)
+
     def test_certificate_expiring(self):
         cert, key = os.path.join(self.tmp, "soon.pem"), os.path.join(self.tmp, "soon.key")
         p = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
