@@ -673,6 +673,43 @@ done:
     return ret;
 }
 
+/*
+ * Is O, refused for ESTESO, the retry of a refusal made lately (access.h)?
+ * 1: OUT now carries that refusal's identificativo and instant; 0: no; -1
+ * with err.
+ */
+static int refused_before(const struct pec_access_env *e, const struct pec_original *o,
+                          const char *esteso, struct pec_access_outcome *out, char *err,
+                          size_t errlen)
+{
+    struct pec_refusal prev;
+    char serr[512];
+    int found;
+
+    if (e->store == NULL || o->message_id == NULL || *o->message_id == '\0')
+        return 0;
+    found =
+        pec_store_refused(e->store, pec_original_mittente(o), o->message_id,
+                          out->when - (time_t)e->cfg->deadline_after, &prev, serr, sizeof(serr));
+    if (found < 0) {
+        seterr(err, errlen, "cannot look for an earlier refusal of %s: %s", o->message_id, serr);
+        return -1;
+    }
+    if (found == 0)
+        return 0;
+    found =
+        strcmp(prev.oggetto, o->subject ? o->subject : "") == 0 && strcmp(prev.errore, esteso) == 0;
+    if (found) {
+        free(out->identificativo);
+        out->identificativo = prev.identificativo;
+        prev.identificativo = NULL;
+        out->when = prev.when;
+        out->resubmission = 1;
+    }
+    pec_refusal_free(&prev);
+    return found;
+}
+
 int pec_access_refuse(const struct pec_access_env *e, const struct pec_original *o,
                       const struct pec_access_reply *r, const char *queue_id,
                       struct pec_access_outcome *out, char *err, size_t errlen)
@@ -681,9 +718,15 @@ int pec_access_refuse(const struct pec_access_env *e, const struct pec_original 
     struct pec_record rec;
     char *message_id = NULL;
     char *esteso = pec_errore_esteso(r->xcode, e->iss->provider_name, r->errore);
-    int ret = -1;
+    int ret = -1, again;
 
     outcome_start(e, o, out);
+    if ((again = refused_before(e, o, esteso, out, err, errlen)) != 0) {
+        free(esteso);
+        if (again < 0)
+            pec_access_outcome_free(out);
+        return again < 0 ? -1 : 0; /* a retry: its avviso is in the store already */
+    }
     facts_init(&f, o, &out->rcpts, out->identificativo);
     f.d.errore = PEC_ERRORE_ALTRO;
     f.d.errore_esteso = esteso;
@@ -704,6 +747,12 @@ int pec_access_refuse(const struct pec_access_env *e, const struct pec_original 
     rec.errore = pec_errore_name(PEC_ERRORE_ALTRO);
     rec.errore_esteso = esteso;
     pec_batch_record(out->batch, &rec);
+    if (o->message_id != NULL && *o->message_id != '\0')
+        pec_batch_refused(out->batch, pec_original_mittente(o), o->message_id,
+                          &(struct pec_refusal){.identificativo = out->identificativo,
+                                                .oggetto = o->subject ? o->subject : "",
+                                                .errore = esteso,
+                                                .when = out->when});
     ret = 0;
 
 done:

@@ -51,7 +51,12 @@
  * too: it goes out again, and earns no second receipt.  A message without a
  * Message-ID is always new.  Two copies submitted at the same moment (the
  * second before the first is committed) are two transactions: a client
- * retries only after an answer.
+ * retries only after an answer.  A refusal is alike: the store keeps, per
+ * sender and client Message-ID, the last one (its identificativo, subject,
+ * errore-esteso and instant), and pec_access_refuse() takes a submission
+ * refused within deadline_after for the same subject and reason for its
+ * retry: the same refusal, no second avviso di non accettazione or record
+ * (OUT->resubmission, empty batch).
  *
  * Recipients are the SMTP envelope's (RCPT TO): To and Cc only tell primary
  * from carbon copy.  They are listed To first, then Cc, each in RCPT order;
@@ -176,7 +181,10 @@ int pec_access_accept(const struct pec_access_env *e, const struct pec_original 
                       const char *queue_id, struct pec_access_outcome *out, char *err,
                       size_t errlen);
 
-/* O failed the formal check R: the avviso di non accettazione and its record. */
+/*
+ * O failed the formal check R: the avviso di non accettazione and its
+ * record, or, for the retry of a refusal, an empty batch.
+ */
 int pec_access_refuse(const struct pec_access_env *e, const struct pec_original *o,
                       const struct pec_access_reply *r, const char *queue_id,
                       struct pec_access_outcome *out, char *err, size_t errlen);

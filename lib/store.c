@@ -76,6 +76,12 @@ void pec_batch_free(struct pec_batch *b)
         free(b->delivered[i].message_id);
     }
     free(b->delivered);
+    for (size_t i = 0; i < b->nrefused; i++) {
+        pec_refusal_free(&b->refused[i].r);
+        free(b->refused[i].mittente);
+        free(b->refused[i].client_msgid);
+    }
+    free(b->refused);
     for (size_t i = 0; i < b->nexpect; i++) {
         free(b->expect[i].identificativo);
         free(b->expect[i].address);
@@ -156,6 +162,29 @@ void pec_batch_delivered(struct pec_batch *b, const char *mailbox, const char *m
     d->mailbox = dup_or_empty(mailbox);
     d->message_id = dup_or_empty(message_id);
     d->when = when;
+}
+
+void pec_batch_refused(struct pec_batch *b, const char *mittente, const char *client_msgid,
+                       const struct pec_refusal *r)
+{
+    struct batch_refused *d;
+
+    b->refused = xrealloc(b->refused, (b->nrefused + 1) * sizeof(*b->refused));
+    d = &b->refused[b->nrefused++];
+    d->mittente = dup_or_empty(mittente);
+    d->client_msgid = dup_or_empty(client_msgid);
+    d->r.identificativo = dup_or_empty(r->identificativo);
+    d->r.oggetto = dup_or_empty(r->oggetto);
+    d->r.errore = dup_or_empty(r->errore);
+    d->r.when = r->when;
+}
+
+void pec_refusal_free(struct pec_refusal *r)
+{
+    free(r->identificativo);
+    free(r->oggetto);
+    free(r->errore);
+    memset(r, 0, sizeof(*r));
 }
 
 void pec_batch_outbox(struct pec_batch *b, const struct pec_outmsg *m)

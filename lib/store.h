@@ -245,6 +245,31 @@ int pec_store_delivered(struct pec_store *st, const char *mailbox, const char *m
 void pec_batch_delivered(struct pec_batch *b, const char *mailbox, const char *message_id,
                          time_t when);
 
+/* ---------------------------------------------------------------- access point refusals */
+
+/* A submission the access point refused, with its avviso di non accettazione. */
+struct pec_refusal {
+    char *identificativo; /* the avviso's */
+    char *oggetto;
+    char *errore; /* the avviso's errore-esteso */
+    time_t when;
+};
+
+/*
+ * The last refusal of the client message CLIENT_MSGID from MITTENTE at or
+ * after SINCE: 1 and OUT filled (free with pec_refusal_free), 0 none, -1
+ * with err.
+ */
+int pec_store_refused(struct pec_store *st, const char *mittente, const char *client_msgid,
+                      time_t since, struct pec_refusal *out, char *err, size_t errlen);
+
+/* Remember, in the batch, the refusal R of CLIENT_MSGID from MITTENTE (it replaces an older one).
+ */
+void pec_batch_refused(struct pec_batch *b, const char *mittente, const char *client_msgid,
+                       const struct pec_refusal *r);
+
+void pec_refusal_free(struct pec_refusal *r);
+
 /* ---------------------------------------------------------------- outbox */
 
 enum pec_outbox_state {

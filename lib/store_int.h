@@ -44,6 +44,12 @@ struct batch_delivered {
     time_t when;
 };
 
+struct batch_refused {
+    struct pec_refusal r; /* strings owned */
+    char *mittente;
+    char *client_msgid;
+};
+
 /* A record whose strings the batch owns (the const fields point at copies). */
 struct batch_record {
     struct pec_record r;
@@ -63,6 +69,8 @@ struct pec_batch {
     size_t nwarned;
     struct batch_delivered *delivered;
     size_t ndelivered;
+    struct batch_refused *refused;
+    size_t nrefused;
     struct batch_expect *expect;
     size_t nexpect;
 };

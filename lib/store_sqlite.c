@@ -135,7 +135,19 @@ static const char schema_v4[] =
     "CREATE INDEX recipients_due ON recipients(sent_at, identificativo)"
     " WHERE certificato = 1 AND (state IN ('sent', 'taken') OR warned_at < 0);";
 
-static const char *const migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4};
+/*
+ * Version 5: the access point's refusals by client Message-ID, so a client
+ * retrying one after a crash between the commit of its avviso di non
+ * accettazione and the MTA's reply gets no second avviso (access.h).
+ */
+static const char schema_v5[] =
+    "CREATE TABLE refused ("
+    " mittente TEXT NOT NULL COLLATE NOCASE, client_msgid TEXT NOT NULL,"
+    " identificativo TEXT NOT NULL, oggetto TEXT NOT NULL, errore TEXT NOT NULL,"
+    " at INTEGER NOT NULL, PRIMARY KEY (mittente, client_msgid)) WITHOUT ROWID;"
+    "CREATE INDEX refused_at ON refused(at);";
+
+static const char *const migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5};
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -722,6 +734,26 @@ static int update_warned(struct pec_store *st, const struct batch_warned *w, cha
     return run(st, s, "updating a recipient", err, errlen) < 0 ? -1 : 0;
 }
 
+static int insert_refused(struct pec_store *st, const struct batch_refused *d, char *err,
+                          size_t errlen)
+{
+    sqlite3_stmt *s = prep(st,
+                           "INSERT OR REPLACE INTO refused"
+                           " (mittente, client_msgid, identificativo, oggetto, errore, at)"
+                           " VALUES (?, ?, ?, ?, ?, ?)",
+                           err, errlen);
+
+    if (s == NULL)
+        return -1;
+    bt(s, 1, d->mittente);
+    bt(s, 2, d->client_msgid);
+    bt(s, 3, d->r.identificativo);
+    bt(s, 4, d->r.oggetto);
+    bt(s, 5, d->r.errore);
+    bi(s, 6, d->r.when);
+    return run(st, s, "recording a refusal", err, errlen) < 0 ? -1 : 0;
+}
+
 static int insert_delivered(struct pec_store *st, const struct batch_delivered *d, char *err,
                             size_t errlen)
 {
@@ -880,6 +912,9 @@ static int apply(struct pec_store *st, struct pec_batch *b, char *err, size_t er
             return -1;
     for (size_t i = 0; i < b->ndelivered; i++)
         if (insert_delivered(st, &b->delivered[i], err, errlen) < 0)
+            return -1;
+    for (size_t i = 0; i < b->nrefused; i++)
+        if (insert_refused(st, &b->refused[i], err, errlen) < 0)
             return -1;
     for (size_t i = 0; i < b->nout; i++)
         if (insert_out(st, &b->out[i], now, err, errlen) < 0)
@@ -1122,6 +1157,45 @@ int pec_store_delivered(struct pec_store *st, const char *mailbox, const char *m
         found = 0;
     else
         found = db_fail(st, "reading deliveries", err, errlen);
+    release(st, s);
+    leave(st);
+    return found;
+}
+
+/* ---------------------------------------------------------------- access point refusals */
+
+int pec_store_refused(struct pec_store *st, const char *mittente, const char *client_msgid,
+                      time_t since, struct pec_refusal *out, char *err, size_t errlen)
+{
+    sqlite3_stmt *s;
+    int rc, found;
+
+    memset(out, 0, sizeof(*out));
+    if (enter(st, err, errlen) < 0)
+        return -1;
+    s = prep(st,
+             "SELECT identificativo, oggetto, errore, at FROM refused"
+             " WHERE mittente = ? AND client_msgid = ? AND at >= ?",
+             err, errlen);
+    if (s == NULL) {
+        leave(st);
+        return -1;
+    }
+    bt(s, 1, mittente);
+    bt(s, 2, client_msgid);
+    bi(s, 3, since);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        out->identificativo = coldup(s, 0);
+        out->oggetto = coldup(s, 1);
+        out->errore = coldup(s, 2);
+        out->when = (time_t)sqlite3_column_int64(s, 3);
+        found = 1;
+    } else if (rc == SQLITE_DONE) {
+        found = 0;
+    } else {
+        found = db_fail(st, "reading refusals", err, errlen);
+    }
     release(st, s);
     leave(st);
     return found;
@@ -1747,6 +1821,7 @@ int pec_store_log_purge(struct pec_store *st, long long through_seq, time_t befo
                      errlen) < 0 ||
         purge_before(st, "DELETE FROM transactions WHERE submitted < ?", before, err, errlen) < 0 ||
         purge_before(st, "DELETE FROM delivered WHERE at < ?", before, err, errlen) < 0 ||
+        purge_before(st, "DELETE FROM refused WHERE at < ?", before, err, errlen) < 0 ||
         commit(st, err, errlen) < 0) {
         rollback(st);
         leave(st);

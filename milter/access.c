@@ -72,9 +72,10 @@ static sfsistat refuse(SMFICTX *ctx, struct conn *c, const char *qid,
         pec_access_outcome_free(&out);
         return internal_error(ctx, c, qid, 0, what);
     }
-    log_info(qid, "access: not accepted (%s): identificativo=%s from=%s: %s",
-             pec_access_fault_name(r->fault), out.identificativo, pec_original_mittente(o),
-             r->errore);
+    log_info(qid, "access: not accepted (%s)%s: identificativo=%s from=%s: %s",
+             pec_access_fault_name(r->fault),
+             out.resubmission ? " again, the retry of a refusal: no second avviso" : "",
+             out.identificativo, pec_original_mittente(o), r->errore);
     pec_access_outcome_free(&out);
     mta_setreply(ctx, qid, r->rcode, r->xcode, r->text);
     return SMFIS_REJECT;

@@ -250,6 +250,14 @@ class AccessMilterTest(unittest.TestCase):
         self.assertIn(b"<errore-esteso>5.7.1 - Gestore A S.p.A. - il campo Bcc",
                       avviso.daticert())
         self.assertEqual(self.labels(), ["NonAccettazione"])
+        # the client sends it again (after a 4xx it got because pecmilter died after
+        # committing the avviso): the same refusal, no second avviso
+        again = self.send(d, raw=raw)
+        self.assertEqual(again.reply.code, "replycode")
+        self.assertEqual(again.reply.text, res.reply.text)
+        self.assertEqual(len(self.outbox()), 1)
+        self.assertEqual(self.labels(), ["NonAccettazione"])
+        self.wait_log(d, r"access: not accepted \(bcc\) again, the retry of a refusal")
 
     # -- internal errors -------------------------------------------------------
 

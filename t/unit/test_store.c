@@ -769,7 +769,7 @@ static void test_migrate_v1(void)
     /* make it what version 1 wrote */
     CHECK(sqlite3_open(p, &db) == SQLITE_OK);
     CHECK(sqlite3_exec(db,
-                       "DROP INDEX recipients_due; DROP TABLE delivered;"
+                       "DROP TABLE refused; DROP INDEX recipients_due; DROP TABLE delivered;"
                        " ALTER TABLE recipients DROP COLUMN warned_at;"
                        " DROP INDEX transactions_client; PRAGMA user_version = 1",
                        NULL, NULL, NULL) == SQLITE_OK);
@@ -782,12 +782,15 @@ static void test_migrate_v1(void)
         CHECK(seen.n == 2 && seen.warned[0] == 0);
         CHECK(pec_store_delivered(st, "b1@pec-b.test", "x@y", err, sizeof(err)) == 0);
         pec_store_close(st);
-        /* version 3: the client Message-ID index is there again; version 4: the walk's */
+        /* version 3: the client Message-ID index is there again; version 4: the walk's;
+         * version 5: the refusals */
         CHECK(sqlite3_open(p, &db) == SQLITE_OK);
         CHECK(sqlite3_exec(db, "CREATE INDEX transactions_client ON transactions(submitted)", NULL,
                            NULL, NULL) != SQLITE_OK);
         CHECK(sqlite3_exec(db, "CREATE INDEX recipients_due ON recipients(sent_at)", NULL, NULL,
                            NULL) != SQLITE_OK);
+        CHECK(sqlite3_exec(db, "SELECT identificativo, oggetto, errore, at FROM refused", NULL,
+                           NULL, NULL) == SQLITE_OK);
         sqlite3_close(db);
     }
     free(p);
