@@ -553,19 +553,28 @@ static int store_size(struct pec_store *st)
     return rows + 1000 * recs;
 }
 
-/* Decide MSG (sent to RCPTS) over E and commit what it prepared; OUT is kept for the caller. */
+/*
+ * Decide MSG (sent to RCPTS) over E as the milter does (a formal error is
+ * refused, a good message accepted) and commit what it prepared; OUT is
+ * kept for the caller.
+ */
 static int decide(const struct pec_access_env *e, struct pec_store *st, const char *msg,
                   const char *const *rcpts, size_t n, struct pec_access_outcome *out)
 {
     struct pec_original o;
+    struct pec_access_reply r;
     char err[1024];
-    int ret = -1;
+    int ret = -1, rc;
 
     memset(out, 0, sizeof(*out));
     if (parse(&o, msg, "<mario@pec-a.test>", rcpts, n) != 0)
         return -1;
-    if (pec_access_accept(e, &o, "QID", out, err, sizeof(err)) != 0)
-        fprintf(stderr, "accept: %s\n", err);
+    if (pec_access_formal(&o, 30 << 20, &r) < 0)
+        rc = pec_access_refuse(e, &o, &r, "QID", out, err, sizeof(err));
+    else
+        rc = pec_access_accept(e, &o, "QID", out, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "decide: %s\n", err);
     else if (pec_store_commit(st, out->batch, err, sizeof(err)) != 0)
         fprintf(stderr, "commit: %s\n", err);
     else
@@ -671,31 +680,6 @@ static void test_resubmission(const struct pec_access_env *base)
     pec_store_close(st);
 }
 
-/* Refuse MSG (with a Bcc) over E and commit what it prepared; OUT is kept for the caller. */
-static int refuse(const struct pec_access_env *e, struct pec_store *st, const char *msg,
-                  struct pec_access_outcome *out)
-{
-    const char *const rcpts[] = {"<luigi@pec-b.test>", "<nascosto@pec-b.test>"};
-    struct pec_original o;
-    struct pec_access_reply r;
-    char err[1024];
-    int ret = -1;
-
-    memset(out, 0, sizeof(*out));
-    if (parse(&o, msg, "<mario@pec-a.test>", rcpts, 2) != 0)
-        return -1;
-    if (pec_access_formal(&o, 30 << 20, &r) == 0)
-        fprintf(stderr, "refuse: the message passed\n");
-    else if (pec_access_refuse(e, &o, &r, "QID", out, err, sizeof(err)) != 0)
-        fprintf(stderr, "refuse: %s\n", err);
-    else if (pec_store_commit(st, out->batch, err, sizeof(err)) != 0)
-        fprintf(stderr, "commit: %s\n", err);
-    else
-        ret = 0;
-    pec_original_free(&o);
-    return ret;
-}
-
 /*
  * A refused submission sent again (a client's retry after a crash between
  * the commit of the avviso and the MTA's reply): the same refusal, no second
@@ -707,6 +691,7 @@ static void test_refusal_retry(const struct pec_access_env *base)
     static const char msg[] = "From: mario@pec-a.test\r\nTo: luigi@pec-b.test\r\n"
                               "Bcc: nascosto@pec-b.test\r\nMessage-ID: <r1@client.test>\r\n"
                               "Subject: segreto\r\n\r\nb\r\n";
+    const char *const rcpts[] = {"<luigi@pec-b.test>", "<nascosto@pec-b.test>"};
     struct pec_store *st = fresh_store("refusal-retry.db");
     struct pec_access_env e = *base;
     struct pec_access_outcome first, again;
@@ -715,7 +700,7 @@ static void test_refusal_retry(const struct pec_access_env *base)
     int size;
 
     e.store = st;
-    if (st == NULL || refuse(&e, st, msg, &first) != 0) {
+    if (st == NULL || decide(&e, st, msg, rcpts, 2, &first) != 0) {
         CHECK(0);
         pec_store_close(st);
         return;
@@ -724,7 +709,7 @@ static void test_refusal_retry(const struct pec_access_env *base)
     CHECK((size = store_size(st)) == 1001);
 
     env.clock.fixed_at = t0 + 600;
-    CHECK(refuse(&e, st, msg, &again) == 0);
+    CHECK(decide(&e, st, msg, rcpts, 2, &again) == 0);
     CHECK(again.resubmission == 1);
     CHECK_STR(again.identificativo, first.identificativo);
     CHECK(again.when == t0);
@@ -734,7 +719,7 @@ static void test_refusal_retry(const struct pec_access_env *base)
     /* another subject under the same Message-ID: another refusal */
     other = xstrdup(msg);
     memcpy(strstr(other, "segreto"), "diverso", 7);
-    CHECK(refuse(&e, st, other, &again) == 0);
+    CHECK(decide(&e, st, other, rcpts, 2, &again) == 0);
     CHECK(!again.resubmission && strcmp(again.identificativo, first.identificativo) != 0);
     CHECK(store_size(st) == (size += 1001));
     pec_access_outcome_free(&again);
@@ -742,10 +727,10 @@ static void test_refusal_retry(const struct pec_access_env *base)
 
     /* no Message-ID: every copy is new */
     for (int i = 0; i < 2; i++) {
-        CHECK(refuse(&e, st,
+        CHECK(decide(&e, st,
                      "From: mario@pec-a.test\r\nTo: luigi@pec-b.test\r\n"
                      "Bcc: nascosto@pec-b.test\r\nSubject: segreto\r\n\r\nb\r\n",
-                     &again) == 0);
+                     rcpts, 2, &again) == 0);
         CHECK(!again.resubmission);
         CHECK(store_size(st) == (size += 1001));
         pec_access_outcome_free(&again);
@@ -753,7 +738,7 @@ static void test_refusal_retry(const struct pec_access_env *base)
 
     /* past deadline_after the refusal is not looked at any more */
     env.clock.fixed_at = t0 + e.cfg->deadline_after + 601;
-    CHECK(refuse(&e, st, msg, &again) == 0);
+    CHECK(decide(&e, st, msg, rcpts, 2, &again) == 0);
     CHECK(!again.resubmission && strcmp(again.identificativo, first.identificativo) != 0);
     CHECK(store_size(st) == (size += 1001));
     pec_access_outcome_free(&again);
