@@ -584,6 +584,22 @@ static int same_rcpts(const struct pec_tx_info *tx, struct pec_access_rcpts *rc)
     return 1;
 }
 
+/* Can O be the retry of an earlier submission?  Only with a store and a client Message-ID. */
+static int may_be_retry(const struct pec_access_env *e, const struct pec_original *o)
+{
+    return e->store != NULL && o->message_id != NULL && *o->message_id != '\0';
+}
+
+/* OUT is the retry of the outcome IDENTIFICATIVO (taken over) made at WHEN. */
+static void take_earlier(struct pec_access_outcome *out, char **identificativo, time_t when)
+{
+    free(out->identificativo);
+    out->identificativo = *identificativo;
+    *identificativo = NULL;
+    out->when = when;
+    out->resubmission = 1;
+}
+
 /*
  * Is O the retry of a transaction accepted lately (access.h)?  1: OUT now
  * carries that transaction's identificativo, instant and recipients; 0: a
@@ -596,7 +612,7 @@ static int resubmission(const struct pec_access_env *e, const struct pec_origina
     char serr[512];
     int found;
 
-    if (e->store == NULL || o->message_id == NULL || *o->message_id == '\0')
+    if (!may_be_retry(e, o))
         return 0;
     found = pec_store_tx_find_client(e->store, pec_original_mittente(o), o->message_id,
                                      out->when - (time_t)e->cfg->deadline_after, &tx, serr,
@@ -610,13 +626,8 @@ static int resubmission(const struct pec_access_env *e, const struct pec_origina
     found = strcmp(tx.oggetto, o->subject ? o->subject : "") == 0 &&
             strcmp(tx.tipo_ricevuta, pec_ricevuta_name(o->tipo_ricevuta)) == 0 &&
             same_rcpts(&tx, &out->rcpts);
-    if (found) {
-        free(out->identificativo);
-        out->identificativo = tx.identificativo;
-        tx.identificativo = NULL;
-        out->when = tx.submitted;
-        out->resubmission = 1;
-    }
+    if (found)
+        take_earlier(out, &tx.identificativo, tx.submitted);
     pec_tx_info_free(&tx);
     return found;
 }
@@ -686,7 +697,7 @@ static int refused_before(const struct pec_access_env *e, const struct pec_origi
     char serr[512];
     int found;
 
-    if (e->store == NULL || o->message_id == NULL || *o->message_id == '\0')
+    if (!may_be_retry(e, o))
         return 0;
     found =
         pec_store_refused(e->store, pec_original_mittente(o), o->message_id,
@@ -699,13 +710,8 @@ static int refused_before(const struct pec_access_env *e, const struct pec_origi
         return 0;
     found =
         strcmp(prev.oggetto, o->subject ? o->subject : "") == 0 && strcmp(prev.errore, esteso) == 0;
-    if (found) {
-        free(out->identificativo);
-        out->identificativo = prev.identificativo;
-        prev.identificativo = NULL;
-        out->when = prev.when;
-        out->resubmission = 1;
-    }
+    if (found)
+        take_earlier(out, &prev.identificativo, prev.when);
     pec_refusal_free(&prev);
     return found;
 }
@@ -747,7 +753,7 @@ int pec_access_refuse(const struct pec_access_env *e, const struct pec_original 
     rec.errore = pec_errore_name(PEC_ERRORE_ALTRO);
     rec.errore_esteso = esteso;
     pec_batch_record(out->batch, &rec);
-    if (o->message_id != NULL && *o->message_id != '\0')
+    if (may_be_retry(e, o))
         pec_batch_refused(out->batch, pec_original_mittente(o), o->message_id,
                           &(struct pec_refusal){.identificativo = out->identificativo,
                                                 .oggetto = o->subject ? o->subject : "",
