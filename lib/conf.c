@@ -57,6 +57,7 @@ static const struct conf_key schema[] = {
     {"default_role", T_STRING, "auto", 0, "auto|access|reception|passthrough", 0,
      OFF(default_role)},
     {"reinject", T_STRING, "smtp:127.0.0.1:10025", 0, NULL, 0, OFF(reinject)},
+    {"reinject_sessions", T_INT, "4", 0, NULL, 1, OFF(reinject_sessions)},
     {"sender_logins", T_LOGINMAP, NULL, 0, NULL, 0, OFF(sender_logins)},
     {"outbox_retry_max_backoff", T_INT, "300", 0, NULL, 1, OFF(outbox_retry_max_backoff)},
     {"spool_dir", T_STRING, "", 0, NULL, 0, OFF(spool_dir)},

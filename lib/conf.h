@@ -67,6 +67,7 @@ struct pec_config {
     struct pec_rolemap roles;
     char *default_role;
     char *reinject;
+    long long reinject_sessions;
     struct pec_loginmap sender_logins;
 
     long long warning_after;

@@ -1,5 +1,5 @@
 /*
- * inject - the SMTP and sendmail ways into the MTA, and the injector thread.
+ * inject - the SMTP and sendmail ways into the MTA, and the injector's workers.
  *
  * The SMTP client is the smallest one that is correct for a loopback
  * listener we configure ourselves: EHLO (HELO if refused), no PIPELINING,
@@ -14,9 +14,9 @@
  * Recipients refused with 5xx while others are accepted are dropped and
  * named in the row's note; all refused with 5xx fails the row.
  *
- * The thread's loop: claim, send, record; when nothing is due, end the SMTP
+ * A worker's loop: claim, send, record; when nothing is due, end its SMTP
  * session and sleep until the next attempt is due or a commit wakes it.  If
- * the store cannot record a 250, the thread records nothing else and claims
+ * the store cannot record a 250, the worker records nothing else and claims
  * nothing until that one is recorded, so a sent row is never left looking
  * unsent while the process lives.
  */
@@ -647,26 +647,36 @@ struct sent_unrecorded {
     char note[512];
 };
 
-struct pec_injector {
-    struct pec_store *st;
-    struct pec_mta *mta;
-    long long node;
-    int max_backoff;
-    pec_log_fn *log;
+/* One worker: its own session with the MTA, claiming rows one at a time. */
+struct worker {
+    struct pec_injector *inj;
     pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    int kicked;   /* a commit added rows since the thread last looked */
-    int stopping; /* pec_injector_stop was called */
-    /* thread-private from here */
+    struct pec_mta *mta;
+    unsigned long seen;  /* the wake-up generation it last looked at the outbox in */
     int backoff;         /* seconds; 0 while the MTA and the store answer */
-    int mta_down;        /* the last attempt could not reach the MTA */
-    int store_down;      /* the last store call failed */
+    int mta_down;        /* its last attempt could not reach the MTA */
+    int store_down;      /* its last store call failed */
     int have_unrecorded; /* a 250 the store has not recorded yet */
     struct sent_unrecorded unrecorded;
     /* how long 250s waited to be recorded: the window in which a crash means a resend */
     long long sent_count;
     double window_sum_us, window_max_us;
+};
+
+struct pec_injector {
+    struct pec_store *st;
+    long long node;
+    int max_backoff;
+    pec_log_fn *log;
+    pthread_mutex_t lock; /* guards what follows */
+    pthread_cond_t cond;
+    unsigned long kicks;  /* wake-up generation: a commit added rows */
+    int stopping;         /* pec_injector_stop was called */
+    int recovered;        /* the rows of an earlier run are queued again */
+    int mta_down_workers; /* workers that cannot reach the MTA: one log line per outage */
+    int store_down_workers;
+    size_t nworkers, started;
+    struct worker *w;
 };
 
 static void say(struct pec_injector *inj, int prio, const char *qid, const char *fmt, ...)
@@ -693,69 +703,94 @@ static void wake_hook(void *arg)
 void pec_injector_wake(struct pec_injector *inj)
 {
     pthread_mutex_lock(&inj->lock);
-    inj->kicked = 1;
-    pthread_cond_signal(&inj->cond);
+    inj->kicks++;
+    pthread_cond_broadcast(&inj->cond);
     pthread_mutex_unlock(&inj->lock);
 }
 
-/*
- * Sleep until DEADLINE (Unix seconds), a wake-up, or stop; with USE_KICK 0
- * a wake-up does not end the sleep (backing off).  Nonzero when stopping.
- */
-static int sleep_until(struct pec_injector *inj, time_t deadline, int use_kick)
+/* Note the wake-up generation before looking at the outbox, so no wake-up is missed. */
+static void look(struct worker *w)
 {
+    pthread_mutex_lock(&w->inj->lock);
+    w->seen = w->inj->kicks;
+    pthread_mutex_unlock(&w->inj->lock);
+}
+
+/*
+ * Sleep until DEADLINE (Unix seconds), a wake-up since the worker last
+ * looked, or stop; with USE_KICK 0 a wake-up does not end the sleep
+ * (backing off).  Nonzero when stopping.
+ */
+static int sleep_until(struct worker *w, time_t deadline, int use_kick)
+{
+    struct pec_injector *inj = w->inj;
     struct timespec ts;
     int stopping;
 
     pthread_mutex_lock(&inj->lock);
     clock_gettime(CLOCK_MONOTONIC, &ts);
     ts.tv_sec += deadline - time(NULL);
-    while (!inj->stopping && !(use_kick && inj->kicked))
+    while (!inj->stopping && !(use_kick && inj->kicks != w->seen))
         if (pthread_cond_timedwait(&inj->cond, &inj->lock, &ts) == ETIMEDOUT)
             break;
-    if (use_kick)
-        inj->kicked = 0;
     stopping = inj->stopping;
     pthread_mutex_unlock(&inj->lock);
     return stopping;
 }
 
-static int next_backoff(struct pec_injector *inj)
+static int next_backoff(struct worker *w)
 {
-    inj->backoff = inj->backoff ? inj->backoff * 2 : 1;
-    if (inj->backoff > inj->max_backoff)
-        inj->backoff = inj->max_backoff;
-    return inj->backoff;
+    w->backoff = w->backoff ? w->backoff * 2 : 1;
+    if (w->backoff > w->inj->max_backoff)
+        w->backoff = w->inj->max_backoff;
+    return w->backoff;
+}
+
+/*
+ * Count W in or out of a trouble (*FLAG its own mark, *COUNT the workers
+ * marked).  1 when the injector as a whole just entered it (first worker in)
+ * or left it (last worker out), for the one log line that says so.
+ */
+static int trouble(struct worker *w, int *flag, int *count, int down)
+{
+    int edge = 0;
+
+    if (*flag == down)
+        return 0;
+    *flag = down;
+    pthread_mutex_lock(&w->inj->lock);
+    *count += down ? 1 : -1;
+    edge = down ? *count == 1 : *count == 0;
+    pthread_mutex_unlock(&w->inj->lock);
+    return edge;
 }
 
 /* The store failed: say so once, until it works again. */
-static void store_failed(struct pec_injector *inj, const char *err)
+static void store_failed(struct worker *w, const char *err)
 {
-    if (!inj->store_down)
-        say(inj, LOG_ERR, NULL, "outbox: %s; retrying", err);
-    inj->store_down = 1;
+    if (trouble(w, &w->store_down, &w->inj->store_down_workers, 1))
+        say(w->inj, LOG_ERR, NULL, "outbox: %s; retrying", err);
 }
 
-static void store_works(struct pec_injector *inj)
+static void store_works(struct worker *w)
 {
-    if (inj->store_down)
-        say(inj, LOG_INFO, NULL, "outbox: the store works again");
-    inj->store_down = 0;
+    if (trouble(w, &w->store_down, &w->inj->store_down_workers, 0))
+        say(w->inj, LOG_INFO, NULL, "outbox: the store works again");
 }
 
-/* Record the 250 kept in inj->unrecorded; 0 when done. */
-static int record_unrecorded(struct pec_injector *inj)
+/* Record the 250 kept in w->unrecorded; 0 when done. */
+static int record_unrecorded(struct worker *w)
 {
-    struct sent_unrecorded *u = &inj->unrecorded;
+    struct sent_unrecorded *u = &w->unrecorded;
     char err[1024];
 
-    if (pec_store_outbox_sent(inj->st, u->id, time(NULL), u->queue_id, u->note, err, sizeof(err)) <
-        0) {
-        store_failed(inj, err);
+    if (pec_store_outbox_sent(w->inj->st, u->id, time(NULL), u->queue_id, u->note, err,
+                              sizeof(err)) < 0) {
+        store_failed(w, err);
         return -1;
     }
-    store_works(inj);
-    inj->have_unrecorded = 0;
+    store_works(w);
+    w->have_unrecorded = 0;
     return 0;
 }
 
@@ -769,18 +804,17 @@ static void rcpt_list(const struct pec_outbox_row *row, char *out, size_t outlen
 }
 
 /* The MTA answered (whatever it said): no more backing off from it. */
-static void mta_answers(struct pec_injector *inj)
+static void mta_answers(struct worker *w)
 {
-    if (inj->mta_down)
-        say(inj, LOG_INFO, NULL, "outbox: the MTA answers again");
-    inj->mta_down = 0;
-    inj->backoff = 0;
+    if (trouble(w, &w->mta_down, &w->inj->mta_down_workers, 0))
+        say(w->inj, LOG_INFO, NULL, "outbox: the MTA answers again");
+    w->backoff = 0;
 }
 
-static void sent(struct pec_injector *inj, const struct pec_outbox_row *row,
+static void sent(struct worker *w, const struct pec_outbox_row *row,
                  const struct pec_inject_result *res)
 {
-    struct sent_unrecorded *u = &inj->unrecorded;
+    struct sent_unrecorded *u = &w->unrecorded;
     struct timespec t0, t1;
     char to[512];
 
@@ -788,40 +822,40 @@ static void sent(struct pec_injector *inj, const struct pec_outbox_row *row,
     snprintf(u->message_id, sizeof(u->message_id), "%s", row->message_id);
     snprintf(u->queue_id, sizeof(u->queue_id), "%s", res->queue_id);
     snprintf(u->note, sizeof(u->note), "%s%s", res->refused[0] ? "refused: " : "", res->refused);
-    inj->have_unrecorded = 1;
+    w->have_unrecorded = 1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (record_unrecorded(inj) == 0) {
+    if (record_unrecorded(w) == 0) {
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double us = (double)(t1.tv_sec - t0.tv_sec) * 1e6 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e3;
-        inj->sent_count++;
-        inj->window_sum_us += us;
-        if (us > inj->window_max_us)
-            inj->window_max_us = us;
+        w->sent_count++;
+        w->window_sum_us += us;
+        if (us > w->window_max_us)
+            w->window_max_us = us;
     }
     rcpt_list(row, to, sizeof(to));
-    say(inj, LOG_INFO, res->queue_id, "outbox: <%s> (%s %s) to %s: sent%s%s%s", row->message_id,
+    say(w->inj, LOG_INFO, res->queue_id, "outbox: <%s> (%s %s) to %s: sent%s%s%s", row->message_id,
         row->tipo, row->identificativo, to,
         row->doubts ? ", again after an unclean stop (the MTA may have had it already)" : "",
         res->refused[0] ? "; refused for good: " : "", res->refused);
-    mta_answers(inj);
+    mta_answers(w);
 }
 
-static void deferred(struct pec_injector *inj, const struct pec_outbox_row *row,
+static void deferred(struct worker *w, const struct pec_outbox_row *row,
                      const struct pec_inject_result *res)
 {
+    struct pec_injector *inj = w->inj;
     time_t now = time(NULL), next;
     char err[1024];
     int wait;
 
     if (res->unreachable) {
-        wait = next_backoff(inj);
-        if (!inj->mta_down)
+        wait = next_backoff(w);
+        if (trouble(w, &w->mta_down, &inj->mta_down_workers, 1))
             say(inj, LOG_WARNING, NULL, "outbox: the MTA cannot take messages: %s", res->text);
-        inj->mta_down = 1;
         if (pec_store_outbox_note(inj->st, now, res->text, err, sizeof(err)) < 0)
-            store_failed(inj, err);
+            store_failed(w, err);
     } else {
-        mta_answers(inj);
+        mta_answers(w);
         wait = row->attempts >= 30 ? inj->max_backoff : 1 << (row->attempts - 1);
         if (wait > inj->max_backoff)
             wait = inj->max_backoff;
@@ -830,80 +864,107 @@ static void deferred(struct pec_injector *inj, const struct pec_outbox_row *row,
     }
     next = now + wait;
     if (pec_store_outbox_defer(inj->st, row->id, now, next, res->text, err, sizeof(err)) < 0)
-        store_failed(inj, err);
+        store_failed(w, err);
 }
 
-static void failed(struct pec_injector *inj, const struct pec_outbox_row *row,
+static void failed(struct worker *w, const struct pec_outbox_row *row,
                    const struct pec_inject_result *res)
 {
     char err[1024];
 
-    mta_answers(inj);
-    say(inj, LOG_ERR, NULL,
+    mta_answers(w);
+    say(w->inj, LOG_ERR, NULL,
         "outbox: <%s> (%s %s): refused by the MTA, kept for `pecctl outbox retry %lld`: %s",
         row->message_id, row->tipo, row->identificativo, row->id, res->text);
-    if (pec_store_outbox_fail(inj->st, row->id, time(NULL), res->text, err, sizeof(err)) < 0)
-        store_failed(inj, err);
+    if (pec_store_outbox_fail(w->inj->st, row->id, time(NULL), res->text, err, sizeof(err)) < 0)
+        store_failed(w, err);
 }
 
 /* Claim and send one row.  Returns the time to sleep until (0: go on at once). */
-static time_t step(struct pec_injector *inj)
+static time_t step(struct worker *w)
 {
+    struct pec_injector *inj = w->inj;
     struct pec_outbox_row row;
     struct pec_inject_result res;
     char err[1024];
     time_t next;
     int rc;
 
-    if (inj->have_unrecorded && record_unrecorded(inj) < 0)
-        return time(NULL) + next_backoff(inj);
+    if (w->have_unrecorded && record_unrecorded(w) < 0)
+        return time(NULL) + next_backoff(w);
+    look(w);
     rc = pec_store_outbox_claim(inj->st, time(NULL), inj->node, &row, &next, err, sizeof(err));
     if (rc < 0) {
-        store_failed(inj, err);
-        return time(NULL) + next_backoff(inj);
+        store_failed(w, err);
+        return time(NULL) + next_backoff(w);
     }
-    store_works(inj);
+    store_works(w);
     if (rc == 0) {
         /* rows queued by another process (pecctl outbox retry) wake nobody: look again anyway */
         time_t poll = time(NULL) + inj->max_backoff;
-        pec_mta_close(inj->mta);
-        if (pec_store_outbox_tidy(inj->st, err, sizeof(err)) < 0)
-            store_failed(inj, err);
+        pec_mta_close(w->mta);
+        if (w == &inj->w[0] && pec_store_outbox_tidy(inj->st, err, sizeof(err)) < 0)
+            store_failed(w, err);
         return next > 0 && next < poll ? next : poll;
     }
     switch (
-        pec_mta_send(inj->mta, (const char *const *)row.rcpt, row.nrcpt, row.data, row.len, &res)) {
+        pec_mta_send(w->mta, (const char *const *)row.rcpt, row.nrcpt, row.data, row.len, &res)) {
     case PEC_INJECT_OK:
-        sent(inj, &row, &res);
+        sent(w, &row, &res);
         break;
     case PEC_INJECT_TEMP:
-        deferred(inj, &row, &res);
+        deferred(w, &row, &res);
         break;
     case PEC_INJECT_PERM:
-        failed(inj, &row, &res);
+        failed(w, &row, &res);
         break;
     }
     pec_outbox_row_free(&row);
-    return (inj->mta_down || inj->store_down) ? time(NULL) + inj->backoff : 0;
+    return (w->mta_down || w->store_down) ? time(NULL) + w->backoff : 0;
 }
 
-static void recover(struct pec_injector *inj)
+/*
+ * Queue again the rows an earlier run of this node left "sending", before
+ * any worker claims: those of a worker of this run are in the MTA's hands.
+ */
+static void recover(struct worker *w)
 {
+    struct pec_injector *inj = w->inj;
     char err[1024];
     int n;
 
     while ((n = pec_store_outbox_recover(inj->st, inj->node, err, sizeof(err))) < 0) {
-        store_failed(inj, err);
-        if (sleep_until(inj, time(NULL) + next_backoff(inj), 0))
+        store_failed(w, err);
+        if (sleep_until(w, time(NULL) + next_backoff(w), 0))
             return;
     }
-    store_works(inj);
-    inj->backoff = 0;
+    store_works(w);
+    w->backoff = 0;
     if (n > 0)
         say(inj, LOG_WARNING, NULL,
             "outbox: %d message(s) were in the MTA's hands when pecmilter stopped; sending them "
             "again with the same Message-ID (the MTA may already have some)",
             n);
+}
+
+/* The first worker recovers; the others wait for it.  Nonzero when stopping. */
+static int await_recovery(struct worker *w)
+{
+    struct pec_injector *inj = w->inj;
+    int stopping;
+
+    if (w == &inj->w[0])
+        recover(w);
+    pthread_mutex_lock(&inj->lock);
+    if (w == &inj->w[0]) {
+        inj->recovered = 1;
+        pthread_cond_broadcast(&inj->cond);
+    }
+    while (!inj->recovered && !inj->stopping)
+        pthread_cond_wait(&inj->cond, &inj->lock);
+    stopping = inj->stopping;
+    pthread_mutex_unlock(&inj->lock);
+    return stopping;
 }
 
 static int is_stopping(struct pec_injector *inj)
@@ -916,40 +977,66 @@ static int is_stopping(struct pec_injector *inj)
     return stopping;
 }
 
-static void *injector_main(void *arg)
+static void *worker_main(void *arg)
 {
-    struct pec_injector *inj = arg;
-    int stopping;
+    struct worker *w = arg;
+    int stopping = await_recovery(w);
 
-    recover(inj);
-    do {
-        time_t until = step(inj);
+    while (!stopping) {
+        time_t until = step(w);
         /* backing off from a failing MTA or store: a new row does not cut the wait short */
-        int backing_off = inj->mta_down || inj->store_down;
+        int backing_off = w->mta_down || w->store_down;
         if (until == 0)
-            stopping = is_stopping(inj);
+            stopping = is_stopping(w->inj);
         else
-            stopping = sleep_until(inj, until, !backing_off);
-    } while (!stopping);
-    pec_mta_close(inj->mta);
-    if (inj->have_unrecorded)
-        say(inj, LOG_ERR, inj->unrecorded.queue_id,
+            stopping = sleep_until(w, until, !backing_off);
+    }
+    pec_mta_close(w->mta);
+    if (w->have_unrecorded)
+        say(w->inj, LOG_ERR, w->unrecorded.queue_id,
             "outbox: <%s> was taken by the MTA but the store could not record it; it will be "
             "sent again at the next start",
-            inj->unrecorded.message_id);
-    if (inj->sent_count > 0)
+            w->unrecorded.message_id);
+    return NULL;
+}
+
+/* The figures of the run, summed over the workers, in one line. */
+static void say_figures(struct pec_injector *inj)
+{
+    long long n = 0;
+    double sum = 0, max = 0;
+
+    for (size_t i = 0; i < inj->nworkers; i++) {
+        n += inj->w[i].sent_count;
+        sum += inj->w[i].window_sum_us;
+        if (inj->w[i].window_max_us > max)
+            max = inj->w[i].window_max_us;
+    }
+    if (n > 0)
         say(inj, LOG_INFO, NULL,
             "outbox: %lld message(s) sent; recording a 250 took %.0f us on average, %.0f us at "
             "most",
-            inj->sent_count, inj->window_sum_us / (double)inj->sent_count, inj->window_max_us);
-    return NULL;
+            n, sum / (double)n, max);
+}
+
+/* Stop and join the workers started so far. */
+static void stop_workers(struct pec_injector *inj)
+{
+    pthread_mutex_lock(&inj->lock);
+    inj->stopping = 1;
+    pthread_cond_broadcast(&inj->cond);
+    pthread_mutex_unlock(&inj->lock);
+    for (size_t i = 0; i < inj->started; i++)
+        pthread_join(inj->w[i].thread, NULL);
 }
 
 static void injector_free(struct pec_injector *inj)
 {
+    for (size_t i = 0; i < inj->nworkers; i++)
+        pec_mta_free(inj->w[i].mta);
+    free(inj->w);
     pthread_cond_destroy(&inj->cond);
     pthread_mutex_destroy(&inj->lock);
-    pec_mta_free(inj->mta);
     free(inj);
 }
 
@@ -960,32 +1047,38 @@ struct pec_injector *pec_injector_start(const struct pec_injector_conf *conf, st
     pthread_condattr_t ca;
     int rc;
 
-    inj->mta = pec_mta_new(conf->reinject, conf->mail_from, err, errlen);
-    if (inj->mta == NULL) {
-        free(inj);
-        return NULL;
-    }
-    inj->st = st;
-    inj->node = conf->node;
-    inj->max_backoff = conf->max_backoff > 0 ? conf->max_backoff : 1;
-    inj->log = conf->log;
     if ((rc = pthread_condattr_init(&ca)) != 0 ||
         (rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC)) != 0 ||
         (rc = pthread_cond_init(&inj->cond, &ca)) != 0) {
         seterr(err, errlen, "injector: condition variable: %s", strerror(rc));
-        pec_mta_free(inj->mta);
         free(inj);
         return NULL;
     }
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&inj->lock, NULL);
-    pec_store_set_outbox_hook(st, wake_hook, inj);
-    if ((rc = pthread_create(&inj->thread, NULL, injector_main, inj)) != 0) {
-        seterr(err, errlen, "injector: cannot start the thread: %s", strerror(rc));
-        pec_store_set_outbox_hook(st, NULL, NULL);
-        injector_free(inj);
-        return NULL;
+    inj->st = st;
+    inj->node = conf->node;
+    inj->max_backoff = conf->max_backoff > 0 ? conf->max_backoff : 1;
+    inj->log = conf->log;
+    inj->nworkers = conf->sessions > 0 ? (size_t)conf->sessions : 1;
+    inj->w = xcalloc(inj->nworkers, sizeof(*inj->w));
+    for (size_t i = 0; i < inj->nworkers; i++) {
+        inj->w[i].inj = inj;
+        if ((inj->w[i].mta = pec_mta_new(conf->reinject, conf->mail_from, err, errlen)) == NULL) {
+            injector_free(inj);
+            return NULL;
+        }
     }
+    pec_store_set_outbox_hook(st, wake_hook, inj);
+    for (; inj->started < inj->nworkers; inj->started++)
+        if ((rc = pthread_create(&inj->w[inj->started].thread, NULL, worker_main,
+                                 &inj->w[inj->started])) != 0) {
+            seterr(err, errlen, "injector: cannot start a thread: %s", strerror(rc));
+            stop_workers(inj);
+            pec_store_set_outbox_hook(st, NULL, NULL);
+            injector_free(inj);
+            return NULL;
+        }
     return inj;
 }
 
@@ -993,11 +1086,8 @@ void pec_injector_stop(struct pec_injector *inj)
 {
     if (inj == NULL)
         return;
-    pthread_mutex_lock(&inj->lock);
-    inj->stopping = 1;
-    pthread_cond_signal(&inj->cond);
-    pthread_mutex_unlock(&inj->lock);
-    pthread_join(inj->thread, NULL);
+    stop_workers(inj);
     pec_store_set_outbox_hook(inj->st, NULL, NULL);
+    say_figures(inj);
     injector_free(inj);
 }

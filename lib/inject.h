@@ -1,6 +1,6 @@
 /*
  * inject - hand generated receipts and notices to the MTA, and the injector
- * thread that drains the store's outbox.
+ * workers that drain the store's outbox.
  *
  * A pec_mta is the way into the MTA named by the `reinject` setting:
  * "smtp:HOST:PORT" (a loopback listener without milter, so what we generate
@@ -10,18 +10,26 @@
  * to the final dot being 250, and pec_mta_send() returns as soon as that
  * reply is read, so the caller can record it before anything else happens.
  *
- * The injector is one thread.  It claims the oldest due outbox row, sends
- * it, and marks it sent (with the MTA's queue id), deferred (a temporary
- * failure: exponential backoff per row) or failed (the MTA refused it for
- * good).  When the MTA cannot be reached it stops trying for a while, from
- * 1 s doubling up to max_backoff, and notes the reason on every waiting row
- * so `pecctl outbox` shows it.  A commit that adds outbox rows wakes it;
- * rows queued again by another process (`pecctl outbox retry`) are seen
- * within max_backoff seconds.
+ * The injector is a few worker threads (`sessions`), each with its own
+ * session with the MTA, because the MTA answers 250 only once its queue
+ * file is on disk: one session at a time leaves the outbox draining at one
+ * message per fsync of the MTA's, whatever the CPUs could do.  A worker
+ * claims the oldest due outbox row (the store gives each row to one
+ * worker), sends it, and marks it sent (with the MTA's queue id), deferred
+ * (a temporary failure: exponential backoff per row) or failed (the MTA
+ * refused it for good).  When the MTA cannot be reached a worker stops
+ * trying for a while, from 1 s doubling up to max_backoff, and notes the
+ * reason on every waiting row so `pecctl outbox` shows it; the log says
+ * once that the MTA is down and once that it answers again.  A commit that
+ * adds outbox rows wakes the workers; rows queued again by another process
+ * (`pecctl outbox retry`) are seen within max_backoff seconds.  Rows go out
+ * in parallel, so two rows queued together may reach the MTA in either
+ * order, as they may leave its queue in either order anyway.
  *
  * Crash safety: a row is "sending" in the store while it is in the MTA's
- * hands.  After a crash or kill -9 the injector puts such rows back and
- * sends them again, same bytes, same Message-ID: nothing owed is lost.  The
+ * hands.  After a crash or kill -9 the injector puts such rows back (before
+ * any worker claims one) and sends them again, same bytes, same
+ * Message-ID: nothing owed is lost.  The
  * MTA may already hold the first copy when the process died after the MTA
  * committed the message but before the store recorded the 250; SMTP offers
  * no way to ask, so that copy arrives twice, identical.  The store's side
@@ -76,14 +84,15 @@ struct pec_injector_conf {
     const char *mail_from; /* the service address */
     long long node;        /* node_id: whose "sending" rows are ours after a crash */
     int max_backoff;       /* seconds, at least 1 */
+    int sessions;          /* workers, each with its own MTA session; 0: 1 */
     pec_log_fn *log;       /* where the injector's lines go; NULL: nowhere */
 };
 
 struct pec_injector;
 
 /*
- * Start the injector thread on ST (which must outlive it) and make ST's
- * commits wake it.  NULL with err when the target is not understood or the
+ * Start the injector's workers on ST (which must outlive it) and make ST's
+ * commits wake them.  NULL with err when the target is not understood or a
  * thread cannot start.
  */
 struct pec_injector *pec_injector_start(const struct pec_injector_conf *conf, struct pec_store *st,

@@ -10,6 +10,8 @@
 
 /* a day: longer waits would only hide an MTA that is down */
 #define MAX_BACKOFF_CAP 86400
+/* more parallel sessions than this only queue up in front of the MTA's own fsyncs */
+#define SESSIONS_CAP 64
 
 static struct pec_injector *running;
 
@@ -27,6 +29,8 @@ int injector_start(const struct pec_config *cfg, struct pec_store *store)
         .max_backoff = cfg->outbox_retry_max_backoff > MAX_BACKOFF_CAP
                            ? MAX_BACKOFF_CAP
                            : (int)cfg->outbox_retry_max_backoff,
+        .sessions =
+            cfg->reinject_sessions > SESSIONS_CAP ? SESSIONS_CAP : (int)cfg->reinject_sessions,
         .log = to_daemon_log,
     };
     char err[1024];
@@ -37,7 +41,8 @@ int injector_start(const struct pec_config *cfg, struct pec_store *store)
         log_err(NULL, "%s", err);
         return -1;
     }
-    log_info(NULL, "outbox: injecting into %s as %s", cfg->reinject, cfg->service_address);
+    log_info(NULL, "outbox: injecting into %s as %s, %d session(s)", cfg->reinject,
+             cfg->service_address, conf.sessions);
     return 0;
 }
 

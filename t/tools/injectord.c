@@ -251,8 +251,12 @@ static void *producer(void *arg)
 
 static int run(struct opts *o)
 {
-    struct pec_injector_conf ic = {cfg->reinject, cfg->service_address, cfg->node_id,
-                                   (int)cfg->outbox_retry_max_backoff, to_stderr};
+    struct pec_injector_conf ic = {.reinject = cfg->reinject,
+                                   .mail_from = cfg->service_address,
+                                   .node = cfg->node_id,
+                                   .max_backoff = (int)cfg->outbox_retry_max_backoff,
+                                   .sessions = (int)cfg->reinject_sessions,
+                                   .log = to_stderr};
     struct pec_injector *inj;
     pthread_t prod;
     sigset_t set;
