@@ -42,8 +42,7 @@ CHILD = textwrap.dedent("""
         # someone kills the reaper; the next registration must start a new one that
         # knows about everything registered so far
         import os, signal
-        reapers = [p for p in pf.leftovers(work) if b"--reaper" in
-                   open("/proc/%d/cmdline" % p, "rb").read()]
+        reapers = [p for p in pf.leftovers(work) if pf.is_reaper(p)]
         assert len(reapers) == 1, reapers
         os.kill(reapers[0], signal.SIGKILL)
         while pf._proc_stat(reapers[0]):

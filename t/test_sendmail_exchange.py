@@ -106,10 +106,7 @@ class _Exchange:
     def tearDownClass(cls):
         bad = [e for e in (e2e.daemon_exit(n, d) for n, d in cls.daemons.items()) if e]
         cls._stop()
-        # the reaper keeps its log open in the first workdir it was told of; it is
-        # not an instance's process and leaves when this process does
-        left = [p for p in pf.leftovers(cls.tmp)
-                if b"--reaper" not in open("/proc/%d/cmdline" % p, "rb").read()]
+        left = sorted(pf.instances_left(cls.tmp))
         if left:
             bad.append("processes left behind: %s" % ", ".join(
                 "%d %s" % (p, open("/proc/%d/cmdline" % p, "rb").read().replace(b"\0", b" "))

@@ -203,6 +203,21 @@ def _instance_pids(etc, queue):
     return {p for p in found if _proc_stat(p)}
 
 
+def is_reaper(pid):
+    """Whether pid is the cleanup reaper of some test process (not an instance's)."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return b"--reaper" in f.read()
+    except OSError:
+        return False
+
+
+def instances_left(path):
+    """leftovers(path) but the reaper, which keeps its log open in the first work
+    directory it was told of and leaves when its test process does."""
+    return {p for p in leftovers(path) if not is_reaper(p)}
+
+
 def leftovers(path):
     """PIDs of live processes (other than this one) whose working directory, program,
     command line, environment or open files refer to anything under path: what a test
