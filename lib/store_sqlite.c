@@ -1481,7 +1481,14 @@ int pec_store_outbox_tidy(struct pec_store *st, char *err, size_t errlen)
 
     if (enter_relaxed(st, err, errlen) < 0)
         return -1;
-    n = exec(st, "UPDATE outbox SET message = X'', kept = 0 WHERE kept = 1 AND state = 'sent'",
+    /*
+     * Through the partial index of the rows still holding their bytes: the
+     * planner would otherwise walk outbox_due over every row ever sent, and
+     * this runs each time the outbox empties, holding the store.
+     */
+    n = exec(st,
+             "UPDATE outbox INDEXED BY outbox_kept SET message = X'', kept = 0"
+             " WHERE kept = 1 AND state = 'sent'",
              "dropping sent messages", err, errlen);
     if (n == 0)
         n = sqlite3_changes(st->db);
@@ -1519,8 +1526,11 @@ int pec_store_outbox_stats(struct pec_store *st, struct pec_outbox_stats *out, c
         db_fail(st, "counting the outbox", err, errlen);
         goto fail;
     }
-    s = prep(st, "SELECT id, created FROM outbox WHERE state != 'sent' ORDER BY id LIMIT 1", err,
-             errlen);
+    /* by the states a row waits in, so the rows ever sent are not read one by one */
+    s = prep(st,
+             "SELECT id, created FROM outbox WHERE state IN ('queued', 'sending', 'failed')"
+             " ORDER BY id LIMIT 1",
+             err, errlen);
     if (s == NULL)
         goto fail;
     rc = sqlite3_step(s);
