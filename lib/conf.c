@@ -52,6 +52,7 @@ static const struct conf_key schema[] = {
     {"mailbox_backend", T_STRING, "maildir", 0, "maildir|lmtp", 0, OFF(mailbox_backend)},
     {"maildir_root", T_STRING, "/var/lib/pecmilter/mail", 0, NULL, 0, OFF(maildir_root)},
     {"maildir_autocreate", T_STRING, "yes", 0, "yes|no", 0, OFF(maildir_autocreate)},
+    {"maildir_marker_days", T_INT, "10", 0, NULL, 1, OFF(maildir_marker_days)},
     {"mailbox_lmtp", T_STRING, "", 0, NULL, 0, OFF(mailbox_lmtp)},
     {"roles", T_ROLEMAP, NULL, 0, "access|reception|passthrough", 0, OFF(roles)},
     {"default_role", T_STRING, "auto", 0, "auto|access|reception|passthrough", 0,

@@ -63,6 +63,7 @@ struct pec_config {
     char *mailbox_backend;
     char *maildir_root;
     char *maildir_autocreate;
+    long long maildir_marker_days;
     char *mailbox_lmtp;
     struct pec_rolemap roles;
     char *default_role;

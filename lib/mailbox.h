@@ -40,9 +40,11 @@
  * A file the user deleted is delivered again; the store's record
  * (deliver.h) is what guards that case.  A mailbox without pec-keys/ (from
  * before the markers) has new/ and cur/ searched for the key in the file
- * names once, when pec-keys/ is made.  Markers are never removed; they
- * only matter while the MTA may still repeat a delivery (its queue
- * lifetime), and an admin may prune older ones.
+ * names once, when pec-keys/ is made.  A marker only matters until the
+ * store records the delivery (deliver.h) or, when a crash came first, while
+ * the MTA may still repeat it (its queue lifetime, 5 days by Postfix's
+ * default): pec_maildir_prune() removes older ones (the scheduler, daily,
+ * `maildir_marker_days`).
  *
  * LMTP: one session per message with the server, every recipient in it;
  * each RCPT and the per-recipient DATA replies are passed on as the server
@@ -53,6 +55,7 @@
 #define PEC_MAILBOX_H
 
 #include <stddef.h>
+#include <time.h>
 
 #include "spool.h"
 
@@ -90,6 +93,14 @@ void pec_mbox_deliver(const struct pec_mbox_conf *mc, const char *sender, const 
 /* One recipient into its Maildir (see above). */
 void pec_maildir_deliver(const struct pec_mbox_conf *mc, const char *sender, const char *rcpt,
                          const struct pec_spool *msg, struct pec_mbox_result *res);
+
+/*
+ * Remove the markers (pec-keys/ of every mailbox under ROOT) last changed
+ * before BEFORE, never a message; *N counts them.  0, or -1 with err naming
+ * the first directory that could not be read (the others are pruned all
+ * the same).
+ */
+int pec_maildir_prune(const char *root, time_t before, long long *n, char *err, size_t errlen);
 
 /* Every recipient through the LMTP server mc->lmtp. */
 void pec_mbox_lmtp_deliver(const struct pec_mbox_conf *mc, const char *sender,

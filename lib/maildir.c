@@ -373,3 +373,52 @@ void pec_maildir_deliver(const struct pec_mbox_conf *mc, const char *sender, con
     free(box);
     free(key);
 }
+
+/* Remove BOX's markers last changed before BEFORE; adds to *N.  0, or -1 with errno. */
+static int prune_box(int rootfd, const char *box, time_t before, long long *n)
+{
+    int fd = openat(rootfd, box, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), keysfd;
+    struct dirent *e;
+    struct stat st;
+    DIR *d;
+
+    if (fd < 0)
+        return errno == ENOTDIR || errno == ELOOP ? 0 : -1; /* a file beside the mailboxes */
+    keysfd = openat(fd, KEYS_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    close(fd);
+    if (keysfd < 0)
+        return errno == ENOENT || errno == ENOTDIR ? 0 : -1;
+    if ((d = fdopendir(keysfd)) == NULL) {
+        close(keysfd);
+        return -1;
+    }
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.' && fstatat(keysfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISLNK(st.st_mode) && st.st_mtime < before && unlinkat(keysfd, e->d_name, 0) == 0)
+            (*n)++;
+    closedir(d);
+    return 0;
+}
+
+int pec_maildir_prune(const char *root, time_t before, long long *n, char *err, size_t errlen)
+{
+    int rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC), dupfd, rc = 0;
+    struct dirent *e;
+    DIR *d;
+
+    *n = 0;
+    if (rootfd < 0 || (dupfd = dup(rootfd)) < 0 || (d = fdopendir(dupfd)) == NULL) {
+        snprintf(err, errlen, "maildir_root %s: %s", root, strerror(errno));
+        if (rootfd >= 0)
+            close(rootfd);
+        return -1;
+    }
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.' && prune_box(rootfd, e->d_name, before, n) < 0 && rc == 0) {
+            snprintf(err, errlen, "%s/%s/" KEYS_DIR ": %s", root, e->d_name, strerror(errno));
+            rc = -1; /* one mailbox's trouble does not stop the others' pruning */
+        }
+    closedir(d);
+    close(rootfd);
+    return rc;
+}

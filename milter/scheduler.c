@@ -5,6 +5,7 @@
 #include "log.h"
 #include "runtime.h"
 
+#include "../lib/mailbox.h"
 #include "../lib/scheduler.h"
 
 #include <errno.h>
@@ -24,6 +25,27 @@ static int started, stopping;
 static long long min_ll(long long a, long long b)
 {
     return a < b ? a : b;
+}
+
+/*
+ * Once a day, with the seal: the Maildir's duplicate-delivery markers that
+ * outlived their use (lib/mailbox.h).  Their ages are the file system's, so
+ * real time, not the runtime's clock.
+ */
+static void prune_markers(const struct pec_config *cfg)
+{
+    long long n = 0, days;
+    char err[1024];
+
+    if (strcmp(cfg->mailbox_backend, "maildir") != 0)
+        return;
+    /* a century at most, so the cut-off cannot overflow */
+    days = cfg->maildir_marker_days < 36500 ? cfg->maildir_marker_days : 36500;
+    if (pec_maildir_prune(cfg->maildir_root, time(NULL) - (time_t)days * 86400, &n, err,
+                          sizeof(err)) < 0)
+        log_err(NULL, "scheduler: pruning Maildir markers: %s", err);
+    if (n > 0)
+        log_info(NULL, "scheduler: %lld Maildir marker(s) older than %lld day(s) removed", n, days);
 }
 
 /* One round at the runtime's NOW; returns the seconds to sleep. */
@@ -59,6 +81,7 @@ static long long round_once(time_t *seal_at)
                          "past retention purged",
                          nsealed, cfg->seal_dir, npurged);
             *seal_at = pec_sched_seal_time(now);
+            prune_markers(cfg);
         }
     }
     conf.warning_after = cfg->warning_after;

@@ -26,6 +26,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static char tmpdir[] = "/tmp/test_mailbox.XXXXXX";
@@ -382,6 +383,74 @@ static void test_lmtp_backend(void)
     free(down_data);
 }
 
+/* Set the time of every marker in DIR (pec-keys/ of a mailbox) DAYS days back. */
+static void age_markers(const char *dir, int days)
+{
+    struct timespec t[2] = {{.tv_sec = time(NULL) - (time_t)days * 86400}, {0}};
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int fd = dirfd(d);
+
+    t[1] = t[0];
+    while ((de = readdir(d)) != NULL)
+        if (de->d_name[0] != '.')
+            CHECK(utimensat(fd, de->d_name, t, AT_SYMLINK_NOFOLLOW) == 0);
+    closedir(d);
+}
+
+/* Old markers go, recent ones and every message stay. */
+static void test_maildir_prune(void)
+{
+    char root[256], path[512], err[256];
+    struct pec_mbox_conf mc = {
+        .backend = "maildir", .maildir_root = root, .autocreate = 1, .hostname = "h"};
+    struct pec_mbox_result res;
+    struct pec_spool *msg = spool_of("Subject: pec\r\n\r\nbody\r\n", 1 << 20);
+    long long n = -1;
+    FILE *f;
+
+    snprintf(root, sizeof(root), "%s/prune", tmpdir);
+    CHECK(mkdir(root, 0755) == 0);
+    snprintf(path, sizeof(path), "%s/not-a-mailbox", root);
+    CHECK((f = fopen(path, "w")) != NULL && fclose(f) == 0);
+    mc.message_id = "old.1@pec-a.test";
+    pec_maildir_deliver(&mc, "s@x", "u@y", msg, &res);
+    pec_maildir_deliver(&mc, "s@x", "v@y", msg, &res);
+    snprintf(path, sizeof(path), "%s/u/pec-keys", root);
+    age_markers(path, 11);
+    snprintf(path, sizeof(path), "%s/v/pec-keys", root);
+    age_markers(path, 11);
+    mc.message_id = "new.1@pec-a.test";
+    pec_maildir_deliver(&mc, "s@x", "u@y", msg, &res);
+    mc.message_id = NULL; /* no marker, no pec-keys/ */
+    pec_maildir_deliver(&mc, "s@x", "w@y", msg, &res);
+
+    CHECK(pec_maildir_prune(root, time(NULL) - 10 * 86400, &n, err, sizeof(err)) == 0);
+    CHECK(n == 2);
+    snprintf(path, sizeof(path), "%s/u/pec-keys", root);
+    CHECK(count_files(path) == 1);
+    snprintf(path, sizeof(path), "%s/v/pec-keys", root);
+    CHECK(count_files(path) == 0);
+    snprintf(path, sizeof(path), "%s/u/new", root);
+    CHECK(count_files(path) == 2);
+    snprintf(path, sizeof(path), "%s/v/new", root);
+    CHECK(count_files(path) == 1);
+    snprintf(path, sizeof(path), "%s/w/new", root);
+    CHECK(count_files(path) == 1);
+
+    /* the recent marker still does its work */
+    mc.message_id = "new.1@pec-a.test";
+    pec_maildir_deliver(&mc, "s@x", "u@y", msg, &res);
+    CHECK_STR(res.text, "already in its mailbox");
+    CHECK(pec_maildir_prune(root, time(NULL) - 10 * 86400, &n, err, sizeof(err)) == 0);
+    CHECK(n == 0);
+
+    snprintf(path, sizeof(path), "%s/missing", tmpdir);
+    CHECK(pec_maildir_prune(path, time(NULL), &n, err, sizeof(err)) == -1);
+    CHECK(strstr(err, "missing") != NULL);
+    pec_spool_free(msg);
+}
+
 static void rm_tree(const char *path)
 {
     char cmd[600];
@@ -398,6 +467,7 @@ int main(void)
     test_maildir();
     test_maildir_big_and_full();
     test_maildir_message_id();
+    test_maildir_prune();
     test_lmtp_backend();
     rm_tree(tmpdir);
     return check_exit();
