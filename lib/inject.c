@@ -654,8 +654,6 @@ struct worker {
     struct pec_mta *mta;
     unsigned long seen;  /* the wake-up generation it last looked at the outbox in */
     int backoff;         /* seconds; 0 while the MTA and the store answer */
-    int mta_down;        /* its last attempt could not reach the MTA */
-    int store_down;      /* its last store call failed */
     int have_unrecorded; /* a 250 the store has not recorded yet */
     struct sent_unrecorded unrecorded;
     /* how long 250s waited to be recorded: the window in which a crash means a resend */
@@ -670,11 +668,11 @@ struct pec_injector {
     pec_log_fn *log;
     pthread_mutex_t lock; /* guards what follows */
     pthread_cond_t cond;
-    unsigned long kicks;  /* wake-up generation: a commit added rows */
-    int stopping;         /* pec_injector_stop was called */
-    int recovered;        /* the rows of an earlier run are queued again */
-    int mta_down_workers; /* workers that cannot reach the MTA: one log line per outage */
-    int store_down_workers;
+    unsigned long kicks; /* wake-up generation: a commit added rows */
+    int stopping;        /* pec_injector_stop was called */
+    int recovered;       /* the rows of an earlier run are queued again */
+    int mta_down;        /* a worker's last attempt could not reach the MTA, and none since did */
+    int store_down;      /* likewise for the store */
     size_t nworkers, started;
     struct worker *w;
 };
@@ -718,8 +716,9 @@ static void look(struct worker *w)
 
 /*
  * Sleep until DEADLINE (Unix seconds), a wake-up since the worker last
- * looked, or stop; with USE_KICK 0 a wake-up does not end the sleep
- * (backing off).  Nonzero when stopping.
+ * looked, or stop.  With USE_KICK 0 (backing off) a wake-up does not end
+ * the sleep, but the MTA and the store answering again does.  Nonzero when
+ * stopping.
  */
 static int sleep_until(struct worker *w, time_t deadline, int use_kick)
 {
@@ -730,7 +729,8 @@ static int sleep_until(struct worker *w, time_t deadline, int use_kick)
     pthread_mutex_lock(&inj->lock);
     clock_gettime(CLOCK_MONOTONIC, &ts);
     ts.tv_sec += deadline - time(NULL);
-    while (!inj->stopping && !(use_kick && inj->kicks != w->seen))
+    while (!inj->stopping &&
+           !(use_kick ? inj->kicks != w->seen : !inj->mta_down && !inj->store_down))
         if (pthread_cond_timedwait(&inj->cond, &inj->lock, &ts) == ETIMEDOUT)
             break;
     stopping = inj->stopping;
@@ -747,34 +747,43 @@ static int next_backoff(struct worker *w)
 }
 
 /*
- * Count W in or out of a trouble (*FLAG its own mark, *COUNT the workers
- * marked).  1 when the injector as a whole just entered it (first worker in)
- * or left it (last worker out), for the one log line that says so.
+ * Put the injector as a whole in or out of a trouble (*FLAG: the MTA or the
+ * store is down).  1 when that changed, for the one log line that says so.
+ * Out of it, the workers backing off go on at once.
  */
-static int trouble(struct worker *w, int *flag, int *count, int down)
+static int set_down(struct pec_injector *inj, int *flag, int down)
 {
-    int edge = 0;
+    int changed;
 
-    if (*flag == down)
-        return 0;
+    pthread_mutex_lock(&inj->lock);
+    changed = *flag != down;
     *flag = down;
-    pthread_mutex_lock(&w->inj->lock);
-    *count += down ? 1 : -1;
-    edge = down ? *count == 1 : *count == 0;
-    pthread_mutex_unlock(&w->inj->lock);
-    return edge;
+    if (changed && !down)
+        pthread_cond_broadcast(&inj->cond);
+    pthread_mutex_unlock(&inj->lock);
+    return changed;
+}
+
+static int is_down(struct pec_injector *inj)
+{
+    int down;
+
+    pthread_mutex_lock(&inj->lock);
+    down = inj->mta_down || inj->store_down;
+    pthread_mutex_unlock(&inj->lock);
+    return down;
 }
 
 /* The store failed: say so once, until it works again. */
 static void store_failed(struct worker *w, const char *err)
 {
-    if (trouble(w, &w->store_down, &w->inj->store_down_workers, 1))
+    if (set_down(w->inj, &w->inj->store_down, 1))
         say(w->inj, LOG_ERR, NULL, "outbox: %s; retrying", err);
 }
 
 static void store_works(struct worker *w)
 {
-    if (trouble(w, &w->store_down, &w->inj->store_down_workers, 0))
+    if (set_down(w->inj, &w->inj->store_down, 0))
         say(w->inj, LOG_INFO, NULL, "outbox: the store works again");
 }
 
@@ -806,7 +815,7 @@ static void rcpt_list(const struct pec_outbox_row *row, char *out, size_t outlen
 /* The MTA answered (whatever it said): no more backing off from it. */
 static void mta_answers(struct worker *w)
 {
-    if (trouble(w, &w->mta_down, &w->inj->mta_down_workers, 0))
+    if (set_down(w->inj, &w->inj->mta_down, 0))
         say(w->inj, LOG_INFO, NULL, "outbox: the MTA answers again");
     w->backoff = 0;
 }
@@ -850,7 +859,7 @@ static void deferred(struct worker *w, const struct pec_outbox_row *row,
 
     if (res->unreachable) {
         wait = next_backoff(w);
-        if (trouble(w, &w->mta_down, &inj->mta_down_workers, 1))
+        if (set_down(inj, &inj->mta_down, 1))
             say(inj, LOG_WARNING, NULL, "outbox: the MTA cannot take messages: %s", res->text);
         if (pec_store_outbox_note(inj->st, now, res->text, err, sizeof(err)) < 0)
             store_failed(w, err);
@@ -920,7 +929,7 @@ static time_t step(struct worker *w)
         break;
     }
     pec_outbox_row_free(&row);
-    return (w->mta_down || w->store_down) ? time(NULL) + w->backoff : 0;
+    return is_down(inj) ? time(NULL) + w->backoff : 0;
 }
 
 /*
@@ -985,7 +994,7 @@ static void *worker_main(void *arg)
     while (!stopping) {
         time_t until = step(w);
         /* backing off from a failing MTA or store: a new row does not cut the wait short */
-        int backing_off = w->mta_down || w->store_down;
+        int backing_off = is_down(w->inj);
         if (until == 0)
             stopping = is_stopping(w->inj);
         else

@@ -138,10 +138,32 @@ class InjectorTest(unittest.TestCase):
                 ids = message_ids(got)
                 self.assertEqual(sorted(ids), sorted(sent + sent2))   # each exactly once
                 self.assertIn("outbox: the MTA answers again", d.text())
+
+                # a second outage with one row, which one worker tries while the others
+                # have nothing to do: the log says both ways again, and last that the MTA
+                # answers (a worker marked down that never met the MTA again once kept
+                # the injector "down" and silent about it)
+                a.stop()
+                sent3 = self.enqueue(1, "mario@pec-a.test", "second")
+                time.sleep(3)
+                a.start()
+                got = a.wait_for_mail("mario@pec-a.test", 8, timeout=60)
+                self.wait_sent(8)
+                self.assertEqual(sorted(message_ids(got)), sorted(sent + sent2 + sent3))
+                deadline = time.monotonic() + 10
+                while True:
+                    said = re.findall(r"outbox: the MTA (cannot take messages|answers again)",
+                                      d.text())
+                    if said and said[-1] == "answers again" or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.2)
+                self.assertGreaterEqual(said.count("cannot take messages"), 2, said)
+                self.assertGreaterEqual(said.count("answers again"), 2, said)
+                self.assertEqual(said[-1], "answers again", said)
             finally:
                 d.stop()
             time.sleep(1)
-            self.assertEqual(len(a.messages("mario@pec-a.test")), 7)
+            self.assertEqual(len(a.messages("mario@pec-a.test")), 8)
 
     def test_refused_for_good(self):
         a = self.instance("perm", "127.0.0.32")
