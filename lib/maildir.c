@@ -402,23 +402,20 @@ static int prune_box(int rootfd, const char *box, time_t before, long long *n)
 
 int pec_maildir_prune(const char *root, time_t before, long long *n, char *err, size_t errlen)
 {
-    int rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC), dupfd, rc = 0;
+    DIR *d = opendir(root);
     struct dirent *e;
-    DIR *d;
+    int rc = 0;
 
     *n = 0;
-    if (rootfd < 0 || (dupfd = dup(rootfd)) < 0 || (d = fdopendir(dupfd)) == NULL) {
+    if (d == NULL) {
         snprintf(err, errlen, "maildir_root %s: %s", root, strerror(errno));
-        if (rootfd >= 0)
-            close(rootfd);
         return -1;
     }
     while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.' && prune_box(rootfd, e->d_name, before, n) < 0 && rc == 0) {
+        if (e->d_name[0] != '.' && prune_box(dirfd(d), e->d_name, before, n) < 0 && rc == 0) {
             snprintf(err, errlen, "%s/%s/" KEYS_DIR ": %s", root, e->d_name, strerror(errno));
             rc = -1; /* one mailbox's trouble does not stop the others' pruning */
         }
     closedir(d);
-    close(rootfd);
     return rc;
 }
