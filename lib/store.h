@@ -54,6 +54,12 @@ typedef void pec_log_fn(int prio, const char *qid, const char *text);
 struct pec_store *pec_store_open(const char *spec, int flags, char *err, size_t errlen);
 void pec_store_close(struct pec_store *st);
 
+/*
+ * How long a call waits for a lock another connection holds before it fails
+ * "database is locked" (default 5000 ms).
+ */
+void pec_store_set_busy_timeout(struct pec_store *st, int ms);
+
 /* After each commit, each appended record's line goes to FN (LOG_INFO, qid = queue id). */
 void pec_store_set_log(struct pec_store *st, pec_log_fn *fn);
 

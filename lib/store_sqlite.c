@@ -4,7 +4,11 @@
  * One connection per handle, serialised by the handle's mutex: the writes
  * are short (the batch was built beforehand), WAL lets pecctl read from
  * another process meanwhile, and the 5 s busy timeout covers pecctl's own
- * short writes (seal, purge, retry).  synchronous=FULL: a commit is on disk
+ * short writes (seal, purge, retry).  When that timeout runs out, the callers
+ * that queued on the mutex meanwhile try once without waiting: a lock held
+ * that long is not let go in the next moment, and N threads waiting 5 s
+ * each in turn would keep the last of them (an SMTP client at end of data)
+ * N times 5 s.  synchronous=FULL: a commit is on disk
  * before the MTA hears 250, because the legal log and the owed receipts
  * must survive a power cut, not only a crash.
  *
@@ -54,6 +58,10 @@ struct pec_store {
     size_t ncache;
     int broken;  /* the last error calls for a reopen */
     int relaxed; /* synchronous=NORMAL for the call in progress */
+    int busy_ms; /* how long a call waits for another connection's lock */
+    /* calls that waited busy_ms in vain; enter() reads it before queueing */
+    unsigned long lock_timeouts;
+    int hurried; /* the call in progress does not wait for a lock */
     char *path;
     pec_log_fn *log;
     void (*outbox_hook)(void *);
@@ -194,6 +202,9 @@ static int db_fail(struct pec_store *st, const char *what, char *err, size_t err
         seterr(err, errlen, "store %s: %s: %s", st->path, what, sqlite3_errmsg(st->db));
     if (needs_reopen(rc))
         st->broken = 1;
+    /* plain SQLITE_BUSY: the busy handler gave up (not BUSY_SNAPSHOT or RECOVERY) */
+    if (rc == SQLITE_BUSY && !st->hurried)
+        __atomic_add_fetch(&st->lock_timeouts, 1, __ATOMIC_RELAXED);
     return -1;
 }
 
@@ -449,7 +460,7 @@ static int db_open(struct pec_store *st, int flags, char *err, size_t errlen)
         return -1;
     }
     sqlite3_extended_result_codes(st->db, 1);
-    sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
+    sqlite3_busy_timeout(st->db, st->busy_ms);
     if (wal_mode(st, err, errlen) < 0 ||
         exec(st, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", "setting up", err, errlen) <
             0 ||
@@ -474,6 +485,7 @@ struct pec_store *pec_store_open(const char *spec, int flags, char *err, size_t 
     }
     st = xcalloc(1, sizeof(*st));
     st->path = xstrdup(spec);
+    st->busy_ms = BUSY_TIMEOUT_MS;
     pthread_mutex_init(&st->lock, NULL);
     if (db_open(st, flags, err, errlen) < 0) {
         pthread_mutex_destroy(&st->lock);
@@ -509,13 +521,32 @@ void pec_store_set_outbox_hook(struct pec_store *st, void (*fn)(void *), void *a
     pthread_mutex_unlock(&st->lock);
 }
 
-/* Take the handle, reopening the file after a fault; -1 with err when it cannot. */
+void pec_store_set_busy_timeout(struct pec_store *st, int ms)
+{
+    pthread_mutex_lock(&st->lock);
+    st->busy_ms = ms;
+    if (st->db != NULL)
+        sqlite3_busy_timeout(st->db, ms);
+    pthread_mutex_unlock(&st->lock);
+}
+
+/*
+ * Take the handle, reopening the file after a fault; -1 with err when it
+ * cannot.  If a call ran out of busy timeout while this one queued, this
+ * one does not wait for the lock again (see the top of the file).
+ */
 static int enter(struct pec_store *st, char *err, size_t errlen)
 {
+    unsigned long seen = __atomic_load_n(&st->lock_timeouts, __ATOMIC_RELAXED);
+
     pthread_mutex_lock(&st->lock);
     if (st->db == NULL && db_open(st, PEC_STORE_NOCREATE, err, errlen) < 0) {
         pthread_mutex_unlock(&st->lock);
         return -1;
+    }
+    if (__atomic_load_n(&st->lock_timeouts, __ATOMIC_RELAXED) != seen) {
+        sqlite3_busy_timeout(st->db, 0);
+        st->hurried = 1;
     }
     return 0;
 }
@@ -542,6 +573,9 @@ static void leave(struct pec_store *st)
         sqlite3_exec(st->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK)
         st->broken = 1; /* never go on with fsync off: reopen, which sets it again */
     st->relaxed = 0;
+    if (st->hurried && !st->broken)
+        sqlite3_busy_timeout(st->db, st->busy_ms);
+    st->hurried = 0;
     if (st->broken) {
         db_close(st);
         st->broken = 0;

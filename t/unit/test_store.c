@@ -10,6 +10,7 @@
 #include "xalloc.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -322,6 +323,80 @@ static void test_locked(void)
     printf("locked: %s\n", err);
     CHECK(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL) == SQLITE_OK);
     CHECK(commit_one(st, "lock1", 10, err, sizeof(err)) == 0);
+    sqlite3_close(other);
+    pec_store_close(st);
+    free(p);
+}
+
+#define QUEUED 8
+#define SHORT_BUSY_MS 400
+
+struct queued_call {
+    struct pec_store *st;
+    char id[16];
+    int rc;
+    char err[1024];
+};
+
+static void *queued_commit(void *arg)
+{
+    struct queued_call *c = arg;
+
+    c->rc = commit_one(c->st, c->id, 10, c->err, sizeof(c->err));
+    return NULL;
+}
+
+static long long ms_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Threads queued on the handle while another process holds the write lock
+ * wait one busy timeout between them, not one each: the last of eight must
+ * not wait eight timeouts (an SMTP client at end of data would time out).
+ * Once the lock is gone the timeout is whole again.
+ */
+static void test_locked_queue(void)
+{
+    struct pec_store *st = open_new("queue.db");
+    char err[1024], *p = path_of("queue.db");
+    struct queued_call calls[QUEUED];
+    pthread_t th[QUEUED];
+    sqlite3 *other = NULL;
+    long long t0, took;
+
+    CHECK(st != NULL);
+    pec_store_set_busy_timeout(st, SHORT_BUSY_MS);
+    CHECK(commit_one(st, "q-first", 10, err, sizeof(err)) == 0); /* the tables exist */
+    CHECK(sqlite3_open(p, &other) == SQLITE_OK);
+    CHECK(sqlite3_exec(other, "BEGIN EXCLUSIVE", NULL, NULL, NULL) == SQLITE_OK);
+    t0 = ms_now();
+    for (int i = 0; i < QUEUED; i++) {
+        calls[i].st = st;
+        snprintf(calls[i].id, sizeof(calls[i].id), "q%d", i);
+        CHECK(pthread_create(&th[i], NULL, queued_commit, &calls[i]) == 0);
+    }
+    for (int i = 0; i < QUEUED; i++)
+        pthread_join(th[i], NULL);
+    took = ms_now() - t0;
+    for (int i = 0; i < QUEUED; i++) {
+        CHECK(calls[i].rc == -1);
+        CHECK(strstr(calls[i].err, "database is locked") != NULL);
+    }
+    printf("locked queue: %d calls failed in %lld ms (busy timeout %d ms)\n", QUEUED, took,
+           SHORT_BUSY_MS);
+    CHECK(took >= SHORT_BUSY_MS - 50);
+    CHECK(took < 3 * SHORT_BUSY_MS); /* one each would be QUEUED * SHORT_BUSY_MS */
+    /* a later call waits the whole timeout again */
+    t0 = ms_now();
+    CHECK(commit_one(st, "q-later", 10, err, sizeof(err)) == -1);
+    CHECK(ms_now() - t0 >= SHORT_BUSY_MS - 50);
+    CHECK(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL) == SQLITE_OK);
+    CHECK(commit_one(st, "q0", 10, err, sizeof(err)) == 0);
     sqlite3_close(other);
     pec_store_close(st);
     free(p);
@@ -813,6 +888,7 @@ int main(void)
     test_find_client();
     test_migrate_v1();
     test_locked();
+    test_locked_queue();
     test_disk_full();
     test_unwritable();
     test_corrupt();
