@@ -131,7 +131,7 @@ class Box:
             return
         for dirpath, dirs, names in os.walk(self.path):
             if "pec-keys" in dirs:
-                dirs.remove("pec-keys")    # the Maildir's markers (lib/mailbox.h)
+                dirs.remove("pec-keys")    # the Maildir's markers (lib/provider/mailbox.h)
             for n in names:
                 p = os.path.join(dirpath, n)
                 if p in self.seen or n.startswith("."):

@@ -1,9 +1,9 @@
 /*
  * access - the access point role: user submissions become PEC.
  *
- * At MAIL FROM the sender is checked against the login (lib/access.h) and
+ * At MAIL FROM the sender is checked against the login (lib/provider/access.h) and
  * refused there when it may not submit.  Then the message is fed, as it
- * arrives, into a spool (lib/feed.h: memory up to a limit, then a file), and
+ * arrives, into a spool (lib/message/feed.h: memory up to a limit, then a file), and
  * at end of message libpec decides: a formal error costs an avviso di non
  * accettazione and an SMTP rejection with the same words; a good message
  * becomes the busta di trasporto in place.
@@ -15,18 +15,18 @@
  * fails the MTA is told to drop the changed message (on_internal_error).
  * A crash after the commit and before the MTA has the answer still leaves
  * an accettazione for a busta the MTA dropped; the client's retry of the
- * same message is recognised (lib/access.h) and becomes that very busta,
+ * same message is recognised (lib/provider/access.h) and becomes that very busta,
  * with nothing committed.
  */
-#include "access.h"
-#include "busta.h"
-#include "feed.h"
+#include "provider/access.h"
+#include "message/busta.h"
+#include "message/feed.h"
 #include "collect.h"
 #include "log.h"
 #include "mta.h"
 #include "rewrite.h"
 #include "role.h"
-#include "xalloc.h"
+#include "util/xalloc.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -15,7 +15,7 @@
 #include "mta.h"
 #include "role.h"
 #include "runtime.h"
-#include "xalloc.h"
+#include "util/xalloc.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -4,7 +4,7 @@
 #include "collect.h"
 
 #include "runtime.h"
-#include "xalloc.h"
+#include "util/xalloc.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -13,7 +13,7 @@
 
 #include <stddef.h>
 
-#include "feed.h"
+#include "message/feed.h"
 #include "role.h"
 
 struct collected {

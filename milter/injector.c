@@ -3,7 +3,7 @@
  * log lines out.
  */
 #include "injector.h"
-#include "inject.h"
+#include "provider/inject.h"
 #include "log.h"
 
 #include <stddef.h>

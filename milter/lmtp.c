@@ -3,7 +3,7 @@
  * in, log lines out.
  */
 #include "lmtp.h"
-#include "lmtpd.h"
+#include "provider/lmtpd.h"
 #include "log.h"
 #include "runtime.h"
 

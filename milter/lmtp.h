@@ -18,8 +18,8 @@
 #ifndef PECMILTER_LMTP_H
 #define PECMILTER_LMTP_H
 
-#include "conf.h"
-#include "store.h"
+#include "provider/conf.h"
+#include "store/store.h"
 
 /* 0, or -1 after saying why on stderr (the daemon may not be logging yet). */
 int lmtp_open(const struct pec_config *cfg);

@@ -15,7 +15,7 @@
  * reloads.
  */
 #include "callbacks.h"
-#include "conf.h"
+#include "provider/conf.h"
 #include "injector.h"
 #include "lmtp.h"
 #include "log.h"

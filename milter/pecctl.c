@@ -11,12 +11,12 @@
  * 64 usage; 74 the store or a file could not be read or written; 78 the
  * configuration.  See pecctl(8).
  */
-#include "clock.h"
-#include "conf.h"
-#include "registro.h"
-#include "smime.h"
-#include "store.h"
-#include "xalloc.h"
+#include "util/clock.h"
+#include "provider/conf.h"
+#include "store/registro.h"
+#include "message/smime.h"
+#include "store/store.h"
+#include "util/xalloc.h"
 
 #include <getopt.h>
 #include <stdio.h>

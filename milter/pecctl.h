@@ -10,8 +10,8 @@
 #include <stdio.h>
 #include <time.h>
 
-#include "conf.h"
-#include "store.h"
+#include "provider/conf.h"
+#include "store/store.h"
 
 #define DEFAULT_CONFIG "/etc/pecmilter/pecmilter.conf"
 #define EX_USAGE 64

@@ -1,12 +1,12 @@
 /*
  * pecctl audit [--since T] [--json] - check the legal log against the PEC
- * invariants (lib/audit.h): one line "IDENTIFICATIVO: what is wrong" per
+ * invariants (lib/provider/audit.h): one line "IDENTIFICATIVO: what is wrong" per
  * violation, "IDENTIFICATIVO: note: what" per note (allowed, e.g. a late
  * consegna), then the counts.  Exit 0 clean (notes or not), 1 violations,
  * 64 usage, 74 the store could not be read.  A transaction still inside
  * deadline_after is counted as pending, never as a violation.
  */
-#include "audit.h"
+#include "provider/audit.h"
 
 #include <stdio.h>
 #include <string.h>

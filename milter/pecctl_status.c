@@ -9,7 +9,7 @@
  * failed outbox messages, a deadline overdue by more than 10 minutes (the
  * daemon's scheduler is not running).  74 when the store cannot be read.
  */
-#include "sock.h"
+#include "util/sock.h"
 
 #include <errno.h>
 #include <openssl/asn1.h>
@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #include "pecctl.h"
-#include "xalloc.h"
+#include "util/xalloc.h"
 
 #define PROBE_TIMEOUT 3
 #define CERT_WARN_DAYS 30

@@ -11,12 +11,12 @@
  * Everything printed that comes from a message is escaped: a forged Subject must not be
  * able to move the terminal's cursor or break the JSON.
  */
-#include "daticert.h"
-#include "index.h"
-#include "libinit.h"
-#include "smime.h"
-#include "verify.h"
-#include "xalloc.h"
+#include "message/daticert.h"
+#include "message/index.h"
+#include "message/libinit.h"
+#include "message/smime.h"
+#include "message/verify.h"
+#include "util/xalloc.h"
 
 #include <errno.h>
 #include <getopt.h>

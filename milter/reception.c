@@ -2,23 +2,23 @@
  * reception - the reception point role: what other providers and the
  * Internet send to our PEC domains, on the port-25 smtpd.
  *
- * The message is fed, as it arrives, into a spool (lib/feed.h), and at end
- * of message libpec decides (lib/reception.h): pass it on unchanged, make it
+ * The message is fed, as it arrives, into a spool (lib/message/feed.h), and at end
+ * of message libpec decides (lib/provider/reception.h): pass it on unchanged, make it
  * a busta di anomalia in place, or refuse it.  Whatever the decision owes
  * (a presa in carico, a recipient's new state, a log record) is one store
  * batch, committed after the MTA has taken every change, so an anomaly is
  * never recorded that did not happen and a presa in carico is queued only
  * for a busta that goes on to delivery.
  */
-#include "busta.h"
-#include "feed.h"
+#include "message/busta.h"
+#include "message/feed.h"
 #include "collect.h"
 #include "log.h"
 #include "mta.h"
-#include "reception.h"
+#include "provider/reception.h"
 #include "rewrite.h"
 #include "role.h"
-#include "xalloc.h"
+#include "util/xalloc.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -4,7 +4,7 @@
 #include "rewrite.h"
 #include "log.h"
 #include "mta.h"
-#include "xalloc.h"
+#include "util/xalloc.h"
 
 #include <errno.h>
 #include <stdlib.h>

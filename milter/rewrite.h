@@ -16,7 +16,7 @@
 
 #include <libmilter/mfapi.h>
 
-#include "pecmsg.h"
+#include "message/pecmsg.h"
 #include "role.h"
 
 /*

@@ -3,9 +3,9 @@
  */
 #include "runtime.h"
 
-#include "libinit.h"
+#include "message/libinit.h"
 #include "log.h"
-#include "xalloc.h"
+#include "util/xalloc.h"
 
 #include <pthread.h>
 #include <signal.h>

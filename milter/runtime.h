@@ -17,13 +17,13 @@
 
 #include <stddef.h>
 
-#include "clock.h"
-#include "conf.h"
-#include "ident.h"
-#include "index.h"
-#include "pecmsg.h"
-#include "smime.h"
-#include "store.h"
+#include "util/clock.h"
+#include "provider/conf.h"
+#include "message/ident.h"
+#include "message/index.h"
+#include "message/pecmsg.h"
+#include "message/smime.h"
+#include "store/store.h"
 
 struct runtime {
     int refs;

@@ -1,12 +1,12 @@
 /*
- * scheduler - the daemon's timer thread around lib/scheduler.c.
+ * scheduler - the daemon's timer thread around lib/provider/scheduler.c.
  */
 #include "scheduler.h"
 #include "log.h"
 #include "runtime.h"
 
-#include "../lib/mailbox.h"
-#include "../lib/scheduler.h"
+#include "provider/mailbox.h"
+#include "provider/scheduler.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -29,7 +29,7 @@ static long long min_ll(long long a, long long b)
 
 /*
  * Once a day, with the seal: the Maildir's duplicate-delivery markers that
- * outlived their use (lib/mailbox.h).  Their ages are the file system's, so
+ * outlived their use (lib/provider/mailbox.h).  Their ages are the file system's, so
  * real time, not the runtime's clock.
  */
 static void prune_markers(const struct pec_config *cfg)

@@ -1,7 +1,7 @@
 /*
  * scheduler - the daemon's timer thread: the sender side's 12 h and 24 h
  * timeout notices, the daily seal of the legal log and the retention purge
- * (lib/scheduler.h decides what is due; this thread only waits for it).
+ * (lib/provider/scheduler.h decides what is due; this thread only waits for it).
  *
  * Each round takes the current runtime (so a reload's durations, key and
  * clock apply from the next round), seals the finished days when the

@@ -9,7 +9,7 @@
  */
 #include "selfcheck.h"
 
-#include "xalloc.h"
+#include "util/xalloc.h"
 
 #include <errno.h>
 #include <grp.h>

@@ -27,7 +27,7 @@ message valid for pecverify (all of them, one run per mailbox) and for
 providers with no transaction pending, and the legal logs verifying.  A
 kill between A's commit and its reply reaching Postfix leaves an accettazione
 queued for a busta Postfix dropped; the client's repeated submission must be
-recognised as the retry of that transaction (lib/access.h) and carry its
+recognised as the retry of that transaction (lib/provider/access.h) and carry its
 identificativo, so even then there is exactly one accettazione per message.
 At the end message 0 is submitted once more, its busta long delivered: A
 must take it for the retry (the same busta leaves again), and B must store

@@ -5,7 +5,7 @@ The far end is what a provider really has: a private Postfix (reinjection
 listener, virtual_transport = LMTP) handing everything to pecmilter's
 delivery point, which stores it in a Maildir.  The events are real signed
 ricevute di accettazione (injectord -S), so the delivery point verifies them
-and delivers each Message-ID into a mailbox once (lib/deliver.h).
+and delivers each Message-ID into a mailbox once (lib/provider/deliver.h).
 
 Two rounds:
 
@@ -17,7 +17,7 @@ Two rounds:
             killed at random moments and restarted, going on where it was.
 
 The one window in which a kill makes the injector send a row twice is after
-the MTA answered 250 and before the store recorded it (see lib/inject.h):
+the MTA answered 250 and before the store recorded it (see lib/provider/inject.h):
 SMTP has no way to ask the MTA afterwards whether it took a message.  A row
 the restarted injector finds "sending" is resent, same bytes, and counted as
 a doubt; Postfix then delivers both copies and the delivery point must keep

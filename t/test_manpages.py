@@ -2,7 +2,7 @@
 
 Each page must format with groff's warnings on (-ww) and through man(1)
 with nothing on standard error.  pecmilter.conf(5) must document exactly
-the keys of the schema in lib/conf.c, each with the schema's type and
+the keys of the schema in lib/provider/conf.c, each with the schema's type and
 default (or "required"); pecmilter(8) every option `pecmilter -h` lists.
 """
 import os
@@ -25,8 +25,8 @@ def src(rel):
 
 
 def schema():
-    """name -> (type, default or None, required), from the table in lib/conf.c."""
-    with open(src("lib/conf.c")) as f:
+    """name -> (type, default or None, required), from the table in lib/provider/conf.c."""
+    with open(src("lib/provider/conf.c")) as f:
         text = f.read()
     table = text[text.index("static const struct conf_key schema[]"):]
     table = table[:table.index("};")]
@@ -63,7 +63,7 @@ class ManPagesTest(unittest.TestCase):
 
     def test_conf5_documents_every_schema_key(self):
         rows = schema()
-        self.assertGreater(len(rows), 30, "schema not found in lib/conf.c")
+        self.assertGreater(len(rows), 30, "schema not found in lib/provider/conf.c")
         with open(src("milter/pecmilter.conf.5")) as f:
             page = f.read()
         documented = {m.group(1): m.group(2)

@@ -8,7 +8,7 @@ more with each day, and the daemon holds the store while it runs (the
 injector's tidy did so each time the outbox emptied: 5 ms a call after 4,700
 submissions, growing without end).
 
-Every SQL statement of lib/store_sqlite.c, taken from the preprocessed source
+Every SQL statement of lib/store/store_sqlite.c, taken from the preprocessed source
 (so the column-list macros are expanded), is planned by SQLite against a store
 the real code made (t/tools/injectord), with EXPLAIN QUERY PLAN.  A step that
 scans one of those tables (other than through a partial index, which holds
@@ -29,7 +29,7 @@ import unittest
 from pectest import config, env, pki
 
 INJECTORD = os.path.join(env.BUILD_DIR, "t", "tools", "injectord")
-SOURCE = os.path.join(env.SRC_DIR, "lib", "store_sqlite.c")
+SOURCE = os.path.join(env.SRC_DIR, "lib", "store", "store_sqlite.c")
 GROWING = ("transactions", "recipients", "outbox", "registro", "delivered", "refused")
 
 # statement prefix -> why it may read what it reads

@@ -23,7 +23,7 @@ import time
 from . import env
 from .milter import Milter, MilterError, _parse_spec
 
-DEFAULT_MILTER_SOCKET = "unix:/run/pecmilter/milter.sock"    # lib/conf.c
+DEFAULT_MILTER_SOCKET = "unix:/run/pecmilter/milter.sock"    # lib/provider/conf.c
 
 _running = []
 

@@ -12,19 +12,19 @@
  * -n it also produces events itself, one every MS milliseconds, continuing
  * after a restart with the first event not yet in the store, so a test can
  * kill -9 it at any moment.  With -S the generated message is a real
- * ricevuta di accettazione signed with the configured key (lib/notice.h),
+ * ricevuta di accettazione signed with the configured key (lib/message/notice.h),
  * with a Message-ID of the provider's generator instead of PREFIX.I@domain:
  * what pecmilter's delivery point verifies and delivers once per mailbox.
  */
-#include "clock.h"
-#include "conf.h"
-#include "ident.h"
-#include "inject.h"
-#include "notice.h"
-#include "registro.h"
-#include "smime.h"
-#include "store.h"
-#include "xalloc.h"
+#include "util/clock.h"
+#include "provider/conf.h"
+#include "message/ident.h"
+#include "provider/inject.h"
+#include "message/notice.h"
+#include "store/registro.h"
+#include "message/smime.h"
+#include "store/store.h"
+#include "util/xalloc.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

@@ -14,12 +14,12 @@
  * standard output as the MTA delivers it: the original's inherited header
  * fields, then the busta's own.  The identificativo is a fresh one.
  */
-#include "busta.h"
-#include "ident.h"
-#include "original.h"
-#include "pecmsg.h"
-#include "spool.h"
-#include "xalloc.h"
+#include "message/busta.h"
+#include "message/ident.h"
+#include "message/original.h"
+#include "message/pecmsg.h"
+#include "util/spool.h"
+#include "util/xalloc.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -20,13 +20,13 @@
  * inherited fields first.  The notices about the message carry the busta's
  * own postacert.eml.
  */
-#include "busta.h"
-#include "daticert.h"
-#include "notice.h"
-#include "original.h"
-#include "pecmsg.h"
-#include "spool.h"
-#include "xalloc.h"
+#include "message/busta.h"
+#include "message/daticert.h"
+#include "message/notice.h"
+#include "message/original.h"
+#include "message/pecmsg.h"
+#include "util/spool.h"
+#include "util/xalloc.h"
 
 #include <errno.h>
 #include <stdio.h>

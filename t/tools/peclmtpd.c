@@ -11,15 +11,15 @@
  * deliveries in flight finish, and exits 0.  TIMEOUT: seconds of client
  * silence before a session ends (default: the protocol's 300).
  */
-#include "conf.h"
-#include "deliver.h"
-#include "ident.h"
-#include "index.h"
-#include "libinit.h"
-#include "lmtpd.h"
-#include "pecmsg.h"
-#include "smime.h"
-#include "store.h"
+#include "provider/conf.h"
+#include "provider/deliver.h"
+#include "message/ident.h"
+#include "message/index.h"
+#include "message/libinit.h"
+#include "provider/lmtpd.h"
+#include "message/pecmsg.h"
+#include "message/smime.h"
+#include "store/store.h"
 
 #include <pthread.h>
 #include <signal.h>

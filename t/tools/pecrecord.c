@@ -9,9 +9,9 @@
  * FIELD is at (epoch seconds; default now), message_id, destinatari,
  * consegna, ricezione, mittente or oggetto.
  */
-#include "conf.h"
-#include "registro.h"
-#include "store.h"
+#include "provider/conf.h"
+#include "store/registro.h"
+#include "store/store.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -12,13 +12,13 @@
 #define PEC_TEST_MSGCHECK_H
 
 #include "check.h"
-#include "clock.h"
-#include "ident.h"
-#include "libinit.h"
-#include "pecmsg.h"
-#include "smime.h"
-#include "spool.h"
-#include "xalloc.h"
+#include "util/clock.h"
+#include "message/ident.h"
+#include "message/libinit.h"
+#include "message/pecmsg.h"
+#include "message/smime.h"
+#include "util/spool.h"
+#include "util/xalloc.h"
 
 #include <errno.h>
 #include <strings.h>

@@ -16,11 +16,11 @@
  * as a client retries after a crash): the same busta, and nothing new in the
  * store; anything else that differs: a new transaction.
  */
-#include "access.h"
-#include "busta.h"
+#include "provider/access.h"
+#include "message/busta.h"
 #include "msgcheck.h"
-#include "original.h"
-#include "store.h"
+#include "message/original.h"
+#include "store/store.h"
 
 #include <stdarg.h>
 

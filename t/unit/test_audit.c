@@ -11,10 +11,10 @@
  * once, by its own transaction, and exactly that transaction must be named,
  * once, for that reason.
  */
-#include "audit.h"
+#include "provider/audit.h"
 #include "check.h"
-#include "registro.h"
-#include "store.h"
+#include "store/registro.h"
+#include "store/store.h"
 
 #include <unistd.h>
 

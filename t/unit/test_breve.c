@@ -4,9 +4,9 @@
  * with the original in memory and in a file alike.
  */
 #include "check.h"
-#include "breve.h"
-#include "spool.h"
-#include "xalloc.h"
+#include "message/breve.h"
+#include "util/spool.h"
+#include "util/xalloc.h"
 
 #include <openssl/evp.h>
 

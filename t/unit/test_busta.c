@@ -16,10 +16,10 @@
  * everything large lives in files, and openssl still verifies the result.
  * Every busta is left in $PEC_BUILD_DIR/t/out/ for inspection.
  */
-#include "busta.h"
-#include "feed.h"
+#include "message/busta.h"
+#include "message/feed.h"
 #include "msgcheck.h"
-#include "original.h"
+#include "message/original.h"
 
 static struct testenv env;
 

@@ -3,7 +3,7 @@
  * RFC 5322 dates whatever the locale, fixed clocks, bad configuration.
  */
 #include "check.h"
-#include "clock.h"
+#include "util/clock.h"
 
 #include <locale.h>
 #include <pthread.h>

@@ -6,7 +6,7 @@
  * Aruba's files, rewritten byte for byte.
  */
 #include "check.h"
-#include "daticert.h"
+#include "message/daticert.h"
 
 #include <dirent.h>
 #include <libxml/xmlerror.h>

@@ -3,7 +3,7 @@
  * threads and processes, reproducibility in deterministic mode.
  */
 #include "check.h"
-#include "ident.h"
+#include "message/ident.h"
 
 #include <pthread.h>
 #include <sys/wait.h>

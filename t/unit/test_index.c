@@ -7,9 +7,9 @@
  * listed provider.  Malformed LDIF must give an error naming the line, never a crash.
  */
 #include "check.h"
-#include "index.h"
-#include "smime.h"
-#include "xalloc.h"
+#include "message/index.h"
+#include "message/smime.h"
+#include "util/xalloc.h"
 
 #include <unistd.h>
 

@@ -11,9 +11,9 @@
  * Received.
  */
 #include "check.h"
-#include "deliver.h"
-#include "lmtp.h"
-#include "xalloc.h"
+#include "provider/deliver.h"
+#include "util/lmtp.h"
+#include "util/xalloc.h"
 
 #include <poll.h>
 #include <pthread.h>

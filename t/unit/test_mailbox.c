@@ -14,10 +14,10 @@
  * speak is temporary for everyone.
  */
 #include "check.h"
-#include "lmtp.h"
-#include "mailbox.h"
-#include "sock.h"
-#include "xalloc.h"
+#include "util/lmtp.h"
+#include "provider/mailbox.h"
+#include "util/sock.h"
+#include "util/xalloc.h"
 
 #include <dirent.h>
 #include <fcntl.h>

@@ -7,8 +7,8 @@
  * and requests that cannot make a valid notice are refused with a reason.
  */
 #include "check.h"
-#include "notice.h"
-#include "xalloc.h"
+#include "message/notice.h"
+#include "util/xalloc.h"
 
 #include <openssl/evp.h>
 #include <time.h>

@@ -9,13 +9,13 @@
  * transactions moves its recipient to delivered and is logged, and one
  * about a transaction we do not know only passes.
  */
-#include "access.h"
-#include "busta.h"
+#include "provider/access.h"
+#include "message/busta.h"
 #include "msgcheck.h"
-#include "notice.h"
-#include "original.h"
-#include "reception.h"
-#include "store.h"
+#include "message/notice.h"
+#include "message/original.h"
+#include "provider/reception.h"
+#include "store/store.h"
 
 static struct testenv env;
 static char dir[] = "/tmp/test_reception.XXXXXX";

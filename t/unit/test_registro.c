@@ -9,11 +9,11 @@
  * file changed.  What a purge leaves must still verify.
  */
 #include "check.h"
-#include "clock.h"
-#include "registro.h"
-#include "smime.h"
-#include "store.h"
-#include "xalloc.h"
+#include "util/clock.h"
+#include "store/registro.h"
+#include "message/smime.h"
+#include "store/store.h"
+#include "util/xalloc.h"
 
 #include <sqlite3.h>
 #include <sys/stat.h>

@@ -10,13 +10,13 @@
  * and seal + purge.
  */
 #include "msgcheck.h"
-#include "notice.h"
-#include "original.h"
-#include "reception.h"
-#include "registro.h"
-#include "scheduler.h"
-#include "store.h"
-#include "verify.h"
+#include "message/notice.h"
+#include "message/original.h"
+#include "provider/reception.h"
+#include "store/registro.h"
+#include "provider/scheduler.h"
+#include "store/store.h"
+#include "message/verify.h"
 
 #include <sys/stat.h>
 
@@ -61,7 +61,7 @@ static void open_tx(struct pec_store *st, const char *id, const struct pec_tx_rc
 
 /*
  * A receipt arrived for ADDRESS: what the reception point puts in its
- * commit (lib/reception.c), the state and, for a late first receipt, the
+ * commit (lib/provider/reception.c), the state and, for a late first receipt, the
  * 12 h notice's mark; from TX when given (as read a while ago), else read
  * now.
  */
@@ -471,7 +471,7 @@ static void test_late_receipts(void)
 }
 
 /*
- * The same through the reception point (lib/reception.c): an avvenuta
+ * The same through the reception point (lib/provider/reception.c): an avvenuta
  * consegna signed by provider B, about a transaction sent 13 h before the
  * test clock's now, marks the 12 h notice owed; one about a transaction
  * sent 11 h before does not.

@@ -8,8 +8,8 @@
  * bundle, and stop verifying when one byte changes.  Garbage must never crash.
  */
 #include "check.h"
-#include "smime.h"
-#include "xalloc.h"
+#include "message/smime.h"
+#include "util/xalloc.h"
 
 #include <dirent.h>
 #include <stdint.h>

@@ -8,9 +8,9 @@
  * the spool write what RFC 2045 and RFC 2047 say.
  */
 #include "check.h"
-#include "encode.h"
-#include "spool.h"
-#include "xalloc.h"
+#include "util/encode.h"
+#include "util/spool.h"
+#include "util/xalloc.h"
 
 #include <dirent.h>
 #include <errno.h>

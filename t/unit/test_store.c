@@ -5,9 +5,9 @@
  * cause is gone.
  */
 #include "check.h"
-#include "registro.h"
-#include "store.h"
-#include "xalloc.h"
+#include "store/registro.h"
+#include "store/store.h"
+#include "util/xalloc.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -10,12 +10,12 @@
  * crafted byte by byte, with the multipart/signed framing written by hand.
  */
 #include "check.h"
-#include "index.h"
-#include "libinit.h"
-#include "mime.h"
-#include "smime.h"
-#include "verify.h"
-#include "xalloc.h"
+#include "message/index.h"
+#include "message/libinit.h"
+#include "message/mime.h"
+#include "message/smime.h"
+#include "message/verify.h"
+#include "util/xalloc.h"
 
 #include <dirent.h>
 #include <stdint.h>

@@ -10,7 +10,7 @@
 #define PEC_TEST_TESTFILES_H
 
 #include "check.h"
-#include "xalloc.h"
+#include "util/xalloc.h"
 
 #include <stdio.h>
 

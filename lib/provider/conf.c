@@ -1,0 +1,599 @@
+/*
+ * conf - pecmilter's configuration: one schema table, loaded with libconfig.
+ *
+ * The schema below is the single place a key is declared.  The sample file
+ * etc/pecmilter.conf and pecmilter.conf(5) document the same rows; a test
+ * checks that the sample names every key of this table.
+ */
+#include "provider/conf.h"
+#include "util/xalloc.h"
+
+#include <errno.h>
+#include <libconfig.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum conf_type { T_STRING, T_INT, T_STRLIST, T_ROLEMAP, T_LOGINMAP };
+
+struct conf_key {
+    const char *name;
+    enum conf_type type;
+    const char *def; /* default, as text; NULL = none */
+    int required;
+    const char *choices; /* "a|b|c" for enumerated strings, else NULL */
+    long long min;       /* for T_INT */
+    size_t offset;
+};
+
+#define OFF(f) offsetof(struct pec_config, f)
+
+static const struct conf_key schema[] = {
+    {"provider_name", T_STRING, NULL, 1, NULL, 0, OFF(provider_name)},
+    {"domains", T_STRLIST, NULL, 1, NULL, 0, OFF(domains)},
+    {"service_address", T_STRING, NULL, 1, NULL, 0, OFF(service_address)},
+    {"receipt_address", T_STRING, "", 0, NULL, 0, OFF(receipt_address)},
+    {"node_id", T_INT, "1", 0, NULL, 0, OFF(node_id)},
+
+    {"sign_cert", T_STRING, NULL, 1, NULL, 0, OFF(sign_cert)},
+    {"sign_chain", T_STRING, "", 0, NULL, 0, OFF(sign_chain)},
+    {"sign_key", T_STRING, NULL, 1, NULL, 0, OFF(sign_key)},
+    {"sign_digest", T_STRING, "sha256", 0, "sha256|sha1", 0, OFF(sign_digest)},
+    {"trust_anchors", T_STRING, NULL, 1, NULL, 0, OFF(trust_anchors)},
+    {"index_file", T_STRING, NULL, 1, NULL, 0, OFF(index_file)},
+
+    {"store", T_STRING, "/var/lib/pecmilter/pecmilter.db", 0, NULL, 0, OFF(store)},
+    {"milter_socket", T_STRING, "unix:/run/pecmilter/milter.sock", 0, NULL, 0, OFF(milter_socket)},
+    {"lmtp_socket", T_STRING, "unix:/run/pecmilter/lmtp.sock", 0, NULL, 0, OFF(lmtp_socket)},
+    {"mailbox_backend", T_STRING, "maildir", 0, "maildir|lmtp", 0, OFF(mailbox_backend)},
+    {"maildir_root", T_STRING, "/var/lib/pecmilter/mail", 0, NULL, 0, OFF(maildir_root)},
+    {"maildir_autocreate", T_STRING, "yes", 0, "yes|no", 0, OFF(maildir_autocreate)},
+    {"maildir_marker_days", T_INT, "10", 0, NULL, 1, OFF(maildir_marker_days)},
+    {"mailbox_lmtp", T_STRING, "", 0, NULL, 0, OFF(mailbox_lmtp)},
+    {"roles", T_ROLEMAP, NULL, 0, "access|reception|passthrough", 0, OFF(roles)},
+    {"default_role", T_STRING, "auto", 0, "auto|access|reception|passthrough", 0,
+     OFF(default_role)},
+    {"reinject", T_STRING, "smtp:127.0.0.1:10025", 0, NULL, 0, OFF(reinject)},
+    {"reinject_sessions", T_INT, "4", 0, NULL, 1, OFF(reinject_sessions)},
+    {"sender_logins", T_LOGINMAP, NULL, 0, NULL, 0, OFF(sender_logins)},
+    {"outbox_retry_max_backoff", T_INT, "300", 0, NULL, 1, OFF(outbox_retry_max_backoff)},
+    {"spool_dir", T_STRING, "", 0, NULL, 0, OFF(spool_dir)},
+    {"seal_dir", T_STRING, "/var/lib/pecmilter/registro", 0, NULL, 0, OFF(seal_dir)},
+    {"retention_months", T_INT, "30", 0, NULL, 1, OFF(retention_months)},
+
+    {"warning_after", T_INT, "43200", 0, NULL, 1, OFF(warning_after)},
+    {"deadline_after", T_INT, "86400", 0, NULL, 1, OFF(deadline_after)},
+    {"deadline_not_before", T_INT, "79200", 0, NULL, 1, OFF(deadline_not_before)},
+    {"size_limit", T_INT, "31457280", 0, NULL, 1, OFF(size_limit)},
+    {"ordinary_mail", T_STRING, "anomaly", 0, "anomaly|reject|accept", 0, OFF(ordinary_mail)},
+    {"on_internal_error", T_STRING, "tempfail", 0, "tempfail|reject|accept", 0,
+     OFF(on_internal_error)},
+
+    {"timezone", T_STRING, "Europe/Rome", 0, NULL, 0, OFF(timezone)},
+    {"fixed_clock", T_STRING, "", 0, NULL, 0, OFF(fixed_clock)},
+    {"syslog_facility", T_STRING, "mail", 0,
+     "mail|daemon|local0|local1|local2|local3|local4|local5|local6|local7", 0,
+     OFF(syslog_facility)},
+    {"user", T_STRING, "", 0, NULL, 0, OFF(user)},
+    {"umask", T_STRING, "007", 0, NULL, 0, OFF(umask)},
+};
+
+#define NKEYS (sizeof(schema) / sizeof(schema[0]))
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static const struct conf_key *find_key(const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(schema[i].name, name) == 0)
+            return &schema[i];
+    return NULL;
+}
+
+static int in_choices(const char *choices, const char *value)
+{
+    size_t vlen = strlen(value);
+    const char *p = choices;
+
+    while (*p) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == vlen && strncmp(p, value, len) == 0)
+            return 1;
+        if (bar == NULL)
+            break;
+        p = bar + 1;
+    }
+    return 0;
+}
+
+static const char *type_name(enum conf_type t)
+{
+    switch (t) {
+    case T_STRING:
+        return "a string";
+    case T_INT:
+        return "an integer";
+    case T_STRLIST:
+        return "a list of strings";
+    case T_ROLEMAP:
+        return "a group of daemon_name = \"role\" settings";
+    case T_LOGINMAP:
+        return "a list of { login = \"...\"; senders = [ ... ]; } groups";
+    }
+    return "?";
+}
+
+static void set_default(struct pec_config *cfg, const struct conf_key *k)
+{
+    char *base = (char *)cfg;
+
+    switch (k->type) {
+    case T_STRING:
+        *(char **)(base + k->offset) = xstrdup(k->def ? k->def : "");
+        break;
+    case T_INT:
+        *(long long *)(base + k->offset) = k->def ? strtoll(k->def, NULL, 10) : 0;
+        break;
+    case T_STRLIST:
+    case T_ROLEMAP:
+    case T_LOGINMAP:
+        break;
+    }
+}
+
+/* A string list setting S into L; 0, or -1 when an element is not a string. */
+static int get_strlist(config_setting_t *s, struct pec_strlist *l)
+{
+    int n = config_setting_length(s);
+
+    l->v = xcalloc((size_t)n + 1, sizeof(char *));
+    for (int i = 0; i < n; i++) {
+        config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+        if (config_setting_type(e) != CONFIG_TYPE_STRING)
+            return -1;
+        l->v[l->n++] = xstrdup(config_setting_get_string(e));
+    }
+    return 0;
+}
+
+/* One { login = "..."; senders = [ ... ]; } group of sender_logins into L. */
+static int set_login(struct pec_login *l, const struct conf_key *k, config_setting_t *g,
+                     const char *file, char *err, size_t errlen)
+{
+    int line = config_setting_source_line(g);
+
+    if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
+        seterr(err, errlen, "%s:%d: %s: must be %s", file, line, k->name, type_name(k->type));
+        return -1;
+    }
+    for (int i = 0; i < config_setting_length(g); i++) {
+        config_setting_t *m = config_setting_get_elem(g, (unsigned)i);
+        const char *name = config_setting_name(m);
+        int t = config_setting_type(m);
+
+        if (strcmp(name, "login") == 0 && t == CONFIG_TYPE_STRING &&
+            *config_setting_get_string(m) != '\0' && l->login == NULL) {
+            l->login = xstrdup(config_setting_get_string(m));
+        } else if (strcmp(name, "senders") == 0 &&
+                   (t == CONFIG_TYPE_ARRAY || t == CONFIG_TYPE_LIST) && l->senders.v == NULL) {
+            if (get_strlist(m, &l->senders) < 0) {
+                seterr(err, errlen, "%s:%d: %s.senders: must be a list of addresses", file,
+                       config_setting_source_line(m), k->name);
+                return -1;
+            }
+        } else {
+            seterr(err, errlen,
+                   "%s:%d: %s: \"%s\" is not understood here (a group holds login = \"...\" "
+                   "and senders = [ ... ])",
+                   file, config_setting_source_line(m), k->name, name);
+            return -1;
+        }
+    }
+    if (l->login == NULL || l->senders.v == NULL) {
+        seterr(err, errlen, "%s:%d: %s: every group needs login and senders", file, line, k->name);
+        return -1;
+    }
+    return 0;
+}
+
+/* Store one setting's value; returns 0, or -1 with err set. */
+static int set_value(struct pec_config *cfg, const struct conf_key *k, config_setting_t *s,
+                     const char *file, char *err, size_t errlen)
+{
+    char *base = (char *)cfg;
+    int line = config_setting_source_line(s);
+    int t = config_setting_type(s);
+
+    switch (k->type) {
+    case T_STRING: {
+        if (t != CONFIG_TYPE_STRING)
+            goto wrong_type;
+        const char *v = config_setting_get_string(s);
+        if (k->choices && !in_choices(k->choices, v)) {
+            seterr(err, errlen, "%s:%d: %s: \"%s\" is not one of %s", file, line, k->name, v,
+                   k->choices);
+            return -1;
+        }
+        char **slot = (char **)(base + k->offset);
+        free(*slot);
+        *slot = xstrdup(v);
+        return 0;
+    }
+    case T_INT: {
+        if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64)
+            goto wrong_type;
+        long long v = config_setting_get_int64(s);
+        if (v < k->min) {
+            seterr(err, errlen, "%s:%d: %s: %lld is below the minimum %lld", file, line, k->name, v,
+                   k->min);
+            return -1;
+        }
+        *(long long *)(base + k->offset) = v;
+        return 0;
+    }
+    case T_STRLIST: {
+        if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST)
+            goto wrong_type;
+        if (get_strlist(s, (struct pec_strlist *)(base + k->offset)) < 0)
+            goto wrong_type;
+        return 0;
+    }
+    case T_LOGINMAP: {
+        /* ( ) is a list; an empty [ ] is accepted as "none" too */
+        if (t != CONFIG_TYPE_LIST && !(t == CONFIG_TYPE_ARRAY && config_setting_length(s) == 0))
+            goto wrong_type;
+        struct pec_loginmap *m = (struct pec_loginmap *)(base + k->offset);
+        int n = config_setting_length(s);
+        m->v = xcalloc((size_t)n + 1, sizeof(*m->v));
+        for (int i = 0; i < n; i++) {
+            if (set_login(&m->v[m->n++], k, config_setting_get_elem(s, (unsigned)i), file, err,
+                          errlen) < 0)
+                return -1;
+        }
+        return 0;
+    }
+    case T_ROLEMAP: {
+        if (t != CONFIG_TYPE_GROUP)
+            goto wrong_type;
+        struct pec_rolemap *m = (struct pec_rolemap *)(base + k->offset);
+        int n = config_setting_length(s);
+        m->daemon = xcalloc((size_t)n + 1, sizeof(char *));
+        m->role = xcalloc((size_t)n + 1, sizeof(char *));
+        for (int i = 0; i < n; i++) {
+            config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+            const char *v;
+            if (config_setting_type(e) != CONFIG_TYPE_STRING) {
+                seterr(err, errlen, "%s:%d: %s.%s: must be a string naming a role (%s)", file,
+                       config_setting_source_line(e), k->name, config_setting_name(e), k->choices);
+                return -1;
+            }
+            v = config_setting_get_string(e);
+            if (!in_choices(k->choices, v)) {
+                seterr(err, errlen, "%s:%d: %s.%s: \"%s\" is not one of %s", file,
+                       config_setting_source_line(e), k->name, config_setting_name(e), v,
+                       k->choices);
+                return -1;
+            }
+            m->daemon[m->n] = xstrdup(config_setting_name(e));
+            m->role[m->n] = xstrdup(v);
+            m->n++;
+        }
+        return 0;
+    }
+    }
+wrong_type:
+    seterr(err, errlen, "%s:%d: %s: must be %s", file, line, k->name, type_name(k->type));
+    return -1;
+}
+
+static void free_strlist(struct pec_strlist *l)
+{
+    for (size_t j = 0; j < l->n; j++)
+        free(l->v[j]);
+    free(l->v);
+}
+
+static void free_values(struct pec_config *cfg)
+{
+    char *base = (char *)cfg;
+
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct conf_key *k = &schema[i];
+        switch (k->type) {
+        case T_STRING:
+            free(*(char **)(base + k->offset));
+            break;
+        case T_INT:
+            break;
+        case T_STRLIST:
+            free_strlist((struct pec_strlist *)(base + k->offset));
+            break;
+        case T_LOGINMAP: {
+            struct pec_loginmap *m = (struct pec_loginmap *)(base + k->offset);
+            for (size_t j = 0; j < m->n; j++) {
+                free(m->v[j].login);
+                free_strlist(&m->v[j].senders);
+            }
+            free(m->v);
+            break;
+        }
+        case T_ROLEMAP: {
+            struct pec_rolemap *m = (struct pec_rolemap *)(base + k->offset);
+            for (size_t j = 0; j < m->n; j++) {
+                free(m->daemon[j]);
+                free(m->role[j]);
+            }
+            free(m->daemon);
+            free(m->role);
+            break;
+        }
+        }
+    }
+}
+
+/* Cross-key rules that a single row cannot express. */
+static int check_consistency(struct pec_config *cfg, const char *file, char *err, size_t errlen)
+{
+    if (cfg->domains.n == 0) {
+        seterr(err, errlen, "%s: domains: at least one PEC domain is required", file);
+        return -1;
+    }
+    if (strchr(cfg->service_address, '@') == NULL) {
+        seterr(err, errlen, "%s: service_address: \"%s\" is not a mail address", file,
+               cfg->service_address);
+        return -1;
+    }
+    if (cfg->receipt_address[0] == '\0') {
+        free(cfg->receipt_address);
+        cfg->receipt_address = xstrdup(cfg->service_address);
+    }
+    if (strcmp(cfg->mailbox_backend, "lmtp") == 0 && cfg->mailbox_lmtp[0] == '\0') {
+        seterr(err, errlen, "%s: mailbox_lmtp: required when mailbox_backend is \"lmtp\"", file);
+        return -1;
+    }
+    if (cfg->deadline_not_before > cfg->deadline_after ||
+        cfg->warning_after >= cfg->deadline_after) {
+        seterr(err, errlen, "%s: warning_after < deadline_not_before <= deadline_after must hold",
+               file);
+        return -1;
+    }
+    return 0;
+}
+
+struct pec_config *pec_config_load(const char *file, char *err, size_t errlen)
+{
+    config_t lc;
+    struct pec_config *cfg;
+    config_setting_t *root;
+    unsigned char seen[NKEYS] = {0};
+
+    if (access(file, R_OK) != 0) {
+        seterr(err, errlen, "%s: cannot read configuration: %s", file, strerror(errno));
+        return NULL;
+    }
+    config_init(&lc);
+    if (!config_read_file(&lc, file)) {
+        seterr(err, errlen, "%s:%d: syntax error: %s",
+               config_error_file(&lc) ? config_error_file(&lc) : file, config_error_line(&lc),
+               config_error_text(&lc));
+        config_destroy(&lc);
+        return NULL;
+    }
+
+    cfg = xcalloc(1, sizeof(*cfg));
+    cfg->refs = 1;
+    cfg->path = xstrdup(file);
+    for (size_t i = 0; i < NKEYS; i++)
+        set_default(cfg, &schema[i]);
+
+    root = config_root_setting(&lc);
+    for (int i = 0; i < config_setting_length(root); i++) {
+        config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
+        const char *name = config_setting_name(s);
+        const struct conf_key *k = find_key(name);
+        if (k == NULL) {
+            seterr(err, errlen, "%s:%d: %s: unknown setting", file, config_setting_source_line(s),
+                   name);
+            goto fail;
+        }
+        if (set_value(cfg, k, s, file, err, errlen) < 0)
+            goto fail;
+        seen[k - schema] = 1;
+    }
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (schema[i].required && !seen[i]) {
+            seterr(err, errlen, "%s: %s: required setting is missing", file, schema[i].name);
+            goto fail;
+        }
+    }
+    if (check_consistency(cfg, file, err, errlen) < 0)
+        goto fail;
+    config_destroy(&lc);
+    return cfg;
+
+fail:
+    config_destroy(&lc);
+    pec_config_unref(cfg);
+    return NULL;
+}
+
+struct pec_config *pec_config_ref(struct pec_config *cfg)
+{
+    __atomic_add_fetch(&cfg->refs, 1, __ATOMIC_SEQ_CST);
+    return cfg;
+}
+
+void pec_config_unref(struct pec_config *cfg)
+{
+    if (cfg == NULL || __atomic_sub_fetch(&cfg->refs, 1, __ATOMIC_SEQ_CST) > 0)
+        return;
+    free_values(cfg);
+    free(cfg->path);
+    free(cfg);
+}
+
+static void print_string(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            fputc('\\', out);
+        fputc(*s, out);
+    }
+    fputc('"', out);
+}
+
+static void print_strlist(FILE *out, const struct pec_strlist *l)
+{
+    fputs("[ ", out);
+    for (size_t j = 0; j < l->n; j++) {
+        print_string(out, l->v[j]);
+        fputs(j + 1 < l->n ? ", " : " ", out);
+    }
+    fputc(']', out);
+}
+
+void pec_config_print(const struct pec_config *cfg, FILE *out)
+{
+    const char *base = (const char *)cfg;
+
+    fprintf(out, "# effective configuration of %s\n", cfg->path);
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct conf_key *k = &schema[i];
+        fprintf(out, "%s = ", k->name);
+        switch (k->type) {
+        case T_STRING:
+            print_string(out, *(char *const *)(base + k->offset));
+            break;
+        case T_INT:
+            fprintf(out, "%lld", *(const long long *)(base + k->offset));
+            break;
+        case T_STRLIST:
+            print_strlist(out, (const struct pec_strlist *)(base + k->offset));
+            break;
+        case T_LOGINMAP: {
+            const struct pec_loginmap *m = (const struct pec_loginmap *)(base + k->offset);
+            fputs("( ", out);
+            for (size_t j = 0; j < m->n; j++) {
+                fputs("{ login = ", out);
+                print_string(out, m->v[j].login);
+                fputs("; senders = ", out);
+                print_strlist(out, &m->v[j].senders);
+                fputs(j + 1 < m->n ? "; }, " : "; } ", out);
+            }
+            fputc(')', out);
+            break;
+        }
+        case T_ROLEMAP: {
+            const struct pec_rolemap *m = (const struct pec_rolemap *)(base + k->offset);
+            fputs("{ ", out);
+            for (size_t j = 0; j < m->n; j++) {
+                fprintf(out, "%s = ", m->daemon[j]);
+                print_string(out, m->role[j]);
+                fputs("; ", out);
+            }
+            fputc('}', out);
+            break;
+        }
+        }
+        fputs(";\n", out);
+    }
+}
+
+const char *pec_config_role(const struct pec_config *cfg, const char *daemon_name,
+                            int authenticated)
+{
+    if (daemon_name) {
+        for (size_t i = 0; i < cfg->roles.n; i++)
+            if (strcmp(cfg->roles.daemon[i], daemon_name) == 0)
+                return cfg->roles.role[i];
+    }
+    if (strcmp(cfg->default_role, "auto") != 0)
+        return cfg->default_role;
+    return authenticated ? "access" : "reception";
+}
+
+int pec_config_may_send_as(const struct pec_config *cfg, const char *login, const char *address)
+{
+    if (login == NULL || *login == '\0' || address == NULL)
+        return 0;
+    if (strcasecmp(login, address) == 0)
+        return 1;
+    for (size_t i = 0; i < cfg->sender_logins.n; i++) {
+        const struct pec_login *l = &cfg->sender_logins.v[i];
+        if (strcasecmp(l->login, login) != 0)
+            continue;
+        for (size_t j = 0; j < l->senders.n; j++)
+            if (strcasecmp(l->senders.v[j], address) == 0)
+                return 1;
+    }
+    return 0;
+}
+
+int pec_config_is_our_domain(const struct pec_config *cfg, const char *domain)
+{
+    for (size_t i = 0; i < cfg->domains.n; i++)
+        if (strcasecmp(cfg->domains.v[i], domain) == 0)
+            return 1;
+    return 0;
+}
+
+int pec_check_readable_file(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    FILE *f;
+
+    if (path == NULL || *path == '\0') {
+        seterr(err, errlen, "no file name given");
+        return -1;
+    }
+    if (stat(path, &st) != 0) {
+        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        seterr(err, errlen, "%s: not a regular file", path);
+        return -1;
+    }
+    f = fopen(path, "r");
+    if (f == NULL) {
+        seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    fclose(f);
+    return 0;
+}
+
+int pec_check_private_file(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+
+    if (pec_check_readable_file(path, err, errlen) < 0)
+        return -1;
+    if (stat(path, &st) != 0) {
+        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+        seterr(err, errlen,
+               "%s: private key is accessible by group or others (mode %04o); chmod 600 it", path,
+               (unsigned)(st.st_mode & 07777));
+        return -1;
+    }
+    return 0;
+}
