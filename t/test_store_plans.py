@@ -8,8 +8,8 @@ more with each day, and the daemon holds the store while it runs (the
 injector's tidy did so each time the outbox emptied: 5 ms a call after 4,700
 submissions, growing without end).
 
-Every SQL statement of lib/store/store_sqlite.c, taken from the preprocessed source
-(so the column-list macros are expanded), is planned by SQLite against a store
+Every SQL statement of the SQLite backend (lib/store/sqlite*.c), taken from the
+preprocessed sources (so the column-list macros are expanded), is planned by SQLite against a store
 the real code made (t/tools/injectord), with EXPLAIN QUERY PLAN.  A step that
 scans one of those tables (other than through a partial index, which holds
 only rows still in play), or that searches the outbox for the rows in state
@@ -18,6 +18,7 @@ in MAINTENANCE, which run once a day or at an operator's request and read what
 they must.
 """
 import contextlib
+import glob
 import os
 import re
 import shutil
@@ -29,7 +30,7 @@ import unittest
 from pectest import config, env, pki
 
 INJECTORD = os.path.join(env.BUILD_DIR, "t", "tools", "injectord")
-SOURCE = os.path.join(env.SRC_DIR, "lib", "store", "store_sqlite.c")
+SOURCES = sorted(glob.glob(os.path.join(env.SRC_DIR, "lib", "store", "sqlite*.c")))
 GROWING = ("transactions", "recipients", "outbox", "registro", "delivered", "refused")
 
 # statement prefix -> why it may read what it reads
@@ -49,16 +50,23 @@ MAINTENANCE = {
 
 
 def statements():
-    p = subprocess.run(["cc", "-E", "-P", "-I", os.path.join(env.SRC_DIR, "lib"), SOURCE],
+    found = set()
+    for source in SOURCES:
+        found |= source_statements(source)
+    return sorted(found)
+
+
+def source_statements(source):
+    p = subprocess.run(["cc", "-E", "-P", "-I", os.path.join(env.SRC_DIR, "lib"), source],
                        capture_output=True, text=True)
     if p.returncode != 0:
-        raise AssertionError("cc -E %s failed:\n%s" % (SOURCE, p.stderr))
+        raise AssertionError("cc -E %s failed:\n%s" % (source, p.stderr))
     found = set()
     for m in re.finditer(r'((?:"(?:[^"\\\n]|\\.)*"\s*)+)', p.stdout):
         s = "".join(re.findall(r'"((?:[^"\\\n]|\\.)*)"', m.group(1))).replace('\\"', '"')
         if re.match(r"(SELECT|UPDATE|DELETE|INSERT)\b.*\b(FROM|INTO|SET)\b", s):
             found.add(s)
-    return sorted(found)
+    return found
 
 
 def plan(db, sql):
@@ -88,7 +96,7 @@ class StorePlans(unittest.TestCase):
 
     def test_no_walk_over_history(self):
         stmts = statements()
-        self.assertGreater(len(stmts), 30, "too few statements found in %s" % SOURCE)
+        self.assertGreater(len(stmts), 30, "too few statements found in %s" % SOURCES)
         with contextlib.closing(sqlite3.connect(self.db)) as db:
             partial = {name for name, sql in db.execute(
                 "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql LIKE '% WHERE %'")}
