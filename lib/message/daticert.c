@@ -325,19 +325,6 @@ static int check_dati(const struct pec_daticert *d, const struct tipo_rule *r, c
 {
     const char *tipo = tipo_names[d->tipo];
 
-    if (need_text("gestore-emittente", d->gestore_emittente, 0, err, errlen) != 0 ||
-        check_data(d, err, errlen) != 0 ||
-        need_text("identificativo", d->identificativo, 0, err, errlen) != 0)
-        return -1;
-    if (d->msgid != NULL) {
-        size_t n = strlen(d->msgid);
-        if (n < 3 || d->msgid[0] != '<' || d->msgid[n - 1] != '>') {
-            seterr(err, errlen, "daticert.xml: msgid must be enclosed in angle brackets");
-            return -1;
-        }
-        if (utf8_clean("msgid", d->msgid, err, errlen) != 0)
-            return -1;
-    }
     if (pec_ricevuta_name(d->ricevuta) == NULL && d->ricevuta != PEC_RICEVUTA_NONE) {
         seterr(err, errlen, "daticert.xml: ricevuta has no valid tipo");
         return -1;
@@ -363,6 +350,25 @@ static int check_dati(const struct pec_daticert *d, const struct tipo_rule *r, c
     return 0;
 }
 
+int pec_daticert_check_facts(const struct pec_daticert *d, char *err, size_t errlen)
+{
+    if (check_intestazione(d, err, errlen) != 0 ||
+        need_text("gestore-emittente", d->gestore_emittente, 0, err, errlen) != 0 ||
+        check_data(d, err, errlen) != 0 ||
+        need_text("identificativo", d->identificativo, 0, err, errlen) != 0)
+        return -1;
+    if (d->msgid != NULL) {
+        size_t n = strlen(d->msgid);
+        if (n < 3 || d->msgid[0] != '<' || d->msgid[n - 1] != '>') {
+            seterr(err, errlen, "daticert.xml: msgid must be enclosed in angle brackets");
+            return -1;
+        }
+        if (utf8_clean("msgid", d->msgid, err, errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 int pec_daticert_check(const struct pec_daticert *d, char *err, size_t errlen)
 {
     const struct tipo_rule *r;
@@ -378,7 +384,7 @@ int pec_daticert_check(const struct pec_daticert *d, char *err, size_t errlen)
                tipo_names[d->tipo]);
         return -1;
     }
-    if (check_intestazione(d, err, errlen) != 0)
+    if (pec_daticert_check_facts(d, err, errlen) != 0)
         return -1;
     return check_dati(d, r, err, errlen);
 }

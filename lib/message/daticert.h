@@ -123,6 +123,14 @@ int pec_daticert_init(void);
 int pec_daticert_check(const struct pec_daticert *d, char *err, size_t errlen);
 
 /*
+ * The part of pec_daticert_check() that does not depend on the tipo: the
+ * facts every notice about a transaction copies (mittente, destinatari,
+ * risposte, oggetto, gestore, date and time, identificativo, msgid).  A
+ * busta whose facts fail it could never earn the receipts built from them.
+ */
+int pec_daticert_check_facts(const struct pec_daticert *d, char *err, size_t errlen);
+
+/*
  * Serialises d.  On success *xml is a NUL-terminated UTF-8 document of *len
  * bytes that the caller frees; returns 0.  Returns -1 with a reason in err,
  * and *xml NULL, when d is refused.

@@ -312,13 +312,20 @@ static int read_postacert(xmlNodePtr root, struct pec_daticert *out, char *err, 
 /*
  * What a receiver cannot do without, beyond the DTD: the elements the DTD's
  * own comments assign to each tipo.  Laxer than pec_daticert_check(), which
- * holds our output to the full usage table; peers get the benefit of doubt.
+ * holds our output to the full usage table; peers get the benefit of doubt,
+ * but for a busta's facts: our presa in carico and consegna copy them, and
+ * facts our own writer refuses (a control character in oggetto, a msgid
+ * without its angle brackets, an empty destinatario) would leave a stored
+ * busta that can never earn its receipt.  Such a busta is not conforming
+ * (an anomalia at the reception point, with this reason).
  */
 static int check_parsed(const struct pec_daticert *d, char *err, size_t errlen)
 {
     const char *tipo = pec_tipo_name(d->tipo);
     const char *missing = NULL;
 
+    if (d->tipo == PEC_TIPO_POSTA_CERTIFICATA && pec_daticert_check_facts(d, err, errlen) != 0)
+        return -1;
     if (d->identificativo == NULL || *d->identificativo == '\0')
         missing = "identificativo";
     else if (d->tipo == PEC_TIPO_POSTA_CERTIFICATA && d->ricevuta == PEC_RICEVUTA_NONE)

@@ -1174,6 +1174,80 @@ static void setup(const char **shared)
     snprintf(embedded_dtd, sizeof(embedded_dtd), "%s", path);
 }
 
+/* Replace the first FROM in *XML by TO (the document is rewritten in place). */
+static void edit(char **xml, size_t *len, const char *from, const char *to)
+{
+    char *at = strstr(*xml, from), *out;
+
+    CHECK(at != NULL);
+    if (at == NULL)
+        return;
+    out = malloc(*len - strlen(from) + strlen(to) + 1);
+    memcpy(out, *xml, (size_t)(at - *xml));
+    strcpy(out + (at - *xml), to);
+    strcat(out, at + strlen(from));
+    free(*xml);
+    *xml = out;
+    *len = strlen(out);
+}
+
+/*
+ * A peer's busta whose facts our own writer would refuse is refused on
+ * parsing: the presa in carico and the consegna copy those facts, so a
+ * busta taken with them could be stored but never earn its receipt.
+ */
+static void test_parse_busta_facts(void)
+{
+    static const struct {
+        const char *what, *from, *to, *reason;
+    } table[] = {
+        {"newline in oggetto", "<oggetto>Fattura n. 12</oggetto>",
+         "<oggetto>Fattura&#10;n. 12</oggetto>", "oggetto contains control character U+000A"},
+        {"msgid without brackets", "<msgid>&lt;20240331.abc@client.example&gt;</msgid>",
+         "<msgid>20240331.abc@client.example</msgid>", "msgid must be enclosed"},
+        {"empty destinatari", "<destinatari tipo=\"certificato\">mario.rossi@pec.example.it<",
+         "<destinatari tipo=\"certificato\"><", "destinatari missing"},
+    };
+    struct pec_daticert d = sample(PEC_TIPO_POSTA_CERTIFICATA), back;
+    char err[256], *good = NULL;
+    size_t goodlen = 0;
+
+    CHECK(pec_daticert_write(&d, &good, &goodlen, err, sizeof(err)) == 0);
+    if (good == NULL)
+        return;
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+        char *xml = strdup(good);
+        size_t len = goodlen;
+
+        edit(&xml, &len, table[i].from, table[i].to);
+        err[0] = '\0';
+        if (pec_daticert_parse(xml, len, &back, err, sizeof(err)) == 0) {
+            fprintf(stderr, "  busta with %s: parsed, but no receipt could be built from it\n",
+                    table[i].what);
+            CHECK(0);
+            pec_daticert_free(&back);
+        } else if (strstr(err, table[i].reason) == NULL) {
+            fprintf(stderr, "  busta with %s: refused as \"%s\"\n", table[i].what, err);
+            CHECK(0);
+        }
+        /* the same facts in a notice are the peer's business: still read */
+        edit(&xml, &len, "tipo=\"posta-certificata\"", "tipo=\"accettazione\"");
+        edit(&xml, &len, "<ricevuta tipo=\"breve\" />", "");
+        if (i < 2) {
+            CHECK(pec_daticert_parse(xml, len, &back, err, sizeof(err)) == 0);
+            pec_daticert_free(&back);
+        }
+        free(xml);
+    }
+    /* the unspoilt busta still parses, and a consegna can be written from its facts */
+    CHECK(pec_daticert_parse(good, goodlen, &back, err, sizeof(err)) == 0);
+    back.tipo = PEC_TIPO_AVVENUTA_CONSEGNA;
+    back.consegna = strdup("mario.rossi@pec.example.it");
+    CHECK(pec_daticert_check(&back, err, sizeof(err)) == 0);
+    pec_daticert_free(&back);
+    free(good);
+}
+
 int main(void)
 {
     const char *shared;
@@ -1189,6 +1263,7 @@ int main(void)
     test_sanitize();
     test_parse_good();
     test_parse_bad();
+    test_parse_busta_facts();
     test_error_handler_kept();
     test_threads();
     test_dtd_matches();
