@@ -480,22 +480,26 @@ static int walk_multipart(struct walk *w, const struct entity *e, const char *bo
 
 /*
  * One entity: replaced when it is an attachment (never the message itself),
- * walked when it is a multipart, else copied.
+ * walked when it is a multipart, else copied.  A multipart too deep to walk
+ * is replaced whole, like an attachment: the hash of its body stands for
+ * every part below it, so no attachment is carried at any depth.
  */
 static int walk_entity(struct walk *w, size_t start, size_t end, int depth, int top)
 {
     struct entity e;
     struct name nm = {0};
     const char *boundary;
-    int rc = entity_read(w, start, end, &e);
+    int rc = entity_read(w, start, end, &e), multipart;
 
     if (rc <= 0) {
         entity_free(&e);
         return rc < 0 ? -1 : copy_range(w, start, end - start);
     }
-    if (!top && (attachment_name(&e, &nm) || pec_mime_ctype_is(&e.ct, "message", "rfc822")))
+    multipart = pec_mime_ctype_is(&e.ct, "multipart", NULL);
+    if (!top && (attachment_name(&e, &nm) || pec_mime_ctype_is(&e.ct, "message", "rfc822") ||
+                 (multipart && depth >= PEC_BREVE_MAX_DEPTH)))
         rc = replace_entity(w, &e, &nm);
-    else if (pec_mime_ctype_is(&e.ct, "multipart", NULL) && depth < PEC_BREVE_MAX_DEPTH &&
+    else if (multipart && depth < PEC_BREVE_MAX_DEPTH &&
              (boundary = pec_mime_param(&e.ct.params, "boundary")) != NULL && *boundary != '\0' &&
              strlen(boundary) <= 70)
         rc = walk_multipart(w, &e, boundary, depth);

@@ -21,9 +21,11 @@
  * out whole: breve == completa.
  *
  * The walk reads the spool at offsets a line at a time and hashes ranges in
- * place, so a 30 MB original is never held in memory.  Nesting deeper than
- * PEC_BREVE_MAX_DEPTH, and parts whose headers exceed PEC_BREVE_MAX_HEADER
- * bytes, are copied unchanged.
+ * place, so a 30 MB original is never held in memory.  A multipart nested
+ * PEC_BREVE_MAX_DEPTH deep is not walked but replaced whole, as an attachment
+ * is ("allegato.hash", the SHA-1 of its body), so whatever the depth no byte
+ * of an attachment is carried.  Parts whose headers exceed
+ * PEC_BREVE_MAX_HEADER bytes are copied unchanged.
  */
 #ifndef PEC_BREVE_H
 #define PEC_BREVE_H

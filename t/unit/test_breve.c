@@ -5,6 +5,7 @@
  */
 #include "check.h"
 #include "message/breve.h"
+#include "message/mime.h"
 #include "util/spool.h"
 #include "util/xalloc.h"
 
@@ -287,25 +288,184 @@ static void test_names(void)
     free(out);
 }
 
-/* Deeper than PEC_BREVE_MAX_DEPTH: copied, not walked, and no crash. */
-static void test_depth(void)
-{
-    size_t cap = 200000, n = 0;
-    char *in = xmalloc(cap), *out;
-    int depth = PEC_BREVE_MAX_DEPTH + 8;
+/* ---- depth ---- */
 
-    for (int i = 0; i < depth; i++)
+#define SECRET "PAYLOAD-RISERVATO-0123456789"
+
+/*
+ * LEVELS multipart/mixed nested one in the other (boundaries "d0" outermost to
+ * "d<LEVELS-1>"), the innermost holding INNER, one or more whole body parts
+ * separated by "--d<LEVELS-1>" lines.
+ */
+static char *nested(int levels, const char *inner)
+{
+    size_t cap = (size_t)levels * 100 + strlen(inner) + 1, n = 0;
+    char *in = xmalloc(cap);
+
+    for (int i = 0; i < levels; i++)
         n += (size_t)snprintf(in + n, cap - n,
                               "Content-Type: multipart/mixed; boundary=\"d%d\"\r\n\r\n--d%d\r\n", i,
                               i);
-    n += (size_t)snprintf(in + n, cap - n,
-                          "Content-Type: text/plain; name=\"profondo.txt\"\r\n\r\nx\r\n");
-    for (int i = depth - 1; i >= 0; i--)
-        n += (size_t)snprintf(in + n, cap - n, "--d%d--\r\n", i);
-    out = breve(in, 1 << 20, NULL);
-    CHECK_STR(out, in);
+    n += (size_t)snprintf(in + n, cap - n, "%s", inner);
+    for (int i = levels - 1; i >= 0; i--)
+        n += (size_t)snprintf(in + n, cap - n, "\r\n--d%d--", i);
+    snprintf(in + n, cap - n, "\r\n");
+    return in;
+}
+
+/*
+ * Parses OUT with the MIME layer through LEVELS multiparts of one part each but
+ * the last, which must be closed and have NPARTS parts; fills PARTS with them.
+ * Returns whether every level parsed as expected.
+ */
+static int descend(const char *out, int levels, struct pec_span *parts, size_t nparts)
+{
+    struct pec_span ent = {(const unsigned char *)out, strlen(out)}, head, body;
+
+    for (int i = 0; i < levels; i++) {
+        struct pec_mime_ctype ct;
+        struct pec_mime_multipart mp;
+        char *value, want[16];
+        const char *b;
+        int ok;
+
+        if (pec_mime_split(ent.p, ent.len, &head, &body) != 1) {
+            fprintf(stderr, "level %d: no end of headers\n", i);
+            return 0;
+        }
+        value = pec_mime_header(head, "Content-Type");
+        pec_mime_ctype_parse(value, &ct);
+        free(value);
+        b = pec_mime_param(&ct.params, "boundary");
+        snprintf(want, sizeof(want), "d%d", i);
+        ok = pec_mime_ctype_is(&ct, "multipart", "mixed") && b != NULL && strcmp(b, want) == 0 &&
+             pec_mime_multipart_split(body, b, 16, &mp) == 0 && mp.closed &&
+             mp.nparts == (i + 1 < levels ? 1 : nparts);
+        if (ok && i + 1 < levels)
+            ent = mp.parts[0];
+        else if (ok)
+            memcpy(parts, mp.parts, nparts * sizeof(*parts));
+        pec_mime_multipart_free(&mp);
+        pec_mime_ctype_free(&ct);
+        if (!ok) {
+            fprintf(stderr, "level %d: not the multipart/mixed expected\n", i);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* PART is the replacement of an attachment called NAME whose body hashes to HEX */
+static int is_hash_part(struct pec_span part, const char *name, const char *hex)
+{
+    char *got = xmalloc(part.len + 1), *want;
+    int ok;
+
+    memcpy(got, part.p, part.len);
+    got[part.len] = '\0';
+    want = xasprintf("Content-Type: text/plain; charset=us-ascii;\r\n"
+                     "\tname=\"%s.hash\"\r\n"
+                     "Content-Disposition: attachment;\r\n"
+                     "\tfilename=\"%s.hash\"\r\n"
+                     "Content-Transfer-Encoding: 7bit\r\n"
+                     "\r\n"
+                     "%s",
+                     name, name, hex);
+    ok = strcmp(got, want) == 0;
+    if (!ok)
+        fprintf(stderr, "part:\n%s\nexpected:\n%s\n", got, want);
+    free(got);
+    free(want);
+    return ok;
+}
+
+/*
+ * Nested as deep as the walk goes (PEC_BREVE_MAX_DEPTH multiparts): every
+ * attachment of the innermost one is still replaced by itself.
+ */
+static void test_depth_limit(void)
+{
+    static const char inner[] = "Content-Type: application/octet-stream; name=\"uno.bin\"\r\n"
+                                "\r\n" SECRET "-uno\r\n"
+                                "--d%d\r\n"
+                                "Content-Disposition: attachment; filename=\"due.txt\"\r\n"
+                                "\r\n" SECRET "-due";
+    char *parts_in = xasprintf(inner, PEC_BREVE_MAX_DEPTH - 1);
+    char *in = nested(PEC_BREVE_MAX_DEPTH, parts_in), *out;
+    const char *tail;
+    char *h_uno = sha1_hex(SECRET "-uno", strlen(SECRET "-uno")),
+         *h_due = sha1_hex(SECRET "-due", strlen(SECRET "-due"));
+    struct pec_span parts[2];
+    size_t replaced = 0;
+
+    out = breve(in, 1 << 20, &replaced);
+    CHECK(replaced == 2);
+    CHECK(strstr(out, SECRET) == NULL);
+    CHECK(descend(out, PEC_BREVE_MAX_DEPTH, parts, 2));
+    CHECK(is_hash_part(parts[0], "uno.bin", h_uno));
+    CHECK(is_hash_part(parts[1], "due.txt", h_due));
+    /* the structure around them is the original's, byte for byte */
+    CHECK(strncmp(out, in, (size_t)(strstr(in, "Content-Type: application/") - in)) == 0);
+    tail = strstr(in, "-due") + strlen("-due");
+    CHECK(strlen(out) > strlen(tail) && strcmp(out + strlen(out) - strlen(tail), tail) == 0);
     free(out);
     free(in);
+    free(parts_in);
+    free(h_uno);
+    free(h_due);
+}
+
+/*
+ * Deeper than the walk goes: the multipart past the limit is replaced whole,
+ * its body hashed like an attachment's, so none of the attachments below it
+ * comes through, at one level past the limit as at 210.
+ */
+static void test_depth_past(void)
+{
+    static const char inner[] = "Content-Type: application/octet-stream\r\n"
+                                "Content-Disposition: attachment; filename=\"profondo.bin\"\r\n"
+                                "\r\n" SECRET;
+    int depths[] = {PEC_BREVE_MAX_DEPTH + 1, 210};
+
+    for (size_t k = 0; k < sizeof(depths) / sizeof(depths[0]); k++) {
+        char *in = nested(depths[k], inner), *out, *cut, *h_sub;
+        const char *lim, *sub, *tail;
+        struct pec_span part;
+        size_t replaced = 0;
+
+        /*
+         * the multipart PEC_BREVE_MAX_DEPTH deep runs from LIM to TAIL, where
+         * its parent's close delimiter begins; SUB is its body
+         */
+        cut = xasprintf("Content-Type: multipart/mixed; boundary=\"d%d\"\r\n\r\n",
+                        PEC_BREVE_MAX_DEPTH);
+        lim = strstr(in, cut);
+        sub = lim + strlen(cut);
+        free(cut);
+        cut = xasprintf("\r\n--d%d--", PEC_BREVE_MAX_DEPTH - 1);
+        tail = strstr(in, cut);
+        free(cut);
+        h_sub = sha1_hex(sub, (size_t)(tail - sub));
+
+        out = breve(in, 1 << 20, &replaced);
+        CHECK(strstr(out, SECRET) == NULL);
+        CHECK(strstr(out, "profondo.bin") == NULL);
+        CHECK(replaced == 1);
+        CHECK(descend(out, PEC_BREVE_MAX_DEPTH, &part, 1));
+        CHECK(is_hash_part(part, "allegato", h_sub));
+        /* above the limit nothing changed */
+        CHECK(strncmp(out, in, (size_t)(lim - in)) == 0);
+        CHECK(strlen(out) > strlen(tail) && strcmp(out + strlen(out) - strlen(tail), tail) == 0);
+        free(out);
+
+        /* the same through a spool in a file */
+        out = breve(in, 8, &replaced);
+        CHECK(strstr(out, SECRET) == NULL);
+        CHECK(replaced == 1);
+        free(out);
+        free(h_sub);
+        free(in);
+    }
 }
 
 int main(void)
@@ -315,6 +475,7 @@ int main(void)
     test_whole();
     test_shapes();
     test_names();
-    test_depth();
+    test_depth_limit();
+    test_depth_past();
     return check_exit();
 }
