@@ -402,6 +402,98 @@ static int ordinary(const struct pec_rp_env *e, const struct pec_original *o,
     return 0;
 }
 
+/* ------------------------------------------------------------ who a message is about */
+
+/*
+ * The first recipient of this SMTP transaction in one of our domains whose
+ * busta does not name it as a certified recipient, or NULL.  A busta
+ * certifies the destinatari of its daticert and no one else: sent again
+ * with another RCPT TO, it must not earn receipts for that address.
+ */
+static const char *unnamed_recipient(const struct pec_rp_env *e, const struct pec_original *o,
+                                     const struct pec_daticert *d)
+{
+    for (size_t i = 0; i < o->n_rcpts; i++) {
+        size_t k = 0;
+
+        if (!ours(e->cfg, o->rcpts[i]))
+            continue;
+        while (k < d->n_destinatari && (d->destinatari[k].tipo != PEC_DEST_CERTIFICATO ||
+                                        strcasecmp(d->destinatari[k].address, o->rcpts[i]) != 0))
+            k++;
+        if (k == d->n_destinatari)
+            return o->rcpts[i];
+    }
+    return NULL;
+}
+
+static const char *unmanaged(const struct pec_provider *p, const char *address)
+{
+    const char *at = address != NULL ? strrchr(address, '@') : NULL;
+
+    return at != NULL && pec_provider_manages(p, at + 1) ? NULL : address ? address : "";
+}
+
+/*
+ * The first address a notice reports on that its signer does not serve, or
+ * NULL.  Only the recipient's own provider can say it took in charge (every
+ * ricezione), delivered, failed or found a virus for that recipient
+ * (consegna); the notices the sender's provider emits (the 12 h and 24 h
+ * notices, the mancata consegna per virus) come from the provider that
+ * manages the mittente.
+ */
+static const char *not_signers_party(const struct pec_inspection *ins)
+{
+    const struct pec_daticert *d = &ins->daticert;
+    const char *bad = NULL;
+
+    switch (d->tipo) {
+    case PEC_TIPO_PRESA_IN_CARICO:
+    case PEC_TIPO_AVVENUTA_CONSEGNA:
+    case PEC_TIPO_RILEVAZIONE_VIRUS:
+    case PEC_TIPO_ERRORE_CONSEGNA:
+        if (d->tipo == PEC_TIPO_ERRORE_CONSEGNA && d->errore == PEC_ERRORE_VIRUS)
+            return unmanaged(ins->provider, d->mittente);
+        if (d->consegna != NULL)
+            bad = unmanaged(ins->provider, d->consegna);
+        for (size_t i = 0; bad == NULL && i < d->n_ricezione; i++)
+            bad = unmanaged(ins->provider, d->ricezione[i]);
+        return bad;
+    case PEC_TIPO_PREAVVISO_ERRORE_CONSEGNA:
+        return unmanaged(ins->provider, d->mittente);
+    default:
+        return NULL; /* accettazione and the like: about no recipient's fate */
+    }
+}
+
+static int wrong_party(const struct pec_rp_env *e, const struct pec_original *o,
+                       const struct pec_inspection *ins, const char *queue_id, const char *address,
+                       struct pec_rp_outcome *out, char *err, size_t errlen)
+{
+    char reason[600], clean[300];
+    const char *what = ins->kind == PEC_KIND_BUSTA ? "busta" : "notice";
+
+    out->what = "malformed";
+    ascii_copy(clean, sizeof(clean), address);
+    if (ins->kind == PEC_KIND_BUSTA)
+        snprintf(reason, sizeof(reason),
+                 "busta del gestore %.60s non indirizzata al destinatario %s (non compreso tra i "
+                 "destinatari certificati dei dati di certificazione)",
+                 ins->provider->name, clean);
+    else
+        snprintf(reason, sizeof(reason),
+                 "ricevuta del gestore %.60s relativa all'indirizzo %s, di un dominio che quel "
+                 "gestore non gestisce",
+                 ins->provider->name, clean);
+    if (anomalia(e, o, reason, queue_id, out, err, errlen) < 0)
+        return -1;
+    summarize(out, "%s signed by %s about %s, %s: busta di anomalia", what, ins->provider->name,
+              clean,
+              ins->kind == PEC_KIND_BUSTA ? "a recipient its daticert does not name"
+                                          : "an address of a domain it does not manage");
+    return 0;
+}
+
 /* ------------------------------------------------------------ the decision */
 
 static int decide(const struct pec_rp_env *e, const struct pec_original *o,
@@ -410,11 +502,17 @@ static int decide(const struct pec_rp_env *e, const struct pec_original *o,
 {
     int listed = ins->signature_ok && ins->provider != NULL;
 
+    const char *who;
+
     if (ins->valid && ins->kind == PEC_KIND_BUSTA) {
+        if ((who = unnamed_recipient(e, o, &ins->daticert)) != NULL)
+            return wrong_party(e, o, ins, queue_id, who, out, err, errlen);
         out->what = "busta";
         return presa_in_carico(e, o, ins, queue_id, out, err, errlen);
     }
     if (ins->valid && ins->kind == PEC_KIND_NOTICE) {
+        if (ins->has_daticert && (who = not_signers_party(ins)) != NULL)
+            return wrong_party(e, o, ins, queue_id, who, out, err, errlen);
         out->what = "notice";
         return notice(e, ins, queue_id, out, err, errlen);
     }

@@ -14,12 +14,23 @@
  *                              A busta signed by ourselves (mailReceipt is
  *                              our receipt_address) owes nothing here: the
  *                              access point queued that presa in carico.
+ *                              A busta certifies the certified destinatari
+ *                              of its daticert and no one else: sent to an
+ *                              address of ours it does not so name, it is
+ *                              a busta di anomalia, with no presa in carico.
  *   valid notice               passes unchanged, never answered.  When its
  *                              identificativo is one of our transactions,
  *                              the recipient's state moves (presa in carico:
  *                              taken; avvenuta consegna: delivered; errore
  *                              consegna: failed) and the event is logged,
- *                              direction ricezione.
+ *                              direction ricezione.  A notice is believed
+ *                              only from the provider that manages the
+ *                              address it reports on (the recipient's for
+ *                              presa in carico, consegna, mancata consegna
+ *                              and rilevazione virus; the mittente's for
+ *                              the 12 h / 24 h notices and the mancata
+ *                              consegna per virus): from any other it is a
+ *                              busta di anomalia and moves nothing.
  *   valid busta di anomalia    passes unchanged: never wrapped twice.
  *   signed by a listed         busta di anomalia (in place: the glue keeps
  *   provider, signature good,  the fields pec_anomalia_keeps() accepts and

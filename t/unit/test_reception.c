@@ -7,7 +7,9 @@
  * ordinary mail become a busta di anomalia, or are refused or passed as
  * ordinary_mail says; a valid avvenuta consegna about one of our
  * transactions moves its recipient to delivered and is logged, and one
- * about a transaction we do not know only passes.
+ * about a transaction we do not know only passes.  A busta certifies only
+ * the recipients its daticert names; a notice is believed only from the
+ * provider that serves the recipient it reports on.
  */
 #include "provider/access.h"
 #include "message/busta.h"
@@ -100,20 +102,26 @@ static struct bytes busta_of(const struct pec_access_env *e, const char *origina
     return b;
 }
 
-static int decide(const struct pec_rp_env *e, const struct bytes *msg, const char *from,
-                  struct pec_rp_outcome *out)
+static int decide_to(const struct pec_rp_env *e, const struct bytes *msg, const char *from,
+                     const char *const *rcpts, size_t n, struct pec_rp_outcome *out)
 {
     struct pec_original o;
     char err[1024];
     int rc;
 
-    if (parse(&o, msg->p, msg->n, from, rcpts_at_a, 2) != 0)
+    if (parse(&o, msg->p, msg->n, from, rcpts, n) != 0)
         return -1;
     rc = pec_rp_decide(e, &o, "QR", out, err, sizeof(err));
     if (rc != 0)
         fprintf(stderr, "decide: %s\n", err);
     pec_original_free(&o);
     return rc;
+}
+
+static int decide(const struct pec_rp_env *e, const struct bytes *msg, const char *from,
+                  struct pec_rp_outcome *out)
+{
+    return decide_to(e, msg, from, rcpts_at_a, 2, out);
 }
 
 static void test_busta_from_b(const struct pec_rp_env *rp, const struct pec_access_env *as_b)
@@ -157,7 +165,7 @@ static void test_own_and_tampered(const struct pec_rp_env *rp, const struct pec_
     struct pec_rp_outcome out;
     unsigned char *t;
 
-    CHECK(decide(rp, &busta, "<x@pec-a.test>", &out) == 0);
+    CHECK(decide_to(rp, &busta, "<x@pec-a.test>", rcpts, 1, &out) == 0);
     CHECK(out.action == PEC_RP_PASS && out.batch == NULL);
     CHECK(strstr(out.summary, "access point") != NULL);
     pec_rp_outcome_free(&out);
@@ -263,6 +271,77 @@ static void test_notice(const struct pec_rp_env *rp, const struct pec_access_env
     free(ident);
 }
 
+/*
+ * A genuine busta sent again with RCPT TO an address of ours it does not
+ * name (alone, or beside one it names) certifies nothing for it: a busta di
+ * anomalia, no presa in carico.  An address the busta names only as
+ * esterno is no certified recipient either.
+ */
+static void test_readdressed(const struct pec_rp_env *rp, const struct pec_access_env *as_b)
+{
+    static const char *const rcpts[] = {"mario@pec-a.test", "giulia@pec-a2.test"};
+    static const char *const intruder[] = {"<intruso@pec-a.test>"};
+    static const char *const mixed[] = {"<mario@pec-a.test>", "<intruso@pec-a.test>"};
+    struct bytes busta = busta_of(as_b, original_b, "luigi@pec-b.test", rcpts, 2, NULL, NULL);
+    const struct {
+        const char *const *rcpt;
+        size_t n;
+    } cases[] = {{intruder, 1}, {mixed, 2}};
+    struct pec_rp_outcome out;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        CHECK(decide_to(rp, &busta, "<luigi@pec-b.test>", cases[i].rcpt, cases[i].n, &out) == 0);
+        CHECK(out.action == PEC_RP_ANOMALIA);
+        CHECK_STR(out.what, "malformed");
+        CHECK(out.blob == NULL); /* no presa in carico */
+        CHECK(strstr(out.summary, "intruso@pec-a.test") != NULL);
+        CHECK_STR(pec_headers_get(&out.anomalia.headers, "X-Trasporto"), "errore");
+        pec_rp_outcome_free(&out);
+    }
+    free(busta.p);
+}
+
+/*
+ * A consegna for a recipient at B is believed from B alone: signed by A
+ * (listed, but not B's provider) it moves nothing and is wrapped as an
+ * anomalia; the same consegna signed by B is recorded.
+ */
+static void test_notice_wrong_signer(const struct pec_rp_env *rp, const struct pec_access_env *as_a,
+                                     const struct pec_issuer *iss_b)
+{
+    static const char *const rcpts[] = {"luigi@pec-b.test"};
+    char *ident = NULL, err[1024];
+    struct bytes busta =
+        busta_of(as_a, original_a, "mario@pec-a.test", rcpts, 1, rp->store, &ident);
+    struct bytes forged = consegna(as_a->iss, ident ? ident : "x");
+    struct bytes genuine = consegna(iss_b, ident ? ident : "x");
+    struct pec_rp_outcome out;
+    struct pec_tx_info tx;
+
+    CHECK(decide(rp, &forged, "<posta-certificata@pec-a.test>", &out) == 0);
+    CHECK(out.action == PEC_RP_ANOMALIA);
+    CHECK_STR(out.what, "malformed");
+    CHECK(strstr(out.summary, "luigi@pec-b.test") != NULL);
+    CHECK(out.batch != NULL && pec_store_commit(rp->store, out.batch, err, sizeof(err)) == 0);
+    pec_rp_outcome_free(&out);
+    CHECK(pec_store_tx_get(rp->store, ident, &tx, err, sizeof(err)) == 1);
+    CHECK(tx.nrcpt == 1 && tx.rcpt[0].state == PEC_RCPT_SENT);
+    pec_tx_info_free(&tx);
+
+    CHECK(decide(rp, &genuine, "<posta-certificata@pec-b.test>", &out) == 0);
+    CHECK(out.action == PEC_RP_PASS);
+    CHECK_STR(out.what, "notice");
+    CHECK(out.batch != NULL && pec_store_commit(rp->store, out.batch, err, sizeof(err)) == 0);
+    pec_rp_outcome_free(&out);
+    CHECK(pec_store_tx_get(rp->store, ident, &tx, err, sizeof(err)) == 1);
+    CHECK(tx.nrcpt == 1 && tx.rcpt[0].state == PEC_RCPT_DELIVERED);
+    pec_tx_info_free(&tx);
+    free(busta.p);
+    free(forged.p);
+    free(genuine.p);
+    free(ident);
+}
+
 static void rm_rf(const char *path)
 {
     char *cmd = xasprintf("rm -rf '%s'", path);
@@ -312,6 +391,8 @@ int main(void)
         test_ordinary(&rp, "reject", PEC_RP_REJECT);
         test_ordinary(&rp, "accept", PEC_RP_PASS);
         test_notice(&rp, &as_a, &iss_b);
+        test_readdressed(&rp, &as_b);
+        test_notice_wrong_signer(&rp, &as_a, &iss_b);
     }
     pec_store_close(st);
     pec_signer_free(signer_b);
