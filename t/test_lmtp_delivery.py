@@ -688,6 +688,33 @@ class MaildirDelivery(unittest.TestCase, ReceiptChecks):
                 self.assertEqual(deliver(self.d.sock, [LUIGI], msg, sender=SERVICE_B)[0][0], 250)
             self.assertEqual(self.count("luigi.bianchi"), count + times, msg[:300])
 
+    def test_anomalia_cannot_claim_a_busta(self):
+        """(anna's mailbox: the anomalia's body is pecgen's, which other tests deliver
+        to luigi.)  A busta di anomalia keeps the Message-ID of what it wraps, which anyone
+        chooses: one carrying the Message-ID of a busta not yet arrived must not make
+        that busta "delivered already" when it comes (issue 23, case 2)."""
+        busta = make_busta("claimed", to=ANNA, cc=LUIGI)
+        mid = header_of(busta)["Message-ID"].strip()
+        anomalia = re.sub(rb"(?im)^Message-ID:[^\r\n]*", b"Message-ID: " + mid.encode(),
+                          generated("anomalia.eml"), count=1)
+        self.assertIn(b"Message-ID: " + mid.encode(), anomalia)
+        mark = self.d.marks()
+        n = self.count("anna.verdi")
+        for _ in range(2):      # the same anomalia twice (a retry): stored once
+            replies = deliver(self.d.sock, [ANNA], anomalia, sender=SERVICE_B)
+            self.assertEqual(replies[0][0], 250)
+            self.assertNotIn("queued", replies[0][1])
+        self.assertEqual(self.count("anna.verdi"), n + 1)
+        for _ in range(2):      # then the busta, twice: stored once, one receipt
+            replies = deliver(self.d.sock, [ANNA], busta)
+            self.assertEqual(replies[0][0], 250)
+        self.assertEqual(self.count("anna.verdi"), n + 2)
+        self.assertEqual(maildir_messages(self.root, "anna.verdi")[n + 1],
+                         prefix(ANNA) + busta)
+        rows = self.d.outbox_since(mark)
+        self.assertEqual(len(rows), 1)
+        self.check_receipt(rows[0], busta, ANNA, ricevuta="completa")
+
     def test_large_busta(self):
         busta = make_busta("large", pdf_bytes=3 * 1024 * 1024)
         mark = self.d.marks()

@@ -10,6 +10,7 @@
 #include "util/xalloc.h"
 
 #include <ctype.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -45,7 +46,7 @@ struct job {
     char qid[64];
     const char *kind; /* for the log: busta, notice, anomalia, ordinary, "invalid busta" */
     struct pec_mbox_result *mb;
-    char *message_id; /* a verified PEC message's, no <>: the dedupe key; NULL: none */
+    char *message_id; /* a verified PEC message's dedupe key (delivery_key); NULL: none */
     int *dup;         /* per recipient: the store says it was delivered already */
 };
 
@@ -274,6 +275,43 @@ static char *bare_message_id(const char *v)
 }
 
 /*
+ * What says "this message is in that mailbox already" (the store's delivered
+ * table and the Maildir's marker), or NULL for a message delivered every
+ * time.  A busta is known by its Message-ID, which its signer chose and
+ * which is its identificativo.  Nothing else may claim that key: a notice's
+ * is kept apart from a busta's ("notice:" before it), and a busta di
+ * anomalia keeps the Message-ID of whatever it wraps, which anyone can
+ * choose, so it is known by the SHA-256 of its body (our own signed
+ * wrapping, the same bytes in every retry of one queued message and
+ * different in any other anomalia).
+ */
+static char *delivery_key(const struct pec_inspection *ins, const unsigned char *msg, size_t len)
+{
+    struct pec_span head, body;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    char hex[2 * EVP_MAX_MD_SIZE + 1], *id, *key;
+
+    switch (ins->kind) {
+    case PEC_KIND_BUSTA:
+        return bare_message_id(ins->message_id);
+    case PEC_KIND_ANOMALIA:
+        pec_mime_split(msg, len, &head, &body);
+        if (EVP_Digest(body.p, body.len, md, &mdlen, EVP_sha256(), NULL) != 1)
+            return NULL; /* delivered each time it comes: never lost */
+        for (unsigned int i = 0; i < mdlen; i++)
+            snprintf(hex + 2 * i, 3, "%02x", md[i]);
+        return xasprintf("anomalia:%s", hex);
+    default:
+        if ((id = bare_message_id(ins->message_id)) == NULL)
+            return NULL;
+        key = xasprintf("notice:%s", id);
+        free(id);
+        return key;
+    }
+}
+
+/*
  * Remember, in one commit, which recipients a verified notice or anomalia
  * went into.  A failure costs only the guard against a second copy, so it is
  * logged and the MTA still gets 250.
@@ -303,8 +341,9 @@ static void remember_delivered(struct job *j)
 
 /*
  * A message claiming to be PEC (busta, notice, anomalia): check it, then
- * deliver.  A valid one is delivered once per mailbox (its Message-ID is the
- * key); a valid busta earns its receipts; everything else goes in unchanged.
+ * deliver.  A valid one is delivered once per mailbox (delivery_key() says
+ * which copies are one); a valid busta earns its receipts; everything else
+ * goes in unchanged.
  */
 static void deliver_pec(struct job *j)
 {
@@ -325,7 +364,7 @@ static void deliver_pec(struct job *j)
     }
     pec_inspect(msg, pec_spool_size(j->m->data), &opts, &ins);
     if (ins.valid && (!busta || ins.kind == PEC_KIND_BUSTA))
-        j->message_id = bare_message_id(ins.message_id);
+        j->message_id = delivery_key(&ins, msg, pec_spool_size(j->m->data));
     if (j->message_id != NULL)
         pthread_mutex_lock(stripe_of(j->message_id));
     if (ins.temporary) {
