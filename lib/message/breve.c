@@ -287,7 +287,10 @@ static void entity_free(struct entity *e)
     pec_mime_ctype_free(&e->ct);
 }
 
-/* 1: E parsed; 0: headers too large, copy the entity as it is; -1: error */
+/*
+ * 1: E parsed; 0: headers too large to read, E has only its ranges (the body
+ * still starts after the first empty line) and no type; -1: error
+ */
 static int entity_read(struct walk *w, size_t start, size_t end, struct entity *e)
 {
     struct line_reader *r = xcalloc(1, sizeof(*r));
@@ -308,16 +311,16 @@ static int entity_read(struct walk *w, size_t start, size_t end, struct entity *
             e->body = l.start + l.len;
             break;
         }
-        if (l.start + l.len - start > PEC_BREVE_MAX_HEADER) {
+        if (l.start + l.len - start > PEC_BREVE_MAX_HEADER)
             too_big = 1;
-            break;
-        }
     }
     free(r);
     if (rc < 0)
         return -1;
-    if (too_big)
+    if (too_big) {
+        pec_mime_ctype_parse(NULL, &e->ct);
         return 0;
+    }
     raw = xmalloc(e->body - start + 1);
     if (read_exact(w, start, raw, e->body - start) != 0) {
         free(raw);
@@ -332,19 +335,30 @@ static int entity_read(struct walk *w, size_t start, size_t end, struct entity *
     return 1;
 }
 
+/*
+ * E replaced by the SHA-1 of its body: a part under a header of its own naming
+ * it NM + ".hash"; the message (NM NULL) under its original header section.
+ */
 static int replace_entity(struct walk *w, const struct entity *e, const struct name *nm)
 {
-    char hex[41], *np, *fp;
-    int declared = nm->charset != NULL && nm->charset[0] != '\0';
-    const char *cs = declared ? nm->charset : "utf-8";
-    char *valid = pec_utf8_sanitize(nm->bytes, nm->len);
-    int rc;
+    char hex[41], *np, *fp, *valid;
+    const char *cs;
+    int declared, rc;
 
+    if (sha1_hex(w, e->body, e->end - e->body, hex) != 0)
+        return -1;
+    w->replaced++;
+    if (nm == NULL) {
+        /* the hash is the last line of the message, so it ends in a line break */
+        rc = copy_range(w, e->start, e->body - e->start) || put(w, hex) || put(w, "\r\n");
+        return rc ? -1 : 0;
+    }
+    declared = nm->charset != NULL && nm->charset[0] != '\0';
+    cs = declared ? nm->charset : "utf-8";
+    valid = pec_utf8_sanitize(nm->bytes, nm->len);
     if (!declared && (strlen(valid) != nm->len || memcmp(valid, nm->bytes, nm->len)))
         cs = "iso-8859-1";
     free(valid);
-    if (sha1_hex(w, e->body, e->end - e->body, hex) != 0)
-        return -1;
     np = name_param("name", nm, cs);
     fp = name_param("filename", nm, cs);
     rc = put(w, "Content-Type: text/plain; charset=us-ascii");
@@ -352,7 +366,6 @@ static int replace_entity(struct walk *w, const struct entity *e, const struct n
          put(w, "\r\nContent-Transfer-Encoding: 7bit\r\n\r\n") || put(w, hex);
     free(np);
     free(fp);
-    w->replaced++;
     return rc ? -1 : 0;
 }
 
@@ -480,29 +493,49 @@ static int walk_multipart(struct walk *w, const struct entity *e, const char *bo
 
 /*
  * One entity: replaced when it is an attachment (never the message itself),
- * walked when it is a multipart, else copied.  A multipart too deep to walk
- * is replaced whole, like an attachment: the hash of its body stands for
- * every part below it, so no attachment is carried at any depth.
+ * walked when it is a multipart, else copied.  An entity the walk cannot or
+ * will not read into is opaque: its header section is over
+ * PEC_BREVE_MAX_HEADER, or it is a multipart nested PEC_BREVE_MAX_DEPTH deep
+ * or without a boundary of 1 to 70 characters.  Copied, it would carry
+ * whatever attachment it holds, so an opaque part is replaced whole, like an
+ * attachment: the hash of its body stands for every part inside.
+ *
+ * The message itself cannot be replaced so: without its header section
+ * (From, Date, Subject...) the breve would not be a message, nor the original
+ * the recipient got.  When it is opaque, its header section stays as it is and
+ * only its body becomes the hash, which drops every attachment and leaves a
+ * well-formed message.  Its header may still call it a multipart: one with no
+ * usable boundary was no valid MIME in the original either, and readers take
+ * its body as text, the hash; one whose header was too large to read shows the
+ * hash as a preamble without parts.  Either way the sender can recompute it.
+ * An opaque message with an empty body has nothing to carry and is copied.
  */
 static int walk_entity(struct walk *w, size_t start, size_t end, int depth, int top)
 {
     struct entity e;
     struct name nm = {0};
-    const char *boundary;
-    int rc = entity_read(w, start, end, &e), multipart;
+    const char *boundary = NULL;
+    int rc = entity_read(w, start, end, &e), opaque = rc == 0;
 
-    if (rc <= 0) {
+    if (rc < 0) {
         entity_free(&e);
-        return rc < 0 ? -1 : copy_range(w, start, end - start);
+        return -1;
     }
-    multipart = pec_mime_ctype_is(&e.ct, "multipart", NULL);
-    if (!top && (attachment_name(&e, &nm) || pec_mime_ctype_is(&e.ct, "message", "rfc822") ||
-                 (multipart && depth >= PEC_BREVE_MAX_DEPTH)))
+    if (!opaque && pec_mime_ctype_is(&e.ct, "multipart", NULL)) {
+        if (depth < PEC_BREVE_MAX_DEPTH)
+            boundary = pec_mime_param(&e.ct.params, "boundary");
+        if (boundary == NULL || *boundary == '\0' || strlen(boundary) > 70) {
+            boundary = NULL;
+            opaque = 1;
+        }
+    }
+    if (!top &&
+        (attachment_name(&e, &nm) || pec_mime_ctype_is(&e.ct, "message", "rfc822") || opaque))
         rc = replace_entity(w, &e, &nm);
-    else if (multipart && depth < PEC_BREVE_MAX_DEPTH &&
-             (boundary = pec_mime_param(&e.ct.params, "boundary")) != NULL && *boundary != '\0' &&
-             strlen(boundary) <= 70)
+    else if (boundary != NULL)
         rc = walk_multipart(w, &e, boundary, depth);
+    else if (opaque && e.body < e.end)
+        rc = replace_entity(w, &e, NULL);
     else
         rc = copy_range(w, start, end - start);
     name_free(&nm);

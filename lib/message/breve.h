@@ -16,16 +16,18 @@
  * Every other byte is copied unchanged: the message header, preambles,
  * epilogues, delimiters, parts without a name.  Of a multipart/signed only the
  * first part is walked; the signature part stays, and no longer verifies, as
- * the rules accept.  The message itself is never replaced, so an original
- * that is not multipart (an opaque application/pkcs7-mime above all) comes
- * out whole: breve == completa.
+ * the rules accept.  The message itself is never replaced, its header
+ * section always stays, so an original that is not multipart (an opaque
+ * application/pkcs7-mime above all) comes out whole: breve == completa.
  *
  * The walk reads the spool at offsets a line at a time and hashes ranges in
- * place, so a 30 MB original is never held in memory.  A multipart nested
- * PEC_BREVE_MAX_DEPTH deep is not walked but replaced whole, as an attachment
- * is ("allegato.hash", the SHA-1 of its body), so whatever the depth no byte
- * of an attachment is carried.  Parts whose headers exceed
- * PEC_BREVE_MAX_HEADER bytes are copied unchanged.
+ * place, so a 30 MB original is never held in memory.  A part the walk does
+ * not read into, because its header section exceeds PEC_BREVE_MAX_HEADER
+ * bytes or it is a multipart nested PEC_BREVE_MAX_DEPTH deep or without a
+ * boundary of 1 to 70 characters, is replaced whole, as an attachment is
+ * ("allegato.hash", the SHA-1 of its body), so whatever its shape no byte of
+ * an attachment is carried.  When the message itself is such an entity, its
+ * header section is kept and its body alone becomes the SHA-1 of the body.
  */
 #ifndef PEC_BREVE_H
 #define PEC_BREVE_H
