@@ -530,7 +530,7 @@ class MaildirDelivery(unittest.TestCase, ReceiptChecks):
         self.check_receipt(rows[1], busta, ANNA, ricevuta="completa")
 
     def test_missing_mailbox_and_foreign_domain(self):
-        busta = make_busta("missing")
+        busta = make_busta("missing", to="%s, %s, luigi@pec-a.test" % (NESSUNO, LUIGI))
         mark = self.d.marks()
         replies = deliver(self.d.sock, [NESSUNO, LUIGI, "luigi@pec-a.test"], busta)
         # the MTA gets 250 for all three: the avviso di mancata consegna replaces a bounce
@@ -715,6 +715,21 @@ class MaildirDelivery(unittest.TestCase, ReceiptChecks):
         self.assertEqual(len(rows), 1)
         self.check_receipt(rows[0], busta, ANNA, ricevuta="completa")
 
+    def test_unnamed_recipient(self):
+        """A busta that reached the delivery point for an address it does not name
+        (the reception point wraps those as an anomalia; this one came past it) earns
+        that address no receipt, stored or not (issue 23, case 1)."""
+        busta = make_busta("unnamed")          # names luigi (To) and anna (Cc)
+        os.makedirs(os.path.join(self.root, "terzo"), exist_ok=True)
+        mark = self.d.marks()
+        replies = deliver(self.d.sock, ["terzo@pec-b.test", NESSUNO], busta)
+        self.assertEqual([r[0] for r in replies], [250, 550], replies)
+        for r in replies:
+            self.assertNotIn("queued", r[1])
+        self.assertEqual(self.d.outbox_since(mark), [])
+        self.assertEqual(self.d.registro_since(mark), [])
+        self.assertIn("does not name this recipient", self.d.log())
+
     def test_large_busta(self):
         busta = make_busta("large", pdf_bytes=3 * 1024 * 1024)
         mark = self.d.marks()
@@ -745,7 +760,7 @@ class DovecotDelivery(unittest.TestCase, ReceiptChecks):
         assert rc == 0, cls.d.log()
 
     def test_busta_through_dovecot(self):
-        busta = make_busta("dovecot")
+        busta = make_busta("dovecot", to="%s, %s, piena@pec-b.test" % (LUIGI, NESSUNO))
         mark = self.d.marks()
         replies = deliver(self.d.sock, [LUIGI, ANNA, NESSUNO, "piena@pec-b.test"], busta)
         self.assertEqual([r[0] for r in replies], [250] * 4, replies)
@@ -805,7 +820,7 @@ class ThroughPostfix(unittest.TestCase, ReceiptChecks):
         assert rc == 0, cls.d.log()
 
     def test_postfix_delivers_through_lmtp(self):
-        busta = make_busta("postfix")
+        busta = make_busta("postfix", to="%s, %s" % (LUIGI, NESSUNO))
         mark = self.d.marks()
         code, text = self.pf.send(SENDER, [LUIGI, NESSUNO], busta)
         self.assertEqual(code, 250, text)

@@ -219,7 +219,22 @@ static void plain_outcome(struct job *j, size_t i)
         mb->status == PEC_MBOX_TEMP ? "deferred" : "bounced", mb->code, mb->esc, mb->text, j->kind);
 }
 
-/* The same for a verified busta: a stored or refused recipient earns its receipt. */
+/* Does the busta's daticert name RCPT as a certified recipient? */
+static int certifies(const struct pec_daticert *d, const char *rcpt)
+{
+    for (size_t k = 0; k < d->n_destinatari; k++)
+        if (d->destinatari[k].tipo == PEC_DEST_CERTIFICATO &&
+            strcasecmp(d->destinatari[k].address, rcpt) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * The same for a verified busta: a stored or refused recipient earns its
+ * receipt, if the busta names it.  The reception point wraps a busta sent to
+ * anyone else as an anomalia; one that reached us past it certifies nothing
+ * for that recipient.
+ */
 static void busta_outcome(struct job *j, const struct pec_dp_busta *b, size_t i)
 {
     const struct pec_mbox_result *mb = &j->mb[i];
@@ -228,6 +243,11 @@ static void busta_outcome(struct job *j, const struct pec_dp_busta *b, size_t i)
 
     if (mb->status == PEC_MBOX_TEMP || j->dup[i]) {
         plain_outcome(j, i); /* a duplicate earned its receipt the first time */
+        return;
+    }
+    if (!certifies(&b->ins->daticert, rcpt)) {
+        say(j, LOG_WARNING, "to=<%s>: busta %s does not name this recipient: no receipt", rcpt, id);
+        plain_outcome(j, i);
         return;
     }
     if (pec_dp_receipt(j->env, b, j->qid, rcpt, j->message_id, mb, what, sizeof(what), err,
