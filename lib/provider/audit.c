@@ -127,8 +127,9 @@ struct tx {
 struct walk {
     struct tx *tx;
     size_t ntx, cap;
-    struct strmap txs;     /* identificativo -> index in tx */
-    struct strmap notices; /* Message-ID of every notice or anomaly -> its kind */
+    struct strmap txs;       /* identificativo -> index in tx */
+    struct strmap notices;   /* Message-ID of every notice -> its kind */
+    struct strmap anomalies; /* Message-ID of every busta di anomalia */
     long long records;
 };
 
@@ -262,7 +263,7 @@ static void name_recipients(struct tx *t, const char *destinatari)
     static const char cert[] = " (certificato)", ext[] = " (esterno)";
     const char *p = destinatari;
 
-    if (t->named)
+    if (t->named || *destinatari == '\0')
         return;
     t->named = 1;
     while (*p) {
@@ -324,10 +325,13 @@ static int collect(const struct pec_record *rec, void *arg)
         snprintf(own_id, sizeof(own_id), "#%lld", rec->seq);
         id = own_id;
     }
+    if (kind == PEC_REG_BUSTA_ANOMALIA) {
+        if (*rec->message_id != '\0')
+            strmap_put(&w->anomalies, rec->message_id, kind, &added);
+        return 0; /* about a message that is no transaction */
+    }
     if (kind != PEC_REG_BUSTA_TRASPORTO && *rec->message_id != '\0')
         strmap_put(&w->notices, rec->message_id, kind, &added);
-    if (kind == PEC_REG_BUSTA_ANOMALIA)
-        return 0; /* about a message that is no transaction */
     t = tx_get(w, rec->identificativo, rec->at, kind);
     if (received)
         t->received = 1;
@@ -350,6 +354,8 @@ static int collect(const struct pec_record *rec, void *arg)
         t->refused++;
         break;
     case PEC_REG_PRESA_IN_CARICO:
+        /* another provider's busta: who it names is known from our presa in carico */
+        name_recipients(t, rec->destinatari);
         note_each(t, rec->ricezione, offsetof(struct rcpt, presa), id, kind);
         break;
     case PEC_REG_MANCATA_CONSEGNA_VIRUS:
@@ -362,6 +368,7 @@ static int collect(const struct pec_record *rec, void *arg)
         break;
     case PEC_REG_CONSEGNA:
     case PEC_REG_MANCATA_CONSEGNA:
+        name_recipients(t, rec->destinatari);
         note_each(t, rec->consegna, offsetof(struct rcpt, outcome), id, kind);
         break;
     case PEC_REG_MANCATA_CONSEGNA_12H:
@@ -525,14 +532,27 @@ static int check_own(struct judge *j, const struct tx *t, int within)
     return pending;
 }
 
-/* Another provider's busta: each recipient we took in charge. */
+/*
+ * Another provider's busta: each recipient we took in charge or answered
+ * for, who must be one the busta names as certificato (the destinatari our
+ * presa in carico or consegna recorded).  The recipients it names at other
+ * providers are none of ours to answer for.
+ */
 static int check_theirs(struct judge *j, const struct tx *t, int within)
 {
     int pending = 0;
 
     for (size_t i = 0; i < t->nr; i++) {
-        pending |= check_rcpt(j, &t->r[i], within);
-        check_virus(j, &t->r[i]);
+        const struct rcpt *r = &t->r[i];
+
+        if (!r->presa.n && !r->outcome.n && !r->virus.n)
+            continue;
+        if (t->named && !r->certificato)
+            violation(j, "%s: receipts for a recipient the busta %s", r->address,
+                      r->named ? "names esterno" : "does not name");
+        else
+            pending |= check_rcpt(j, r, within);
+        check_virus(j, r);
     }
     return pending;
 }
@@ -540,6 +560,7 @@ static int check_theirs(struct judge *j, const struct tx *t, int within)
 static void judge_tx(struct judge *j, const struct walk *w, const struct tx *t)
 {
     const size_t *notice = strmap_get(&w->notices, t->id);
+    const size_t *anomalia = strmap_get(&w->anomalies, t->id);
     int within = j->o->now < t->first_at + j->o->deadline_after;
     int pending;
 
@@ -550,6 +571,16 @@ static void judge_tx(struct judge *j, const struct walk *w, const struct tx *t)
                   kind_words(t->first), kind_words((enum pec_reg_kind) * notice), t->id);
         return;
     }
+    /*
+     * A busta di anomalia keeps the Message-ID of what it wrapped, which
+     * anyone can choose: one that imitated this busta was not counted as it
+     * (delivered wrapped, no receipt); worth knowing, no violation.
+     */
+    if (anomalia != NULL)
+        note(j,
+             "a busta di anomalia <%s> carried this busta's Message-ID: an imitation, "
+             "wrapped and not counted as the busta",
+             t->id);
     if (t->own) {
         pending = check_own(j, t, within);
     } else if (t->received) {
@@ -594,5 +625,6 @@ long long pec_audit_run(struct pec_store *st, const struct pec_audit_opts *o, pe
     free(w.tx);
     strmap_free(&w.txs);
     strmap_free(&w.notices);
+    strmap_free(&w.anomalies);
     return rc < 0 ? -1 : rep->violations;
 }

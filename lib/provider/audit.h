@@ -20,8 +20,13 @@
  *   one outcome; no outcome without a presa in carico.
  *
  * For both: every rilevazione virus pairs with exactly one mancata consegna
- * per virus for that recipient; no receipt or notice refers to a notice (or
- * a busta di anomalia); esterno recipients get no receipts.
+ * per virus for that recipient; no receipt or notice refers to a notice;
+ * receipts go only to the recipients the busta names as certificato (on the
+ * receiving side, the destinatari our presa in carico recorded), never to an
+ * esterno one or one it does not name.  A busta di anomalia is no
+ * transaction; one whose Message-ID (kept from whatever it wrapped, so
+ * anyone's choice) is a busta's identificativo is reported as a note: an
+ * imitation, which must not have counted as the busta.
  *
  * Receipts are counted by Message-ID: the same receipt recorded twice (sent
  * again after a crash, or emitted here and received back here because

@@ -6,7 +6,8 @@
  * A clean log with every legitimate shape (a receipt recorded twice with one
  * Message-ID, our own recipient's receipts emitted and received back, an
  * esterno recipient, a refusal, a timeout, a virus, another provider's busta,
- * an anomaly, a transaction still inside its deadline) must give no
+ * an anomaly, an anomaly imitating a busta, a transaction still inside its
+ * deadline) must give no
  * violation and one pending transaction.  Then each invariant is broken
  * once, by its own transaction, and exactly that transaction must be named,
  * once, for that reason.
@@ -116,6 +117,17 @@ static void clean_log(struct pec_batch *b)
     /* an anomaly is no transaction */
     rec(b, PEC_REG_BUSTA_ANOMALIA, EM, T0 + 60, "an1@" PEC, "an1@" PEC, "luca@" PEC, NULL, NULL);
 
+    /*
+     * an anomaly carrying the Message-ID of another provider's busta (an
+     * imitation sent before it), then that busta, taken and delivered: a note
+     */
+    rec(b, PEC_REG_BUSTA_ANOMALIA, EM, T0 + 61, "r2@pec-b.test", "r2@pec-b.test", "luca@" PEC, NULL,
+        NULL);
+    rec(b, PEC_REG_PRESA_IN_CARICO, EM, T0 + 62, "r2@pec-b.test", "pic.r2@" PEC,
+        "luca@" PEC " (certificato)", NULL, "luca@" PEC);
+    rec(b, PEC_REG_CONSEGNA, EM, T0 + 63, "r2@pec-b.test", "con.r2@" PEC,
+        "luca@" PEC " (certificato)", "luca@" PEC, NULL);
+
     /* still inside its deadline: pending */
     accepted(b, NOW - HOUR, "p1@" PEC, "anna@pec-b.test (certificato)");
     rec(b, PEC_REG_CONSEGNA, RIC, NOW - 60, "p1@" PEC, "con.p1@pec-b.test", "", "anna@pec-b.test",
@@ -214,6 +226,12 @@ static void broken_log(struct pec_batch *b)
     rec(b, PEC_REG_CONSEGNA, RIC, T0 + 26 * HOUR, "v15@" PEC, "con2.v15@b", "", "anna@pec-b.test",
         NULL);
 
+    /* v17: another provider's busta re-addressed: receipts for whom it does not name */
+    rec(b, PEC_REG_PRESA_IN_CARICO, EM, T0 + 1, "v17@pec-b.test", "pic.v17@" PEC,
+        "luca@" PEC " (certificato)", NULL, "terzo@" PEC);
+    rec(b, PEC_REG_CONSEGNA, EM, T0 + 2, "v17@pec-b.test", "con.v17@" PEC,
+        "luca@" PEC " (certificato)", "terzo@" PEC, NULL);
+
     /* v16: the 24 h notice, then a mancata consegna: late, allowed, a note */
     accepted(b, T0, "v16@" PEC, anna);
     rec(b, PEC_REG_MANCATA_CONSEGNA_24H, EM, T0 + 24 * HOUR, "v16@" PEC, "w24.v16@" PEC, "",
@@ -286,30 +304,32 @@ static void test_clean(void)
     CHECK(pec_audit_run(st, &opts, collect, &s, &rep, err, sizeof(err)) == 0);
     for (int i = 0; i < s.n; i++)
         fprintf(stderr, "seen: %s\n", s.text[i]);
-    /* only the note about c6's late consegna */
-    CHECK(s.n == 1);
+    /* only the notes about c6's late consegna and r2's imitation */
+    CHECK(s.n == 2);
     CHECK(named(&s, "c6@" PEC,
                 "note: zeno@pec-c.test: late consegna <con.c6@pec-c.test> after the 24 h "
                 "notice <w24.c6@" PEC ">") == 1);
+    CHECK(named(&s, "r2@pec-b.test",
+                "note: a busta di anomalia <r2@pec-b.test> carried this busta's Message-ID") == 1);
     CHECK(rep.violations == 0);
-    CHECK(rep.notes == 1);
-    CHECK(rep.transactions == 8);
+    CHECK(rep.notes == 2);
+    CHECK(rep.transactions == 9);
     CHECK(rep.pending == 1);
-    CHECK(rep.records == 33);
+    CHECK(rep.records == 36);
 
     /* once p1's deadline has passed, its missing presa in carico is a violation */
     later.now = NOW + 24 * HOUR;
     s.n = 0;
     CHECK(pec_audit_run(st, &later, collect, &s, &rep, err, sizeof(err)) == 1);
     CHECK(rep.pending == 0);
-    CHECK(s.n == 2 && named(&s, "p1@" PEC, "anna@pec-b.test: in no presa in carico") == 1);
+    CHECK(s.n == 3 && named(&s, "p1@" PEC, "anna@pec-b.test: in no presa in carico") == 1);
 
     /* --since: only what began at or after it */
     later = opts;
     later.since = T0 + 40;
     s.n = 0;
     CHECK(pec_audit_run(st, &later, collect, &s, &rep, err, sizeof(err)) == 0);
-    CHECK(rep.transactions == 3); /* c5 r1 p1 */
+    CHECK(rep.transactions == 4); /* c5 r1 r2 p1 */
     pec_store_close(st);
 }
 
@@ -321,11 +341,11 @@ static void test_broken(void)
     struct seen s = {.n = 0};
     char err[1024];
 
-    CHECK(pec_audit_run(st, &opts, collect, &s, &rep, err, sizeof(err)) == 15);
+    CHECK(pec_audit_run(st, &opts, collect, &s, &rep, err, sizeof(err)) == 16);
     for (int i = 0; i < s.n; i++)
         printf("  %s\n", s.text[i]);
-    CHECK(s.n == 17); /* and the notes: the clean log's and v16's */
-    CHECK(rep.notes == 2);
+    CHECK(s.n == 19); /* and the notes: the clean log's two and v16's */
+    CHECK(rep.notes == 3);
     CHECK(rep.pending == 1);
     CHECK(named(&s, "v1@" PEC, "no accettazione") == 1);
     CHECK(named(&s, "v2@" PEC, "no busta di trasporto") == 1);
@@ -353,11 +373,15 @@ static void test_broken(void)
     CHECK(named(&s, "v16@" PEC,
                 "note: anna@pec-b.test: late mancata consegna <mc.v16@b> after the 24 h notice "
                 "<w24.v16@" PEC ">") == 1);
+    CHECK(named(&s, "v17@pec-b.test",
+                "terzo@" PEC ": receipts for a recipient the busta does not name") == 1);
+    CHECK(named(&s, "v17@pec-b.test", "luca@") == 0); /* named, but never ours to answer */
     CHECK(named(&s, "v1", "note:") == 0);
     /* nothing of the clean log is named but its note */
     for (int i = 0; i < s.n; i++)
         CHECK(s.text[i][0] == 'v' || strncmp(s.text[i], "acc.c1@", 7) == 0 ||
-              strncmp(s.text[i], "c6@" PEC ": note: ", 19) == 0);
+              strncmp(s.text[i], "c6@" PEC ": note: ", 19) == 0 ||
+              strncmp(s.text[i], "r2@pec-b.test: note: ", 21) == 0);
     pec_store_close(st);
 }
 
