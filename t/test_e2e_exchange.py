@@ -20,6 +20,14 @@ Ordinary mail to B becomes a busta di anomalia (or is refused with
 ordinary_mail = reject); a busta signed by a certificate not in the index,
 a tampered busta and one whose From is not its signer's domain are never
 delivered as PEC and never earn a consegna.  Mail within A gets every step.
+
+What a hostile peer or sender can send (issue 23): a genuine busta re-addressed
+to someone it does not name, an unsigned message that takes the Message-ID of a
+busta not yet arrived, a consegna signed by a listed provider that does not
+serve its recipient, and a busta whose daticert holds facts no receipt can be
+built from.  None of them earns a receipt it should not, none keeps a genuine
+busta from its consegna, and `pecctl audit` is clean on both providers after
+each.
 """
 import base64
 import hashlib
@@ -29,7 +37,7 @@ import subprocess
 import time
 import unittest
 
-from pectest import config, daemon, e2e, env, pki
+from pectest import config, daemon, e2e, env, forge, pki
 from pectest import postfix as pf
 from pectest.dovecot import Dovecot, have_dovecot
 
@@ -172,6 +180,24 @@ class ExchangeE2E(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr.decode())
         return r.stdout
 
+    def audit(self, conf, since):
+        """pecctl audit over what began at SINCE (epoch): its output, asserting exit 0."""
+        p = subprocess.run([env.program("pecctl"), "-c", conf, "audit", "--since",
+                            "@%d" % since], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertRegex(p.stdout, r"\b0 violations\b")
+        return p.stdout
+
+    def anomalia(self, address, subject, reason):
+        """The busta di anomalia of SUBJECT (wrapping a busta or not) reached ADDRESS,
+        verifies, and says REASON."""
+        got = self.find(address, rb"ANOMALIA MESSAGGIO: (POSTA CERTIFICATA: )?"
+                        + re.escape(subject.encode()))
+        self.assertEqual(got.header("X-Trasporto"), "errore")
+        self.verify(got, "anomalia-%s.eml" % re.sub(r"\W", "", subject), daticert=False)
+        self.assertIn(reason, got.text())
+        return got
+
     def assert_not_pec(self, raw, subject):
         """RAW sent to B's port 25: never delivered as a busta, never a consegna."""
         code, text = self.b.send(MARIO, [LUIGI], raw)
@@ -292,6 +318,85 @@ class ExchangeE2E(unittest.TestCase):
                         self.busta("Mittente falso"), count=1)
         self.assertIn(b"@pec-b.test>", forged)
         self.assert_not_pec(forged, "Mittente falso")
+
+    def test_7_readdressed_busta(self):
+        """A genuine busta of A naming luigi, sent again to B's port 25 for anna: anna
+        gets a busta di anomalia, nobody a presa in carico or consegna for her."""
+        since = int(time.time())
+        subject = "Busta reindirizzata"
+        busta = self.busta(subject)                 # names luigi alone
+        code, text = self.b.send(MARIO, [ANNA], busta)
+        self.assertEqual(code, 250, text)
+        self.anomalia(ANNA, subject, "non indirizzata al destinatario anna@pec-b.test")
+        self.none(RICEVUTE_A, rb"PRESA IN CARICO: " + re.escape(subject.encode()))
+        self.none(MARIO, rb"CONSEGNA: " + re.escape(subject.encode()), wait=0)
+        self.none(LUIGI, re.escape(subject.encode()), wait=0)
+        self.audit(self.conf_b, since)
+
+    def test_8_claimed_message_id(self):
+        """Unsigned mail carrying the Message-ID of a busta not yet arrived is wrapped;
+        the busta, when it comes, is delivered and earns its presa in carico and
+        consegna."""
+        since = int(time.time())
+        subject = "Busta attesa"
+        busta = self.busta(subject)
+        mid = re.search(rb"(?im)^Message-ID:\s*(<[^>]+>)", busta).group(1)
+        decoy = (b"From: x@example.org\r\nTo: %s\r\nSubject: Imitazione\r\nMessage-ID: %s\r\n"
+                 b"\r\nNon sono la busta.\r\n" % (LUIGI.encode(), mid))
+        code, text = self.b.send("x@example.org", [LUIGI], decoy)
+        self.assertEqual(code, 250, text)
+        wrapped = self.anomalia(LUIGI, "Imitazione", "non firmato")
+        self.assertEqual(wrapped.header("Message-ID").encode(), mid)
+        code, text = self.b.send(MARIO, [LUIGI], busta)
+        self.assertEqual(code, 250, text)
+        got = self.find(LUIGI, rb"POSTA CERTIFICATA: " + re.escape(subject.encode()))
+        self.assertEqual(got.header("X-Trasporto"), "posta-certificata")
+        self.verify(self.find(RICEVUTE_A, rb"PRESA IN CARICO: " + re.escape(subject.encode())),
+                    "presa-claimed.eml")
+        self.verify(self.find(MARIO, rb"Subject: CONSEGNA: " + re.escape(subject.encode())),
+                    "consegna-claimed.eml")
+        self.assertIn("carried this busta's Message-ID", self.audit(self.conf_b, since))
+
+    def test_9a_consegna_from_wrong_provider(self):
+        """A consegna for a recipient at B signed by A's own key (listed, but not B's
+        provider) moves nothing: A's user gets it as a busta di anomalia."""
+        since = int(time.time())
+        subject = "Consegna falsa"
+        nobody = "nessuno@pec-b.test"
+        self.submit(message(subject, to="%s, %s" % (LUIGI, nobody)), [LUIGI, nobody])
+        genuine = self.find(MARIO, rb"Subject: CONSEGNA: " + re.escape(subject.encode()))
+        self.find(MARIO, rb"Subject: AVVISO DI MANCATA CONSEGNA: " + re.escape(subject.encode()))
+        ident = genuine.daticert().split(b"<identificativo>")[1].split(b"<")[0].decode()
+        self.wait_state(ident, r"%s \(certificato, To\): failed" % re.escape(nobody))
+        # B's consegna for luigi, made to say nessuno, signed by A, From A
+        forged = forge.resign(
+            genuine.raw, "a",
+            content=forge.daticert_edit(lambda x: x.replace("<consegna>%s<" % LUIGI,
+                                                            "<consegna>%s<" % nobody)),
+            head={"From": "posta-certificata@pec-a.test",
+                  "Subject": "CONSEGNA: Falsificata",
+                  "Message-ID": "<falsa.%d@pec-a.test>" % since})
+        code, text = self.a.send("posta-certificata@pec-a.test", [MARIO], forged)
+        self.assertEqual(code, 250, text)
+        self.anomalia(MARIO, "CONSEGNA: Falsificata", "di un dominio che quel gestore non gestisce")
+        self.assertRegex(self.pecctl_tx(ident), r"%s \(certificato, To\): failed" % re.escape(nobody))
+        self.audit(self.conf_a, since)
+
+    def test_9b_busta_with_unbuildable_facts(self):
+        """A busta of A whose daticert has a newline in oggetto (signed, listed): B makes
+        it a busta di anomalia that says why, instead of storing a busta that could never
+        earn its consegna."""
+        since = int(time.time())
+        subject = "Oggetto su due righe"
+        busta = forge.resign(self.busta(subject), "a", content=forge.daticert_edit(
+            lambda x: x.replace("<oggetto>" + subject, "<oggetto>Oggetto su&#10;due righe")))
+        code, text = self.b.send(MARIO, [LUIGI], busta)
+        self.assertEqual(code, 250, text)
+        self.anomalia(LUIGI, subject, "oggetto contains control character U+000A")
+        self.none(RICEVUTE_A, rb"PRESA IN CARICO: " + re.escape(subject.encode()))
+        self.none(MARIO, rb"CONSEGNA: " + re.escape(subject.encode()), wait=0)
+        self.assertNotIn("cannot queue the PEC receipt", self.daemons["b"].stderr())
+        self.audit(self.conf_b, since)
 
     def test_6_same_provider(self):
         subject = "Interna A"
