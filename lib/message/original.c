@@ -5,7 +5,8 @@
  * PEC_HEADER_MAX: a 30 MB body stays in its spool.  Fields are located by
  * offset so the busta builder can copy everything around the one field it
  * replaces (Message-ID) without re-serialising anything.  The body is read
- * once, to tell 7bit from 8bit.
+ * once, to tell 7bit from 8bit and to find the first line too long and the
+ * first NUL byte.
  */
 #include "message/original.h"
 #include "message/libinit.h"
@@ -370,11 +371,61 @@ static void all_facts(struct pec_original *o)
         field_facts(o, &o->fields[i], &seen);
 }
 
-static int find_8bit(const unsigned char *chunk, size_t n, void *arg)
+/* One pass over the bytes, chunk by chunk: a line may span two chunks. */
+struct scan {
+    struct pec_original *o;
+    size_t at;          /* offset of the chunk at hand */
+    size_t line_off;    /* where the current line starts */
+    size_t number;      /* the current line's, in its part */
+    unsigned char last; /* the byte before the chunk at hand */
+};
+
+/* the line from S->line_off ends at END (its LF, or the end of the message) */
+static void end_line(struct scan *s, size_t end, int crlf)
 {
-    for (size_t i = 0; i < n; i++)
-        if (chunk[i] >= 0x80 || chunk[i] == '\0')
-            return 1;
+    size_t len = end - s->line_off - (crlf ? 1 : 0);
+
+    if (len > PEC_LINE_MAX && s->o->long_line.number == 0)
+        s->o->long_line = (struct pec_line){s->line_off, len, s->number};
+    s->line_off = end + 1;
+    /* the body counts its lines from 1 again */
+    s->number = s->line_off == s->o->body_offset ? 1 : s->number + 1;
+}
+
+static int scan_chunk(const unsigned char *chunk, size_t n, void *arg)
+{
+    struct scan *s = arg;
+    struct pec_original *o = s->o;
+    size_t i = 0;
+
+    for (size_t k = 0; k < n && !o->eight_bit; k++)
+        o->eight_bit = chunk[k] >= 0x80 || chunk[k] == '\0';
+    while (i < n) {
+        const unsigned char *lf = memchr(chunk + i, '\n', n - i);
+        size_t end = lf != NULL ? (size_t)(lf - chunk) : n;
+
+        if (o->nul_line.number == 0 && memchr(chunk + i, '\0', end - i) != NULL)
+            o->nul_line = (struct pec_line){s->line_off, 0, s->number};
+        if (lf == NULL)
+            break;
+        end_line(s, s->at + end, (end > 0 ? chunk[end - 1] : s->last) == '\r');
+        i = end + 1;
+    }
+    if (n > 0)
+        s->last = chunk[n - 1];
+    s->at += n;
+    return 0;
+}
+
+static int scan(struct pec_original *o)
+{
+    struct scan s = {.o = o, .number = 1};
+    size_t size = pec_spool_size(o->raw);
+
+    if (pec_spool_each(o->raw, 0, size, scan_chunk, &s) < 0)
+        return -1;
+    if (s.line_off < size)
+        end_line(&s, size, 0); /* the last line, without its CRLF */
     return 0;
 }
 
@@ -383,19 +434,16 @@ static int find_8bit(const unsigned char *chunk, size_t n, void *arg)
 static int parse(struct pec_original *o, char *err, size_t errlen)
 {
     unsigned char *h = NULL;
-    int r;
 
     if (pec_lib_init(err, errlen) < 0 || read_header_section(o, &h, err, errlen) < 0)
         return -1;
     split_fields(o, h, o->header_len);
     free(h);
     all_facts(o);
-    r = pec_spool_each(o->raw, 0, pec_spool_size(o->raw), find_8bit, NULL);
-    if (r < 0) {
+    if (scan(o) < 0) {
         seterr(err, errlen, "cannot read the message: %s", strerror(errno));
         return -1;
     }
-    o->eight_bit = r == 1;
     return 0;
 }
 

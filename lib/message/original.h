@@ -14,6 +14,12 @@
  * a header section larger than PEC_HEADER_MAX (a sane error, not a 1 GB
  * allocation) and an unreadable spool.
  *
+ * What would keep the message from travelling intact is noted, not judged
+ * (the access point refuses it, provider/access.h): the first line longer
+ * than RFC 5322's 998 octets, which an MTA folds in transit, so a signature
+ * over it breaks; the first NUL byte, which no mail may carry and which a
+ * milter API that hands header values over as C strings silently cuts at.
+ *
  * Address lists are parsed by GMime (groups flattened, display names
  * dropped, the addr-spec as written); subjects are decoded by GMime
  * (RFC 2047) after raw 8-bit bytes that are not UTF-8 have been read as
@@ -29,6 +35,16 @@
 
 /* the largest header section we parse, in bytes; Postfix's own default is 100 KiB */
 #define PEC_HEADER_MAX (1024 * 1024)
+
+/* the longest line, CRLF excluded, that travels unaltered (RFC 5322 2.1.1) */
+#define PEC_LINE_MAX 998
+
+/* a line of the message; number 0: there is none such */
+struct pec_line {
+    size_t off;    /* its first byte */
+    size_t len;    /* its octets, CRLF excluded */
+    size_t number; /* from 1, counted in its part: the header section, or the body */
+};
 
 /* one top-level header field in the raw bytes */
 struct pec_field {
@@ -68,6 +84,15 @@ struct pec_original {
     char *message_id;  /* the client's, with its angle brackets; NULL when none */
     enum pec_ricevuta tipo_ricevuta; /* X-TipoRicevuta; absent or unknown: completa */
     int eight_bit;                   /* some byte is 8-bit or NUL: not 7bit */
+
+    struct pec_line long_line; /* the first line longer than PEC_LINE_MAX */
+    struct pec_line nul_line;  /* the first line holding a NUL byte */
+    /*
+     * The header section was larger than PEC_HEADER_MAX and only the fields
+     * in its first PEC_HEADER_MAX bytes were kept (pec_feed): enough to name
+     * the message in a refusal; RAW is not the message, never certify it.
+     */
+    int header_cut;
 };
 
 /*
