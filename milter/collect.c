@@ -91,6 +91,13 @@ int collect_finish(const struct conn *c, struct collected *st, struct pec_origin
         snprintf(what, whatlen, "cannot read the message: %s", err);
         return -1;
     }
+    if (o->header_cut && !st->header_cut_ok) {
+        pec_original_free(o);
+        snprintf(what, whatlen,
+                 "cannot read the message: the header section is larger than %d bytes",
+                 PEC_HEADER_MAX);
+        return -1;
+    }
     return 0;
 }
 

@@ -24,6 +24,12 @@ struct collected {
     size_t n_names;
     struct pec_feed *feed;
     int spool_errno; /* the feed failed: the message cannot be processed */
+    /*
+     * The role refuses a header section over PEC_HEADER_MAX itself (the
+     * access point, with its reason); for the others collect_finish fails
+     * on one, as on any message it cannot read.
+     */
+    int header_cut_ok;
 };
 
 /* MAIL FROM: a new collection in m->state. */
@@ -38,7 +44,8 @@ sfsistat collect_body(SMFICTX *ctx, struct conn *c, struct msg *m, const unsigne
 /*
  * End of message: the collected message as a pec_original in *O (free it with
  * pec_original_free), or -1 with WHAT saying why it cannot be processed (the
- * spool failed, no store is open, the message does not parse).
+ * spool failed, no store is open, the message does not parse, its header
+ * section is over PEC_HEADER_MAX and the role did not say it refuses that).
  */
 int collect_finish(const struct conn *c, struct collected *st, struct pec_original *o, char *what,
                    size_t whatlen);

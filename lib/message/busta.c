@@ -449,6 +449,11 @@ int pec_build_busta(const struct pec_issuer *iss, const struct pec_original *o,
         seterr(err, errlen, "a busta needs at least one To or Cc recipient");
         return -1;
     }
+    if (o->header_cut) {
+        seterr(err, errlen, "the original's header section was cut at %d bytes: not the message",
+               PEC_HEADER_MAX);
+        return -1;
+    }
     if ((xml = daticert_of(iss, o, classified, n, identificativo, &w, &xml_len, err, errlen)) ==
         NULL)
         return -1;

@@ -2,7 +2,8 @@
  * feed - rebuild the submitted message from the milter's pieces.
  *
  * The spool is the only copy: headers are written as they come, so even a
- * header section near its limit is never held twice.
+ * header section near its limit is never held twice, and past it nothing
+ * more is written: the fields already there name the message in its refusal.
  */
 #include "message/feed.h"
 #include "util/xalloc.h"
@@ -16,6 +17,7 @@ struct pec_feed {
     struct pec_spool *spool;
     int eoh;   /* the blank line after the headers is written */
     int spent; /* the spool went to a pec_original */
+    int cut;   /* a field was left out: the header section is over PEC_HEADER_MAX */
 };
 
 struct pec_feed *pec_feed_new(const char *spool_dir, size_t mem_limit)
@@ -63,10 +65,25 @@ static int write_value(struct pec_spool *sp, const char *v)
     return 0;
 }
 
+/* the bytes write_value() writes for V */
+static size_t value_size(const char *v)
+{
+    size_t n = strlen(v);
+
+    for (const char *p = v; (p = strchr(p, '\n')) != NULL; p++)
+        n += p == v || p[-1] != '\r';
+    return n;
+}
+
 int pec_feed_header(struct pec_feed *f, const char *name, const char *value)
 {
     if (f->spent || f->eoh)
         return spent();
+    if (f->cut ||
+        pec_spool_size(f->spool) + strlen(name) + 1 + value_size(value) + 2 > PEC_HEADER_MAX) {
+        f->cut = 1;
+        return 0;
+    }
     if (pec_spool_puts(f->spool, name) < 0 || pec_spool_write(f->spool, ":", 1) < 0 ||
         write_value(f->spool, value) < 0)
         return -1;
@@ -109,5 +126,8 @@ int pec_feed_finish(struct pec_feed *f, const char *mail_from, const char *const
         return -1;
     }
     f->spent = 1;
-    return pec_original_parse(out, f->spool, mail_from, rcpts, n_rcpts, err, errlen);
+    if (pec_original_parse(out, f->spool, mail_from, rcpts, n_rcpts, err, errlen) < 0)
+        return -1;
+    out->header_cut = f->cut;
+    return 0;
 }

@@ -15,6 +15,11 @@
  * a bare LF, should an MTA hand one over, becomes CRLF too, which is how it
  * travelled over SMTP.
  *
+ * A header section larger than PEC_HEADER_MAX is not spooled whole: the
+ * fields that fit are, the rest are left out and the original says so
+ * (pec_original.header_cut), so the submission can still be refused by name
+ * rather than failing as unreadable.
+ *
  * Every call returns 0, or -1 with errno when the spool cannot be written
  * (disk full); after a failure the feed stays failed and pec_feed_finish
  * says why.
