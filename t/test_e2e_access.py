@@ -79,11 +79,13 @@ class AccessE2E(unittest.TestCase):
                            submission_milter="unix:" + config.socket_path(cls.settings),
                            submission_sasl_path=cls.dovecot.auth_socket,
                            # as README advises: the submission's cleanup keeps Bcc for the
-                           # milter to see (Postfix drops it before milters by default)
+                           # milter to see (Postfix drops it before milters by default), and
+                           # refuses a NUL byte, which would cut a header the milter is shown
                            submission_options=["cleanup_service_name=pec-cleanup"],
                            extra_master="pec-cleanup unix n - n - 0 cleanup\n"
                                         "  -o message_drop_headers="
-                                        "content-length,resent-bcc,return-path",
+                                        "content-length,resent-bcc,return-path\n"
+                                        "  -o message_reject_characters=\\0",
                            reinject_port=reinject,
                            transports={"pec-b.test": relay, "example.org": relay})
         cls.b.start()
@@ -297,6 +299,24 @@ class AccessE2E(unittest.TestCase):
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.assertEqual(p.returncode, 0, p.stdout)
         self.assertRegex(p.stdout.decode(), r"anna@pec-a\.test.*taken")
+
+    def test_9_nul_refused_by_postfix(self):
+        """A NUL byte in a header line: Postfix hands a milter each header as a C string, so
+        the rest of the line would be missing from postacert.eml without anyone knowing.
+        The submission service's cleanup refuses it (message_reject_characters = \\0), before
+        any certification: a 5xx that names it, no busta, no receipt."""
+        before = self.count(self.a, MARIO)
+        for extra, body in ((b"X-Nul: prima\x00dopo\r\n", b"Testo.\r\n"),
+                            (b"", b"uno\r\nd\x00ue\r\n")):
+            raw = message(subject="Con un NUL", to="luigi@pec-b.test", extra=extra, body=body,
+                          msgid="nul@client.pec-a.test")
+            code, text = self.submit(raw, ["luigi@pec-b.test"])
+            self.assertEqual(code, 550, text)
+            self.assertIn("disallowed character", text)
+        time.sleep(2)
+        self.assertEqual(self.count(self.a, MARIO), before, "no receipt for that")
+        self.assertEqual([m for m in self.b.messages("luigi@pec-b.test")
+                          if b"nul@client.pec-a.test" in m], [])
 
 
 if __name__ == "__main__":
