@@ -52,6 +52,8 @@ static sfsistat ap_envfrom(SMFICTX *ctx, struct conn *c, struct msg *m, char **a
         return SMFIS_REJECT;
     }
     collect_start(c, m, argv[0]);
+    /* a header section over its limit is refused at eom, with its avviso (pec_access_formal) */
+    ((struct collected *)m->state)->header_cut_ok = 1;
     return SMFIS_CONTINUE;
 }
 

@@ -19,7 +19,11 @@ gets an SMTP reply naming it and an avviso di non accettazione; a forged
 X-Ricevuta never reaches the top level; a 30 MB attachment goes through
 while the daemon's peak RSS stays bounded (printed as "RSS:"); mail between
 two users of A gets the busta, the accettazione and the presa in carico in
-A's receipt mailbox.
+A's receipt mailbox.  What could not travel intact is never certified: a
+3,000-character line or a 100 KB Subject (which Postfix cuts before the
+milter) gets the 5xx naming it and the avviso, and no busta leaves; a NUL
+byte, which Postfix would hide from the milter, is refused by the submission
+service's cleanup.
 """
 import os
 import re
@@ -299,6 +303,44 @@ class AccessE2E(unittest.TestCase):
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.assertEqual(p.returncode, 0, p.stdout)
         self.assertRegex(p.stdout.decode(), r"anna@pec-a\.test.*taken")
+
+    def no_busta(self, msgid):
+        """A's Postfix rejected the submission with Message-ID <MSGID> at end of data: it
+        never queued a busta for it, nor ever had to fold a line."""
+        log = self.a.log()
+        qid = re.search(r"(\w+): message-id=<%s>" % re.escape(msgid), log)
+        self.assertIsNotNone(qid, log[-3000:])
+        self.assertRegex(log, r"%s: milter-reject: END-OF-MESSAGE .*: 5\.6\.0 " % qid.group(1))
+        self.assertNotIn("%s: to=" % qid.group(1), log)
+        self.assertNotIn("breaking line > 998 bytes", log)
+
+    def test_7_line_over_998_octets_refused(self):
+        """The issue's case: one 3,000-character HTML line.  Certified, it would be folded
+        by the MTA in transit ("breaking line > 998 bytes") and the recipient's provider
+        would find a broken signature while our sender held an accettazione.  Refused at
+        end of data with the reason, the avviso di non accettazione (checked from outside
+        like every notice), and no busta leaves."""
+        raw = e2e.message("Riga lunga", "luigi@pec-b.test", MARIO,
+                          ctype=b"text/html; charset=utf-8",
+                          body=b"<p>" + b"a" * 3000 + b"</p>\r\n")
+        avviso = self.formal_error(raw, ["luigi@pec-b.test"], 550, "5.6.0",
+                                   "la riga 1 del corpo del messaggio e' lunga 3007 byte, oltre i "
+                                   "998 ammessi")
+        self.assertEqual(avviso.header("Subject"), "AVVISO DI NON ACCETTAZIONE: Riga lunga")
+        self.assertIn(b'tipo="non-accettazione"', avviso.daticert())
+        self.no_busta("Rigalunga@client.pec-a.test")
+
+    def test_8_subject_of_100_kb_refused_not_cut(self):
+        """With a milter, Postfix keeps at most 60,000 bytes of any header field and drops the
+        rest without a word, before pecmilter sees it.  A field that long is refused (552
+        naming the limit, and the avviso, which quotes the subject shortened, marked)."""
+        subject = b"".join(b" parola%05d\r\n" % i for i in range(8000))   # 104,000 bytes
+        raw = message(subject="x", to="luigi@pec-b.test", msgid="centokilo@client.pec-a.test")
+        raw = raw.replace(b"Subject: x\r\n", b"Subject:" + subject)
+        avviso = self.formal_error(raw, ["luigi@pec-b.test"], 552, "5.6.0",
+                                   "il campo Subject supera i 16384 byte ammessi")
+        self.assertTrue(avviso.header("Subject").endswith(" [...]"), avviso.header("Subject"))
+        self.no_busta("centokilo@client.pec-a.test")
 
     def test_9_nul_refused_by_postfix(self):
         """A NUL byte in a header line: Postfix hands a milter each header as a C string, so

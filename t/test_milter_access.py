@@ -7,7 +7,10 @@ before the one run of body chunks, each at most 64 KB; the original's
 non-inherited fields deleted, ours added with the leading space LEADSPC
 wants, or without it when the MTA did not offer LEADSPC, and the original
 still byte for byte in postacert.eml); a formal error (5xx with enhanced
-code, the avviso in the outbox); a store that cannot commit (451 4.3.0 and
+code, the avviso in the outbox); what could not travel intact or may have
+been cut (a line over 998 octets, a NUL byte, a Subject of the 59,000-odd
+bytes Postfix leaves of 100 KB, 50,000 header lines): 5xx naming it and the
+avviso, never a busta, never a 451; a store that cannot commit (451 4.3.0 and
 one log line, or 554 with on_internal_error = reject); the same message
 submitted again (the same busta, nothing new in the store); and, on the
 reception role, ordinary mail wrapped in a busta di anomalia."""
@@ -258,6 +261,72 @@ class AccessMilterTest(unittest.TestCase):
         self.assertEqual(len(self.outbox()), 1)
         self.assertEqual(self.labels(), ["NonAccettazione"])
         self.wait_log(d, r"access: not accepted \(bcc\) again, the retry of a refusal")
+
+    # -- what cannot travel intact ---------------------------------------------
+
+    def refused(self, res, start, words):
+        """RES is a refusal starting START and naming WORDS, the message untouched, and the
+        sender's avviso di non accettazione, saying the same words, queued alone; the
+        avviso is returned."""
+        self.assertEqual(res.reply.code, "replycode", res.reply)
+        self.assertTrue(res.reply.text.startswith(start), res.reply.text)
+        self.assertIn(words, res.reply.text)
+        self.assertEqual(res.actions, [])
+        rows = self.outbox()
+        self.assertEqual([(t, r) for t, r, _ in rows], [("non-accettazione", "mario@pec-a.test")])
+        avviso = pecmail.Message(rows[0][2])
+        self.assertEqual(avviso.header("X-Ricevuta"), "non-accettazione")
+        self.assertIn(words, avviso.text())
+        self.assertIsNone(avviso.postacert())
+        self.assertEqual(self.labels(), ["NonAccettazione"])
+        return avviso
+
+    def test_long_line_is_refused(self):
+        """A body line over 998 octets: the MTA would fold it in transit and break the
+        signature the recipient's provider checks; refused, never certified."""
+        d = self.start()
+        raw = (MESSAGE.replace(b"text/plain", b"text/html")
+               + b"<p>" + b"a" * 3000 + b"</p>\r\n")
+        res = self.send(d, raw=raw)
+        self.refused(res, "550 5.6.0 Messaggio non accettato: ",
+                     "la riga 2 del corpo del messaggio e' lunga 3007 byte, oltre i 998 ammessi")
+        self.assertIn("line 2 of the message body is 3007 octets long", res.reply.text)
+        self.wait_log(d, r"access: not accepted \(line-too-long\)")
+
+    def test_nul_is_refused(self):
+        d = self.start()
+        res = self.send(d, raw=MESSAGE + b"riga con un \x00 dentro\r\n")
+        self.refused(res, "550 5.6.0 ", "la riga 2 del corpo del messaggio contiene un byte NUL")
+
+    def test_long_subject_is_refused_not_cut(self):
+        """Postfix hands a milter at most 60,000 bytes of one header field (it cuts the rest
+        in its own queue file): a 100 KB Subject arrives as 59,000-odd bytes.  Refused,
+        and the avviso quotes the subject shortened, saying so."""
+        d = self.start()
+        subject = b"".join(b" parola%05d\r\n" % i for i in range(4500))   # 58,500 bytes
+        raw = MESSAGE.replace(b"Subject:senza spazio\r\n", b"Subject:" + subject)
+        res = self.send(d, raw=raw)
+        avviso = self.refused(res, "552 5.6.0 ", "il campo Subject supera i 16384 byte ammessi")
+        self.assertIn("the Subject header field is longer than the 16384 octets allowed",
+                      res.reply.text)
+        quoted = avviso.header("Subject")
+        self.assertTrue(quoted.startswith("AVVISO DI NON ACCETTAZIONE: parola00000 parola00001"),
+                        quoted[:200])
+        self.assertTrue(quoted.endswith(" [...]"), quoted[-200:])
+        self.assertLess(len(quoted), 1200)
+
+    def test_header_section_over_limit_is_refused_not_deferred(self):
+        """50,000 header lines (1.9 MB): a permanent condition, so 552 naming the limit and
+        the avviso, not 451 and a client retrying for days."""
+        d = self.start()
+        head, body = MESSAGE.split(b"\r\n\r\n", 1)
+        many = b"".join(b"X-Riempimento: riga di riempimento numero %05d\r\n" % i
+                        for i in range(50000))
+        res = self.send(d, raw=head + b"\r\n" + many + b"\r\n" + body)
+        self.refused(res, "552 5.6.0 ",
+                     "l'intestazione del messaggio supera i 1048576 byte ammessi")
+        self.assertIn("the header section is larger than the 1048576 octets allowed",
+                      res.reply.text)
 
     # -- internal errors -------------------------------------------------------
 

@@ -36,6 +36,10 @@ static const struct {
     [PEC_ACCESS_RCPT_NOT_IN_HEADER] = {"rcpt-not-in-header", "550", "5.7.1"},
     [PEC_ACCESS_BCC] = {"bcc", "550", "5.7.1"},
     [PEC_ACCESS_TOO_BIG] = {"too-big", "552", "5.3.4"},
+    [PEC_ACCESS_HEADER_TOO_BIG] = {"header-too-big", "552", "5.6.0"},
+    [PEC_ACCESS_FIELD_TOO_BIG] = {"field-too-big", "552", "5.6.0"},
+    [PEC_ACCESS_NUL] = {"nul", "550", "5.6.0"},
+    [PEC_ACCESS_LINE_TOO_LONG] = {"line-too-long", "550", "5.6.0"},
 };
 
 const char *pec_access_fault_name(enum pec_access_fault f)
@@ -269,6 +273,90 @@ static int check_envelope(const struct pec_original *o, struct pec_access_reply 
     return 0;
 }
 
+/* ---------------------------------------------------------------- what cannot travel intact */
+
+/* the field L lies in, or NULL (a header line that is not a field, or the body) */
+static const struct pec_field *field_at(const struct pec_original *o, const struct pec_line *l)
+{
+    for (size_t i = 0; i < o->n_fields; i++)
+        if (l->off >= o->fields[i].off && l->off < o->fields[i].off + o->fields[i].len)
+            return &o->fields[i];
+    return NULL;
+}
+
+/*
+ * Line L for a person, in IT and EN: a line of the field it is in, else its
+ * number in the header section or the body.
+ */
+static void where(const struct pec_original *o, const struct pec_line *l, char *it, size_t itlen,
+                  char *en, size_t enlen)
+{
+    const struct pec_field *f = field_at(o, l);
+    int body = l->off >= o->header_len;
+    char *name;
+
+    if (f != NULL) {
+        name = ascii(f->name);
+        snprintf(it, itlen, "una riga del campo %s", name);
+        snprintf(en, enlen, "a line of the %s header field", name);
+        free(name);
+        return;
+    }
+    snprintf(it, itlen, "la riga %zu %s", l->number,
+             body ? "del corpo del messaggio" : "dell'intestazione");
+    snprintf(en, enlen, "line %zu of the %s", l->number, body ? "message body" : "header section");
+}
+
+/* A header that cannot be read whole: too large, a field the MTA may have cut, a NUL. */
+static int check_header_whole(const struct pec_original *o, struct pec_access_reply *r)
+{
+    char it[400], en[300], wit[200], wen[200], *name;
+
+    if (o->header_cut) {
+        snprintf(it, sizeof(it), "l'intestazione del messaggio supera i %d byte ammessi",
+                 PEC_HEADER_MAX);
+        snprintf(en, sizeof(en), "the header section is larger than the %d octets allowed",
+                 PEC_HEADER_MAX);
+        set_reply(r, PEC_ACCESS_HEADER_TOO_BIG, it, en);
+        return -1;
+    }
+    for (size_t i = 0; i < o->n_fields; i++) {
+        if (o->fields[i].len <= PEC_ACCESS_FIELD_MAX)
+            continue;
+        name = ascii(o->fields[i].name);
+        snprintf(it, sizeof(it), "il campo %s supera i %d byte ammessi", name,
+                 PEC_ACCESS_FIELD_MAX);
+        snprintf(en, sizeof(en), "the %s header field is longer than the %d octets allowed", name,
+                 PEC_ACCESS_FIELD_MAX);
+        free(name);
+        set_reply(r, PEC_ACCESS_FIELD_TOO_BIG, it, en);
+        return -1;
+    }
+    if (o->nul_line.number == 0)
+        return 0;
+    where(o, &o->nul_line, wit, sizeof(wit), wen, sizeof(wen));
+    snprintf(it, sizeof(it), "%s contiene un byte NUL, non ammesso", wit);
+    snprintf(en, sizeof(en), "%s contains a NUL byte, which is not allowed", wen);
+    set_reply(r, PEC_ACCESS_NUL, it, en);
+    return -1;
+}
+
+/* A line an MTA would fold in transit, breaking the signature over it. */
+static int check_lines(const struct pec_original *o, struct pec_access_reply *r)
+{
+    char it[400], en[300], wit[200], wen[200];
+
+    if (o->long_line.number == 0)
+        return 0;
+    where(o, &o->long_line, wit, sizeof(wit), wen, sizeof(wen));
+    snprintf(it, sizeof(it), "%s e' lunga %zu byte, oltre i %d ammessi", wit, o->long_line.len,
+             PEC_LINE_MAX);
+    snprintf(en, sizeof(en), "%s is %zu octets long, over the %d allowed", wen, o->long_line.len,
+             PEC_LINE_MAX);
+    set_reply(r, PEC_ACCESS_LINE_TOO_LONG, it, en);
+    return -1;
+}
+
 int pec_access_formal(const struct pec_original *o, long long size_limit,
                       struct pec_access_reply *r)
 {
@@ -276,7 +364,7 @@ int pec_access_formal(const struct pec_original *o, long long size_limit,
     char it[400], en[300];
 
     memset(r, 0, sizeof(*r));
-    if (check_from(o, r) < 0 || check_to(o, r) < 0)
+    if (check_header_whole(o, r) < 0 || check_from(o, r) < 0 || check_to(o, r) < 0)
         return -1;
     /*
      * Before the envelope: a Bcc recipient is also a RCPT TO missing from To
@@ -298,6 +386,8 @@ int pec_access_formal(const struct pec_original *o, long long size_limit,
         set_reply(r, PEC_ACCESS_TOO_BIG, it, en);
         return -1;
     }
+    if (check_lines(o, r) < 0)
+        return -1;
     r->fault = PEC_ACCESS_OK;
     return 0;
 }
@@ -716,13 +806,52 @@ static int refused_before(const struct pec_access_env *e, const struct pec_origi
     return found;
 }
 
+/*
+ * The first Subject field, the one o->subject comes from, could not travel
+ * itself: over the limit, or holding a NUL or a line too long.
+ */
+static int subject_cannot_travel(const struct pec_original *o)
+{
+    for (size_t i = 0; i < o->n_fields; i++) {
+        const struct pec_field *f = &o->fields[i];
+
+        if (strcasecmp(f->name, "Subject") != 0)
+            continue;
+        return f->len > PEC_ACCESS_FIELD_MAX ||
+               (o->long_line.number != 0 && field_at(o, &o->long_line) == f) ||
+               (o->nul_line.number != 0 && field_at(o, &o->nul_line) == f);
+    }
+    return 0;
+}
+
+/* the most of a subject that could not travel an avviso quotes, in bytes */
+#define QUOTE_MAX 200
+
+/*
+ * The subject an avviso quotes: whole, unless it could not travel itself and
+ * is long; then its first QUOTE_MAX bytes (whole characters) and " [...]",
+ * for a person to recognise the message by.  NULL: quote it as it is.
+ */
+static char *shortened_subject(const struct pec_original *o)
+{
+    size_t n = QUOTE_MAX;
+
+    if (o->subject == NULL || strlen(o->subject) <= QUOTE_MAX || !subject_cannot_travel(o))
+        return NULL;
+    while (n > 0 && ((unsigned char)o->subject[n] & 0xc0) == 0x80)
+        n--; /* not inside a UTF-8 character */
+    while (n > 0 && (o->subject[n - 1] == ' ' || o->subject[n - 1] == '\t'))
+        n--;
+    return xasprintf("%.*s [...]", (int)n, o->subject);
+}
+
 int pec_access_refuse(const struct pec_access_env *e, const struct pec_original *o,
                       const struct pec_access_reply *r, const char *queue_id,
                       struct pec_access_outcome *out, char *err, size_t errlen)
 {
     struct facts f;
     struct pec_record rec;
-    char *message_id = NULL;
+    char *message_id = NULL, *quoted;
     char *esteso = pec_errore_esteso(r->xcode, e->iss->provider_name, r->errore);
     int ret = -1, again;
 
@@ -736,6 +865,8 @@ int pec_access_refuse(const struct pec_access_env *e, const struct pec_original 
     facts_init(&f, o, &out->rcpts, out->identificativo);
     f.d.errore = PEC_ERRORE_ALTRO;
     f.d.errore_esteso = esteso;
+    if ((quoted = shortened_subject(o)) != NULL)
+        f.d.oggetto = quoted;
     if (out->rcpts.n == 0) {
         seterr(err, errlen, "no recipient to name in the avviso di non accettazione");
         goto done;
@@ -744,7 +875,7 @@ int pec_access_refuse(const struct pec_access_env *e, const struct pec_original 
                      &(struct pec_notice){.kind = PEC_NOTICE_NON_ACCETTAZIONE,
                                           .facts = &f.d,
                                           .to = pec_original_mittente(o),
-                                          .subject_raw = o->subject_raw,
+                                          .subject_raw = quoted ? NULL : o->subject_raw,
                                           .is_cc = f.is_cc,
                                           .when = out->when},
                      out, &message_id, err, errlen) < 0)
@@ -764,6 +895,7 @@ int pec_access_refuse(const struct pec_access_env *e, const struct pec_original 
 done:
     free(message_id);
     free(esteso);
+    free(quoted);
     facts_free(&f);
     if (ret < 0)
         pec_access_outcome_free(out);

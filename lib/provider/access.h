@@ -97,7 +97,24 @@ enum pec_access_fault {
     PEC_ACCESS_RCPT_NOT_IN_HEADER,
     PEC_ACCESS_BCC,
     PEC_ACCESS_TOO_BIG,
+    /* at end of message: what could not travel intact, refused the same way */
+    PEC_ACCESS_HEADER_TOO_BIG, /* header section over PEC_HEADER_MAX */
+    PEC_ACCESS_FIELD_TOO_BIG,  /* one field over PEC_ACCESS_FIELD_MAX */
+    PEC_ACCESS_NUL,            /* a NUL byte */
+    PEC_ACCESS_LINE_TOO_LONG,  /* a line over PEC_LINE_MAX octets */
 };
+
+/*
+ * The longest header field, in bytes, the access point certifies.  Postfix,
+ * when milters are on, keeps at most 60,000 bytes of any field and drops the
+ * rest without a word, before a milter sees it (cleanup's workaround for
+ * the milter library's 64 KB requests): what it leaves of a longer field is
+ * over 54,000 bytes, so a field over this limit may have been cut and is
+ * refused instead.  It also keeps the busta's Subject, re-encoded (raw 8-bit bytes
+ * come out 3.4 times as long at worst), within the 64 KB a milter may ask
+ * the MTA to add.
+ */
+#define PEC_ACCESS_FIELD_MAX 16384
 
 /* short stable name of a fault ("bcc", "too-big"), for logs and tests */
 const char *pec_access_fault_name(enum pec_access_fault f);
@@ -125,6 +142,14 @@ int pec_access_sender(const struct pec_config *cfg, const char *login, const cha
  * recipients at most SIZE_LIMIT bytes.  0 when all pass; -1 with R naming
  * the first that fails (Bcc comes before the envelope checks, which a Bcc
  * recipient would fail too, less clearly).
+ *
+ * Around them, what would keep the busta from arriving as it was signed, or
+ * postacert.eml from being the message byte for byte: first what makes the
+ * header unreliable to read (a header section over PEC_HEADER_MAX, a field
+ * over PEC_ACCESS_FIELD_MAX, which the MTA may have cut, a NUL byte), last a
+ * line over RFC 5322's 998 octets, which an MTA folds in transit.  None of
+ * these is cured by sending again: 550 or 552 with 5.6.0, naming the field
+ * or the line, and the avviso di non accettazione, like any formal error.
  */
 int pec_access_formal(const struct pec_original *o, long long size_limit,
                       struct pec_access_reply *r);
@@ -183,7 +208,9 @@ int pec_access_accept(const struct pec_access_env *e, const struct pec_original 
 
 /*
  * O failed the formal check R: the avviso di non accettazione and its
- * record, or, for the retry of a refusal, an empty batch.
+ * record, or, for the retry of a refusal, an empty batch.  A subject that
+ * could not travel itself (its field too long, holding a NUL or a line too
+ * long) is quoted in the avviso shortened, ending in " [...]".
  */
 int pec_access_refuse(const struct pec_access_env *e, const struct pec_original *o,
                       const struct pec_access_reply *r, const char *queue_id,

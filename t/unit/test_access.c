@@ -12,12 +12,16 @@
  * presa in carico to our receipt_address for the recipients that are ours,
  * whose state is then "taken".  A refused message: the avviso di non
  * accettazione with the error in its text and errore-esteso, and its record.
+ * What could not travel intact (a line over 998 octets, a NUL byte, a field
+ * over 16 KB, a header section over 1 MB): refused the same way, the reply
+ * naming the line or the field.
  * The same submission again (same sender, client Message-ID and recipients,
  * as a client retries after a crash): the same busta, and nothing new in the
  * store; anything else that differs: a new transaction.
  */
 #include "provider/access.h"
 #include "message/busta.h"
+#include "message/feed.h"
 #include "msgcheck.h"
 #include "message/original.h"
 #include "store/store.h"
@@ -222,6 +226,245 @@ static void test_formal(void)
         formal(m, "<mario@pec-a.test>", r3, 3, 10, &r);
         CHECK_STR(r.rcode, "552");
     }
+}
+
+/* ---------------------------------------------------------------- what cannot travel intact */
+
+#define PLAIN_HEAD "From: mario@pec-a.test\r\nTo: luigi@pec-b.test\r\nSubject: prova\r\n"
+
+/* a string of N copies of C, then TAIL (static buffer; one at a time) */
+static const char *run_of(char c, size_t n, const char *tail)
+{
+    static char *buf;
+
+    free(buf);
+    buf = xmalloc(n + strlen(tail) + 1);
+    memset(buf, c, n);
+    strcpy(buf + n, tail);
+    return buf;
+}
+
+/*
+ * The fault MSG (LEN bytes, mario to luigi) earns, by its stable name, with
+ * *R filled; "parse-failed" when the message could not even be read.
+ */
+static const char *fault_of(const char *msg, size_t len, struct pec_access_reply *r)
+{
+    const char *const one[] = {"<luigi@pec-b.test>"};
+    struct pec_original o;
+    char err[512];
+
+    memset(r, 0, sizeof(*r));
+    if (pec_original_from_mem(&o, msg, len, NULL, 1 << 20, "<mario@pec-a.test>", one, 1, err,
+                              sizeof(err)) != 0) {
+        fprintf(stderr, "parse: %s\n", err);
+        pec_original_free(&o);
+        return "parse-failed";
+    }
+    pec_access_formal(&o, 30 << 20, r);
+    pec_original_free(&o);
+    return pec_access_fault_name(r->fault);
+}
+
+/* MSG earns the fault named WANT, with CODE and XCODE, and both texts say IT and EN */
+static void expect_intact(const char *what, const char *msg, size_t len, const char *want,
+                          const char *code, const char *xcode, const char *it, const char *en)
+{
+    struct pec_access_reply r;
+    const char *got = fault_of(msg, len, &r);
+
+    if (strcmp(got, want) != 0)
+        fprintf(stderr, "%s: expected %s, got %s (%s)\n", what, want, got, r.text);
+    CHECK_STR(got, want);
+    if (strcmp(want, "ok") == 0 || strcmp(got, want) != 0)
+        return;
+    CHECK_STR(r.rcode, code);
+    CHECK_STR(r.xcode, xcode);
+    if (strstr(r.errore, it) == NULL || strstr(r.text, en) == NULL)
+        fprintf(stderr, "%s: errore \"%s\", text \"%s\"\n", what, r.errore, r.text);
+    CHECK(strstr(r.errore, it) != NULL);
+    CHECK(strstr(r.text, it) != NULL);
+    CHECK(strstr(r.text, en) != NULL);
+    CHECK(strncmp(r.text, "Messaggio non accettato: ", 25) == 0);
+}
+
+static void expect_msg(const char *what, const char *msg, const char *want, const char *code,
+                       const char *xcode, const char *it, const char *en)
+{
+    expect_intact(what, msg, strlen(msg), want, code, xcode, it, en);
+}
+
+/*
+ * A line over RFC 5322's 998 octets would be folded by the MTA in transit,
+ * breaking the signature the recipient's provider checks; a NUL byte is not
+ * mail at all; a header field past 16 KB may have been cut by the MTA before
+ * pecmilter saw it (Postfix cuts at 60,000 bytes when milters are on).  Each
+ * is refused, naming where it is, never certified.
+ */
+static void test_intact(void)
+{
+    char *m;
+
+    expect_msg("998 octets", (m = xasprintf(PLAIN_HEAD "\r\nuno\r\n%s", run_of('x', 998, "\r\n"))),
+               "ok", NULL, NULL, NULL, NULL);
+    free(m);
+    expect_msg("999 octets in the body",
+               (m = xasprintf(PLAIN_HEAD "\r\nuno\r\ndue\r\n%s", run_of('x', 999, "\r\nfine\r\n"))),
+               "line-too-long", "550", "5.6.0",
+               "la riga 3 del corpo del messaggio e' lunga 999 byte, oltre i 998 ammessi",
+               "line 3 of the message body is 999 octets long, over the 998 allowed");
+    free(m);
+    /* the HTML line of the issue: 3,000 characters on one line */
+    expect_msg("3000 characters of HTML",
+               (m = xasprintf(PLAIN_HEAD "Content-Type: text/html\r\n\r\n<p>%s",
+                              run_of('a', 3000, "</p>\r\n"))),
+               "line-too-long", "550", "5.6.0",
+               "la riga 1 del corpo del messaggio e' lunga 3007 byte",
+               "line 1 of the message body is 3007 octets long");
+    free(m);
+    /* the last line without its CRLF counts too */
+    expect_msg("last line", (m = xasprintf(PLAIN_HEAD "\r\n%s", run_of('z', 1500, ""))),
+               "line-too-long", "550", "5.6.0",
+               "la riga 1 del corpo del messaggio e' lunga 1500 byte",
+               "line 1 of the message body is 1500 octets long");
+    free(m);
+    expect_msg("a header line",
+               (m = xasprintf("From: mario@pec-a.test\r\nTo: luigi@pec-b.test\r\nSubject: %s"
+                              "\r\n\r\nbody\r\n",
+                              run_of('s', 1200, "\r\n  ancora"))),
+               "line-too-long", "550", "5.6.0",
+               "una riga del campo Subject e' lunga 1209 byte, oltre i 998 ammessi",
+               "a line of the Subject header field is 1209 octets long, over the 998 allowed");
+    free(m);
+
+    {
+        static const char body_nul[] = PLAIN_HEAD "\r\nuno\r\nd\0ue\r\n";
+        static const char head_nul[] = "From: mario@pec-a.test\r\nTo: luigi@pec-b.test\r\n"
+                                       "X-Nul: prima\0dopo il nul\r\n\r\nbody\r\n";
+
+        expect_intact("NUL in the body", body_nul, sizeof(body_nul) - 1, "nul", "550", "5.6.0",
+                      "la riga 2 del corpo del messaggio contiene un byte NUL",
+                      "line 2 of the message body contains a NUL byte");
+        expect_intact("NUL in a header", head_nul, sizeof(head_nul) - 1, "nul", "550", "5.6.0",
+                      "una riga del campo X-Nul contiene un byte NUL",
+                      "a line of the X-Nul header field contains a NUL byte");
+    }
+
+    /* one field over 16 KB: the MTA may have cut it; folded, every line is short */
+    {
+        char *subject = xstrdup("");
+
+        while (strlen(subject) < 20000) {
+            char *more = xasprintf("%s parola\r\n", subject);
+            free(subject);
+            subject = more;
+        }
+        m = xasprintf("From: mario@pec-a.test\r\nTo: luigi@pec-b.test\r\nSubject:%s"
+                      "Message-ID: <x@client.test>\r\n\r\nbody\r\n",
+                      subject);
+        expect_msg("a 20 KB Subject", m, "field-too-big", "552", "5.6.0",
+                   "il campo Subject supera i 16384 byte ammessi",
+                   "the Subject header field is longer than the 16384 octets allowed");
+        free(m);
+        free(subject);
+    }
+}
+
+/* a line of N bytes of C and its CRLF, at the end of M (LEN bytes so far); *COUNT++ */
+static char *add_line(char *m, size_t *len, size_t *count, size_t n, char c)
+{
+    m = xrealloc(m, *len + n + 3);
+    memset(m + *len, c, n);
+    memcpy(m + *len + n, "\r\n", 3);
+    *len += n + 2;
+    (*count)++;
+    return m;
+}
+
+/*
+ * On a file spool the message is read 64 KB at a time: a CRLF split between
+ * two reads still ends one line of 998 octets, and a line of 999 across two
+ * reads is still found, with its number in the body.
+ */
+static void test_lines_across_reads(void)
+{
+    const char *const one[] = {"<luigi@pec-b.test>"};
+    const size_t chunk = 64 * 1024;
+    size_t len = strlen(PLAIN_HEAD "\r\n"), lines = 0, rest, want;
+    char *m = xstrdup(PLAIN_HEAD "\r\n"), err[512];
+    struct pec_original o;
+    struct pec_access_reply r;
+
+    /* short lines up to where a line of 998 puts its CR last in the first read */
+    rest = chunk - 1 - 998 - len;
+    while (rest > 200) {
+        m = add_line(m, &len, &lines, 78, 'a');
+        rest -= 80;
+    }
+    m = add_line(m, &len, &lines, rest - 2, 'b');
+    m = add_line(m, &len, &lines, 998, 'c');
+    CHECK(m[chunk - 1] == '\r' && m[chunk] == '\n');
+    /* then a line of 999 across the second read's end */
+    while (len < 2 * chunk - 500)
+        m = add_line(m, &len, &lines, 78, 'd');
+    m = add_line(m, &len, &lines, 999, 'e');
+    want = lines;
+    m = add_line(m, &len, &lines, 10, 'f');
+    if (pec_original_from_mem(&o, m, len, NULL, 1024, "<mario@pec-a.test>", one, 1, err,
+                              sizeof(err)) != 0) {
+        fprintf(stderr, "parse: %s\n", err);
+        CHECK(0);
+    } else {
+        CHECK(pec_spool_mem(o.raw) == NULL); /* in a file: read in chunks */
+        CHECK(o.long_line.len == 999 && o.long_line.number == want);
+        CHECK(pec_access_formal(&o, 30 << 20, &r) < 0);
+        CHECK_STR(pec_access_fault_name(r.fault), "line-too-long");
+    }
+    pec_original_free(&o);
+    free(m);
+}
+
+/*
+ * A Subject as long as a field may be, in raw 8-bit bytes (each becomes two
+ * in UTF-8, then encoded words): the busta still carries it in one request
+ * the MTA can take (a milter's are at most 64 KB), so it is accepted.
+ */
+static void test_longest_subject(const struct pec_access_env *e)
+{
+    const char *const one[] = {"<luigi@pec-b.test>"};
+    const char *head = "From: mario@pec-a.test\r\nTo: luigi@pec-b.test\r\nSubject:";
+    size_t len = strlen(head), lines = 0;
+    char *m = xstrdup(head), err[512];
+    struct pec_original o;
+    struct pec_access_reply r;
+    struct pec_access_outcome out;
+    const char *subject;
+
+    /* folded lines of " " and 8-bit bytes, the field just within the limit */
+    while (len - strlen("From: mario@pec-a.test\r\nTo: luigi@pec-b.test\r\n") + 80 <=
+           PEC_ACCESS_FIELD_MAX) {
+        m = add_line(m, &len, &lines, 78, '\xe8');
+        m[len - 80] = ' ';
+    }
+    m = xrealloc(m, len + 32);
+    memcpy(m + len, "\r\nCiao.\r\n", 10);
+    len += 9;
+    if (pec_original_from_mem(&o, m, len, NULL, 1 << 20, "<mario@pec-a.test>", one, 1, err,
+                              sizeof(err)) != 0) {
+        fprintf(stderr, "parse: %s\n", err);
+        CHECK(0);
+    } else {
+        CHECK(o.fields[2].len > PEC_ACCESS_FIELD_MAX - 80 &&
+              o.fields[2].len <= PEC_ACCESS_FIELD_MAX);
+        CHECK(pec_access_formal(&o, 30 << 20, &r) == 0);
+        CHECK(pec_access_accept(e, &o, "", &out, err, sizeof(err)) == 0);
+        subject = pec_headers_get(&out.busta.headers, "Subject");
+        CHECK(subject != NULL && strlen("Subject") + strlen(subject) + 2 < 65535);
+        CHECK(subject != NULL && strlen(subject) > 3 * (PEC_ACCESS_FIELD_MAX - 80));
+        pec_access_outcome_free(&out);
+    }
+    pec_original_free(&o);
+    free(m);
 }
 
 /* ---------------------------------------------------------------- classification */
@@ -493,6 +736,167 @@ static void test_refuse(const struct pec_access_env *e)
     pec_access_outcome_free(&out);
     pec_original_free(&o);
     pec_store_close(st);
+}
+
+/* the value of header field NAME in message B, folds kept, without its final CRLF */
+static char *field_of(const struct bytes *b, const char *name)
+{
+    char *needle = xasprintf("\r\n%s: ", name);
+    const unsigned char *at = b->p ? find(b->p, b->n, needle) : NULL, *end;
+    char *v = NULL;
+
+    if (at != NULL) {
+        at += strlen(needle);
+        end = at;
+        while ((end = find(end, b->n - (size_t)(end - b->p), "\r\n")) != NULL &&
+               (end[2] == ' ' || end[2] == '\t'))
+            end += 2;
+        if (end != NULL)
+            v = xstrndup((const char *)at, (size_t)(end - at));
+    }
+    free(needle);
+    return v;
+}
+
+/*
+ * Refuse O as the milter does, commit, and give back the avviso's bytes
+ * (empty when anything failed); *R is the refusal.
+ */
+static struct bytes refuse_and_claim(const struct pec_access_env *e, const char *dbname,
+                                     struct pec_original *o, struct pec_access_reply *r,
+                                     struct records *rec)
+{
+    struct pec_store *st = fresh_store(dbname);
+    struct pec_access_outcome out;
+    struct bytes b = {0};
+    char err[1024];
+
+    if (st == NULL)
+        return b;
+    CHECK(pec_access_formal(o, 30 << 20, r) < 0);
+    if (pec_access_refuse(e, o, r, "QIDX", &out, err, sizeof(err)) != 0) {
+        fprintf(stderr, "refuse: %s\n", err);
+        CHECK(0);
+    } else {
+        CHECK(out.busta.body == NULL);
+        CHECK(pec_store_commit(st, out.batch, err, sizeof(err)) == 0);
+        CHECK(pec_store_log_each(st, NULL, each_record, rec, err, sizeof(err)) == 0);
+        b = claim(st);
+        pec_access_outcome_free(&out);
+    }
+    pec_store_close(st);
+    return b;
+}
+
+/*
+ * What cannot travel intact is refused like any formal error: the avviso di
+ * non accettazione to the sender, with the reason in its text and
+ * errore-esteso, and its record; never the original.  A header section over
+ * PEC_HEADER_MAX (50,000 header lines) too: the fields that fit still name
+ * the message.  A subject that is itself the trouble is quoted shortened.
+ */
+static void test_refuse_intact(const struct pec_access_env *e)
+{
+    const char *const one[] = {"<luigi@pec-b.test>"};
+    struct pec_original o;
+    struct pec_access_reply r;
+    struct records rec = {0};
+    struct bytes avviso;
+    char err[512], *m, *subject;
+
+    m = xasprintf(PLAIN_HEAD "Message-ID: <lunga@client.test>\r\nContent-Type: text/html\r\n"
+                             "\r\n<p>%s",
+                  run_of('a', 3000, "</p>\r\n"));
+    if (pec_original_from_mem(&o, m, strlen(m), NULL, 1 << 20, "<mario@pec-a.test>", one, 1, err,
+                              sizeof(err)) != 0) {
+        fprintf(stderr, "parse: %s\n", err);
+        CHECK(0);
+    } else {
+        avviso = refuse_and_claim(e, "intact-line.db", &o, &r, &rec);
+        CHECK_STR(pec_access_fault_name(r.fault), "line-too-long");
+        CHECK(rec.n == 1);
+        CHECK_STR(rec.label[0], "NonAccettazione");
+        CHECK(strstr(rec.esteso[0], "5.6.0 - Gestore A S.p.A. - la riga 1 del corpo del "
+                                    "messaggio e' lunga 3007 byte") != NULL);
+        CHECK(avviso.p && find(avviso.p, avviso.n, "X-Ricevuta: non-accettazione\r\n"));
+        CHECK(avviso.p &&
+              find(avviso.p, avviso.n, "Subject: AVVISO DI NON ACCETTAZIONE: prova\r\n"));
+        CHECK(avviso.p && !find(avviso.p, avviso.n, "postacert.eml"));
+        free(avviso.p);
+    }
+    pec_original_free(&o);
+    free(m);
+
+    /* 50,000 header lines, about 1.7 MB: the fields past 1 MB are not kept, nor needed */
+    {
+        struct pec_feed *f = pec_feed_new(NULL, 1 << 20);
+        int ok = pec_feed_header(f, "From", " mario@pec-a.test") == 0 &&
+                 pec_feed_header(f, "To", " luigi@pec-b.test") == 0 &&
+                 pec_feed_header(f, "Subject", " tante righe") == 0 &&
+                 pec_feed_header(f, "Message-ID", " <righe@client.test>") == 0;
+
+        for (int i = 0; i < 50000 && ok; i++) {
+            char v[64];
+
+            snprintf(v, sizeof(v), " riga di riempimento numero %05d", i);
+            ok = pec_feed_header(f, "X-Riempimento", v) == 0;
+        }
+        ok = ok && pec_feed_eoh(f) == 0 &&
+             pec_feed_body(f, (const unsigned char *)"Ciao.\r\n", 7) == 0;
+        CHECK(ok);
+        rec.n = 0;
+        if (pec_feed_finish(f, "<mario@pec-a.test>", one, 1, &o, err, sizeof(err)) != 0) {
+            fprintf(stderr, "feed: %s\n", err);
+            CHECK(0);
+        } else {
+            avviso = refuse_and_claim(e, "intact-header.db", &o, &r, &rec);
+            CHECK_STR(pec_access_fault_name(r.fault), "header-too-big");
+            CHECK_STR(r.rcode, "552");
+            CHECK_STR(r.xcode, "5.6.0");
+            CHECK(strstr(r.text, "l'intestazione del messaggio supera i 1048576 byte ammessi") !=
+                  NULL);
+            CHECK(strstr(r.text, "the header section is larger than the 1048576 octets allowed") !=
+                  NULL);
+            CHECK(rec.n == 1);
+            CHECK(avviso.p &&
+                  find(avviso.p, avviso.n, "Subject: AVVISO DI NON ACCETTAZIONE: tante righe\r\n"));
+            CHECK(avviso.p && find(avviso.p, avviso.n, "<righe@client.test>"));
+            free(avviso.p);
+        }
+        pec_original_free(&o);
+        pec_feed_free(f);
+    }
+
+    /* a Subject of 59,000 bytes (what Postfix leaves of 100 KB): quoted shortened, marked */
+    subject = xstrdup("");
+    while (strlen(subject) < 59000) {
+        char *more = xasprintf("%s oggetto\r\n", subject);
+        free(subject);
+        subject = more;
+    }
+    m = xasprintf("From: mario@pec-a.test\r\nTo: luigi@pec-b.test\r\nSubject:%s\r\nbody\r\n",
+                  subject);
+    rec.n = 0;
+    if (pec_original_from_mem(&o, m, strlen(m), NULL, 1 << 20, "<mario@pec-a.test>", one, 1, err,
+                              sizeof(err)) != 0) {
+        fprintf(stderr, "parse: %s\n", err);
+        CHECK(0);
+    } else {
+        char *quoted;
+
+        avviso = refuse_and_claim(e, "intact-subject.db", &o, &r, &rec);
+        CHECK_STR(pec_access_fault_name(r.fault), "field-too-big");
+        quoted = field_of(&avviso, "Subject");
+        CHECK(quoted != NULL &&
+              strncmp(quoted, "AVVISO DI NON ACCETTAZIONE: oggetto oggetto", 43) == 0);
+        CHECK(quoted != NULL && strlen(quoted) < 1200);
+        CHECK(quoted != NULL && strstr(quoted, " oggetto [...]") != NULL);
+        free(quoted);
+        free(avviso.p);
+    }
+    pec_original_free(&o);
+    free(m);
+    free(subject);
 }
 
 /* the daticert.xml inside busta B; 0, or -1 */
@@ -778,10 +1182,14 @@ int main(void)
 
         test_sender();
         test_formal();
+        test_intact();
+        test_lines_across_reads();
         test_classify(idx, cfg);
         test_accept(&e);
         test_accept_elsewhere(&e);
+        test_longest_subject(&e);
         test_refuse(&e);
+        test_refuse_intact(&e);
         test_resubmission(&e);
         test_refusal_retry(&e);
     }
