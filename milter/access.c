@@ -33,10 +33,9 @@
 #include <string.h>
 #include <strings.h>
 
-static sfsistat internal_error(SMFICTX *ctx, struct conn *c, const char *qid, int changed,
-                               const char *what)
+static sfsistat internal_error(SMFICTX *ctx, struct conn *c, const char *qid, const char *what)
 {
-    return rewrite_internal_error(ctx, c, "access", qid, changed, what);
+    return rewrite_internal_error(ctx, c, "access", qid, what);
 }
 
 static sfsistat ap_envfrom(SMFICTX *ctx, struct conn *c, struct msg *m, char **argv)
@@ -67,12 +66,12 @@ static sfsistat refuse(SMFICTX *ctx, struct conn *c, const char *qid,
     if (pec_access_refuse(env, o, r, qid, &out, err, sizeof(err)) < 0) {
         snprintf(what, sizeof(what), "cannot build the avviso di non accettazione (%s): %s",
                  pec_access_fault_name(r->fault), err);
-        return internal_error(ctx, c, qid, 0, what);
+        return internal_error(ctx, c, qid, what);
     }
     if (pec_store_commit(c->rt->store, out.batch, err, sizeof(err)) < 0) {
         snprintf(what, sizeof(what), "store: %s", err);
         pec_access_outcome_free(&out);
-        return internal_error(ctx, c, qid, 0, what);
+        return internal_error(ctx, c, qid, what);
     }
     log_info(qid, "access: not accepted (%s)%s: identificativo=%s from=%s: %s",
              pec_access_fault_name(r->fault),
@@ -93,12 +92,12 @@ static sfsistat accept_busta(SMFICTX *ctx, struct conn *c, const char *qid,
 
     if (pec_access_accept(env, o, qid, &out, err, sizeof(err)) < 0) {
         snprintf(what, sizeof(what), "cannot build the busta di trasporto: %s", err);
-        return internal_error(ctx, c, qid, 0, what);
+        return internal_error(ctx, c, qid, what);
     }
     if (rewrite_message(ctx, qid, c->leadspc, st->names, st->n_names, pec_busta_keeps, &out.busta) <
         0) {
         pec_access_outcome_free(&out);
-        return internal_error(ctx, c, qid, 1, "the MTA did not take the busta");
+        return internal_error(ctx, c, qid, "the MTA did not take the busta");
     }
     if (out.resubmission) {
         log_info(qid,
@@ -112,7 +111,7 @@ static sfsistat accept_busta(SMFICTX *ctx, struct conn *c, const char *qid,
     if (pec_store_commit(c->rt->store, out.batch, err, sizeof(err)) < 0) {
         snprintf(what, sizeof(what), "store: %s", err);
         pec_access_outcome_free(&out);
-        return internal_error(ctx, c, qid, 1, what);
+        return internal_error(ctx, c, qid, what);
     }
     for (size_t i = 0; i < out.rcpts.n; i++) {
         cert += out.rcpts.v[i].certificato != 0;
@@ -140,7 +139,7 @@ static sfsistat ap_eom(SMFICTX *ctx, struct conn *c, struct msg *m)
     sfsistat ret;
 
     if (collect_finish(c, st, &o, what, sizeof(what)) < 0)
-        return internal_error(ctx, c, qid, 0, what);
+        return internal_error(ctx, c, qid, what);
     if (pec_access_formal(&o, rt->cfg->size_limit, &r) < 0)
         ret = refuse(ctx, c, qid, &env, &o, &r);
     else

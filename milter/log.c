@@ -10,6 +10,7 @@
 #include <time.h>
 
 static int to_stderr = 1;
+static int test_mode; /* read without the lock: a word, set before threads or at a reload */
 static pthread_mutex_t stderr_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const struct {
@@ -32,6 +33,11 @@ int log_open(const char *ident, int foreground, const char *facility)
         }
     }
     return -1;
+}
+
+void log_set_test_mode(int on)
+{
+    __atomic_store_n(&test_mode, on, __ATOMIC_RELAXED);
 }
 
 void log_close(void)
@@ -63,11 +69,13 @@ void log_msg(int prio, const char *qid, const char *fmt, ...)
     vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
 
+    const char *mode = __atomic_load_n(&test_mode, __ATOMIC_RELAXED) ? "TEST MODE: " : "";
+
     if (!to_stderr) {
         if (qid && *qid)
-            syslog(prio, "%s: %s", qid, text);
+            syslog(prio, "%s%s: %s", mode, qid, text);
         else
-            syslog(prio, "%s", text);
+            syslog(prio, "%s%s", mode, text);
         return;
     }
 
@@ -77,8 +85,8 @@ void log_msg(int prio, const char *qid, const char *fmt, ...)
     gmtime_r(&now, &tm);
     strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
     pthread_mutex_lock(&stderr_lock);
-    fprintf(stderr, "%s pecmilter[%s]: %s%s%s\n", stamp, prio_name(prio), qid && *qid ? qid : "",
-            qid && *qid ? ": " : "", text);
+    fprintf(stderr, "%s pecmilter[%s]: %s%s%s%s\n", stamp, prio_name(prio), mode,
+            qid && *qid ? qid : "", qid && *qid ? ": " : "", text);
     fflush(stderr);
     pthread_mutex_unlock(&stderr_lock);
 }

@@ -15,6 +15,9 @@
 int log_open(const char *ident, int foreground, const char *facility);
 void log_close(void);
 
+/* A configuration in test mode (pec_config_is_test): every line says so first. */
+void log_set_test_mode(int on);
+
 void log_msg(int prio, const char *qid, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #define log_err(qid, ...) log_msg(LOG_ERR, qid, __VA_ARGS__)

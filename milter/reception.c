@@ -24,10 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static sfsistat internal_error(SMFICTX *ctx, struct conn *c, const char *qid, int changed,
-                               const char *what)
+static sfsistat internal_error(SMFICTX *ctx, struct conn *c, const char *qid, const char *what)
 {
-    return rewrite_internal_error(ctx, c, "reception", qid, changed, what);
+    return rewrite_internal_error(ctx, c, "reception", qid, what);
 }
 
 static sfsistat rp_envfrom(SMFICTX *ctx, struct conn *c, struct msg *m, char **argv)
@@ -41,7 +40,6 @@ static sfsistat apply(SMFICTX *ctx, struct conn *c, const char *qid, const struc
                       const struct pec_original *o, struct pec_rp_outcome *out)
 {
     char err[1024], what[1200];
-    int changed = 0;
 
     if (out->action == PEC_RP_REJECT) {
         log_info(qid, "reception: from=%s: %s", pec_original_mittente(o), out->summary);
@@ -49,14 +47,13 @@ static sfsistat apply(SMFICTX *ctx, struct conn *c, const char *qid, const struc
         return SMFIS_REJECT;
     }
     if (out->action == PEC_RP_ANOMALIA) {
-        changed = 1;
         if (rewrite_message(ctx, qid, c->leadspc, st->names, st->n_names, pec_anomalia_keeps,
                             &out->anomalia) < 0)
-            return internal_error(ctx, c, qid, 1, "the MTA did not take the busta di anomalia");
+            return internal_error(ctx, c, qid, "the MTA did not take the busta di anomalia");
     }
     if (out->batch != NULL && pec_store_commit(c->rt->store, out->batch, err, sizeof(err)) < 0) {
         snprintf(what, sizeof(what), "store: %s (%s)", err, out->summary);
-        return internal_error(ctx, c, qid, changed, what);
+        return internal_error(ctx, c, qid, what);
     }
     log_info(qid, "reception: from=%s size=%zu: %s", pec_original_mittente(o),
              pec_spool_size(o->raw), out->summary);
@@ -79,9 +76,9 @@ static sfsistat rp_eom(SMFICTX *ctx, struct conn *c, struct msg *m)
     sfsistat ret;
 
     if (collect_finish(c, st, &o, what, sizeof(what)) < 0)
-        return internal_error(ctx, c, qid, 0, what);
+        return internal_error(ctx, c, qid, what);
     if (pec_rp_decide(&env, &o, qid, &out, err, sizeof(err)) < 0) {
-        ret = internal_error(ctx, c, qid, 0, err);
+        ret = internal_error(ctx, c, qid, err);
     } else {
         ret = apply(ctx, c, qid, st, &o, &out);
         pec_rp_outcome_free(&out);

@@ -94,7 +94,7 @@ int rewrite_message(SMFICTX *ctx, const char *qid, int leadspc, char *const *nam
 }
 
 sfsistat rewrite_internal_error(SMFICTX *ctx, const struct conn *c, const char *role,
-                                const char *qid, int changed, const char *what)
+                                const char *qid, const char *what)
 {
     const char *policy = c->rt->cfg->on_internal_error;
 
@@ -103,10 +103,6 @@ sfsistat rewrite_internal_error(SMFICTX *ctx, const struct conn *c, const char *
         mta_setreply(ctx, qid, "554", "5.3.0",
                      "Errore interno del gestore, messaggio non accettato (internal error)");
         return SMFIS_REJECT;
-    }
-    if (strcmp(policy, "accept") == 0 && !changed) {
-        log_err(qid, "%s: %s; message passed UNCERTIFIED (on_internal_error = accept)", role, what);
-        return SMFIS_ACCEPT;
     }
     log_err(qid, "%s: %s; message deferred", role, what);
     mta_setreply(ctx, qid, "451", "4.3.0",

@@ -28,11 +28,10 @@ int rewrite_message(SMFICTX *ctx, const char *qid, int leadspc, char *const *nam
 
 /*
  * An internal failure (spool, signing, store) of role ROLE: one log line,
- * and the SMTP answer on_internal_error asks for.  "accept" lets the
- * original through untouched only while nothing has been CHANGED yet: an
- * envelope without its record and receipt must never leave.
+ * and the SMTP answer on_internal_error asks for (451 or 554): nothing
+ * passes uncertified or unverified.
  */
 sfsistat rewrite_internal_error(SMFICTX *ctx, const struct conn *c, const char *role,
-                                const char *qid, int changed, const char *what);
+                                const char *qid, const char *what);
 
 #endif

@@ -52,7 +52,52 @@ class ConfigTest(config.Scratch, unittest.TestCase):
     def test_value_not_a_choice(self):
         self.settings["ordinary_mail"] = "bounce"
         self.write(config.render(self.settings))
-        self.assertConfigError(r"ordinary_mail: \"bounce\" is not one of anomaly\|reject\|accept")
+        self.assertConfigError(r"ordinary_mail: \"bounce\" is not one of anomaly\|reject$")
+
+    def test_values_the_rules_forbid(self):
+        """Each names the key, the value and the rule, and exits 78 (issue 18)."""
+        cases = [
+            ({"ordinary_mail": "accept"}, r"ordinary_mail: \"accept\" is not allowed: a PEC "
+             r"mailbox receives ordinary mail only wrapped .*\(pec-rules\.md 2\.3\)$"),
+            ({"on_internal_error": "accept"}, r"on_internal_error: \"accept\" is not allowed: "
+             r"no message may pass uncertified .*\(pec-rules\.md 2\.2, 2\.3\)$"),
+            ({"fixed_clock": "2024-01-31T10:00:00Z"}, r"fixed_clock: not allowed outside "
+             r"test_mode: the provider's clock is the system's"),
+            ({"retention_months": 1}, r"retention_months: not allowed outside test_mode: .*at "
+             r"least 30$"),
+            ({"retention_months": 29}, r"retention_months: not allowed outside test_mode"),
+            ({"deadline_after": 86401}, r"deadline_after: not allowed outside test_mode: .*at "
+             r"most 86400$"),
+            ({"warning_after": 3, "deadline_not_before": 5, "deadline_after": 6},
+             r"deadline_not_before: not allowed outside test_mode: .*at least 79200$"),
+            ({"warning_after": 50000}, r"warning_after: not allowed outside test_mode"),
+        ]
+        for settings, pattern in cases:
+            with self.subTest(settings=settings):
+                s = dict(self.settings, **settings)
+                self.write(config.render(s))
+                self.assertConfigError(r"^pecmilter: %s(:\d+)?: %s" % (re.escape(self.path),
+                                                                      pattern))
+
+    def test_test_mode_opens_the_test_switches(self):
+        """The same values load with test_mode = "yes" (and only those: the two
+        "accept" values stay refused), and -n says the mode."""
+        s = dict(self.settings, test_mode="yes", fixed_clock="2024-01-31T10:00:00Z",
+                 retention_months=1, warning_after=3, deadline_not_before=5, deadline_after=6)
+        self.write(config.render(s))
+        rc, out, err = run("-n", "-c", self.path)
+        self.assertEqual(rc, 0, err)
+        self.assertIn('test_mode = "yes";', out)
+        self.write(config.render(dict(s, ordinary_mail="accept")))
+        self.assertConfigError(r"ordinary_mail: \"accept\" is not allowed")
+
+    def test_deadline_default_inside_the_window(self):
+        """The 24 h notice falls due by default at 23 h 30 m, not at 24 h 00 m 00 s."""
+        self.write(config.render(self.settings))
+        rc, out, err = run("-n", "-c", self.path)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("deadline_after = 84600;", out)
+        self.assertIn("deadline_not_before = 79200;", out)
 
     def test_bad_role(self):
         self.settings["roles"] = {"pec-mx": "relay"}

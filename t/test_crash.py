@@ -105,7 +105,8 @@ class Provider:
             reinject="smtp:%s:%d" % (ip, self.reinject), outbox_retry_max_backoff=1,
             mailbox_backend="maildir", maildir_autocreate="no", maildir_root=self.root,
             seal_dir=os.path.join(self.base, "seals"),
-            warning_after=3600, deadline_not_before=7000, deadline_after=7200)
+            warning_after=3600, deadline_not_before=7000, deadline_after=7200,
+            test_mode="yes")
         self.db = self.settings["store"]
         self.daemon = None
         self.kills = 0

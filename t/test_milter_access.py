@@ -359,15 +359,6 @@ class AccessMilterTest(unittest.TestCase):
         lock.execute("ROLLBACK")
         self.assertTrue(res.reply.text.startswith("554 5.3.0 "), res.reply.text)
 
-    def test_store_failure_after_the_busta_never_accepts(self):
-        d = self.start(on_internal_error="accept")
-        self.send(d)
-        lock = self.lock_store()
-        res = self.send(d, raw=OTHER)
-        lock.execute("ROLLBACK")
-        # the message was already a busta: it must not leave without its record
-        self.assertTrue(res.reply.text.startswith("451 4.3.0 "), res.reply.text)
-
     # -- the other role --------------------------------------------------------
 
     def test_reception_makes_ordinary_mail_an_anomaly(self):

@@ -166,7 +166,7 @@ class PecctlTest(unittest.TestCase):
 
     def test_purge(self):
         self.assertEqual(self.pecctl("log", "seal")[0], 0)
-        self.write_conf(retention_months=1)
+        self.write_conf(retention_months=1, test_mode="yes")
         rc, out, err = self.pecctl("log", "purge")
         self.assertEqual((rc, out), (0, "log purge: 16 record(s) older than 1 months removed\n"),
                          err)

@@ -56,6 +56,7 @@ class TimersE2E(unittest.TestCase):
             cls.conf, "a", roles={"pec-submission": "access", "pec-mx": "passthrough"},
             reinject="smtp:%s:%d" % (ip, reinject), outbox_retry_max_backoff=2,
             warning_after=WARNING, deadline_not_before=NOT_BEFORE, deadline_after=DEADLINE,
+            test_mode="yes",
             seal_dir=os.path.join(work, "seals"))
         os.makedirs(os.path.join(work, "seals"))
         relay = "smtp:[%s]:%d" % (pf.loopback_ip(2), nobody)

@@ -43,6 +43,7 @@ static const struct conf_key schema[] = {
     {"sign_chain", T_STRING, "", 0, NULL, 0, OFF(sign_chain)},
     {"sign_key", T_STRING, NULL, 1, NULL, 0, OFF(sign_key)},
     {"sign_digest", T_STRING, "sha256", 0, "sha256|sha1", 0, OFF(sign_digest)},
+    {"cert_warn_days", T_INT, "30", 0, NULL, 1, OFF(cert_warn_days)},
     {"trust_anchors", T_STRING, NULL, 1, NULL, 0, OFF(trust_anchors)},
     {"index_file", T_STRING, NULL, 1, NULL, 0, OFF(index_file)},
 
@@ -66,15 +67,15 @@ static const struct conf_key schema[] = {
     {"retention_months", T_INT, "30", 0, NULL, 1, OFF(retention_months)},
 
     {"warning_after", T_INT, "43200", 0, NULL, 1, OFF(warning_after)},
-    {"deadline_after", T_INT, "86400", 0, NULL, 1, OFF(deadline_after)},
+    {"deadline_after", T_INT, "84600", 0, NULL, 1, OFF(deadline_after)},
     {"deadline_not_before", T_INT, "79200", 0, NULL, 1, OFF(deadline_not_before)},
     {"size_limit", T_INT, "31457280", 0, NULL, 1, OFF(size_limit)},
-    {"ordinary_mail", T_STRING, "anomaly", 0, "anomaly|reject|accept", 0, OFF(ordinary_mail)},
-    {"on_internal_error", T_STRING, "tempfail", 0, "tempfail|reject|accept", 0,
-     OFF(on_internal_error)},
+    {"ordinary_mail", T_STRING, "anomaly", 0, "anomaly|reject", 0, OFF(ordinary_mail)},
+    {"on_internal_error", T_STRING, "tempfail", 0, "tempfail|reject", 0, OFF(on_internal_error)},
 
     {"timezone", T_STRING, "Europe/Rome", 0, NULL, 0, OFF(timezone)},
     {"fixed_clock", T_STRING, "", 0, NULL, 0, OFF(fixed_clock)},
+    {"test_mode", T_STRING, "no", 0, "yes|no", 0, OFF(test_mode)},
     {"syslog_facility", T_STRING, "mail", 0,
      "mail|daemon|local0|local1|local2|local3|local4|local5|local6|local7", 0,
      OFF(syslog_facility)},
@@ -94,6 +95,29 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
+}
+
+/*
+ * Values a key's type would take that the PEC rules forbid: refused with the
+ * rule, so the administrator learns why, not only that.
+ */
+static const struct {
+    const char *key, *value, *rule;
+} forbidden[] = {
+    {"ordinary_mail", "accept",
+     "a PEC mailbox receives ordinary mail only wrapped in a busta di anomalia, or not at all "
+     "(pec-rules.md 2.3)"},
+    {"on_internal_error", "accept",
+     "no message may pass uncertified at the access point or unverified at the reception point "
+     "(pec-rules.md 2.2, 2.3)"},
+};
+
+static const char *forbidden_rule(const char *key, const char *value)
+{
+    for (size_t i = 0; i < sizeof(forbidden) / sizeof(forbidden[0]); i++)
+        if (strcmp(forbidden[i].key, key) == 0 && strcmp(forbidden[i].value, value) == 0)
+            return forbidden[i].rule;
+    return NULL;
 }
 
 static const struct conf_key *find_key(const char *name)
@@ -224,6 +248,12 @@ static int set_value(struct pec_config *cfg, const struct conf_key *k, config_se
         if (t != CONFIG_TYPE_STRING)
             goto wrong_type;
         const char *v = config_setting_get_string(s);
+        const char *rule = forbidden_rule(k->name, v);
+        if (rule != NULL) {
+            seterr(err, errlen, "%s:%d: %s: \"%s\" is not allowed: %s", file, line, k->name, v,
+                   rule);
+            return -1;
+        }
         if (k->choices && !in_choices(k->choices, v)) {
             seterr(err, errlen, "%s:%d: %s: \"%s\" is not one of %s", file, line, k->name, v,
                    k->choices);
@@ -346,6 +376,42 @@ static void free_values(struct pec_config *cfg)
     }
 }
 
+/*
+ * What the rules fix and only a test may change (test_mode = "yes"): the
+ * clock, the 12 h and 24 h deadlines, the 30 months the log is kept.  Tests
+ * compress time and purge young logs; a provider never does.
+ */
+static int check_production(const struct pec_config *cfg, const char *file, char *err,
+                            size_t errlen)
+{
+    const char *why = NULL, *key = NULL;
+
+    if (cfg->fixed_clock[0] != '\0') {
+        key = "fixed_clock";
+        why = "the provider's clock is the system's, kept within a second of UTC "
+              "(pec-rules.md 3.5)";
+    } else if (cfg->retention_months < 30) {
+        key = "retention_months";
+        why = "the log and the virus store are kept 30 months (pec-rules.md 8.1, 8.4): "
+              "at least 30";
+    } else if (cfg->deadline_after > PEC_DAY) {
+        key = "deadline_after";
+        why = "the 24 h notice goes out by the 24 h deadline (pec-rules.md 4.9, 8.2): "
+              "at most 86400";
+    } else if (cfg->deadline_not_before < PEC_DAY - 2 * PEC_HOUR) {
+        key = "deadline_not_before";
+        why = "the 24 h notice goes out not before 22 h (pec-rules.md 4.9): at least 79200";
+    } else if (cfg->warning_after > PEC_DAY / 2 || cfg->warning_after < PEC_DAY / 2 - PEC_HOUR) {
+        key = "warning_after";
+        why = "the 12 h notice is due when 12 h pass with no receipt (pec-rules.md 4.9): "
+              "from 39600 to 43200";
+    }
+    if (key == NULL)
+        return 0;
+    seterr(err, errlen, "%s: %s: not allowed outside test_mode: %s", file, key, why);
+    return -1;
+}
+
 /* Cross-key rules that a single row cannot express. */
 static int check_consistency(struct pec_config *cfg, const char *file, char *err, size_t errlen)
 {
@@ -372,7 +438,7 @@ static int check_consistency(struct pec_config *cfg, const char *file, char *err
                file);
         return -1;
     }
-    return 0;
+    return pec_config_is_test(cfg) ? 0 : check_production(cfg, file, err, errlen);
 }
 
 struct pec_config *pec_config_load(const char *file, char *err, size_t errlen)
@@ -543,6 +609,11 @@ int pec_config_may_send_as(const struct pec_config *cfg, const char *login, cons
                 return 1;
     }
     return 0;
+}
+
+int pec_config_is_test(const struct pec_config *cfg)
+{
+    return strcmp(cfg->test_mode, "yes") == 0;
 }
 
 int pec_config_is_our_domain(const struct pec_config *cfg, const char *domain)

@@ -54,6 +54,7 @@ struct pec_config {
     char *sign_chain;
     char *sign_key;
     char *sign_digest;
+    long long cert_warn_days; /* the signing certificate's expiry this close is warned of */
     char *trust_anchors;
     char *index_file;
 
@@ -80,6 +81,7 @@ struct pec_config {
 
     char *timezone;
     char *fixed_clock;
+    char *test_mode; /* "yes": the test-only settings are allowed (pec_config_is_test) */
     char *syslog_facility;
     char *user;
     char *umask;
@@ -112,6 +114,17 @@ const char *pec_config_role(const struct pec_config *cfg, const char *daemon_nam
  * LOGIN (all compared case-insensitively).
  */
 int pec_config_may_send_as(const struct pec_config *cfg, const char *login, const char *address);
+
+#define PEC_HOUR 3600LL
+#define PEC_DAY (24 * PEC_HOUR)
+
+/*
+ * Is this a test configuration (test_mode = "yes")?  Only then are the
+ * settings the rules fix open to change (fixed_clock, deadlines shorter than
+ * the rules', retention under 30 months); the daemon says so in every log
+ * line and in pecctl status.
+ */
+int pec_config_is_test(const struct pec_config *cfg);
 
 /* Is DOMAIN (case-insensitive) one of our PEC domains? */
 int pec_config_is_our_domain(const struct pec_config *cfg, const char *domain);

@@ -392,10 +392,6 @@ static int ordinary(const struct pec_rp_env *e, const struct pec_original *o,
         summarize(out, "ordinary mail (%s): rejected (ordinary_mail = reject)", clean);
         return 0;
     }
-    if (strcmp(policy, "accept") == 0) {
-        summarize(out, "ordinary mail (%s): passed unchanged (ordinary_mail = accept)", clean);
-        return 0;
-    }
     if (anomalia(e, o, reason, queue_id, out, err, errlen) < 0)
         return -1;
     summarize(out, "ordinary mail (%s): busta di anomalia", clean);

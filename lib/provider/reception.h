@@ -38,9 +38,9 @@
  *   its From domain is not
  *   the signer's)
  *   anything else: ordinary    the `ordinary_mail` policy: anomaly (wrap as
- *   mail (unsigned, unknown    above), reject (554 5.7.1, the reason in the
- *   signer, bad signature,     reply) or accept (unchanged).  Bounces and
- *   broken chain)              DSNs are ordinary mail.
+ *   mail (unsigned, unknown    above) or reject (554 5.7.1, the reason in the
+ *   signer, bad signature,     reply); never unchanged.  Bounces and DSNs
+ *   broken chain)              are ordinary mail.
  *
  * No notice is ever emitted about a notice or an anomaly.  A message that
  * cannot be inspected now (pec_inspect temporary) or a store that fails is
