@@ -160,6 +160,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "pecmilter: syslog_facility: unknown facility %s\n", cfg->syslog_facility);
         return PEC_EX_CONFIG;
     }
+    log_set_test_mode(pec_config_is_test(cfg));
+    if (pec_config_is_test(cfg))
+        log_warn(NULL, "test_mode = \"yes\": the settings the PEC rules fix may differ "
+                       "(fixed_clock, deadlines, retention): not a production provider");
+    if (rt->cert_warning[0] != '\0')
+        log_warn(NULL, "%s: %s", cfg->sign_cert, rt->cert_warning);
 
     if (smfi_register(*callbacks_descriptor()) != MI_SUCCESS) {
         fprintf(stderr, "pecmilter: smfi_register failed\n");

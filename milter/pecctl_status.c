@@ -9,6 +9,7 @@
  * failed outbox messages, a deadline overdue by more than 10 minutes (the
  * daemon's scheduler is not running).  74 when the store cannot be read.
  */
+#include "util/clocksync.h"
 #include "util/sock.h"
 
 #include <errno.h>
@@ -30,7 +31,6 @@
 #include "util/xalloc.h"
 
 #define PROBE_TIMEOUT 3
-#define CERT_WARN_DAYS 30
 #define OVERDUE_GRACE 600
 #define NEXT_SHOWN 5
 
@@ -277,9 +277,11 @@ struct status {
     char index_err[256];
     time_t not_after; /* 0: unreadable */
     char cert_err[1280];
+    int clock_state; /* pec_clocksync_check(): 0 in step, 1 a problem, -1 unreadable */
+    char clock_why[512];
     long long days_left;
     long long store_bytes, wal_bytes;
-    char attention[8][256];
+    char attention[10][512];
     int nattention;
 };
 
@@ -343,6 +345,12 @@ static void print_json(const struct ctl *c, const struct status *s, time_t now)
         printf(",\"not_after\":%lld,\"days_left\":%lld}", (long long)s->not_after, s->days_left);
     else
         json_error("not_after", s->cert_err);
+    printf(",\n \"clock\":{\"synchronised\":%s", s->clock_state == 0 ? "true" : "false");
+    if (s->clock_state != 0) {
+        printf(",\"problem\":");
+        json_string(s->clock_why);
+    }
+    printf("},\n \"test_mode\":%s", pec_config_is_test(c->cfg) ? "true" : "false");
     printf(",\n \"store\":{\"file\":");
     json_string(store_path(c->cfg->store));
     printf(",\"bytes\":%lld,\"wal_bytes\":%lld},\n \"healthy\":%s,\"attention\":[", s->store_bytes,
@@ -395,6 +403,10 @@ static void print_text(const struct ctl *c, const struct status *s, time_t now)
                s->days_left);
     else
         printf("certificate: %s\n", s->cert_err);
+    printf("clock:       %s%s\n", s->clock_state == 0 ? "synchronised" : "NOT IN STEP: ",
+           s->clock_state == 0 ? "" : s->clock_why);
+    if (pec_config_is_test(c->cfg))
+        printf("mode:        TEST (test_mode = \"yes\"): not a production provider\n");
     printf("store:       %s, %lld bytes", store_path(c->cfg->store), s->store_bytes);
     if (s->wal_bytes > 0)
         printf(" + %lld bytes of WAL", s->wal_bytes);
@@ -455,13 +467,20 @@ int pecctl_status(struct ctl *c, int argc, char **argv)
         s.days_left = (long long)(s.not_after - now) / 86400;
         if (s.not_after <= now)
             attention(&s, "the signing certificate expired %s", c->cfg->sign_cert);
-        else if (s.not_after - now < CERT_WARN_DAYS * 86400)
+        else if (s.not_after - now < c->cfg->cert_warn_days * 86400)
             attention(&s, "the signing certificate expires in %lld days", s.days_left);
     } else {
         snprintf(s.cert_err, sizeof(s.cert_err), "%s", err);
         s.not_after = 0;
         attention(&s, "the signing certificate: %s", err);
     }
+
+    s.clock_state = pec_clocksync_check(pec_clocksync_kernel, s.clock_why, sizeof(s.clock_why));
+    if (s.clock_state != 0)
+        attention(&s, "%s", s.clock_why);
+    if (pec_config_is_test(c->cfg))
+        attention(&s, "test_mode = \"yes\": the deadlines, clock and retention may differ from "
+                      "the rules'");
 
     s.store_bytes = file_size(store_path(c->cfg->store));
     snprintf(wal, sizeof(wal), "%s-wal", store_path(c->cfg->store));

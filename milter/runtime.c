@@ -2,6 +2,7 @@
  * runtime - what the daemon loaded from its configuration, and reloading it.
  */
 #include "runtime.h"
+#include "message/certprofile.h"
 
 #include "message/libinit.h"
 #include "log.h"
@@ -62,6 +63,25 @@ static void runtime_free(struct runtime *rt)
     free(rt);
 }
 
+int runtime_check_cert(struct runtime *rt, char *err, size_t errlen)
+{
+    const struct pec_config *cfg = rt->cfg;
+    struct pec_cert_facts f = {.provider_name = cfg->provider_name,
+                               .service_address = cfg->service_address,
+                               .now = pec_clock_now(&rt->clock),
+                               .warn_days = cfg->cert_warn_days};
+    size_t len;
+    const unsigned char *der = pec_signer_cert_der(rt->signer, &len);
+    char why[512];
+
+    if (pec_cert_profile_check(der, len, &f, why, sizeof(why), rt->cert_warning,
+                               sizeof(rt->cert_warning)) < 0) {
+        snprintf(err, errlen, "%s: %s", cfg->sign_cert, why);
+        return -1;
+    }
+    return 0;
+}
+
 /* The loaded objects; each failure names the setting and the file. */
 static int load_objects(struct runtime *rt, char *err, size_t errlen)
 {
@@ -98,6 +118,8 @@ static int load_objects(struct runtime *rt, char *err, size_t errlen)
         snprintf(err, errlen, "node_id/domains: %s", why);
         return -1;
     }
+    if (runtime_check_cert(rt, err, errlen) < 0)
+        return -1;
     rt->issuer.provider_name = cfg->provider_name;
     rt->issuer.service_address = cfg->service_address;
     rt->issuer.signer = rt->signer;
@@ -224,8 +246,11 @@ static void *reloader(void *arg)
             log_warn(NULL, "store: the configuration now names %s; %s stays in use until restart",
                      rt->cfg->store, shared_store_spec);
         pthread_mutex_unlock(&current_lock);
+        log_set_test_mode(pec_config_is_test(rt->cfg));
         runtime_set(rt);
         log_info(NULL, "configuration reloaded from %s", config);
+        if (rt->cert_warning[0] != '\0')
+            log_warn(NULL, "%s: %s", rt->cfg->sign_cert, rt->cert_warning);
     }
     return NULL;
 }

@@ -35,6 +35,7 @@ struct runtime {
     struct pec_ident ident;
     struct pec_issuer issuer;
     struct pec_store *store; /* borrowed: the process's store, NULL until it is open */
+    char cert_warning[512];  /* the signing certificate's warning (expiry near), "" when none */
 };
 
 /*
@@ -43,6 +44,14 @@ struct runtime {
  * one line in err on failure.
  */
 struct runtime *runtime_load(const char *config, char *err, size_t errlen);
+
+/*
+ * The signing certificate against RFC 6109 5.5 and its validity now
+ * (message/certprofile.h): -1 with the problem in err; otherwise 0, and
+ * rt->cert_warning says what is worth a warning.  Run by every load, so a
+ * start is refused and a reload keeps the running configuration.
+ */
+int runtime_check_cert(struct runtime *rt, char *err, size_t errlen);
 
 /* Checks that need no loading: files exist, are readable, key is private. */
 int runtime_check_files(const struct pec_config *cfg, char *err, size_t errlen);

@@ -5,17 +5,20 @@
 #include "log.h"
 #include "runtime.h"
 
+#include "message/certprofile.h"
 #include "provider/mailbox.h"
 #include "provider/scheduler.h"
+#include "util/clocksync.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
 #include <time.h>
 
-#define MAX_SLEEP 600   /* seconds: reloads and new transactions are picked up by then */
-#define NOTICE_RETRY 60 /* after a store or builder failure */
-#define SEAL_RETRY 300  /* after a failed seal or purge */
+#define MAX_SLEEP 600    /* seconds: reloads and new transactions are picked up by then */
+#define NOTICE_RETRY 60  /* after a store or builder failure */
+#define SEAL_RETRY 300   /* after a failed seal or purge */
+#define CLOCK_EVERY 3600 /* the clock discipline's state is read hourly */
 
 static pthread_t thread;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -46,6 +49,41 @@ static void prune_markers(const struct pec_config *cfg)
         log_err(NULL, "scheduler: pruning Maildir markers: %s", err);
     if (n > 0)
         log_info(NULL, "scheduler: %lld Maildir marker(s) older than %lld day(s) removed", n, days);
+}
+
+/*
+ * Once a day, with the seal: the signing certificate is judged again, so
+ * its expiry coming near is said daily, and one that can no longer sign
+ * loudly (a reload or restart would be refused with it).
+ */
+static void check_certificate(struct runtime *rt)
+{
+    char err[512], warn[512];
+    struct pec_cert_facts f = {.provider_name = rt->cfg->provider_name,
+                               .service_address = rt->cfg->service_address,
+                               .now = pec_clock_now(&rt->clock),
+                               .warn_days = rt->cfg->cert_warn_days};
+    size_t len;
+    const unsigned char *der = pec_signer_cert_der(rt->signer, &len);
+
+    if (pec_cert_profile_check(der, len, &f, err, sizeof(err), warn, sizeof(warn)) < 0)
+        log_err(NULL, "%s: the signing certificate may not sign any more: %s", rt->cfg->sign_cert,
+                err);
+    else if (warn[0] != '\0')
+        log_warn(NULL, "%s: %s", rt->cfg->sign_cert, warn);
+}
+
+/* At start and hourly: the kernel's word on the clock (util/clocksync.h), real time. */
+static void check_clock(time_t *clock_at)
+{
+    time_t now = time(NULL);
+    char why[512];
+
+    if (*clock_at != 0 && now < *clock_at)
+        return;
+    *clock_at = now + CLOCK_EVERY;
+    if (pec_clocksync_check(pec_clocksync_kernel, why, sizeof(why)) != 0)
+        log_warn(NULL, "clock: %s", why);
 }
 
 /* One round at the runtime's NOW; returns the seconds to sleep. */
@@ -82,6 +120,7 @@ static long long round_once(time_t *seal_at)
                          nsealed, cfg->seal_dir, npurged);
             *seal_at = pec_sched_seal_time(now);
             prune_markers(cfg);
+            check_certificate(rt);
         }
     }
     conf.warning_after = cfg->warning_after;
@@ -107,7 +146,7 @@ static long long round_once(time_t *seal_at)
 
 static void *run(void *arg)
 {
-    time_t seal_at = 0;
+    time_t seal_at = 0, clock_at = 0;
 
     (void)arg;
     pthread_mutex_lock(&lock);
@@ -116,6 +155,7 @@ static void *run(void *arg)
         struct timespec ts;
 
         pthread_mutex_unlock(&lock);
+        check_clock(&clock_at);
         wait = round_once(&seal_at);
         pthread_mutex_lock(&lock);
         if (wait <= 0)

@@ -1,11 +1,11 @@
 /*
  * selfcheck - what `pecmilter -n` checks beyond loading the configuration.
  *
- * Three groups, in the order an operator fixes them: the signing
- * certificate against the profile of pec-rules.md §6.2, the certificate
- * against the providers' index, then the files the daemon's user must read
- * and the directories it must write.  The first problem found is the one
- * reported.
+ * Two groups, in the order an operator fixes them: the signing certificate
+ * against the providers' index (its profile and validity are checked by
+ * every load, runtime_check_cert), then the files the daemon's user must
+ * read and the directories it must write.  The first problem found is the
+ * one reported.
  */
 #include "selfcheck.h"
 
@@ -14,8 +14,6 @@
 #include <errno.h>
 #include <grp.h>
 #include <libgen.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,72 +31,6 @@ struct who {
     gid_t groups[MAX_GROUPS];
     int ngroups;
 };
-
-/* Does NAME hold an entry NID equal to WANT, byte for byte? */
-static int name_has(const X509_NAME *name, int nid, const char *want)
-{
-    for (int i = -1; (i = X509_NAME_get_index_by_NID(name, nid, i)) >= 0;) {
-        const ASN1_STRING *s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
-        unsigned char *utf8 = NULL;
-        int n = ASN1_STRING_to_UTF8(&utf8, s);
-        int same = n >= 0 && (size_t)n == strlen(want) && memcmp(utf8, want, (size_t)n) == 0;
-
-        OPENSSL_free(utf8);
-        if (same)
-            return 1;
-    }
-    return 0;
-}
-
-/*
- * pec-rules.md §6.2: digitalSignature in a critical keyUsage, no
- * basicConstraints, the service address as rfc822Name, the provider name in
- * CN or O.  Real certificates have been seen with a non-critical keyUsage
- * and "CA:FALSE": peers accept those, so they are warnings, not errors.
- */
-static int check_profile(const struct runtime *rt, char *err, size_t errlen)
-{
-    const struct pec_config *cfg = rt->cfg;
-    const char *addr = pec_signer_address(rt->signer);
-    size_t len;
-    const unsigned char *der = pec_signer_cert_der(rt->signer, &len);
-    X509 *x = d2i_X509(NULL, &der, (long)len);
-    BASIC_CONSTRAINTS *bc;
-    int ku, rc = -1;
-
-    if (x == NULL) {
-        snprintf(err, errlen, "%s: the certificate cannot be decoded", cfg->sign_cert);
-        return -1;
-    }
-    ku = X509_get_ext_by_NID(x, NID_key_usage, -1);
-    bc = X509_get_ext_d2i(x, NID_basic_constraints, NULL, NULL);
-    if (ku < 0 || !(X509_get_key_usage(x) & KU_DIGITAL_SIGNATURE))
-        snprintf(err, errlen, "%s: keyUsage lacks digitalSignature: not a signing certificate",
-                 cfg->sign_cert);
-    else if (bc != NULL && bc->ca)
-        snprintf(err, errlen, "%s: a CA certificate (basicConstraints CA:TRUE), not a provider's",
-                 cfg->sign_cert);
-    else if (*addr == '\0')
-        snprintf(err, errlen, "%s: no rfc822Name in subjectAltName; it must be %s", cfg->sign_cert,
-                 cfg->service_address);
-    else if (strcasecmp(addr, cfg->service_address) != 0)
-        snprintf(err, errlen, "%s: subjectAltName is %s, not service_address %s", cfg->sign_cert,
-                 addr, cfg->service_address);
-    else if (!name_has(X509_get_subject_name(x), NID_commonName, cfg->provider_name) &&
-             !name_has(X509_get_subject_name(x), NID_organizationName, cfg->provider_name))
-        snprintf(err, errlen, "%s: subject \"%s\" names provider_name \"%s\" in neither CN nor O",
-                 cfg->sign_cert, pec_signer_subject(rt->signer), cfg->provider_name);
-    else
-        rc = 0;
-    if (rc == 0 && !X509_EXTENSION_get_critical(X509_get_ext(x, ku)))
-        printf("# warning: %s: keyUsage is not critical (RFC 6109 5.5)\n", cfg->sign_cert);
-    if (rc == 0 && bc != NULL)
-        printf("# warning: %s: carries basicConstraints, which RFC 6109 5.5 forbids\n",
-               cfg->sign_cert);
-    BASIC_CONSTRAINTS_free(bc);
-    X509_free(x);
-    return rc;
-}
 
 /* Peers find our signature's certificate in the index, under our name, for our domains. */
 static int check_index(const struct runtime *rt, char *err, size_t errlen)
@@ -307,7 +239,10 @@ static int check_access(const struct pec_config *cfg, char *err, size_t errlen)
 
 int selfcheck(const struct runtime *rt, char *err, size_t errlen)
 {
-    if (check_profile(rt, err, errlen) < 0 || check_index(rt, err, errlen) < 0)
+    /* the certificate's profile and validity: runtime_load() refused it already if wrong */
+    if (rt->cert_warning[0] != '\0')
+        printf("# warning: %s: %s\n", rt->cfg->sign_cert, rt->cert_warning);
+    if (check_index(rt, err, errlen) < 0)
         return -1;
     return check_access(rt->cfg, err, errlen);
 }

@@ -106,6 +106,35 @@ class PassthroughTest(unittest.TestCase):
                          r"unknown setting")
         self.assertEqual(self.send(d, "x").reply.code, "accept")
 
+    def test_reload_with_a_certificate_that_may_not_sign(self):
+        """Every reload checks the signing certificate: an expired one is refused and
+        the running configuration keeps serving (issue 18)."""
+        d = self.start(default_role="passthrough")
+        expired = pki.provider("expired")
+        config.write(self.conf, "a", default_role="passthrough", sign_cert=expired["cert"],
+                     sign_key=expired["key"])
+        d.reload()
+        self.wait_log(d, r"reload failed, keeping the running configuration: %s: expired on "
+                         r"2021-01-01" % re.escape(expired["cert"]))
+        self.assertEqual(self.send(d, "x").reply.code, "accept")
+
+    def test_test_mode_says_so_on_every_line(self):
+        d = self.start(default_role="passthrough", test_mode="yes",
+                       fixed_clock="2024-01-31T10:00:00Z")
+        self.wait_log(d, r"test_mode = \"yes\"")
+        self.assertEqual(self.send(d, "x").reply.code, "accept")
+        d.stop()
+        lines = [l for l in d.stderr().splitlines() if " pecmilter[" in l]
+        self.assertGreater(len(lines), 1, d.stderr())
+        for line in lines:
+            self.assertRegex(line, r"^\S+ pecmilter\[\w+\]: TEST MODE: ")
+
+    def test_production_lines_carry_no_test_mark(self):
+        d = self.start(default_role="passthrough")
+        d.stop()
+        self.assertIn("pecmilter stopping", d.stderr())
+        self.assertNotIn("TEST MODE", d.stderr())
+
     def test_drops_privileges_after_opening_files(self):
         import pwd
         nobody = pwd.getpwnam("nobody")

@@ -7,9 +7,12 @@ greet with 220.  Once the daemon is stopped it says down and exits 1.
 Transactions awaiting receipts (written by t/tools/injectord) are counted
 with their next deadline (sent + warning_after); a failed outbox message
 and a signing certificate expiring in 10 days (made here with openssl) each
-need attention (exit 1).  --json is read by Python's json module.
+need attention (exit 1).  So does a system clock the kernel says is not
+synchronised (read here independently, through ntp_adjtime by ctypes), and
+a configuration in test_mode.  --json is read by Python's json module.
 """
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -23,6 +26,17 @@ from pectest import config, daemon, env, pki
 
 INJECTORD = os.path.join(env.BUILD_DIR, "t", "tools", "injectord")
 PECCTL = env.program("pecctl")
+
+
+TIME_ERROR = 5
+
+
+def clock_in_step():
+    """What the kernel says of its clock: ntp_adjtime with no mode bits set only
+    reads, and answers TIME_ERROR while the clock is not synchronised.  (The
+    estimated error is not read here: a synchronised test machine is rare.)"""
+    buf = ctypes.create_string_buffer(1024)     # larger than struct timex
+    return ctypes.CDLL(None, use_errno=True).ntp_adjtime(buf) != TIME_ERROR
 
 
 class StatusTest(unittest.TestCase):
@@ -53,16 +67,23 @@ class StatusTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
 
     def test_daemon_up_then_down(self):
+        in_step = clock_in_step()
         d = daemon.start(self.conf)
         try:
             rc, out, err = self.status()
-            self.assertEqual(rc, 0, out + err)
+            self.assertEqual(rc, 0 if in_step else 1, out + err)
             self.assertRegex(out, r"(?m)^daemon: +up$")
-            self.assertRegex(out, r"(?m)^status: +OK$")
+            self.assertRegex(out, r"(?m)^status: +%s$" % ("OK" if in_step else "ATTENTION"))
+            self.assertRegex(out, r"(?m)^clock: +%s" % ("synchronised$" if in_step else
+                                                      "NOT IN STEP: the system clock is not "
+                                                      "synchronised"))
+            self.assertNotRegex(out, r"(?m)^mode:")
             rc, r = self.report()
-            self.assertEqual(rc, 0, r)
-            self.assertTrue(r["healthy"], r)
-            self.assertEqual(r["attention"], [])
+            self.assertEqual(rc, 0 if in_step else 1, r)
+            self.assertEqual(r["healthy"], in_step, r)
+            self.assertEqual(r["clock"]["synchronised"], in_step, r)
+            self.assertIs(r["test_mode"], False)
+            self.assertEqual(r["attention"], [] if in_step else [r["clock"]["problem"]])
             self.assertTrue(r["daemon"]["milter"]["up"], r)
             self.assertTrue(r["daemon"]["lmtp"]["up"], r)
             self.assertTrue(r["daemon"]["lmtp"]["answer"].startswith("220 "), r)
@@ -83,7 +104,19 @@ class StatusTest(unittest.TestCase):
         self.assertFalse(r["healthy"])
         self.assertFalse(r["daemon"]["milter"]["up"])
         self.assertFalse(r["daemon"]["lmtp"]["up"])
-        self.assertEqual(len(r["attention"]), 2, r["attention"])
+        self.assertEqual(len(r["attention"]), 2 + (not in_step), r["attention"])
+
+    def test_test_mode_needs_attention(self):
+        config.write(self.conf, "a", maildir_root=os.path.join(self.tmp, "mail"),
+                     test_mode="yes")
+        subprocess.run([INJECTORD, "-c", self.conf, "enqueue", "0", "x@pec-b.test"],
+                       capture_output=True, timeout=60)      # the store must exist
+        rc, out, _ = self.status()
+        self.assertEqual(rc, 1)
+        self.assertRegex(out, r"(?m)^mode: +TEST \(test_mode = \"yes\"\): not a production")
+        rc, r = self.report()
+        self.assertIs(r["test_mode"], True)
+        self.assertTrue(any(a.startswith("test_mode") for a in r["attention"]), r)
 
     def test_pending_and_failed(self):
         self.settings = config.write(self.conf, "a", store=os.path.join(self.tmp, "s.db"))
@@ -100,7 +133,8 @@ class StatusTest(unittest.TestCase):
         self.assertEqual({n["notice"] for n in nxt}, {"12h"})
         self.assertEqual(r["outbox"]["queued"], 3)
         self.assertEqual(r["outbox"]["failed"], 0)
-        self.assertEqual(len(r["attention"]), 2, r)        # only the daemon's two sockets
+        # only the daemon's two sockets (and the clock, when it is not in step)
+        self.assertEqual(len(r["attention"]), 2 + (not clock_in_step()), r)
 
         with contextlib.closing(sqlite3.connect(os.path.join(self.tmp, "s.db"))) as c:
             c.execute("UPDATE outbox SET state = 'failed' WHERE id = 1")
@@ -126,7 +160,7 @@ class StatusTest(unittest.TestCase):
         rc, r = self.report()
         kinds = {(n["identificativo"], n["address"]): (n["notice"], n["at"])
                  for n in r["pending"]["next"]}
-        self.assertEqual(kinds[taken], ("24h", start - 80000 + 86400), r)
+        self.assertEqual(kinds[taken], ("24h", start - 80000 + 84600), r)   # deadline_after
         self.assertEqual(kinds[owed], ("12h", start - 50000 + 43200), r)
         self.assertEqual(r["pending"]["overdue"], 1, r)
 

@@ -186,15 +186,14 @@ class SelfCheckTest(config.Scratch, unittest.TestCase):
         self.assertEqual((rc, err), (0, ""))
         self.assertIn("<posta-certificata@pec.example.it>, sha1 %s" % digest, out)
 
-    def test_profile_deviations_seen_in_real_certificates_are_warnings(self):
-        # like a real 2014 provider certificate: keyUsage not critical, CA:FALSE
+    def reissued(self, extensions, days=30):
+        """Provider a's key certified again by the test PEC CA with EXTENSIONS."""
         ext = os.path.join(self.dir, "ext.cnf")
         with open(ext, "w") as f:
-            f.write("keyUsage = digitalSignature\nbasicConstraints = CA:FALSE\n"
-                    "subjectAltName = email:posta-certificata@pec-a.test\n")
+            f.write(extensions)
         cert = os.path.join(self.dir, "cert.pem")
         p = subprocess.run(["openssl", "x509", "-req", "-in", "/dev/stdin", "-CA", pki.pecca(),
-                            "-CAkey", pki.path("pecca.key"), "-extfile", ext, "-days", "30",
+                            "-CAkey", pki.path("pecca.key"), "-extfile", ext, "-days", str(days),
                             "-out", cert],
                            input=subprocess.run(["openssl", "x509", "-x509toreq", "-in",
                                                  pki.provider("a")["cert"], "-signkey",
@@ -203,13 +202,32 @@ class SelfCheckTest(config.Scratch, unittest.TestCase):
                            capture_output=True)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.settings["sign_cert"] = cert
+        return cert
+
+    def test_profile_deviations_refuse_start(self):
+        """Like a real 2014 provider certificate: keyUsage not critical.  RFC 6109 5.5
+        wants it critical; a start with it is refused, naming why (issue 18)."""
+        cert = self.reissued("keyUsage = digitalSignature\nbasicConstraints = CA:FALSE\n"
+                             "subjectAltName = email:posta-certificata@pec-a.test\n")
+        self.assertProblem(cert, r"keyUsage is not marked critical \(RFC 6109 5\.5\)$")
+
+    def test_expired_certificate_refuses_start(self):
+        self.settings["sign_cert"] = pki.provider("expired")["cert"]
+        self.settings["sign_key"] = pki.provider("expired")["key"]
+        self.assertProblem(pki.provider("expired")["cert"],
+                           r"expired on 2021-01-01 00:00:00 UTC$")
+
+    def test_expiry_within_the_warning_window(self):
+        cert = self.reissued("keyUsage = critical, digitalSignature\n"
+                             "subjectAltName = email:posta-certificata@pec-a.test\n"
+                             "subjectKeyIdentifier = hash\n"
+                             "authorityKeyIdentifier = keyid:always\n", days=10)
         rc, out, err = self.check()
         # a new certificate, so not in the index: the profile itself passed
         self.assertEqual(rc, 78)
         self.assertRegex(err, r"^pecmilter: %s: not in the providers' index" % re.escape(cert))
-        self.assertIn("# warning: %s: keyUsage is not critical" % cert, out)
-        self.assertIn("# warning: %s: carries basicConstraints" % cert, out)
-
+        self.assertRegex(out, r"# warning: %s: expires on .* in (9|10) days: renew it"
+                         % re.escape(cert))
 
 if __name__ == "__main__":
     pki.ensure()
