@@ -152,6 +152,8 @@ int main(int argc, char **argv)
         printf("# signer: %s <%s>, sha1 %s\n", pec_signer_subject(rt->signer),
                pec_signer_address(rt->signer), pec_signer_cert_sha1(rt->signer));
         printf("# providers' index: %zu providers\n", pec_index_count(rt->index));
+        rc = selfcheck_antivirus(cfg, err, sizeof(err));
+        printf("# %santivirus: %s\n", rc < 0 ? "warning: " : "", err);
         printf("# %s: OK\n", config);
         runtime_put(rt);
         return 0;
@@ -166,6 +168,10 @@ int main(int argc, char **argv)
                        "(fixed_clock, deadlines, retention): not a production provider");
     if (rt->cert_warning[0] != '\0')
         log_warn(NULL, "%s: %s", cfg->sign_cert, rt->cert_warning);
+    if (selfcheck_antivirus(cfg, err, sizeof(err)) < 0 || strcmp(cfg->antivirus, "none") == 0)
+        log_warn(NULL, "antivirus: %s", err);
+    else
+        log_info(NULL, "antivirus: %s", err);
 
     if (smfi_register(*callbacks_descriptor()) != MI_SUCCESS) {
         fprintf(stderr, "pecmilter: smfi_register failed\n");
