@@ -419,8 +419,9 @@ static const struct pec_rcpt_info *tx_rcpt(const struct pec_tx_info *tx, const c
  * 1 when queued, 0 when nothing was owed, -1 with err.
  */
 static int mancata_consegna_virus(const struct pec_rp_env *e, const struct pec_daticert *d,
-                                  const struct pec_tx_info *tx, const char *address, time_t when,
-                                  struct pec_rp_outcome *out, char *err, size_t errlen)
+                                  const struct pec_tx_info *tx, const char *address,
+                                  const char *queue_id, time_t when, struct pec_rp_outcome *out,
+                                  char *err, size_t errlen)
 {
     const struct pec_rcpt_info *r = tx_rcpt(tx, address);
     unsigned open = 1u << PEC_RCPT_SENT | 1u << PEC_RCPT_TAKEN | 1u << PEC_RCPT_TIMEDOUT;
@@ -454,6 +455,7 @@ static int mancata_consegna_virus(const struct pec_rp_env *e, const struct pec_d
     destinatari = destinatari_of(d);
     pec_record_init(&rec, PEC_REG_MANCATA_CONSEGNA_VIRUS, PEC_REG_EMISSIONE, when,
                     d->identificativo);
+    rec.queue_id = queue_id;
     rec.mittente = f.mittente;
     rec.destinatari = destinatari;
     rec.oggetto = d->oggetto;
@@ -517,7 +519,7 @@ static int notice(const struct pec_rp_env *e, const struct pec_inspection *ins,
         /* one recipient in consegna; before daticert 2.1, in ricezione */
         for (size_t i = 0; i < (d->consegna ? 1 : d->n_ricezione) && owed >= 0; i++) {
             int one = mancata_consegna_virus(e, d, &tx, d->consegna ? d->consegna : d->ricezione[i],
-                                             when, out, err, errlen);
+                                             queue_id, when, out, err, errlen);
             owed = one < 0 ? -1 : owed + one;
         }
     }
