@@ -25,7 +25,9 @@ Checked from outside:
   B's quarantine;
 - clamd stopped: a submission and an incoming busta (and ordinary mail) get
   4xx, and nothing reaches a mailbox; with clamd back they flow;
-- a stream over clamd's StreamMaxLength is "not scanned" (4xx), never clean.
+- a stream over clamd's StreamMaxLength is "not scanned" (4xx), never clean;
+- pecmilter -n and pecctl status say whether clamd answers, and its version
+  (the date of its signatures needs an official database, which the test has not).
 
 Every virus notice verifies with `openssl smime -verify`, its daticert.xml is
 valid against the DTD, and pecverify classifies it.
@@ -340,6 +342,42 @@ class AntivirusE2E(unittest.TestCase):
               % (len(rv), len(mcv), len(timeouts), answered))
         self.audit(self.conf_a, t0)
         self.audit(self.conf_b, t0)
+
+    # -- what the operator sees -----------------------------------------------------
+
+    def status(self, conf):
+        p = subprocess.run([env.program("pecctl"), "-c", conf, "status", "--json"],
+                           capture_output=True, text=True, timeout=60)
+        return json.loads(p.stdout)
+
+    def test_operator_sees_clamd_and_quarantine(self):
+        p = subprocess.run([env.program("pecmilter"), "-n", "-c", self.conf_b],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout, r"(?m)^# antivirus: clamd at %s answers: ClamAV [0-9.]+, "
+                         r"signatures of no official database$" % re.escape(self.clamd.socket))
+        r = self.status(self.conf_b)
+        self.assertEqual((r["antivirus"]["engine"], r["antivirus"]["up"]), ("clamd", True), r)
+        self.assertRegex(r["antivirus"]["version"], r"^ClamAV [0-9.]+$")
+        self.assertFalse(any("clamd" in a for a in r["attention"]), r["attention"])
+        text = self.pecctl(self.conf_b, "status", ok=(0, 1)).decode()
+        self.assertRegex(text, r"(?m)^antivirus: +clamd %s: ClamAV [0-9.]+, signatures of no "
+                         r"official database" % re.escape(self.clamd.socket))
+        self.assertRegex(text, r"(?m)^quarantine: +%s, \d+ messages, "
+                         % re.escape(self.set_b["quarantine_dir"]))
+        self.assertEqual(self.status(self.conf_a)["antivirus"], {"engine": "none"})
+        self.clamd.stop()
+        try:
+            p = subprocess.run([env.program("pecmilter"), "-n", "-c", self.conf_b],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertRegex(p.stdout, r"(?m)^# warning: antivirus: clamd does not answer \(")
+            r = self.status(self.conf_b)
+            self.assertFalse(r["antivirus"]["up"] or r["healthy"], r)
+            self.assertTrue(any(a.startswith("clamd does not answer") for a in r["attention"]),
+                            r["attention"])
+        finally:
+            self.clamd.start()
 
     # -- when nobody can scan -------------------------------------------------------
 
