@@ -23,8 +23,11 @@ Checked from outside:
   per recipient, and no 12 h / 24 h notice afterwards; both recipients are
   failed in A's store; pecctl audit is clean on A and on B; the busta is in
   B's quarantine;
+- the same infected busta sent twice earns one rilevazione virus; infected
+  ordinary mail is refused with 554 naming the finding;
 - clamd stopped: a submission and an incoming busta (and ordinary mail) get
-  4xx, and nothing reaches a mailbox; with clamd back they flow;
+  4xx (5xx with on_scan_error = reject), and nothing reaches a mailbox; with
+  clamd back they flow;
 - a stream over clamd's StreamMaxLength is "not scanned" (4xx), never clean;
 - pecmilter -n and pecctl status say whether clamd answers, and its version
   (the date of its signatures needs an official database, which the test has not).
@@ -48,6 +51,7 @@ from pectest import postfix as pf
 
 MARIO = "mario@pec-a.test"
 RICEVUTE_A = "ricevute@pec-a.test"
+PECBUSTA = os.path.join(env.BUILD_DIR, "t", "tools", "pecbusta")
 LUIGI = "luigi@pec-b.test"
 ANNA = "anna@pec-b.test"
 WARNING, NOT_BEFORE, DEADLINE = 8, 11, 12   # A's deadlines, seconds (test_mode)
@@ -379,6 +383,32 @@ class AntivirusE2E(unittest.TestCase):
         finally:
             self.clamd.start()
 
+    def test_reception_answers_a_busta_once_and_refuses_infected_ordinary_mail(self):
+        """The same infected busta twice (its sender never heard our 250) earns one
+        rilevazione virus; infected ordinary mail is refused at SMTP, no notice."""
+        subject = "ripetuta con virus"
+        orig = e2e.write(self.tmp, "infetta-due.eml",
+                         mixed(subject, LUIGI, MARIO, [attachment("a.com", clamd.EICAR)]))
+        p = subprocess.run([PECBUSTA, "-p", pki.PKI, "-s", "a", orig], capture_output=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        for _ in range(2):
+            code, text = self.b.send(MARIO, [LUIGI], p.stdout)
+            self.assertEqual(code, 250, text)
+        self.find_all(RICEVUTE_A, rb"PROBLEMA DI SICUREZZA: " + subject.encode())
+        e2e.wait(self, lambda: re.findall(r"had their rilevazione virus already",
+                                          self.daemons["b"].stderr()), 1, 30, self.diagnostics)
+        time.sleep(2)
+        self.assertEqual(len(self.find_all(RICEVUTE_A, rb"PROBLEMA DI SICUREZZA: "
+                                           + subject.encode())), 1)
+        self.none(LUIGI, subject.encode())
+
+        code, text = self.b.send("x@example.org", [ANNA],
+                                 mixed("ordinaria infetta", ANNA, "x@example.org",
+                                       [attachment("a.com", clamd.EICAR)]))
+        self.assertEqual(code, 554, text)
+        self.assertIn(clamd.FINDING, text)
+        self.none(ANNA, rb"ordinaria infetta")
+
     # -- when nobody can scan -------------------------------------------------------
 
     def test_clamd_stopped_defers_everything(self):
@@ -401,6 +431,13 @@ class AntivirusE2E(unittest.TestCase):
             time.sleep(3)
             for who in (LUIGI, ANNA):
                 self.none(who, rb"busta in attesa|senza antivirus|ordinaria")
+            with e2e.reconfigured(self.conf_b, self.set_b, self.daemons["b"],
+                                  on_scan_error="reject"):
+                code, text = e2e.retry(
+                    lambda: self.submit_b(mixed("rifiutato senza antivirus", ANNA, LUIGI, [])),
+                    lambda r: r[0] != 451, timeout=15)
+                self.assertEqual(code, 554, text)
+                self.assertIn("5.7.0", text)
         finally:
             self.clamd.start()
         # A's Postfix tries again within seconds: the busta flows, and the consegna comes back

@@ -307,6 +307,14 @@ static int rilevazione(const struct pec_rp_env *e, const struct pec_original *o,
     if (e->store != NULL &&
         strike_already_taken(e, f->identificativo, "RilevazioneVirus", own, &n, err, errlen) < 0)
         goto done;
+    if (n == 0) {
+        summarize(out,
+                  "busta %s from %s: virus %s, quarantined as %s, not passed on; its recipients "
+                  "here had their rilevazione virus already, no second one",
+                  f->identificativo, ins->provider->name, what, sha);
+        ret = 0;
+        goto done;
+    }
     esteso = pec_errore_esteso("5.7.1", e->iss->provider_name, found);
     virus = pec_av_virus_field(av->what, sha);
     destinatari = destinatari_of(f);
