@@ -111,11 +111,12 @@ def reset_hwm(pid):
         f.write("5")
 
 
-SUBJ = re.compile(rb"^Subject: *(.*?)\r?$", re.M | re.I)
+SUBJ = re.compile(rb"^Subject: *(.*?)\r?\n", re.M | re.I)
 
 
 def subject_of(path):
-    """The first Subject header in the first 16 KB of a file (the outer one)."""
+    """The first Subject header in the first 16 KB of a file (the outer one); None until
+    its line is whole (smtp-sink writes its dump as the message comes)."""
     with open(path, "rb") as f:
         head = f.read(16384)
     m = SUBJ.search(head)
@@ -155,8 +156,10 @@ class Box:
                     s = subject_of(p)
                 except FileNotFoundError:
                     continue
-                # smtp-sink writes its dump in place: wait until it stops growing
-                if self.stamp == "mtime" and time.time_ns() - st.st_mtime_ns < 300_000_000:
+                # smtp-sink writes its dump in place: wait until it stops growing, and
+                # until its Subject is there (a 30 MB dump can pause longer than that)
+                if s is None or (self.stamp == "mtime" and
+                                 time.time_ns() - st.st_mtime_ns < 300_000_000):
                     continue
                 self.seen[p] = (s, st.st_ctime_ns if self.stamp == "ctime" else st.st_mtime_ns)
 
