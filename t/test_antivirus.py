@@ -28,7 +28,9 @@ Checked from outside:
 - clamd stopped: a submission and an incoming busta (and ordinary mail) get
   4xx (5xx with on_scan_error = reject), and nothing reaches a mailbox; with
   clamd back they flow;
-- a stream over clamd's StreamMaxLength is "not scanned" (4xx), never clean;
+- a stream over clamd's StreamMaxLength, and a clamd that takes the message
+  and never answers within clamd_timeout, are "not scanned" (4xx), never
+  clean; clamd over TCP works as over its unix socket;
 - pecmilter -n and pecctl status say whether clamd answers, and its version
   (the date of its signatures needs an official database, which the test has not).
 
@@ -41,6 +43,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 import unittest
@@ -370,6 +373,13 @@ class AntivirusE2E(unittest.TestCase):
         self.assertRegex(text, r"(?m)^quarantine: +%s, \d+ messages, "
                          % re.escape(self.set_b["quarantine_dir"]))
         self.assertEqual(self.status(self.conf_a)["antivirus"], {"engine": "none"})
+        listed = self.pecctl(self.conf_b, "quarantine", "list").decode().splitlines()
+        self.assertEqual(listed[-1], "quarantine: %d message(s) in %s"
+                         % (len(listed) - 1, self.set_b["quarantine_dir"]))
+        self.assertEqual(len(listed) - 1, r["quarantine"]["messages"])
+        for line in listed[:-1]:
+            self.assertRegex(line, r"^[0-9a-f]{64}  \d{4}-\d\d-\d\d \S+ \S+  \d+ bytes  "
+                             r"(access|reception)  \S+  " + re.escape(clamd.FINDING) + "$")
         self.clamd.stop()
         try:
             p = subprocess.run([env.program("pecmilter"), "-n", "-c", self.conf_b],
@@ -447,6 +457,42 @@ class AntivirusE2E(unittest.TestCase):
         self.assertEqual(code, 250, text)
         self.find_all(ANNA, rb"POSTA CERTIFICATA: di nuovo con antivirus")
         self.audit(self.conf_b, t0)
+
+    def test_clamd_over_tcp(self):
+        port = pf.free_port("127.0.0.1")
+        self.clamd.stop()
+        try:
+            self.clamd.start(TCPSocket=str(port), TCPAddr="127.0.0.1")
+            with e2e.reconfigured(self.conf_b, self.set_b, self.daemons["b"],
+                                  clamd_socket="inet:127.0.0.1:%d" % port):
+                code, text = e2e.retry(lambda: self.submit_b(infected_forms(LUIGI, ANNA)[0][2]),
+                                       lambda r: r[0] == 554, timeout=15)
+                self.assertEqual(code, 554, text)
+                self.assertIn(clamd.FINDING, text)
+        finally:
+            self.clamd.stop()
+            self.clamd.start()
+
+    def test_clamd_too_slow_is_not_clean(self):
+        """A clamd that takes the connection and never answers (stopped with SIGSTOP)
+        costs clamd_timeout seconds, then 451."""
+        reloads = self.daemons["b"].stderr().count("configuration reloaded")
+        with e2e.reconfigured(self.conf_b, self.set_b, self.daemons["b"], clamd_timeout=2):
+            e2e.wait(self, lambda: [1] * (self.daemons["b"].stderr().count(
+                "configuration reloaded") - reloads), 1, 30, what="reload(s)")
+            self.clamd.proc.send_signal(signal.SIGSTOP)
+            try:
+                t = time.monotonic()
+                code, text = self.submit_b(mixed("clamd fermo", ANNA, LUIGI, []))
+                took = time.monotonic() - t
+            finally:
+                self.clamd.proc.send_signal(signal.SIGCONT)
+            self.assertEqual(code, 451, text)
+            self.assertGreaterEqual(took, 2)
+            self.assertLess(took, 10)
+            self.assertRegex(self.daemons["b"].stderr(), r"not scanned, 451 deferred: .*clamd "
+                             r"(gave no answer|did not take the message) within 2 s")
+        self.none(ANNA, rb"clamd fermo")
 
     def test_over_clamd_stream_limit_is_not_clean(self):
         self.clamd.stop()
