@@ -408,8 +408,10 @@ class AntivirusE2E(unittest.TestCase):
         e2e.wait(self, lambda: re.findall(r"had their rilevazione virus already",
                                           self.daemons["b"].stderr()), 1, 30, self.diagnostics)
         time.sleep(2)
-        self.assertEqual(len(self.find_all(RICEVUTE_A, rb"PROBLEMA DI SICUREZZA: "
-                                           + subject.encode())), 1)
+        got = self.find_all(RICEVUTE_A, rb"PROBLEMA DI SICUREZZA: " + subject.encode())
+        self.assertEqual(len(got), 1)
+        r = self.verify(got[0], "rilevazione-virus-ripetuta.eml")
+        self.assertEqual((r["tipo"], r["consegna"]), ("rilevazione-virus", LUIGI))
         self.none(LUIGI, subject.encode())
 
         code, text = self.b.send("x@example.org", [ANNA],
