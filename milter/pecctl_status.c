@@ -222,7 +222,7 @@ struct antivirus {
     int up;  /* clamd answered VERSION */
     struct pec_clamd_version v;
     char err[512];
-    time_t signed_at; /* the signatures' date, 0 when clamd names none */
+    time_t signed_at; /* the signatures' date, 0 when clamd names none or it does not parse */
 };
 
 static void probe_clamd(const struct pec_config *cfg, struct antivirus *av)
@@ -236,7 +236,11 @@ static void probe_clamd(const struct pec_config *cfg, struct antivirus *av)
         pec_clamd_version(cfg->clamd_socket, PROBE_TIMEOUT, &av->v, av->err, sizeof(av->err)) == 0;
     memset(&tm, 0, sizeof(tm));
     tm.tm_isdst = -1;
-    /* as clamd writes it: "Sun Dec  6 09:23:45 2026", local time */
+    /*
+     * as clamd writes it: "Sun Dec  6 09:23:45 2026", in clamd's local time,
+     * read here in the configured zone: at worst hours off, which the age in
+     * days shown and warned of can bear
+     */
     if (av->up && *av->v.signed_at &&
         strptime(av->v.signed_at, "%a %b %d %H:%M:%S %Y", &tm) != NULL)
         av->signed_at = mktime(&tm);
@@ -391,7 +395,10 @@ static void print_json(const struct ctl *c, const struct status *s, time_t now)
         json_string(s->av.v.engine);
         printf(",\"database\":");
         json_string(s->av.v.database);
-        printf(",\"signed_at\":%lld", (long long)s->av.signed_at);
+        printf(",\"signatures\":");
+        json_string(s->av.v.signed_at);
+        printf(",\"age_days\":%lld",
+               s->av.signed_at ? (long long)(now - s->av.signed_at) / 86400 : -1LL);
         if (!s->av.up) {
             printf(",\"error\":");
             json_string(s->av.err);
@@ -450,10 +457,10 @@ static void print_text(const struct ctl *c, const struct status *s, time_t now)
         printf("antivirus:   none: NOTHING IS SCANNED\n");
     else if (!s->av.up)
         printf("antivirus:   clamd %s: NOT ANSWERING: %s\n", c->cfg->clamd_socket, s->av.err);
-    else if (s->av.signed_at)
+    else if (*s->av.v.signed_at)
         printf("antivirus:   clamd %s: %s, signatures %s of %s (%s old)\n", c->cfg->clamd_socket,
-               s->av.v.engine, s->av.v.database, local_time(s->av.signed_at, t, sizeof(t)),
-               span(now - s->av.signed_at, a, sizeof(a)));
+               s->av.v.engine, s->av.v.database, s->av.v.signed_at,
+               s->av.signed_at ? span(now - s->av.signed_at, a, sizeof(a)) : "?");
     else
         printf("antivirus:   clamd %s: %s, signatures of no official database (date unknown)\n",
                c->cfg->clamd_socket, s->av.v.engine);

@@ -31,8 +31,8 @@ Checked from outside:
 - a stream over clamd's StreamMaxLength, and a clamd that takes the message
   and never answers within clamd_timeout, are "not scanned" (4xx), never
   clean; clamd over TCP works as over its unix socket;
-- pecmilter -n and pecctl status say whether clamd answers, and its version
-  (the date of its signatures needs an official database, which the test has not).
+- pecmilter -n and pecctl status say whether clamd answers, its version and the
+  number and date of its signatures; signatures a week old need attention.
 
 Every virus notice verifies with `openssl smime -verify`, its daticert.xml is
 valid against the DTD, and pecverify classifies it.
@@ -361,15 +361,21 @@ class AntivirusE2E(unittest.TestCase):
         p = subprocess.run([env.program("pecmilter"), "-n", "-c", self.conf_b],
                            capture_output=True, text=True, timeout=60)
         self.assertEqual(p.returncode, 0, p.stderr)
+        signed = time.strftime("%a %b %e %H:%M:%S %Y", time.localtime(self.clamd.signed_at))
         self.assertRegex(p.stdout, r"(?m)^# antivirus: clamd at %s answers: ClamAV [0-9.]+, "
-                         r"signatures of no official database$" % re.escape(self.clamd.socket))
+                         r"signatures %d of %s$" % (re.escape(self.clamd.socket),
+                                                    clamd.DB_VERSION, re.escape(signed)))
         r = self.status(self.conf_b)
-        self.assertEqual((r["antivirus"]["engine"], r["antivirus"]["up"]), ("clamd", True), r)
-        self.assertRegex(r["antivirus"]["version"], r"^ClamAV [0-9.]+$")
+        av = r["antivirus"]
+        self.assertEqual((av["engine"], av["up"], av["database"], av["signatures"]),
+                         ("clamd", True, str(clamd.DB_VERSION), signed), r)
+        self.assertRegex(av["version"], r"^ClamAV [0-9.]+$")
+        self.assertIn(av["age_days"], (0, 1, 2))       # a day old; read in the configured zone
         self.assertFalse(any("clamd" in a for a in r["attention"]), r["attention"])
         text = self.pecctl(self.conf_b, "status", ok=(0, 1)).decode()
-        self.assertRegex(text, r"(?m)^antivirus: +clamd %s: ClamAV [0-9.]+, signatures of no "
-                         r"official database" % re.escape(self.clamd.socket))
+        self.assertRegex(text, r"(?m)^antivirus: +clamd %s: ClamAV [0-9.]+, signatures %d of "
+                         r"%s \(\d+ h old\)$" % (re.escape(self.clamd.socket), clamd.DB_VERSION,
+                                                re.escape(signed)))
         self.assertRegex(text, r"(?m)^quarantine: +%s, \d+ messages, "
                          % re.escape(self.set_b["quarantine_dir"]))
         self.assertEqual(self.status(self.conf_a)["antivirus"], {"engine": "none"})
@@ -382,6 +388,14 @@ class AntivirusE2E(unittest.TestCase):
                              r"(access|reception)  \S+  " + re.escape(clamd.FINDING) + "$")
         self.clamd.stop()
         try:
+            # signatures freshclam stopped updating: the operator is told
+            self.clamd.start(age_days=9)
+            r = self.status(self.conf_b)
+            self.assertFalse(r["healthy"])
+            self.assertTrue(any(re.fullmatch(r"clamd's signatures are (8|9|10) days old \(is "
+                                             r"freshclam running\?\)", a)
+                                for a in r["attention"]), r["attention"])
+            self.clamd.stop()
             p = subprocess.run([env.program("pecmilter"), "-n", "-c", self.conf_b],
                                capture_output=True, text=True, timeout=60)
             self.assertEqual(p.returncode, 0, p.stderr)

@@ -8,17 +8,24 @@ signature database, on a unix socket in the test's directory (standard library o
     c.scan(clamd.EICAR)                      # "Eicar-Test-Signature.UNOFFICIAL FOUND"
     c.stop(); c.start()                      # down and up again, same socket
     c.start(StreamMaxLength="1M")            # clamd.conf settings of our own
+    c.start(age_days=9)                      # signatures dated nine days ago
 
-Nothing is downloaded: the only signature is EICAR's MD5 in a .hdb file the harness
-writes, which is enough for clamd to find EICAR as a file, base64 in a MIME part,
-inside a zip, inside a message/rfc822 part.  clamd runs in the foreground as the user
+Nothing is downloaded: the only signature is EICAR's MD5 (a .hdb line), which is
+enough for clamd to find EICAR as a file, base64 in a MIME part, inside a zip, inside
+a message/rfc822 part.  The harness packs it as clamd's own databases come, a
+"daily" container with a version and a date, unsigned (.cud, which clamd loads
+without ClamAV's signature), so that clamd's VERSION names a database and its date
+as in production.  clamd runs in the foreground as the user
 running the test (root, with no User line, stays root), and is stopped at exit of the
 test process, or by pectest's reaper if the test process dies.
 """
+import hashlib
+import io
 import os
 import shutil
 import socket
 import subprocess
+import tarfile
 import time
 
 from . import env
@@ -26,8 +33,26 @@ from . import postfix as pf
 
 CLAMD = "/usr/sbin/clamd"
 EICAR = (b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*")
-EICAR_HDB = "44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature\n"
-FINDING = "Eicar-Test-Signature.UNOFFICIAL"     # what clamd calls it (an unofficial database)
+EICAR_HDB = b"44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature\n"
+FINDING = "Eicar-Test-Signature.UNOFFICIAL"     # what clamd calls it (an unsigned database)
+DB_VERSION = 27999
+
+
+def daily_cud(signed_at):
+    """clamd's database container (a 512-byte header, then a tar.gz whose daily.info
+    repeats the header and lists each file's size and SHA-256), unsigned, holding
+    EICAR_HDB, version DB_VERSION, dated SIGNED_AT (epoch seconds)."""
+    head = "ClamAV-VDB:%s:%d:1:90:-:-:pectest:%d" % (
+        time.strftime("%d %b %Y %H-%M +0000", time.gmtime(signed_at)), DB_VERSION, signed_at)
+    info = ("%s\ndaily.hdb:%d:%s\n" % (head, len(EICAR_HDB),
+                                        hashlib.sha256(EICAR_HDB).hexdigest())).encode()
+    tgz = io.BytesIO()
+    with tarfile.open(fileobj=tgz, mode="w:gz", format=tarfile.USTAR_FORMAT) as t:
+        for name, data in (("daily.info", info), ("daily.hdb", EICAR_HDB)):
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            t.addfile(member, io.BytesIO(data))
+    return head.encode().ljust(512, b" ") + tgz.getvalue()
 
 
 def have_clamd():
@@ -49,8 +74,6 @@ class Clamd:
         os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
         # pecmilter may run as another user: the socket's directory must let it in
         os.chmod(self.dir, 0o755)
-        with open(os.path.join(self.dir, "db", "eicar.hdb"), "w") as f:
-            f.write(EICAR_HDB)
         self.path = os.path.join(self.dir, "clamd.sock")
         self.socket = "unix:" + self.path
         self.log = os.path.join(self.dir, "clamd.log")
@@ -81,8 +104,12 @@ class Clamd:
             f.write("".join("%s %s\n" % kv for kv in conf.items()))
         return path
 
-    def start(self, timeout=60, **settings):
-        """Start clamd with SETTINGS added to its clamd.conf; return once it answers."""
+    def start(self, timeout=60, age_days=1, **settings):
+        """Start clamd with signatures dated AGE_DAYS ago (self.signed_at) and SETTINGS
+        added to its clamd.conf; return once it answers."""
+        self.signed_at = int(time.time()) - int(age_days * 86400)
+        with open(os.path.join(self.dir, "db", "daily.cud"), "wb") as f:
+            f.write(daily_cud(self.signed_at))
         conf = self._conf(settings)
         out = open(os.path.join(self.dir, "clamd.out"), "ab")
         self.proc = subprocess.Popen([CLAMD, "-c", conf], stdin=subprocess.DEVNULL, stdout=out,
