@@ -11,7 +11,7 @@
 set -eu
 
 BUILD="gcc clang cmake make pkg-config libmilter-dev libgmime-3.0-dev libconfig-dev
-       libssl-dev libxml2-dev libsqlite3-dev clang-format openssl ca-certificates"
+       libssl-dev libxml2-dev libxmlsec1-dev libsqlite3-dev clang-format openssl ca-certificates"
 # libsasl2-modules: the submission listener enables Cyrus SASL (XCLIENT LOGIN=
 # needs it), and smtpd dies "no SASL authentication mechanisms" without them.
 RUN="python3 postfix procps bsdutils libsasl2-modules"

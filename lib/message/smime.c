@@ -1159,11 +1159,11 @@ static int chain_failure(X509_STORE_CTX *ctx, struct pec_verify_result *res)
     return ret;
 }
 
-/* Validate the signer's chain, with the certificates the signature carries as helpers. */
-static int check_chain(CMS_ContentInfo *cms, X509 *signer, const struct pec_trust *trust,
-                       enum pec_verify_at at_mode, time_t at, struct pec_verify_result *res)
+/* Validate SIGNER's chain for USE, with CERTS (may be NULL) as untrusted helpers. */
+static int check_chain_certs(X509 *signer, STACK_OF(X509) * certs, enum pec_cert_use use,
+                             const struct pec_trust *trust, enum pec_verify_at at_mode, time_t at,
+                             struct pec_verify_result *res)
 {
-    STACK_OF(X509) * certs;
     X509_STORE_CTX *ctx;
     int ret;
 
@@ -1173,10 +1173,10 @@ static int check_chain(CMS_ContentInfo *cms, X509 *signer, const struct pec_trus
     res->checked_at = at_mode == PEC_AT_NOW            ? time(NULL)
                       : at_mode == PEC_AT_SIGNING_TIME ? res->signing_time
                                                        : at;
-    certs = CMS_get1_certs(cms);
     ctx = X509_STORE_CTX_new();
     if (ctx == NULL || !X509_STORE_CTX_init(ctx, trust->store, signer, certs) ||
-        !X509_STORE_CTX_set_default(ctx, "smime_sign")) {
+        !X509_STORE_CTX_set_default(ctx, use == PEC_CERT_TSA ? "default" : "smime_sign") ||
+        (use == PEC_CERT_TSA && !X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_TIMESTAMP_SIGN))) {
         char why[256];
 
         ret = fail(res, PEC_VERIFY_INTERNAL, "cannot check the certificate: %s",
@@ -1188,6 +1188,16 @@ static int check_chain(CMS_ContentInfo *cms, X509 *signer, const struct pec_trus
         ERR_clear_error();
     }
     X509_STORE_CTX_free(ctx);
+    return ret;
+}
+
+/* Validate the signer's chain, with the certificates the signature carries as helpers. */
+static int check_chain(CMS_ContentInfo *cms, X509 *signer, const struct pec_trust *trust,
+                       enum pec_verify_at at_mode, time_t at, struct pec_verify_result *res)
+{
+    STACK_OF(X509) *certs = CMS_get1_certs(cms);
+    int ret = check_chain_certs(signer, certs, PEC_CERT_SIGNER, trust, at_mode, at, res);
+
     sk_X509_pop_free(certs, X509_free);
     return ret;
 }
@@ -1279,6 +1289,60 @@ int pec_smime_verify_attached(const unsigned char *p7m, size_t len, const struct
         (*content)[*contentlen] = '\0';
     }
     BIO_free(out);
+    return ret;
+}
+
+int pec_trust_verify_cert(const struct pec_trust *trust, enum pec_cert_use use,
+                          const unsigned char *cert, size_t certlen,
+                          const unsigned char *const *extra, const size_t *extralen, size_t nextra,
+                          enum pec_verify_at at_mode, time_t at, const time_t *claimed,
+                          struct pec_verify_result *res)
+{
+    STACK_OF(X509) *helpers = NULL;
+    X509 *leaf;
+    int ret = -1;
+
+    result_init(res);
+    if (claimed != NULL) {
+        res->has_signing_time = 1;
+        res->signing_time = *claimed;
+    }
+    if ((leaf = cached_cert(cert, certlen)) == NULL) {
+        ERR_clear_error();
+        return fail(res, PEC_VERIFY_MALFORMED, "unreadable certificate");
+    }
+    free(res->signer_subject);
+    free(res->signer_issuer);
+    free(res->signer_address);
+    res->signer_subject = name_oneline(X509_get_subject_name(leaf));
+    res->signer_issuer = name_oneline(X509_get_issuer_name(leaf));
+    res->signer_address = cert_address(leaf);
+    if (cert_der_sha1(leaf, &res->signer_der, &res->signer_derlen, res->signer_sha1) < 0)
+        fail(res, PEC_VERIFY_MALFORMED, "unreadable certificate");
+    else if ((helpers = sk_X509_new_null()) == NULL)
+        fail(res, PEC_VERIFY_INTERNAL, "cannot allocate a certificate list");
+    else
+        ret = 0;
+    for (size_t i = 0; ret == 0 && i < nextra; i++) {
+        X509 *x = cached_cert(extra[i], extralen[i]);
+
+        if (x == NULL)
+            ret = fail(res, PEC_VERIFY_MALFORMED, "unreadable certificate beside the signer's");
+        else if (!sk_X509_push(helpers, x)) {
+            X509_free(x);
+            ret = fail(res, PEC_VERIFY_INTERNAL, "cannot allocate a certificate list");
+        }
+    }
+    if (ret == 0)
+        ret = check_chain_certs(leaf, helpers, use, trust, at_mode, at, res);
+    ERR_clear_error();
+    sk_X509_pop_free(helpers, X509_free);
+    X509_free(leaf);
+    if (ret == 0) {
+        res->ok = 1;
+        res->status = PEC_VERIFY_OK;
+        res->reason[0] = '\0';
+    }
     return ret;
 }
 

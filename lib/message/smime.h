@@ -150,6 +150,26 @@ int pec_smime_verify_attached(const unsigned char *p7m, size_t len, const struct
 
 void pec_verify_result_free(struct pec_verify_result *res);
 
+/* What a certificate checked with pec_trust_verify_cert() is used for. */
+enum pec_cert_use {
+    PEC_CERT_SIGNER, /* signs messages or documents: the S/MIME signing profile */
+    PEC_CERT_TSA,    /* a time-stamping authority: extended key usage timeStamping */
+};
+
+/*
+ * Validate the certificate CERT[0..CERTLEN) (DER) as pec_smime_verify() validates a
+ * signer's, for signatures made outside CMS (an XML signature, a time-stamp token): its
+ * chain against TRUST, with the DER certificates EXTRA[i] of EXTRALEN[i] bytes as
+ * untrusted intermediates, at the instant AT_MODE names; for PEC_AT_SIGNING_TIME,
+ * CLAIMED is the signing time the signed object states (NULL when it states none).
+ * Fills *RES (signer fields, checked_at, status, reason) in every case; 0 when RES->ok.
+ */
+int pec_trust_verify_cert(const struct pec_trust *trust, enum pec_cert_use use,
+                          const unsigned char *cert, size_t certlen,
+                          const unsigned char *const *extra, const size_t *extralen, size_t nextra,
+                          enum pec_verify_at at_mode, time_t at, const time_t *claimed,
+                          struct pec_verify_result *res);
+
 /*
  * Like pec_smime_sign(), but the SignedData carries CONTENT inside (attached,
  * "opaque" .p7m): what the daily seals of the log are, readable with
