@@ -19,7 +19,7 @@ import sys
 import tempfile
 import unittest
 
-from pectest import env
+from pectest import env, pki
 
 PECVERIFY = env.program("pecverify")
 IT = "it-agid-2022"
@@ -298,6 +298,59 @@ class CorpusTest(unittest.TestCase):
         self.assertIsNone(pec["rem"])
         self.assertIsNone(rem["tipo"])
         self.assertIs(rem["index_checked"], False)
+
+
+class CadesTest(unittest.TestCase):
+    """A kit message's envelope signed again here with the test PKI, by `openssl cms`: plain
+    S/MIME lacks the signingCertificateV2 attribute that makes it CAdES."""
+
+    @classmethod
+    def setUpClass(cls):
+        Kits.setup()
+        pki.ensure()
+        cls.trust = os.path.join(Kits.tmp.name, "roots-and-test-pki.pem")
+        with open(cls.trust, "wb") as dst:
+            for src in (Kits.roots, pki.path("trust.pem")):
+                with open(src, "rb") as f:
+                    dst.write(f.read() + b"\n")
+
+    def resigned(self, *cades):
+        with open(os.path.join(ROOT, IT, "Intra-REM-flow", "REM_RelayAcceptance.RB01.eml"),
+                  "rb") as f:
+            raw = f.read()
+        head, body = raw.split(b"\r\n\r\n", 1)
+        boundary = re.search(rb'boundary="([^"]+)"', head).group(1)
+        start = body.index(b"--" + boundary + b"\r\n") + len(boundary) + 4
+        end = body.index(b"\r\n--" + boundary, start)
+        content = os.path.join(Kits.tmp.name, "content")
+        with open(content, "wb") as f:
+            f.write(body[start:end])
+        sig = subprocess.run(
+            ["openssl", "cms", "-sign", "-binary", "-outform", "DER", "-md", "sha256", *cades,
+             "-in", content, "-signer", pki.path("a", "cert.pem"), "-inkey",
+             pki.path("a", "key.pem"), "-certfile", pki.path("a", "chain.pem")],
+            check=True, capture_output=True).stdout
+        path = os.path.join(Kits.tmp.name, "resigned%s.eml" % "".join(cades))
+        with open(path, "wb") as f:
+            f.write(head + b"\r\n\r\n" + body[:end] + b"\r\n--" + boundary + b"\r\n"
+                    b"Content-Type: application/pkcs7-signature; name=smime.p7s\r\n"
+                    b"Content-Transfer-Encoding: base64\r\n\r\n"
+                    + base64.encodebytes(sig).replace(b"\n", b"\r\n")
+                    + b"\r\n--" + boundary + b"--\r\n")
+        return path
+
+    def test_without_signing_certificate_v2(self):
+        rc, out, err = run("--trust", self.trust, self.resigned())
+        self.assertEqual(rc, 1)
+        self.assertEqual(out.splitlines()[0].split(": ", 1)[1],
+                         "invalid: envelope: no signingCertificateV2 attribute")
+
+    def test_cades(self):
+        rc, out, err = run("--trust", self.trust, "--json", self.resigned("-cades"))
+        self.assertEqual(rc, 0, out + err)
+        r = json.loads(out)[0]
+        self.assertIn("Gestore A", r["signer_subject"])
+        self.assertIn("R2-REMS provider", r["rem"]["evidence_signature"]["signer_subject"])
 
 
 class EvidenceTest(unittest.TestCase):
