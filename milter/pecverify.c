@@ -345,6 +345,7 @@ static void text_rem_report(const char *file, const struct pec_rem_inspection *r
     text_verdict(file, r->valid, r->reason);
     text_field("kind", r->kind);
     text_field("REM-MessageType", r->message_type);
+    text_field("REM-MetadataVersion", r->metadata_version);
     text_field("event", rem_event(r));
     for (size_t i = 0; i < ev->n_reasons; i++) {
         v = xasprintf("%s (%s)", ev->reasons[i].code ? ev->reasons[i].code : "?",
@@ -577,6 +578,7 @@ static void json_rem(const struct pec_rem_inspection *r, int *first)
     json_str(stdout, ev->authentication_time);
     putchar('}');
     json_field("md08", r->md08, &f);
+    json_field("metadata_version", r->metadata_version, &f);
     json_key("recipients", &f);
     putchar('[');
     for (size_t i = 0; i < ev->n_recipients; i++) {
