@@ -351,38 +351,39 @@ static int check_framing(struct ctx *c, struct pec_span body)
 
 /* The sections of the signed multipart/mixed, as REM-Section-Type names them. */
 struct sections {
-    struct part intro, original, evidence;
+    struct part original, evidence; /* the first of each */
     int n_intro, n_original, n_evidence;
 };
 
+static int is_section(const char *type, const char *name)
+{
+    return strcasecmp(type, name) == 0;
+}
+
+/* Count P's section, keep it when it is the first original or evidence, else close it. */
 static void sort_section(struct ctx *c, struct sections *s, struct part *p, size_t i)
 {
     const char *t = p->section;
+    struct part *keep = NULL;
 
-    if (t == NULL) {
+    if (t == NULL)
         fail(c, STEP_STRUCTURE, "part %zu of the signed content has no REM-Section-Type", i + 1);
-    } else if (strcasecmp(t, "rem_message/introduction") == 0 && s->n_intro++ == 0) {
-        s->intro = *p;
-        return;
-    } else if (strcasecmp(t, "rem_message/original") == 0 && s->n_original++ == 0) {
-        s->original = *p;
-        return;
-    } else if (strcasecmp(t, "rem_message/xml_evidence") == 0 && s->n_evidence++ == 0) {
-        s->evidence = *p;
-        return;
-    } else if (strcasecmp(t, "rem_message/extension") != 0 &&
-               strcasecmp(t, "rem_message/introduction") != 0 &&
-               strcasecmp(t, "rem_message/original") != 0 &&
-               strcasecmp(t, "rem_message/xml_evidence") != 0) {
+    else if (is_section(t, "rem_message/introduction"))
+        s->n_intro++;
+    else if (is_section(t, "rem_message/original"))
+        keep = s->n_original++ == 0 ? &s->original : NULL;
+    else if (is_section(t, "rem_message/xml_evidence"))
+        keep = s->n_evidence++ == 0 ? &s->evidence : NULL;
+    else if (!is_section(t, "rem_message/extension"))
         fail(c, STEP_STRUCTURE, "part %zu has the unknown REM-Section-Type %.100s", i + 1, t);
-    }
-    part_close(p);
+    if (keep != NULL)
+        *keep = *p;
+    else
+        part_close(p);
 }
 
 static void sections_free(struct sections *s)
 {
-    if (s->n_intro > 0)
-        part_close(&s->intro);
     if (s->n_original > 0)
         part_close(&s->original);
     if (s->n_evidence > 0)

@@ -76,24 +76,30 @@ static int xmlsec_ready;
 /* the first xmlsec error of the current check, per thread */
 static _Thread_local char xmlsec_first[200];
 
+/* "transform is disabled (href=...)": xmlsec's text for REASON, then its details */
 static void keep_xmlsec_error(const char *file, int line, const char *func,
                               const char *error_object, const char *error_subject, int reason,
                               const char *msg)
 {
-    if (xmlsec_first[0] == '\0')
-        snprintf(xmlsec_first, sizeof(xmlsec_first), "%s%s%s",
-                 error_subject != NULL ? error_subject : "", error_subject != NULL ? ": " : "",
-                 msg != NULL ? msg : "");
+    const char *text = NULL;
+
+    if (xmlsec_first[0] != '\0')
+        return;
+    for (xmlSecSize i = 0; text == NULL && xmlSecErrorsGetMsg(i) != NULL; i++)
+        if (xmlSecErrorsGetCode(i) == reason)
+            text = xmlSecErrorsGetMsg(i);
+    snprintf(xmlsec_first, sizeof(xmlsec_first), "%s%s%s%s", text != NULL ? text : "error",
+             msg != NULL && *msg != '\0' ? " (" : "", msg != NULL ? msg : "",
+             msg != NULL && *msg != '\0' ? ")" : "");
 }
 
 static void xmlsec_init_once(void)
 {
+    /* before, for the errors of the set-up itself; after, because xmlSecInit() resets it */
     xmlSecErrorsSetCallback(keep_xmlsec_error);
-    if (xmlSecInit() < 0 || xmlSecCheckVersion() != 1 || xmlSecOpenSSLAppInit(NULL) < 0 ||
-        xmlSecOpenSSLInit() < 0)
-        return;
+    xmlsec_ready = xmlSecInit() == 0 && xmlSecCheckVersion() == 1 &&
+                   xmlSecOpenSSLAppInit(NULL) == 0 && xmlSecOpenSSLInit() == 0;
     xmlSecErrorsSetCallback(keep_xmlsec_error);
-    xmlsec_ready = 1;
 }
 
 /* ------------------------------------------------------------ small helpers */

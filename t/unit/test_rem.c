@@ -290,6 +290,19 @@ static void test_seal(void)
                 "value-id-ce8ccda48a67542baa739cf060270526\">a7jm");
     seal_verdict(x, trust, "the SignatureValue does not match");
     free(x);
+    /* algorithms outside the baseline: SHA-1, and an HMAC posing as a signature */
+    x = replace(xml,
+                "<ds:DigestMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#sha256\"/>"
+                "<ds:DigestValue>TlEH",
+                "<ds:DigestMethod Algorithm=\"http://www.w3.org/2000/09/xmldsig#sha1\"/>"
+                "<ds:DigestValue>TlEH");
+    seal_verdict(x, trust, "transform is disabled (href=http://www.w3.org/2000/09/xmldsig#sha1)");
+    free(x);
+    x = replace(xml, "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+                "http://www.w3.org/2000/09/xmldsig#hmac-sha1");
+    seal_verdict(x, trust,
+                 "transform is disabled (href=http://www.w3.org/2000/09/xmldsig#hmac-sha1)");
+    free(x);
     /* a CertDigest that names no certificate of KeyInfo */
     x = replace(xml, "<ds:DigestValue>GkqgBPLJ", "<ds:DigestValue>HkqgBPLJ");
     seal_verdict(x, trust, "no certificate in KeyInfo has the CertDigest");
