@@ -407,6 +407,24 @@ class EvidenceTest(unittest.TestCase):
         self.assertEqual(rc, 1)
         self.assertRegex(out.splitlines()[0], r": invalid: time-stamp: TSA .*expired at 2023-")
 
+    def test_kit_tsa_certificate(self):
+        """The ETSI kit's TSA certificate has the token's root's name but another key: it
+        reaches no token, so every TSA stays unchecked and every message valid."""
+        bundle = os.path.join(Kits.tmp.name, "with-kit-tsa.pem")
+        with open(Kits.roots, "rb") as r, open(os.path.join(
+                ROOT, ETSI, "INFORMATIVE-EXAMPLES/CERTIFICATES/TSA.NOWNTSTS202004.pem"),
+                "rb") as t, open(bundle, "wb") as dst:
+            dst.write(r.read() + b"\n" + t.read())
+        sample = sorted(dict((expected(p)[:2], p) for p in Kits.files
+                             if Kits.reports[p]["valid"]).values())
+        rc, out, err = run("--trust", bundle, "--json", *sample)
+        self.assertEqual(rc, 0, out + err)
+        for r in json.loads(out):
+            self.assertEqual(r["rem"]["time_stamp"]["tsa_chain"], "unchecked")
+            self.assertRegex(r["rem"]["time_stamp"]["tsa_note"],
+                             r"^no trust anchor reaches the TSA's certificate \(.*certificate "
+                             r"signature failure\)$")
+
     def test_not_evidence(self):
         rc, out, err = run("--trust", Kits.roots, "--evidence", "-", stdin=b"<a/>")
         self.assertEqual(rc, 1)

@@ -670,24 +670,42 @@ static unsigned char *c14n_subtree(xmlDocPtr doc, xmlNodePtr top, int method, si
     return out;
 }
 
-/* The TSA's chain: checked, or unchecked when no anchor reaches it. */
+/* TOK's TSA against the anchors at the instant of OPTS, or at no instant at all. */
+static void tsa_chain(const struct pec_inspect_opts *o, const struct pec_rem_token *tok,
+                      enum pec_cert_use use, enum pec_verify_at at_mode,
+                      struct pec_verify_result *res)
+{
+    pec_trust_verify_cert(o->trust, use, tok->tsa_der, tok->tsa_derlen,
+                          (const unsigned char *const *)tok->certs, tok->certlens, tok->ncerts,
+                          at_mode, o->at, &tok->time, res);
+}
+
+/*
+ * The TSA's chain: first whether an anchor reaches it at all (a certificate of the same
+ * name but another key, as the ETSI kit ships, does not), which decides between checked
+ * and unchecked; then, when one does, whether it is valid for time-stamping at the instant.
+ */
 static void check_tsa(struct check *c, const struct pec_rem_token *tok, char *ts_err,
                       size_t ts_errlen)
 {
     struct pec_rem_seal *seal = c->seal;
-    const struct pec_inspect_opts *o = c->opts;
     struct pec_verify_result res;
 
-    pec_trust_verify_cert(o->trust, PEC_CERT_TSA, tok->tsa_der, tok->tsa_derlen,
-                          (const unsigned char *const *)tok->certs, tok->certlens, tok->ncerts,
-                          o->at_mode, o->at, &tok->time, &res);
+    tsa_chain(c->opts, tok, PEC_CERT_ANY, PEC_AT_NONE, &res);
     seal->tsa_subject = xstrdup(res.signer_subject);
-    if (res.ok) {
-        seal->tsa_chain = PEC_REM_TSA_CHAIN_OK;
-    } else if (res.status == PEC_VERIFY_UNTRUSTED) {
+    if (!res.ok && res.status != PEC_VERIFY_INTERNAL) {
         seal->tsa_chain = PEC_REM_TSA_UNCHECKED;
         snprintf(seal->tsa_note, sizeof(seal->tsa_note),
                  "no trust anchor reaches the TSA's certificate (%s)", res.reason);
+        pec_verify_result_free(&res);
+        return;
+    }
+    if (res.ok) {
+        pec_verify_result_free(&res);
+        tsa_chain(c->opts, tok, PEC_CERT_TSA, c->opts->at_mode, &res);
+    }
+    if (res.ok) {
+        seal->tsa_chain = PEC_REM_TSA_CHAIN_OK;
     } else {
         seal->tsa_chain = PEC_REM_TSA_CHAIN_FAILED;
         snprintf(seal->tsa_note, sizeof(seal->tsa_note), "TSA %s", res.reason);

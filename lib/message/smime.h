@@ -92,6 +92,7 @@ enum pec_verify_at {
     PEC_AT_NOW,          /* the current time: what the Incoming Point uses */
     PEC_AT_SIGNING_TIME, /* the signer's own signingTime claim: for archived messages */
     PEC_AT_GIVEN,        /* the AT argument */
+    PEC_AT_NONE,         /* no instant: whether the chain reaches an anchor, whatever the dates */
 };
 
 /*
@@ -154,6 +155,7 @@ void pec_verify_result_free(struct pec_verify_result *res);
 enum pec_cert_use {
     PEC_CERT_SIGNER, /* signs messages or documents: the S/MIME signing profile */
     PEC_CERT_TSA,    /* a time-stamping authority: extended key usage timeStamping */
+    PEC_CERT_ANY,    /* no purpose checked: only the chain */
 };
 
 /*
