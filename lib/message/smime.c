@@ -1177,16 +1177,16 @@ static int check_chain_certs(X509 *signer, STACK_OF(X509) * certs, enum pec_cert
     ctx = X509_STORE_CTX_new();
     if (ctx == NULL || !X509_STORE_CTX_init(ctx, trust->store, signer, certs) ||
         !X509_STORE_CTX_set_default(ctx, use == PEC_CERT_SIGNER ? "smime_sign" : "default") ||
-        (use == PEC_CERT_TSA && !X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_TIMESTAMP_SIGN))) {
+        (use == PEC_CERT_TSA && !X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_TIMESTAMP_SIGN)) ||
+        (at_mode == PEC_AT_NONE &&
+         !X509_VERIFY_PARAM_set_flags(X509_STORE_CTX_get0_param(ctx), X509_V_FLAG_NO_CHECK_TIME))) {
         char why[256];
 
         ret = fail(res, PEC_VERIFY_INTERNAL, "cannot check the certificate: %s",
                    ossl_reason(why, sizeof(why)));
     } else {
         /* per context, so threads sharing TRUST can each use their own instant */
-        if (at_mode == PEC_AT_NONE)
-            X509_VERIFY_PARAM_set_flags(X509_STORE_CTX_get0_param(ctx), X509_V_FLAG_NO_CHECK_TIME);
-        else
+        if (at_mode != PEC_AT_NONE)
             X509_VERIFY_PARAM_set_time(X509_STORE_CTX_get0_param(ctx), res->checked_at);
         ret = X509_verify_cert(ctx) == 1 ? 0 : chain_failure(ctx, res);
         ERR_clear_error();
