@@ -163,6 +163,12 @@ int runtime_store_open(struct runtime *rt, char *err, size_t errlen)
         snprintf(err, errlen, "store: %s", why);
         return -1;
     }
+    {
+        char node[32];
+
+        snprintf(node, sizeof(node), "%lld", rt->cfg->node_id);
+        pec_store_set_node(st, node);
+    }
     pthread_mutex_lock(&current_lock);
     shared_store = st;
     free(shared_store_spec);

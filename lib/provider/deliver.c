@@ -331,12 +331,38 @@ static char *delivery_key(const struct pec_inspection *ins, const unsigned char 
     }
 }
 
+/* The log record of a verified notice or anomalia put into MAILBOX (evento deposito). */
+static void deposit_record(struct pec_batch *b, const struct job *j,
+                           const struct pec_inspection *ins, const char *mailbox, time_t when)
+{
+    const struct pec_daticert *d = &ins->daticert;
+    enum pec_reg_kind kind = PEC_REG_BUSTA_ANOMALIA;
+    char *message_id = bare_message_id(ins->message_id);
+    struct pec_record r;
+
+    if (ins->kind == PEC_KIND_NOTICE && ins->has_daticert && pec_reg_kind_of(d, &kind) < 0)
+        kind = PEC_REG_BUSTA_ANOMALIA;
+    pec_record_init(&r, kind, PEC_REG_DEPOSITO, when,
+                    ins->has_daticert && d->identificativo ? d->identificativo
+                    : message_id                           ? message_id
+                                                           : "");
+    r.queue_id = j->qid;
+    r.mittente = ins->has_daticert ? d->mittente : ins->from_address;
+    r.oggetto = ins->has_daticert ? d->oggetto : NULL;
+    r.message_id = message_id;
+    r.gestore = ins->provider != NULL ? ins->provider->name : NULL;
+    r.consegna = mailbox;
+    pec_batch_record(b, &r);
+    free(message_id);
+}
+
 /*
  * Remember, in one commit, which recipients a verified notice or anomalia
- * went into.  A failure costs only the guard against a second copy, so it is
- * logged and the MTA still gets 250.
+ * went into, and log each deposit.  A failure costs the guard against a
+ * second copy and the record, so it is logged loudly and the MTA still gets
+ * 250: the message is in the mailbox.
  */
-static void remember_delivered(struct job *j)
+static void remember_delivered(struct job *j, const struct pec_inspection *ins)
 {
     struct pec_batch *batch;
     time_t now = pec_clock_now(j->env->issuer->clock);
@@ -349,12 +375,14 @@ static void remember_delivered(struct job *j)
     for (size_t i = 0; i < j->m->nrcpt; i++) {
         if (j->mb[i].status == PEC_MBOX_STORED && !j->dup[i]) {
             pec_batch_delivered(batch, j->m->rcpt[i], j->message_id, now);
+            deposit_record(batch, j, ins, j->m->rcpt[i], now);
             n++;
         }
     }
     if (n > 0 && pec_store_commit(j->env->store, batch, err, sizeof(err)) != 0)
-        say(j, LOG_WARNING,
-            "stored, but the record that guards against a second copy of <%s> is lost: %s",
+        say(j, LOG_ERR,
+            "stored, but the record of the deposit and the guard against a second copy of <%s> "
+            "are lost: %s",
             j->message_id, err);
     pec_batch_free(batch);
 }
@@ -404,7 +432,7 @@ static void deliver_pec(struct job *j)
             say(j, LOG_INFO, "%s that does not verify (%s): delivered unchanged", j->kind,
                 ins.reason);
         domain_check_and_store(j);
-        remember_delivered(j);
+        remember_delivered(j, &ins);
         for (size_t i = 0; i < j->m->nrcpt; i++)
             plain_outcome(j, i);
     } else if (pec_dp_busta_init(&b, &ins, msg, env->cfg->spool_dir, err, sizeof(err)) != 0) {

@@ -96,6 +96,54 @@ static int ours(const struct pec_config *cfg, const char *address)
     return at != NULL && pec_config_is_our_domain(cfg, at + 1);
 }
 
+/* ------------------------------------------------------------ what was received */
+
+/* Our recipients of O, for the record of what reached them. */
+static size_t here(const struct pec_rp_env *e, const struct pec_original *o, char **own)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < o->n_rcpts; i++)
+        if (ours(e->cfg, o->rcpts[i]))
+            own[n++] = o->rcpts[i];
+    return n;
+}
+
+/*
+ * The log record of a PEC message received from a provider (a busta, a
+ * notice or an anomalia), evento ricezione: gestore is the provider that
+ * signed it, not us (pec-rules.md 8.1: the sending provider), ricezione the
+ * recipients here it reached.
+ */
+static void received(struct pec_batch *b, const struct pec_inspection *ins, const char *queue_id,
+                     char **here, size_t nhere, time_t when)
+{
+    const struct pec_daticert *d = &ins->daticert;
+    char *destinatari = ins->has_daticert ? destinatari_of(d) : xstrdup("");
+    char *ricezione = xjoin(here, nhere), *message_id = bare(ins->message_id);
+    struct pec_record rec;
+    enum pec_reg_kind kind = PEC_REG_BUSTA_ANOMALIA;
+
+    if (ins->kind == PEC_KIND_BUSTA)
+        kind = PEC_REG_BUSTA_TRASPORTO;
+    else if (ins->kind == PEC_KIND_NOTICE && pec_reg_kind_of(d, &kind) < 0)
+        kind = PEC_REG_BUSTA_ANOMALIA;
+    pec_record_init(&rec, kind, PEC_REG_RICEZIONE, when,
+                    ins->has_daticert && d->identificativo ? d->identificativo : message_id);
+    rec.queue_id = queue_id;
+    rec.mittente = ins->has_daticert ? d->mittente : ins->from_address;
+    rec.destinatari = destinatari;
+    rec.oggetto = ins->has_daticert ? d->oggetto : NULL;
+    rec.message_id = message_id;
+    rec.gestore = ins->provider != NULL ? ins->provider->name : NULL;
+    rec.ricezione = ricezione;
+    rec.client_msgid = ins->has_daticert ? d->msgid : NULL;
+    pec_batch_record(b, &rec);
+    free(destinatari);
+    free(ricezione);
+    free(message_id);
+}
+
 /* ------------------------------------------------------------ busta: presa in carico */
 
 /*
@@ -158,9 +206,9 @@ static int presa_in_carico(const struct pec_rp_env *e, const struct pec_original
     time_t when = pec_clock_now(e->iss->clock);
     int ret = -1;
 
-    for (size_t i = 0; i < o->n_rcpts; i++)
-        if (ours(e->cfg, o->rcpts[i]))
-            own[n++] = o->rcpts[i];
+    n = here(e, o, own);
+    out->batch = pec_batch_new();
+    received(out->batch, ins, queue_id, own, n, when);
     if (n == 0) {
         summarize(out, "busta %s from %s: none of the recipients is ours, no presa in carico",
                   f->identificativo, ins->provider->name);
@@ -198,7 +246,6 @@ static int presa_in_carico(const struct pec_rp_env *e, const struct pec_original
         seterr(err, errlen, "cannot serialise the presa in carico: %s", strerror(errno));
         goto done;
     }
-    out->batch = pec_batch_new();
     pec_batch_outbox(out->batch, &(struct pec_outmsg){
                                      .message_id = b.message_id,
                                      .identificativo = f->identificativo,
@@ -255,8 +302,21 @@ static int notice_effect(const struct pec_daticert *d, enum pec_reg_kind *kind)
     }
 }
 
-static int notice(const struct pec_rp_env *e, const struct pec_inspection *ins,
-                  const char *queue_id, struct pec_rp_outcome *out, char *err, size_t errlen)
+/* Record a PEC message passed on that moves nothing (received() with O's recipients here). */
+static void passed(const struct pec_rp_env *e, const struct pec_original *o,
+                   const struct pec_inspection *ins, const char *queue_id,
+                   struct pec_rp_outcome *out)
+{
+    char **own = xcalloc(o->n_rcpts ? o->n_rcpts : 1, sizeof(*own));
+
+    out->batch = pec_batch_new();
+    received(out->batch, ins, queue_id, own, here(e, o, own), pec_clock_now(e->iss->clock));
+    free(own);
+}
+
+static int notice(const struct pec_rp_env *e, const struct pec_original *o,
+                  const struct pec_inspection *ins, const char *queue_id,
+                  struct pec_rp_outcome *out, char *err, size_t errlen)
 {
     const struct pec_daticert *d = &ins->daticert;
     const char *x = ins->x_ricevuta ? ins->x_ricevuta : "?";
@@ -273,6 +333,7 @@ static int notice(const struct pec_rp_env *e, const struct pec_inspection *ins,
     }
     state = notice_effect(d, &kind);
     if (state == -2) {
+        passed(e, o, ins, queue_id, out);
         summarize(out, "notice %s about %s from %s: passed", x, d->identificativo,
                   ins->provider->name);
         return 0;
@@ -281,6 +342,7 @@ static int notice(const struct pec_rp_env *e, const struct pec_inspection *ins,
     if (known < 0)
         return -1;
     if (known == 0) {
+        passed(e, o, ins, queue_id, out);
         summarize(out, "notice %s about %s from %s: passed, not one of our transactions", x,
                   d->identificativo, ins->provider->name);
         return 0;
@@ -358,6 +420,28 @@ static int anomalia(const struct pec_rp_env *e, const struct pec_original *o, co
     return 0;
 }
 
+/* The record of ordinary mail refused at SMTP: what came, from whom, and why. */
+static void refused(const struct pec_rp_env *e, const struct pec_original *o, const char *reason,
+                    const char *queue_id, struct pec_rp_outcome *out)
+{
+    struct pec_record rec;
+    char *destinatari = xjoin(o->rcpts, o->n_rcpts), *message_id = bare(o->message_id);
+
+    out->batch = pec_batch_new();
+    pec_record_init(&rec, PEC_REG_POSTA_ORDINARIA, PEC_REG_RICEZIONE, pec_clock_now(e->iss->clock),
+                    message_id);
+    rec.queue_id = queue_id;
+    rec.mittente = o->n_from > 0 ? o->from[0] : o->mail_from;
+    rec.destinatari = destinatari;
+    rec.oggetto = o->subject;
+    rec.message_id = message_id;
+    rec.gestore = e->iss->provider_name;
+    rec.errore_esteso = reason;
+    pec_batch_record(out->batch, &rec);
+    free(destinatari);
+    free(message_id);
+}
+
 /* ASCII only, for an SMTP reply */
 static void ascii_copy(char *dst, size_t len, const char *src)
 {
@@ -390,6 +474,7 @@ static int ordinary(const struct pec_rp_env *e, const struct pec_original *o,
                  "certified mailbox: ordinary mail is not accepted)",
                  reason);
         summarize(out, "ordinary mail (%s): rejected (ordinary_mail = reject)", clean);
+        refused(e, o, reason, queue_id, out);
         return 0;
     }
     if (anomalia(e, o, reason, queue_id, out, err, errlen) < 0)
@@ -510,10 +595,11 @@ static int decide(const struct pec_rp_env *e, const struct pec_original *o,
         if (ins->has_daticert && (who = not_signers_party(ins)) != NULL)
             return wrong_party(e, o, ins, queue_id, who, out, err, errlen);
         out->what = "notice";
-        return notice(e, ins, queue_id, out, err, errlen);
+        return notice(e, o, ins, queue_id, out, err, errlen);
     }
     if (ins->valid && ins->kind == PEC_KIND_ANOMALIA) {
         out->what = "anomalia";
+        passed(e, o, ins, queue_id, out);
         summarize(out, "busta di anomalia from %s: passed", ins->provider->name);
         return 0;
     }

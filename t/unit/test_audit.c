@@ -26,7 +26,7 @@
 
 static char dir[] = "/tmp/test_audit.XXXXXX";
 
-enum { EM = PEC_REG_EMISSIONE, RIC = PEC_REG_RICEZIONE };
+enum { EM = PEC_REG_EMISSIONE, RIC = PEC_REG_RICEZIONE, DEP = PEC_REG_DEPOSITO };
 
 /* One record; the fields the audit reads, the rest filled as the roles do. */
 static void rec(struct pec_batch *b, enum pec_reg_kind k, int way, time_t at, const char *id,
@@ -109,7 +109,12 @@ static void clean_log(struct pec_batch *b)
     rec(b, PEC_REG_MANCATA_CONSEGNA_VIRUS, EM, T0 + 42, "c5@" PEC, "mcv5@" PEC, "",
         "anna@pec-b.test", NULL);
 
-    /* another provider's busta: our presa in carico, then one outcome per recipient */
+    /* our accettazione, put into the sender's mailbox */
+    rec(b, PEC_REG_ACCETTAZIONE, DEP, T0 + 1, "c1@" PEC, "acc.c1@" PEC, "", "mario@" PEC, NULL);
+
+    /* another provider's busta, received: our presa in carico, then one outcome per recipient */
+    rec(b, PEC_REG_BUSTA_TRASPORTO, RIC, T0 + 50, "r1@pec-b.test", "r1@pec-b.test",
+        "luca@" PEC " (certificato), anna@pec-b.test (certificato)", NULL, "luca@" PEC);
     rec(b, PEC_REG_PRESA_IN_CARICO, EM, T0 + 50, "r1@pec-b.test", "pic.r1@" PEC,
         "luca@" PEC " (certificato), anna@pec-b.test (certificato)", NULL, "luca@" PEC);
     rec(b, PEC_REG_CONSEGNA, EM, T0 + 51, "r1@pec-b.test", "con.r1@" PEC, "", "luca@" PEC, NULL);
@@ -232,6 +237,14 @@ static void broken_log(struct pec_batch *b)
     rec(b, PEC_REG_CONSEGNA, EM, T0 + 2, "v17@pec-b.test", "con.v17@" PEC,
         "luca@" PEC " (certificato)", "terzo@" PEC, NULL);
 
+    /* v18: another provider's busta received, never taken in charge nor answered */
+    rec(b, PEC_REG_BUSTA_TRASPORTO, RIC, T0 + 1, "v18@pec-b.test", "v18@pec-b.test",
+        "luca@" PEC " (certificato)", NULL, "luca@" PEC);
+
+    /* v19: a consegna put into a mailbox that nobody emitted or received */
+    rec(b, PEC_REG_CONSEGNA, DEP, T0 + 5, "v19@pec-b.test", "ghost@pec-b.test", "", "mario@" PEC,
+        NULL);
+
     /* v16: the 24 h notice, then a mancata consegna: late, allowed, a note */
     accepted(b, T0, "v16@" PEC, anna);
     rec(b, PEC_REG_MANCATA_CONSEGNA_24H, EM, T0 + 24 * HOUR, "v16@" PEC, "w24.v16@" PEC, "",
@@ -315,7 +328,7 @@ static void test_clean(void)
     CHECK(rep.notes == 2);
     CHECK(rep.transactions == 9);
     CHECK(rep.pending == 1);
-    CHECK(rep.records == 36);
+    CHECK(rep.records == 38);
 
     /* once p1's deadline has passed, its missing presa in carico is a violation */
     later.now = NOW + 24 * HOUR;
@@ -341,10 +354,10 @@ static void test_broken(void)
     struct seen s = {.n = 0};
     char err[1024];
 
-    CHECK(pec_audit_run(st, &opts, collect, &s, &rep, err, sizeof(err)) == 16);
+    CHECK(pec_audit_run(st, &opts, collect, &s, &rep, err, sizeof(err)) == 19);
     for (int i = 0; i < s.n; i++)
         printf("  %s\n", s.text[i]);
-    CHECK(s.n == 19); /* and the notes: the clean log's two and v16's */
+    CHECK(s.n == 22); /* and the notes: the clean log's two and v16's */
     CHECK(rep.notes == 3);
     CHECK(rep.pending == 1);
     CHECK(named(&s, "v1@" PEC, "no accettazione") == 1);
@@ -376,6 +389,11 @@ static void test_broken(void)
     CHECK(named(&s, "v17@pec-b.test",
                 "terzo@" PEC ": receipts for a recipient the busta does not name") == 1);
     CHECK(named(&s, "v17@pec-b.test", "luca@") == 0); /* named, but never ours to answer */
+    CHECK(named(&s, "v18@pec-b.test", "luca@" PEC ": no final outcome") == 1);
+    CHECK(named(&s, "v18@pec-b.test", "luca@" PEC ": in no presa in carico") == 1);
+    CHECK(named(&s, "v19@pec-b.test",
+                "consegna <ghost@pec-b.test> put into mario@" PEC
+                ", but never emitted or received here") == 1);
     CHECK(named(&s, "v1", "note:") == 0);
     /* nothing of the clean log is named but its note */
     for (int i = 0; i < s.n; i++)
