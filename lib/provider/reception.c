@@ -393,6 +393,21 @@ static int notice(const struct pec_rp_env *e, const struct pec_original *o,
 
 /* ------------------------------------------------------------ anomalia, ordinary mail */
 
+/* "a@x (certificato), b@y (esterno)": our PEC mailboxes, and the rest. */
+static char *tagged(const struct pec_rp_env *e, char *const *v, size_t n)
+{
+    struct pec_dest *dest = xcalloc(n ? n : 1, sizeof(*dest));
+    char *s;
+
+    for (size_t i = 0; i < n; i++) {
+        dest[i].address = v[i];
+        dest[i].certificato = ours(e->cfg, v[i]);
+    }
+    s = pec_destinatari_format(dest, n);
+    free(dest);
+    return s;
+}
+
 static int anomalia(const struct pec_rp_env *e, const struct pec_original *o, const char *reason,
                     const char *queue_id, struct pec_rp_outcome *out, char *err, size_t errlen)
 {
@@ -405,7 +420,7 @@ static int anomalia(const struct pec_rp_env *e, const struct pec_original *o, co
         return -1;
     out->action = PEC_RP_ANOMALIA;
     out->batch = pec_batch_new();
-    destinatari = xjoin(rcpts, o->n_rcpts);
+    destinatari = tagged(e, rcpts, o->n_rcpts);
     pec_record_init(&rec, PEC_REG_BUSTA_ANOMALIA, PEC_REG_EMISSIONE, when,
                     out->anomalia.message_id ? out->anomalia.message_id : "");
     rec.queue_id = queue_id;
@@ -425,7 +440,7 @@ static void refused(const struct pec_rp_env *e, const struct pec_original *o, co
                     const char *queue_id, struct pec_rp_outcome *out)
 {
     struct pec_record rec;
-    char *destinatari = xjoin(o->rcpts, o->n_rcpts), *message_id = bare(o->message_id);
+    char *destinatari = tagged(e, o->rcpts, o->n_rcpts), *message_id = bare(o->message_id);
 
     out->batch = pec_batch_new();
     pec_record_init(&rec, PEC_REG_POSTA_ORDINARIA, PEC_REG_RICEZIONE, pec_clock_now(e->iss->clock),

@@ -168,6 +168,23 @@ static const char *ident_of(const struct bytes *b)
     return id;
 }
 
+static int keep_destinatari(const struct pec_record *r, void *arg)
+{
+    snprintf(arg, 256, "%s", r->destinatari);
+    return 0;
+}
+
+/* The destinatari of the log's last record. */
+static const char *last_destinatari(struct pec_store *st)
+{
+    static char buf[256];
+    char err[512];
+
+    buf[0] = '\0';
+    CHECK(pec_store_log_each(st, NULL, keep_destinatari, buf, err, sizeof(err)) == 0);
+    return buf;
+}
+
 /* Commit OUT's batch, which must hold something. */
 static void commit(struct pec_store *st, struct pec_rp_outcome *out)
 {
@@ -260,8 +277,13 @@ static void test_ordinary(const struct pec_rp_env *rp, const char *policy, enum 
         CHECK_STR(out.xcode, "5.7.1");
         CHECK(strstr(out.text, "non firmato") != NULL);
     }
-    if (want == PEC_RP_ANOMALIA)
+    if (want == PEC_RP_ANOMALIA) {
         CHECK_STR(pec_headers_get(&out.anomalia.headers, "Subject"), "ANOMALIA MESSAGGIO: ciao");
+        /* its record lists the recipients as the TMail line does: ours are PEC mailboxes */
+        commit(e.store, &out);
+        CHECK_STR(last_destinatari(e.store),
+                  "mario@pec-a.test (certificato), giulia@pec-a2.test (certificato)");
+    }
     CHECK(out.batch != NULL); /* the anomalia, or the refusal, is logged */
     if (want == PEC_RP_REJECT) {
         commit(e.store, &out);
