@@ -5,6 +5,7 @@
 #include "provider/deliver.h"
 #include "provider/consegna.h"
 #include "provider/mailbox.h"
+#include "message/busta.h"
 #include "message/mime.h"
 #include "message/verify.h"
 #include "util/xalloc.h"
@@ -388,6 +389,84 @@ static void remember_delivered(struct job *j, const struct pec_inspection *ins)
 }
 
 /*
+ * A message that is no verified PEC message reached the delivery point: a
+ * DSN of our own MTA, mail from local pickup, anything that came past the
+ * reception point (which wraps ordinary mail, or refuses it).  The rules let
+ * ordinary mail into a PEC mailbox only inside a busta di anomalia: so it is
+ * wrapped here, signed by us and logged, or refused as ordinary_mail says.
+ * Never stored bare.
+ */
+static void unexamined(struct job *j, const char *why)
+{
+    const struct pec_dp_env *env = j->env;
+    struct pec_lmtp_msg wrapped = *j->m;
+    const struct pec_lmtp_msg *m = j->m;
+    struct pec_built b = {0};
+    struct pec_spool *sp = NULL;
+    struct pec_batch *batch;
+    struct pec_record r;
+    time_t now = pec_clock_now(env->issuer->clock);
+    char reason[600], err[1024], *destinatari;
+
+    snprintf(reason, sizeof(reason),
+             "messaggio giunto al punto di consegna senza passare dal punto di ricezione (%s)",
+             why);
+    if (strcmp(env->cfg->ordinary_mail, "reject") == 0) {
+        for (size_t i = 0; i < m->nrcpt; i++)
+            pec_lmtp_reply_set(&j->res[i], 550, "5.7.1",
+                               "<%s> not a PEC message (%s): a certified mailbox takes ordinary "
+                               "mail only through the reception point",
+                               m->rcpt[i], why);
+        say(j, LOG_NOTICE, "%s: refused (ordinary_mail = reject)", why);
+        return;
+    }
+    sp = pec_spool_new(env->cfg->spool_dir[0] ? env->cfg->spool_dir : NULL, 1024 * 1024);
+    if (pec_build_anomalia(env->issuer, m->data, reason, now, &b, err, sizeof(err)) != 0 ||
+        pec_built_full(&b, m->data, pec_anomalia_keeps, sp, err, sizeof(err)) != 0) {
+        say(j, LOG_ERR, "%s: cannot wrap it in a busta di anomalia: %s", why, err);
+        defer_all(j, "cannot wrap the message in a busta di anomalia");
+        goto out;
+    }
+    wrapped.data = sp;
+    j->m = &wrapped;
+    j->kind = "anomalia";
+    domain_check_and_store(j);
+    batch = pec_batch_new();
+    destinatari = xjoin((char *const *)m->rcpt, m->nrcpt);
+    pec_record_init(&r, PEC_REG_BUSTA_ANOMALIA, PEC_REG_EMISSIONE, now,
+                    b.message_id ? b.message_id : "");
+    r.queue_id = j->qid;
+    r.mittente = m->sender;
+    r.destinatari = destinatari;
+    r.message_id = b.message_id;
+    r.gestore = env->issuer->provider_name;
+    r.errore_esteso = reason;
+    pec_batch_record(batch, &r);
+    for (size_t i = 0; i < m->nrcpt; i++) {
+        if (j->mb[i].status == PEC_MBOX_STORED) {
+            pec_record_init(&r, PEC_REG_BUSTA_ANOMALIA, PEC_REG_DEPOSITO, now,
+                            b.message_id ? b.message_id : "");
+            r.queue_id = j->qid;
+            r.mittente = m->sender;
+            r.message_id = b.message_id;
+            r.gestore = env->issuer->provider_name;
+            r.consegna = m->rcpt[i];
+            pec_batch_record(batch, &r);
+        }
+        plain_outcome(j, i);
+    }
+    if (env->store != NULL && pec_store_commit(env->store, batch, err, sizeof(err)) != 0)
+        say(j, LOG_ERR, "wrapped and stored, but its log record is lost: %s", err);
+    say(j, LOG_NOTICE, "%s: wrapped in a busta di anomalia", why);
+    pec_batch_free(batch);
+    free(destinatari);
+    j->m = m;
+out:
+    pec_built_free(&b);
+    pec_spool_free(sp);
+}
+
+/*
  * A message claiming to be PEC (busta, notice, anomalia): check it, then
  * deliver.  A valid one is delivered once per mailbox (delivery_key() says
  * which copies are one); a valid busta earns its receipts; everything else
@@ -420,17 +499,13 @@ static void deliver_pec(struct job *j)
         defer_all(j, "cannot inspect the message");
     } else if (busta && (ins.kind != PEC_KIND_BUSTA || !ins.valid)) {
         j->kind = "invalid busta";
-        say(j, LOG_WARNING,
-            "claims to be a busta di trasporto but is not a valid one (%s): "
-            "delivered unchanged, no receipt",
+        say(j, LOG_WARNING, "claims to be a busta di trasporto but is not a valid one (%s)",
             ins.valid ? pec_kind_name(ins.kind) : ins.reason);
-        domain_check_and_store(j);
-        for (size_t i = 0; i < j->m->nrcpt; i++)
-            plain_outcome(j, i);
+        unexamined(j, ins.valid ? "busta non conforme" : "firma non valida");
+    } else if (!ins.valid) {
+        say(j, LOG_WARNING, "%s that does not verify (%s)", j->kind, ins.reason);
+        unexamined(j, "firma non valida");
     } else if (!busta) {
-        if (!ins.valid)
-            say(j, LOG_INFO, "%s that does not verify (%s): delivered unchanged", j->kind,
-                ins.reason);
         domain_check_and_store(j);
         remember_delivered(j, &ins);
         for (size_t i = 0; i < j->m->nrcpt; i++)
@@ -466,13 +541,10 @@ void pec_dp_deliver(const struct pec_dp_env *env, const struct pec_lmtp_msg *m,
     j.dup = xcalloc(m->nrcpt ? m->nrcpt : 1, sizeof(*j.dup));
     say(&j, LOG_INFO, "from=<%s>, size=%zu, nrcpt=%zu, %s", m->sender, pec_spool_size(m->data),
         m->nrcpt, j.kind);
-    if (strcmp(j.kind, "ordinary") != 0) {
+    if (strcmp(j.kind, "ordinary") != 0)
         deliver_pec(&j);
-    } else {
-        domain_check_and_store(&j);
-        for (size_t i = 0; i < m->nrcpt; i++)
-            plain_outcome(&j, i);
-    }
+    else
+        unexamined(&j, "messaggio non firmato da un gestore");
     free(j.message_id);
     free(j.dup);
     free(j.mb);
