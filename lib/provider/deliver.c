@@ -138,6 +138,12 @@ static const unsigned char *whole(const struct pec_spool *sp, unsigned char **co
     return *copy;
 }
 
+/* The delivery key as the log shows it: a notice by its own Message-ID (see delivery_key). */
+static const char *shown(const char *key)
+{
+    return strncmp(key, "notice:", 7) == 0 ? key + 7 : key;
+}
+
 static void domain_check_and_store(struct job *j)
 {
     const struct pec_config *cfg = j->env->cfg;
@@ -167,7 +173,7 @@ static void domain_check_and_store(struct job *j)
                 pec_store_delivered(j->env->store, m->rcpt[i], j->message_id, err, sizeof(err));
             if (seen < 0) {
                 say(j, LOG_ERR, "to=<%s>: cannot ask the store whether <%s> came before: %s",
-                    m->rcpt[i], j->message_id, err);
+                    m->rcpt[i], shown(j->message_id), err);
                 pec_mbox_result_set(&j->mb[i], PEC_MBOX_TEMP, 451, "4.3.0",
                                     "cannot check for a second copy now");
                 continue;
@@ -207,7 +213,7 @@ static void plain_outcome(struct job *j, size_t i)
     if (j->dup[i]) {
         pec_lmtp_reply_set(&j->res[i], 250, "2.0.0", "<%s> delivered already", rcpt);
         say(j, LOG_NOTICE, "to=<%s>, status=duplicate (%s <%s> delivered already: not again)", rcpt,
-            j->kind, j->message_id);
+            j->kind, shown(j->message_id));
         return;
     }
     if (mb->status == PEC_MBOX_STORED) {
@@ -384,7 +390,7 @@ static void remember_delivered(struct job *j, const struct pec_inspection *ins)
         say(j, LOG_ERR,
             "stored, but the record of the deposit and the guard against a second copy of <%s> "
             "are lost: %s",
-            j->message_id, err);
+            shown(j->message_id), err);
     pec_batch_free(batch);
 }
 
