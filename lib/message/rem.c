@@ -10,7 +10,7 @@
  * delimiter line end excluded, in their CRLF form.
  */
 #include "message/rem.h"
-#include "message/libinit.h"
+#include "message/inspect_common.h"
 #include "message/mime.h"
 #include "message/rem_evidence.h"
 #include "message/rem_sig.h"
@@ -33,9 +33,9 @@ enum step {
     STEP_COUNT,
 };
 
-/* Top-level header fields read in one pass. */
+/* The REM top-level header fields, read in one pass with the shared ones (PEC_TOP_*). */
 enum top_field {
-    TOP_MESSAGE_TYPE,
+    TOP_MESSAGE_TYPE = PEC_TOP_SHARED,
     TOP_EVENT,
     TOP_EVIDENCE_ID,
     TOP_DIGEST_ALG,
@@ -43,26 +43,14 @@ enum top_field {
     TOP_UA_ID,
     TOP_MD08,
     TOP_METADATA_VERSION,
-    TOP_MESSAGE_ID,
-    TOP_SUBJECT,
-    TOP_FROM,
-    TOP_CONTENT_TYPE,
     TOP_COUNT,
 };
 
-static const char *const top_names[TOP_COUNT] = {
-    "REM-MessageType",
-    "REM-EventIdentifier",
-    "REM-Evidence-ID",
-    "REM-DigestAlgorithm",
-    "REM-DigestValue",
-    "REM-UAMessageIdentifier",
-    "REM-MD08",
-    "REM-MetadataVersion",
-    "Message-ID",
-    "Subject",
-    "From",
-    "Content-Type",
+_Static_assert(TOP_COUNT <= PEC_TOP_MAX, "struct pec_top holds every field");
+
+static const char *const top_names[TOP_COUNT - PEC_TOP_SHARED] = {
+    "REM-MessageType", "REM-EventIdentifier",     "REM-Evidence-ID", "REM-DigestAlgorithm",
+    "REM-DigestValue", "REM-UAMessageIdentifier", "REM-MD08",        "REM-MetadataVersion",
 };
 
 /* The REM fields a message must carry exactly once (EN 319 532-4 table 7). */
@@ -76,8 +64,7 @@ struct ctx {
     const struct pec_inspect_opts *opts;
     struct pec_rem_inspection *out;
 
-    char *top[TOP_COUNT];
-    size_t top_count[TOP_COUNT];
+    struct pec_top top;
     int dispatch; /* REM-MessageType says dispatch */
 
     char reason[STEP_COUNT][400];
@@ -155,57 +142,39 @@ const char *pec_rem_pec_equivalent(int dispatch, const char *event, const char *
 
 /* ------------------------------------------------------------ headers */
 
-static void read_top_headers(struct ctx *c, struct pec_span head)
+/* Every REM-ReasonIdentifier, in order: a message may carry several. */
+static void read_reason_header(void *arg, const struct pec_mime_field *f)
 {
-    struct pec_rem_inspection *out = c->out;
-    struct pec_mime_fields it;
-    struct pec_mime_field f;
+    struct pec_rem_inspection *out = arg;
 
-    pec_mime_fields_init(&it, head);
-    while (pec_mime_fields_next(&it, &f)) {
-        if (pec_mime_field_is(&f, "REM-ReasonIdentifier")) {
-            out->reason_headers = xrealloc(out->reason_headers, (out->n_reason_headers + 1) *
-                                                                    sizeof(*out->reason_headers));
-            out->reason_headers[out->n_reason_headers++] = pec_mime_unfold(f.value);
-            continue;
-        }
-        for (int i = 0; i < TOP_COUNT; i++) {
-            if (!pec_mime_field_is(&f, top_names[i]))
-                continue;
-            if (c->top_count[i]++ == 0)
-                c->top[i] = pec_mime_unfold(f.value);
-            break;
-        }
-    }
+    if (!pec_mime_field_is(f, "REM-ReasonIdentifier"))
+        return;
+    out->reason_headers =
+        xrealloc(out->reason_headers, (out->n_reason_headers + 1) * sizeof(*out->reason_headers));
+    out->reason_headers[out->n_reason_headers++] = pec_mime_unfold(f->value);
 }
 
 /* Hand the header values over to OUT, which then owns them (Content-Type excepted). */
 static void publish_top_headers(struct ctx *c)
 {
     struct pec_rem_inspection *out = c->out;
-    const char *type = c->top[TOP_MESSAGE_TYPE];
+    char *type = pec_top_take(&c->top, TOP_MESSAGE_TYPE);
 
     if (type != NULL && strncmp(type, MESSAGE_TYPE_PREFIX, strlen(MESSAGE_TYPE_PREFIX)) == 0)
         out->message_type = xstrdup(type + strlen(MESSAGE_TYPE_PREFIX));
     else if (type != NULL)
         out->message_type = xstrdup(type);
-    free(c->top[TOP_MESSAGE_TYPE]);
-    out->event_header = c->top[TOP_EVENT];
-    out->evidence_id_header = c->top[TOP_EVIDENCE_ID];
-    out->digest_alg_header = c->top[TOP_DIGEST_ALG];
-    out->digest_header = c->top[TOP_DIGEST];
-    out->ua_message_id = c->top[TOP_UA_ID];
-    out->md08 = c->top[TOP_MD08];
-    out->metadata_version = c->top[TOP_METADATA_VERSION];
-    out->message_id = c->top[TOP_MESSAGE_ID];
-    out->from = c->top[TOP_FROM];
-    if (c->top[TOP_SUBJECT] != NULL) {
-        out->subject = pec_mime_decode_text(c->top[TOP_SUBJECT]);
-        free(c->top[TOP_SUBJECT]);
-    }
-    for (int i = 0; i < TOP_COUNT; i++)
-        if (i != TOP_CONTENT_TYPE)
-            c->top[i] = NULL;
+    free(type);
+    out->event_header = pec_top_take(&c->top, TOP_EVENT);
+    out->evidence_id_header = pec_top_take(&c->top, TOP_EVIDENCE_ID);
+    out->digest_alg_header = pec_top_take(&c->top, TOP_DIGEST_ALG);
+    out->digest_header = pec_top_take(&c->top, TOP_DIGEST);
+    out->ua_message_id = pec_top_take(&c->top, TOP_UA_ID);
+    out->md08 = pec_top_take(&c->top, TOP_MD08);
+    out->metadata_version = pec_top_take(&c->top, TOP_METADATA_VERSION);
+    out->message_id = pec_top_take(&c->top, PEC_TOP_MESSAGE_ID);
+    out->from = pec_top_take(&c->top, PEC_TOP_FROM);
+    out->subject = pec_top_take_subject(&c->top);
     c->dispatch = out->message_type != NULL && strcmp(out->message_type, "dispatch") == 0;
 }
 
@@ -216,10 +185,10 @@ static void check_headers(struct ctx *c)
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
         enum top_field f = required[i];
 
-        if (c->top_count[f] == 0)
-            fail(c, STEP_STRUCTURE, "no %s header", top_names[f]);
-        else if (c->top_count[f] > 1)
-            fail(c, STEP_STRUCTURE, "more than one %s header", top_names[f]);
+        if (c->top.count[f] == 0)
+            fail(c, STEP_STRUCTURE, "no %s header", pec_top_name(&c->top, f));
+        else if (c->top.count[f] > 1)
+            fail(c, STEP_STRUCTURE, "more than one %s header", pec_top_name(&c->top, f));
     }
     if (type != NULL && strcmp(type, "dispatch") != 0 && strcmp(type, "receipt") != 0)
         fail(c, STEP_STRUCTURE, "REM-MessageType %.100s is neither dispatch nor receipt", type);
@@ -229,86 +198,19 @@ static void check_headers(struct ctx *c)
         fail(c, STEP_STRUCTURE, "a dispatch without Message-ID");
 }
 
-/* ------------------------------------------------------------ parts */
-
-struct part {
-    struct pec_span head;
-    struct pec_span body;
-    struct pec_mime_ctype ct;
-    char *encoding; /* lowercase; "7bit" when absent */
-    char *section;  /* REM-Section-Type, or NULL */
-};
-
-static void part_open(struct part *p, struct pec_span bytes)
-{
-    char *v;
-
-    pec_mime_split(bytes.p, bytes.len, &p->head, &p->body);
-    v = pec_mime_header(p->head, "Content-Type");
-    pec_mime_ctype_parse(v != NULL ? v : "text/plain", &p->ct);
-    free(v);
-    v = pec_mime_header(p->head, "Content-Transfer-Encoding");
-    p->encoding = v != NULL ? v : xstrdup("7bit");
-    for (char *s = p->encoding; *s; s++)
-        if (*s >= 'A' && *s <= 'Z')
-            *s = (char)(*s - 'A' + 'a');
-    p->section = pec_mime_header(p->head, "REM-Section-Type");
-}
-
-static void part_close(struct part *p)
-{
-    pec_mime_ctype_free(&p->ct);
-    free(p->encoding);
-    free(p->section);
-    memset(p, 0, sizeof(*p));
-}
-
-/* The body of P decoded into *OUT (xmalloc'ed).  0, or -1 with *WHY. */
-static int part_decode(const struct part *p, unsigned char **out, size_t *outlen, const char **why)
-{
-    if (strcmp(p->encoding, "base64") == 0) {
-        *why = "broken base64";
-        return pec_base64_decode(p->body.p, p->body.len, out, outlen);
-    }
-    if (strcmp(p->encoding, "quoted-printable") == 0) {
-        *why = "broken quoted-printable";
-        return pec_qp_decode(p->body.p, p->body.len, out, outlen);
-    }
-    *out = xmalloc(p->body.len + 1);
-    memcpy(*out, p->body.p, p->body.len);
-    (*out)[p->body.len] = '\0';
-    *outlen = p->body.len;
-    *why = "unknown Content-Transfer-Encoding";
-    return strcmp(p->encoding, "7bit") == 0 || strcmp(p->encoding, "8bit") == 0 ||
-                   strcmp(p->encoding, "binary") == 0
-               ? 0
-               : -1;
-}
-
 /* ------------------------------------------------------------ step 1: framing */
-
-static int is_pkcs7_signature(const char *type)
-{
-    return strcasecmp(type, "application/pkcs7-signature") == 0 ||
-           strcasecmp(type, "application/x-pkcs7-signature") == 0;
-}
 
 static void read_signature_part(struct ctx *c, struct pec_span bytes)
 {
-    struct part p = {0};
-    const char *why;
-    char type[200];
+    char type[200], why[300];
 
-    part_open(&p, bytes);
-    snprintf(type, sizeof(type), "%s/%s", p.ct.type, p.ct.subtype);
-    if (!is_pkcs7_signature(type))
+    if (pec_signature_part(bytes, &c->sig, &c->siglen, type, sizeof(type), why, sizeof(why)) == 0)
+        return;
+    if (why[0] != '\0')
+        fail(c, STEP_FRAMING, "%s", why);
+    else
         fail(c, STEP_FRAMING, "the signature part is %.100s, not application/pkcs7-signature",
              type);
-    else if (part_decode(&p, &c->sig, &c->siglen, &why) != 0)
-        fail(c, STEP_FRAMING, "%s in smime.p7s", why);
-    else if (c->siglen == 0)
-        fail(c, STEP_FRAMING, "smime.p7s is empty");
-    part_close(&p);
 }
 
 static int check_framing(struct ctx *c, struct pec_span body)
@@ -317,15 +219,16 @@ static int check_framing(struct ctx *c, struct pec_span body)
     struct pec_mime_multipart mp = {0};
     const char *protocol, *boundary;
 
-    pec_mime_ctype_parse(c->top[TOP_CONTENT_TYPE] != NULL ? c->top[TOP_CONTENT_TYPE] : "", &ct);
+    pec_mime_ctype_parse(
+        c->top.value[PEC_TOP_CONTENT_TYPE] != NULL ? c->top.value[PEC_TOP_CONTENT_TYPE] : "", &ct);
     protocol = pec_mime_param(&ct.params, "protocol");
     boundary = pec_mime_param(&ct.params, "boundary");
     if (!pec_mime_ctype_is(&ct, "multipart", "signed"))
         fail(c, STEP_FRAMING, "no S/MIME signature (%.60s/%.60s)", ct.type[0] ? ct.type : "?",
              ct.subtype[0] ? ct.subtype : "?");
-    else if (c->top_count[TOP_CONTENT_TYPE] > 1)
+    else if (c->top.count[PEC_TOP_CONTENT_TYPE] > 1)
         fail(c, STEP_FRAMING, "more than one Content-Type header");
-    else if (protocol != NULL && !is_pkcs7_signature(protocol))
+    else if (protocol != NULL && !pec_is_pkcs7_signature(protocol))
         fail(c, STEP_FRAMING, "no S/MIME signature (multipart/signed with protocol %.100s)",
              protocol);
     else if (boundary == NULL || *boundary == '\0')
@@ -351,7 +254,7 @@ static int check_framing(struct ctx *c, struct pec_span body)
 
 /* The sections of the signed multipart/mixed, as REM-Section-Type names them. */
 struct sections {
-    struct part original, evidence; /* the first of each */
+    struct pec_part original, evidence; /* the first of each */
     int n_intro, n_original, n_evidence;
 };
 
@@ -361,10 +264,10 @@ static int is_section(const char *type, const char *name)
 }
 
 /* Count P's section, keep it when it is the first original or evidence, else close it. */
-static void sort_section(struct ctx *c, struct sections *s, struct part *p, size_t i)
+static void sort_section(struct ctx *c, struct sections *s, struct pec_part *p, size_t i)
 {
-    const char *t = p->section;
-    struct part *keep = NULL;
+    char *t = pec_mime_header(p->head, "REM-Section-Type");
+    struct pec_part *keep = NULL;
 
     if (t == NULL)
         fail(c, STEP_STRUCTURE, "part %zu of the signed content has no REM-Section-Type", i + 1);
@@ -379,44 +282,46 @@ static void sort_section(struct ctx *c, struct sections *s, struct part *p, size
     if (keep != NULL)
         *keep = *p;
     else
-        part_close(p);
+        pec_part_close(p);
+    free(t);
 }
 
 static void sections_free(struct sections *s)
 {
     if (s->n_original > 0)
-        part_close(&s->original);
+        pec_part_close(&s->original);
     if (s->n_evidence > 0)
-        part_close(&s->evidence);
+        pec_part_close(&s->evidence);
 }
 
 static int find_sections(struct ctx *c, struct sections *s)
 {
-    struct part inner = {0};
+    struct pec_part inner = {0};
     struct pec_mime_multipart mp = {0};
-    const char *boundary;
+    char why[200];
 
-    part_open(&inner, c->content);
-    boundary = pec_mime_param(&inner.ct.params, "boundary");
-    if (!pec_mime_ctype_is(&inner.ct, "multipart", "mixed"))
+    switch (pec_signed_mixed(c->content, &inner, &mp, why, sizeof(why))) {
+    case PEC_MIXED_OK:
+        break;
+    case PEC_MIXED_NOT_MIXED:
         fail(c, STEP_STRUCTURE, "the signed content is %.60s/%.60s, not multipart/mixed",
              inner.ct.type[0] ? inner.ct.type : "?", inner.ct.subtype[0] ? inner.ct.subtype : "?");
-    else if (boundary == NULL || *boundary == '\0')
-        fail(c, STEP_STRUCTURE, "multipart/mixed without boundary");
-    else if (pec_mime_multipart_split(inner.body, boundary, PEC_INSPECT_MAX_PARTS, &mp) != 0)
-        fail(c, STEP_STRUCTURE, "multipart/mixed: its boundary never occurs in the body");
-    else if (mp.too_many)
+        break;
+    case PEC_MIXED_TOO_MANY:
         fail(c, STEP_STRUCTURE, "more than %d parts in multipart/mixed", PEC_INSPECT_MAX_PARTS);
-    else if (!mp.closed)
-        fail(c, STEP_STRUCTURE, "multipart/mixed has no closing boundary");
+        break;
+    case PEC_MIXED_BROKEN:
+        fail(c, STEP_STRUCTURE, "%s", why);
+        break;
+    }
     for (size_t i = 0; c->reason[STEP_STRUCTURE][0] == '\0' && i < mp.nparts; i++) {
-        struct part p = {0};
+        struct pec_part p = {0};
 
-        part_open(&p, mp.parts[i]);
+        pec_part_open(&p, mp.parts[i]);
         sort_section(c, s, &p, i);
     }
     pec_mime_multipart_free(&mp);
-    part_close(&inner);
+    pec_part_close(&inner);
     if (c->reason[STEP_STRUCTURE][0] != '\0')
         return -1;
     if (s->n_intro != 1)
@@ -433,7 +338,7 @@ static int find_sections(struct ctx *c, struct sections *s)
 }
 
 /* The original's bytes in their CRLF form, and the two header fields we compare. */
-static void read_original(struct ctx *c, const struct part *p)
+static void read_original(struct ctx *c, const struct pec_part *p)
 {
     struct pec_rem_inspection *out = c->out;
     unsigned char *bytes;
@@ -450,7 +355,7 @@ static void read_original(struct ctx *c, const struct part *p)
     out->original_off = (size_t)(p->body.p - c->msg);
     out->original_len = p->body.len;
     out->original_encoding = xstrdup(p->encoding);
-    if (part_decode(p, &bytes, &len, &why) != 0) {
+    if (pec_part_decode(p, &bytes, &len, &why) != 0) {
         fail(c, STEP_STRUCTURE, "%s in the original", why);
         free(bytes);
         return;
@@ -468,7 +373,7 @@ static void read_original(struct ctx *c, const struct part *p)
 }
 
 /* The evidence part parsed into OUT, its document returned for the seal check. */
-static xmlDocPtr read_evidence(struct ctx *c, const struct part *p)
+static xmlDocPtr read_evidence(struct ctx *c, const struct pec_part *p)
 {
     unsigned char *xml;
     size_t len;
@@ -482,7 +387,7 @@ static xmlDocPtr read_evidence(struct ctx *c, const struct part *p)
              p->ct.subtype);
         return NULL;
     }
-    if (part_decode(p, &xml, &len, &why) != 0)
+    if (pec_part_decode(p, &xml, &len, &why) != 0)
         fail(c, STEP_STRUCTURE, "%s in the evidence", why);
     else if ((doc = pec_rem_xml_read(xml, len, err, sizeof(err))) == NULL)
         fail(c, STEP_STRUCTURE, "evidence: %s", err);
@@ -547,33 +452,13 @@ static void check_original(struct ctx *c)
 
 /* ------------------------------------------------------------ step 6: the envelope */
 
-static void keep_signer(struct pec_rem_inspection *out, const struct pec_verify_result *res)
-{
-    out->sig_status = res->status;
-    out->signature_ok = res->ok;
-    out->signer_subject = res->signer_subject ? xstrdup(res->signer_subject) : NULL;
-    out->signer_issuer = res->signer_issuer ? xstrdup(res->signer_issuer) : NULL;
-    memcpy(out->signer_sha1, res->signer_sha1, sizeof(out->signer_sha1));
-    memcpy(out->digest, res->digest, sizeof(out->digest));
-    out->has_signing_time = res->has_signing_time;
-    out->signing_time = res->signing_time;
-    out->checked_at = res->checked_at;
-}
-
 static void check_envelope(struct ctx *c)
 {
-    const struct pec_inspect_opts *o = c->opts;
     struct pec_verify_result res;
-    const unsigned char *content = c->content.p;
-    unsigned char *canon = NULL;
-    size_t len = c->content.len;
     char why[300];
 
-    if (!pec_mime_is_crlf(content, len))
-        content = canon = pec_mime_crlf(content, len, &len);
-    pec_smime_verify(content, len, c->sig, c->siglen, o->trust, o->at_mode, o->at, &res);
-    free(canon);
-    keep_signer(c->out, &res);
+    pec_envelope_verify(c->content, c->sig, c->siglen, c->opts, &res);
+    pec_signer_facts_keep(&c->out->signer_facts, &res);
     if (res.status == PEC_VERIFY_INTERNAL)
         c->out->temporary = 1;
     if (!res.ok)
@@ -687,16 +572,7 @@ static int start(struct ctx *c, const unsigned char *msg, const struct pec_inspe
     c->opts = opts;
     c->out = out;
     out->kind = "malformed";
-    if (opts == NULL || opts->trust == NULL) {
-        out->temporary = 1;
-        snprintf(out->reason, sizeof(out->reason), "no trust anchors to verify with");
-        return -1;
-    }
-    if (pec_lib_init(out->reason, sizeof(out->reason)) != 0) {
-        out->temporary = 1;
-        return -1;
-    }
-    return 0;
+    return pec_inspect_start(opts, out->reason, sizeof(out->reason), &out->temporary);
 }
 
 int pec_rem_announced(const unsigned char *msg, size_t len)
@@ -718,7 +594,7 @@ int pec_rem_inspect(const unsigned char *msg, size_t len, const struct pec_inspe
     if (start(&c, msg, opts, out) != 0)
         return -1;
     pec_mime_split(msg, len, &head, &body);
-    read_top_headers(&c, head);
+    pec_top_read(&c.top, head, top_names, TOP_COUNT - PEC_TOP_SHARED, read_reason_header, out);
     publish_top_headers(&c);
     check_headers(&c);
     if (check_framing(&c, body) == 0 && find_sections(&c, &s) == 0) {
@@ -738,7 +614,7 @@ int pec_rem_inspect(const unsigned char *msg, size_t len, const struct pec_inspe
         check_envelope(&c);
     xmlFreeDoc(doc);
     sections_free(&s);
-    free(c.top[TOP_CONTENT_TYPE]);
+    pec_top_free(&c.top);
     free(c.sig);
     free(c.original);
     free(c.original_message_id);
@@ -787,8 +663,7 @@ void pec_rem_inspection_free(struct pec_rem_inspection *in)
     free(in->from);
     pec_rem_evidence_free(&in->evidence);
     pec_rem_seal_free(&in->seal);
-    free(in->signer_subject);
-    free(in->signer_issuer);
+    pec_signer_facts_free(&in->signer_facts);
     free(in->original_encoding);
     free(in->original_digest);
     memset(in, 0, sizeof(*in));

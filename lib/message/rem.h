@@ -143,15 +143,12 @@ struct pec_rem_inspection {
     struct pec_rem_seal seal;
 
     /* the envelope signature, as far as it could be read (as struct pec_inspection) */
-    int signature_ok;
-    enum pec_verify_status sig_status;
-    char *signer_subject;
-    char *signer_issuer;
-    char signer_sha1[41];
-    char digest[16];
-    int has_signing_time;
-    time_t signing_time;
-    time_t checked_at;
+    union {
+        struct {
+            PEC_SIGNER_FACTS
+        };
+        struct pec_signer_facts signer_facts;
+    };
 
     /* the original, on a dispatch: the body of the rem_message/original part at this offset
      * of the inspected bytes, and its digest as computed here (base64) */

@@ -11,6 +11,7 @@
  * and a reader elsewhere cannot be shown different facts by the same document.
  */
 #include "message/rem_evidence.h"
+#include "message/xmldoc.h"
 #include "util/xalloc.h"
 
 #include <errno.h>
@@ -56,6 +57,7 @@ xmlDocPtr pec_rem_xml_read(const unsigned char *xml, size_t len, char *err, size
 {
     xmlParserCtxtPtr ctxt;
     xmlDocPtr doc;
+    const char *why;
     int doctype = 0;
 
     err[0] = '\0';
@@ -67,56 +69,41 @@ xmlDocPtr pec_rem_xml_read(const unsigned char *xml, size_t len, char *err, size
         seterr(err, errlen, "%zu bytes, over the %u accepted", len, EVIDENCE_MAX);
         return NULL;
     }
-    if ((ctxt = xmlCreateMemoryParserCtxt((const char *)xml, (int)len)) == NULL) {
-        seterr(err, errlen, "cannot create an XML parser");
-        return NULL;
-    }
-    if (xmlCtxtUseOptions(ctxt, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING) != 0) {
-        xmlFreeParserCtxt(ctxt);
-        seterr(err, errlen, "libxml2 refuses the parser options");
+    ctxt = pec_xml_context((const char *)xml, len,
+                           XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING, &why);
+    if (ctxt == NULL) {
+        seterr(err, errlen, "%s", why);
         return NULL;
     }
     ctxt->_private = &doctype;
     ctxt->sax->internalSubset = refuse_doctype;
-    xmlParseDocument(ctxt);
-    doc = ctxt->myDoc;
-    ctxt->myDoc = NULL;
-    if (doctype) {
-        seterr(err, errlen, "a DOCTYPE is not accepted");
-    } else if (!ctxt->wellFormed || doc == NULL) {
+    if ((doc = pec_xml_parse(ctxt, &doctype)) == NULL) {
         const xmlError *e = xmlCtxtGetLastError(ctxt);
 
-        if (e != NULL && e->message != NULL)
+        if (doctype)
+            seterr(err, errlen, "a DOCTYPE is not accepted");
+        else if (e != NULL && e->message != NULL)
             seterr(err, errlen, "not well-formed XML at line %d: %.*s", e->line,
                    (int)strcspn(e->message, "\n"), e->message);
         else
             seterr(err, errlen, "not well-formed XML");
-    } else {
-        xmlFreeParserCtxt(ctxt);
-        return doc;
     }
-    xmlFreeDoc(doc);
     xmlFreeParserCtxt(ctxt);
-    return NULL;
+    return doc;
 }
 
 /* ------------------------------------------------------------ tree helpers */
 
-static int is_named(xmlNodePtr n, const char *name)
-{
-    return n->type == XML_ELEMENT_NODE && xmlStrEqual(n->name, BAD_CAST name);
-}
-
 int pec_rem_xml_is(xmlNodePtr node, const char *ns, const char *name)
 {
-    return node != NULL && is_named(node, name) && node->ns != NULL &&
+    return node != NULL && pec_xml_named(node, name) && node->ns != NULL &&
            xmlStrEqual(node->ns->href, BAD_CAST ns);
 }
 
 xmlNodePtr pec_rem_xml_child(xmlNodePtr node, const char *name)
 {
     for (xmlNodePtr c = node != NULL ? node->children : NULL; c != NULL; c = c->next)
-        if (is_named(c, name))
+        if (pec_xml_named(c, name))
             return c;
     return NULL;
 }
@@ -148,7 +135,7 @@ static size_t count_children(xmlNodePtr node, const char *name)
     size_t n = 0;
 
     for (xmlNodePtr c = node->children; c != NULL; c = c->next)
-        n += is_named(c, name);
+        n += pec_xml_named(c, name);
     return n;
 }
 
@@ -180,7 +167,7 @@ static char *identity_value(xmlNodePtr identity, const char *name)
         xmlChar *friendly, *uri;
         int hit;
 
-        if (!is_named(a, "Attribute"))
+        if (!pec_xml_named(a, "Attribute"))
             continue;
         friendly = xmlGetNoNsProp(a, BAD_CAST "FriendlyName");
         uri = xmlGetNoNsProp(a, BAD_CAST "Name");
@@ -203,7 +190,7 @@ static char *mailto(xmlNodePtr details)
         xmlChar *scheme;
         int hit;
 
-        if (!is_named(c, "Identifier"))
+        if (!pec_xml_named(c, "Identifier"))
             continue;
         scheme = xmlGetNoNsProp(c, BAD_CAST "IdentifierSchemeName");
         hit = scheme != NULL && xmlStrcasecmp(scheme, BAD_CAST "mailto") == 0;
@@ -265,7 +252,7 @@ static void read_reasons(xmlNodePtr reasons, struct pec_rem_evidence *ev, char *
         struct pec_rem_reason *rr;
         xmlNodePtr d;
 
-        if (!is_named(r, "EventReason"))
+        if (!pec_xml_named(r, "EventReason"))
             continue;
         if (ev->n_reasons >= LIST_MAX) {
             seterr(err, errlen, "more than %d EventReason", LIST_MAX);
@@ -276,7 +263,7 @@ static void read_reasons(xmlNodePtr reasons, struct pec_rem_evidence *ev, char *
         rr->uri = child_text(r, "Code", err, errlen);
         d = pec_rem_xml_child(r, "Details");
         rr->code = pec_rem_xml_text(d);
-        while (d != NULL && (d = d->next) != NULL && !is_named(d, "Details"))
+        while (d != NULL && (d = d->next) != NULL && !pec_xml_named(d, "Details"))
             ;
         rr->text = pec_rem_xml_text(d);
         if (rr->uri == NULL)
@@ -302,7 +289,7 @@ static void read_recipients(xmlNodePtr root, struct pec_rem_evidence *ev, char *
     for (xmlNodePtr c = root->children; c != NULL; c = c->next) {
         struct pec_rem_party *p;
 
-        if (!is_named(c, "RecipientDetails"))
+        if (!pec_xml_named(c, "RecipientDetails"))
             continue;
         if (ev->n_recipients >= LIST_MAX) {
             seterr(err, errlen, "more than %d RecipientDetails", LIST_MAX);
@@ -344,16 +331,16 @@ static void read_extension(xmlNodePtr ext, struct pec_rem_evidence *ev, char *er
     for (xmlNodePtr c = ext->children; c != NULL; c = c->next) {
         if (c->type != XML_ELEMENT_NODE)
             continue;
-        if (is_named(c, "GeneralEvidenceInfo")) {
+        if (pec_xml_named(c, "GeneralEvidenceInfo")) {
             free(ev->subject);
             ev->subject = child_text(c, "Subject", err, errlen);
             for (xmlNodePtr u = c->children; u != NULL; u = u->next)
-                if (is_named(u, "UntrustedPathToRecipient"))
+                if (pec_xml_named(u, "UntrustedPathToRecipient"))
                     add_position(u, ev->n_recipients, &ev->untrusted, &ev->n_untrusted, err,
                                  errlen);
-        } else if (is_named(c, "RelayEvidenceInfo")) {
+        } else if (pec_xml_named(c, "RelayEvidenceInfo")) {
             for (xmlNodePtr u = c->children; u != NULL; u = u->next)
-                if (is_named(u, "RelayEvidenceRefersTo"))
+                if (pec_xml_named(u, "RelayEvidenceRefersTo"))
                     add_position(u, ev->n_recipients, &ev->refers_to, &ev->n_refers_to, err,
                                  errlen);
         } else if (is_critical) {
@@ -412,7 +399,7 @@ int pec_rem_evidence_parse(xmlDocPtr doc, struct pec_rem_evidence *ev, char *err
     read_singletons(root, ev, err, errlen);
     for (xmlNodePtr c = pec_rem_xml_child(only_child(root, "Extensions", err, errlen), "Extension");
          c != NULL; c = c->next)
-        if (is_named(c, "Extension"))
+        if (pec_xml_named(c, "Extension"))
             read_extension(c, ev, err, errlen);
     if (ev->event_uri != NULL) {
         slash = strrchr(ev->event_uri, '/');

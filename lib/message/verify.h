@@ -60,6 +60,26 @@ struct pec_inspect_opts {
     time_t at;                     /* for PEC_AT_GIVEN */
 };
 
+/*
+ * What an inspection keeps of the envelope signature (a pec_verify_result, smime.h): the
+ * fields are spelled once, here, for struct pec_signer_facts and for the inspections that
+ * carry them as their own members (struct pec_inspection, struct pec_rem_inspection).
+ */
+#define PEC_SIGNER_FACTS                                                                           \
+    int signature_ok;                  /* signature matched and chain validated */                 \
+    enum pec_verify_status sig_status; /* valid when a signature was checked */                    \
+    char *signer_subject;                                                                          \
+    char *signer_issuer;                                                                           \
+    char signer_sha1[41];                                                                          \
+    char digest[16];                                                                               \
+    int has_signing_time;                                                                          \
+    time_t signing_time;                                                                           \
+    time_t checked_at;
+
+struct pec_signer_facts {
+    PEC_SIGNER_FACTS
+};
+
 struct pec_inspection {
     enum pec_kind kind;
     int valid;
@@ -81,17 +101,14 @@ struct pec_inspection {
     int has_daticert;
     struct pec_daticert daticert;
 
-    /* the signature, as far as it could be read */
-    int signature_ok;                  /* signature matched and chain validated */
-    enum pec_verify_status sig_status; /* valid when a signature was checked */
-    char *signer_subject;
-    char *signer_issuer;
+    /* the signature, as far as it could be read; signer_facts names the same members */
+    union {
+        struct {
+            PEC_SIGNER_FACTS
+        };
+        struct pec_signer_facts signer_facts;
+    };
     char *signer_address;
-    char signer_sha1[41];
-    char digest[16];
-    int has_signing_time;
-    time_t signing_time;
-    time_t checked_at;
 
     /* the index check: whether it ran, and the signer's record when found */
     int index_checked;
