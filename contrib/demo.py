@@ -214,8 +214,9 @@ def start(d, build):
         shutil.rmtree(os.path.join(d, name), ignore_errors=True)
     say("== test PKI in %s, providers' index %s" % (pki.PKI, os.path.join(d, "index.ldif")))
     pki.ensure()
-    index = os.path.join(d, "index.ldif")
-    shutil.copyfile(pki.index(), index)
+    index = os.path.join(d, "index.ldif.p7m")      # as the authority signs it
+    shutil.copyfile(pki.index(), os.path.join(d, "index.ldif"))
+    shutil.copyfile(pki.index_p7m(), index)
 
     ip = {"a": pf.loopback_ip(1), "b": pf.loopback_ip(2), "ext": pf.loopback_ip(3)}
     mx = {n: pf.free_port(ip[n]) for n in ip}
@@ -228,7 +229,7 @@ def start(d, build):
             roles={"pec-submission": "access", "pec-mx": "reception"},
             reinject="smtp:%s:%d" % (ip[n], pf.free_port(ip[n])),
             mailbox_backend="maildir", maildir_root=os.path.join(ndir, "mail"),
-            index_file=index, outbox_retry_max_backoff=2)
+            index_source="file:" + index, outbox_retry_max_backoff=2)
 
     state = {"pids": [], "postfix": []}
     save_state(d, state)

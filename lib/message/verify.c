@@ -365,6 +365,9 @@ static void keep_signer(struct pec_inspection *out, const struct pec_verify_resu
     out->has_signing_time = res->has_signing_time;
     out->signing_time = res->signing_time;
     out->checked_at = res->checked_at;
+    out->crl_checked = res->crl_checked;
+    out->revoked_at = res->revoked_at;
+    memcpy(out->crl_note, res->crl_note, sizeof(out->crl_note));
 }
 
 static void check_signature(struct ctx *c)
@@ -377,7 +380,9 @@ static void check_signature(struct ctx *c)
 
     if (!pec_mime_is_crlf(content, len))
         content = canon = pec_mime_crlf(content, len, &len);
-    pec_smime_verify(content, len, c->sig, c->siglen, o->trust, o->at_mode, o->at, &res);
+    pec_smime_verify_crl(content, len, c->sig, c->siglen, o->trust,
+                         o->index != NULL ? pec_index_crls(o->index) : NULL, o->at_mode, o->at,
+                         &res);
     free(canon);
     keep_signer(c->out, &res);
     if (res.status == PEC_VERIFY_MALFORMED || res.status == PEC_VERIFY_NO_SIGNATURE) {
