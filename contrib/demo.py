@@ -114,7 +114,8 @@ class Seen:
         self.d = d
         self.pecverify = os.path.join(build, "milter", "pecverify")
         self.trust = os.path.join(d, "pki", "trust.pem")
-        self.index = os.path.join(d, "index.ldif")
+        self.index = os.path.join(d, "index.ldif.p7m")
+        self.signer = os.path.join(d, "pki", "authority", "cert.pem")
         self.items = {}         # path -> dict
 
     def scan(self):
@@ -139,7 +140,8 @@ class Seen:
                     fresh.append(f)
         if fresh:
             p = subprocess.run([self.pecverify, "--trust", self.trust, "--index", self.index,
-                                "--json"] + fresh, stdout=subprocess.PIPE,
+                                "--index-signer", self.signer, "--json"] + fresh,
+                               stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
             try:
                 reports = json.loads(p.stdout)

@@ -123,6 +123,22 @@ class LdapIndex(unittest.TestCase):
     def test_index_from_ldap(self):
         for name in ("a", "b"):
             self.wait_log(name, r"providers' index: refreshed from ldap://\S+: 2 providers")
+        # LDAPS too; a server our index_tls_ca does not vouch for is refused
+        for changes, rc, pattern in [
+                ({"index_source": self.slapd.ldaps_url}, 0, r"# providers' index: 2 providers"),
+                ({"index_tls_ca": pki.pecca()}, 78, r"index_source: ldap://\S+: StartTLS failed"),
+                ({"index_source": self.slapd.ldaps_url, "index_tls_ca": pki.pecca()}, 78,
+                 r"index_source: ldaps://\S+: Can't contact LDAP server")]:
+            with self.subTest(changes=changes):
+                conf = os.path.join(self.tmp, "check.conf")
+                s = dict(index_source=self.slapd.url, index_tls_ca=pki.trust(),
+                         seal_dir=os.path.join(self.tmp, "reg"))
+                s.update(changes)
+                config.write(conf, "a", **s)
+                p = subprocess.run([env.program("pecmilter"), "-n", "-c", conf],
+                                   capture_output=True, text=True, timeout=60)
+                self.assertEqual(p.returncode, rc, p.stderr)
+                self.assertRegex(p.stdout + p.stderr, pattern)
         busta = self.rogue_busta()
         self.assertRegex(self.receive("a", busta),
                          r"^ordinary mail \(signer not in the providers' index")

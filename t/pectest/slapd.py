@@ -10,8 +10,9 @@ pec.schema), on loopback (standard library only).
 
 Everything lives in WORKDIR/slapd/: slapd.conf (never /etc/ldap), the mdb
 database, the pid and args files, the log.  slapd listens on 127.0.0.1 only,
-with the test PKI's server certificate, and refuses any operation outside
-TLS (security tls=1), so a client must use StartTLS; a client certificate
+ldap:// (url) and ldaps:// (ldaps_url), with the test PKI's server
+certificate, and refuses any operation outside TLS (security tls=1), so an
+ldap:// client must use StartTLS; a client certificate
 is asked for but not required.  The directory is readable by anyone (the
 index is public to providers) and writable by its rootdn.  slapd runs in the
 foreground (-d 0) as a child of the test, registered with
@@ -48,7 +49,8 @@ class Slapd:
     """One private slapd.
 
     url        ldap://127.0.0.1:PORT/o=postacert
-    port       where it listens
+    ldaps_url  ldaps://127.0.0.1:PORT2/o=postacert
+    port       where ldap:// listens
     """
 
     def __init__(self, workdir, name="slapd"):
@@ -56,7 +58,9 @@ class Slapd:
         self.db = os.path.join(self.root, "db")
         self.conf = os.path.join(self.root, "slapd.conf")
         self.port = postfix.free_port("127.0.0.1")
+        self.ldaps_port = postfix.free_port("127.0.0.1")
         self.url = "ldap://127.0.0.1:%d/o=postacert" % self.port
+        self.ldaps_url = "ldaps://127.0.0.1:%d/o=postacert" % self.ldaps_port
         self.proc = None
         self._write()
 
@@ -101,7 +105,8 @@ class Slapd:
         out = open(os.path.join(self.root, "slapd.log"), "ab")
         try:
             self.proc = subprocess.Popen(
-                [SLAPD, "-d", "0", "-f", self.conf, "-h", "ldap://127.0.0.1:%d/" % self.port],
+                [SLAPD, "-d", "0", "-f", self.conf, "-h", "ldap://127.0.0.1:%d/ ldaps://127.0.0.1:%d/"
+                 % (self.port, self.ldaps_port)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd="/",
                 start_new_session=True)
         finally:
