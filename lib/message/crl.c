@@ -279,9 +279,10 @@ int pec_pem_certs(const char *path, unsigned char ***der, size_t **len, size_t *
     return 0;
 }
 
+/* An LDAP distribution point answers with an attribute, not a CRL file: left out. */
 static int fetchable(const char *uri)
 {
-    static const char *const schemes[] = {"http://", "https://", "ldap://", "ldaps://"};
+    static const char *const schemes[] = {"http://", "https://"};
 
     for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
         if (strncasecmp(uri, schemes[i], strlen(schemes[i])) == 0)

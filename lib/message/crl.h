@@ -45,7 +45,7 @@ int pec_crls_add(struct pec_crls *c, const unsigned char *buf, size_t len, const
                  char *err, size_t errlen);
 
 /*
- * The http(s) and ldap(s) URIs of the CRL distribution points of the certificate
+ * The http and https URIs of the CRL distribution points of the certificate
  * DER[0..LEN): *N of them in *URLS (xmalloc'ed strings in an xmalloc'ed array; the
  * caller frees both), none for a certificate without any or that does not parse.
  */

@@ -377,44 +377,52 @@ static int add_crl(const struct pec_directory *d, struct pec_crls *set, const un
     return 0;
 }
 
-static int add_crl_file(const struct pec_directory *d, struct pec_crls *set, const char *path,
-                        struct pec_dir_report *rep)
+static void add_crl_file(const struct pec_directory *d, struct pec_crls *set, const char *path,
+                         const char *key, struct pec_dir_report *rep)
 {
+    unsigned char *bytes;
+    size_t len;
+    char err[768];
+
+    if (read_file(path, MAX_CRL_BYTES, &bytes, &len, err, sizeof(err)) < 0) {
+        warn(rep, "%s: %s", key, err);
+        return;
+    }
+    add_crl(d, set, bytes, len, path, rep);
+    free(bytes);
+}
+
+/* One distribution point's CRL, fetched, and kept when good; 0 when it is in SET. */
+static int fresh_crl(const struct pec_directory *d, struct pec_crls *set, const char *url,
+                     const char *path, int (*cancel)(void *), void *arg, struct pec_dir_report *rep)
+{
+    struct pec_fetch_opts o;
     unsigned char *bytes;
     size_t len;
     char err[768];
     int rc;
 
-    if (read_file(path, MAX_CRL_BYTES, &bytes, &len, err, sizeof(err)) < 0)
+    fetch_opts(d, &o, 1, cancel, arg);
+    if (pec_fetch(url, &o, &bytes, &len, err, sizeof(err)) < 0) {
+        warn(rep, "revocation: cannot fetch the CRL %s (the one kept stays in use, if any)", err);
         return -1;
-    rc = add_crl(d, set, bytes, len, path, rep);
+    }
+    rc = add_crl(d, set, bytes, len, url, rep);
+    if (rc == 0 && d->signer != NULL &&
+        write_file(d->cfg->index_cache, path, bytes, len, err, sizeof(err)) < 0)
+        warn(rep, "index_cache: a fresh CRL is in use but not kept: %s", err);
     free(bytes);
     return rc;
 }
 
-/* One distribution point: fetched (FETCH) and kept, else the cached copy. */
+/* One distribution point: fetched (FETCH) and kept, else the copy kept before. */
 static void one_crl(const struct pec_directory *d, struct pec_crls *set, const char *url, int fetch,
                     int (*cancel)(void *), void *arg, struct pec_dir_report *rep)
 {
-    char *path = crl_cache_path(d, url), err[768];
-    struct pec_fetch_opts o;
-    unsigned char *bytes;
-    size_t len;
+    char *path = crl_cache_path(d, url);
 
-    fetch_opts(d, &o, 1, cancel, arg);
-    if (fetch && pec_fetch(url, &o, &bytes, &len, err, sizeof(err)) < 0) {
-        warn(rep, "revocation: cannot fetch the CRL %s (the cached one stays in use, if any)", err);
-    } else if (fetch) {
-        if (add_crl(d, set, bytes, len, url, rep) == 0) {
-            if (d->signer != NULL &&
-                write_file(d->cfg->index_cache, path, bytes, len, err, sizeof(err)) < 0)
-                warn(rep, "index_cache: a fresh CRL is in use but not kept: %s", err);
-            fetch = -1; /* done: nothing to take from the cache */
-        }
-        free(bytes);
-    }
-    if (fetch != -1 && access(path, F_OK) == 0)
-        add_crl_file(d, set, path, rep);
+    if ((!fetch || fresh_crl(d, set, url, path, cancel, arg, rep) < 0) && access(path, F_OK) == 0)
+        add_crl_file(d, set, path, "index_cache", rep);
     free(path);
 }
 
@@ -452,9 +460,8 @@ static struct pec_crls *gather_crls(const struct pec_directory *d, const struct 
     for (size_t j = 0; j < nseen; j++)
         free(seen[j]);
     free(seen);
-    if (d->cfg->crl_file[0] != '\0' && add_crl_file(d, set, d->cfg->crl_file, rep) < 0 &&
-        access(d->cfg->crl_file, R_OK) != 0)
-        warn(rep, "crl_file: %s: %s", d->cfg->crl_file, strerror(errno));
+    if (d->cfg->crl_file[0] != '\0')
+        add_crl_file(d, set, d->cfg->crl_file, "crl_file", rep);
     return set;
 }
 
