@@ -34,12 +34,6 @@ static int has_scheme(const char *url, const char *scheme)
     return strncasecmp(url, scheme, n) == 0 && strncmp(url + n, "://", 3) == 0;
 }
 
-int pec_fetch_supported(const char *url)
-{
-    return url != NULL && (has_scheme(url, "http") || has_scheme(url, "https") ||
-                           has_scheme(url, "ldap") || has_scheme(url, "ldaps"));
-}
-
 struct sink {
     unsigned char *buf;
     size_t len, cap, max;

@@ -34,9 +34,6 @@ struct pec_fetch_opts {
     void *cancel_arg;
 };
 
-/* Is URL one pec_fetch() takes (http, https, ldap, ldaps)? */
-int pec_fetch_supported(const char *url);
-
 /*
  * Fetch URL into *OUT (xmalloc'ed, NUL-terminated, caller frees), *LEN bytes
  * without the NUL.  For http(s) a status other than 200 is an error.  For
