@@ -131,20 +131,24 @@ static sfsistat ap_eom(SMFICTX *ctx, struct conn *c, struct msg *m)
     struct collected *st = m->state;
     const struct runtime *rt = c->rt;
     const char *qid = msg_qid(ctx, m);
+    struct pec_index *idx = runtime_index(rt);
     struct pec_access_env env = {
-        .iss = &rt->issuer, .cfg = rt->cfg, .index = rt->index, .store = rt->store};
+        .iss = &rt->issuer, .cfg = rt->cfg, .index = idx, .store = rt->store};
     struct pec_access_reply r;
     struct pec_original o;
     char what[1200];
     sfsistat ret;
 
-    if (collect_finish(c, st, &o, what, sizeof(what)) < 0)
+    if (collect_finish(c, st, &o, what, sizeof(what)) < 0) {
+        pec_index_free(idx);
         return internal_error(ctx, c, qid, what);
+    }
     if (pec_access_formal(&o, rt->cfg->size_limit, &r) < 0)
         ret = refuse(ctx, c, qid, &env, &o, &r);
     else
         ret = accept_busta(ctx, c, qid, &env, st, &o);
     pec_original_free(&o);
+    pec_index_free(idx);
     return ret;
 }
 

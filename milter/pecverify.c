@@ -6,19 +6,25 @@
  * Incoming Point: the same pec_inspect() the daemon runs, with the verdict first and the
  * certified data after it.  A message that announces itself as REM (a REM-MessageType
  * field) goes to pec_rem_inspect() instead, and --evidence reads standalone REM evidence
- * documents; every report has the same keys, REM's own facts under "rem".  Output is for
+ * documents; every report has the same keys, REM's own facts under "rem".  The providers'
+ * index and its CRLs come from the daemon's configuration (-c: the same source, the same
+ * verification, the copy the daemon keeps) or from --index (a plain LDIF, said to be
+ * unverified, or a .p7m verified against --index-signer) with --crl.  Output is for
  * people by default and JSON with --json, for scripts.  Exit status: 0 when every message
  * is valid, 1 when one is not, 2 on a usage or I/O error; see pecverify.1.
  *
  * Everything printed that comes from a message is escaped: a forged Subject must not be
  * able to move the terminal's cursor or break the JSON.
  */
+#include "message/crl.h"
 #include "message/daticert.h"
 #include "message/index.h"
 #include "message/libinit.h"
 #include "message/rem.h"
 #include "message/smime.h"
 #include "message/verify.h"
+#include "provider/conf.h"
+#include "provider/directory.h"
 #include "util/xalloc.h"
 
 #include <errno.h>
@@ -36,7 +42,10 @@ enum status { ST_VALID = 0, ST_INVALID = 1, ST_ERROR = 2 };
 
 struct options {
     const char *trust_path;
+    const char *config;
     const char *index_path;
+    const char *index_signer;
+    const char *crl_path;
     struct pec_inspect_opts inspect;
     int json;
     int evidence; /* the FILEs are standalone REM evidence documents */
@@ -45,11 +54,15 @@ struct options {
 static void usage(FILE *fp)
 {
     fprintf(fp,
-            "usage: %s [--trust FILE|DIR] [--index LDIF] [--at now|signing-time|EPOCH] [--json] "
-            "[--evidence] FILE...\n"
+            "usage: %s [-c CONFIG | [--trust FILE|DIR] [--index LDIF|P7M [--index-signer PEM]] "
+            "[--crl FILE]] [--at now|signing-time|EPOCH] [--json] [--evidence] FILE...\n"
             "  FILE '-' reads standard input\n"
+            "  -c          the daemon's configuration: its trust anchors, providers' index "
+            "and CRLs\n"
             "  --trust     trust anchors, a PEM bundle or a directory (default %s)\n"
             "  --index     providers' index as LDIF; without it the signer is not checked\n"
+            "  --index-signer  the index is a .p7m signed by this certificate or CA\n"
+            "  --crl       CRLs (PEM, with their issuers' certificates) for the index's signers\n"
             "  --at        instant of the certificate check (default now)\n"
             "  --json      one JSON array instead of text\n"
             "  --evidence  the FILEs are REM evidence XML documents, not messages\n",
@@ -308,6 +321,14 @@ static void text_report(const char *file, const struct pec_inspection *in)
         text_field("index", "signer not checked against an index");
     else if (in->index_checked)
         text_field("provider", in->provider ? in->provider->name : "not in the index");
+    if (in->sig_status == PEC_VERIFY_REVOKED)
+        text_field("revocation", "revoked");
+    else if (in->crl_checked)
+        text_field("revocation", in->crl_note[0]       ? in->crl_note
+                                 : in->revoked_at != 0 ? "revoked after it signed"
+                                                       : "not revoked");
+    if (in->revoked_at != 0)
+        text_field("revoked-at", fmt_time(in->revoked_at, t, sizeof(t), 0));
 }
 
 static void text_time(const char *name, int has, time_t t)
@@ -462,6 +483,9 @@ struct report {
     time_t checked_at;
     int index_checked;
     const char *provider;
+    const char *revocation; /* "revoked", "good", "unknown"; NULL: not checked */
+    int has_revoked_at;
+    time_t revoked_at;
     int has_postacert;
     size_t postacert_off;
     size_t postacert_len;
@@ -637,6 +661,8 @@ static void json_report(const struct report *rp, int *first_object)
     json_time("checked_at", rp->checked_at != 0, rp->checked_at, &first);
     json_bool("index_checked", rp->index_checked, &first);
     json_field("provider", rp->provider, &first);
+    json_field("revocation", rp->revocation, &first);
+    json_time("revoked_at", rp->has_revoked_at, rp->revoked_at, &first);
     json_key("postacert", &first);
     if (rp->has_postacert) {
         printf("{\"offset\": %zu, \"length\": %zu, \"encoding\": ", rp->postacert_off,
@@ -676,6 +702,12 @@ static void pec_report(const char *file, const struct pec_inspection *in, struct
                           .checked_at = in->checked_at,
                           .index_checked = in->index_checked,
                           .provider = in->provider ? in->provider->name : NULL,
+                          .revocation = in->sig_status == PEC_VERIFY_REVOKED ? "revoked"
+                                        : !in->crl_checked                   ? NULL
+                                        : in->crl_note[0]                    ? "unknown"
+                                                                             : "good",
+                          .has_revoked_at = in->revoked_at != 0,
+                          .revoked_at = in->revoked_at,
                           .has_postacert = in->has_postacert,
                           .postacert_off = in->postacert_off,
                           .postacert_len = in->postacert_len,
@@ -784,22 +816,37 @@ static int parse_at(const char *arg, struct pec_inspect_opts *o)
 /* 0, or -1 after saying why (and the usage) on stderr. */
 static int parse_args(int argc, char **argv, struct options *o)
 {
-    static const struct option longopts[] = {
-        {"trust", required_argument, NULL, 't'}, {"index", required_argument, NULL, 'i'},
-        {"at", required_argument, NULL, 'a'},    {"json", no_argument, NULL, 'j'},
-        {"evidence", no_argument, NULL, 'e'},    {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},     {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"trust", required_argument, NULL, 't'},
+                                             {"index", required_argument, NULL, 'i'},
+                                             {"config", required_argument, NULL, 'c'},
+                                             {"index-signer", required_argument, NULL, 's'},
+                                             {"crl", required_argument, NULL, 'r'},
+                                             {"at", required_argument, NULL, 'a'},
+                                             {"json", no_argument, NULL, 'j'},
+                                             {"evidence", no_argument, NULL, 'e'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {NULL, 0, NULL, 0}};
     int c;
 
     o->trust_path = DEFAULT_TRUST;
     o->inspect.at_mode = PEC_AT_NOW;
-    while ((c = getopt_long(argc, argv, "t:i:a:jehV", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:t:i:a:jehV", longopts, NULL)) != -1) {
         switch (c) {
         case 't':
             o->trust_path = optarg;
             break;
+        case 'c':
+            o->config = optarg;
+            break;
         case 'i':
             o->index_path = optarg;
+            break;
+        case 's':
+            o->index_signer = optarg;
+            break;
+        case 'r':
+            o->crl_path = optarg;
             break;
         case 'a':
             if (parse_at(optarg, &o->inspect) != 0) {
@@ -830,14 +877,131 @@ static int parse_args(int argc, char **argv, struct options *o)
         usage(stderr);
         return -1;
     }
+    if ((o->config != NULL && (o->index_path != NULL || o->crl_path != NULL)) ||
+        (o->index_signer != NULL && o->index_path == NULL) ||
+        (o->crl_path != NULL && o->index_path == NULL && o->config == NULL)) {
+        fprintf(stderr,
+                "%s: -c takes the index and CRLs from the configuration; --index-signer "
+                "and --crl go with --index\n",
+                progname);
+        usage(stderr);
+        return -1;
+    }
+    return 0;
+}
+
+/* What the checks rest on: trust anchors, and the index with its CRLs. */
+struct loaded {
+    struct pec_config *cfg;
+    struct pec_trust *trust;
+    struct pec_directory *dir;
+    struct pec_index *index;
+};
+
+static void loaded_free(struct loaded *l)
+{
+    pec_index_free(l->index);
+    pec_directory_close(l->dir);
+    pec_trust_free(l->trust);
+    pec_config_unref(l->cfg);
+}
+
+/* The daemon's configuration: its anchors, and its index read as the daemon reads it. */
+static int load_config(const struct options *o, struct loaded *l)
+{
+    struct pec_dir_report rep;
+    char err[1024];
+
+    if ((l->cfg = pec_config_load(o->config, err, sizeof(err))) == NULL) {
+        fprintf(stderr, "%s: %s\n", progname, err);
+        return -1;
+    }
+    if ((l->trust = pec_trust_load(l->cfg->trust_anchors, err, sizeof(err))) == NULL) {
+        fprintf(stderr, "%s: trust_anchors: %s\n", progname, err);
+        return -1;
+    }
+    l->dir = pec_directory_open(l->cfg, l->trust, NULL, err, sizeof(err));
+    if (l->dir == NULL || pec_directory_load(l->dir, 1, &rep, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s: %s\n", progname, err);
+        return -1;
+    }
+    for (int i = 0; i < rep.nwarnings; i++)
+        fprintf(stderr, "%s: warning: %s\n", progname, rep.warning[i]);
+    l->index = pec_directory_index(l->dir);
+    return 0;
+}
+
+/* --crl FILE: its CRLs, their issuers among its certificates or the anchors. */
+static struct pec_crls *load_crls(const char *path, const struct pec_trust *trust)
+{
+    struct pec_crls *crls = pec_crls_new();
+    unsigned char **der = NULL, *bytes;
+    size_t *len = NULL, n = 0, blen;
+    char err[768], warn[512];
+    FILE *fp = fopen(path, "rb");
+    int rc = -1;
+
+    if (fp == NULL || read_all(fp, &bytes, &blen) != 0) {
+        fprintf(stderr, "%s: --crl: %s: %s\n", progname, path, strerror(errno));
+    } else {
+        pec_pem_certs(path, &der, &len, &n, err, sizeof(err));
+        rc = pec_crls_add(crls, bytes, blen, path, trust, (const unsigned char *const *)der, len, n,
+                          time(NULL), warn, sizeof(warn), err, sizeof(err));
+        if (rc < 0)
+            fprintf(stderr, "%s: --crl: %s\n", progname, err);
+        else if (warn[0] != '\0')
+            fprintf(stderr, "%s: warning: %s\n", progname, warn);
+        free(bytes);
+    }
+    if (fp != NULL)
+        fclose(fp);
+    for (size_t i = 0; i < n; i++)
+        free(der[i]);
+    free(der);
+    free(len);
+    if (rc < 0) {
+        pec_crls_free(crls);
+        return NULL;
+    }
+    return crls;
+}
+
+/* --index [--index-signer] [--crl]. */
+static int load_index(const struct options *o, struct loaded *l)
+{
+    struct pec_trust *pinned = NULL;
+    char err[1024];
+
+    if (o->index_signer != NULL) {
+        if ((pinned = pec_trust_load_pinned(o->index_signer, err, sizeof(err))) == NULL) {
+            fprintf(stderr, "%s: --index-signer: %s\n", progname, err);
+            return -1;
+        }
+        l->index =
+            pec_index_load_signed(o->index_path, pinned, PEC_INDEX_BY_AUTHORITY, err, sizeof(err));
+        pec_trust_free(pinned);
+    } else if ((l->index = pec_index_load(o->index_path, err, sizeof(err))) != NULL) {
+        fprintf(stderr, "%s: note: --index %s is taken as it is, unverified\n", progname,
+                o->index_path);
+    }
+    if (l->index == NULL) {
+        fprintf(stderr, "%s: --index: %s\n", progname, err);
+        return -1;
+    }
+    if (o->crl_path != NULL) {
+        struct pec_crls *crls = load_crls(o->crl_path, l->trust);
+
+        if (crls == NULL)
+            return -1;
+        pec_index_set_crls(l->index, crls);
+    }
     return 0;
 }
 
 int main(int argc, char **argv)
 {
     struct options o = {0};
-    struct pec_trust *trust;
-    struct pec_index *index = NULL;
+    struct loaded l = {0};
     char err[512];
     enum status worst = ST_VALID;
     int first_object = 1;
@@ -848,17 +1012,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: %s\n", progname, err);
         return ST_ERROR;
     }
-    if ((trust = pec_trust_load(o.trust_path, err, sizeof(err))) == NULL) {
+    if (o.config != NULL) {
+        if (load_config(&o, &l) < 0) {
+            loaded_free(&l);
+            return ST_ERROR;
+        }
+    } else if ((l.trust = pec_trust_load(o.trust_path, err, sizeof(err))) == NULL) {
         fprintf(stderr, "%s: --trust: %s\n", progname, err);
         return ST_ERROR;
-    }
-    if (o.index_path != NULL && (index = pec_index_load(o.index_path, err, sizeof(err))) == NULL) {
-        fprintf(stderr, "%s: --index: %s\n", progname, err);
-        pec_trust_free(trust);
+    } else if (o.index_path != NULL && load_index(&o, &l) < 0) {
+        loaded_free(&l);
         return ST_ERROR;
     }
-    o.inspect.trust = trust;
-    o.inspect.index = index;
+    o.inspect.trust = l.trust;
+    o.inspect.index = l.index;
     if (o.json)
         putchar('[');
     for (int i = optind; i < argc; i++) {
@@ -869,8 +1036,7 @@ int main(int argc, char **argv)
     }
     if (o.json)
         printf("]\n");
-    pec_index_free(index);
-    pec_trust_free(trust);
+    loaded_free(&l);
     if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "%s: cannot write the report: %s\n", progname, strerror(errno));
         return ST_ERROR;

@@ -65,18 +65,18 @@ static sfsistat rp_eom(SMFICTX *ctx, struct conn *c, struct msg *m)
     struct collected *st = m->state;
     const struct runtime *rt = c->rt;
     const char *qid = msg_qid(ctx, m);
-    struct pec_rp_env env = {.iss = &rt->issuer,
-                             .cfg = rt->cfg,
-                             .trust = rt->trust,
-                             .index = rt->index,
-                             .store = rt->store};
+    struct pec_index *idx = runtime_index(rt);
+    struct pec_rp_env env = {
+        .iss = &rt->issuer, .cfg = rt->cfg, .trust = rt->trust, .index = idx, .store = rt->store};
     struct pec_rp_outcome out;
     struct pec_original o;
     char err[1024], what[1200];
     sfsistat ret;
 
-    if (collect_finish(c, st, &o, what, sizeof(what)) < 0)
+    if (collect_finish(c, st, &o, what, sizeof(what)) < 0) {
+        pec_index_free(idx);
         return internal_error(ctx, c, qid, what);
+    }
     if (pec_rp_decide(&env, &o, qid, &out, err, sizeof(err)) < 0) {
         ret = internal_error(ctx, c, qid, err);
     } else {
@@ -84,6 +84,7 @@ static sfsistat rp_eom(SMFICTX *ctx, struct conn *c, struct msg *m)
         pec_rp_outcome_free(&out);
     }
     pec_original_free(&o);
+    pec_index_free(idx);
     return ret;
 }
 

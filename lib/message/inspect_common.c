@@ -211,7 +211,9 @@ void pec_envelope_verify(struct pec_span content, const unsigned char *sig, size
 
     if (!pec_mime_is_crlf(bytes, len))
         bytes = canon = pec_mime_crlf(bytes, len, &len);
-    pec_smime_verify(bytes, len, sig, siglen, opts->trust, opts->at_mode, opts->at, res);
+    pec_smime_verify_crl(bytes, len, sig, siglen, opts->trust,
+                         opts->index != NULL ? pec_index_crls(opts->index) : NULL, opts->at_mode,
+                         opts->at, res);
     free(canon);
 }
 
@@ -226,6 +228,9 @@ void pec_signer_facts_keep(struct pec_signer_facts *f, const struct pec_verify_r
     f->has_signing_time = res->has_signing_time;
     f->signing_time = res->signing_time;
     f->checked_at = res->checked_at;
+    f->crl_checked = res->crl_checked;
+    f->revoked_at = res->revoked_at;
+    memcpy(f->crl_note, res->crl_note, sizeof(f->crl_note));
 }
 
 void pec_signer_facts_free(struct pec_signer_facts *f)

@@ -13,7 +13,8 @@
  *      two parts, closing boundary (a missing one means a truncated message), the
  *      signature part base64 that decodes;
  *   2. the signature over the first part, canonicalised to CRLF, and its chain, checked
- *      against the trust anchors at the chosen instant;
+ *      against the trust anchors at the chosen instant, and the signer's certificate
+ *      against the CRLs the index carries: revoked before it signed is not valid;
  *   3. with an index: the signer certificate belongs to a provider record (hash and
  *      bytes), and the domain of From: is one of that record's managedDomains;
  *   4. structure: X-Trasporto or X-Ricevuta (names in any case), multipart/mixed inside,
@@ -74,7 +75,10 @@ struct pec_inspect_opts {
     char digest[16];                                                                               \
     int has_signing_time;                                                                          \
     time_t signing_time;                                                                           \
-    time_t checked_at;
+    time_t checked_at;                                                                             \
+    int crl_checked;    /* the index carried CRLs and the signer was checked against them */       \
+    time_t revoked_at;  /* the signer's revocation, when a CRL lists it; else 0 */                 \
+    char crl_note[256]; /* what limited the revocation check, or "" */
 
 struct pec_signer_facts {
     PEC_SIGNER_FACTS
