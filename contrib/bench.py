@@ -234,8 +234,8 @@ class Bench:
         for name in ("a", "b", "sink"):
             shutil.rmtree(os.path.join(self.d, name), ignore_errors=True)
         pki.ensure()
-        index = os.path.join(self.d, "index.ldif")
-        shutil.copyfile(pki.index(), index)
+        index = os.path.join(self.d, "index.ldif.p7m")
+        shutil.copyfile(pki.index_p7m(), index)
         ip = {"a": pf.loopback_ip(41), "b": pf.loopback_ip(42), "sink": pf.loopback_ip(43)}
         mx = {n: pf.free_port(ip[n]) for n in ip}
         self.ip = ip
@@ -248,7 +248,7 @@ class Bench:
                 roles={"pec-submission": "access", "pec-mx": "reception"},
                 reinject="smtp:%s:%d" % (ip[n], pf.free_port(ip[n])),
                 mailbox_backend="maildir", maildir_root=os.path.join(ndir, "mail"),
-                index_file=index, outbox_retry_max_backoff=2)
+                index_source="file:" + index, outbox_retry_max_backoff=2)
         self.pid = {}
         for n in ("a", "b"):
             self.pid[n] = self.start_pecmilter(n, settings[n]).pid

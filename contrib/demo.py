@@ -114,7 +114,8 @@ class Seen:
         self.d = d
         self.pecverify = os.path.join(build, "milter", "pecverify")
         self.trust = os.path.join(d, "pki", "trust.pem")
-        self.index = os.path.join(d, "index.ldif")
+        self.index = os.path.join(d, "index.ldif.p7m")
+        self.signer = os.path.join(d, "pki", "authority", "cert.pem")
         self.items = {}         # path -> dict
 
     def scan(self):
@@ -139,7 +140,8 @@ class Seen:
                     fresh.append(f)
         if fresh:
             p = subprocess.run([self.pecverify, "--trust", self.trust, "--index", self.index,
-                                "--json"] + fresh, stdout=subprocess.PIPE,
+                                "--index-signer", self.signer, "--json"] + fresh,
+                               stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
             try:
                 reports = json.loads(p.stdout)
@@ -214,8 +216,9 @@ def start(d, build):
         shutil.rmtree(os.path.join(d, name), ignore_errors=True)
     say("== test PKI in %s, providers' index %s" % (pki.PKI, os.path.join(d, "index.ldif")))
     pki.ensure()
-    index = os.path.join(d, "index.ldif")
-    shutil.copyfile(pki.index(), index)
+    index = os.path.join(d, "index.ldif.p7m")      # as the authority signs it
+    shutil.copyfile(pki.index(), os.path.join(d, "index.ldif"))
+    shutil.copyfile(pki.index_p7m(), index)
 
     ip = {"a": pf.loopback_ip(1), "b": pf.loopback_ip(2), "ext": pf.loopback_ip(3)}
     mx = {n: pf.free_port(ip[n]) for n in ip}
@@ -228,7 +231,7 @@ def start(d, build):
             roles={"pec-submission": "access", "pec-mx": "reception"},
             reinject="smtp:%s:%d" % (ip[n], pf.free_port(ip[n])),
             mailbox_backend="maildir", maildir_root=os.path.join(ndir, "mail"),
-            index_file=index, outbox_retry_max_backoff=2)
+            index_source="file:" + index, outbox_retry_max_backoff=2)
 
     state = {"pids": [], "postfix": []}
     save_state(d, state)

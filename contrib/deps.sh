@@ -6,21 +6,27 @@
 #   contrib/deps.sh demo    building, plus what contrib/demo.sh runs
 #   contrib/deps.sh bench   the demo's, plus what contrib/bench.sh runs
 #
-# Non-interactive; Postfix is preseeded with "No configuration" so the
-# package does not configure or start a system-wide instance.
+# Non-interactive; Postfix and slapd are preseeded with "No configuration" so
+# the packages do not configure or start a system-wide instance.  (nginx-light
+# starts Debian's own site on port 80 where systemd runs services; the tests
+# never use it: they run a private nginx on loopback ports of their own.)
 set -eu
 
 BUILD="gcc clang cmake make pkg-config libmilter-dev libgmime-3.0-dev libconfig-dev
-       libssl-dev libxml2-dev libsqlite3-dev clang-format openssl ca-certificates"
+       libssl-dev libxml2-dev libxmlsec1-dev libsqlite3-dev libcurl4-openssl-dev libldap2-dev
+       clang-format openssl ca-certificates"
 # libsasl2-modules: the submission listener enables Cyrus SASL (XCLIENT LOGIN=
 # needs it), and smtpd dies "no SASL authentication mechanisms" without them.
 RUN="python3 postfix procps bsdutils libsasl2-modules"
 # git: check.sh lists the files to format-check with git ls-files; without it
 # the check passes having checked nothing.
+# slapd, ldap-utils, nginx-light: the providers' index from a real LDAP
+# directory and a real HTTPS server (t/pectest/slapd.py, t/pectest/https.py);
 # clamav-daemon: the tests and the benchmark start a clamd of their own, on a
 # private socket with a signature database they write (t/pectest/clamd.py).
 TEST="git libxml2-utils gpgsm dovecot-core dovecot-lmtpd systemd man-db groff-base
-      m4 libwrap0 liblockfile1 sasl2-bin libsasl2-modules-db clamav-daemon"
+      m4 libwrap0 liblockfile1 sasl2-bin libsasl2-modules-db slapd ldap-utils nginx-light
+      clamav-daemon"
 BENCH="gnuplot-nox valgrind clamav-daemon"
 
 case "${1:-build}" in
@@ -50,6 +56,8 @@ fi
 echo "deps.sh: installing:$missing"
 export DEBIAN_FRONTEND=noninteractive
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+# slapd's package would make and start a directory of its own: the tests run theirs
+echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
 # No freshclam daemon; and while installing, no service may start (a
 # policy-rc.d that refuses every action, unless the machine has its own):
 # clamav-freshclam's postinst would download the signatures right away and

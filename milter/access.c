@@ -147,16 +147,19 @@ static sfsistat ap_eom(SMFICTX *ctx, struct conn *c, struct msg *m)
     struct collected *st = m->state;
     const struct runtime *rt = c->rt;
     const char *qid = msg_qid(ctx, m);
+    struct pec_index *idx = runtime_index(rt);
     struct pec_access_env env = {
-        .iss = &rt->issuer, .cfg = rt->cfg, .index = rt->index, .store = rt->store};
+        .iss = &rt->issuer, .cfg = rt->cfg, .index = idx, .store = rt->store};
     struct pec_access_reply r;
     struct pec_av_result av = {.verdict = PEC_AV_OFF};
     struct pec_original o;
     char what[1200];
     sfsistat ret;
 
-    if (collect_finish(c, st, &o, what, sizeof(what)) < 0)
+    if (collect_finish(c, st, &o, what, sizeof(what)) < 0) {
+        pec_index_free(idx);
         return internal_error(ctx, c, qid, what);
+    }
     /* a header cut at its limit is not the message: refused as too big, unscanned */
     if (!o.header_cut && pec_access_scan(rt->cfg, &o, &av, &r) < 0)
         ret = r.fault == PEC_ACCESS_UNSCANNED ? unscanned(ctx, qid, &o, &r)
@@ -166,6 +169,7 @@ static sfsistat ap_eom(SMFICTX *ctx, struct conn *c, struct msg *m)
     else
         ret = accept_busta(ctx, c, qid, &env, st, &o, &av);
     pec_original_free(&o);
+    pec_index_free(idx);
     return ret;
 }
 

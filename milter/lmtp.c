@@ -6,8 +6,10 @@
 #include "provider/lmtpd.h"
 #include "log.h"
 #include "runtime.h"
+#include "util/xalloc.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 static struct pec_lmtpd *listener;
 static struct pec_store *the_store;
@@ -18,24 +20,38 @@ static void to_daemon_log(int prio, const char *qid, const char *text)
     log_msg(prio, qid, "%s", text);
 }
 
+/* What one LMTP session holds: the runtime, and the index in use when it began. */
+struct held {
+    struct runtime *rt;
+    struct pec_index *index;
+};
+
 static void *acquire(void *arg, struct pec_dp_env *env)
 {
     struct runtime *rt = runtime_get();
+    struct held *h;
 
     if (rt == NULL)
         return NULL;
+    h = xmalloc(sizeof(*h));
+    h->rt = rt;
+    h->index = runtime_index(rt);
     env->cfg = rt->cfg;
     env->issuer = &rt->issuer;
     env->trust = rt->trust;
-    env->index = rt->index;
+    env->index = h->index;
     env->store = the_store;
     env->log = to_daemon_log;
-    return rt;
+    return h;
 }
 
 static void release(void *arg, void *token)
 {
-    runtime_put(token);
+    struct held *h = token;
+
+    pec_index_free(h->index);
+    runtime_put(h->rt);
+    free(h);
 }
 
 int lmtp_open(const struct pec_config *cfg)

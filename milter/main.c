@@ -151,7 +151,15 @@ int main(int argc, char **argv)
         pec_config_print(cfg, stdout);
         printf("# signer: %s <%s>, sha1 %s\n", pec_signer_subject(rt->signer),
                pec_signer_address(rt->signer), pec_signer_cert_sha1(rt->signer));
-        printf("# providers' index: %zu providers\n", pec_index_count(rt->index));
+        {
+            struct pec_index *idx = runtime_index(rt);
+
+            for (int i = 0; i < rt->index_load.nwarnings; i++)
+                printf("# warning: %s\n", rt->index_load.warning[i]);
+            printf("# providers' index: %zu providers, %zu CRLs, from %s\n", pec_index_count(idx),
+                   rt->index_load.crls, cfg->index_source);
+            pec_index_free(idx);
+        }
         rc = selfcheck_antivirus(cfg, err, sizeof(err));
         printf("# %santivirus: %s\n", rc < 0 ? "warning: " : "", err);
         printf("# %s: OK\n", config);
@@ -168,6 +176,7 @@ int main(int argc, char **argv)
                        "(fixed_clock, deadlines, retention): not a production provider");
     if (rt->cert_warning[0] != '\0')
         log_warn(NULL, "%s: %s", cfg->sign_cert, rt->cert_warning);
+    runtime_log_index_load(rt);
     if (selfcheck_antivirus(cfg, err, sizeof(err)) < 0 || strcmp(cfg->antivirus, "none") == 0)
         log_warn(NULL, "antivirus: %s", err);
     else

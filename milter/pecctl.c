@@ -43,6 +43,8 @@ void usage(FILE *out)
             "  audit [--since T] [--json]  check the log against the PEC invariants\n"
             "  status [--json]        daemon, clamd, outbox, pending receipts, deadlines, "
             "certificate\n"
+            "  index record [--sign]  our record of the providers' index (LDIF, or the .p7m)\n"
+            "  index show             the copy of the providers' index in use\n"
             "  quarantine list [--json]  the infected messages kept (quarantine_dir)\n"
             "  quarantine show ID     what is known of one\n"
             "  quarantine export ID   its bytes, as received, on standard output\n"
@@ -420,6 +422,8 @@ static int dispatch(struct ctl *c, int argc, char **argv)
         return pecctl_audit(c, argc, argv);
     if (strcmp(cmd, "status") == 0)
         return pecctl_status(c, argc, argv);
+    if (strcmp(cmd, "index") == 0)
+        return pecctl_index(c, argc, argv);
     if (strcmp(cmd, "quarantine") == 0)
         return pecctl_quarantine(c, argc, argv);
     usage(stderr);
@@ -430,7 +434,7 @@ static int known_command(const char *cmd)
 {
     return strcmp(cmd, "log") == 0 || strcmp(cmd, "outbox") == 0 || strcmp(cmd, "tx") == 0 ||
            strcmp(cmd, "store") == 0 || strcmp(cmd, "audit") == 0 || strcmp(cmd, "status") == 0 ||
-           strcmp(cmd, "quarantine") == 0;
+           strcmp(cmd, "index") == 0 || strcmp(cmd, "quarantine") == 0;
 }
 
 int main(int argc, char **argv)
@@ -473,8 +477,11 @@ int main(int argc, char **argv)
         pec_config_unref(c.cfg);
         return PEC_EX_CONFIG;
     }
-    c.st = pec_store_open(c.cfg->store, PEC_STORE_NOCREATE, err, sizeof(err));
-    if (c.st == NULL) {
+    /* the index needs no store: a provider prepares its record before it runs */
+    c.st = strcmp(argv[optind], "index") == 0
+               ? NULL
+               : pec_store_open(c.cfg->store, PEC_STORE_NOCREATE, err, sizeof(err));
+    if (c.st == NULL && strcmp(argv[optind], "index") != 0) {
         fprintf(stderr, "pecctl: %s\n", err);
         pec_config_unref(c.cfg);
         return EX_IOERR;

@@ -2,7 +2,7 @@
  * pecctl.h - what pecctl's commands share: the opened configuration and
  * store, time parsing and printing, exit statuses.  Each group of commands
  * lives in its own file (pecctl.c: log, outbox, tx, store; pecctl_audit.c;
- * pecctl_status.c; pecctl_quarantine.c).
+ * pecctl_status.c; pecctl_index.c; pecctl_quarantine.c).
  */
 #ifndef PECCTL_H
 #define PECCTL_H
@@ -55,6 +55,8 @@ int pecctl_audit(struct ctl *c, int argc, char **argv);
 /* pecctl status [--json] */
 int pecctl_status(struct ctl *c, int argc, char **argv);
 
+/* pecctl index record [--sign] | show */
+int pecctl_index(struct ctl *c, int argc, char **argv);
 /* pecctl quarantine list [--json] | show ID | export ID */
 int pecctl_quarantine(struct ctl *c, int argc, char **argv);
 

@@ -15,6 +15,7 @@
 #include "util/clamd.h"
 #include "util/clocksync.h"
 #include "util/sock.h"
+#include "provider/directory.h"
 
 #include <errno.h>
 #include <openssl/asn1.h>
@@ -328,6 +329,7 @@ struct status {
     struct quarantined q;
     struct pec_outbox_stats out;
     struct pending pend;
+    char *index_copy;   /* the file whose time is the index's age */
     time_t index_mtime; /* 0: unreadable */
     char index_err[256];
     time_t not_after; /* 0: unreadable */
@@ -412,11 +414,15 @@ static void print_json(const struct ctl *c, const struct status *s, time_t now)
         printf(",\"error\":");
         json_string(s->q.err);
     }
-    printf("},\n \"index\":{\"file\":");
-    json_string(c->cfg->index_file);
+    printf("},\n \"index\":{\"source\":");
+    json_string(c->cfg->index_source);
+    printf(",\"file\":");
+    json_string(s->index_copy);
+    printf(",\"max_age\":%lld", c->cfg->index_max_age);
     if (s->index_mtime)
-        printf(",\"mtime\":%lld,\"age_seconds\":%lld}", (long long)s->index_mtime,
-               (long long)(now - s->index_mtime));
+        printf(",\"mtime\":%lld,\"age_seconds\":%lld,\"stale\":%s}", (long long)s->index_mtime,
+               (long long)(now - s->index_mtime),
+               now - s->index_mtime > c->cfg->index_max_age ? "true" : "false");
     else
         json_error("mtime", s->index_err);
     printf(",\n \"certificate\":{\"file\":");
@@ -490,8 +496,10 @@ static void print_text(const struct ctl *c, const struct status *s, time_t now)
                d->final ? "24 h" : "12 h", d->address, d->identificativo);
     }
     if (s->index_mtime)
-        printf("index:       %s, written %s ago (%s)\n", c->cfg->index_file,
-               span(now - s->index_mtime, a, sizeof(a)), local_time(s->index_mtime, t, sizeof(t)));
+        printf("index:       %s, fetched %s ago (%s)%s\n  copy       %s\n", c->cfg->index_source,
+               span(now - s->index_mtime, a, sizeof(a)), local_time(s->index_mtime, t, sizeof(t)),
+               now - s->index_mtime > c->cfg->index_max_age ? ", OVER index_max_age" : "",
+               s->index_copy);
     else
         printf("index:       %s\n", s->index_err);
     if (s->not_after)
@@ -565,10 +573,18 @@ int pecctl_status(struct ctl *c, int argc, char **argv)
         attention(&s, "%lld receipt deadlines overdue by more than %d minutes", s.pend.overdue,
                   OVERDUE_GRACE / 60);
 
-    if (stat(c->cfg->index_file, &sb) == 0)
+    s.index_copy = pec_directory_copy_path(c->cfg);
+    if (stat(s.index_copy, &sb) == 0) {
         s.index_mtime = sb.st_mtime;
-    else
-        snprintf(s.index_err, sizeof(s.index_err), "%s: %s", c->cfg->index_file, strerror(errno));
+        if (now - s.index_mtime > c->cfg->index_max_age)
+            attention(&s,
+                      "the providers' index was fetched %s ago, over index_max_age: the daemon "
+                      "cannot refresh it from %s (its log says why)",
+                      span(now - s.index_mtime, err, sizeof(err)), c->cfg->index_source);
+    } else {
+        /* the daemon refuses to start without one: a daemon down says it already */
+        snprintf(s.index_err, sizeof(s.index_err), "%s: %s", s.index_copy, strerror(errno));
+    }
 
     if (cert_not_after(c->cfg->sign_cert, &s.not_after, err, sizeof(err)) == 0) {
         s.days_left = (long long)(s.not_after - now) / 86400;
@@ -600,6 +616,7 @@ int pecctl_status(struct ctl *c, int argc, char **argv)
     rc = s.nattention ? 1 : 0;
 
 done:
+    free(s.index_copy);
     for (int i = 0; i < s.pend.nnext; i++) {
         free(s.pend.next[i].identificativo);
         free(s.pend.next[i].address);

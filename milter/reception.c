@@ -52,6 +52,12 @@ static sfsistat apply(SMFICTX *ctx, struct conn *c, const char *qid, const struc
 
     *raced = 0;
     if (out->action == PEC_RP_REJECT) {
+        /* the record of what was refused at the door, when there is one */
+        if (out->batch != NULL &&
+            pec_store_commit(c->rt->store, out->batch, err, sizeof(err)) < 0) {
+            snprintf(what, sizeof(what), "store: %s (%s)", err, out->summary);
+            return internal_error(ctx, c, qid, what);
+        }
         log_info(qid, "reception: from=%s: %s", pec_original_mittente(o), out->summary);
         mta_setreply(ctx, qid, out->rcode, out->xcode, out->text);
         return out->rcode[0] == '4' ? SMFIS_TEMPFAIL : SMFIS_REJECT;
@@ -80,19 +86,19 @@ static sfsistat rp_eom(SMFICTX *ctx, struct conn *c, struct msg *m)
     struct collected *st = m->state;
     const struct runtime *rt = c->rt;
     const char *qid = msg_qid(ctx, m);
-    struct pec_rp_env env = {.iss = &rt->issuer,
-                             .cfg = rt->cfg,
-                             .trust = rt->trust,
-                             .index = rt->index,
-                             .store = rt->store};
+    struct pec_index *idx = runtime_index(rt);
+    struct pec_rp_env env = {
+        .iss = &rt->issuer, .cfg = rt->cfg, .trust = rt->trust, .index = idx, .store = rt->store};
     struct pec_rp_outcome out;
     struct pec_original o;
     char err[1024], what[1200];
     sfsistat ret = SMFIS_CONTINUE;
     int raced = 1;
 
-    if (collect_finish(c, st, &o, what, sizeof(what)) < 0)
+    if (collect_finish(c, st, &o, what, sizeof(what)) < 0) {
+        pec_index_free(idx);
         return internal_error(ctx, c, qid, what);
+    }
     for (int i = 0; raced && i < RACE_RETRIES; i++) {
         if (pec_rp_decide(&env, &o, qid, &out, err, sizeof(err)) < 0) {
             ret = internal_error(ctx, c, qid, err);
@@ -107,6 +113,7 @@ static sfsistat rp_eom(SMFICTX *ctx, struct conn *c, struct msg *m)
     if (raced)
         ret = internal_error(ctx, c, qid, "receipts kept changing the recipients' states");
     pec_original_free(&o);
+    pec_index_free(idx);
     return ret;
 }
 

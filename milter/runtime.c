@@ -39,8 +39,21 @@ int runtime_check_files(const struct pec_config *cfg, char *err, size_t errlen)
             return -1;
         }
     }
-    if (pec_check_readable_file(cfg->index_file, why, sizeof(why)) < 0) {
-        snprintf(err, errlen, "index_file: %s", why);
+    if (cfg->index_signer[0] && pec_check_readable_file(cfg->index_signer, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "index_signer: %s", why);
+        return -1;
+    }
+    if (cfg->index_tls_cert[0] &&
+        pec_check_readable_file(cfg->index_tls_cert, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "index_tls_cert: %s", why);
+        return -1;
+    }
+    if (cfg->index_tls_key[0] && pec_check_private_file(cfg->index_tls_key, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "index_tls_key: %s", why);
+        return -1;
+    }
+    if (cfg->index_tls_ca[0] && pec_check_readable_file(cfg->index_tls_ca, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "index_tls_ca: %s", why);
         return -1;
     }
     if (cfg->spool_dir[0] != '\0' && (stat(cfg->spool_dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
@@ -58,9 +71,20 @@ static void runtime_free(struct runtime *rt)
 {
     pec_signer_free(rt->signer);
     pec_trust_free(rt->trust);
-    pec_index_free(rt->index);
+    pec_directory_close(rt->dir);
     pec_config_unref(rt->cfg);
     free(rt);
+}
+
+struct pec_index *runtime_index(const struct runtime *rt)
+{
+    return pec_directory_index(rt->dir);
+}
+
+void runtime_log_index_load(const struct runtime *rt)
+{
+    for (int i = 0; i < rt->index_load.nwarnings; i++)
+        log_warn(NULL, "%s", rt->index_load.warning[i]);
 }
 
 int runtime_check_cert(struct runtime *rt, char *err, size_t errlen)
@@ -104,9 +128,10 @@ static int load_objects(struct runtime *rt, char *err, size_t errlen)
         snprintf(err, errlen, "trust_anchors: %s", why);
         return -1;
     }
-    rt->index = pec_index_load(cfg->index_file, why, sizeof(why));
-    if (rt->index == NULL) {
-        snprintf(err, errlen, "index_file: %s", why);
+    rt->dir = pec_directory_open(cfg, rt->trust, rt->signer, why, sizeof(why));
+    if (rt->dir == NULL || pec_directory_load(rt->dir, 1, &rt->index_load, why, sizeof(why)) < 0) {
+        /* the message starts with the key at fault */
+        snprintf(err, errlen, "%s", why);
         return -1;
     }
     if (pec_clock_init(&rt->clock, cfg->timezone, cfg->fixed_clock, why, sizeof(why)) < 0) {
@@ -162,6 +187,12 @@ int runtime_store_open(struct runtime *rt, char *err, size_t errlen)
     if (st == NULL) {
         snprintf(err, errlen, "store: %s", why);
         return -1;
+    }
+    {
+        char node[32];
+
+        snprintf(node, sizeof(node), "%lld", rt->cfg->node_id);
+        pec_store_set_node(st, node);
     }
     pthread_mutex_lock(&current_lock);
     shared_store = st;
@@ -249,6 +280,7 @@ static void *reloader(void *arg)
         log_set_test_mode(pec_config_is_test(rt->cfg));
         runtime_set(rt);
         log_info(NULL, "configuration reloaded from %s", config);
+        runtime_log_index_load(rt);
         if (rt->cert_warning[0] != '\0')
             log_warn(NULL, "%s: %s", rt->cfg->sign_cert, rt->cert_warning);
     }

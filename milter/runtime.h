@@ -7,6 +7,11 @@
  * reference-counted, so a milter connection keeps the runtime it started with
  * until it ends.
  *
+ * The providers' index is the runtime's directory (provider/directory.h):
+ * the copy in use changes under a running runtime when the scheduler
+ * refreshes it, so a user takes it with runtime_index() for one message
+ * and drops it after.
+ *
  * The store is the process's, not a runtime's: it is opened once, after
  * the privilege drop so that its files belong to `user`, and every runtime
  * borrows it.  A reload that names another store keeps the open one and
@@ -23,6 +28,7 @@
 #include "message/index.h"
 #include "message/pecmsg.h"
 #include "message/smime.h"
+#include "provider/directory.h"
 #include "store/store.h"
 
 struct runtime {
@@ -30,7 +36,8 @@ struct runtime {
     struct pec_config *cfg;
     struct pec_signer *signer;
     struct pec_trust *trust;
-    struct pec_index *index;
+    struct pec_directory *dir;
+    struct pec_dir_report index_load; /* what loading the index found worth a warning */
     struct pec_clock clock;
     struct pec_ident ident;
     struct pec_issuer issuer;
@@ -55,6 +62,12 @@ int runtime_check_cert(struct runtime *rt, char *err, size_t errlen);
 
 /* Checks that need no loading: files exist, are readable, key is private. */
 int runtime_check_files(const struct pec_config *cfg, char *err, size_t errlen);
+
+/* RT's providers' index in use, with a reference the caller drops (pec_index_free). */
+struct pec_index *runtime_index(const struct runtime *rt);
+
+/* Log what RT's index load found worth a warning. */
+void runtime_log_index_load(const struct runtime *rt);
 
 /* The current runtime, with a reference the caller must drop. */
 struct runtime *runtime_get(void);

@@ -1,5 +1,9 @@
 /*
- * scheduler - the daemon's timer thread around lib/provider/scheduler.c.
+ * scheduler - the daemon's timer thread around lib/provider/scheduler.c, and
+ * the keeper of the providers' index (lib/provider/directory.h): refreshed
+ * at start and every index_refresh, sooner after a failure, its age
+ * watched against index_max_age.  The index runs on real time, not the
+ * runtime's (possibly fixed) clock: it is about servers out there.
  */
 #include "scheduler.h"
 #include "log.h"
@@ -19,6 +23,8 @@
 #define NOTICE_RETRY 60  /* after a store or builder failure */
 #define SEAL_RETRY 300   /* after a failed seal or purge */
 #define CLOCK_EVERY 3600 /* the clock discipline's state is read hourly */
+#define INDEX_RETRY 600  /* at most, after a failed refresh of the index */
+#define STALE_EVERY 3600 /* a stale index is warned of hourly */
 
 static pthread_t thread;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -86,6 +92,69 @@ static void check_clock(time_t *clock_at)
         log_warn(NULL, "clock: %s", why);
 }
 
+/* A transfer in progress stops when the daemon does. */
+static int cancelled(void *arg)
+{
+    (void)arg;
+    return __atomic_load_n(&stopping, __ATOMIC_SEQ_CST);
+}
+
+static void refresh_index(struct runtime *rt, time_t now, time_t *due)
+{
+    const struct pec_config *cfg = rt->cfg;
+    struct pec_dir_report rep;
+    int ok = pec_directory_refresh(rt->dir, cancelled, NULL, &rep) == 0;
+
+    for (int i = 0; i < rep.nwarnings; i++)
+        log_warn(NULL, "%s", rep.warning[i]);
+    if (ok) {
+        log_info(NULL, "providers' index: refreshed from %s: %zu providers, %zu CRLs%s",
+                 cfg->index_source, rep.providers, rep.crls,
+                 rep.domains_changed ? "; managedDomains changed" : "");
+        *due = now + (time_t)cfg->index_refresh;
+    } else {
+        log_err(NULL, "providers' index: cannot refresh from %s, the copy in use stays: %s",
+                cfg->index_source, rep.index_err);
+        *due = now + (time_t)min_ll(cfg->index_refresh, INDEX_RETRY);
+    }
+}
+
+/*
+ * The providers' index: refreshed when due, its age against index_max_age.
+ * Returns the seconds until it next needs looking at.
+ */
+static long long index_round(time_t *due, time_t *stale_at)
+{
+    struct runtime *rt = runtime_get();
+    time_t now = time(NULL), fetched;
+    long long wait, age;
+
+    if (rt == NULL)
+        return NOTICE_RETRY;
+    if (*due == 0 || now >= *due)
+        refresh_index(rt, now, due);
+    now = time(NULL);
+    fetched = pec_directory_fetched_at(rt->dir);
+    age = (long long)(now - fetched);
+    wait = *due > now ? (long long)(*due - now) : 0;
+    if (age > rt->cfg->index_max_age) {
+        if (now >= *stale_at) {
+            log_warn(NULL,
+                     "providers' index: the copy in use was fetched %lld s ago, over index_max_age "
+                     "(%lld s): peers' new certificates and domains are unknown here until a "
+                     "refresh from %s succeeds",
+                     age, rt->cfg->index_max_age, rt->cfg->index_source);
+            *stale_at = now + STALE_EVERY;
+        }
+        wait = min_ll(wait, (long long)(*stale_at - now));
+    } else {
+        *stale_at = 0;
+        wait = min_ll(wait, rt->cfg->index_max_age - age + 1);
+    }
+    runtime_put(rt);
+    return wait;
+}
+
 /* One round at the runtime's NOW; returns the seconds to sleep. */
 static long long round_once(time_t *seal_at)
 {
@@ -149,7 +218,7 @@ static long long round_once(time_t *seal_at)
 
 static void *run(void *arg)
 {
-    time_t seal_at = 0, clock_at = 0;
+    time_t seal_at = 0, clock_at = 0, index_due = 0, stale_at = 0;
 
     (void)arg;
     pthread_mutex_lock(&lock);
@@ -159,7 +228,7 @@ static void *run(void *arg)
 
         pthread_mutex_unlock(&lock);
         check_clock(&clock_at);
-        wait = round_once(&seal_at);
+        wait = min_ll(index_round(&index_due, &stale_at), round_once(&seal_at));
         pthread_mutex_lock(&lock);
         if (wait <= 0)
             continue; /* more is due already */

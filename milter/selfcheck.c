@@ -34,42 +34,51 @@ struct who {
 };
 
 /* Peers find our signature's certificate in the index, under our name, for our domains. */
-static int check_index(const struct runtime *rt, char *err, size_t errlen)
+static int check_listed(const struct pec_config *cfg, const struct pec_signer *signer,
+                        const struct pec_index *idx, char *err, size_t errlen)
 {
-    const struct pec_config *cfg = rt->cfg;
-    const char *sha1 = pec_signer_cert_sha1(rt->signer);
+    const char *sha1 = pec_signer_cert_sha1(signer), *src = cfg->index_source;
     size_t len;
-    const unsigned char *der = pec_signer_cert_der(rt->signer, &len);
-    const struct pec_provider *p = pec_index_by_cert(rt->index, der, len);
+    const unsigned char *der = pec_signer_cert_der(signer, &len);
+    const struct pec_provider *p = pec_index_by_cert(idx, der, len);
 
-    if (p == NULL && pec_index_by_cert_hash(rt->index, sha1) != NULL) {
+    if (p == NULL && pec_index_by_cert_hash(idx, sha1) != NULL) {
         snprintf(err, errlen,
                  "%s: %s lists its hash %s but not the certificate itself "
                  "(providerCertificate;binary)",
-                 cfg->sign_cert, cfg->index_file, sha1);
+                 cfg->sign_cert, src, sha1);
         return -1;
     }
     if (p == NULL) {
         snprintf(err, errlen,
                  "%s: not in the providers' index %s (no providerCertificateHash %s): "
                  "peers will take our mail for ordinary mail",
-                 cfg->sign_cert, cfg->index_file, sha1);
+                 cfg->sign_cert, src, sha1);
         return -1;
     }
     if (strcmp(p->name, cfg->provider_name) != 0) {
         snprintf(err, errlen,
                  "%s: listed in %s under providerName \"%s\", not provider_name \"%s\"",
-                 cfg->sign_cert, cfg->index_file, p->name, cfg->provider_name);
+                 cfg->sign_cert, src, p->name, cfg->provider_name);
         return -1;
     }
     for (size_t i = 0; i < cfg->domains.n; i++) {
         if (!pec_provider_manages(p, cfg->domains.v[i])) {
-            snprintf(err, errlen, "%s: \"%s\" lists no managedDomains %s, one of our domains",
-                     cfg->index_file, p->name, cfg->domains.v[i]);
+            snprintf(err, errlen, "%s: \"%s\" lists no managedDomains %s, one of our domains", src,
+                     p->name, cfg->domains.v[i]);
             return -1;
         }
     }
     return 0;
+}
+
+static int check_index(const struct runtime *rt, char *err, size_t errlen)
+{
+    struct pec_index *idx = runtime_index(rt);
+    int rc = check_listed(rt->cfg, rt->signer, idx, err, errlen);
+
+    pec_index_free(idx);
+    return rc;
 }
 
 static int who_init(struct who *w, const char *user, char *err, size_t errlen)
@@ -215,7 +224,7 @@ static int check_socket(const struct who *w, const char *spec, const char *key, 
 /* The files the daemon reads and the directories it writes, as `user`. */
 static int check_access(const struct pec_config *cfg, char *err, size_t errlen)
 {
-    const char *store = cfg->store;
+    const char *store = cfg->store, *source;
     struct who w;
 
     if (who_init(&w, cfg->user, err, errlen) < 0)
@@ -224,7 +233,11 @@ static int check_access(const struct pec_config *cfg, char *err, size_t errlen)
         check_readable(&w, cfg->sign_chain, "sign_chain", err, errlen) < 0 ||
         check_readable(&w, cfg->sign_key, "sign_key", err, errlen) < 0 ||
         check_readable(&w, cfg->trust_anchors, "trust_anchors", err, errlen) < 0 ||
-        check_readable(&w, cfg->index_file, "index_file", err, errlen) < 0)
+        check_readable(&w, cfg->index_signer, "index_signer", err, errlen) < 0 ||
+        check_readable(&w, cfg->index_tls_cert, "index_tls_cert", err, errlen) < 0 ||
+        check_readable(&w, cfg->index_tls_key, "index_tls_key", err, errlen) < 0 ||
+        check_readable(&w, cfg->index_tls_ca, "index_tls_ca", err, errlen) < 0 ||
+        check_readable(&w, cfg->crl_file, "crl_file", err, errlen) < 0)
         return -1;
     if (strncmp(store, "sqlite:", 7) == 0)
         store += 7;
@@ -232,6 +245,9 @@ static int check_access(const struct pec_config *cfg, char *err, size_t errlen)
         check_socket(&w, cfg->lmtp_socket, "lmtp_socket", err, errlen) < 0 ||
         check_parent(&w, store, "store", err, errlen) < 0 ||
         check_dir(&w, cfg->seal_dir, "seal_dir", 1, err, errlen) < 0)
+        return -1;
+    if (pec_index_source_kind(cfg->index_source, &source) != PEC_SOURCE_LDIF &&
+        check_dir(&w, cfg->index_cache, "index_cache", 1, err, errlen) < 0)
         return -1;
     if (cfg->spool_dir[0] != '\0' && check_dir(&w, cfg->spool_dir, "spool_dir", 0, err, errlen) < 0)
         return -1;

@@ -202,10 +202,10 @@ class AntivirusE2E(unittest.TestCase):
                       + p.stderr.decode(errors="replace"))
         return p.stdout
 
-    def records(self, conf, label):
+    def records(self, conf, label, evento="emissione"):
         out = self.pecctl(conf, "log", "--json").decode()
         recs = [json.loads(line) for line in out.splitlines() if line.strip()]
-        return [r for r in recs if r["label"] == label]
+        return [r for r in recs if r["label"] == label and r["evento"] == evento]
 
     def audit(self, conf, since):
         out = self.pecctl(conf, "audit", "--since", "@%d" % since).decode()

@@ -146,12 +146,71 @@ class ConfigTest(config.Scratch, unittest.TestCase):
                                   re.escape(pki.provider("a")["cert"])))
 
     def test_garbage_index(self):
+        """A broken LDIF: signed by the authority, or (tests only) unsigned."""
         bad = os.path.join(self.dir, "index.ldif")
         with open(bad, "w") as f:
             f.write("dn: providerName=X,o=postacert\nproviderCertificate;binary:: !!!\n")
-        self.settings["index_file"] = bad
+        self.settings["index_source"] = "file:" + pki.sign(bad, bad + ".p7m")
         self.write(config.render(self.settings))
-        self.assertConfigError(r"^pecmilter: index_file: .*index\.ldif:2: ")
+        self.assertConfigError(r"^pecmilter: index_source: .*index\.ldif\.p7m:2: ")
+        self.settings.update(index_source="ldif:" + bad, test_mode="yes")
+        self.write(config.render(self.settings))
+        self.assertConfigError(r"^pecmilter: index_source: .*index\.ldif:2: ")
+
+    def test_index_not_signed_by_the_signer(self):
+        """Signed by a provider under the same root, or altered by one byte: refused."""
+        by_b = pki.sign(pki.index(), os.path.join(self.dir, "by-b.p7m"), signer="b")
+        self.settings["index_source"] = "file:" + by_b
+        self.write(config.render(self.settings))
+        self.assertConfigError(r"^pecmilter: index_source: .*by-b\.p7m: untrusted issuer")
+        with open(pki.index_p7m(), "rb") as f:
+            data = f.read()
+        altered = os.path.join(self.dir, "altered.p7m")
+        with open(altered, "wb") as f:
+            f.write(data.replace(b"Gestore B", b"Gestore C", 1))
+        self.settings["index_source"] = "file:" + altered
+        self.write(config.render(self.settings))
+        self.assertConfigError(r"index_source: .*altered\.p7m: signature does not match")
+
+    def test_unsigned_index_is_a_test_setting(self):
+        self.settings["index_source"] = "ldif:" + pki.index()
+        self.write(config.render(self.settings))
+        self.assertConfigError(r"index_source: not allowed outside test_mode: .*never as an "
+                               r"unsigned file")
+        self.settings["test_mode"] = "yes"
+        self.write(config.render(self.settings))
+        rc, out, err = run("-n", "-c", self.path)
+        self.assertEqual(rc, 0, err)
+        self.assertRegex(out, r"# warning: index_source: .*index\.ldif is an unsigned LDIF, "
+                              r"taken as it is: a test setting")
+
+    def test_index_source_needs(self):
+        for changes, pattern in [
+                ({"index_source": "http://x.test/i.p7m"},
+                 r"index_source: \"http://x\.test/i\.p7m\" is not file:PATH"),
+                ({"index_signer": ""}, r"index_signer: required with a signed index_source"),
+                ({"index_tls_cert": pki.tls_client()[0]},
+                 r"index_tls_key: index_tls_cert and index_tls_key go together"),
+                ({"index_refresh": 172800}, r"index_refresh: not allowed outside test_mode: "
+                                            r".*at least daily")]:
+            with self.subTest(changes=changes):
+                self.write(config.render(dict(self.settings, **changes)))
+                self.assertConfigError(pattern)
+
+    def test_index_from_the_cache(self):
+        """The source gone, the last good copy serves (once a refresh kept one)."""
+        cache = self.settings["index_cache"]
+        os.makedirs(cache)
+        with open(pki.index_p7m(), "rb") as src, open(os.path.join(cache, "index.p7m"),
+                                                       "wb") as dst:
+            dst.write(src.read())
+        self.settings["index_source"] = "file:" + os.path.join(self.dir, "gone.p7m")
+        self.write(config.render(self.settings))
+        rc, out, err = run("-n", "-c", self.path)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("# providers' index: 2 providers", out)
+        os.unlink(os.path.join(cache, "index.p7m"))
+        self.assertConfigError(r"index_source: .*gone\.p7m: No such file or directory")
 
     def test_check_reports_signer_and_index(self):
         self.write(config.render(self.settings))
@@ -166,9 +225,9 @@ class ConfigTest(config.Scratch, unittest.TestCase):
         self.assertConfigError(r"signing certificate: .*nocert\.pem: No such file or directory")
 
     def test_unreadable_index(self):
-        self.settings["index_file"] = os.path.join(self.dir, "noindex.ldif")
+        self.settings["index_source"] = "file:" + os.path.join(self.dir, "noindex.p7m")
         self.write(config.render(self.settings))
-        self.assertConfigError(r"index_file: .*noindex\.ldif: No such file or directory")
+        self.assertConfigError(r"index_source: .*noindex\.p7m: No such file or directory")
 
     def test_sample_documents_every_key(self):
         """etc/pecmilter.conf names exactly the keys the schema has."""

@@ -180,6 +180,12 @@ class ExchangeE2E(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr.decode())
         return r.stdout
 
+    @staticmethod
+    def since():
+        """A second boundary after everything earlier tests left in flight was logged."""
+        time.sleep(1)
+        return int(time.time())
+
     def audit(self, conf, since):
         """pecctl audit over what began at SINCE (epoch): its output, asserting exit 0."""
         p = subprocess.run([env.program("pecctl"), "-c", conf, "audit", "--since",
@@ -322,7 +328,7 @@ class ExchangeE2E(unittest.TestCase):
     def test_7_readdressed_busta(self):
         """A genuine busta of A naming luigi, sent again to B's port 25 for anna: anna
         gets a busta di anomalia, nobody a presa in carico or consegna for her."""
-        since = int(time.time())
+        since = self.since()
         subject = "Busta reindirizzata"
         busta = self.busta(subject)                 # names luigi alone
         code, text = self.b.send(MARIO, [ANNA], busta)
@@ -337,7 +343,7 @@ class ExchangeE2E(unittest.TestCase):
         """Unsigned mail carrying the Message-ID of a busta not yet arrived is wrapped;
         the busta, when it comes, is delivered and earns its presa in carico and
         consegna."""
-        since = int(time.time())
+        since = self.since()
         subject = "Busta attesa"
         busta = self.busta(subject)
         mid = re.search(rb"(?im)^Message-ID:\s*(<[^>]+>)", busta).group(1)
@@ -360,7 +366,7 @@ class ExchangeE2E(unittest.TestCase):
     def test_9a_consegna_from_wrong_provider(self):
         """A consegna for a recipient at B signed by A's own key (listed, but not B's
         provider) moves nothing: A's user gets it as a busta di anomalia."""
-        since = int(time.time())
+        since = self.since()
         subject = "Consegna falsa"
         nobody = "nessuno@pec-b.test"
         self.submit(message(subject, to="%s, %s" % (LUIGI, nobody)), [LUIGI, nobody])
@@ -386,7 +392,7 @@ class ExchangeE2E(unittest.TestCase):
         """A busta of A whose daticert has a newline in oggetto (signed, listed): B makes
         it a busta di anomalia that says why, instead of storing a busta that could never
         earn its consegna."""
-        since = int(time.time())
+        since = self.since()
         subject = "Oggetto su due righe"
         busta = forge.resign(self.busta(subject), "a", content=forge.daticert_edit(
             lambda x: x.replace("<oggetto>" + subject, "<oggetto>Oggetto su&#10;due righe")))

@@ -76,6 +76,7 @@ class InstallTest(unittest.TestCase):
             (p, "share/doc/pecmilter/examples/postfix/main.cf"),
             (p, "share/doc/pecmilter/examples/postfix/master.cf"),
             (p, "share/doc/pecmilter/examples/sendmail/pecmilter.mc"),
+            (p, "share/doc/pecmilter/examples/ldap/pec.schema"),
             (self.unitdir, "pecmilter.service"),
             (self.tmpfilesdir, "pecmilter.conf"),
             (self.sysusersdir, "pecmilter.conf"),

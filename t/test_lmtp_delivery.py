@@ -16,8 +16,11 @@ What must hold (pec-rules.md 2.4, 4.7, 4.8, 9; deliver.h):
   * every receipt is in the store's outbox with its log record, verifies with
     openssl against the test root, is classified by pecverify, and its
     daticert.xml is valid against the DTD;
-  * notices, buste di anomalia, ordinary mail and a tampered busta are delivered
-    unchanged and never earn a receipt;
+  * notices and buste di anomalia that verify are delivered unchanged and never
+    earn a receipt; ordinary mail and a tampered busta (which reach the delivery
+    point only past the reception point: a DSN of our MTA, local pickup) go into
+    the mailbox wrapped in a busta di anomalia signed here, the original byte for
+    byte inside it, never bare;
   * a temporary failure (mailbox root missing, store locked, mailbox server down)
     gets 4xx and no receipt; the receipt comes when the MTA retries;
   * a PEC message that verifies goes into a mailbox once: a second copy (same
@@ -470,8 +473,28 @@ class MaildirDelivery(unittest.TestCase, ReceiptChecks):
         finally:
             c.close()
         got = maildir_messages(self.root, "luigi.bianchi")[before]
-        self.assertEqual(got, prefix(LUIGI, "amico@example.com") + ORDINARY)
+        self.assertTrue(got.startswith(prefix(LUIGI, "amico@example.com")), got[:200])
+        self.assert_wrapped(got, ORDINARY)
         self.assertFalse(os.path.exists(os.path.join(self.root, "nessuno")))
+
+    def assert_wrapped(self, got, original):
+        """GOT is a busta di anomalia we signed, ORIGINAL inside it byte for byte (8-bit
+        bytes and dot-stuffed lines kept)."""
+        self.assertEqual(header_of(got)["X-Trasporto"].strip(), "errore")
+        self.assertTrue(header_of(got)["Subject"].startswith("ANOMALIA MESSAGGIO:"))
+        self.assertEqual(named_part(got, "postacert.eml"), original)
+        path = os.path.join(WORK, "wrapped.eml")
+        with open(path, "wb") as f:
+            f.write(got)
+        r = subprocess.run(["openssl", "smime", "-verify", "-in", path, "-CAfile", pki.trust(),
+                            "-purpose", "any", "-out", os.devnull],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.assertEqual(r.returncode, 0, "openssl smime -verify: %s" % r.stdout.decode())
+        r = subprocess.run([PECVERIFY, "--json", "--trust", pki.trust(), "--index", pki.index(),
+                            path], stdout=subprocess.PIPE)
+        v = json.loads(r.stdout.decode())[0]
+        self.assertTrue(v.get("valid"), v)
+        self.assertEqual(v.get("kind"), "anomalia")
 
     def test_busta_to_and_cc(self):
         busta = generated("busta.eml")
@@ -567,7 +590,14 @@ class MaildirDelivery(unittest.TestCase, ReceiptChecks):
         replies = deliver(self.d.sock, [NESSUNO], ORDINARY, sender="amico@example.com")
         self.assertEqual(replies[0][0], 550)
         self.assertEqual(self.d.outbox_since(mark), [])
-        self.assertEqual(self.d.registro_since(mark), [])
+        # each verified one is logged as put into the mailbox (evento deposito), nothing else
+        recs = self.d.registro_since(mark)
+        # (the ordinary mail, for a mailbox that does not exist: wrapped, never stored)
+        self.assertEqual([(r["label"], r["evento"], r["consegna"]) for r in recs],
+                         [("Consegna", "deposito", LUIGI), ("MancataConsegna", "deposito", LUIGI),
+                          ("Accettazione", "deposito", LUIGI),
+                          ("BustaAnomalia", "deposito", LUIGI),
+                          ("BustaAnomalia", "emissione", "")])
 
     def test_tampered_busta(self):
         busta = generated("busta.eml")
@@ -579,9 +609,15 @@ class MaildirDelivery(unittest.TestCase, ReceiptChecks):
         self.assertEqual(replies[0][0], 250)
         self.assertNotIn("queued", replies[0][1])
         self.assertEqual(replies[1][0], 550)  # not PEC: an ordinary bounce
-        self.assertEqual(maildir_messages(self.root, "luigi.bianchi")[n], prefix(LUIGI) + tampered)
+        got = maildir_messages(self.root, "luigi.bianchi")[n]
+        self.assertTrue(got.startswith(prefix(LUIGI)))
+        self.assert_wrapped(got, tampered)
         self.assertEqual(self.d.outbox_since(mark), [])
         self.assertIn("not a valid one", self.d.log())
+        self.assertIn("wrapped in a busta di anomalia", self.d.log())
+        recs = self.d.registro_since(mark)
+        self.assertEqual([(r["label"], r["evento"]) for r in recs],
+                         [("BustaAnomalia", "emissione"), ("BustaAnomalia", "deposito")])
 
     def test_temporary_failures(self):
         busta = make_busta("temp")

@@ -13,8 +13,9 @@ snippets), the three smtpd's behave as their roles say: port 25 refuses
 ordinary mail for our users (reception, ordinary_mail = reject), submission
 (after STARTTLS) refuses an unauthenticated sender (access), and the
 reinjection listener, with no milter, takes the same ordinary message, which
-Postfix hands to pecmilter's delivery point over LMTP and lands in its
-Maildir.
+Postfix hands to pecmilter's delivery point over LMTP, which refuses to store
+it bare.  postconf reports the queue lifetimes, size limit and MIME output
+setting the rules call for.
 """
 import os
 import re
@@ -167,21 +168,35 @@ class PostfixSnippetsTest(unittest.TestCase):
                 s.close()
             self.assertEqual(code, 530, text)
             self.assertIn(b"authentication required to send certified mail", text)
-            # reinjection: no milter, so the same message goes through to the
-            # delivery point, over LMTP on the socket inside the chroot
+            # reinjection: no milter, so the same message goes through to the delivery
+            # point, over LMTP on the socket inside the chroot; it came past the reception
+            # point (as a DSN of this Postfix or local pickup would), so the delivery point
+            # does not store it bare: with ordinary_mail = reject it refuses it (issue 17)
             code, text = self.pf.send("someone@example.org", [USER],
                                       ordinary("someone@example.org", USER),
                                       port=self.pf.reinject_port)
             self.assertEqual(code, 250, text)
-            new = os.path.join(self.maildirs, "mario.rossi", "new")
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not (os.path.isdir(new) and os.listdir(new)):
+            pattern = (r"relay=[^ ]*pecmilter/lmtp\.sock.*status=bounced .*550 5\.7\.1 "
+                       r"<mario\.rossi@pec-a\.test> not a PEC message")
+            while time.monotonic() < deadline and not re.search(pattern, self.pf.log()):
                 time.sleep(0.2)
-            self.assertTrue(os.path.isdir(new) and os.listdir(new),
-                            "nothing delivered; maillog:\n" + self.pf.log_tail() +
-                            "\npecmilter:\n" + d.stderr())
-            log = self.pf.log()
-            self.assertRegex(log, r"relay=[^ ]*pecmilter/lmtp\.sock.*status=sent")
+            self.assertRegex(self.pf.log(), pattern, "pecmilter:\n" + d.stderr())
+            new = os.path.join(self.maildirs, "mario.rossi", "new")
+            self.assertFalse(os.path.isdir(new) and os.listdir(new), "stored bare")
+
+    def test_3_limits_for_pec(self):
+        """The 24 h the rules give a failure, the 30 MB they allow a message, and no
+        8-bit downgrade of signed content: what postconf reports, from the snippets."""
+        out = subprocess.run(["postconf", "-c", self.pf.etc, "maximal_queue_lifetime",
+                              "bounce_queue_lifetime", "message_size_limit",
+                              "disable_mime_output_conversion"],
+                             capture_output=True, text=True, check=True).stdout
+        self.assertIn("maximal_queue_lifetime = 1d\n", out)
+        self.assertIn("bounce_queue_lifetime = 1d\n", out)
+        self.assertIn("disable_mime_output_conversion = yes\n", out)
+        limit = int(re.search(r"message_size_limit = (\d+)", out).group(1))
+        self.assertGreaterEqual(limit, 30 * 1024 * 1024 + 64 * 1024)
 
 
 if __name__ == "__main__":

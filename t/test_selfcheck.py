@@ -49,23 +49,24 @@ class SelfCheckTest(config.Scratch, unittest.TestCase):
         rogue = pki.provider("rogue")
         self.settings.update(config.settings("rogue", self.dir,
                                              seal_dir=os.path.join(self.dir, "registro")))
-        self.assertProblem(rogue["cert"], r"not in the providers' index %s "
+        self.assertProblem(rogue["cert"], r"not in the providers' index file:%s "
                            r"\(no providerCertificateHash %s\)"
-                           % (re.escape(pki.index()), pki.cert_sha1("rogue")))
+                           % (re.escape(pki.index_p7m()), pki.cert_sha1("rogue")))
 
     def test_listed_under_another_name(self):
         index = os.path.join(self.dir, "index.ldif")
         with open(pki.index()) as src, open(index, "w") as dst:
             dst.write(src.read().replace("Gestore A S.p.A.", "Gestore Altro S.p.A."))
-        self.settings["index_file"] = index
+        self.settings["index_source"] = "file:" + pki.sign(index, index + ".p7m")
         self.assertProblem(pki.provider("a")["cert"],
-                           r"listed in %s under providerName \"Gestore Altro S\.p\.A\.\", "
-                           r"not provider_name \"Gestore A S\.p\.A\.\"$" % re.escape(index))
+                           r"listed in file:%s\.p7m under providerName \"Gestore Altro "
+                           r"S\.p\.A\.\", not provider_name \"Gestore A S\.p\.A\.\"$"
+                           % re.escape(index))
 
     def test_domain_not_managed_in_index(self):
         self.settings["domains"] = ["pec-a.test", "pec-z.test"]
-        self.assertProblem(pki.index(), r"\"Gestore A S\.p\.A\.\" lists no managedDomains "
-                           r"pec-z\.test")
+        self.assertProblem("file:" + pki.index_p7m(), r"\"Gestore A S\.p\.A\.\" lists no "
+                           r"managedDomains pec-z\.test")
 
     def test_service_address_not_the_certificate_address(self):
         self.settings["service_address"] = "posta@pec-a.test"
@@ -202,7 +203,7 @@ class SelfCheckTest(config.Scratch, unittest.TestCase):
                       "mailReceipt: ricevute@pec.example.it\n"
                       "managedDomains: pec.example.it\n"
                       % (digest, base64.b64encode(der).decode()))
-        self.settings["index_file"] = index
+        self.settings["index_source"] = "file:" + pki.sign(index, index + ".p7m")
         rc, out, err = self.check()
         self.assertEqual((rc, err), (0, ""))
         self.assertIn("<posta-certificata@pec.example.it>, sha1 %s" % digest, out)

@@ -75,11 +75,12 @@ class PecctlTest(unittest.TestCase):
         lines = out.splitlines()
         self.assertEqual(len(lines), 16)
         self.assertRegex(lines[1],
-                         r"^2024-01-29 10:00:00 \+0100 #2 opec\.ev\.0@pec-a\.test: "
-                         r"tipo=accettazione \(Accettazione\): evento=emissione: "
+                         r"^2024-01-29 10:00:00 \+0100 #2 opec\.ev\.0@pec-a\.test: queueid=: "
+                         r"tipo=accettazione \(Accettazione\): "
                          r"mittente=mario@pec-a\.test: destinatari=luigi@pec-b\.test "
                          r"\(certificato\), anna@pec-b\.test \(certificato\): oggetto=prova: "
-                         r"message-id=ev\.0@pec-a\.test: gestore=Gestore A S\.p\.A\.$")
+                         r"message-id=ev\.0@pec-a\.test: gestore=Gestore A S\.p\.A\.: "
+                         r"evento=emissione$")
         rc, out, _ = self.pecctl("log", "--id", "opec.ev.3@pec-a.test")
         self.assertEqual(len(out.splitlines()), 2)
         rc, out, _ = self.pecctl("log", "--recipient", "ANNA@pec-b.test", "--since",

@@ -44,7 +44,7 @@ MAINTENANCE = {
         "pecctl outbox lists every row, on request",
     "SELECT seq, at, evento, tipo, label, identificativo, queue_id, mittente, destinatari, "
     "oggetto, message_id, gestore, tipo_ricevuta, consegna, ricezione, errore, virus, "
-    "errore_esteso, prev, hash FROM registro WHERE ?1 IS NULL":
+    "errore_esteso, prev, hash, client_msgid, node, form FROM registro WHERE ?1 IS NULL":
         "pecctl log, log verify, audit and the daily seal read the log in order",
 }
 

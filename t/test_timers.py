@@ -33,8 +33,8 @@ EXT = "ext@example.org"
 WARNING, NOT_BEFORE, DEADLINE = 3, 5, 6
 
 
-def message(subject, to):
-    return e2e.message(subject, to, MARIO, body=b"Testo.\r\n")
+def message(subject, to, extra=b""):
+    return e2e.message(subject, to, MARIO, extra=extra, body=b"Testo.\r\n")
 
 
 class TimersE2E(unittest.TestCase):
@@ -94,8 +94,8 @@ class TimersE2E(unittest.TestCase):
 
     # -- helpers ---------------------------------------------------------------
 
-    def submit(self, subject, rcpts):
-        code, text = self.a.send(MARIO, rcpts, message(subject, ", ".join(rcpts)),
+    def submit(self, subject, rcpts, extra=b""):
+        code, text = self.a.send(MARIO, rcpts, message(subject, ", ".join(rcpts), extra),
                                  port=self.a.submission_port, xclient_login=MARIO)
         self.assertEqual(code, 250, text)
         return time.time()
@@ -166,6 +166,15 @@ class TimersE2E(unittest.TestCase):
         self.assertGreaterEqual(got[0][0], t0 + WARNING - 1)
         self.assertGreaterEqual(got[1][0], t0 + NOT_BEFORE - 1)
         self.assertIn("preavviso (12 h)", self.d.stderr())
+
+    def test_3_reply_to_is_risposte(self):
+        """The original had a Reply-To: both notices give it as risposte, as the busta
+        did, not the sender (issue 18)."""
+        subject = "Rispondere altrove"
+        self.submit(subject, [LUIGI], extra=b"Reply-To: segreteria@pec-a.test\r\n")
+        got = self.wait_notices(subject, 2, timeout=DEADLINE + 20)
+        for _, m in got:
+            self.assertIn(b"<risposte>segreteria@pec-a.test</risposte>", m.daticert())
 
     def test_2_daemon_down_across_the_deadlines(self):
         """Down before 12 h, started after 24 h: each owed notice comes once."""

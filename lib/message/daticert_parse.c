@@ -11,6 +11,7 @@
  */
 #include "message/daticert.h"
 #include "message/daticert_xml.h"
+#include "message/xmldoc.h"
 #include "util/xalloc.h"
 
 #include <libxml/parser.h>
@@ -96,17 +97,14 @@ static void parse_error(void *ctx, pec_xml_error *e)
 static xmlDocPtr read_doc(const char *xml, size_t len, char *err, size_t errlen)
 {
     struct parse_guard g = {0};
-    xmlParserCtxtPtr ctxt = xmlCreateMemoryParserCtxt(xml, (int)len);
+    const char *why;
+    xmlParserCtxtPtr ctxt = pec_xml_context(
+        xml, len, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING | XML_PARSE_NOCDATA,
+        &why);
     xmlDocPtr doc;
 
     if (ctxt == NULL) {
-        seterr(err, errlen, "daticert.xml: cannot create an XML parser");
-        return NULL;
-    }
-    if (xmlCtxtUseOptions(ctxt, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
-                                    XML_PARSE_NOCDATA) != 0) {
-        xmlFreeParserCtxt(ctxt);
-        seterr(err, errlen, "daticert.xml: libxml2 refuses the parser options");
+        seterr(err, errlen, "daticert.xml: %s", why);
         return NULL;
     }
     ctxt->_private = &g;
@@ -117,29 +115,16 @@ static xmlDocPtr read_doc(const char *xml, size_t len, char *err, size_t errlen)
     ctxt->sax->elementDecl = refuse_element;
     ctxt->sax->unparsedEntityDecl = refuse_unparsed;
 
-    xmlParseDocument(ctxt);
-    doc = ctxt->myDoc;
-    ctxt->myDoc = NULL;
-    if (g.declaration) {
+    doc = pec_xml_parse(ctxt, &g.declaration);
+    if (g.declaration)
         seterr(err, errlen, "daticert.xml: DOCTYPE with an internal subset is not accepted");
-    } else if (!ctxt->wellFormed || doc == NULL) {
-        if (g.fe.seen)
-            seterr(err, errlen, "daticert.xml: not well-formed XML at line %d: %s", g.fe.line,
-                   g.fe.msg);
-        else
-            seterr(err, errlen, "daticert.xml: not well-formed XML");
-    } else {
-        xmlFreeParserCtxt(ctxt);
-        return doc;
-    }
-    xmlFreeDoc(doc);
+    else if (doc == NULL && g.fe.seen)
+        seterr(err, errlen, "daticert.xml: not well-formed XML at line %d: %s", g.fe.line,
+               g.fe.msg);
+    else if (doc == NULL)
+        seterr(err, errlen, "daticert.xml: not well-formed XML");
     xmlFreeParserCtxt(ctxt);
-    return NULL;
-}
-
-static int is_element(xmlNodePtr n, const char *name)
-{
-    return n->type == XML_ELEMENT_NODE && xmlStrEqual(n->name, BAD_CAST name);
+    return doc;
 }
 
 static int is_space(char c)
@@ -209,9 +194,9 @@ static int read_intestazione(xmlNodePtr in, struct pec_daticert *out, char *err,
 {
     for (xmlNodePtr c = in->children; c != NULL; c = c->next) {
         int rc = 0;
-        if (is_element(c, "mittente")) {
+        if (pec_xml_named(c, "mittente")) {
             rc = take_text(c, &out->mittente, 0, err, errlen);
-        } else if (is_element(c, "destinatari")) {
+        } else if (pec_xml_named(c, "destinatari")) {
             struct pec_destinatario *dest;
             char *tipo = attr_of(c, "tipo");
             out->destinatari =
@@ -222,9 +207,9 @@ static int read_intestazione(xmlNodePtr in, struct pec_daticert *out, char *err,
             dest->address = NULL;
             free(tipo);
             rc = take_text(c, &dest->address, 0, err, errlen);
-        } else if (is_element(c, "risposte")) {
+        } else if (pec_xml_named(c, "risposte")) {
             rc = take_text(c, &out->risposte, 0, err, errlen);
-        } else if (is_element(c, "oggetto")) {
+        } else if (pec_xml_named(c, "oggetto")) {
             rc = take_text(c, &out->oggetto, 1, err, errlen);
         }
         if (rc != 0)
@@ -237,9 +222,9 @@ static int read_data(xmlNodePtr data, struct pec_daticert *out, char *err, size_
 {
     out->zona = attr_of(data, "zona");
     for (xmlNodePtr c = data->children; c != NULL; c = c->next) {
-        if (is_element(c, "giorno") && take_text(c, &out->giorno, 0, err, errlen) != 0)
+        if (pec_xml_named(c, "giorno") && take_text(c, &out->giorno, 0, err, errlen) != 0)
             return -1;
-        if (is_element(c, "ora") && take_text(c, &out->ora, 0, err, errlen) != 0)
+        if (pec_xml_named(c, "ora") && take_text(c, &out->ora, 0, err, errlen) != 0)
             return -1;
     }
     return 0;
@@ -260,23 +245,23 @@ static int read_dati(xmlNodePtr dati, struct pec_daticert *out, char *err, size_
 {
     for (xmlNodePtr c = dati->children; c != NULL; c = c->next) {
         int rc = 0;
-        if (is_element(c, "gestore-emittente")) {
+        if (pec_xml_named(c, "gestore-emittente")) {
             rc = take_text(c, &out->gestore_emittente, 0, err, errlen);
-        } else if (is_element(c, "data")) {
+        } else if (pec_xml_named(c, "data")) {
             rc = read_data(c, out, err, errlen);
-        } else if (is_element(c, "identificativo")) {
+        } else if (pec_xml_named(c, "identificativo")) {
             rc = take_text(c, &out->identificativo, 0, err, errlen);
-        } else if (is_element(c, "msgid")) {
+        } else if (pec_xml_named(c, "msgid")) {
             rc = take_text(c, &out->msgid, 0, err, errlen);
-        } else if (is_element(c, "ricevuta")) {
+        } else if (pec_xml_named(c, "ricevuta")) {
             rc = read_ricevuta(c, out, err, errlen);
-        } else if (is_element(c, "consegna")) {
+        } else if (pec_xml_named(c, "consegna")) {
             rc = take_text(c, &out->consegna, 0, err, errlen);
-        } else if (is_element(c, "ricezione")) {
+        } else if (pec_xml_named(c, "ricezione")) {
             out->ricezione = xrealloc(out->ricezione, (out->n_ricezione + 1) * sizeof(char *));
             out->ricezione[out->n_ricezione++] = NULL;
             rc = take_text(c, &out->ricezione[out->n_ricezione - 1], 0, err, errlen);
-        } else if (is_element(c, "errore-esteso")) {
+        } else if (pec_xml_named(c, "errore-esteso")) {
             rc = take_text(c, &out->errore_esteso, 0, err, errlen);
         }
         if (rc != 0)
@@ -301,9 +286,9 @@ static int read_postacert(xmlNodePtr root, struct pec_daticert *out, char *err, 
     free(tipo);
     free(errore);
     for (xmlNodePtr c = root->children; rc == 0 && c != NULL; c = c->next) {
-        if (is_element(c, "intestazione"))
+        if (pec_xml_named(c, "intestazione"))
             rc = read_intestazione(c, out, err, errlen);
-        else if (is_element(c, "dati"))
+        else if (pec_xml_named(c, "dati"))
             rc = read_dati(c, out, err, errlen);
     }
     return rc;

@@ -9,6 +9,7 @@
  * threads share an index without locks.  See index.h.
  */
 #include "message/index.h"
+#include "message/crl.h"
 #include "message/mime.h"
 #include "message/smime.h"
 #include "util/xalloc.h"
@@ -36,6 +37,10 @@ struct idx_key {
 };
 
 struct pec_index {
+    int refs;
+    char *signer; /* "" when unsigned */
+    time_t signed_at;
+    struct pec_crls *crls;
     struct pec_provider *prov;
     size_t n;
     struct idx_key *by_domain;
@@ -667,10 +672,18 @@ const struct pec_provider *pec_index_provider(const struct pec_index *idx, size_
 
 /* ---------------------------------------------------------------- loading */
 
+struct pec_index *pec_index_ref(struct pec_index *idx)
+{
+    __atomic_add_fetch(&idx->refs, 1, __ATOMIC_SEQ_CST);
+    return idx;
+}
+
 void pec_index_free(struct pec_index *idx)
 {
-    if (idx == NULL)
+    if (idx == NULL || __atomic_sub_fetch(&idx->refs, 1, __ATOMIC_SEQ_CST) > 0)
         return;
+    free(idx->signer);
+    pec_crls_free(idx->crls);
     for (size_t i = 0; i < idx->n; i++)
         provider_free(&idx->prov[i]);
     free(idx->prov);
@@ -685,6 +698,8 @@ struct pec_index *pec_index_parse(const char *buf, size_t len, const char *name,
     struct ldif l = {name ? name : "index", buf, len, 0, 0, err, errlen};
     struct pec_index *idx = xcalloc(1, sizeof(*idx));
 
+    idx->refs = 1;
+    idx->signer = xstrdup("");
     if (read_records(&l, idx) < 0) {
         pec_index_free(idx);
         return NULL;
@@ -744,30 +759,67 @@ struct pec_index *pec_index_load(const char *path, char *err, size_t errlen)
     return idx;
 }
 
-struct pec_index *pec_index_load_signed(const char *p7m_path, const struct pec_trust *trust,
-                                        char *err, size_t errlen)
+void pec_index_set_crls(struct pec_index *idx, struct pec_crls *crls)
+{
+    pec_crls_free(idx->crls);
+    idx->crls = crls;
+}
+
+const struct pec_crls *pec_index_crls(const struct pec_index *idx)
+{
+    return idx->crls;
+}
+
+const char *pec_index_signer(const struct pec_index *idx)
+{
+    return idx->signer;
+}
+
+time_t pec_index_signed_at(const struct pec_index *idx)
+{
+    return idx->signed_at;
+}
+
+struct pec_index *pec_index_parse_signed(const unsigned char *p7m, size_t len, const char *name,
+                                         const struct pec_trust *trust, enum pec_index_signed_by by,
+                                         char *err, size_t errlen)
 {
     struct pec_verify_result res;
     struct pec_index *idx = NULL;
     unsigned char *content = NULL;
-    size_t len, clen;
+    size_t clen;
+
+    if (pec_smime_verify_attached(p7m, len, trust, PEC_AT_NOW, 0, &content, &clen, &res) < 0) {
+        snprintf(err, errlen, "%s: %s", name, res.reason);
+    } else if ((idx = pec_index_parse((char *)content, clen, name, err, errlen)) != NULL &&
+               by == PEC_INDEX_BY_LISTED &&
+               pec_index_by_cert(idx, res.signer_der, res.signer_derlen) == NULL) {
+        /* a valid signature proves only who signed; the record must vouch for that signer */
+        snprintf(err, errlen, "%s: signed by \"%s\" (SHA-1 %s), which the index does not list",
+                 name, res.signer_subject, res.signer_sha1);
+        pec_index_free(idx);
+        idx = NULL;
+    }
+    if (idx != NULL) {
+        free(idx->signer);
+        idx->signer = xstrdup(res.signer_subject);
+        idx->signed_at = res.has_signing_time ? res.signing_time : 0;
+    }
+    pec_verify_result_free(&res);
+    free(content);
+    return idx;
+}
+
+struct pec_index *pec_index_load_signed(const char *p7m_path, const struct pec_trust *trust,
+                                        enum pec_index_signed_by by, char *err, size_t errlen)
+{
+    struct pec_index *idx;
+    size_t len;
     char *buf = read_file(p7m_path, &len, err, errlen);
 
     if (buf == NULL)
         return NULL;
-    if (pec_smime_verify_attached((unsigned char *)buf, len, trust, PEC_AT_NOW, 0, &content, &clen,
-                                  &res) < 0) {
-        snprintf(err, errlen, "%s: %s", p7m_path, res.reason);
-    } else if ((idx = pec_index_parse((char *)content, clen, p7m_path, err, errlen)) != NULL &&
-               pec_index_by_cert(idx, res.signer_der, res.signer_derlen) == NULL) {
-        /* a valid signature proves only who signed; the index must vouch for that signer */
-        snprintf(err, errlen, "%s: signed by \"%s\" (SHA-1 %s), which the index does not list",
-                 p7m_path, res.signer_subject, res.signer_sha1);
-        pec_index_free(idx);
-        idx = NULL;
-    }
-    pec_verify_result_free(&res);
-    free(content);
+    idx = pec_index_parse_signed((unsigned char *)buf, len, p7m_path, trust, by, err, errlen);
     free(buf);
     return idx;
 }

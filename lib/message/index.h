@@ -15,15 +15,25 @@
  * makes mandatory, rejects the file with a message naming the line, and the caller keeps
  * the copy it had.
  *
- * A loaded index is immutable: any number of threads may look things up at once.
- * Lookups are case-insensitive where the schema says so (domains, hashes).
+ * A signed index is taken only when its signature verifies against a trust the caller
+ * chooses, before a byte of it is parsed into use: the authority's signer for the whole
+ * directory, the provider's own certificate (listed in the text) for one provider's
+ * record at its LDIFLocationURL (pec-rules.md §7.2).
+ *
+ * A loaded index is immutable and reference-counted: any number of threads may look
+ * things up at once, and a daemon may put a fresh one in place while connections
+ * finish with the one they took.  It may carry the CRLs of the certificates it lists
+ * (crl.h), attached before it is shared.  Lookups are case-insensitive where the
+ * schema says so (domains, hashes).
  */
 #ifndef PEC_INDEX_H
 #define PEC_INDEX_H
 
 #include <stddef.h>
+#include <time.h>
 
 struct pec_trust;
+struct pec_crls;
 
 struct pec_cert_der {
     unsigned char *der;
@@ -59,15 +69,38 @@ struct pec_index *pec_index_parse(const char *buf, size_t len, const char *name,
 /* Read and parse an LDIF file. */
 struct pec_index *pec_index_load(const char *path, char *err, size_t errlen);
 
-/*
- * Read P7M_PATH, a CMS signed-data holding the LDIF (DER or PEM), verify its signature
- * and its signer's chain against TRUST now, require the signer's certificate to be one
- * the index itself lists, and parse the content.
- */
-struct pec_index *pec_index_load_signed(const char *p7m_path, const struct pec_trust *trust,
-                                        char *err, size_t errlen);
+/* Who must have signed a signed index. */
+enum pec_index_signed_by {
+    PEC_INDEX_BY_AUTHORITY, /* whoever TRUST vouches for: the directory as distributed */
+    PEC_INDEX_BY_LISTED,    /* also a certificate the text itself lists: a provider's record */
+};
 
+/*
+ * P7M[0..LEN), a CMS signed-data holding the LDIF (DER or PEM): verify its signature
+ * and its signer's chain against TRUST now, for PEC_INDEX_BY_LISTED require the
+ * signer's certificate to be one the index itself lists, then parse the content.  NAME
+ * is used in messages.  NULL with err on any failure.
+ */
+struct pec_index *pec_index_parse_signed(const unsigned char *p7m, size_t len, const char *name,
+                                         const struct pec_trust *trust, enum pec_index_signed_by by,
+                                         char *err, size_t errlen);
+
+/* pec_index_parse_signed() of the file P7M_PATH. */
+struct pec_index *pec_index_load_signed(const char *p7m_path, const struct pec_trust *trust,
+                                        enum pec_index_signed_by by, char *err, size_t errlen);
+
+/* Who signed the index (subject, one line) and when it says, or "" and 0 if unsigned. */
+const char *pec_index_signer(const struct pec_index *idx);
+time_t pec_index_signed_at(const struct pec_index *idx);
+
+/* One more reference to IDX; pec_index_free() drops one, the last frees it. */
+struct pec_index *pec_index_ref(struct pec_index *idx);
 void pec_index_free(struct pec_index *idx);
+
+/* Attach CRLS (taking it over) to IDX, which nobody else holds yet. */
+void pec_index_set_crls(struct pec_index *idx, struct pec_crls *crls);
+/* The CRLs attached to IDX, or NULL. */
+const struct pec_crls *pec_index_crls(const struct pec_index *idx);
 
 size_t pec_index_count(const struct pec_index *idx);
 const struct pec_provider *pec_index_provider(const struct pec_index *idx, size_t i);

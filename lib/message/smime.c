@@ -11,6 +11,7 @@
  * as it streams by and never copied whole into memory.  See smime.h.
  */
 #include "message/smime.h"
+#include "message/crl.h"
 #include "util/xalloc.h"
 
 #include <ctype.h>
@@ -49,6 +50,7 @@ struct pec_signer {
 
 struct pec_trust {
     X509_STORE *store;
+    int pinned; /* pec_trust_load_pinned(): partial chains, no purpose */
 };
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -671,6 +673,20 @@ fail:
     return NULL;
 }
 
+struct pec_trust *pec_trust_load_pinned(const char *path, char *err, size_t errlen)
+{
+    struct pec_trust *t = pec_trust_load(path, err, errlen);
+
+    if (t != NULL)
+        t->pinned = 1;
+    return t;
+}
+
+struct x509_store_st *pec_trust_store(const struct pec_trust *t)
+{
+    return t->store;
+}
+
 void pec_trust_free(struct pec_trust *t)
 {
     if (t == NULL)
@@ -1112,6 +1128,19 @@ static int signature_failure(struct pec_verify_result *res)
     return fail(res, PEC_VERIFY_MALFORMED, "malformed signature: %s", why);
 }
 
+/* The signer was revoked before it signed (pec_crls_arm's verdict). */
+static int revoked(const struct pec_crl_state *st, struct pec_verify_result *res)
+{
+    char when[40], signed_at[40];
+
+    res->revoked_at = st->revoked_at;
+    return fail(res, PEC_VERIFY_REVOKED,
+                "signer certificate revoked at %s%s%s%s, before it signed (%s)",
+                st->revoked_at ? fmt_time(st->revoked_at, when, sizeof(when)) : "an unknown time",
+                st->reason[0] ? " (" : "", st->reason, st->reason[0] ? ")" : "",
+                fmt_time(st->signed_at, signed_at, sizeof(signed_at)));
+}
+
 static int chain_failure(X509_STORE_CTX *ctx, struct pec_verify_result *res)
 {
     int e = X509_STORE_CTX_get_error(ctx);
@@ -1159,11 +1188,15 @@ static int chain_failure(X509_STORE_CTX *ctx, struct pec_verify_result *res)
     return ret;
 }
 
-/* Validate the signer's chain, with the certificates the signature carries as helpers. */
-static int check_chain(CMS_ContentInfo *cms, X509 *signer, const struct pec_trust *trust,
-                       enum pec_verify_at at_mode, time_t at, struct pec_verify_result *res)
+/*
+ * Validate SIGNER's chain for USE, with CERTS (may be NULL) as untrusted helpers, and
+ * its revocation against CRLS when given.
+ */
+static int check_chain_certs(X509 *signer, STACK_OF(X509) * certs, enum pec_cert_use use,
+                             const struct pec_trust *trust, const struct pec_crls *crls,
+                             enum pec_verify_at at_mode, time_t at, struct pec_verify_result *res)
 {
-    STACK_OF(X509) * certs;
+    struct pec_crl_state st;
     X509_STORE_CTX *ctx;
     int ret;
 
@@ -1172,22 +1205,49 @@ static int check_chain(CMS_ContentInfo *cms, X509 *signer, const struct pec_trus
                     "no signingTime in the signature to check the certificate at");
     res->checked_at = at_mode == PEC_AT_NOW            ? time(NULL)
                       : at_mode == PEC_AT_SIGNING_TIME ? res->signing_time
-                                                       : at;
-    certs = CMS_get1_certs(cms);
+                      : at_mode == PEC_AT_GIVEN        ? at
+                                                       : 0;
+    st.signed_at = res->has_signing_time ? res->signing_time : res->checked_at;
     ctx = X509_STORE_CTX_new();
     if (ctx == NULL || !X509_STORE_CTX_init(ctx, trust->store, signer, certs) ||
-        !X509_STORE_CTX_set_default(ctx, "smime_sign")) {
+        !X509_STORE_CTX_set_default(ctx, use == PEC_CERT_SIGNER && !trust->pinned ? "smime_sign"
+                                                                                  : "default") ||
+        (use == PEC_CERT_TSA && !X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_TIMESTAMP_SIGN)) ||
+        (trust->pinned &&
+         !X509_VERIFY_PARAM_set_flags(X509_STORE_CTX_get0_param(ctx), X509_V_FLAG_PARTIAL_CHAIN)) ||
+        (at_mode == PEC_AT_NONE &&
+         !X509_VERIFY_PARAM_set_flags(X509_STORE_CTX_get0_param(ctx), X509_V_FLAG_NO_CHECK_TIME)) ||
+        (crls != NULL && pec_crls_arm(ctx, crls, &st) < 0)) {
         char why[256];
 
         ret = fail(res, PEC_VERIFY_INTERNAL, "cannot check the certificate: %s",
                    ossl_reason(why, sizeof(why)));
     } else {
         /* per context, so threads sharing TRUST can each use their own instant */
-        X509_VERIFY_PARAM_set_time(X509_STORE_CTX_get0_param(ctx), res->checked_at);
-        ret = X509_verify_cert(ctx) == 1 ? 0 : chain_failure(ctx, res);
+        if (at_mode != PEC_AT_NONE)
+            X509_VERIFY_PARAM_set_time(X509_STORE_CTX_get0_param(ctx), res->checked_at);
+        ret = X509_verify_cert(ctx) == 1   ? 0
+              : crls != NULL && st.revoked ? revoked(&st, res)
+                                           : chain_failure(ctx, res);
         ERR_clear_error();
+        if (crls != NULL) {
+            res->crl_checked = 1;
+            res->revoked_at = st.revoked_at;
+            snprintf(res->crl_note, sizeof(res->crl_note), "%s", st.note);
+        }
     }
     X509_STORE_CTX_free(ctx);
+    return ret;
+}
+
+/* Validate the signer's chain, with the certificates the signature carries as helpers. */
+static int check_chain(CMS_ContentInfo *cms, X509 *signer, const struct pec_trust *trust,
+                       const struct pec_crls *crls, enum pec_verify_at at_mode, time_t at,
+                       struct pec_verify_result *res)
+{
+    STACK_OF(X509) *certs = CMS_get1_certs(cms);
+    int ret = check_chain_certs(signer, certs, PEC_CERT_SIGNER, trust, crls, at_mode, at, res);
+
     sk_X509_pop_free(certs, X509_free);
     return ret;
 }
@@ -1197,8 +1257,8 @@ static int check_chain(CMS_ContentInfo *cms, X509 *signer, const struct pec_trus
  * matched.  DCONT is the detached content or NULL; OUT receives the attached content.
  */
 static int verify_cms(const unsigned char *sig, size_t siglen, BIO *dcont, BIO *out,
-                      const struct pec_trust *trust, enum pec_verify_at at_mode, time_t at,
-                      struct pec_verify_result *res)
+                      const struct pec_trust *trust, const struct pec_crls *crls,
+                      enum pec_verify_at at_mode, time_t at, struct pec_verify_result *res)
 {
     CMS_ContentInfo *cms;
     CMS_SignerInfo *si;
@@ -1215,7 +1275,7 @@ static int verify_cms(const unsigned char *sig, size_t siglen, BIO *dcont, BIO *
         if (!CMS_verify(cms, NULL, NULL, dcont, out, CMS_BINARY | CMS_NO_SIGNER_CERT_VERIFY))
             ret = signature_failure(res);
         else
-            ret = check_chain(cms, signer, trust, at_mode, at, res);
+            ret = check_chain(cms, signer, trust, crls, at_mode, at, res);
     }
     CMS_ContentInfo_free(cms);
     if (ret == 0) {
@@ -1229,6 +1289,13 @@ static int verify_cms(const unsigned char *sig, size_t siglen, BIO *dcont, BIO *
 int pec_smime_verify(const unsigned char *content, size_t len, const unsigned char *sig,
                      size_t siglen, const struct pec_trust *trust, enum pec_verify_at at_mode,
                      time_t at, struct pec_verify_result *res)
+{
+    return pec_smime_verify_crl(content, len, sig, siglen, trust, NULL, at_mode, at, res);
+}
+
+int pec_smime_verify_crl(const unsigned char *content, size_t len, const unsigned char *sig,
+                         size_t siglen, const struct pec_trust *trust, const struct pec_crls *crls,
+                         enum pec_verify_at at_mode, time_t at, struct pec_verify_result *res)
 {
     BIO *mem, *dcont = NULL;
     int ret;
@@ -1248,7 +1315,7 @@ int pec_smime_verify(const unsigned char *content, size_t len, const unsigned ch
         return fail(res, PEC_VERIFY_INTERNAL, "cannot allocate a buffer");
     }
     BIO_push(dcont, mem);
-    ret = verify_cms(sig, siglen, dcont, NULL, trust, at_mode, at, res);
+    ret = verify_cms(sig, siglen, dcont, NULL, trust, crls, at_mode, at, res);
     BIO_free_all(dcont);
     return ret;
 }
@@ -1269,7 +1336,7 @@ int pec_smime_verify_attached(const unsigned char *p7m, size_t len, const struct
         ERR_clear_error();
         return fail(res, PEC_VERIFY_INTERNAL, "cannot allocate a buffer");
     }
-    ret = verify_cms(p7m, len, NULL, out, trust, at_mode, at, res);
+    ret = verify_cms(p7m, len, NULL, out, trust, NULL, at_mode, at, res);
     if (ret == 0) {
         n = BIO_get_mem_data(out, &data);
         *contentlen = n > 0 ? (size_t)n : 0;
@@ -1279,6 +1346,60 @@ int pec_smime_verify_attached(const unsigned char *p7m, size_t len, const struct
         (*content)[*contentlen] = '\0';
     }
     BIO_free(out);
+    return ret;
+}
+
+int pec_trust_verify_cert(const struct pec_trust *trust, enum pec_cert_use use,
+                          const unsigned char *cert, size_t certlen,
+                          const unsigned char *const *extra, const size_t *extralen, size_t nextra,
+                          enum pec_verify_at at_mode, time_t at, const time_t *claimed,
+                          struct pec_verify_result *res)
+{
+    STACK_OF(X509) *helpers = NULL;
+    X509 *leaf;
+    int ret = -1;
+
+    result_init(res);
+    if (claimed != NULL) {
+        res->has_signing_time = 1;
+        res->signing_time = *claimed;
+    }
+    if ((leaf = cached_cert(cert, certlen)) == NULL) {
+        ERR_clear_error();
+        return fail(res, PEC_VERIFY_MALFORMED, "unreadable certificate");
+    }
+    free(res->signer_subject);
+    free(res->signer_issuer);
+    free(res->signer_address);
+    res->signer_subject = name_oneline(X509_get_subject_name(leaf));
+    res->signer_issuer = name_oneline(X509_get_issuer_name(leaf));
+    res->signer_address = cert_address(leaf);
+    if (cert_der_sha1(leaf, &res->signer_der, &res->signer_derlen, res->signer_sha1) < 0)
+        fail(res, PEC_VERIFY_MALFORMED, "unreadable certificate");
+    else if ((helpers = sk_X509_new_null()) == NULL)
+        fail(res, PEC_VERIFY_INTERNAL, "cannot allocate a certificate list");
+    else
+        ret = 0;
+    for (size_t i = 0; ret == 0 && i < nextra; i++) {
+        X509 *x = cached_cert(extra[i], extralen[i]);
+
+        if (x == NULL)
+            ret = fail(res, PEC_VERIFY_MALFORMED, "unreadable certificate beside the signer's");
+        else if (!sk_X509_push(helpers, x)) {
+            X509_free(x);
+            ret = fail(res, PEC_VERIFY_INTERNAL, "cannot allocate a certificate list");
+        }
+    }
+    if (ret == 0)
+        ret = check_chain_certs(leaf, helpers, use, trust, NULL, at_mode, at, res);
+    ERR_clear_error();
+    sk_X509_pop_free(helpers, X509_free);
+    X509_free(leaf);
+    if (ret == 0) {
+        res->ok = 1;
+        res->status = PEC_VERIFY_OK;
+        res->reason[0] = '\0';
+    }
     return ret;
 }
 

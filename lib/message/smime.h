@@ -18,8 +18,8 @@
  * pec_smime_verify() checks a detached signature over the given bytes, then the signer's
  * chain against the trust anchors at a chosen instant.  SHA-1 and SHA-256 are both
  * accepted.  It never stops at the first failure without filling in what it learned, so
- * the caller can log who signed a message whose chain failed.  Revocation (CRL/OCSP) is
- * not checked here.
+ * the caller can log who signed a message whose chain failed.  Revocation is checked when
+ * the caller hands over CRLs (pec_smime_verify_crl, message/crl.h); OCSP is not used.
  */
 #ifndef PEC_SMIME_H
 #define PEC_SMIME_H
@@ -29,6 +29,8 @@
 
 struct pec_signer;
 struct pec_trust;
+struct pec_crls;
+struct x509_store_st;
 
 /*
  * Load the signing identity.  CERT_PATH and KEY_PATH are PEM files; CHAIN_PATH is a PEM
@@ -85,13 +87,25 @@ int pec_smime_sign_stream(const struct pec_signer *signer, pec_smime_reader *rea
  * Returns NULL with err set when nothing could be loaded or a file is unreadable/garbage.
  */
 struct pec_trust *pec_trust_load(const char *path, char *err, size_t errlen);
+
+/*
+ * The certificates of PATH (as pec_trust_load) trusted as they are, for a signer that
+ * is pinned rather than chained: a listed end certificate or intermediate ends a chain
+ * of its own (what `openssl cms -verify -partial_chain` does), and no purpose is
+ * asked of it.  The providers' index is verified against such a trust (index_signer).
+ */
+struct pec_trust *pec_trust_load_pinned(const char *path, char *err, size_t errlen);
 void pec_trust_free(struct pec_trust *trust);
+
+/* The OpenSSL store behind TRUST, for message/'s other OpenSSL users (crl). */
+struct x509_store_st *pec_trust_store(const struct pec_trust *trust);
 
 /* The instant at which a certificate chain is validated. */
 enum pec_verify_at {
     PEC_AT_NOW,          /* the current time: what the Incoming Point uses */
     PEC_AT_SIGNING_TIME, /* the signer's own signingTime claim: for archived messages */
     PEC_AT_GIVEN,        /* the AT argument */
+    PEC_AT_NONE,         /* no instant: whether the chain reaches an anchor, whatever the dates */
 };
 
 /*
@@ -106,6 +120,7 @@ enum pec_verify_status {
     PEC_VERIFY_CERT_EXPIRED,  /* a chain certificate is outside its validity at that time */
     PEC_VERIFY_UNTRUSTED,     /* the chain does not reach a trust anchor */
     PEC_VERIFY_CERT_INVALID,  /* any other certificate problem */
+    PEC_VERIFY_REVOKED,       /* the signer's certificate was revoked before it signed */
     PEC_VERIFY_INTERNAL,      /* resource failure: try again later, say nothing of the mail */
 };
 
@@ -126,6 +141,11 @@ struct pec_verify_result {
     int has_signing_time;
     time_t signing_time;
     time_t checked_at; /* instant the chain was validated at, when it was */
+
+    /* revocation, when CRLs were given (pec_smime_verify_crl) */
+    int crl_checked;
+    time_t revoked_at;  /* the signer's revocation (PEC_VERIFY_REVOKED, or one after it signed) */
+    char crl_note[256]; /* what limited the check ("no CRL of ..."), or "" */
 };
 
 /*
@@ -139,6 +159,15 @@ int pec_smime_verify(const unsigned char *content, size_t len, const unsigned ch
                      time_t at, struct pec_verify_result *res);
 
 /*
+ * pec_smime_verify(), the signer's certificate also checked against CRLS (NULL: not
+ * checked): revoked at or before the signature's signingTime (the check's instant when
+ * it has none) is PEC_VERIFY_REVOKED.
+ */
+int pec_smime_verify_crl(const unsigned char *content, size_t len, const unsigned char *sig,
+                         size_t siglen, const struct pec_trust *trust, const struct pec_crls *crls,
+                         enum pec_verify_at at_mode, time_t at, struct pec_verify_result *res);
+
+/*
  * Verify P7M[0..LEN), a CMS SignedData with the content inside (DER or PEM), like
  * pec_smime_verify().  When RES->ok, *CONTENT (xmalloc'ed, NUL-terminated for
  * convenience, caller frees) holds the *CONTENTLEN signed bytes; otherwise *CONTENT is
@@ -149,6 +178,27 @@ int pec_smime_verify_attached(const unsigned char *p7m, size_t len, const struct
                               size_t *contentlen, struct pec_verify_result *res);
 
 void pec_verify_result_free(struct pec_verify_result *res);
+
+/* What a certificate checked with pec_trust_verify_cert() is used for. */
+enum pec_cert_use {
+    PEC_CERT_SIGNER, /* signs messages or documents: the S/MIME signing profile */
+    PEC_CERT_TSA,    /* a time-stamping authority: extended key usage timeStamping */
+    PEC_CERT_ANY,    /* no purpose checked: only the chain */
+};
+
+/*
+ * Validate the certificate CERT[0..CERTLEN) (DER) as pec_smime_verify() validates a
+ * signer's, for signatures made outside CMS (an XML signature, a time-stamp token): its
+ * chain against TRUST, with the DER certificates EXTRA[i] of EXTRALEN[i] bytes as
+ * untrusted intermediates, at the instant AT_MODE names; for PEC_AT_SIGNING_TIME,
+ * CLAIMED is the signing time the signed object states (NULL when it states none).
+ * Fills *RES (signer fields, checked_at, status, reason) in every case; 0 when RES->ok.
+ */
+int pec_trust_verify_cert(const struct pec_trust *trust, enum pec_cert_use use,
+                          const unsigned char *cert, size_t certlen,
+                          const unsigned char *const *extra, const size_t *extralen, size_t nextra,
+                          enum pec_verify_at at_mode, time_t at, const time_t *claimed,
+                          struct pec_verify_result *res);
 
 /*
  * Like pec_smime_sign(), but the SignedData carries CONTENT inside (attached,

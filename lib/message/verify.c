@@ -13,7 +13,7 @@
  * it was signed in.
  */
 #include "message/verify.h"
-#include "message/libinit.h"
+#include "message/inspect_common.h"
 #include "message/mime.h"
 #include "util/xalloc.h"
 
@@ -32,24 +32,21 @@ enum step {
     STEP_COUNT,
 };
 
-/* Top-level header fields read in one pass over the header block. */
+/* The PEC top-level header fields, read in one pass with the shared ones (PEC_TOP_*). */
 enum top_field {
-    TOP_X_TRASPORTO,
+    TOP_X_TRASPORTO = PEC_TOP_SHARED,
     TOP_X_RICEVUTA,
     TOP_X_TIPO_RICEVUTA,
     TOP_X_RIFERIMENTO,
     TOP_X_VERIFICA,
-    TOP_MESSAGE_ID,
-    TOP_SUBJECT,
-    TOP_FROM,
-    TOP_CONTENT_TYPE,
     TOP_COUNT,
 };
 
-static const char *const top_names[TOP_COUNT] = {
+_Static_assert(TOP_COUNT <= PEC_TOP_MAX, "struct pec_top holds every field");
+
+static const char *const top_names[TOP_COUNT - PEC_TOP_SHARED] = {
     "X-Trasporto",         "X-Ricevuta", "X-TipoRicevuta", "X-Riferimento-Message-ID",
-    "X-VerificaSicurezza", "Message-ID", "Subject",        "From",
-    "Content-Type",
+    "X-VerificaSicurezza",
 };
 
 struct ctx {
@@ -57,8 +54,7 @@ struct ctx {
     const struct pec_inspect_opts *opts;
     struct pec_inspection *out;
 
-    char *top[TOP_COUNT];
-    size_t top_count[TOP_COUNT];
+    struct pec_top top;
 
     char reason[STEP_COUNT][400];
     enum pec_kind framing_kind; /* the kind when framing failed */
@@ -124,145 +120,38 @@ const char *pec_kind_name(enum pec_kind kind)
 
 /* ------------------------------------------------------------ headers */
 
-static void read_top_headers(struct ctx *c, struct pec_span head)
-{
-    struct pec_mime_fields it;
-    struct pec_mime_field f;
-
-    pec_mime_fields_init(&it, head);
-    while (pec_mime_fields_next(&it, &f)) {
-        for (int i = 0; i < TOP_COUNT; i++) {
-            if (!pec_mime_field_is(&f, top_names[i]))
-                continue;
-            if (c->top_count[i]++ == 0)
-                c->top[i] = pec_mime_unfold(f.value);
-            break;
-        }
-    }
-}
-
-/* Hand the header values over to OUT, which then owns them. */
+/* Hand the header values over to OUT, which then owns them (Content-Type excepted). */
 static void publish_top_headers(struct ctx *c)
 {
     struct pec_inspection *out = c->out;
 
-    out->x_trasporto = c->top[TOP_X_TRASPORTO];
-    out->x_ricevuta = c->top[TOP_X_RICEVUTA];
-    out->x_tipo_ricevuta = c->top[TOP_X_TIPO_RICEVUTA];
-    out->x_riferimento_message_id = c->top[TOP_X_RIFERIMENTO];
-    out->x_verifica_sicurezza = c->top[TOP_X_VERIFICA];
-    out->message_id = c->top[TOP_MESSAGE_ID];
-    out->from = c->top[TOP_FROM];
-    if (c->top[TOP_SUBJECT] != NULL) {
-        out->subject = pec_mime_decode_text(c->top[TOP_SUBJECT]);
-        free(c->top[TOP_SUBJECT]);
-    }
+    out->x_trasporto = pec_top_take(&c->top, TOP_X_TRASPORTO);
+    out->x_ricevuta = pec_top_take(&c->top, TOP_X_RICEVUTA);
+    out->x_tipo_ricevuta = pec_top_take(&c->top, TOP_X_TIPO_RICEVUTA);
+    out->x_riferimento_message_id = pec_top_take(&c->top, TOP_X_RIFERIMENTO);
+    out->x_verifica_sicurezza = pec_top_take(&c->top, TOP_X_VERIFICA);
+    out->message_id = pec_top_take(&c->top, PEC_TOP_MESSAGE_ID);
+    out->from = pec_top_take(&c->top, PEC_TOP_FROM);
+    out->subject = pec_top_take_subject(&c->top);
     if (out->from != NULL)
         out->from_address = pec_mime_address(out->from);
-    free(c->top[TOP_CONTENT_TYPE]);
-    memset(c->top, 0, sizeof(c->top));
-}
-
-/* A part's headers and body, with the three MIME fields we need from it. */
-struct part {
-    struct pec_span head;
-    struct pec_span body;
-    struct pec_mime_ctype ct;
-    char *disposition;
-    struct pec_mime_params dparams;
-    char *encoding; /* lowercase; "7bit" when absent */
-    const char *filename;
-};
-
-static void part_open(struct part *p, struct pec_span bytes)
-{
-    char *v;
-
-    pec_mime_split(bytes.p, bytes.len, &p->head, &p->body);
-    v = pec_mime_header(p->head, "Content-Type");
-    if (pec_mime_ctype_parse(v, &p->ct) != 0 && v == NULL) {
-        free(p->ct.type);
-        free(p->ct.subtype);
-        p->ct.type = xstrdup("text");
-        p->ct.subtype = xstrdup("plain");
-    }
-    free(v);
-    v = pec_mime_header(p->head, "Content-Disposition");
-    p->disposition = pec_mime_disposition_parse(v, &p->dparams);
-    free(v);
-    v = pec_mime_header(p->head, "Content-Transfer-Encoding");
-    p->encoding = v != NULL ? v : xstrdup("7bit");
-    for (char *s = p->encoding; *s; s++)
-        if (*s >= 'A' && *s <= 'Z')
-            *s = (char)(*s - 'A' + 'a');
-    p->filename = pec_mime_param(&p->dparams, "filename");
-    if (p->filename == NULL)
-        p->filename = pec_mime_param(&p->ct.params, "name");
-}
-
-static void part_close(struct part *p)
-{
-    pec_mime_ctype_free(&p->ct);
-    free(p->disposition);
-    pec_mime_params_free(&p->dparams);
-    free(p->encoding);
-}
-
-/*
- * The body of P decoded per its Content-Transfer-Encoding into *OUT (xmalloc'ed).
- * 0, or -1 with *WHY set when the encoding is unknown or the data broken.
- */
-static int part_decode(const struct part *p, unsigned char **out, size_t *outlen, const char **why)
-{
-    if (strcmp(p->encoding, "base64") == 0) {
-        *why = "broken base64";
-        return pec_base64_decode(p->body.p, p->body.len, out, outlen);
-    }
-    if (strcmp(p->encoding, "quoted-printable") == 0) {
-        *why = "broken quoted-printable";
-        return pec_qp_decode(p->body.p, p->body.len, out, outlen);
-    }
-    *out = xmalloc(p->body.len + 1);
-    memcpy(*out, p->body.p, p->body.len);
-    (*out)[p->body.len] = '\0';
-    *outlen = p->body.len;
-    if (strcmp(p->encoding, "7bit") != 0 && strcmp(p->encoding, "8bit") != 0 &&
-        strcmp(p->encoding, "binary") != 0) {
-        *why = "unknown Content-Transfer-Encoding";
-        return -1;
-    }
-    return 0;
 }
 
 /* ------------------------------------------------------------ step 1: framing */
 
-static int is_pkcs7_signature(const char *type)
-{
-    return strcasecmp(type, "application/pkcs7-signature") == 0 ||
-           strcasecmp(type, "application/x-pkcs7-signature") == 0;
-}
-
 /* The smime.p7s part: its type, and its bytes decoded into C->sig. */
 static int read_signature_part(struct ctx *c, struct pec_span bytes)
 {
-    struct part p = {0};
-    const char *why;
-    char type[200];
-    int ret = -1;
+    char type[200], why[300];
 
-    part_open(&p, bytes);
-    snprintf(type, sizeof(type), "%s/%s", p.ct.type, p.ct.subtype);
-    if (!is_pkcs7_signature(type))
-        fail_framing(c, PEC_KIND_MALFORMED, "signature part is %s, not application/pkcs7-signature",
-                     p.ct.type[0] ? type : "without a Content-Type");
-    else if (part_decode(&p, &c->sig, &c->siglen, &why) != 0)
-        fail_framing(c, PEC_KIND_MALFORMED, "%s in smime.p7s", why);
-    else if (c->siglen == 0)
-        fail_framing(c, PEC_KIND_MALFORMED, "smime.p7s is empty");
+    if (pec_signature_part(bytes, &c->sig, &c->siglen, type, sizeof(type), why, sizeof(why)) == 0)
+        return 0;
+    if (why[0] != '\0')
+        fail_framing(c, PEC_KIND_MALFORMED, "%s", why);
     else
-        ret = 0;
-    part_close(&p);
-    return ret;
+        fail_framing(c, PEC_KIND_MALFORMED, "signature part is %s, not application/pkcs7-signature",
+                     type[0] != '/' ? type : "without a Content-Type");
+    return -1;
 }
 
 /* Split the multipart/signed body into content and signature. */
@@ -298,19 +187,19 @@ static int check_framing(struct ctx *c, struct pec_span body)
     const char *protocol, *boundary;
     int ret = -1;
 
-    if (c->top[TOP_CONTENT_TYPE] == NULL) {
+    if (c->top.value[PEC_TOP_CONTENT_TYPE] == NULL) {
         fail_framing(c, PEC_KIND_ORDINARY, "no S/MIME signature (no Content-Type)");
         return -1;
     }
-    pec_mime_ctype_parse(c->top[TOP_CONTENT_TYPE], &ct);
+    pec_mime_ctype_parse(c->top.value[PEC_TOP_CONTENT_TYPE], &ct);
     protocol = pec_mime_param(&ct.params, "protocol");
     boundary = pec_mime_param(&ct.params, "boundary");
     if (!pec_mime_ctype_is(&ct, "multipart", "signed"))
         fail_framing(c, PEC_KIND_ORDINARY, "no S/MIME signature (%.60s/%.60s)",
                      ct.type[0] ? ct.type : "?", ct.subtype[0] ? ct.subtype : "?");
-    else if (c->top_count[TOP_CONTENT_TYPE] > 1)
+    else if (c->top.count[PEC_TOP_CONTENT_TYPE] > 1)
         fail_framing(c, PEC_KIND_MALFORMED, "more than one Content-Type header");
-    else if (protocol != NULL && !is_pkcs7_signature(protocol))
+    else if (protocol != NULL && !pec_is_pkcs7_signature(protocol))
         fail_framing(c, PEC_KIND_ORDINARY,
                      "no S/MIME signature (multipart/signed with protocol %.100s)", protocol);
     else if (boundary == NULL || *boundary == '\0')
@@ -355,30 +244,15 @@ static void check_index(struct ctx *c, const struct pec_verify_result *res)
 
 static void keep_signer(struct pec_inspection *out, const struct pec_verify_result *res)
 {
-    out->sig_status = res->status;
-    out->signature_ok = res->ok;
-    out->signer_subject = res->signer_subject ? xstrdup(res->signer_subject) : NULL;
-    out->signer_issuer = res->signer_issuer ? xstrdup(res->signer_issuer) : NULL;
+    pec_signer_facts_keep(&out->signer_facts, res);
     out->signer_address = res->signer_address ? xstrdup(res->signer_address) : NULL;
-    memcpy(out->signer_sha1, res->signer_sha1, sizeof(out->signer_sha1));
-    memcpy(out->digest, res->digest, sizeof(out->digest));
-    out->has_signing_time = res->has_signing_time;
-    out->signing_time = res->signing_time;
-    out->checked_at = res->checked_at;
 }
 
 static void check_signature(struct ctx *c)
 {
-    const struct pec_inspect_opts *o = c->opts;
     struct pec_verify_result res;
-    const unsigned char *content = c->content.p;
-    unsigned char *canon = NULL;
-    size_t len = c->content.len;
 
-    if (!pec_mime_is_crlf(content, len))
-        content = canon = pec_mime_crlf(content, len, &len);
-    pec_smime_verify(content, len, c->sig, c->siglen, o->trust, o->at_mode, o->at, &res);
-    free(canon);
+    pec_envelope_verify(c->content, c->sig, c->siglen, c->opts, &res);
     keep_signer(c->out, &res);
     if (res.status == PEC_VERIFY_MALFORMED || res.status == PEC_VERIFY_NO_SIGNATURE) {
         fail_framing(c, PEC_KIND_MALFORMED, "smime.p7s: %s", res.reason);
@@ -415,9 +289,9 @@ static int classify(struct ctx *c, enum pec_tipo *tipo)
 {
     const char *xt = c->out->x_trasporto, *xr = c->out->x_ricevuta;
 
-    if (c->top_count[TOP_X_TRASPORTO] > 1 || c->top_count[TOP_X_RICEVUTA] > 1) {
+    if (c->top.count[TOP_X_TRASPORTO] > 1 || c->top.count[TOP_X_RICEVUTA] > 1) {
         fail(c, STEP_STRUCTURE, "more than one %s header",
-             c->top_count[TOP_X_TRASPORTO] > 1 ? "X-Trasporto" : "X-Ricevuta");
+             c->top.count[TOP_X_TRASPORTO] > 1 ? "X-Trasporto" : "X-Ricevuta");
         return -1;
     }
     if (xt != NULL && xr != NULL) {
@@ -456,76 +330,76 @@ static int classify(struct ctx *c, enum pec_tipo *tipo)
 
 /* The parts of the signed multipart/mixed that the rules name. */
 struct found {
-    struct part daticert;
-    struct part postacert;
+    struct pec_part daticert;
+    struct pec_part postacert;
     int n_daticert;
     int n_postacert;      /* parts named postacert.eml */
     int n_rfc822_unnamed; /* message/rfc822 parts without that name */
 };
 
-static int is_daticert(const struct part *p)
+static int is_daticert(const struct pec_part *p)
 {
     return p->filename != NULL && strcasecmp(p->filename, "daticert.xml") == 0;
 }
 
-static int is_postacert(const struct part *p)
+static int is_postacert(const struct pec_part *p)
 {
     return p->filename != NULL && strcasecmp(p->filename, "postacert.eml") == 0;
 }
 
 /* Keep P in F when it is one of the parts we look for; else close it. */
-static void sort_part(struct found *f, struct part *p)
+static void sort_part(struct found *f, struct pec_part *p)
 {
     if (is_daticert(p) && f->n_daticert++ == 0) {
         f->daticert = *p;
     } else if (is_postacert(p) && f->n_postacert++ == 0) {
         if (f->n_rfc822_unnamed > 0)
-            part_close(&f->postacert);
+            pec_part_close(&f->postacert);
         f->postacert = *p;
     } else if (pec_mime_ctype_is(&p->ct, "message", "rfc822") && f->n_postacert == 0 &&
                f->n_rfc822_unnamed++ == 0) {
         f->postacert = *p;
     } else {
-        part_close(p);
+        pec_part_close(p);
     }
 }
 
 static void found_free(struct found *f)
 {
     if (f->n_daticert > 0)
-        part_close(&f->daticert);
+        pec_part_close(&f->daticert);
     if (f->n_postacert > 0 || f->n_rfc822_unnamed > 0)
-        part_close(&f->postacert);
+        pec_part_close(&f->postacert);
 }
 
 /* Split the signed content, a multipart/mixed, and find its PEC parts. 0, or -1. */
 static int find_parts(struct ctx *c, struct found *f)
 {
-    struct part inner = {0};
+    struct pec_part inner = {0};
     struct pec_mime_multipart mp = {0};
-    const char *boundary;
+    char why[200];
     int ret = -1;
 
-    part_open(&inner, c->content);
-    boundary = pec_mime_param(&inner.ct.params, "boundary");
-    if (!pec_mime_ctype_is(&inner.ct, "multipart", "mixed"))
+    switch (pec_signed_mixed(c->content, &inner, &mp, why, sizeof(why))) {
+    case PEC_MIXED_OK:
+        ret = 0;
+        break;
+    case PEC_MIXED_NOT_MIXED:
         fail(c, STEP_STRUCTURE, "signed content is %.60s/%.60s, not multipart/mixed",
              inner.ct.type[0] ? inner.ct.type : "?", inner.ct.subtype[0] ? inner.ct.subtype : "?");
-    else if (boundary == NULL || *boundary == '\0')
-        fail(c, STEP_STRUCTURE, "multipart/mixed without boundary");
-    else if (pec_mime_multipart_split(inner.body, boundary, PEC_INSPECT_MAX_PARTS, &mp) != 0)
-        fail(c, STEP_STRUCTURE, "multipart/mixed: its boundary never occurs in the body");
-    else if (mp.too_many)
+        break;
+    case PEC_MIXED_TOO_MANY:
         fail(c, STEP_STRUCTURE, "more than %d MIME parts in multipart/mixed",
              PEC_INSPECT_MAX_PARTS);
-    else if (!mp.closed)
-        fail(c, STEP_STRUCTURE, "multipart/mixed has no closing boundary");
-    else
-        ret = 0;
+        break;
+    case PEC_MIXED_BROKEN:
+        fail(c, STEP_STRUCTURE, "%s", why);
+        break;
+    }
     for (size_t i = 0; ret == 0 && i < mp.nparts; i++) {
-        struct part p = {0};
+        struct pec_part p = {0};
 
-        part_open(&p, mp.parts[i]);
+        pec_part_open(&p, mp.parts[i]);
         sort_part(f, &p);
     }
     if (ret == 0 && (f->n_daticert > 1 || f->n_postacert > 1)) {
@@ -534,7 +408,7 @@ static int find_parts(struct ctx *c, struct found *f)
         ret = -1;
     }
     pec_mime_multipart_free(&mp);
-    part_close(&inner);
+    pec_part_close(&inner);
     return ret;
 }
 
@@ -551,7 +425,7 @@ static void keep_postacert(struct ctx *c, const struct found *f)
 }
 
 /* Decode and parse daticert.xml into OUT.  0, or -1 with a structure failure noted. */
-static int read_daticert(struct ctx *c, const struct part *p)
+static int read_daticert(struct ctx *c, const struct pec_part *p)
 {
     unsigned char *xml;
     size_t len;
@@ -565,7 +439,7 @@ static int read_daticert(struct ctx *c, const struct part *p)
         fail(c, STEP_STRUCTURE, "daticert.xml is %.100s, not application/xml", type);
         return -1;
     }
-    if (part_decode(p, &xml, &len, &why) != 0)
+    if (pec_part_decode(p, &xml, &len, &why) != 0)
         fail(c, STEP_STRUCTURE, "%s in daticert.xml", why);
     else if (pec_daticert_parse((const char *)xml, len, &c->out->daticert, err, sizeof(err)) != 0)
         fail(c, STEP_STRUCTURE, "%s", err);
@@ -643,7 +517,7 @@ static void check_structure(struct ctx *c)
     c->structure_kind = PEC_KIND_MALFORMED;
     if (c->out->from == NULL)
         fail(c, STEP_STRUCTURE, "no From header");
-    else if (c->top_count[TOP_FROM] > 1)
+    else if (c->top.count[PEC_TOP_FROM] > 1)
         fail(c, STEP_STRUCTURE, "more than one From header");
     classified = classify(c, &expected) == 0;
     if (find_parts(c, &f) == 0) {
@@ -688,20 +562,13 @@ int pec_inspect(const unsigned char *msg, size_t len, const struct pec_inspect_o
     c.msg = msg;
     c.opts = opts;
     c.out = out;
-    if (opts == NULL || opts->trust == NULL) {
-        out->temporary = 1;
-        snprintf(out->reason, sizeof(out->reason), "no trust anchors to verify with");
+    if (pec_inspect_start(opts, out->reason, sizeof(out->reason), &out->temporary) != 0)
         return -1;
-    }
-    if (pec_lib_init(out->reason, sizeof(out->reason)) != 0) {
-        out->temporary = 1;
-        return -1;
-    }
     if (len == 0) {
         fail_framing(&c, PEC_KIND_ORDINARY, "empty message");
     } else {
         pec_mime_split(msg, len, &head, &body);
-        read_top_headers(&c, head);
+        pec_top_read(&c.top, head, top_names, TOP_COUNT - PEC_TOP_SHARED, NULL, NULL);
         framed = check_framing(&c, body) == 0;
         publish_top_headers(&c);
         if (framed) {
@@ -709,6 +576,7 @@ int pec_inspect(const unsigned char *msg, size_t len, const struct pec_inspect_o
             check_structure(&c);
         }
     }
+    pec_top_free(&c.top);
     free(c.sig);
     conclude(&c);
     return out->valid ? 0 : -1;
@@ -728,8 +596,7 @@ void pec_inspection_free(struct pec_inspection *in)
     free(in->from);
     free(in->from_address);
     pec_daticert_free(&in->daticert);
-    free(in->signer_subject);
-    free(in->signer_issuer);
+    pec_signer_facts_free(&in->signer_facts);
     free(in->signer_address);
     free(in->postacert_encoding);
     memset(in, 0, sizeof(*in));

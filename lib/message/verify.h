@@ -13,7 +13,8 @@
  *      two parts, closing boundary (a missing one means a truncated message), the
  *      signature part base64 that decodes;
  *   2. the signature over the first part, canonicalised to CRLF, and its chain, checked
- *      against the trust anchors at the chosen instant;
+ *      against the trust anchors at the chosen instant, and the signer's certificate
+ *      against the CRLs the index carries: revoked before it signed is not valid;
  *   3. with an index: the signer certificate belongs to a provider record (hash and
  *      bytes), and the domain of From: is one of that record's managedDomains;
  *   4. structure: X-Trasporto or X-Ricevuta (names in any case), multipart/mixed inside,
@@ -60,6 +61,29 @@ struct pec_inspect_opts {
     time_t at;                     /* for PEC_AT_GIVEN */
 };
 
+/*
+ * What an inspection keeps of the envelope signature (a pec_verify_result, smime.h): the
+ * fields are spelled once, here, for struct pec_signer_facts and for the inspections that
+ * carry them as their own members (struct pec_inspection, struct pec_rem_inspection).
+ */
+#define PEC_SIGNER_FACTS                                                                           \
+    int signature_ok;                  /* signature matched and chain validated */                 \
+    enum pec_verify_status sig_status; /* valid when a signature was checked */                    \
+    char *signer_subject;                                                                          \
+    char *signer_issuer;                                                                           \
+    char signer_sha1[41];                                                                          \
+    char digest[16];                                                                               \
+    int has_signing_time;                                                                          \
+    time_t signing_time;                                                                           \
+    time_t checked_at;                                                                             \
+    int crl_checked;    /* the index carried CRLs and the signer was checked against them */       \
+    time_t revoked_at;  /* the signer's revocation, when a CRL lists it; else 0 */                 \
+    char crl_note[256]; /* what limited the revocation check, or "" */
+
+struct pec_signer_facts {
+    PEC_SIGNER_FACTS
+};
+
 struct pec_inspection {
     enum pec_kind kind;
     int valid;
@@ -81,17 +105,14 @@ struct pec_inspection {
     int has_daticert;
     struct pec_daticert daticert;
 
-    /* the signature, as far as it could be read */
-    int signature_ok;                  /* signature matched and chain validated */
-    enum pec_verify_status sig_status; /* valid when a signature was checked */
-    char *signer_subject;
-    char *signer_issuer;
+    /* the signature, as far as it could be read; signer_facts names the same members */
+    union {
+        struct {
+            PEC_SIGNER_FACTS
+        };
+        struct pec_signer_facts signer_facts;
+    };
     char *signer_address;
-    char signer_sha1[41];
-    char digest[16];
-    int has_signing_time;
-    time_t signing_time;
-    time_t checked_at;
 
     /* the index check: whether it ran, and the signer's record when found */
     int index_checked;

@@ -527,6 +527,7 @@ static void record_init(struct pec_record *rec, enum pec_reg_kind kind,
     rec->oggetto = o->subject;
     rec->message_id = message_id;
     rec->gestore = e->iss->provider_name;
+    rec->client_msgid = o->message_id;
 }
 
 /* Build notice N, keep its bytes in OUT, queue them to TO in the batch. */
@@ -606,6 +607,7 @@ static void batch_tx(const struct pec_original *o, const char *queue_id,
                                  .identificativo = out->identificativo,
                                  .client_msgid = o->message_id,
                                  .mittente = pec_original_mittente(o),
+                                 .risposte = risposte_of(o),
                                  .oggetto = o->subject,
                                  .tipo_ricevuta = pec_ricevuta_name(o->tipo_ricevuta),
                                  .queue_id = queue_id,

@@ -112,6 +112,7 @@ struct rcpt {
     struct idset outcome; /* consegna, mancata consegna (virus), 24 h notice */
     struct idset virus;   /* rilevazione virus */
     struct idset mcv;     /* mancata consegna per virus */
+    struct idset arrived; /* another provider's busta received for this recipient */
 };
 
 struct tx {
@@ -124,12 +125,21 @@ struct tx {
     enum pec_reg_kind first; /* kind of its first record */
 };
 
+/* A notice or anomalia our delivery point put into a mailbox. */
+struct deposit {
+    char *identificativo, *message_id, *mailbox;
+    enum pec_reg_kind kind;
+    time_t at;
+};
+
 struct walk {
     struct tx *tx;
     size_t ntx, cap;
     struct strmap txs;       /* identificativo -> index in tx */
     struct strmap notices;   /* Message-ID of every notice -> its kind */
     struct strmap anomalies; /* Message-ID of every busta di anomalia */
+    struct deposit *dep;     /* notices and anomalies put into mailboxes */
+    size_t ndep, capdep;
     long long records;
 };
 
@@ -168,6 +178,7 @@ static const struct {
     {"MancataConsegna12h", PEC_REG_MANCATA_CONSEGNA_12H},
     {"MancataConsegna24h", PEC_REG_MANCATA_CONSEGNA_24H},
     {"RilevazioneVirus", PEC_REG_RILEVAZIONE_VIRUS},
+    {"PostaOrdinaria", PEC_REG_POSTA_ORDINARIA},
 };
 
 static const char *kind_words(enum pec_reg_kind k)
@@ -196,6 +207,8 @@ static const char *kind_words(enum pec_reg_kind k)
         return "24 h notice";
     case PEC_REG_RILEVAZIONE_VIRUS:
         return "rilevazione virus";
+    case PEC_REG_POSTA_ORDINARIA:
+        return "refused ordinary mail";
     }
     return "?";
 }
@@ -309,6 +322,22 @@ static void note_each(struct tx *t, const char *list, size_t set_offset, const c
     }
 }
 
+static void add_deposit(struct walk *w, const struct pec_record *rec, enum pec_reg_kind kind)
+{
+    struct deposit *d;
+
+    if (w->ndep == w->capdep) {
+        w->capdep = w->capdep ? 2 * w->capdep : 64;
+        w->dep = xrealloc(w->dep, w->capdep * sizeof(*w->dep));
+    }
+    d = &w->dep[w->ndep++];
+    d->identificativo = xstrdup(rec->identificativo);
+    d->message_id = xstrdup(rec->message_id);
+    d->mailbox = xstrdup(rec->consegna);
+    d->kind = kind;
+    d->at = rec->at;
+}
+
 static int collect(const struct pec_record *rec, void *arg)
 {
     struct walk *w = arg;
@@ -325,6 +354,12 @@ static int collect(const struct pec_record *rec, void *arg)
         snprintf(own_id, sizeof(own_id), "#%lld", rec->seq);
         id = own_id;
     }
+    if (strcmp(rec->evento, "deposito") == 0) {
+        add_deposit(w, rec, kind);
+        return 0;
+    }
+    if (kind == PEC_REG_POSTA_ORDINARIA)
+        return 0; /* refused at the door: no transaction */
     if (kind == PEC_REG_BUSTA_ANOMALIA) {
         if (*rec->message_id != '\0')
             strmap_put(&w->anomalies, rec->message_id, kind, &added);
@@ -332,11 +367,20 @@ static int collect(const struct pec_record *rec, void *arg)
     }
     if (kind != PEC_REG_BUSTA_TRASPORTO && *rec->message_id != '\0')
         strmap_put(&w->notices, rec->message_id, kind, &added);
+    if (received && (kind == PEC_REG_ACCETTAZIONE || kind == PEC_REG_NON_ACCETTAZIONE ||
+                     kind == PEC_REG_NON_ACCETTAZIONE_VIRUS ||
+                     kind == PEC_REG_MANCATA_CONSEGNA_12H || kind == PEC_REG_MANCATA_CONSEGNA_24H))
+        return 0; /* another provider's notice to its own user, passed on: none of ours */
     t = tx_get(w, rec->identificativo, rec->at, kind);
-    if (received)
-        t->received = 1;
+    if (received && kind != PEC_REG_BUSTA_TRASPORTO)
+        t->received = 1; /* a receipt: about a busta of ours, or of nobody */
     switch (kind) {
     case PEC_REG_BUSTA_TRASPORTO:
+        if (received && !t->own) {
+            /* another provider's busta: each recipient of ours it reached needs its receipts */
+            name_recipients(t, rec->destinatari);
+            note_each(t, rec->ricezione, offsetof(struct rcpt, arrived), id, kind);
+        }
         if (received)
             break;
         t->busta++;
@@ -386,6 +430,7 @@ static int collect(const struct pec_record *rec, void *arg)
                   offsetof(struct rcpt, outcome), id, kind);
         break;
     case PEC_REG_BUSTA_ANOMALIA:
+    case PEC_REG_POSTA_ORDINARIA:
         break;
     }
     return 0;
@@ -559,7 +604,7 @@ static int check_theirs(struct judge *j, const struct tx *t, int within)
     for (size_t i = 0; i < t->nr; i++) {
         const struct rcpt *r = &t->r[i];
 
-        if (!r->presa.n && !r->outcome.n && !r->virus.n)
+        if (!r->presa.n && !r->outcome.n && !r->virus.n && !r->arrived.n)
             continue;
         if (t->named && !r->certificato)
             violation(j, "%s: receipts for a recipient the busta %s", r->address,
@@ -606,6 +651,30 @@ static void judge_tx(struct judge *j, const struct walk *w, const struct tx *t)
         j->rep->pending++;
 }
 
+/*
+ * Every notice or anomalia our delivery point put into a mailbox came from
+ * somewhere the log shows: we emitted it, or our reception point received
+ * it.  One that did neither reached a PEC mailbox past both.
+ */
+static void judge_deposits(struct judge *j, const struct walk *w)
+{
+    struct tx anon;
+
+    for (size_t i = 0; i < w->ndep; i++) {
+        const struct deposit *d = &w->dep[i];
+        const struct strmap *m = d->kind == PEC_REG_BUSTA_ANOMALIA ? &w->anomalies : &w->notices;
+
+        /* without a Message-ID (an anomalia of mail that had none) nothing ties the two */
+        if (d->at < j->o->since || *d->message_id == '\0' || strmap_get(m, d->message_id) != NULL)
+            continue;
+        memset(&anon, 0, sizeof(anon));
+        anon.id = d->identificativo;
+        j->t = &anon;
+        violation(j, "%s <%s> put into %s, but never emitted or received here", kind_words(d->kind),
+                  d->message_id, d->mailbox);
+    }
+}
+
 long long pec_audit_run(struct pec_store *st, const struct pec_audit_opts *o, pec_audit_fn *fn,
                         void *arg, struct pec_audit_report *rep, char *err, size_t errlen)
 {
@@ -621,6 +690,7 @@ long long pec_audit_run(struct pec_store *st, const struct pec_audit_opts *o, pe
         for (size_t i = 0; i < w.ntx; i++)
             if (w.tx[i].first_at >= o->since)
                 judge_tx(&j, &w, &w.tx[i]);
+        judge_deposits(&j, &w);
     }
     for (size_t i = 0; i < w.ntx; i++) {
         for (size_t k = 0; k < w.tx[i].nr; k++) {
@@ -630,6 +700,7 @@ long long pec_audit_run(struct pec_store *st, const struct pec_audit_opts *o, pe
             idset_free(&r->outcome);
             idset_free(&r->virus);
             idset_free(&r->mcv);
+            idset_free(&r->arrived);
         }
         free(w.tx[i].r);
         idset_free(&w.tx[i].accettazione);
@@ -639,5 +710,11 @@ long long pec_audit_run(struct pec_store *st, const struct pec_audit_opts *o, pe
     strmap_free(&w.txs);
     strmap_free(&w.notices);
     strmap_free(&w.anomalies);
+    for (size_t i = 0; i < w.ndep; i++) {
+        free(w.dep[i].identificativo);
+        free(w.dep[i].message_id);
+        free(w.dep[i].mailbox);
+    }
+    free(w.dep);
     return rc < 0 ? -1 : rep->violations;
 }

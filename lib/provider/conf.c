@@ -6,6 +6,7 @@
  * checks that the sample names every key of this table.
  */
 #include "provider/conf.h"
+#include "provider/directory.h"
 #include "util/xalloc.h"
 
 #include <errno.h>
@@ -45,7 +46,19 @@ static const struct conf_key schema[] = {
     {"sign_digest", T_STRING, "sha256", 0, "sha256|sha1", 0, OFF(sign_digest)},
     {"cert_warn_days", T_INT, "30", 0, NULL, 1, OFF(cert_warn_days)},
     {"trust_anchors", T_STRING, NULL, 1, NULL, 0, OFF(trust_anchors)},
-    {"index_file", T_STRING, NULL, 1, NULL, 0, OFF(index_file)},
+
+    {"index_source", T_STRING, NULL, 1, NULL, 0, OFF(index_source)},
+    {"index_signer", T_STRING, "", 0, NULL, 0, OFF(index_signer)},
+    {"index_cache", T_STRING, "/var/lib/pecmilter/index", 0, NULL, 0, OFF(index_cache)},
+    {"index_tls_cert", T_STRING, "", 0, NULL, 0, OFF(index_tls_cert)},
+    {"index_tls_key", T_STRING, "", 0, NULL, 0, OFF(index_tls_key)},
+    {"index_tls_ca", T_STRING, "", 0, NULL, 0, OFF(index_tls_ca)},
+    {"index_refresh", T_INT, "21600", 0, NULL, 1, OFF(index_refresh)},
+    {"index_max_age", T_INT, "172800", 0, NULL, 1, OFF(index_max_age)},
+    {"crl_file", T_STRING, "", 0, NULL, 0, OFF(crl_file)},
+    {"provider_unit", T_STRING, "", 0, NULL, 0, OFF(provider_unit)},
+    {"ldif_location_url", T_STRING, "", 0, NULL, 0, OFF(ldif_location_url)},
+    {"record_certs", T_STRLIST, NULL, 0, NULL, 0, OFF(record_certs)},
 
     {"store", T_STRING, "/var/lib/pecmilter/pecmilter.db", 0, NULL, 0, OFF(store)},
     {"milter_socket", T_STRING, "unix:/run/pecmilter/milter.sock", 0, NULL, 0, OFF(milter_socket)},
@@ -388,8 +401,9 @@ static void free_values(struct pec_config *cfg)
 
 /*
  * What the rules fix and only a test may change (test_mode = "yes"): the
- * clock, the 12 h and 24 h deadlines, the 30 months the log is kept.  Tests
- * compress time and purge young logs; a provider never does.
+ * clock, the 12 h and 24 h deadlines, the 30 months the log is kept, the
+ * daily refresh of the providers' index and its signature.  Tests compress
+ * time, purge young logs and read a hand-made index; a provider never does.
  */
 static int check_production(const struct pec_config *cfg, const char *file, char *err,
                             size_t errlen)
@@ -418,11 +432,48 @@ static int check_production(const struct pec_config *cfg, const char *file, char
         key = "warning_after";
         why = "the 12 h notice is due when 12 h pass with no receipt (pec-rules.md 4.9): "
               "from 39600 to 43200";
+    } else if (strncasecmp(cfg->index_source, "ldif:", 5) == 0) {
+        key = "index_source";
+        why = "the providers' index is taken signed by the authority, or from its directory "
+              "over TLS, never as an unsigned file (pec-rules.md 7.2)";
+    } else if (cfg->index_refresh > PEC_DAY || cfg->index_refresh < 60) {
+        key = "index_refresh";
+        why = "the local copy of the index is refreshed at least daily (pec-rules.md 7.2), "
+              "and not so often that the authority's server is hammered: from 60 to 86400";
     }
     if (key == NULL)
         return 0;
     seterr(err, errlen, "%s: %s: not allowed outside test_mode: %s", file, key, why);
     return -1;
+}
+
+/* index_source names a kind we read, with what that kind needs. */
+static int index_consistency(const struct pec_config *cfg, const char *file, char *err,
+                             size_t errlen)
+{
+    const char *where;
+    enum pec_index_source kind = pec_index_source_kind(cfg->index_source, &where);
+
+    if (kind == PEC_SOURCE_BAD) {
+        seterr(err, errlen,
+               "%s: index_source: \"%s\" is not file:PATH, https://..., ldap://..., "
+               "ldaps://... or ldif:PATH",
+               file, cfg->index_source);
+        return -1;
+    }
+    if ((kind == PEC_SOURCE_FILE || kind == PEC_SOURCE_HTTPS) && cfg->index_signer[0] == '\0') {
+        seterr(err, errlen,
+               "%s: index_signer: required with a signed index_source: the certificate (or "
+               "CA) of whom signs the index, never the system's public CAs",
+               file);
+        return -1;
+    }
+    if ((cfg->index_tls_cert[0] == '\0') != (cfg->index_tls_key[0] == '\0')) {
+        seterr(err, errlen, "%s: %s: index_tls_cert and index_tls_key go together", file,
+               cfg->index_tls_cert[0] == '\0' ? "index_tls_cert" : "index_tls_key");
+        return -1;
+    }
+    return 0;
 }
 
 /* Cross-key rules that a single row cannot express. */
@@ -445,6 +496,8 @@ static int check_consistency(struct pec_config *cfg, const char *file, char *err
         seterr(err, errlen, "%s: mailbox_lmtp: required when mailbox_backend is \"lmtp\"", file);
         return -1;
     }
+    if (index_consistency(cfg, file, err, errlen) < 0)
+        return -1;
     if (cfg->deadline_not_before > cfg->deadline_after ||
         cfg->warning_after >= cfg->deadline_after) {
         seterr(err, errlen, "%s: warning_after < deadline_not_before <= deadline_after must hold",

@@ -56,7 +56,19 @@ struct pec_config {
     char *sign_digest;
     long long cert_warn_days; /* the signing certificate's expiry this close is warned of */
     char *trust_anchors;
-    char *index_file;
+
+    char *index_source; /* file:, https://, ldap(s):// or (tests) ldif: (provider/directory.h) */
+    char *index_signer;
+    char *index_cache;
+    char *index_tls_cert;
+    char *index_tls_key;
+    char *index_tls_ca;
+    long long index_refresh;
+    long long index_max_age;
+    char *crl_file;
+    char *provider_unit;             /* our record's providerUnit (pecctl index record) */
+    char *ldif_location_url;         /* our record's LDIFLocationURL */
+    struct pec_strlist record_certs; /* further certificates our record lists (renewal) */
 
     char *store;
     char *milter_socket;

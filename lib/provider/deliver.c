@@ -5,6 +5,7 @@
 #include "provider/deliver.h"
 #include "provider/consegna.h"
 #include "provider/mailbox.h"
+#include "message/busta.h"
 #include "message/mime.h"
 #include "message/verify.h"
 #include "util/xalloc.h"
@@ -137,6 +138,12 @@ static const unsigned char *whole(const struct pec_spool *sp, unsigned char **co
     return *copy;
 }
 
+/* The delivery key as the log shows it: a notice by its own Message-ID (see delivery_key). */
+static const char *shown(const char *key)
+{
+    return strncmp(key, "notice:", 7) == 0 ? key + 7 : key;
+}
+
 static void domain_check_and_store(struct job *j)
 {
     const struct pec_config *cfg = j->env->cfg;
@@ -166,7 +173,7 @@ static void domain_check_and_store(struct job *j)
                 pec_store_delivered(j->env->store, m->rcpt[i], j->message_id, err, sizeof(err));
             if (seen < 0) {
                 say(j, LOG_ERR, "to=<%s>: cannot ask the store whether <%s> came before: %s",
-                    m->rcpt[i], j->message_id, err);
+                    m->rcpt[i], shown(j->message_id), err);
                 pec_mbox_result_set(&j->mb[i], PEC_MBOX_TEMP, 451, "4.3.0",
                                     "cannot check for a second copy now");
                 continue;
@@ -206,7 +213,7 @@ static void plain_outcome(struct job *j, size_t i)
     if (j->dup[i]) {
         pec_lmtp_reply_set(&j->res[i], 250, "2.0.0", "<%s> delivered already", rcpt);
         say(j, LOG_NOTICE, "to=<%s>, status=duplicate (%s <%s> delivered already: not again)", rcpt,
-            j->kind, j->message_id);
+            j->kind, shown(j->message_id));
         return;
     }
     if (mb->status == PEC_MBOX_STORED) {
@@ -331,12 +338,38 @@ static char *delivery_key(const struct pec_inspection *ins, const unsigned char 
     }
 }
 
+/* The log record of a verified notice or anomalia put into MAILBOX (evento deposito). */
+static void deposit_record(struct pec_batch *b, const struct job *j,
+                           const struct pec_inspection *ins, const char *mailbox, time_t when)
+{
+    const struct pec_daticert *d = &ins->daticert;
+    enum pec_reg_kind kind = PEC_REG_BUSTA_ANOMALIA;
+    char *message_id = bare_message_id(ins->message_id);
+    struct pec_record r;
+
+    if (ins->kind == PEC_KIND_NOTICE && ins->has_daticert && pec_reg_kind_of(d, &kind) < 0)
+        kind = PEC_REG_BUSTA_ANOMALIA;
+    pec_record_init(&r, kind, PEC_REG_DEPOSITO, when,
+                    ins->has_daticert && d->identificativo ? d->identificativo
+                    : message_id                           ? message_id
+                                                           : "");
+    r.queue_id = j->qid;
+    r.mittente = ins->has_daticert ? d->mittente : ins->from_address;
+    r.oggetto = ins->has_daticert ? d->oggetto : NULL;
+    r.message_id = message_id;
+    r.gestore = ins->provider != NULL ? ins->provider->name : NULL;
+    r.consegna = mailbox;
+    pec_batch_record(b, &r);
+    free(message_id);
+}
+
 /*
  * Remember, in one commit, which recipients a verified notice or anomalia
- * went into.  A failure costs only the guard against a second copy, so it is
- * logged and the MTA still gets 250.
+ * went into, and log each deposit.  A failure costs the guard against a
+ * second copy and the record, so it is logged loudly and the MTA still gets
+ * 250: the message is in the mailbox.
  */
-static void remember_delivered(struct job *j)
+static void remember_delivered(struct job *j, const struct pec_inspection *ins)
 {
     struct pec_batch *batch;
     time_t now = pec_clock_now(j->env->issuer->clock);
@@ -349,14 +382,94 @@ static void remember_delivered(struct job *j)
     for (size_t i = 0; i < j->m->nrcpt; i++) {
         if (j->mb[i].status == PEC_MBOX_STORED && !j->dup[i]) {
             pec_batch_delivered(batch, j->m->rcpt[i], j->message_id, now);
+            deposit_record(batch, j, ins, j->m->rcpt[i], now);
             n++;
         }
     }
     if (n > 0 && pec_store_commit(j->env->store, batch, err, sizeof(err)) != 0)
-        say(j, LOG_WARNING,
-            "stored, but the record that guards against a second copy of <%s> is lost: %s",
-            j->message_id, err);
+        say(j, LOG_ERR,
+            "stored, but the record of the deposit and the guard against a second copy of <%s> "
+            "are lost: %s",
+            shown(j->message_id), err);
     pec_batch_free(batch);
+}
+
+/*
+ * A message that is no verified PEC message reached the delivery point: a
+ * DSN of our own MTA, mail from local pickup, anything that came past the
+ * reception point (which wraps ordinary mail, or refuses it).  The rules let
+ * ordinary mail into a PEC mailbox only inside a busta di anomalia: so it is
+ * wrapped here, signed by us and logged, or refused as ordinary_mail says.
+ * Never stored bare.
+ */
+static void unexamined(struct job *j, const char *why)
+{
+    const struct pec_dp_env *env = j->env;
+    struct pec_lmtp_msg wrapped = *j->m;
+    const struct pec_lmtp_msg *m = j->m;
+    struct pec_built b = {0};
+    struct pec_spool *sp = NULL;
+    struct pec_batch *batch;
+    struct pec_record r;
+    time_t now = pec_clock_now(env->issuer->clock);
+    char reason[600], err[1024], *destinatari;
+
+    snprintf(reason, sizeof(reason),
+             "messaggio giunto al punto di consegna senza passare dal punto di ricezione (%s)",
+             why);
+    if (strcmp(env->cfg->ordinary_mail, "reject") == 0) {
+        for (size_t i = 0; i < m->nrcpt; i++)
+            pec_lmtp_reply_set(&j->res[i], 550, "5.7.1",
+                               "<%s> not a PEC message (%s): a certified mailbox takes ordinary "
+                               "mail only through the reception point",
+                               m->rcpt[i], why);
+        say(j, LOG_NOTICE, "%s: refused (ordinary_mail = reject)", why);
+        return;
+    }
+    sp = pec_spool_new(env->cfg->spool_dir[0] ? env->cfg->spool_dir : NULL, 1024 * 1024);
+    if (pec_build_anomalia(env->issuer, m->data, reason, now, &b, err, sizeof(err)) != 0 ||
+        pec_built_full(&b, m->data, pec_anomalia_keeps, sp, err, sizeof(err)) != 0) {
+        say(j, LOG_ERR, "%s: cannot wrap it in a busta di anomalia: %s", why, err);
+        defer_all(j, "cannot wrap the message in a busta di anomalia");
+        goto out;
+    }
+    wrapped.data = sp;
+    j->m = &wrapped;
+    j->kind = "anomalia";
+    domain_check_and_store(j);
+    batch = pec_batch_new();
+    destinatari = xjoin((char *const *)m->rcpt, m->nrcpt);
+    pec_record_init(&r, PEC_REG_BUSTA_ANOMALIA, PEC_REG_EMISSIONE, now,
+                    b.message_id ? b.message_id : "");
+    r.queue_id = j->qid;
+    r.mittente = m->sender;
+    r.destinatari = destinatari;
+    r.message_id = b.message_id;
+    r.gestore = env->issuer->provider_name;
+    r.errore_esteso = reason;
+    pec_batch_record(batch, &r);
+    for (size_t i = 0; i < m->nrcpt; i++) {
+        if (j->mb[i].status == PEC_MBOX_STORED) {
+            pec_record_init(&r, PEC_REG_BUSTA_ANOMALIA, PEC_REG_DEPOSITO, now,
+                            b.message_id ? b.message_id : "");
+            r.queue_id = j->qid;
+            r.mittente = m->sender;
+            r.message_id = b.message_id;
+            r.gestore = env->issuer->provider_name;
+            r.consegna = m->rcpt[i];
+            pec_batch_record(batch, &r);
+        }
+        plain_outcome(j, i);
+    }
+    if (env->store != NULL && pec_store_commit(env->store, batch, err, sizeof(err)) != 0)
+        say(j, LOG_ERR, "wrapped and stored, but its log record is lost: %s", err);
+    say(j, LOG_NOTICE, "%s: wrapped in a busta di anomalia", why);
+    pec_batch_free(batch);
+    free(destinatari);
+    j->m = m;
+out:
+    pec_built_free(&b);
+    pec_spool_free(sp);
 }
 
 /*
@@ -392,19 +505,15 @@ static void deliver_pec(struct job *j)
         defer_all(j, "cannot inspect the message");
     } else if (busta && (ins.kind != PEC_KIND_BUSTA || !ins.valid)) {
         j->kind = "invalid busta";
-        say(j, LOG_WARNING,
-            "claims to be a busta di trasporto but is not a valid one (%s): "
-            "delivered unchanged, no receipt",
+        say(j, LOG_WARNING, "claims to be a busta di trasporto but is not a valid one (%s)",
             ins.valid ? pec_kind_name(ins.kind) : ins.reason);
-        domain_check_and_store(j);
-        for (size_t i = 0; i < j->m->nrcpt; i++)
-            plain_outcome(j, i);
+        unexamined(j, ins.valid ? "busta non conforme" : "firma non valida");
+    } else if (!ins.valid) {
+        say(j, LOG_WARNING, "%s that does not verify (%s)", j->kind, ins.reason);
+        unexamined(j, "firma non valida");
     } else if (!busta) {
-        if (!ins.valid)
-            say(j, LOG_INFO, "%s that does not verify (%s): delivered unchanged", j->kind,
-                ins.reason);
         domain_check_and_store(j);
-        remember_delivered(j);
+        remember_delivered(j, &ins);
         for (size_t i = 0; i < j->m->nrcpt; i++)
             plain_outcome(j, i);
     } else if (pec_dp_busta_init(&b, &ins, msg, env->cfg->spool_dir, err, sizeof(err)) != 0) {
@@ -438,13 +547,10 @@ void pec_dp_deliver(const struct pec_dp_env *env, const struct pec_lmtp_msg *m,
     j.dup = xcalloc(m->nrcpt ? m->nrcpt : 1, sizeof(*j.dup));
     say(&j, LOG_INFO, "from=<%s>, size=%zu, nrcpt=%zu, %s", m->sender, pec_spool_size(m->data),
         m->nrcpt, j.kind);
-    if (strcmp(j.kind, "ordinary") != 0) {
+    if (strcmp(j.kind, "ordinary") != 0)
         deliver_pec(&j);
-    } else {
-        domain_check_and_store(&j);
-        for (size_t i = 0; i < m->nrcpt; i++)
-            plain_outcome(&j, i);
-    }
+    else
+        unexamined(&j, "messaggio non firmato da un gestore");
     free(j.message_id);
     free(j.dup);
     free(j.mb);

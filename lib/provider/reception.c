@@ -98,8 +98,10 @@ static int ours(const struct pec_config *cfg, const char *address)
     return at != NULL && pec_config_is_our_domain(cfg, at + 1);
 }
 
-/* The recipients of this SMTP transaction in our domains, into OWN (which has room for all). */
-static size_t our_rcpts(const struct pec_rp_env *e, const struct pec_original *o, char **own)
+/* ------------------------------------------------------------ what was received */
+
+/* Our recipients of O, for the record of what reached them. */
+static size_t here(const struct pec_rp_env *e, const struct pec_original *o, char **own)
 {
     size_t n = 0;
 
@@ -107,6 +109,41 @@ static size_t our_rcpts(const struct pec_rp_env *e, const struct pec_original *o
         if (ours(e->cfg, o->rcpts[i]))
             own[n++] = o->rcpts[i];
     return n;
+}
+
+/*
+ * The log record of a PEC message received from a provider (a busta, a
+ * notice or an anomalia), evento ricezione: gestore is the provider that
+ * signed it, not us (pec-rules.md 8.1: the sending provider), ricezione the
+ * recipients here it reached.
+ */
+static void received(struct pec_batch *b, const struct pec_inspection *ins, const char *queue_id,
+                     char **here, size_t nhere, time_t when)
+{
+    const struct pec_daticert *d = &ins->daticert;
+    char *destinatari = ins->has_daticert ? destinatari_of(d) : xstrdup("");
+    char *ricezione = xjoin(here, nhere), *message_id = bare(ins->message_id);
+    struct pec_record rec;
+    enum pec_reg_kind kind = PEC_REG_BUSTA_ANOMALIA;
+
+    if (ins->kind == PEC_KIND_BUSTA)
+        kind = PEC_REG_BUSTA_TRASPORTO;
+    else if (ins->kind == PEC_KIND_NOTICE && pec_reg_kind_of(d, &kind) < 0)
+        kind = PEC_REG_BUSTA_ANOMALIA;
+    pec_record_init(&rec, kind, PEC_REG_RICEZIONE, when,
+                    ins->has_daticert && d->identificativo ? d->identificativo : message_id);
+    rec.queue_id = queue_id;
+    rec.mittente = ins->has_daticert ? d->mittente : ins->from_address;
+    rec.destinatari = destinatari;
+    rec.oggetto = ins->has_daticert ? d->oggetto : NULL;
+    rec.message_id = message_id;
+    rec.gestore = ins->provider != NULL ? ins->provider->name : NULL;
+    rec.ricezione = ricezione;
+    rec.client_msgid = ins->has_daticert ? d->msgid : NULL;
+    pec_batch_record(b, &rec);
+    free(destinatari);
+    free(ricezione);
+    free(message_id);
 }
 
 /*
@@ -204,13 +241,15 @@ static int presa_in_carico(const struct pec_rp_env *e, const struct pec_original
     const struct pec_daticert *f = &ins->daticert;
     const char *to = ins->provider->mail_receipt;
     char **own = xcalloc(o->n_rcpts ? o->n_rcpts : 1, sizeof(*own));
-    size_t n = our_rcpts(e, o, own);
+    size_t n = here(e, o, own);
     struct pec_daticert d = *f;
     struct pec_record rec;
     char *ricezione = NULL, *destinatari = NULL, *message_id = NULL;
     time_t when = pec_clock_now(e->iss->clock);
     int ret = -1;
 
+    out->batch = pec_batch_new();
+    received(out->batch, ins, queue_id, own, n, when);
     if (n == 0) {
         summarize(out, "busta %s from %s: none of the recipients is ours, no presa in carico",
                   f->identificativo, ins->provider->name);
@@ -280,7 +319,7 @@ static int rilevazione(const struct pec_rp_env *e, const struct pec_original *o,
     const struct pec_daticert *f = &ins->daticert;
     const char *to = ins->provider->mail_receipt;
     char **own = xcalloc(o->n_rcpts ? o->n_rcpts : 1, sizeof(*own));
-    size_t n = our_rcpts(e, o, own);
+    size_t n = here(e, o, own);
     time_t when = pec_clock_now(e->iss->clock);
     char *what = pec_utf8_sanitize(av->what, strlen(av->what)), *esteso = NULL, *virus = NULL;
     char *destinatari = NULL, *found = xasprintf("virus rilevato: %s", what), sha[PEC_HASH_HEX];
@@ -294,6 +333,8 @@ static int rilevazione(const struct pec_rp_env *e, const struct pec_original *o,
 
     out->what = "virus";
     out->action = PEC_RP_DISCARD;
+    out->batch = pec_batch_new();
+    received(out->batch, ins, queue_id, own, n, when);
     if (pec_quarantine_put(e->cfg->quarantine_dir, o->raw, &q, sha, err, errlen) < 0)
         goto done;
     if (to == NULL || *to == '\0') {
@@ -480,8 +521,21 @@ static int mancata_consegna_virus(const struct pec_rp_env *e, const struct pec_d
     return 1;
 }
 
-static int notice(const struct pec_rp_env *e, const struct pec_inspection *ins,
-                  const char *queue_id, struct pec_rp_outcome *out, char *err, size_t errlen)
+/* Record a PEC message passed on that moves nothing (received() with O's recipients here). */
+static void passed(const struct pec_rp_env *e, const struct pec_original *o,
+                   const struct pec_inspection *ins, const char *queue_id,
+                   struct pec_rp_outcome *out)
+{
+    char **own = xcalloc(o->n_rcpts ? o->n_rcpts : 1, sizeof(*own));
+
+    out->batch = pec_batch_new();
+    received(out->batch, ins, queue_id, own, here(e, o, own), pec_clock_now(e->iss->clock));
+    free(own);
+}
+
+static int notice(const struct pec_rp_env *e, const struct pec_original *o,
+                  const struct pec_inspection *ins, const char *queue_id,
+                  struct pec_rp_outcome *out, char *err, size_t errlen)
 {
     const struct pec_daticert *d = &ins->daticert;
     const char *x = ins->x_ricevuta ? ins->x_ricevuta : "?";
@@ -498,6 +552,7 @@ static int notice(const struct pec_rp_env *e, const struct pec_inspection *ins,
     }
     state = notice_effect(d, &kind);
     if (state == -2) {
+        passed(e, o, ins, queue_id, out);
         summarize(out, "notice %s about %s from %s: passed", x, d->identificativo,
                   ins->provider->name);
         return 0;
@@ -506,6 +561,7 @@ static int notice(const struct pec_rp_env *e, const struct pec_inspection *ins,
     if (known < 0)
         return -1;
     if (known == 0) {
+        passed(e, o, ins, queue_id, out);
         summarize(out, "notice %s about %s from %s: passed, not one of our transactions", x,
                   d->identificativo, ins->provider->name);
         return 0;
@@ -569,6 +625,21 @@ static int notice(const struct pec_rp_env *e, const struct pec_inspection *ins,
 
 /* ------------------------------------------------------------ anomalia, ordinary mail */
 
+/* "a@x (certificato), b@y (esterno)": our PEC mailboxes, and the rest. */
+static char *tagged(const struct pec_rp_env *e, char *const *v, size_t n)
+{
+    struct pec_dest *dest = xcalloc(n ? n : 1, sizeof(*dest));
+    char *s;
+
+    for (size_t i = 0; i < n; i++) {
+        dest[i].address = v[i];
+        dest[i].certificato = ours(e->cfg, v[i]);
+    }
+    s = pec_destinatari_format(dest, n);
+    free(dest);
+    return s;
+}
+
 static int anomalia(const struct pec_rp_env *e, const struct pec_original *o, const char *reason,
                     const char *queue_id, struct pec_rp_outcome *out, char *err, size_t errlen)
 {
@@ -581,7 +652,7 @@ static int anomalia(const struct pec_rp_env *e, const struct pec_original *o, co
         return -1;
     out->action = PEC_RP_ANOMALIA;
     out->batch = pec_batch_new();
-    destinatari = xjoin(rcpts, o->n_rcpts);
+    destinatari = tagged(e, rcpts, o->n_rcpts);
     pec_record_init(&rec, PEC_REG_BUSTA_ANOMALIA, PEC_REG_EMISSIONE, when,
                     out->anomalia.message_id ? out->anomalia.message_id : "");
     rec.queue_id = queue_id;
@@ -594,6 +665,28 @@ static int anomalia(const struct pec_rp_env *e, const struct pec_original *o, co
     pec_batch_record(out->batch, &rec);
     free(destinatari);
     return 0;
+}
+
+/* The record of ordinary mail refused at SMTP: what came, from whom, and why. */
+static void refused(const struct pec_rp_env *e, const struct pec_original *o, const char *reason,
+                    const char *queue_id, struct pec_rp_outcome *out)
+{
+    struct pec_record rec;
+    char *destinatari = tagged(e, o->rcpts, o->n_rcpts), *message_id = bare(o->message_id);
+
+    out->batch = pec_batch_new();
+    pec_record_init(&rec, PEC_REG_POSTA_ORDINARIA, PEC_REG_RICEZIONE, pec_clock_now(e->iss->clock),
+                    message_id);
+    rec.queue_id = queue_id;
+    rec.mittente = o->n_from > 0 ? o->from[0] : o->mail_from;
+    rec.destinatari = destinatari;
+    rec.oggetto = o->subject;
+    rec.message_id = message_id;
+    rec.gestore = e->iss->provider_name;
+    rec.errore_esteso = reason;
+    pec_batch_record(out->batch, &rec);
+    free(destinatari);
+    free(message_id);
 }
 
 /* ASCII only, for an SMTP reply */
@@ -628,6 +721,7 @@ static int ordinary(const struct pec_rp_env *e, const struct pec_original *o,
                  "certified mailbox: ordinary mail is not accepted)",
                  reason);
         summarize(out, "ordinary mail (%s): rejected (ordinary_mail = reject)", clean);
+        refused(e, o, reason, queue_id, out);
         return 0;
     }
     if (anomalia(e, o, reason, queue_id, out, err, errlen) < 0)
@@ -748,10 +842,11 @@ static int route(const struct pec_rp_env *e, const struct pec_original *o,
         if (ins->has_daticert && (who = not_signers_party(ins)) != NULL)
             return wrong_party(e, o, ins, queue_id, who, out, err, errlen);
         out->what = "notice";
-        return notice(e, ins, queue_id, out, err, errlen);
+        return notice(e, o, ins, queue_id, out, err, errlen);
     }
     if (ins->valid && ins->kind == PEC_KIND_ANOMALIA) {
         out->what = "anomalia";
+        passed(e, o, ins, queue_id, out);
         summarize(out, "busta di anomalia from %s: passed", ins->provider->name);
         return 0;
     }
@@ -790,7 +885,7 @@ static int decide(const struct pec_rp_env *e, const struct pec_original *o,
                   struct pec_rp_outcome *out, char *err, size_t errlen)
 {
     struct pec_av_result av;
-    char what[200];
+    char what[200], reason[240];
 
     if (unscanned_ok(e, ins))
         return route(e, o, ins, queue_id, out, err, errlen);
@@ -813,6 +908,8 @@ static int decide(const struct pec_rp_env *e, const struct pec_original *o,
     out->xcode = "5.7.1";
     snprintf(out->text, sizeof(out->text),
              "Messaggio rifiutato: virus rilevato: %s (refused: virus found: %s)", what, what);
+    snprintf(reason, sizeof(reason), "virus rilevato: %s", what);
+    refused(e, o, reason, queue_id, out);
     summarize(out, "%s%s with virus %s: refused", ins->valid ? "valid " : "",
               pec_kind_name(ins->kind), what);
     return 0;

@@ -195,7 +195,8 @@ static int add_notice(struct pec_batch *b, struct built_list *keep, const struct
     f.mittente = tx->mittente;
     f.destinatari = t->dest;
     f.n_destinatari = tx->nrcpt;
-    f.risposte = tx->mittente;
+    /* the busta's risposte: the original's Reply-To (pec-rules.md 3.2); older rows kept none */
+    f.risposte = tx->risposte != NULL && *tx->risposte != '\0' ? tx->risposte : tx->mittente;
     f.oggetto = tx->oggetto;
     f.identificativo = tx->identificativo;
     f.msgid = t->msgid;

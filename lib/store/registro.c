@@ -12,6 +12,7 @@
  * and an operator can read a seal with `openssl cms -verify`.
  */
 #include "store/registro.h"
+#include "message/daticert.h"
 #include "store/store.h"
 #include "util/clock.h"
 #include "util/xalloc.h"
@@ -47,7 +48,41 @@ static const struct {
     [PEC_REG_MANCATA_CONSEGNA_12H] = {"preavviso-errore-consegna", "MancataConsegna12h"},
     [PEC_REG_MANCATA_CONSEGNA_24H] = {"preavviso-errore-consegna", "MancataConsegna24h"},
     [PEC_REG_RILEVAZIONE_VIRUS] = {"rilevazione-virus", "RilevazioneVirus"},
+    [PEC_REG_POSTA_ORDINARIA] = {"posta-ordinaria", "PostaOrdinaria"},
 };
+
+int pec_reg_kind_of(const struct pec_daticert *d, enum pec_reg_kind *kind)
+{
+    int virus = d->errore == PEC_ERRORE_VIRUS;
+
+    switch (d->tipo) {
+    case PEC_TIPO_ACCETTAZIONE:
+        *kind = PEC_REG_ACCETTAZIONE;
+        return 0;
+    case PEC_TIPO_NON_ACCETTAZIONE:
+        *kind = virus ? PEC_REG_NON_ACCETTAZIONE_VIRUS : PEC_REG_NON_ACCETTAZIONE;
+        return 0;
+    case PEC_TIPO_PRESA_IN_CARICO:
+        *kind = PEC_REG_PRESA_IN_CARICO;
+        return 0;
+    case PEC_TIPO_AVVENUTA_CONSEGNA:
+        *kind = PEC_REG_CONSEGNA;
+        return 0;
+    case PEC_TIPO_ERRORE_CONSEGNA:
+        *kind = virus ? PEC_REG_MANCATA_CONSEGNA_VIRUS : PEC_REG_MANCATA_CONSEGNA;
+        return 0;
+    case PEC_TIPO_PREAVVISO_ERRORE_CONSEGNA:
+        *kind = d->errore_esteso != NULL && d->errore_esteso[0] == '5'
+                    ? PEC_REG_MANCATA_CONSEGNA_24H
+                    : PEC_REG_MANCATA_CONSEGNA_12H;
+        return 0;
+    case PEC_TIPO_RILEVAZIONE_VIRUS:
+        *kind = PEC_REG_RILEVAZIONE_VIRUS;
+        return 0;
+    default:
+        return -1;
+    }
+}
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -73,7 +108,9 @@ void pec_record_init(struct pec_record *r, enum pec_reg_kind kind, enum pec_reg_
 {
     memset(r, 0, sizeof(*r));
     r->at = at;
-    r->evento = dir == PEC_REG_EMISSIONE ? "emissione" : "ricezione";
+    r->evento = dir == PEC_REG_EMISSIONE   ? "emissione"
+                : dir == PEC_REG_RICEZIONE ? "ricezione"
+                                           : "deposito";
     r->tipo = kinds[kind].tipo;
     r->label = kinds[kind].label;
     r->identificativo = identificativo;
@@ -184,7 +221,8 @@ void pec_record_hash(const struct pec_record *r, char out[PEC_HASH_HEX])
     struct text t = {0};
     char num[32];
 
-    text_puts(&t, "pec-registro-1\n");
+    /* form 1 records (written before client_msgid and node) keep their hash */
+    text_puts(&t, r->form >= 2 ? "pec-registro-2\n" : "pec-registro-1\n");
     snprintf(num, sizeof(num), "%lld", r->seq);
     canon_field(&t, "seq", num);
     snprintf(num, sizeof(num), "%lld", (long long)r->at);
@@ -205,6 +243,10 @@ void pec_record_hash(const struct pec_record *r, char out[PEC_HASH_HEX])
     canon_field(&t, "errore", r->errore);
     canon_field(&t, "virus", r->virus);
     canon_field(&t, "errore-esteso", r->errore_esteso);
+    if (r->form >= 2) {
+        canon_field(&t, "client-msgid", r->client_msgid);
+        canon_field(&t, "node", r->node);
+    }
     canon_field(&t, "prev", r->prev);
     sha256_hex(t.s, t.len, out);
     free(t.s);
@@ -236,13 +278,12 @@ char *pec_record_line(const struct pec_record *r)
     struct text t = {0};
 
     add_clean(&t, r->identificativo);
-    line_field(&t, "queueid", r->queue_id, 0);
+    line_field(&t, "queueid", r->queue_id, 1);
     text_puts(&t, ": tipo=");
     add_clean(&t, r->tipo);
     text_puts(&t, " (");
     add_clean(&t, r->label);
     text_puts(&t, ")");
-    line_field(&t, "evento", r->evento, 1);
     line_field(&t, "mittente", r->mittente, 1);
     line_field(&t, "destinatari", r->destinatari, 1);
     line_field(&t, "oggetto", r->oggetto, 1);
@@ -254,6 +295,10 @@ char *pec_record_line(const struct pec_record *r)
     line_field(&t, "errore", r->errore, 0);
     line_field(&t, "virus", r->virus, 0);
     line_field(&t, "errore-esteso", r->errore_esteso, 0);
+    /* ours, after every field of the TMail format, where its parsers stop reading */
+    line_field(&t, "evento", r->evento, 1);
+    line_field(&t, "client-msgid", r->client_msgid, 0);
+    line_field(&t, "node", r->node, 0);
     return text_take(&t);
 }
 
@@ -340,6 +385,8 @@ char *pec_record_json(const struct pec_record *r)
     json_field(&t, "errore", r->errore);
     json_field(&t, "virus", r->virus);
     json_field(&t, "errore-esteso", r->errore_esteso);
+    json_field(&t, "client-msgid", r->client_msgid);
+    json_field(&t, "node", r->node);
     json_field(&t, "prev", r->prev);
     json_field(&t, "hash", r->hash);
     text_puts(&t, "}");

@@ -49,13 +49,24 @@ enum pec_reg_kind {
     PEC_REG_MANCATA_CONSEGNA_12H, /* preavviso-errore-consegna, 4.x.x errore-esteso */
     PEC_REG_MANCATA_CONSEGNA_24H, /* preavviso-errore-consegna, 5.x.x errore-esteso */
     PEC_REG_RILEVAZIONE_VIRUS,
+    PEC_REG_POSTA_ORDINARIA, /* posta-ordinaria (PostaOrdinaria): refused at the reception point */
 };
 
 /* Whether we produced the message the record is about or received it. */
 enum pec_reg_dir {
     PEC_REG_EMISSIONE,
     PEC_REG_RICEZIONE,
+    PEC_REG_DEPOSITO, /* put into a user's mailbox by our delivery point (consegna = the mailbox) */
 };
+
+struct pec_daticert;
+
+/*
+ * The kind of record a notice with these facts is: by tipo, and for the
+ * ones that share a tipo by errore (virus) or errore-esteso (a 5.x.x
+ * preavviso is the 24 h one).  -1 for a busta's tipo.
+ */
+int pec_reg_kind_of(const struct pec_daticert *d, enum pec_reg_kind *kind);
 
 #define PEC_HASH_HEX 65 /* 64 lowercase hex digits of SHA-256 and a NUL */
 
@@ -83,7 +94,11 @@ struct pec_record {
     const char *errore;
     const char *virus;
     const char *errore_esteso;
-    char prev[PEC_HASH_HEX]; /* hash of record seq-1, or of the purge anchor */
+    /* ours, after the fields of the TMail line: */
+    const char *client_msgid; /* the user's Message-ID, where the event has one */
+    const char *node;         /* the node that wrote it (set by the store, pec_store_set_node) */
+    int form;                 /* canonical form of its hash: 1 (before client_msgid and node), 2 */
+    char prev[PEC_HASH_HEX];  /* hash of record seq-1, or of the purge anchor */
     char hash[PEC_HASH_HEX];
 };
 

@@ -271,11 +271,13 @@ struct pec_store *pec_store_open(const char *spec, int flags, char *err, size_t 
     }
     st = xcalloc(1, sizeof(*st));
     st->path = xstrdup(spec);
+    st->node = xstrdup("");
     st->busy_ms = BUSY_TIMEOUT_MS;
     pthread_mutex_init(&st->lock, NULL);
     if (db_open(st, flags, err, errlen) < 0) {
         pthread_mutex_destroy(&st->lock);
         free(st->path);
+        free(st->node);
         free(st);
         return NULL;
     }
@@ -289,6 +291,7 @@ void pec_store_close(struct pec_store *st)
     db_close(st);
     pthread_mutex_destroy(&st->lock);
     free(st->path);
+    free(st->node);
     free(st);
 }
 
@@ -296,6 +299,14 @@ void pec_store_set_log(struct pec_store *st, pec_log_fn *fn)
 {
     pthread_mutex_lock(&st->lock);
     st->log = fn;
+    pthread_mutex_unlock(&st->lock);
+}
+
+void pec_store_set_node(struct pec_store *st, const char *node)
+{
+    pthread_mutex_lock(&st->lock);
+    free(st->node);
+    st->node = xstrdup(node);
     pthread_mutex_unlock(&st->lock);
 }
 

@@ -19,8 +19,8 @@ static int insert_tx(struct pec_store *st, const struct pec_tx *tx, char *err, s
 {
     sqlite3_stmt *s = sq_prep(st,
                               "INSERT INTO transactions (identificativo, client_msgid, mittente,"
-                              " oggetto, tipo_ricevuta, queue_id, submitted)"
-                              " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                              " oggetto, tipo_ricevuta, queue_id, submitted, risposte)"
+                              " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                               err, errlen);
 
     if (s == NULL)
@@ -32,6 +32,7 @@ static int insert_tx(struct pec_store *st, const struct pec_tx *tx, char *err, s
     sq_bt(s, 5, tx->tipo_ricevuta);
     sq_bt(s, 6, tx->queue_id);
     sq_bi(s, 7, tx->submitted);
+    sq_bt(s, 8, tx->risposte);
     if (sq_run(st, s, "recording a transaction", err, errlen) < 0)
         return -1;
     for (size_t i = 0; i < tx->nrcpt; i++) {
@@ -187,17 +188,19 @@ static int insert_out(struct pec_store *st, const struct batch_out *o, time_t no
 
 static int insert_record(struct pec_store *st, const struct pec_record *r, char *err, size_t errlen)
 {
-    sqlite3_stmt *s = sq_prep(st,
-                              "INSERT INTO registro (seq, at, evento, tipo, label, identificativo,"
-                              " queue_id, mittente, destinatari, oggetto, message_id, gestore,"
-                              " tipo_ricevuta, consegna, ricezione, errore, virus, errore_esteso,"
-                              " prev, hash) VALUES"
-                              " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                              err, errlen);
-    const char *v[] = {
-        r->evento,      r->tipo,    r->label,      r->identificativo, r->queue_id,      r->mittente,
-        r->destinatari, r->oggetto, r->message_id, r->gestore,        r->tipo_ricevuta, r->consegna,
-        r->ricezione,   r->errore,  r->virus,      r->errore_esteso,  r->prev,          r->hash};
+    sqlite3_stmt *s =
+        sq_prep(st,
+                "INSERT INTO registro (seq, at, evento, tipo, label, identificativo,"
+                " queue_id, mittente, destinatari, oggetto, message_id, gestore,"
+                " tipo_ricevuta, consegna, ricezione, errore, virus, errore_esteso,"
+                " prev, hash, client_msgid, node, form) VALUES"
+                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                err, errlen);
+    const char *v[] = {r->evento,     r->tipo,     r->label,         r->identificativo,
+                       r->queue_id,   r->mittente, r->destinatari,   r->oggetto,
+                       r->message_id, r->gestore,  r->tipo_ricevuta, r->consegna,
+                       r->ricezione,  r->errore,   r->virus,         r->errore_esteso,
+                       r->prev,       r->hash,     r->client_msgid,  r->node};
 
     if (s == NULL)
         return -1;
@@ -205,6 +208,7 @@ static int insert_record(struct pec_store *st, const struct pec_record *r, char 
     sq_bi(s, 2, r->at);
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
         sq_bt(s, (int)i + 3, v[i]);
+    sq_bi(s, 23, r->form);
     return sq_run(st, s, "appending to the log", err, errlen) < 0 ? -1 : 0;
 }
 
@@ -222,6 +226,8 @@ static int append_records(struct pec_store *st, struct pec_batch *b, char *err, 
     for (size_t i = 0; i < b->nrec; i++) {
         struct pec_record *r = &b->rec[i].r;
         r->seq = ++seq;
+        r->node = st->node;
+        r->form = 2;
         memcpy(r->prev, prev, sizeof(prev));
         pec_record_hash(r, r->hash);
         if (insert_record(st, r, err, errlen) < 0)
@@ -297,7 +303,7 @@ static void announce(pec_log_fn *log, const struct pec_batch *b)
 {
     for (size_t i = 0; log != NULL && i < b->nrec; i++) {
         char *line = pec_record_line(&b->rec[i].r);
-        log(LOG_INFO, b->rec[i].r.queue_id, line);
+        log(LOG_INFO, NULL, line); /* the line names its queue id: no prefix before it */
         free(line);
     }
 }
@@ -393,6 +399,7 @@ static int read_tx(struct pec_store *st, sqlite3_stmt *s, struct pec_tx_info *ou
         out->tipo_ricevuta = sq_coldup(s, 4);
         out->queue_id = sq_coldup(s, 5);
         out->submitted = (time_t)sqlite3_column_int64(s, 6);
+        out->risposte = sq_coldup(s, 7);
     } else if (rc != SQLITE_DONE) {
         found = sq_db_fail(st, "reading a transaction", err, errlen);
     }
@@ -406,7 +413,7 @@ static int read_tx(struct pec_store *st, sqlite3_stmt *s, struct pec_tx_info *ou
 
 #define TX_COLUMNS                                                                                 \
     "SELECT identificativo, client_msgid, mittente, oggetto, tipo_ricevuta, queue_id,"             \
-    " submitted FROM transactions"
+    " submitted, risposte FROM transactions"
 
 int pec_store_tx_get(struct pec_store *st, const char *identificativo, struct pec_tx_info *out,
                      char *err, size_t errlen)

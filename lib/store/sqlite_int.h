@@ -42,6 +42,7 @@ struct pec_store {
     int hurried; /* the call in progress does not wait for a lock */
     char *path;
     pec_log_fn *log;
+    char *node; /* stamped on every record appended (pec_store_set_node) */
     void (*outbox_hook)(void *);
     void *outbox_arg;
 };

@@ -27,6 +27,9 @@ static void read_record(sqlite3_stmt *s, struct pec_record *r)
         *v[i] = sq_col(s, (int)i + 2);
     snprintf(r->prev, sizeof(r->prev), "%s", sq_col(s, 18));
     snprintf(r->hash, sizeof(r->hash), "%s", sq_col(s, 19));
+    r->client_msgid = sq_col(s, 20);
+    r->node = sq_col(s, 21);
+    r->form = sqlite3_column_int(s, 22);
 }
 
 /* Is ADDR one of "a (certificato), b (esterno)"? Case-insensitive, whole addresses. */
@@ -62,8 +65,8 @@ int pec_store_log_each(struct pec_store *st, const struct pec_log_filter *f,
 #define LOG_QUERY(BY_ID)                                                                           \
     "SELECT seq, at, evento, tipo, label, identificativo, queue_id, mittente,"                     \
     " destinatari, oggetto, message_id, gestore, tipo_ricevuta, consegna, ricezione,"              \
-    " errore, virus, errore_esteso, prev, hash FROM registro WHERE " BY_ID                         \
-    " AND (?2 IS NULL OR mittente = ?2 COLLATE NOCASE)"                                            \
+    " errore, virus, errore_esteso, prev, hash, client_msgid, node, form FROM registro"            \
+    " WHERE " BY_ID " AND (?2 IS NULL OR mittente = ?2 COLLATE NOCASE)"                            \
     " AND (?3 = 0 OR at >= ?3) AND (?4 = 0 OR at < ?4)"                                            \
     " AND seq >= ?5 AND (?6 = 0 OR seq <= ?6) ORDER BY seq"
     /*

@@ -101,7 +101,20 @@ static const char schema_v5[] =
     " at INTEGER NOT NULL, PRIMARY KEY (mittente, client_msgid)) WITHOUT ROWID;"
     "CREATE INDEX refused_at ON refused(at);";
 
-static const char *const migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5};
+/*
+ * Version 6: what the 12 h and 24 h notices give as risposte (the original's
+ * Reply-To, pec-rules.md 3.2), and in the log the user's Message-ID and the
+ * node that wrote each record.  Records written before keep their form 1
+ * hash (registro.h), so the chain and the seals still verify.
+ */
+static const char schema_v6[] =
+    "ALTER TABLE transactions ADD COLUMN risposte TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE registro ADD COLUMN client_msgid TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE registro ADD COLUMN node TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE registro ADD COLUMN form INTEGER NOT NULL DEFAULT 1;";
+
+static const char *const migrations[] = {schema_v1, schema_v2, schema_v3,
+                                         schema_v4, schema_v5, schema_v6};
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 static int user_version(struct pec_store *st, int *version, char *err, size_t errlen)

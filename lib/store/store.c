@@ -31,6 +31,7 @@ static void free_tx(struct pec_tx *tx)
     free((char *)tx->identificativo);
     free((char *)tx->client_msgid);
     free((char *)tx->mittente);
+    free((char *)tx->risposte);
     free((char *)tx->oggetto);
     free((char *)tx->tipo_ricevuta);
     free((char *)tx->queue_id);
@@ -100,6 +101,7 @@ void pec_batch_tx(struct pec_batch *b, const struct pec_tx *tx)
     c->identificativo = dup_or_empty(tx->identificativo);
     c->client_msgid = dup_or_empty(tx->client_msgid);
     c->mittente = dup_or_empty(tx->mittente);
+    c->risposte = dup_or_empty(tx->risposte);
     c->oggetto = dup_or_empty(tx->oggetto);
     c->tipo_ricevuta = dup_or_empty(tx->tipo_ricevuta);
     c->queue_id = dup_or_empty(tx->queue_id);
@@ -236,6 +238,7 @@ void pec_batch_record(struct pec_batch *b, const struct pec_record *r)
     br->r.errore = keep(br, &n, r->errore);
     br->r.virus = keep(br, &n, r->virus);
     br->r.errore_esteso = keep(br, &n, r->errore_esteso);
+    br->r.client_msgid = keep(br, &n, r->client_msgid);
 }
 
 const char *pec_rcpt_state_name(enum pec_rcpt_state s)
@@ -277,6 +280,7 @@ void pec_tx_info_free(struct pec_tx_info *tx)
     free(tx->identificativo);
     free(tx->client_msgid);
     free(tx->mittente);
+    free(tx->risposte);
     free(tx->oggetto);
     free(tx->tipo_ricevuta);
     free(tx->queue_id);

@@ -60,8 +60,11 @@ void pec_store_close(struct pec_store *st);
  */
 void pec_store_set_busy_timeout(struct pec_store *st, int ms);
 
-/* After each commit, each appended record's line goes to FN (LOG_INFO, qid = queue id). */
+/* After each commit, each appended record's line goes to FN (LOG_INFO, no qid: the line has it). */
 void pec_store_set_log(struct pec_store *st, pec_log_fn *fn);
+
+/* NODE (this daemon's node_id, as text) is written into every record appended from now on. */
+void pec_store_set_node(struct pec_store *st, const char *node);
 
 /* FN(ARG) is called after a commit that added outbox rows (the injector's wake-up). */
 void pec_store_set_outbox_hook(struct pec_store *st, void (*fn)(void *), void *arg);
@@ -98,6 +101,7 @@ struct pec_tx {
     time_t submitted;
     const struct pec_tx_rcpt *rcpt;
     size_t nrcpt;
+    const char *risposte; /* the busta's risposte: the original's Reply-To, else mittente */
 };
 
 struct pec_rcpt_info {
@@ -116,6 +120,7 @@ struct pec_tx_info {
     char *identificativo;
     char *client_msgid;
     char *mittente;
+    char *risposte; /* "" for a transaction recorded before it was kept */
     char *oggetto;
     char *tipo_ricevuta;
     char *queue_id;

@@ -53,7 +53,7 @@ struct batch_refused {
 /* A record whose strings the batch owns (the const fields point at copies). */
 struct batch_record {
     struct pec_record r;
-    char *owned[16];
+    char *owned[17];
 };
 
 struct pec_batch {

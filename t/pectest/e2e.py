@@ -7,8 +7,8 @@
 verify() is what a peer or an auditor would do with a PEC message: the S/MIME
 signature with `openssl smime -verify` against the test trust anchors, daticert.xml
 against the normative DTD with `xmllint --dtdvalid` ($PEC_SHARED_DIR/spec/daticert.dtd;
-skipped, saying so once, when it or xmllint is absent), and pecverify --index, which
-must say valid (and so exit 0).  wait() polls until enough has arrived.  The rest
+skipped, saying so once, when it or xmllint is absent), and pecverify with the index
+as the authority signs it, which must say valid (and so exit 0).  wait() polls until enough has arrived.  The rest
 is the scaffolding the e2e tests share: Maildirs to deliver into, a reconfigured
 daemon, stopping what a test started.
 """
@@ -65,8 +65,8 @@ def verify(case, m, directory, name, daticert=True):
         _ok(case, subprocess.run(["xmllint", "--noout", "--dtdvalid", dtd, xml],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     p = subprocess.run([env.program("pecverify"), "--trust", pki.trust(), "--index",
-                        pki.index(), "--json", path], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE)
+                        pki.index_p7m(), "--index-signer", pki.authority(), "--json", path],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     report = json.loads(p.stdout)[0]
     case.assertTrue(report["valid"], report)
     case.assertEqual(p.returncode, 0, report)

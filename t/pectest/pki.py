@@ -10,7 +10,13 @@ Layout of PKI (see PKI/README):
       selfsigned        pec-a.test identity, self-signed (not under the root)
   index.ldif            providers' index: a (pec-a.test, pec-a2.test) and b
                         (pec-b.test, certificates b and b-old); not rogue
-  index.ldif.p7m        index.ldif signed (CMS, DER, attached) by provider a
+  index.ldif.p7m        index.ldif signed (CMS, DER, attached) by the authority
+  authority/            cert.pem key.pem: the index's signer (index_signer)
+  server/               cert.pem key.pem: TLS server certificate for 127.0.0.1
+  tls-a/, tls-rogue/    TLS client certificates: A's (under pecca), a stranger's
+  pecca.crl             the PEC CA's CRL: b revoked at 2025-01-01 (REVOKED_AT);
+                        pecca-stale.crl the same past its nextUpdate; b's
+                        certificate names CRL_URL as its distribution point
 
 Paths are returned whether or not the files exist yet: call ensure() first
 when a test may be run by hand, outside ctest's "pki" fixture.
@@ -26,6 +32,9 @@ SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
                       "pki", "mkpki.sh")
 
 INDEX_URL = "https://index.test/ldif.p7m"
+# B's revocation (pecca.crl) and the distribution point its certificate names
+REVOKED_AT = 1735689600                      # 2025-01-01T00:00:00Z
+CRL_URL = "http://crl.pec.test/pecca.crl"
 # providers listed in index.ldif
 IN_INDEX = ("a", "b")
 
@@ -106,8 +115,37 @@ def index():
 
 
 def index_p7m():
-    """The providers' index signed by provider a (CMS signed-data, DER)."""
+    """The providers' index signed by the authority (CMS signed-data, DER)."""
     return path("index.ldif.p7m")
+
+
+def authority():
+    """The index authority's certificate: what index_signer names."""
+    return path("authority", "cert.pem")
+
+
+def server():
+    """(cert, key) of the TLS server certificate for 127.0.0.1 and localhost."""
+    return path("server", "cert.pem"), path("server", "key.pem")
+
+
+def tls_client(name="a"):
+    """(cert, key) of a TLS client certificate: "a" under the PEC CA, "rogue" not."""
+    return path("tls-" + name, "cert.pem"), path("tls-" + name, "key.pem")
+
+
+def crl(stale=False):
+    """The PEC CA's CRL revoking b (PEM), or its copy long past nextUpdate."""
+    return path("pecca-stale.crl" if stale else "pecca.crl")
+
+
+def sign(ldif, out, signer="authority"):
+    """Sign the file LDIF (CMS, DER, attached) as SIGNER (a directory of the PKI) into OUT."""
+    subprocess.run(["openssl", "cms", "-sign", "-nodetach", "-binary", "-outform", "DER",
+                    "-md", "sha256", "-signer", path(signer, "cert.pem"),
+                    "-inkey", path(signer, "key.pem"), "-in", ldif, "-out", out],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return out
 
 
 def _fresh():

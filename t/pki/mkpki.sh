@@ -12,7 +12,17 @@
 #    fixed (2019..2050) instead of "now": `openssl x509` in OpenSSL 3.0 cannot
 #    backdate, `openssl ca -startdate/-enddate` can.
 #  * The providers' index (section 7) is written as LDIF and also distributed
-#    signed (index.ldif.p7m), as the real directory is.
+#    signed (index.ldif.p7m) by an authority's own signing certificate
+#    ("authority", like AgID's), as the real directory is.
+#  * B's certificate names a CRL distribution point (http://crl.pec.test/
+#    pecca.crl: a name no resolver knows, so only a test that serves it
+#    through an HTTP proxy reaches it), and the PEC CA's CRL (pecca.crl)
+#    revokes it as of 2025-01-01: what B signed before still stands, what
+#    it signs now is not PEC.  pecca-stale.crl is the same CRL long past its
+#    nextUpdate.
+#  * server/ is a TLS server certificate for 127.0.0.1 and localhost (the
+#    tests' HTTPS and LDAP servers), tls-a/ and tls-rogue/ TLS client
+#    certificates (clientAuth) under the PEC CA and under a CA nobody trusts.
 #
 # Idempotent and fast: if OUTDIR/.complete is newer than this script, nothing
 # is done.  Otherwise everything is built in a temporary directory next to
@@ -173,6 +183,7 @@ EOF
 ca_init root
 ca_init pecca
 ca_init self
+ca_init other
 
 ca_ext "$WORK/root.ext" ""
 ca_ext "$WORK/pecca.ext" ", pathlen:0"
@@ -190,11 +201,14 @@ cp "$TMP/root.pem" "$TMP/trust.pem"
 
 # --- provider certificates --------------------------------------------------
 
-# provider DIR LABEL DOMAIN START END [selfsign]
+# provider DIR LABEL DOMAIN START END [selfsign|crl]
 provider() {
     _dir=$TMP/$1 _label=$2 _dom=$3
     mkdir "$_dir"
     provider_ext "$WORK/$1.ext" "$_dom"
+    if [ "${6:-}" = crl ]; then
+        echo "crlDistributionPoints  = URI:http://crl.pec.test/pecca.crl" >>"$WORK/$1.ext"
+    fi
     newkey "$_dir/key.pem"
     _psubj="/C=IT/O=Gestore $_label S.p.A./CN=Posta Certificata Gestore $_label S.p.A."
     if [ "${6:-}" = selfsign ]; then
@@ -209,11 +223,81 @@ provider() {
 }
 
 provider a        A     pec-a.test     20200101000000Z 20450101000000Z
-provider b        B     pec-b.test     20200101000000Z 20450101000000Z
+provider b        B     pec-b.test     20200101000000Z 20450101000000Z crl
 provider rogue    Rogue pec-rogue.test 20200101000000Z 20450101000000Z
 provider expired  A     pec-a.test     20200101000000Z 20210101000000Z
 provider b-old    B     pec-b.test     20190701000000Z 20210701000000Z
 provider selfsigned A   pec-a.test     20200101000000Z 20450101000000Z selfsign
+
+# --- the index authority, TLS certificates -----------------------------------
+
+# ext_file FILE KEYUSAGE EKU [SAN]: the extensions of a non-CA certificate
+ext_file() {
+    {
+        echo "[ ext ]"
+        echo "keyUsage               = critical, $2"
+        echo "extendedKeyUsage       = $3"
+        [ -z "${4:-}" ] || echo "subjectAltName         = $4"
+        echo "subjectKeyIdentifier   = hash"
+        echo "authorityKeyIdentifier = keyid:always"
+    } >"$1"
+}
+
+# authority/: signs the whole directory, as AgID does; under the test root
+mkdir "$TMP/authority"
+ext_file "$WORK/authority.ext" digitalSignature emailProtection
+newkey "$TMP/authority/key.pem"
+issue root "$TMP/authority/key.pem" "/C=IT/O=pecmilter tests/CN=Test Index Authority" \
+    20190601000000Z 20490101000000Z "$WORK/authority.ext" "$TMP/authority/cert.pem" \
+    "$TMP/root.pem" "$TMP/root.key"
+
+# server/: the tests' HTTPS and LDAP servers on loopback
+mkdir "$TMP/server"
+ext_file "$WORK/server.ext" "digitalSignature, keyEncipherment" serverAuth \
+    "IP:127.0.0.1, DNS:localhost"
+newkey "$TMP/server/key.pem"
+issue root "$TMP/server/key.pem" "/C=IT/O=pecmilter tests/CN=127.0.0.1" \
+    20190601000000Z 20490101000000Z "$WORK/server.ext" "$TMP/server/cert.pem" \
+    "$TMP/root.pem" "$TMP/root.key"
+
+# tls-a/: provider A's TLS client certificate for the authority's server;
+# tls-rogue/: the same shape under a CA the server does not trust
+ext_file "$WORK/client.ext" digitalSignature clientAuth
+ca_ext "$WORK/other.ext" ""
+newkey "$WORK/other.key"
+issue selfsign:other "$WORK/other.key" "/C=IT/O=nobody/CN=Untrusted CA" \
+    20190101000000Z 20500101000000Z "$WORK/other.ext" "$WORK/other.pem"
+mkdir "$TMP/tls-a" "$TMP/tls-rogue"
+newkey "$TMP/tls-a/key.pem"
+newkey "$TMP/tls-rogue/key.pem"
+issue pecca "$TMP/tls-a/key.pem" "/C=IT/O=Gestore A S.p.A./CN=Gestore A S.p.A. index client" \
+    20200101000000Z 20450101000000Z "$WORK/client.ext" "$TMP/tls-a/cert.pem" \
+    "$TMP/pecca.pem" "$TMP/pecca.key"
+issue other "$TMP/tls-rogue/key.pem" "/C=IT/O=Rogue/CN=Rogue index client" \
+    20200101000000Z 20450101000000Z "$WORK/client.ext" "$TMP/tls-rogue/cert.pem" \
+    "$WORK/other.pem" "$WORK/other.key"
+
+# --- revocation: B's certificate, as of 2025-01-01 -------------------------------
+
+# `openssl ca -revoke` would stamp the revocation with today; the database
+# line says 2025-01-01 (UTCTime) and keyCompromise instead.
+b_serial=$(openssl x509 -in "$TMP/b/cert.pem" -noout -serial | sed 's/^serial=//')
+[ -n "$b_serial" ] || die "no serial in b/cert.pem"
+awk -v s="$b_serial" 'BEGIN { FS = OFS = "\t" }
+    $4 == s { $1 = "R"; $3 = "250101000000Z,keyCompromise" } { print }' \
+    "$WORK/ca-pecca/index.txt" >"$WORK/pecca-index.txt"
+grep -q "^R" "$WORK/pecca-index.txt" || die "b's serial $b_serial not in the PEC CA's database"
+mv "$WORK/pecca-index.txt" "$WORK/ca-pecca/index.txt"
+echo 01 >"$WORK/ca-pecca/crlnumber"
+sed 's|^serial .*$|&\ncrlnumber        = $dir/crlnumber|' "$WORK/ca-pecca/ca.cnf" \
+    >"$WORK/pecca-crl.cnf"
+for crl in pecca:20490101000000Z pecca-stale:20250201000000Z; do
+    run openssl ca -batch -gencrl -config "$WORK/pecca-crl.cnf" \
+        -cert "$TMP/pecca.pem" -keyfile "$TMP/pecca.key" \
+        -crl_lastupdate 20250102000000Z -crl_nextupdate "${crl#*:}" -out "$TMP/${crl%%:*}.crl"
+done
+run openssl crl -in "$TMP/pecca.crl" -noout -text
+grep -q "Serial Number: $b_serial" "$LOG" || die "pecca.crl does not list b's serial"
 
 # --- sanity checks (fail loudly rather than hand tests a wrong PKI) -------------
 
@@ -297,10 +381,10 @@ awk 'length($0) > 76 { exit 1 }' "$WORK/index.ldif" || die "index.ldif has a lin
 mv "$WORK/index.ldif" "$TMP/index.ldif"
 
 run openssl cms -sign -nodetach -binary -outform DER -md sha256 \
-    -signer "$TMP/a/cert.pem" -inkey "$TMP/a/key.pem" -certfile "$TMP/pecca.pem" \
+    -signer "$TMP/authority/cert.pem" -inkey "$TMP/authority/key.pem" \
     -in "$TMP/index.ldif" -out "$TMP/index.ldif.p7m"
 run openssl cms -verify -inform DER -in "$TMP/index.ldif.p7m" -binary \
-    -CAfile "$TMP/trust.pem" -certfile "$TMP/pecca.pem" -out "$WORK/index.check"
+    -CAfile "$TMP/authority/cert.pem" -partial_chain -out "$WORK/index.check"
 cmp -s "$WORK/index.check" "$TMP/index.ldif" ||
     die "index.ldif.p7m does not give back index.ldif"
 
@@ -326,14 +410,23 @@ NAME/                 cert.pem, key.pem (0600), chain.pem (= pecca.pem), cert.de
 index.ldif            providers' index (pec-rules 7): o=postacert, providers a
                       (pec-a.test, pec-a2.test) and b (pec-b.test; certs b and b-old)
 index.ldif.p7m        index.ldif as CMS signed-data (DER, attached, SHA-256) signed
-                      by provider a; carries a/cert.pem and pecca.pem
+                      by the authority; carries authority/cert.pem
+authority/            cert.pem, key.pem: "CN=Test Index Authority" under the root,
+                      the signer of the whole directory (index_signer)
+server/               TLS server certificate for 127.0.0.1 and localhost, under the root
+tls-a/, tls-rogue/    TLS client certificates (clientAuth): A's under the PEC CA,
+                      the rogue's under a CA nobody trusts
+pecca.crl             the PEC CA's CRL, 2025-01-02 .. 2049-01-01: b/cert.pem revoked
+                      at 2025-01-01 00:00:00Z, keyCompromise (b's certificate names
+                      http://crl.pec.test/pecca.crl as its distribution point)
+pecca-stale.crl       the same, nextUpdate 2025-02-01: long past
 .complete             stamp: generation finished
 EOF
 
 rm -rf "$WORK"
 chmod 755 "$TMP"
 for f in "$TMP"/*.pem "$TMP"/*/cert.pem "$TMP"/*/chain.pem "$TMP"/*/cert.der \
-         "$TMP"/index.ldif "$TMP"/index.ldif.p7m "$TMP"/README; do
+         "$TMP"/index.ldif "$TMP"/index.ldif.p7m "$TMP"/*.crl "$TMP"/README; do
     chmod 644 "$f"
 done
 for d in "$TMP"/*/; do chmod 755 "$d"; done

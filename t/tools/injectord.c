@@ -116,7 +116,7 @@ static int event(const struct opts *o, long i, FILE *say, char *err, size_t errl
     struct pec_tx_rcpt tr[16];
     struct pec_outmsg out = {msgid, id, "accettazione", to, nto, NULL, 0};
     struct pec_tx tx = {id, "client@mua", "mario@pec-a.test", "prova", "completa", "", when,
-                        tr, nto};
+                        tr, nto,          "mario@pec-a.test"};
     struct pec_batch *b = pec_batch_new();
     struct pec_record r;
     char *dest;

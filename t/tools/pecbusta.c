@@ -3,14 +3,15 @@
  * a test provider's certificate, as the access point would: the input for
  * tests of the reception and delivery points.
  *
- * usage: pecbusta [-p PKI_DIR] [-s PROVIDER] [-n NAME] [-f SENDER] [ORIGINAL]
+ * usage: pecbusta [-p PKI_DIR] [-s PROVIDER] [-n NAME] [-f SENDER] [-t INSTANT] [ORIGINAL]
  *
  * ORIGINAL (default: standard input) is the submitted message; bare LF line
  * ends are made CRLF.  Its To and Cc recipients are the busta's
  * destinatari, all of kind certificato; its X-TipoRicevuta asks for the
  * receipt type.  PROVIDER is the certificate directory under the PKI
  * (default "a"), NAME the provider name (default "Gestore A S.p.A."),
- * SENDER the MAIL FROM (default: the From address).  The busta goes to
+ * SENDER the MAIL FROM (default: the From address), INSTANT a fixed clock
+ * ("2024-06-01T10:00:00Z": the busta's times and signingTime; default now).  The busta goes to
  * standard output as the MTA delivers it: the original's inherited header
  * fields, then the busta's own.  The identificativo is a fresh one.
  */
@@ -57,7 +58,7 @@ static int put_out(const unsigned char *chunk, size_t n, void *arg)
 int main(int argc, char **argv)
 {
     const char *pki = getenv("PEC_PKI_DIR"), *prov = "a", *name = "Gestore A S.p.A.";
-    const char *sender = NULL;
+    const char *sender = NULL, *at = NULL;
     char err[512], cert[4096], chain[4096], key[4096], *raw, *id;
     struct pec_destinatario *dest;
     struct pec_signer *signer;
@@ -71,7 +72,7 @@ int main(int argc, char **argv)
     FILE *in = stdin;
     int opt;
 
-    while ((opt = getopt(argc, argv, "p:s:n:f:")) != -1) {
+    while ((opt = getopt(argc, argv, "p:s:n:f:t:")) != -1) {
         switch (opt) {
         case 'p':
             pki = optarg;
@@ -85,9 +86,12 @@ int main(int argc, char **argv)
         case 'f':
             sender = optarg;
             break;
+        case 't':
+            at = optarg;
+            break;
         default:
             fprintf(stderr, "usage: pecbusta [-p PKI] [-s PROVIDER] [-n NAME] [-f SENDER] "
-                            "[ORIGINAL]\n");
+                            "[-t INSTANT] [ORIGINAL]\n");
             return 2;
         }
     }
@@ -102,7 +106,7 @@ int main(int argc, char **argv)
     snprintf(key, sizeof(key), "%s/%s/key.pem", pki, prov);
     if ((signer = pec_signer_load(cert, chain, key, "sha256", err, sizeof(err))) == NULL)
         die(cert, err);
-    if (pec_clock_init(&clock, "Europe/Rome", NULL, err, sizeof(err)) != 0)
+    if (pec_clock_init(&clock, "Europe/Rome", at, err, sizeof(err)) != 0)
         die("clock", err);
     if (pec_ident_init(&ident, 1, strchr(pec_signer_address(signer), '@') + 1, &clock, err,
                        sizeof(err)) != 0)

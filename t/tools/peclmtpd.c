@@ -15,6 +15,7 @@
 #include "provider/deliver.h"
 #include "message/ident.h"
 #include "message/index.h"
+#include "provider/directory.h"
 #include "message/libinit.h"
 #include "provider/lmtpd.h"
 #include "message/pecmsg.h"
@@ -35,6 +36,7 @@ struct loaded {
     struct pec_config *cfg;
     struct pec_signer *signer;
     struct pec_trust *trust;
+    struct pec_directory *dir;
     struct pec_index *index;
     struct pec_store *store;
     struct pec_clock clock;
@@ -69,6 +71,7 @@ static void die(const char *what, const char *why)
 static void load(struct loaded *l, const char *config)
 {
     struct pec_config *cfg;
+    struct pec_dir_report rep;
     char err[1024];
 
     if (pec_lib_init(err, sizeof(err)) != 0)
@@ -81,8 +84,10 @@ static void load(struct loaded *l, const char *config)
         die("sign_cert/sign_key", err);
     if ((l->trust = pec_trust_load(cfg->trust_anchors, err, sizeof(err))) == NULL)
         die("trust_anchors", err);
-    if ((l->index = pec_index_load(cfg->index_file, err, sizeof(err))) == NULL)
-        die("index_file", err);
+    if ((l->dir = pec_directory_open(cfg, l->trust, l->signer, err, sizeof(err))) == NULL ||
+        pec_directory_load(l->dir, 1, &rep, err, sizeof(err)) < 0)
+        die("index", err);
+    l->index = pec_directory_index(l->dir);
     if (pec_clock_init(&l->clock, cfg->timezone, cfg->fixed_clock, err, sizeof(err)) != 0)
         die("timezone/fixed_clock", err);
     if (pec_ident_init(&l->ident, (unsigned long)cfg->node_id, cfg->domains.v[0], &l->clock, err,

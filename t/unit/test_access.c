@@ -44,7 +44,8 @@ static struct pec_config *config_with(const char *extra)
             "domains = [ \"pec-a.test\", \"pec-a2.test\" ];\n"
             "service_address = \"posta-certificata@pec-a.test\";\n"
             "receipt_address = \"ricevute@pec-a.test\";\n"
-            "sign_cert = \"x\"; sign_key = \"x\"; trust_anchors = \"x\"; index_file = \"x\";\n"
+            "sign_cert = \"x\"; sign_key = \"x\"; trust_anchors = \"x\"; index_source = "
+            "\"file:x\"; index_signer = \"x\";\n"
             "%s\n",
             extra);
     fclose(f);

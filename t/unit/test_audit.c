@@ -28,7 +28,7 @@
 
 static char dir[] = "/tmp/test_audit.XXXXXX";
 
-enum { EM = PEC_REG_EMISSIONE, RIC = PEC_REG_RICEZIONE };
+enum { EM = PEC_REG_EMISSIONE, RIC = PEC_REG_RICEZIONE, DEP = PEC_REG_DEPOSITO };
 
 /* One record; the fields the audit reads, the rest filled as the roles do. */
 static void rec(struct pec_batch *b, enum pec_reg_kind k, int way, time_t at, const char *id,
@@ -127,13 +127,20 @@ static void clean_log(struct pec_batch *b)
     rec(b, PEC_REG_MANCATA_CONSEGNA_VIRUS, EM, T0 + 46, "c7@" PEC, "mcv7l@" PEC, "",
         "luigi@pec-b.test", NULL);
 
-    /* another provider's busta our antivirus stopped: a rilevazione virus per recipient */
+    /* another provider's busta, received, our antivirus stopped: a rilevazione virus each */
+    rec(b, PEC_REG_BUSTA_TRASPORTO, RIC, T0 + 55, "r3@pec-b.test", "r3@pec-b.test",
+        "luca@" PEC " (certificato), eva@" PEC " (certificato)", NULL, "luca@" PEC ", eva@" PEC);
     rec(b, PEC_REG_RILEVAZIONE_VIRUS, EM, T0 + 55, "r3@pec-b.test", "rv.r3l@" PEC,
         "luca@" PEC " (certificato), eva@" PEC " (certificato)", "luca@" PEC, NULL);
     rec(b, PEC_REG_RILEVAZIONE_VIRUS, EM, T0 + 55, "r3@pec-b.test", "rv.r3e@" PEC,
         "luca@" PEC " (certificato), eva@" PEC " (certificato)", "eva@" PEC, NULL);
 
-    /* another provider's busta: our presa in carico, then one outcome per recipient */
+    /* our accettazione, put into the sender's mailbox */
+    rec(b, PEC_REG_ACCETTAZIONE, DEP, T0 + 1, "c1@" PEC, "acc.c1@" PEC, "", "mario@" PEC, NULL);
+
+    /* another provider's busta, received: our presa in carico, then one outcome per recipient */
+    rec(b, PEC_REG_BUSTA_TRASPORTO, RIC, T0 + 50, "r1@pec-b.test", "r1@pec-b.test",
+        "luca@" PEC " (certificato), anna@pec-b.test (certificato)", NULL, "luca@" PEC);
     rec(b, PEC_REG_PRESA_IN_CARICO, EM, T0 + 50, "r1@pec-b.test", "pic.r1@" PEC,
         "luca@" PEC " (certificato), anna@pec-b.test (certificato)", NULL, "luca@" PEC);
     rec(b, PEC_REG_CONSEGNA, EM, T0 + 51, "r1@pec-b.test", "con.r1@" PEC, "", "luca@" PEC, NULL);
@@ -256,15 +263,23 @@ static void broken_log(struct pec_batch *b)
     rec(b, PEC_REG_CONSEGNA, EM, T0 + 2, "v17@pec-b.test", "con.v17@" PEC,
         "luca@" PEC " (certificato)", "terzo@" PEC, NULL);
 
-    /* v18: another provider's busta we found a virus in, delivered all the same */
-    rec(b, PEC_REG_RILEVAZIONE_VIRUS, EM, T0 + 1, "v18@pec-b.test", "rv.v18@" PEC,
+    /* v18: another provider's busta received, never taken in charge nor answered */
+    rec(b, PEC_REG_BUSTA_TRASPORTO, RIC, T0 + 1, "v18@pec-b.test", "v18@pec-b.test",
+        "luca@" PEC " (certificato)", NULL, "luca@" PEC);
+
+    /* v19: a consegna put into a mailbox that nobody emitted or received */
+    rec(b, PEC_REG_CONSEGNA, DEP, T0 + 5, "v19@pec-b.test", "ghost@pec-b.test", "", "mario@" PEC,
+        NULL);
+
+    /* v20: another provider's busta we found a virus in, delivered all the same */
+    rec(b, PEC_REG_RILEVAZIONE_VIRUS, EM, T0 + 1, "v20@pec-b.test", "rv.v20@" PEC,
         "luca@" PEC " (certificato)", "luca@" PEC, NULL);
-    rec(b, PEC_REG_CONSEGNA, EM, T0 + 2, "v18@pec-b.test", "con.v18@" PEC,
+    rec(b, PEC_REG_CONSEGNA, EM, T0 + 2, "v20@pec-b.test", "con.v20@" PEC,
         "luca@" PEC " (certificato)", "luca@" PEC, NULL);
 
-    /* v19: a rilevazione virus received, and nothing told our user */
-    accepted(b, T0, "v19@" PEC, anna);
-    rec(b, PEC_REG_RILEVAZIONE_VIRUS, RIC, T0 + 2, "v19@" PEC, "rv.v19@b", "", "anna@pec-b.test",
+    /* v21: a rilevazione virus received, and nothing told our user */
+    accepted(b, T0, "v21@" PEC, anna);
+    rec(b, PEC_REG_RILEVAZIONE_VIRUS, RIC, T0 + 2, "v21@" PEC, "rv.v21@b", "", "anna@pec-b.test",
         NULL);
 
     /* v16: the 24 h notice, then a mancata consegna: late, allowed, a note */
@@ -350,7 +365,7 @@ static void test_clean(void)
     CHECK(rep.notes == 2);
     CHECK(rep.transactions == 11);
     CHECK(rep.pending == 1);
-    CHECK(rep.records == 44);
+    CHECK(rep.records == 47);
 
     /* once p1's deadline has passed, its missing presa in carico is a violation */
     later.now = NOW + 24 * HOUR;
@@ -376,10 +391,10 @@ static void test_broken(void)
     struct seen s = {.n = 0};
     char err[1024];
 
-    CHECK(pec_audit_run(st, &opts, collect, &s, &rep, err, sizeof(err)) == 19);
+    CHECK(pec_audit_run(st, &opts, collect, &s, &rep, err, sizeof(err)) == 22);
     for (int i = 0; i < s.n; i++)
         printf("  %s\n", s.text[i]);
-    CHECK(s.n == 22); /* and the notes: the clean log's two and v16's */
+    CHECK(s.n == 25); /* and the notes: the clean log's two and v16's */
     CHECK(rep.notes == 3);
     CHECK(rep.pending == 1);
     CHECK(named(&s, "v1@" PEC, "no accettazione") == 1);
@@ -411,12 +426,17 @@ static void test_broken(void)
     CHECK(named(&s, "v17@pec-b.test",
                 "terzo@" PEC ": receipts for a recipient the busta does not name") == 1);
     CHECK(named(&s, "v17@pec-b.test", "luca@") == 0); /* named, but never ours to answer */
-    CHECK(named(&s, "v18@pec-b.test",
-                "luca@" PEC ": 2 final outcomes: rilevazione virus <rv.v18@" PEC
-                ">, consegna <con.v18@" PEC ">") == 1);
-    CHECK(named(&s, "v19@" PEC, "anna@pec-b.test: no final outcome") == 1);
-    CHECK(named(&s, "v19@" PEC, "rilevazione virus with 0 mancate consegne per virus") == 1);
-    CHECK(named(&s, "v19@" PEC, "presa in carico") == 0); /* the rilevazione stands for it */
+    CHECK(named(&s, "v18@pec-b.test", "luca@" PEC ": no final outcome") == 1);
+    CHECK(named(&s, "v18@pec-b.test", "luca@" PEC ": in no presa in carico") == 1);
+    CHECK(named(&s, "v19@pec-b.test",
+                "consegna <ghost@pec-b.test> put into mario@" PEC
+                ", but never emitted or received here") == 1);
+    CHECK(named(&s, "v20@pec-b.test",
+                "luca@" PEC ": 2 final outcomes: rilevazione virus <rv.v20@" PEC
+                ">, consegna <con.v20@" PEC ">") == 1);
+    CHECK(named(&s, "v21@" PEC, "anna@pec-b.test: no final outcome") == 1);
+    CHECK(named(&s, "v21@" PEC, "rilevazione virus with 0 mancate consegne per virus") == 1);
+    CHECK(named(&s, "v21@" PEC, "presa in carico") == 0); /* the rilevazione stands for it */
     CHECK(named(&s, "v1", "note:") == 0);
     /* nothing of the clean log is named but its note */
     for (int i = 0; i < s.n; i++)

@@ -374,21 +374,33 @@ static void test_signed(void)
     char err[512] = "";
     char *trust_path = pki_path("trust.pem"), *p7m = pki_path("index.ldif.p7m");
     char *ldif = pki_path("index.ldif"), *pecca = pki_path("pecca.pem");
+    char *authority = pki_path("authority/cert.pem");
     struct pec_trust *trust = pec_trust_load(trust_path, err, sizeof(err));
+    struct pec_trust *pinned = pec_trust_load_pinned(authority, err, sizeof(err));
     struct pec_index *idx;
     unsigned char *der, *hit;
     size_t len;
     char *bad, *cmd;
 
-    CHECK(trust != NULL);
-    if (trust == NULL)
+    CHECK(trust != NULL && pinned != NULL);
+    if (trust == NULL || pinned == NULL)
         return;
-    idx = pec_index_load_signed(p7m, trust, err, sizeof(err));
+    /* the whole directory, signed by the authority: pinned to its certificate */
+    idx = pec_index_load_signed(p7m, pinned, PEC_INDEX_BY_AUTHORITY, err, sizeof(err));
     if (idx == NULL)
         fprintf(stderr, "%s\n", err);
     CHECK(idx != NULL && pec_index_count(idx) == 2);
     CHECK(idx != NULL && pec_index_by_domain(idx, "pec-b.test") != NULL);
+    CHECK(idx != NULL && strstr(pec_index_signer(idx), "Test Index Authority") != NULL);
+    CHECK(idx != NULL && pec_index_signed_at(idx) > 0);
+    CHECK(idx != NULL && pec_index_ref(idx) == idx);
     pec_index_free(idx);
+    CHECK(idx != NULL && pec_index_count(idx) == 2); /* one reference is left */
+    pec_index_free(idx);
+    /* the authority is not a provider: as a provider's record it is refused */
+    err[0] = '\0';
+    CHECK(pec_index_load_signed(p7m, trust, PEC_INDEX_BY_LISTED, err, sizeof(err)) == NULL);
+    CHECK(strstr(err, "which the index does not list") != NULL);
 
     /* one changed byte in the signed LDIF */
     der = read_all(p7m, &len);
@@ -399,7 +411,7 @@ static void test_signed(void)
         hit[8] = 'X';
         bad = write_tmp("tampered.p7m", der, len);
         err[0] = '\0';
-        CHECK(pec_index_load_signed(bad, trust, err, sizeof(err)) == NULL);
+        CHECK(pec_index_load_signed(bad, pinned, PEC_INDEX_BY_AUTHORITY, err, sizeof(err)) == NULL);
         CHECK(strstr(err, "signature does not match the content") != NULL);
         free(bad);
     }
@@ -417,26 +429,34 @@ static void test_signed(void)
     free(cmd);
     bad = xasprintf("%s/rogue.p7m", tmpdir);
     err[0] = '\0';
-    CHECK(pec_index_load_signed(bad, trust, err, sizeof(err)) == NULL);
+    CHECK(pec_index_load_signed(bad, trust, PEC_INDEX_BY_LISTED, err, sizeof(err)) == NULL);
     CHECK(strstr(err, "which the index does not list") != NULL);
+    /* a provider under the same root is not the configured signer */
+    err[0] = '\0';
+    CHECK(pec_index_load_signed(bad, pinned, PEC_INDEX_BY_AUTHORITY, err, sizeof(err)) == NULL);
+    CHECK(strstr(err, "untrusted issuer") != NULL);
     free(bad);
     bad = xasprintf("%s/b.pem.p7m", tmpdir);
-    idx = pec_index_load_signed(bad, trust, err, sizeof(err));
+    idx = pec_index_load_signed(bad, trust, PEC_INDEX_BY_LISTED, err, sizeof(err));
     if (idx == NULL)
         fprintf(stderr, "%s\n", err);
     CHECK(idx != NULL);
     pec_index_free(idx);
+    CHECK(pec_index_load_signed(bad, pinned, PEC_INDEX_BY_AUTHORITY, err, sizeof(err)) == NULL);
     free(bad);
 
     /* the plain LDIF is no signed-data */
     err[0] = '\0';
-    CHECK(pec_index_load_signed(ldif, trust, err, sizeof(err)) == NULL);
+    CHECK(pec_index_load_signed(ldif, pinned, PEC_INDEX_BY_AUTHORITY, err, sizeof(err)) == NULL);
     CHECK(strstr(err, "malformed signature") != NULL);
     err[0] = '\0';
-    CHECK(pec_index_load_signed("/nonexistent.p7m", trust, err, sizeof(err)) == NULL);
+    CHECK(pec_index_load_signed("/nonexistent.p7m", trust, PEC_INDEX_BY_LISTED, err, sizeof(err)) ==
+          NULL);
     CHECK(strstr(err, "/nonexistent.p7m") != NULL);
 
+    pec_trust_free(pinned);
     pec_trust_free(trust);
+    free(authority);
     free(trust_path);
     free(p7m);
     free(ldif);

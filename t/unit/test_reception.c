@@ -39,7 +39,8 @@ static struct pec_config *config_with(const char *extra)
             "domains = [ \"pec-a.test\", \"pec-a2.test\" ];\n"
             "service_address = \"posta-certificata@pec-a.test\";\n"
             "receipt_address = \"ricevute@pec-a.test\";\n"
-            "sign_cert = \"x\"; sign_key = \"x\"; trust_anchors = \"x\"; index_file = \"x\";\n"
+            "sign_cert = \"x\"; sign_key = \"x\"; trust_anchors = \"x\"; index_source = "
+            "\"file:x\"; index_signer = \"x\";\n"
             "antivirus = \"none\";\n"
             "%s\n",
             extra);
@@ -129,6 +130,75 @@ static int decide(const struct pec_rp_env *e, const struct bytes *msg, const cha
     return decide_to(e, msg, from, rcpts_at_a, 2, out);
 }
 
+struct seen {
+    const char *label, *evento, *gestore;
+    int n;
+};
+
+static int count_record(const struct pec_record *r, void *arg)
+{
+    struct seen *s = arg;
+
+    s->n += strcmp(r->label, s->label) == 0 && strcmp(r->evento, s->evento) == 0 &&
+            strcmp(r->gestore, s->gestore) == 0;
+    return 0;
+}
+
+/* How many records about ID have LABEL, EVENTO and GESTORE. */
+static int records(struct pec_store *st, const char *id, const char *label, const char *evento,
+                   const char *gestore)
+{
+    struct pec_log_filter f = {.identificativo = id};
+    struct seen s = {label, evento, gestore, 0};
+    char err[512];
+
+    CHECK(pec_store_log_each(st, &f, count_record, &s, err, sizeof(err)) == 0);
+    return s.n;
+}
+
+/* The Message-ID of a busta, its identificativo (static buffer). */
+static const char *ident_of(const struct bytes *b)
+{
+    static char id[256];
+    const char *p = (const char *)find(b->p, b->n, "\r\nMessage-ID: <");
+    size_t n = 0;
+
+    id[0] = '\0';
+    if (p != NULL) {
+        p += strlen("\r\nMessage-ID: <");
+        while (p[n] != '>' && n + 1 < sizeof(id))
+            n++;
+        memcpy(id, p, n);
+        id[n] = '\0';
+    }
+    return id;
+}
+
+static int keep_destinatari(const struct pec_record *r, void *arg)
+{
+    snprintf(arg, 256, "%s", r->destinatari);
+    return 0;
+}
+
+/* The destinatari of the log's last record. */
+static const char *last_destinatari(struct pec_store *st)
+{
+    static char buf[256];
+    char err[512];
+
+    buf[0] = '\0';
+    CHECK(pec_store_log_each(st, NULL, keep_destinatari, buf, err, sizeof(err)) == 0);
+    return buf;
+}
+
+/* Commit OUT's batch, which must hold something. */
+static void commit(struct pec_store *st, struct pec_rp_outcome *out)
+{
+    char err[1024];
+
+    CHECK(out->batch != NULL && pec_store_commit(st, out->batch, err, sizeof(err)) == 0);
+}
+
 static void test_busta_from_b(const struct pec_rp_env *rp, const struct pec_access_env *as_b)
 {
     static const char *const rcpts[] = {"mario@pec-a.test", "giulia@pec-a2.test",
@@ -157,8 +227,14 @@ static void test_busta_from_b(const struct pec_rp_env *rp, const struct pec_acce
     CHECK(decide(rp, &busta, "<luigi@pec-b.test>", &out) == 0);
     CHECK(out.action == PEC_RP_PASS);
     CHECK_STR(out.what, "busta");
-    CHECK(out.batch == NULL && out.n_blobs == 0);
+    CHECK(out.n_blobs == 0);
     CHECK(strstr(out.summary, "taken in charge already") != NULL);
+    /* each reception is logged, gestore the provider that signed it (issue 18) */
+    commit(rp->store, &out);
+    CHECK(records(rp->store, ident_of(&busta), "BustaTrasporto", "ricezione", "Gestore B S.p.A.") ==
+          2);
+    CHECK(records(rp->store, ident_of(&busta), "PresaInCarico", "emissione", "Gestore A S.p.A.") ==
+          1);
     pec_rp_outcome_free(&out);
     free(busta.p);
 }
@@ -171,7 +247,8 @@ static void test_own_and_tampered(const struct pec_rp_env *rp, const struct pec_
     unsigned char *t;
 
     CHECK(decide_to(rp, &busta, "<x@pec-a.test>", rcpts, 1, &out) == 0);
-    CHECK(out.action == PEC_RP_PASS && out.batch == NULL);
+    CHECK(out.action == PEC_RP_PASS && out.n_blobs == 0);
+    CHECK(out.batch != NULL); /* only its reception record */
     CHECK(strstr(out.summary, "access point") != NULL);
     pec_rp_outcome_free(&out);
 
@@ -206,9 +283,18 @@ static void test_ordinary(const struct pec_rp_env *rp, const char *policy, enum 
         CHECK_STR(out.xcode, "5.7.1");
         CHECK(strstr(out.text, "non firmato") != NULL);
     }
-    if (want == PEC_RP_ANOMALIA)
+    if (want == PEC_RP_ANOMALIA) {
         CHECK_STR(pec_headers_get(&out.anomalia.headers, "Subject"), "ANOMALIA MESSAGGIO: ciao");
-    CHECK((out.batch != NULL) == (want == PEC_RP_ANOMALIA));
+        /* its record lists the recipients as the TMail line does: ours are PEC mailboxes */
+        commit(e.store, &out);
+        CHECK_STR(last_destinatari(e.store),
+                  "mario@pec-a.test (certificato), giulia@pec-a2.test (certificato)");
+    }
+    CHECK(out.batch != NULL); /* the anomalia, or the refusal, is logged */
+    if (want == PEC_RP_REJECT) {
+        commit(e.store, &out);
+        CHECK(records(e.store, "", "PostaOrdinaria", "ricezione", "Gestore A S.p.A.") == 1);
+    }
     pec_rp_outcome_free(&out);
     pec_config_unref(cfg);
     free(msg.p);
@@ -267,8 +353,11 @@ static void test_notice(const struct pec_rp_env *rp, const struct pec_access_env
     pec_tx_info_free(&tx);
 
     CHECK(decide(rp, &unknown, "<posta-certificata@pec-b.test>", &out) == 0);
-    CHECK(out.action == PEC_RP_PASS && out.batch == NULL);
+    CHECK(out.action == PEC_RP_PASS);
     CHECK(strstr(out.summary, "not one of our transactions") != NULL);
+    commit(rp->store, &out); /* passed on, and logged so, from B */
+    CHECK(records(rp->store, "opec.unknown@pec-a.test", "Consegna", "ricezione",
+                  "Gestore B S.p.A.") == 1);
     pec_rp_outcome_free(&out);
     free(busta.p);
     free(n.p);

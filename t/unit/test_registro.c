@@ -56,13 +56,20 @@ static void test_line_and_json(void)
     r.tipo_ricevuta = "completa";
     r.consegna = "user2@pec.internal.domain";
     line = pec_record_line(&r);
+    /* the TMail line, field for field (pec-rules.md 8.1), then ours */
     CHECK_STR(line, "20070119150915.938835@pec.internal.domain: queueid=l0JE9EDP004620: "
-                    "tipo=avvenuta-consegna (Consegna): evento=emissione: "
+                    "tipo=avvenuta-consegna (Consegna): "
                     "mittente=user1@pec.internal.domain: destinatari=user2@pec.internal.domain "
                     "(certificato), x@example.org (esterno): oggetto=MESSAGGIO CON PIU "
                     "DESTINATARI: message-id=20070119150919.318531@pec.internal.domain: "
                     "gestore=TMail PEC test: tipo_ricevuta=completa: "
-                    "consegna=user2@pec.internal.domain");
+                    "consegna=user2@pec.internal.domain: evento=emissione");
+    free(line);
+    r.client_msgid = "<c1@client>";
+    r.node = "2";
+    line = pec_record_line(&r);
+    CHECK(strstr(line, ": consegna=user2@pec.internal.domain: evento=emissione: "
+                       "client-msgid=<c1@client>: node=2") != NULL);
     free(line);
 
     /* one record is one line, whatever the subject holds */
@@ -70,9 +77,9 @@ static void test_line_and_json(void)
     r.oggetto = "a\r\nb\tc\"\\\xe8\xc3\xa8";
     r.errore_esteso = "5.4.1 - Gestore A - tempo scaduto";
     line = pec_record_line(&r);
-    CHECK_STR(line, "id: tipo=preavviso-errore-consegna (MancataConsegna24h): evento=emissione: "
+    CHECK_STR(line, "id: queueid=: tipo=preavviso-errore-consegna (MancataConsegna24h): "
                     "mittente=: destinatari=: oggetto=a  b c\"\\\xe8\xc3\xa8: "
-                    "errore-esteso=5.4.1 - Gestore A - tempo scaduto");
+                    "errore-esteso=5.4.1 - Gestore A - tempo scaduto: evento=emissione");
     json = pec_record_json(&r);
     CHECK(strstr(json, "\"oggetto\":\"a\\u000d\\u000ab\\u0009c\\\"\\\\\\u00e8\xc3\xa8\"") != NULL);
     CHECK(strstr(json, "\"label\":\"MancataConsegna24h\"") != NULL);
@@ -250,7 +257,8 @@ static void test_chain_and_seals(void)
     CHECK(rep.bad_seq == 10 && strstr(rep.problem, "#10, the last one appended, is missing"));
     CHECK(tampered("INSERT INTO registro SELECT 11, at, evento, tipo, label, identificativo, "
                    "queue_id, mittente, destinatari, oggetto, message_id, gestore, tipo_ricevuta, "
-                   "consegna, ricezione, errore, virus, errore_esteso, hash, hash FROM registro "
+                   "consegna, ricezione, errore, virus, errore_esteso, hash, hash, client_msgid, "
+                   "node, form FROM registro "
                    "WHERE seq = 10",
                    &rep) == 1);
     CHECK(rep.bad_seq == 11);
@@ -339,6 +347,95 @@ static void test_purge(void)
     pec_store_close(st);
 }
 
+/* Rewrite every record as the pecmilter before form 2 wrote it: no client_msgid, no node. */
+static int as_form1(const struct pec_record *r, void *arg)
+{
+    sqlite3 *h = arg;
+    static char prev[PEC_HASH_HEX];
+    struct pec_record c = *r;
+    char *sql;
+
+    c.client_msgid = "";
+    c.node = "";
+    c.form = 1;
+    if (c.seq > 1)
+        memcpy(c.prev, prev, sizeof(prev));
+    pec_record_hash(&c, c.hash);
+    memcpy(prev, c.hash, sizeof(prev));
+    sql = sqlite3_mprintf("UPDATE registro SET client_msgid = '', node = '', form = 1, prev = %Q,"
+                          " hash = %Q WHERE seq = %lld; UPDATE meta SET value = %Q WHERE key ="
+                          " 'registro_head_hash'",
+                          c.prev, c.hash, c.seq, c.hash);
+    CHECK(sqlite3_exec(h, sql, NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_free(sql);
+    return 0;
+}
+
+/*
+ * A store upgraded from before client_msgid and node: its records keep the
+ * hash they were written with (form 1) and are sealed with it; records
+ * appended now are form 2 and chain on.  All of it verifies; changing a
+ * form-1 record, or claiming it is form 2, is found.
+ */
+static void test_old_records(void)
+{
+    struct pec_registro_report rep;
+    struct pec_signer *signer;
+    struct pec_store *st;
+    struct pec_batch *b;
+    struct pec_record r;
+    sqlite3 *h;
+    char err[1024], *cert = xasprintf("%s/a/cert.pem", pki), *key = xasprintf("%s/a/key.pem", pki),
+                    *chain = xasprintf("%s/a/chain.pem", pki), *old = xasprintf("%s/old.db", dir),
+                    *oldseals = xasprintf("%s/oldseals", dir);
+    int n;
+
+    signer = pec_signer_load(cert, chain, key, "sha256", err, sizeof(err));
+    st = pec_store_open(old, 0, err, sizeof(err));
+    CHECK(st != NULL && signer != NULL);
+    if (st == NULL || signer == NULL)
+        goto out;
+    fill(st);
+    pec_store_set_node(st, "1");
+    CHECK(sqlite3_open(old, &h) == SQLITE_OK);
+    CHECK(pec_store_log_each(st, NULL, as_form1, h, err, sizeof(err)) == 0);
+    sqlite3_close(h);
+    CHECK(pec_registro_seal(st, signer, "Gestore A S.p.A.", oldseals, local(2024, 2, 1, 12, 0), &n,
+                            err, sizeof(err)) == 0 &&
+          n == 3);
+    b = pec_batch_new();
+    pec_record_init(&r, PEC_REG_ACCETTAZIONE, PEC_REG_EMISSIONE, local(2024, 2, 2, 9, 0),
+                    "opec11@pec-a.test");
+    r.client_msgid = "<c11@client>";
+    pec_batch_record(b, &r);
+    CHECK(pec_store_commit(st, b, err, sizeof(err)) == 0);
+    pec_batch_free(b);
+    CHECK(pec_registro_verify(st, oldseals, trust, SERVICE, &rep) == 0);
+    CHECK(rep.records == 11 && rep.seals == 3);
+    CHECK_STR(rep.problem, "");
+    pec_store_close(st);
+
+    CHECK(sqlite3_open(old, &h) == SQLITE_OK);
+    CHECK(sqlite3_exec(h,
+                       "SELECT 1 FROM registro WHERE seq = 11 AND form = 2 AND node = '1'"
+                       " AND client_msgid = '<c11@client>'",
+                       NULL, NULL, NULL) == SQLITE_OK);
+    CHECK(sqlite3_exec(h, "UPDATE registro SET form = 2 WHERE seq = 4", NULL, NULL, NULL) ==
+          SQLITE_OK);
+    sqlite3_close(h);
+    st = pec_store_open(old, PEC_STORE_NOCREATE, err, sizeof(err));
+    CHECK(st != NULL && pec_registro_verify(st, oldseals, trust, SERVICE, &rep) == 1);
+    CHECK(strstr(rep.problem, "record #4") != NULL);
+    pec_store_close(st);
+out:
+    pec_signer_free(signer);
+    free(cert);
+    free(key);
+    free(chain);
+    free(old);
+    free(oldseals);
+}
+
 int main(void)
 {
     struct pec_clock clock;
@@ -364,6 +461,7 @@ int main(void)
     if (trust) {
         test_chain_and_seals();
         test_purge();
+        test_old_records();
     }
     pec_trust_free(trust);
     if (check_failures == 0) {

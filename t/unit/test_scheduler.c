@@ -518,7 +518,7 @@ static void test_through_reception(void)
                    "service_address = \"posta-certificata@pec-a.test\";\n"
                    "receipt_address = \"ricevute@pec-a.test\";\n"
                    "sign_cert = \"x\"; sign_key = \"x\"; trust_anchors = \"x\";"
-                   " index_file = \"x\";\n");
+                   " index_source = \"file:x\"; index_signer = \"x\";\n");
         fclose(f);
         cfg = pec_config_load(conf_path, err, sizeof(err));
     }
