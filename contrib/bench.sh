@@ -9,8 +9,10 @@
 # providers A and B as in the demo and an smtp-sink for the rest of the world;
 # for 4 KB, 100 KB and 1 MB messages, 20 parallel SMTP sessions: bare Postfix
 # relaying (the baseline), A's access role (certified submissions), the full
-# A -> B exchange (consegna back in the sender's mailbox); and 10 concurrent
-# 30 MB submissions for pecmilter's peak RSS.  Writes DIR/bench.csv,
+# A -> B exchange (consegna back in the sender's mailbox), the access role
+# with a clamd on the same machine scanning every submission (access+av: its
+# ratio to the access role, and the scan's p50); and 10 concurrent 30 MB
+# submissions for pecmilter's peak RSS.  Writes DIR/bench.csv,
 # DIR/bench.md (each figure with its ratio to the baseline of the same run)
 # and DIR/bench.png.  --quick sends fewer messages (under 3 minutes).  Exit 1
 # when any message was refused or lost.  Needs root (Postfix).
@@ -29,7 +31,7 @@ while [ $# -gt 0 ]; do
     # not for users: profile with an existing build, or some scenarios only
     --build) build="${2:?--build needs a directory}"; shift 2 ;;
     --only) only="--only=${2:?}"; shift 2 ;;
-    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: contrib/bench.sh [--quick] [--out DIR]" >&2; exit 64 ;;
     esac
 done

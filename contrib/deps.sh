@@ -21,10 +21,13 @@ RUN="python3 postfix procps bsdutils libsasl2-modules"
 # git: check.sh lists the files to format-check with git ls-files; without it
 # the check passes having checked nothing.
 # slapd, ldap-utils, nginx-light: the providers' index from a real LDAP
-# directory and a real HTTPS server (t/pectest/slapd.py, t/pectest/https.py)
+# directory and a real HTTPS server (t/pectest/slapd.py, t/pectest/https.py);
+# clamav-daemon: the tests and the benchmark start a clamd of their own, on a
+# private socket with a signature database they write (t/pectest/clamd.py).
 TEST="git libxml2-utils gpgsm dovecot-core dovecot-lmtpd systemd man-db groff-base
-      m4 libwrap0 liblockfile1 sasl2-bin libsasl2-modules-db slapd ldap-utils nginx-light"
-BENCH="gnuplot-nox valgrind"
+      m4 libwrap0 liblockfile1 sasl2-bin libsasl2-modules-db slapd ldap-utils nginx-light
+      clamav-daemon"
+BENCH="gnuplot-nox valgrind clamav-daemon"
 
 case "${1:-build}" in
 build) want="$BUILD" ;;
@@ -55,6 +58,19 @@ export DEBIAN_FRONTEND=noninteractive
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 # slapd's package would make and start a directory of its own: the tests run theirs
 echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
+# No freshclam daemon; and while installing, no service may start (a
+# policy-rc.d that refuses every action, unless the machine has its own):
+# clamav-freshclam's postinst would download the signatures right away and
+# clamav-daemon's would start the system's clamd, neither of which the tests
+# want.  A production machine runs freshclam on purpose (README).
+echo "clamav-freshclam clamav-freshclam/autoupdate_freshclam select manual" |
+    debconf-set-selections
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# contrib/deps.sh: no service starts while it installs\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+fi
 # The package lists may be missing or stale on a fresh machine.
 if ! apt-get install -y -q --no-install-recommends $missing >/tmp/pecmilter-deps.log 2>&1; then
     apt-get update -q >/tmp/pecmilter-deps.log 2>&1 || true

@@ -4,8 +4,11 @@
  * At MAIL FROM the sender is checked against the login (lib/provider/access.h) and
  * refused there when it may not submit.  Then the message is fed, as it
  * arrives, into a spool (lib/message/feed.h: memory up to a limit, then a file), and
- * at end of message libpec decides: a formal error costs an avviso di non
- * accettazione and an SMTP rejection with the same words; a good message
+ * at end of message libpec decides: first the antivirus (a virus costs the
+ * avviso di non accettazione per virus and a 554 naming it; a message that
+ * could not be scanned a 451, or a 554 with on_scan_error = "reject", and
+ * nothing else), then the formal checks: a formal error costs an avviso di
+ * non accettazione and an SMTP rejection with the same words; a good message
  * becomes the busta di trasporto in place.
  *
  * Applying a busta (rewrite.h): first every header change, then the body
@@ -73,18 +76,30 @@ static sfsistat refuse(SMFICTX *ctx, struct conn *c, const char *qid,
         pec_access_outcome_free(&out);
         return internal_error(ctx, c, qid, what);
     }
-    log_info(qid, "access: not accepted (%s)%s: identificativo=%s from=%s: %s",
+    log_info(qid, "access: not accepted (%s)%s: identificativo=%s from=%s: %s%s%s",
              pec_access_fault_name(r->fault),
              out.resubmission ? " again, the retry of a refusal: no second avviso" : "",
-             out.identificativo, pec_original_mittente(o), r->errore);
+             out.identificativo, pec_original_mittente(o), r->errore,
+             *out.quarantined ? "; quarantined as " : "", out.quarantined);
     pec_access_outcome_free(&out);
     mta_setreply(ctx, qid, r->rcode, r->xcode, r->text);
     return SMFIS_REJECT;
 }
 
+/* Nobody could scan O: a plain SMTP refusal, per on_scan_error. */
+static sfsistat unscanned(SMFICTX *ctx, const char *qid, const struct pec_original *o,
+                          const struct pec_access_reply *r)
+{
+    log_warn(qid, "access: not scanned, %s %s: from=%s: %s", r->rcode,
+             r->rcode[0] == '4' ? "deferred" : "refused (on_scan_error = reject)",
+             pec_original_mittente(o), r->errore);
+    mta_setreply(ctx, qid, r->rcode, r->xcode, r->text);
+    return r->rcode[0] == '4' ? SMFIS_TEMPFAIL : SMFIS_REJECT;
+}
+
 static sfsistat accept_busta(SMFICTX *ctx, struct conn *c, const char *qid,
                              const struct pec_access_env *env, const struct collected *st,
-                             const struct pec_original *o)
+                             const struct pec_original *o, const struct pec_av_result *av)
 {
     struct pec_access_outcome out;
     char err[1024], what[1200];
@@ -119,9 +134,10 @@ static sfsistat accept_busta(SMFICTX *ctx, struct conn *c, const char *qid,
     }
     log_info(qid,
              "access: accepted: identificativo=%s from=%s rcpts=%zu (certificato %zu, esterno "
-             "%zu, ours %zu) size=%zu tipo_ricevuta=%s",
+             "%zu, ours %zu) size=%zu tipo_ricevuta=%s av=%s scan_ms=%.2f",
              out.identificativo, pec_original_mittente(o), out.rcpts.n, cert, out.rcpts.n - cert,
-             ours, pec_spool_size(o->raw), pec_ricevuta_name(o->tipo_ricevuta));
+             ours, pec_spool_size(o->raw), pec_ricevuta_name(o->tipo_ricevuta),
+             pec_av_verdict_name(av->verdict), av->ms);
     pec_access_outcome_free(&out);
     return SMFIS_CONTINUE;
 }
@@ -135,6 +151,7 @@ static sfsistat ap_eom(SMFICTX *ctx, struct conn *c, struct msg *m)
     struct pec_access_env env = {
         .iss = &rt->issuer, .cfg = rt->cfg, .index = idx, .store = rt->store};
     struct pec_access_reply r;
+    struct pec_av_result av = {.verdict = PEC_AV_OFF};
     struct pec_original o;
     char what[1200];
     sfsistat ret;
@@ -143,10 +160,14 @@ static sfsistat ap_eom(SMFICTX *ctx, struct conn *c, struct msg *m)
         pec_index_free(idx);
         return internal_error(ctx, c, qid, what);
     }
-    if (pec_access_formal(&o, rt->cfg->size_limit, &r) < 0)
+    /* a header cut at its limit is not the message: refused as too big, unscanned */
+    if (!o.header_cut && pec_access_scan(rt->cfg, &o, &av, &r) < 0)
+        ret = r.fault == PEC_ACCESS_UNSCANNED ? unscanned(ctx, qid, &o, &r)
+                                              : refuse(ctx, c, qid, &env, &o, &r);
+    else if (pec_access_formal(&o, rt->cfg->size_limit, &r) < 0)
         ret = refuse(ctx, c, qid, &env, &o, &r);
     else
-        ret = accept_busta(ctx, c, qid, &env, st, &o);
+        ret = accept_busta(ctx, c, qid, &env, st, &o, &av);
     pec_original_free(&o);
     pec_index_free(idx);
     return ret;

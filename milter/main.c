@@ -160,6 +160,8 @@ int main(int argc, char **argv)
                    rt->index_load.crls, cfg->index_source);
             pec_index_free(idx);
         }
+        rc = selfcheck_antivirus(cfg, err, sizeof(err));
+        printf("# %santivirus: %s\n", rc < 0 ? "warning: " : "", err);
         printf("# %s: OK\n", config);
         runtime_put(rt);
         return 0;
@@ -175,6 +177,10 @@ int main(int argc, char **argv)
     if (rt->cert_warning[0] != '\0')
         log_warn(NULL, "%s: %s", cfg->sign_cert, rt->cert_warning);
     runtime_log_index_load(rt);
+    if (selfcheck_antivirus(cfg, err, sizeof(err)) < 0 || strcmp(cfg->antivirus, "none") == 0)
+        log_warn(NULL, "antivirus: %s", err);
+    else
+        log_info(NULL, "antivirus: %s", err);
 
     if (smfi_register(*callbacks_descriptor()) != MI_SUCCESS) {
         fprintf(stderr, "pecmilter: smfi_register failed\n");

@@ -1,6 +1,6 @@
 /*
  * pecctl - the operator's view of pecmilter's store: the legal log, the
- * outbox, transactions.
+ * outbox, transactions, the quarantine.
  *
  * It reads the daemon's own configuration (-c, same default), opens the
  * store it names without ever creating one, and works beside a running
@@ -13,6 +13,7 @@
  */
 #include "util/clock.h"
 #include "provider/conf.h"
+#include "store/quarantine.h"
 #include "store/registro.h"
 #include "message/smime.h"
 #include "store/store.h"
@@ -33,15 +34,20 @@ void usage(FILE *out)
             "  log [--id ID] [--sender ADDR] [--recipient ADDR] [--since T] [--until T] [--json]\n"
             "  log verify             check the hash chain and every daily seal\n"
             "  log seal               seal every finished day not sealed yet\n"
-            "  log purge              remove sealed days older than retention_months\n"
+            "  log purge              remove sealed days older than retention_months, and\n"
+            "                         infected messages older than virus_retention_months\n"
             "  outbox                 depth, oldest message, failures with their last error\n"
             "  outbox retry ID|all    send failed messages again\n"
             "  tx IDENTIFICATIVO      a transaction and its recipients' states\n"
             "  store check            full integrity check of the store file\n"
             "  audit [--since T] [--json]  check the log against the PEC invariants\n"
-            "  status [--json]        daemon, outbox, pending receipts, deadlines, certificate\n"
+            "  status [--json]        daemon, clamd, outbox, pending receipts, deadlines, "
+            "certificate\n"
             "  index record [--sign]  our record of the providers' index (LDIF, or the .p7m)\n"
             "  index show             the copy of the providers' index in use\n"
+            "  quarantine list [--json]  the infected messages kept (quarantine_dir)\n"
+            "  quarantine show ID     what is known of one\n"
+            "  quarantine export ID   its bytes, as received, on standard output\n"
             "T: YYYY-MM-DD, YYYY-MM-DD HH:MM[:SS] (local time, Z for UTC) or @EPOCH\n");
 }
 
@@ -253,18 +259,27 @@ static int log_seal(struct ctl *c)
     return 0;
 }
 
+/* The retention job the daemon runs daily: the log's purge, then the quarantine's. */
 static int log_purge(struct ctl *c)
 {
     char err[1024];
     long long n;
+    time_t now = time(NULL);
 
-    if (pec_registro_purge(c->st, c->cfg->seal_dir, (int)c->cfg->retention_months, time(NULL), &n,
-                           err, sizeof(err)) < 0) {
+    if (pec_registro_purge(c->st, c->cfg->seal_dir, (int)c->cfg->retention_months, now, &n, err,
+                           sizeof(err)) < 0) {
         fprintf(stderr, "pecctl: log purge: %s\n", err);
         return EX_IOERR;
     }
     printf("log purge: %lld record(s) older than %lld months removed\n", n,
            c->cfg->retention_months);
+    if (pec_quarantine_purge(c->cfg->quarantine_dir, (int)c->cfg->virus_retention_months, now, &n,
+                             err, sizeof(err)) < 0) {
+        fprintf(stderr, "pecctl: log purge: quarantine: %s\n", err);
+        return EX_IOERR;
+    }
+    printf("log purge: %lld infected message(s) last seen over %lld months ago removed from %s\n",
+           n, c->cfg->virus_retention_months, c->cfg->quarantine_dir);
     return 0;
 }
 
@@ -409,6 +424,8 @@ static int dispatch(struct ctl *c, int argc, char **argv)
         return pecctl_status(c, argc, argv);
     if (strcmp(cmd, "index") == 0)
         return pecctl_index(c, argc, argv);
+    if (strcmp(cmd, "quarantine") == 0)
+        return pecctl_quarantine(c, argc, argv);
     usage(stderr);
     return EX_USAGE;
 }
@@ -417,7 +434,7 @@ static int known_command(const char *cmd)
 {
     return strcmp(cmd, "log") == 0 || strcmp(cmd, "outbox") == 0 || strcmp(cmd, "tx") == 0 ||
            strcmp(cmd, "store") == 0 || strcmp(cmd, "audit") == 0 || strcmp(cmd, "status") == 0 ||
-           strcmp(cmd, "index") == 0;
+           strcmp(cmd, "index") == 0 || strcmp(cmd, "quarantine") == 0;
 }
 
 int main(int argc, char **argv)

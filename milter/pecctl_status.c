@@ -1,14 +1,18 @@
 /*
  * pecctl status [--json] - is this provider well: the daemon answers on
- * its milter and LMTP sockets, the outbox drains, receipts awaited and the
- * next deadlines, the age of the providers' index, the days left on the
- * signing certificate, the size of the store.
+ * its milter and LMTP sockets, clamd answers and how old its signatures
+ * are, the outbox drains, receipts awaited and the next deadlines, the age
+ * of the providers' index, the days left on the signing certificate, what
+ * the quarantine holds, the size of the store.
  *
  * Exit 0 when healthy, 1 when something needs the operator: a socket that
- * does not answer, the certificate unreadable or expiring within 30 days,
- * failed outbox messages, a deadline overdue by more than 10 minutes (the
- * daemon's scheduler is not running).  74 when the store cannot be read.
+ * does not answer (clamd's too: mail waits for it), signatures older than a
+ * week, the certificate unreadable or expiring within 30 days, failed
+ * outbox messages, a deadline overdue by more than 10 minutes (the daemon's
+ * scheduler is not running).  74 when the store cannot be read.
  */
+#include "store/quarantine.h"
+#include "util/clamd.h"
 #include "util/clocksync.h"
 #include "util/sock.h"
 #include "provider/directory.h"
@@ -34,6 +38,7 @@
 #define PROBE_TIMEOUT 3
 #define OVERDUE_GRACE 600
 #define NEXT_SHOWN 5
+#define SIGNATURES_STALE_DAYS 7 /* freshclam updates them several times a day */
 
 /* ---------------------------------------------------------------- the daemon */
 
@@ -211,6 +216,54 @@ static int pending_one(const struct pec_pending_rcpt *r, void *arg)
     return 0;
 }
 
+/* ---------------------------------------------------------------- antivirus, quarantine */
+
+struct antivirus {
+    int off; /* antivirus = "none" */
+    int up;  /* clamd answered VERSION */
+    struct pec_clamd_version v;
+    char err[512];
+    time_t signed_at; /* the signatures' date, 0 when clamd names none or it does not parse */
+};
+
+static void probe_clamd(const struct pec_config *cfg, struct antivirus *av)
+{
+    struct tm tm;
+
+    av->off = strcmp(cfg->antivirus, "none") == 0;
+    if (av->off)
+        return;
+    av->up =
+        pec_clamd_version(cfg->clamd_socket, PROBE_TIMEOUT, &av->v, av->err, sizeof(av->err)) == 0;
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_isdst = -1;
+    /*
+     * as clamd writes it: "Sun Dec  6 09:23:45 2026", in clamd's local time,
+     * read here in the configured zone: at worst hours off, which the age in
+     * days shown and warned of can bear
+     */
+    if (av->up && *av->v.signed_at &&
+        strptime(av->v.signed_at, "%a %b %d %H:%M:%S %Y", &tm) != NULL)
+        av->signed_at = mktime(&tm);
+}
+
+struct quarantined {
+    long long messages, bytes;
+    time_t oldest;
+    char err[512];
+};
+
+static int count_entry(const struct pec_qentry *e, void *arg)
+{
+    struct quarantined *q = arg;
+
+    q->messages++;
+    q->bytes += e->size;
+    if (q->oldest == 0 || e->first_at < q->oldest)
+        q->oldest = e->first_at;
+    return 0;
+}
+
 /* ---------------------------------------------------------------- files */
 
 /* notAfter of the PEM certificate in PATH; 0, or -1 with err. */
@@ -272,6 +325,8 @@ static const char *span(long long s, char *buf, size_t len)
 
 struct status {
     struct probe probe[2];
+    struct antivirus av;
+    struct quarantined q;
     struct pec_outbox_stats out;
     struct pending pend;
     char *index_copy;   /* the file whose time is the index's age */
@@ -334,7 +389,32 @@ static void print_json(const struct ctl *c, const struct status *s, time_t now)
         json_string(d->address);
         putchar('}');
     }
-    printf("]},\n \"index\":{\"source\":");
+    printf("]},\n \"antivirus\":{\"engine\":\"%s\"", s->av.off ? "none" : "clamd");
+    if (!s->av.off) {
+        printf(",\"socket\":");
+        json_string(c->cfg->clamd_socket);
+        printf(",\"up\":%s,\"version\":", s->av.up ? "true" : "false");
+        json_string(s->av.v.engine);
+        printf(",\"database\":");
+        json_string(s->av.v.database);
+        printf(",\"signatures\":");
+        json_string(s->av.v.signed_at);
+        printf(",\"age_days\":%lld",
+               s->av.signed_at ? (long long)(now - s->av.signed_at) / 86400 : -1LL);
+        if (!s->av.up) {
+            printf(",\"error\":");
+            json_string(s->av.err);
+        }
+    }
+    printf("},\n \"quarantine\":{\"dir\":");
+    json_string(c->cfg->quarantine_dir);
+    printf(",\"messages\":%lld,\"bytes\":%lld,\"oldest\":%lld", s->q.messages, s->q.bytes,
+           (long long)s->q.oldest);
+    if (*s->q.err) {
+        printf(",\"error\":");
+        json_string(s->q.err);
+    }
+    printf("},\n \"index\":{\"source\":");
     json_string(c->cfg->index_source);
     printf(",\"file\":");
     json_string(s->index_copy);
@@ -379,6 +459,23 @@ static void print_text(const struct ctl *c, const struct status *s, time_t now)
     for (int i = 0; i < 2; i++)
         printf("  %-6s     %s: %s%s\n", s->probe[i].name, s->probe[i].spec,
                s->probe[i].up ? "" : "NOT ANSWERING: ", s->probe[i].answer);
+    if (s->av.off)
+        printf("antivirus:   none: NOTHING IS SCANNED\n");
+    else if (!s->av.up)
+        printf("antivirus:   clamd %s: NOT ANSWERING: %s\n", c->cfg->clamd_socket, s->av.err);
+    else if (*s->av.v.signed_at)
+        printf("antivirus:   clamd %s: %s, signatures %s of %s (%s old)\n", c->cfg->clamd_socket,
+               s->av.v.engine, s->av.v.database, s->av.v.signed_at,
+               s->av.signed_at ? span(now - s->av.signed_at, a, sizeof(a)) : "?");
+    else
+        printf("antivirus:   clamd %s: %s, signatures of no official database (date unknown)\n",
+               c->cfg->clamd_socket, s->av.v.engine);
+    if (*s->q.err)
+        printf("quarantine:  %s\n", s->q.err);
+    else
+        printf("quarantine:  %s, %lld messages, %lld bytes%s%s\n", c->cfg->quarantine_dir,
+               s->q.messages, s->q.bytes, s->q.oldest ? ", oldest " : "",
+               s->q.oldest ? local_time(s->q.oldest, t, sizeof(t)) : "");
     printf("outbox:      %lld queued, %lld sending, %lld sent, %lld failed\n",
            s->out.count[PEC_OUT_QUEUED], s->out.count[PEC_OUT_SENDING], s->out.count[PEC_OUT_SENT],
            s->out.count[PEC_OUT_FAILED]);
@@ -452,6 +549,16 @@ int pecctl_status(struct ctl *c, int argc, char **argv)
         if (!s.probe[i].up)
             attention(&s, "the daemon does not answer on %s (%s)", s.probe[i].spec,
                       s.probe[i].answer);
+
+    probe_clamd(c->cfg, &s.av);
+    if (!s.av.off && !s.av.up)
+        attention(&s, "clamd does not answer (%s): submissions and incoming buste wait", s.av.err);
+    else if (s.av.signed_at && now - s.av.signed_at > SIGNATURES_STALE_DAYS * 86400)
+        attention(&s, "clamd's signatures are %lld days old (is freshclam running?)",
+                  (long long)(now - s.av.signed_at) / 86400);
+    if (pec_quarantine_each(c->cfg->quarantine_dir, count_entry, &s.q, s.q.err, sizeof(s.q.err)) <
+        0)
+        attention(&s, "the quarantine: %s", s.q.err);
 
     if (pec_store_outbox_stats(c->st, &s.out, err, sizeof(err)) < 0 ||
         pec_store_pending_each(c->st, 0, pending_one, &s.pend, err, sizeof(err)) < 0) {

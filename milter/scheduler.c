@@ -174,19 +174,22 @@ static long long round_once(time_t *seal_at)
     cfg = rt->cfg;
     now = pec_clock_now(&rt->clock);
     if (*seal_at == 0 || now >= *seal_at) {
-        int nsealed = 0;
-        long long npurged = 0;
-        if (pec_sched_seal_purge(rt->store, rt->signer, cfg->provider_name, cfg->seal_dir,
-                                 (int)cfg->retention_months, now, &nsealed, &npurged, err,
-                                 sizeof(err)) < 0) {
+        struct pec_sched_keep keep = {.gestore = cfg->provider_name,
+                                      .seal_dir = cfg->seal_dir,
+                                      .months = (int)cfg->retention_months,
+                                      .quarantine_dir = cfg->quarantine_dir,
+                                      .virus_months = (int)cfg->virus_retention_months};
+        struct pec_sched_kept kept;
+
+        if (pec_sched_seal_purge(rt->store, rt->signer, &keep, now, &kept, err, sizeof(err)) < 0) {
             log_err(NULL, "scheduler: %s (trying again in %d s)", err, SEAL_RETRY);
             *seal_at = now + SEAL_RETRY;
         } else {
-            if (nsealed > 0 || npurged > 0)
+            if (kept.sealed > 0 || kept.purged > 0 || kept.virus_purged > 0)
                 log_info(NULL,
                          "scheduler: %d day(s) of the log sealed in %s, %lld record(s) "
-                         "past retention purged",
-                         nsealed, cfg->seal_dir, npurged);
+                         "and %lld infected message(s) past retention purged",
+                         kept.sealed, cfg->seal_dir, kept.purged, kept.virus_purged);
             *seal_at = pec_sched_seal_time(now);
             prune_markers(cfg);
             check_certificate(rt);

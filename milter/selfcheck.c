@@ -9,6 +9,7 @@
  */
 #include "selfcheck.h"
 
+#include "util/clamd.h"
 #include "util/xalloc.h"
 
 #include <errno.h>
@@ -250,6 +251,32 @@ static int check_access(const struct pec_config *cfg, char *err, size_t errlen)
         return -1;
     if (cfg->spool_dir[0] != '\0' && check_dir(&w, cfg->spool_dir, "spool_dir", 0, err, errlen) < 0)
         return -1;
+    if (strcmp(cfg->antivirus, "none") != 0 &&
+        check_dir(&w, cfg->quarantine_dir, "quarantine_dir", 1, err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
+int selfcheck_antivirus(const struct pec_config *cfg, char *line, size_t len)
+{
+    struct pec_clamd_version v;
+    char err[512];
+
+    if (strcmp(cfg->antivirus, "none") == 0) {
+        snprintf(line, len,
+                 "antivirus = \"none\": nothing is scanned (the PEC rules want an "
+                 "antivirus at the access and reception points)");
+        return 0;
+    }
+    /* a question, not a scan: a few seconds tell */
+    if (pec_clamd_version(cfg->clamd_socket, cfg->clamd_timeout < 5 ? (int)cfg->clamd_timeout : 5,
+                          &v, err, sizeof(err)) < 0) {
+        snprintf(line, len, "clamd does not answer (%s): mail is deferred until it does", err);
+        return -1;
+    }
+    snprintf(line, len, "clamd at %s answers: %s, signatures %s%s%s", cfg->clamd_socket, v.engine,
+             *v.database ? v.database : "of no official database", *v.signed_at ? " of " : "",
+             v.signed_at);
     return 0;
 }
 

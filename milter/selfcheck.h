@@ -24,4 +24,13 @@
  */
 int selfcheck(const struct runtime *rt, char *err, size_t errlen);
 
+/*
+ * Does the antivirus CFG names answer?  One line in LINE either way: clamd's
+ * version and the date of its signatures, why it does not answer, or that
+ * nothing is scanned.  0 when it answers (or antivirus is "none"), -1 when
+ * it does not: not a configuration error (clamd may start after us), but
+ * mail is deferred until it answers.
+ */
+int selfcheck_antivirus(const struct pec_config *cfg, char *line, size_t len);
+
 #endif

@@ -61,6 +61,10 @@ class ConfigTest(config.Scratch, unittest.TestCase):
              r"mailbox receives ordinary mail only wrapped .*\(pec-rules\.md 2\.3\)$"),
             ({"on_internal_error": "accept"}, r"on_internal_error: \"accept\" is not allowed: "
              r"no message may pass uncertified .*\(pec-rules\.md 2\.2, 2\.3\)$"),
+            ({"on_scan_error": "accept"}, r"on_scan_error: \"accept\" is not allowed: a message "
+             r"nobody could scan is never certified.*\(pec-rules\.md 8\.4\)$"),
+            ({"virus_retention_months": 29}, r"virus_retention_months: not allowed outside "
+             r"test_mode: infected messages are kept 30 months .*at least 30$"),
             ({"fixed_clock": "2024-01-31T10:00:00Z"}, r"fixed_clock: not allowed outside "
              r"test_mode: the provider's clock is the system's"),
             ({"retention_months": 1}, r"retention_months: not allowed outside test_mode: .*at "
@@ -80,10 +84,11 @@ class ConfigTest(config.Scratch, unittest.TestCase):
                                                                       pattern))
 
     def test_test_mode_opens_the_test_switches(self):
-        """The same values load with test_mode = "yes" (and only those: the two
+        """The same values load with test_mode = "yes" (and only those: the
         "accept" values stay refused), and -n says the mode."""
         s = dict(self.settings, test_mode="yes", fixed_clock="2024-01-31T10:00:00Z",
-                 retention_months=1, warning_after=3, deadline_not_before=5, deadline_after=6)
+                 retention_months=1, virus_retention_months=1, warning_after=3,
+                 deadline_not_before=5, deadline_after=6)
         self.write(config.render(s))
         rc, out, err = run("-n", "-c", self.path)
         self.assertEqual(rc, 0, err)

@@ -139,6 +139,7 @@ class InstallTest(unittest.TestCase):
             sample = f.read()
         dirs = {os.path.dirname(sample_value(sample, "store")),
                 sample_value(sample, "seal_dir"), sample_value(sample, "maildir_root"),
+                sample_value(sample, "quarantine_dir"),
                 os.path.dirname(sample_value(sample, "milter_socket")[len("unix:"):]),
                 os.path.dirname(sample_value(sample, "lmtp_socket")[len("unix:"):])}
         for d in sorted(dirs):

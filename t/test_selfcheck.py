@@ -117,6 +117,27 @@ class SelfCheckTest(config.Scratch, unittest.TestCase):
         rc, out, err = self.check()
         self.assertEqual((rc, err), (0, ""))
 
+    def test_quarantine_directory_not_writable_by_user(self):
+        """With an antivirus, the user must be able to make the quarantine; clamd not
+        answering is a warning, not a configuration error."""
+        nobody = self.as_nobody()
+        top = os.path.join(self.dir, "lib")
+        os.mkdir(top, 0o755)         # root's: nobody cannot make quarantine/ in it
+        self.settings.update(antivirus="clamd", quarantine_dir=os.path.join(top, "quarantine"),
+                             clamd_socket="unix:" + os.path.join(self.dir, "no-clamd.sock"))
+        self.assertProblem(top, r"user nobody cannot create files here \(quarantine_dir\)$")
+        os.chown(top, nobody, -1)
+        rc, out, err = self.check()
+        self.assertEqual((rc, err), (0, ""))
+        self.assertRegex(out, r"(?m)^# warning: antivirus: clamd does not answer \(.*no-clamd"
+                         r"\.sock: .*\): mail is deferred until it does$")
+        # nothing is scanned, nothing is kept: the directory is not checked
+        os.chown(top, 0, -1)
+        self.settings["antivirus"] = "none"
+        rc, out, err = self.check()
+        self.assertEqual((rc, err), (0, ""))
+        self.assertRegex(out, r'(?m)^# antivirus: antivirus = "none": nothing is scanned')
+
     def test_key_not_readable_by_user(self):
         self.as_nobody()
         os.chown(self.settings["sign_key"], 0, -1)   # root's, mode 0600

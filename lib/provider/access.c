@@ -7,6 +7,7 @@
 #include "provider/access.h"
 #include "message/busta.h"
 #include "message/notice.h"
+#include "store/quarantine.h"
 #include "store/registro.h"
 #include "util/xalloc.h"
 
@@ -27,6 +28,7 @@ static const struct {
     [PEC_ACCESS_NULL_SENDER] = {"null-sender", "553", "5.7.1"},
     [PEC_ACCESS_FOREIGN_SENDER] = {"foreign-sender", "553", "5.7.1"},
     [PEC_ACCESS_NOT_YOUR_SENDER] = {"not-your-sender", "553", "5.7.1"},
+    [PEC_ACCESS_UNSCANNED] = {"unscanned", "451", "4.7.0"},
     [PEC_ACCESS_FROM_MISSING] = {"from-missing", "550", "5.6.0"},
     [PEC_ACCESS_FROM_MULTIPLE] = {"from-multiple", "550", "5.6.0"},
     [PEC_ACCESS_FROM_INVALID] = {"from-invalid", "550", "5.1.7"},
@@ -40,6 +42,7 @@ static const struct {
     [PEC_ACCESS_FIELD_TOO_BIG] = {"field-too-big", "552", "5.6.0"},
     [PEC_ACCESS_NUL] = {"nul", "550", "5.6.0"},
     [PEC_ACCESS_LINE_TOO_LONG] = {"line-too-long", "550", "5.6.0"},
+    [PEC_ACCESS_VIRUS] = {"virus", "554", "5.7.1"},
 };
 
 const char *pec_access_fault_name(enum pec_access_fault f)
@@ -390,6 +393,34 @@ int pec_access_formal(const struct pec_original *o, long long size_limit,
         return -1;
     r->fault = PEC_ACCESS_OK;
     return 0;
+}
+
+/* ---------------------------------------------------------------- the antivirus */
+
+int pec_access_scan(const struct pec_config *cfg, const struct pec_original *o,
+                    struct pec_av_result *av, struct pec_access_reply *r)
+{
+    char it[400], en[300], *what;
+
+    memset(r, 0, sizeof(*r));
+    pec_av_scan(cfg, o->raw, av);
+    if (av->verdict == PEC_AV_FAILED) {
+        r->fault = PEC_ACCESS_UNSCANNED;
+        pec_av_unscanned_reply(cfg, &r->rcode, &r->xcode, r->text, sizeof(r->text));
+        snprintf(r->errore, sizeof(r->errore), "%s", av->what);
+        return -1;
+    }
+    if (av->verdict != PEC_AV_INFECTED) {
+        r->fault = PEC_ACCESS_OK;
+        return 0;
+    }
+    what = ascii(av->what);
+    snprintf(it, sizeof(it), "virus rilevato: %s", what);
+    snprintf(en, sizeof(en), "virus found: %s", what);
+    set_reply(r, PEC_ACCESS_VIRUS, it, en);
+    snprintf(r->virus, sizeof(r->virus), "%s", av->what);
+    free(what);
+    return -1;
 }
 
 /* ---------------------------------------------------------------- recipients */
@@ -847,17 +878,37 @@ static char *shortened_subject(const struct pec_original *o)
     return xasprintf("%.*s [...]", (int)n, o->subject);
 }
 
+/* The infected O into the quarantine, named in OUT->quarantined. */
+static int quarantine(const struct pec_access_env *e, const struct pec_original *o,
+                      const struct pec_access_reply *r, const char *queue_id,
+                      struct pec_access_outcome *out, char *err, size_t errlen)
+{
+    struct pec_qfacts q = {.when = out->when,
+                           .point = "access",
+                           .identificativo = out->identificativo,
+                           .queue_id = queue_id,
+                           .mittente = pec_original_mittente(o),
+                           .finding = r->virus};
+
+    return pec_quarantine_put(e->cfg->quarantine_dir, o->raw, &q, out->quarantined, err, errlen);
+}
+
 int pec_access_refuse(const struct pec_access_env *e, const struct pec_original *o,
                       const struct pec_access_reply *r, const char *queue_id,
                       struct pec_access_outcome *out, char *err, size_t errlen)
 {
     struct facts f;
     struct pec_record rec;
-    char *message_id = NULL, *quoted;
+    char *message_id = NULL, *quoted, *virus = NULL;
     char *esteso = pec_errore_esteso(r->xcode, e->iss->provider_name, r->errore);
-    int ret = -1, again;
+    int ret = -1, again, infected = r->fault == PEC_ACCESS_VIRUS;
 
     outcome_start(e, o, out);
+    if (infected && quarantine(e, o, r, queue_id, out, err, errlen) < 0) {
+        free(esteso);
+        pec_access_outcome_free(out);
+        return -1;
+    }
     if ((again = refused_before(e, o, esteso, out, err, errlen)) != 0) {
         free(esteso);
         if (again < 0)
@@ -865,7 +916,7 @@ int pec_access_refuse(const struct pec_access_env *e, const struct pec_original 
         return again < 0 ? -1 : 0; /* a retry: its avviso is in the store already */
     }
     facts_init(&f, o, &out->rcpts, out->identificativo);
-    f.d.errore = PEC_ERRORE_ALTRO;
+    f.d.errore = infected ? PEC_ERRORE_VIRUS : PEC_ERRORE_ALTRO;
     f.d.errore_esteso = esteso;
     if ((quoted = shortened_subject(o)) != NULL)
         f.d.oggetto = quoted;
@@ -874,17 +925,22 @@ int pec_access_refuse(const struct pec_access_env *e, const struct pec_original 
         goto done;
     }
     if (queue_notice(e,
-                     &(struct pec_notice){.kind = PEC_NOTICE_NON_ACCETTAZIONE,
+                     &(struct pec_notice){.kind = infected ? PEC_NOTICE_NON_ACCETTAZIONE_VIRUS
+                                                           : PEC_NOTICE_NON_ACCETTAZIONE,
                                           .facts = &f.d,
                                           .to = pec_original_mittente(o),
                                           .subject_raw = quoted ? NULL : o->subject_raw,
                                           .is_cc = f.is_cc,
+                                          .virus = infected ? r->virus : NULL,
                                           .when = out->when},
                      out, &message_id, err, errlen) < 0)
         goto done;
-    record_init(&rec, PEC_REG_NON_ACCETTAZIONE, e, o, &f, out, queue_id, message_id);
-    rec.errore = pec_errore_name(PEC_ERRORE_ALTRO);
+    record_init(&rec, infected ? PEC_REG_NON_ACCETTAZIONE_VIRUS : PEC_REG_NON_ACCETTAZIONE, e, o,
+                &f, out, queue_id, message_id);
+    rec.errore = pec_errore_name(f.d.errore);
     rec.errore_esteso = esteso;
+    if (infected)
+        rec.virus = virus = pec_av_virus_field(r->virus, out->quarantined);
     pec_batch_record(out->batch, &rec);
     if (may_be_retry(e, o))
         pec_batch_refused(out->batch, pec_original_mittente(o), o->message_id,
@@ -898,6 +954,7 @@ done:
     free(message_id);
     free(esteso);
     free(quoted);
+    free(virus);
     facts_free(&f);
     if (ret < 0)
         pec_access_outcome_free(out);

@@ -10,8 +10,12 @@
  * it use.  A refusal there is plain SMTP (no PEC processing has started, so
  * no notice is owed).  At end of message, pec_access_formal() runs the
  * formal checks of 2.2 in the order the rules list them and names the first
- * that fails; then either pec_access_accept() or pec_access_refuse()
- * prepares everything the event causes:
+ * that fails.  Before them pec_access_scan() asks the antivirus
+ * (provider/antivirus.h): an infected message is refused like a formal error,
+ * with the avviso di non accettazione per virus, and one that could not be
+ * scanned gets a plain SMTP refusal per on_scan_error, never a busta.  Then
+ * either pec_access_accept() or pec_access_refuse() prepares everything the
+ * event causes:
  *
  *   accepted: the busta di trasporto (headers and signed body, applied to
  *             the message in place by the glue), and a store batch holding
@@ -26,6 +30,12 @@
  *             (the error in its text and errore-esteso) and its log record;
  *             the glue commits it and rejects the SMTP transaction with the
  *             same words (pec_access_reply), so the user sees them at once.
+ *   infected: refused so, with the avviso di non accettazione per virus
+ *             (X-VerificaSicurezza: errore, errore="virus", the finding in
+ *             its text and errore-esteso, the original not attached), the
+ *             message kept in the quarantine before anything is committed,
+ *             and the record's virus field naming the finding and the
+ *             quarantine's SHA-256 of it; no busta, no transaction.
  *
  * Each outcome is one instant (the issuer's clock) shared by everything it
  * produces, and one batch, so the store records the event and queues the
@@ -73,6 +83,7 @@
 #include <stddef.h>
 #include <time.h>
 
+#include "provider/antivirus.h"
 #include "provider/conf.h"
 #include "message/daticert.h"
 #include "message/index.h"
@@ -87,6 +98,8 @@ enum pec_access_fault {
     PEC_ACCESS_NULL_SENDER,
     PEC_ACCESS_FOREIGN_SENDER,  /* not one of our PEC domains */
     PEC_ACCESS_NOT_YOUR_SENDER, /* the login may not use that sender */
+    /* at end of message, plain SMTP: the antivirus could not tell (on_scan_error) */
+    PEC_ACCESS_UNSCANNED,
     /* at end of message: formal errors, avviso di non accettazione */
     PEC_ACCESS_FROM_MISSING,
     PEC_ACCESS_FROM_MULTIPLE,
@@ -102,6 +115,8 @@ enum pec_access_fault {
     PEC_ACCESS_FIELD_TOO_BIG,  /* one field over PEC_ACCESS_FIELD_MAX */
     PEC_ACCESS_NUL,            /* a NUL byte */
     PEC_ACCESS_LINE_TOO_LONG,  /* a line over PEC_LINE_MAX octets */
+    /* at end of message: the antivirus found something; avviso di non accettazione per virus */
+    PEC_ACCESS_VIRUS,
 };
 
 /*
@@ -125,6 +140,7 @@ struct pec_access_reply {
     const char *xcode; /* enhanced status code, "5.7.1" */
     char errore[400];  /* Italian description, ASCII: errore-esteso and the notice */
     char text[600];    /* the SMTP reply text: Italian, then English in parentheses */
+    char virus[256];   /* PEC_ACCESS_VIRUS: the finding, as the antivirus named it */
 };
 
 /*
@@ -153,6 +169,18 @@ int pec_access_sender(const struct pec_config *cfg, const char *login, const cha
  */
 int pec_access_formal(const struct pec_original *o, long long size_limit,
                       struct pec_access_reply *r);
+
+/*
+ * The antivirus on O, per CFG, into AV (for the log).  0: clean, or
+ * antivirus "none"; go on with pec_access_formal().  -1 with R:
+ * PEC_ACCESS_VIRUS (554 5.7.1 naming the finding: refuse it with
+ * pec_access_refuse()) or PEC_ACCESS_UNSCANNED (451 4.7.0, or 554 5.7.0 with
+ * on_scan_error = "reject": a plain SMTP refusal, nothing to commit).  A
+ * header section cut at PEC_HEADER_MAX is not the message: the caller
+ * refuses it by pec_access_formal() without scanning.
+ */
+int pec_access_scan(const struct pec_config *cfg, const struct pec_original *o,
+                    struct pec_av_result *av, struct pec_access_reply *r);
 
 /* A recipient of the transaction as the access point classified it. */
 struct pec_access_rcpt {
@@ -186,8 +214,9 @@ struct pec_access_outcome {
     time_t when;
     int resubmission; /* the retry of transaction identificativo, accepted at WHEN: batch empty */
     struct pec_access_rcpts rcpts;
-    struct pec_built busta;  /* accepted: what the message becomes; empty when refused */
-    struct pec_batch *batch; /* for pec_store_commit() */
+    struct pec_built busta;         /* accepted: what the message becomes; empty when refused */
+    struct pec_batch *batch;        /* for pec_store_commit() */
+    char quarantined[PEC_HASH_HEX]; /* refused for a virus: its quarantine ID; else "" */
     /* private: the generated messages the batch borrows until it is committed */
     struct pec_access_blob {
         unsigned char *p;
@@ -210,7 +239,9 @@ int pec_access_accept(const struct pec_access_env *e, const struct pec_original 
  * O failed the formal check R: the avviso di non accettazione and its
  * record, or, for the retry of a refusal, an empty batch.  A subject that
  * could not travel itself (its field too long, holding a NUL or a line too
- * long) is quoted in the avviso shortened, ending in " [...]".
+ * long) is quoted in the avviso shortened, ending in " [...]".  For
+ * PEC_ACCESS_VIRUS, O is kept in the quarantine first (a retry too: the same
+ * bytes are one entry) and the avviso is the one per virus.
  */
 int pec_access_refuse(const struct pec_access_env *e, const struct pec_original *o,
                       const struct pec_access_reply *r, const char *queue_id,

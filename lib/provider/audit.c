@@ -422,6 +422,12 @@ static int collect(const struct pec_record *rec, void *arg)
         /* ricezione: the element before daticert 2.1 */
         note_each(t, *rec->consegna ? rec->consegna : rec->ricezione, offsetof(struct rcpt, virus),
                   id, kind);
+        if (received)
+            break;
+        /* ours, about another provider's busta: the outcome we owed that recipient */
+        name_recipients(t, rec->destinatari);
+        note_each(t, *rec->consegna ? rec->consegna : rec->ricezione,
+                  offsetof(struct rcpt, outcome), id, kind);
         break;
     case PEC_REG_BUSTA_ANOMALIA:
     case PEC_REG_POSTA_ORDINARIA:
@@ -486,7 +492,8 @@ static void note(struct judge *j, const char *fmt, ...)
 static int late_outcome(const struct idset *s)
 {
     return s->n == 2 && s->kind[0] == PEC_REG_MANCATA_CONSEGNA_24H &&
-           (s->kind[1] == PEC_REG_CONSEGNA || s->kind[1] == PEC_REG_MANCATA_CONSEGNA);
+           (s->kind[1] == PEC_REG_CONSEGNA || s->kind[1] == PEC_REG_MANCATA_CONSEGNA ||
+            s->kind[1] == PEC_REG_MANCATA_CONSEGNA_VIRUS);
 }
 
 /* "consegna <id1>, mancata consegna <id2>" */
@@ -501,15 +508,21 @@ static const char *listing(const struct idset *s, char *buf, size_t len)
     return buf;
 }
 
-/* Presa in carico and outcome of one recipient we expect them for; 1 when
- * pending. */
+/*
+ * Presa in carico and outcome of one recipient we expect them for; 1 when
+ * pending.  No presa in carico is owed for a recipient the 24 h notice gave
+ * up on, nor for one whose busta carried a virus: the reception point that
+ * found it answers with the rilevazione virus instead (pec-rules.md 2.3).
+ */
 static int check_rcpt(struct judge *j, const struct rcpt *r, int within)
 {
     char buf[1024];
-    int pending = 0, timed_out = 0;
+    int pending = 0, excused = r->virus.n > 0;
 
     for (size_t i = 0; i < r->outcome.n; i++)
-        timed_out |= r->outcome.kind[i] == PEC_REG_MANCATA_CONSEGNA_24H;
+        excused |= r->outcome.kind[i] == PEC_REG_MANCATA_CONSEGNA_24H ||
+                   r->outcome.kind[i] == PEC_REG_MANCATA_CONSEGNA_VIRUS ||
+                   r->outcome.kind[i] == PEC_REG_RILEVAZIONE_VIRUS;
     if (r->outcome.n == 0) {
         if (within)
             pending = 1;
@@ -523,7 +536,7 @@ static int check_rcpt(struct judge *j, const struct rcpt *r, int within)
         violation(j, "%s: %zu final outcomes: %s", r->address, r->outcome.n,
                   listing(&r->outcome, buf, sizeof(buf)));
     }
-    if (r->presa.n == 0 && !timed_out) {
+    if (r->presa.n == 0 && !excused) {
         if (within)
             pending = 1;
         else
@@ -535,6 +548,7 @@ static int check_rcpt(struct judge *j, const struct rcpt *r, int within)
     return pending;
 }
 
+/* Our own recipient: each rilevazione virus received is answered, once, to our user. */
 static void check_virus(struct judge *j, const struct rcpt *r)
 {
     if (r->virus.n > 0 && r->mcv.n != 1)
@@ -597,7 +611,6 @@ static int check_theirs(struct judge *j, const struct tx *t, int within)
                       r->named ? "names esterno" : "does not name");
         else
             pending |= check_rcpt(j, r, within);
-        check_virus(j, r);
     }
     return pending;
 }

@@ -11,16 +11,20 @@
  *   has exactly one busta and one accettazione; every certified recipient
  *   appears in exactly one presa in carico and has exactly one final
  *   outcome: consegna, mancata consegna (for virus too) or the 24 h notice
- *   (which also excuses a missing presa in carico).  A refused message has
- *   neither busta nor accettazione.
+ *   (which also excuses a missing presa in carico).  Every rilevazione virus
+ *   received for a recipient pairs with exactly one mancata consegna per
+ *   virus, which is its outcome and, too, excuses the presa in carico: a
+ *   busta found infected is never taken in charge (pec-rules.md 2.3).  A
+ *   refused message (for a virus too) has neither busta nor accettazione.
  *
  * - another provider's (receiving side): it emitted a presa in carico for
- *   the busta and a consegna or mancata consegna per recipient.  Each
+ *   the busta and a consegna or mancata consegna per recipient, or, for a
+ *   busta its antivirus stopped, a rilevazione virus per recipient, which
+ *   is then that recipient's outcome, with no presa in carico.  Each
  *   recipient of a presa in carico appears in exactly one and has exactly
  *   one outcome; no outcome without a presa in carico.
  *
- * For both: every rilevazione virus pairs with exactly one mancata consegna
- * per virus for that recipient; no receipt or notice refers to a notice;
+ * For both: no receipt or notice refers to a notice;
  * receipts go only to the recipients the busta names as certificato (on the
  * receiving side, the destinatari our presa in carico recorded), never to an
  * esterno one or one it does not name.  A busta di anomalia is no
@@ -32,13 +36,13 @@
  * again after a crash, or emitted here and received back here because
  * sender and recipient are both ours) is one receipt; two different final
  * outcomes for one recipient are a violation, but for one: a consegna
- * recorded after our 24 h notice is a late consegna, which the rules allow
- * (the message may still be delivered after the final notice), and is
- * reported as a note, not a violation.  Two consegne, or a consegna and a
- * mancata consegna, stay violations, before or after the notice; so does a
- * 24 h notice recorded after a consegna.  A recipient still inside the
- * deadline (DEADLINE_AFTER seconds after the busta or the presa in carico)
- * without its outcome or presa in carico is pending, not a violation.
+ * (or mancata consegna, for a virus too) recorded after our 24 h notice is
+ * a late one, which the rules allow (the message may still be delivered
+ * after the final notice), and is reported as a note, not a violation.  Two consegne, or a consegna
+ * and a mancata consegna, stay violations, before or after the notice; so does a 24 h notice
+ * recorded after a consegna.  A recipient still inside the deadline (DEADLINE_AFTER seconds after
+ * the busta or the presa in carico) without its outcome or presa in carico is pending, not a
+ * violation.
  *
  * Addresses compare without case.  The 12 h and 24 h notices and every
  * consegna name their recipient(s) in the consegna field, a presa in carico

@@ -86,6 +86,13 @@ static const struct conf_key schema[] = {
     {"ordinary_mail", T_STRING, "anomaly", 0, "anomaly|reject", 0, OFF(ordinary_mail)},
     {"on_internal_error", T_STRING, "tempfail", 0, "tempfail|reject", 0, OFF(on_internal_error)},
 
+    {"antivirus", T_STRING, "clamd", 0, "clamd|none", 0, OFF(antivirus)},
+    {"clamd_socket", T_STRING, "unix:/run/clamav/clamd.ctl", 0, NULL, 0, OFF(clamd_socket)},
+    {"clamd_timeout", T_INT, "60", 0, NULL, 1, OFF(clamd_timeout)},
+    {"on_scan_error", T_STRING, "tempfail", 0, "tempfail|reject", 0, OFF(on_scan_error)},
+    {"quarantine_dir", T_STRING, "/var/lib/pecmilter/quarantine", 0, NULL, 0, OFF(quarantine_dir)},
+    {"virus_retention_months", T_INT, "30", 0, NULL, 1, OFF(virus_retention_months)},
+
     {"timezone", T_STRING, "Europe/Rome", 0, NULL, 0, OFF(timezone)},
     {"fixed_clock", T_STRING, "", 0, NULL, 0, OFF(fixed_clock)},
     {"test_mode", T_STRING, "no", 0, "yes|no", 0, OFF(test_mode)},
@@ -123,6 +130,9 @@ static const struct {
     {"on_internal_error", "accept",
      "no message may pass uncertified at the access point or unverified at the reception point "
      "(pec-rules.md 2.2, 2.3)"},
+    {"on_scan_error", "accept",
+     "a message nobody could scan is never certified, passed on or delivered as clean "
+     "(pec-rules.md 8.4)"},
 };
 
 static const char *forbidden_rule(const char *key, const char *value)
@@ -406,7 +416,10 @@ static int check_production(const struct pec_config *cfg, const char *file, char
               "(pec-rules.md 3.5)";
     } else if (cfg->retention_months < 30) {
         key = "retention_months";
-        why = "the log and the virus store are kept 30 months (pec-rules.md 8.1, 8.4): "
+        why = "the log is kept 30 months (pec-rules.md 8.1): at least 30";
+    } else if (cfg->virus_retention_months < 30) {
+        key = "virus_retention_months";
+        why = "infected messages are kept 30 months (pec-rules.md 8.4, DPR 68/2005 art. 12): "
               "at least 30";
     } else if (cfg->deadline_after > PEC_DAY) {
         key = "deadline_after";

@@ -91,6 +91,13 @@ struct pec_config {
     char *ordinary_mail;
     char *on_internal_error;
 
+    char *antivirus;         /* "clamd", or "none": nothing is scanned */
+    char *clamd_socket;      /* where clamd listens (util/sock.h forms) */
+    long long clamd_timeout; /* seconds one scan may take */
+    char *on_scan_error;     /* "tempfail" or "reject": a message nobody could scan */
+    char *quarantine_dir;    /* the virus store (store/quarantine.h) */
+    long long virus_retention_months;
+
     char *timezone;
     char *fixed_clock;
     char *test_mode; /* "yes": the test-only settings are allowed (pec_config_is_test) */

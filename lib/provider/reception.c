@@ -5,6 +5,8 @@
 #include "message/busta.h"
 #include "util/clock.h"
 #include "message/notice.h"
+#include "provider/antivirus.h"
+#include "store/quarantine.h"
 #include "store/registro.h"
 #include "provider/scheduler.h"
 #include "message/verify.h"
@@ -144,28 +146,70 @@ static void received(struct pec_batch *b, const struct pec_inspection *ins, cons
     free(message_id);
 }
 
+/*
+ * Build notice N, keep its bytes in OUT until the commit and queue them in
+ * OUT's batch (made when there is none) under IDENTIFICATIVO; *MESSAGE_ID
+ * gets the notice's (the caller frees it).  0, or -1 with err.
+ */
+static int queue_notice(const struct pec_rp_env *e, const struct pec_notice *n,
+                        const char *identificativo, struct pec_rp_outcome *out, char **message_id,
+                        char *err, size_t errlen)
+{
+    struct pec_built b = {0};
+    struct pec_spool *sp;
+    const char *rcpt[1] = {n->to};
+
+    if (pec_build_notice(e->iss, n, &b, err, errlen) < 0)
+        return -1;
+    sp = pec_spool_new(NULL, SIZE_MAX);
+    out->blobs = xrealloc(out->blobs, (out->n_blobs + 1) * sizeof(*out->blobs));
+    out->blobs[out->n_blobs++] = sp;
+    if (pec_built_to_spool(&b, sp) != 0 || pec_spool_mem(sp) == NULL) {
+        seterr(err, errlen, "cannot serialise the %s: %s", pec_notice_kind_name(n->kind),
+               strerror(errno));
+        pec_built_free(&b);
+        return -1;
+    }
+    if (out->batch == NULL)
+        out->batch = pec_batch_new();
+    pec_batch_outbox(out->batch, &(struct pec_outmsg){
+                                     .message_id = b.message_id,
+                                     .identificativo = identificativo,
+                                     .tipo = pec_notice_x_ricevuta(n->kind),
+                                     .rcpt = rcpt,
+                                     .nrcpt = 1,
+                                     .data = pec_spool_mem(sp),
+                                     .len = pec_spool_size(sp),
+                                 });
+    *message_id = b.message_id;
+    b.message_id = NULL;
+    pec_built_free(&b);
+    return 0;
+}
+
 /* ------------------------------------------------------------ busta: presa in carico */
 
 /*
  * A busta can reach us twice with the same identificativo: the sending MTA
  * did not get our answer to the first copy (we were killed after the store
  * commit, the connection broke) and sends it again.  The recipients a
- * presa in carico we already emitted covers are taken in charge; a second
- * one, with a new Message-ID, would be a second receipt for one event.  So
- * those are struck from OWN; the busta itself goes on (the delivery point
- * puts one copy in each mailbox).
+ * presa in carico (or a rilevazione virus) we already emitted covers were
+ * answered for; a second one, with a new Message-ID, would be a second
+ * receipt for one event.  So those are struck from OWN; a clean busta
+ * itself goes on (the delivery point puts one copy in each mailbox).
  */
 struct taken {
     char **own;
     size_t *n;
+    const char *label; /* of the records that answered: PresaInCarico, RilevazioneVirus */
 };
 
 static int strike_taken(const struct pec_record *r, void *arg)
 {
     struct taken *t = arg;
-    const char *p = r->ricezione;
+    const char *p = strcmp(t->label, "PresaInCarico") == 0 ? r->ricezione : r->consegna;
 
-    if (strcmp(r->label, "PresaInCarico") != 0 || strcmp(r->evento, "emissione") != 0)
+    if (strcmp(r->label, t->label) != 0 || strcmp(r->evento, "emissione") != 0)
         return 0;
     while (*p != '\0') {
         size_t len = strcspn(p, ",");
@@ -181,11 +225,11 @@ static int strike_taken(const struct pec_record *r, void *arg)
     return 0;
 }
 
-static int strike_already_taken(const struct pec_rp_env *e, const char *identificativo, char **own,
-                                size_t *n, char *err, size_t errlen)
+static int strike_already_taken(const struct pec_rp_env *e, const char *identificativo,
+                                const char *label, char **own, size_t *n, char *err, size_t errlen)
 {
     struct pec_log_filter f = {.identificativo = identificativo};
-    struct taken t = {own, n};
+    struct taken t = {own, n, label};
 
     return pec_store_log_each(e->store, &f, strike_taken, &t, err, errlen) < 0 ? -1 : 0;
 }
@@ -197,16 +241,13 @@ static int presa_in_carico(const struct pec_rp_env *e, const struct pec_original
     const struct pec_daticert *f = &ins->daticert;
     const char *to = ins->provider->mail_receipt;
     char **own = xcalloc(o->n_rcpts ? o->n_rcpts : 1, sizeof(*own));
-    size_t n = 0;
+    size_t n = here(e, o, own);
     struct pec_daticert d = *f;
-    struct pec_built b = {0};
     struct pec_record rec;
-    char *ricezione = NULL, *destinatari = NULL;
-    const char *rcpt[1] = {to};
+    char *ricezione = NULL, *destinatari = NULL, *message_id = NULL;
     time_t when = pec_clock_now(e->iss->clock);
     int ret = -1;
 
-    n = here(e, o, own);
     out->batch = pec_batch_new();
     received(out->batch, ins, queue_id, own, n, when);
     if (n == 0) {
@@ -223,7 +264,8 @@ static int presa_in_carico(const struct pec_rp_env *e, const struct pec_original
         ret = 0;
         goto done;
     }
-    if (e->store != NULL && strike_already_taken(e, f->identificativo, own, &n, err, errlen) < 0)
+    if (e->store != NULL &&
+        strike_already_taken(e, f->identificativo, "PresaInCarico", own, &n, err, errlen) < 0)
         goto done;
     if (n == 0) {
         summarize(out,
@@ -235,26 +277,11 @@ static int presa_in_carico(const struct pec_rp_env *e, const struct pec_original
     }
     d.ricezione = own;
     d.n_ricezione = n;
-    if (pec_build_notice(
-            e->iss,
-            &(struct pec_notice){
-                .kind = PEC_NOTICE_PRESA_IN_CARICO, .facts = &d, .to = to, .when = when},
-            &b, err, errlen) < 0)
+    if (queue_notice(e,
+                     &(struct pec_notice){
+                         .kind = PEC_NOTICE_PRESA_IN_CARICO, .facts = &d, .to = to, .when = when},
+                     f->identificativo, out, &message_id, err, errlen) < 0)
         goto done;
-    out->blob = pec_spool_new(NULL, SIZE_MAX);
-    if (pec_built_to_spool(&b, out->blob) != 0 || pec_spool_mem(out->blob) == NULL) {
-        seterr(err, errlen, "cannot serialise the presa in carico: %s", strerror(errno));
-        goto done;
-    }
-    pec_batch_outbox(out->batch, &(struct pec_outmsg){
-                                     .message_id = b.message_id,
-                                     .identificativo = f->identificativo,
-                                     .tipo = pec_notice_x_ricevuta(PEC_NOTICE_PRESA_IN_CARICO),
-                                     .rcpt = rcpt,
-                                     .nrcpt = 1,
-                                     .data = pec_spool_mem(out->blob),
-                                     .len = pec_spool_size(out->blob),
-                                 });
     ricezione = xjoin(own, n);
     destinatari = destinatari_of(f);
     pec_record_init(&rec, PEC_REG_PRESA_IN_CARICO, PEC_REG_EMISSIONE, when, f->identificativo);
@@ -262,17 +289,120 @@ static int presa_in_carico(const struct pec_rp_env *e, const struct pec_original
     rec.mittente = f->mittente;
     rec.destinatari = destinatari;
     rec.oggetto = f->oggetto;
-    rec.message_id = b.message_id;
+    rec.message_id = message_id;
     rec.gestore = e->iss->provider_name;
     rec.ricezione = ricezione;
     pec_batch_record(out->batch, &rec);
     summarize(out, "busta %s from %s: presa in carico <%s> to %s for %s", f->identificativo,
-              ins->provider->name, b.message_id, to, ricezione);
+              ins->provider->name, message_id, to, ricezione);
     ret = 0;
 
 done:
-    pec_built_free(&b);
+    free(message_id);
     free(ricezione);
+    free(destinatari);
+    free(own);
+    return ret;
+}
+
+/* ------------------------------------------------------------ busta: virus */
+
+/*
+ * A valid busta the antivirus found AV in: kept in the quarantine, not
+ * passed on, and one rilevazione virus per recipient of ours to the
+ * signer's mailReceipt, each with its record.
+ */
+static int rilevazione(const struct pec_rp_env *e, const struct pec_original *o,
+                       const struct pec_inspection *ins, const struct pec_av_result *av,
+                       const char *queue_id, struct pec_rp_outcome *out, char *err, size_t errlen)
+{
+    const struct pec_daticert *f = &ins->daticert;
+    const char *to = ins->provider->mail_receipt;
+    char **own = xcalloc(o->n_rcpts ? o->n_rcpts : 1, sizeof(*own));
+    size_t n = here(e, o, own);
+    time_t when = pec_clock_now(e->iss->clock);
+    char *what = pec_utf8_sanitize(av->what, strlen(av->what)), *esteso = NULL, *virus = NULL;
+    char *destinatari = NULL, *found = xasprintf("virus rilevato: %s", what), sha[PEC_HASH_HEX];
+    struct pec_qfacts q = {.when = when,
+                           .point = "reception",
+                           .identificativo = f->identificativo,
+                           .queue_id = queue_id,
+                           .mittente = f->mittente,
+                           .finding = av->what};
+    int ret = -1;
+
+    out->what = "virus";
+    out->action = PEC_RP_DISCARD;
+    out->batch = pec_batch_new();
+    received(out->batch, ins, queue_id, own, n, when);
+    if (pec_quarantine_put(e->cfg->quarantine_dir, o->raw, &q, sha, err, errlen) < 0)
+        goto done;
+    if (to == NULL || *to == '\0') {
+        summarize(out,
+                  "busta %s from %s: virus %s, quarantined as %s, not passed on; the provider "
+                  "has no mailReceipt in the index, no rilevazione virus",
+                  f->identificativo, ins->provider->name, what, sha);
+        ret = 0;
+        goto done;
+    }
+    if (e->store != NULL &&
+        strike_already_taken(e, f->identificativo, "RilevazioneVirus", own, &n, err, errlen) < 0)
+        goto done;
+    if (n == 0) {
+        summarize(out,
+                  "busta %s from %s: virus %s, quarantined as %s, not passed on; its recipients "
+                  "here had their rilevazione virus already, no second one",
+                  f->identificativo, ins->provider->name, what, sha);
+        ret = 0;
+        goto done;
+    }
+    esteso = pec_errore_esteso("5.7.1", e->iss->provider_name, found);
+    virus = pec_av_virus_field(av->what, sha);
+    destinatari = destinatari_of(f);
+    for (size_t i = 0; i < n; i++) {
+        struct pec_daticert d = *f;
+        struct pec_record rec;
+        char *message_id = NULL;
+
+        d.consegna = own[i];
+        d.ricezione = NULL;
+        d.n_ricezione = 0;
+        d.errore = PEC_ERRORE_VIRUS;
+        d.errore_esteso = esteso;
+        if (queue_notice(e,
+                         &(struct pec_notice){.kind = PEC_NOTICE_RILEVAZIONE_VIRUS,
+                                              .facts = &d,
+                                              .to = to,
+                                              .virus = av->what,
+                                              .when = when},
+                         f->identificativo, out, &message_id, err, errlen) < 0)
+            goto done;
+        pec_record_init(&rec, PEC_REG_RILEVAZIONE_VIRUS, PEC_REG_EMISSIONE, when,
+                        f->identificativo);
+        rec.queue_id = queue_id;
+        rec.mittente = f->mittente;
+        rec.destinatari = destinatari;
+        rec.oggetto = f->oggetto;
+        rec.message_id = message_id;
+        rec.gestore = e->iss->provider_name;
+        rec.consegna = own[i];
+        rec.errore = pec_errore_name(PEC_ERRORE_VIRUS);
+        rec.virus = virus;
+        rec.errore_esteso = esteso;
+        pec_batch_record(out->batch, &rec);
+        free(message_id);
+    }
+    summarize(out,
+              "busta %s from %s: virus %s, quarantined as %s, not passed on; %zu rilevazione "
+              "virus to %s",
+              f->identificativo, ins->provider->name, what, sha, n, to);
+    ret = 0;
+
+done:
+    free(what);
+    free(found);
+    free(esteso);
+    free(virus);
     free(destinatari);
     free(own);
     return ret;
@@ -296,10 +426,99 @@ static int notice_effect(const struct pec_daticert *d, enum pec_reg_kind *kind)
         return PEC_RCPT_FAILED;
     case PEC_TIPO_RILEVAZIONE_VIRUS:
         *kind = PEC_REG_RILEVAZIONE_VIRUS;
-        return -1;
+        return -1; /* moved by mancata_consegna_virus() */
     default:
         return -2; /* ours to emit, not to receive: nothing to record */
     }
+}
+
+/*
+ * What the antivirus found, as an errore-esteso "<code> - <gestore> -
+ * virus rilevato: <name>" names it: the name; the description when it is
+ * not in that form; NULL when there is no errore-esteso (the builder then
+ * says "non identificato").  Caller frees.
+ */
+static char *finding_of(const char *esteso)
+{
+    const char *p = esteso, *dash;
+
+    if (esteso == NULL || *esteso == '\0')
+        return NULL;
+    for (int i = 0; i < 2 && p != NULL; i++)
+        p = (dash = strstr(p, " - ")) != NULL ? dash + 3 : NULL;
+    p = p != NULL ? p : esteso;
+    if (strncasecmp(p, "virus rilevato: ", 16) == 0)
+        p += 16;
+    return xstrdup(p);
+}
+
+static const struct pec_rcpt_info *tx_rcpt(const struct pec_tx_info *tx, const char *address)
+{
+    for (size_t i = 0; i < tx->nrcpt; i++)
+        if (strcasecmp(tx->rcpt[i].address, address) == 0)
+            return &tx->rcpt[i];
+    return NULL;
+}
+
+/*
+ * A rilevazione virus D about ADDRESS of our transaction TX: when the
+ * recipient still awaits its outcome (sent, taken) or had only our 24 h
+ * notice, the avviso di mancata consegna per virus to our user, its record,
+ * the recipient failed; all of it expecting the recipient as TX has it.
+ * 1 when queued, 0 when nothing was owed, -1 with err.
+ */
+static int mancata_consegna_virus(const struct pec_rp_env *e, const struct pec_daticert *d,
+                                  const struct pec_tx_info *tx, const char *address,
+                                  const char *queue_id, time_t when, struct pec_rp_outcome *out,
+                                  char *err, size_t errlen)
+{
+    const struct pec_rcpt_info *r = tx_rcpt(tx, address);
+    unsigned open = 1u << PEC_RCPT_SENT | 1u << PEC_RCPT_TAKEN | 1u << PEC_RCPT_TIMEDOUT;
+    struct pec_daticert f = *d;
+    struct pec_record rec;
+    char *finding, *message_id = NULL, *destinatari;
+
+    if (r == NULL || !r->certificato || !(open & 1u << r->state))
+        return 0;
+    finding = finding_of(d->errore_esteso);
+    f.consegna = (char *)address;
+    f.ricezione = NULL;
+    f.n_ricezione = 0;
+    f.errore = PEC_ERRORE_VIRUS;
+    f.mittente = d->mittente ? d->mittente : tx->mittente;
+    f.risposte = d->risposte ? d->risposte : f.mittente;
+    if (queue_notice(e,
+                     &(struct pec_notice){.kind = PEC_NOTICE_MANCATA_CONSEGNA_VIRUS,
+                                          .facts = &f,
+                                          .to = tx->mittente,
+                                          .virus = finding,
+                                          .when = when},
+                     d->identificativo, out, &message_id, err, errlen) < 0) {
+        free(finding);
+        return -1;
+    }
+    pec_batch_expect(out->batch, d->identificativo, r->address, 1u << r->state, 0);
+    pec_batch_rcpt_state(out->batch, d->identificativo, r->address, PEC_RCPT_FAILED, when,
+                         d->errore_esteso);
+    pec_sched_heard(out->batch, tx, r->address, when, e->cfg->warning_after);
+    destinatari = destinatari_of(d);
+    pec_record_init(&rec, PEC_REG_MANCATA_CONSEGNA_VIRUS, PEC_REG_EMISSIONE, when,
+                    d->identificativo);
+    rec.queue_id = queue_id;
+    rec.mittente = f.mittente;
+    rec.destinatari = destinatari;
+    rec.oggetto = d->oggetto;
+    rec.message_id = message_id;
+    rec.gestore = e->iss->provider_name;
+    rec.consegna = r->address;
+    rec.errore = pec_errore_name(PEC_ERRORE_VIRUS);
+    rec.virus = finding;
+    rec.errore_esteso = d->errore_esteso;
+    pec_batch_record(out->batch, &rec);
+    free(destinatari);
+    free(message_id);
+    free(finding);
+    return 1;
 }
 
 /* Record a PEC message passed on that moves nothing (received() with O's recipients here). */
@@ -323,9 +542,9 @@ static int notice(const struct pec_rp_env *e, const struct pec_original *o,
     struct pec_tx_info tx;
     enum pec_reg_kind kind;
     struct pec_record rec;
-    char *destinatari, *ricezione, *message_id;
+    char *destinatari, *ricezione, *message_id, *finding;
     time_t when;
-    int known, state;
+    int known, state, owed = 0;
 
     if (!ins->has_daticert || d->identificativo == NULL) {
         summarize(out, "notice %s from %s: passed, no identificativo", x, ins->provider->name);
@@ -360,8 +579,17 @@ static int notice(const struct pec_rp_env *e, const struct pec_original *o,
         pec_batch_rcpt_state(out->batch, d->identificativo, d->consegna, (enum pec_rcpt_state)state,
                              when, d->errore_esteso);
         pec_sched_heard(out->batch, &tx, d->consegna, when, e->cfg->warning_after);
+    } else if (d->tipo == PEC_TIPO_RILEVAZIONE_VIRUS) {
+        /* one recipient in consegna; before daticert 2.1, in ricezione */
+        for (size_t i = 0; i < (d->consegna ? 1 : d->n_ricezione) && owed >= 0; i++) {
+            int one = mancata_consegna_virus(e, d, &tx, d->consegna ? d->consegna : d->ricezione[i],
+                                             queue_id, when, out, err, errlen);
+            owed = one < 0 ? -1 : owed + one;
+        }
     }
     pec_tx_info_free(&tx);
+    if (owed < 0)
+        return -1;
     destinatari = destinatari_of(d);
     ricezione = xjoin(d->ricezione, d->n_ricezione);
     message_id = bare(ins->message_id);
@@ -376,18 +604,22 @@ static int notice(const struct pec_rp_env *e, const struct pec_original *o,
         d->tipo == PEC_TIPO_AVVENUTA_CONSEGNA ? pec_ricevuta_name(d->ricevuta) : NULL;
     rec.consegna = d->consegna;
     rec.ricezione = ricezione;
-    if (d->tipo == PEC_TIPO_ERRORE_CONSEGNA)
+    if (d->tipo == PEC_TIPO_ERRORE_CONSEGNA || d->tipo == PEC_TIPO_RILEVAZIONE_VIRUS)
         rec.errore = pec_errore_name(d->errore);
+    finding = d->tipo == PEC_TIPO_RILEVAZIONE_VIRUS ? finding_of(d->errore_esteso) : NULL;
+    rec.virus = finding;
     rec.errore_esteso = d->errore_esteso;
     pec_batch_record(out->batch, &rec);
-    summarize(out, "notice %s about our %s from %s (%s): recorded", x, d->identificativo,
+    summarize(out, "notice %s about our %s from %s (%s): recorded%s", x, d->identificativo,
               ins->provider->name,
               d->consegna  ? d->consegna
               : *ricezione ? ricezione
-                           : "every recipient");
+                           : "every recipient",
+              owed > 0 ? "; avviso di mancata consegna per virus to the sender" : "");
     free(destinatari);
     free(ricezione);
     free(message_id);
+    free(finding);
     return 0;
 }
 
@@ -592,9 +824,9 @@ static int wrong_party(const struct pec_rp_env *e, const struct pec_original *o,
 
 /* ------------------------------------------------------------ the decision */
 
-static int decide(const struct pec_rp_env *e, const struct pec_original *o,
-                  const struct pec_inspection *ins, const char *queue_id,
-                  struct pec_rp_outcome *out, char *err, size_t errlen)
+static int route(const struct pec_rp_env *e, const struct pec_original *o,
+                 const struct pec_inspection *ins, const char *queue_id, struct pec_rp_outcome *out,
+                 char *err, size_t errlen)
 {
     int listed = ins->signature_ok && ins->provider != NULL;
 
@@ -634,6 +866,55 @@ static int decide(const struct pec_rp_env *e, const struct pec_original *o,
     return ordinary(e, o, ins, queue_id, out, err, errlen);
 }
 
+/*
+ * What the antivirus need not see: a valid notice about its signer's own
+ * party (it passes unchanged, and carries nothing but our own user's
+ * original), and ordinary mail the policy refuses anyway.
+ */
+static int unscanned_ok(const struct pec_rp_env *e, const struct pec_inspection *ins)
+{
+    int listed = ins->signature_ok && ins->provider != NULL;
+
+    if (ins->valid && ins->kind == PEC_KIND_NOTICE)
+        return !ins->has_daticert || not_signers_party(ins) == NULL;
+    return !ins->valid && !listed && strcmp(e->cfg->ordinary_mail, "reject") == 0;
+}
+
+static int decide(const struct pec_rp_env *e, const struct pec_original *o,
+                  const struct pec_inspection *ins, const char *queue_id,
+                  struct pec_rp_outcome *out, char *err, size_t errlen)
+{
+    struct pec_av_result av;
+    char what[200], reason[240];
+
+    if (unscanned_ok(e, ins))
+        return route(e, o, ins, queue_id, out, err, errlen);
+    pec_av_scan(e->cfg, o->raw, &av);
+    if (av.verdict == PEC_AV_CLEAN || av.verdict == PEC_AV_OFF)
+        return route(e, o, ins, queue_id, out, err, errlen);
+    if (av.verdict == PEC_AV_INFECTED && ins->valid && ins->kind == PEC_KIND_BUSTA &&
+        unnamed_recipient(e, o, &ins->daticert) == NULL)
+        return rilevazione(e, o, ins, &av, queue_id, out, err, errlen);
+    out->action = PEC_RP_REJECT;
+    out->what = av.verdict == PEC_AV_INFECTED ? "virus" : "unscanned";
+    ascii_copy(what, sizeof(what), av.what);
+    if (av.verdict == PEC_AV_FAILED) {
+        pec_av_unscanned_reply(e->cfg, &out->rcode, &out->xcode, out->text, sizeof(out->text));
+        summarize(out, "%s not scanned (%s): %s", pec_kind_name(ins->kind), what,
+                  out->rcode[0] == '4' ? "deferred" : "refused (on_scan_error = reject)");
+        return 0;
+    }
+    out->rcode = "554";
+    out->xcode = "5.7.1";
+    snprintf(out->text, sizeof(out->text),
+             "Messaggio rifiutato: virus rilevato: %s (refused: virus found: %s)", what, what);
+    snprintf(reason, sizeof(reason), "virus rilevato: %s", what);
+    refused(e, o, reason, queue_id, out);
+    summarize(out, "%s%s with virus %s: refused", ins->valid ? "valid " : "",
+              pec_kind_name(ins->kind), what);
+    return 0;
+}
+
 int pec_rp_decide(const struct pec_rp_env *e, const struct pec_original *o, const char *queue_id,
                   struct pec_rp_outcome *out, char *err, size_t errlen)
 {
@@ -667,6 +948,8 @@ void pec_rp_outcome_free(struct pec_rp_outcome *out)
 {
     pec_built_free(&out->anomalia);
     pec_batch_free(out->batch);
-    pec_spool_free(out->blob);
+    for (size_t i = 0; i < out->n_blobs; i++)
+        pec_spool_free(out->blobs[i]);
+    free(out->blobs);
     memset(out, 0, sizeof(*out));
 }

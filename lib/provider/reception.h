@@ -18,12 +18,32 @@
  *                              of its daticert and no one else: sent to an
  *                              address of ours it does not so name, it is
  *                              a busta di anomalia, with no presa in carico.
+ *   valid busta, infected      not passed on: kept in the quarantine, one
+ *   (the antivirus found       avviso di rilevazione virus per recipient
+ *   something in it)           of ours to the signer's mailReceipt, each
+ *                              with its log record (virus field: the
+ *                              finding and the quarantine's SHA-256), no
+ *                              presa in carico; the glue commits, then
+ *                              discards the message, so the MTA answers
+ *                              250 and no bounce doubles the notice.  A
+ *                              recipient a rilevazione was emitted for
+ *                              already (the busta sent again) gets none.
  *   valid notice               passes unchanged, never answered.  When its
  *                              identificativo is one of our transactions,
  *                              the recipient's state moves (presa in carico:
  *                              taken; avvenuta consegna: delivered; errore
  *                              consegna: failed) and the event is logged,
- *                              direction ricezione.  A notice is believed
+ *                              direction ricezione.  A rilevazione virus
+ *                              about a recipient still awaiting its outcome
+ *                              (or past our 24 h notice) also makes it
+ *                              failed and queues, to our user, the avviso
+ *                              di mancata consegna per virus, its facts
+ *                              taken from the notice (the finding from its
+ *                              errore-esteso), with its record: a batch
+ *                              that expects the recipient as it was read
+ *                              (pec_store_commit() then returns 1 when a
+ *                              receipt came meanwhile: decide again).  A
+ *                              notice is believed
  *                              only from the provider that manages the
  *                              address it reports on (the recipient's for
  *                              presa in carico, consegna, mancata consegna
@@ -41,6 +61,14 @@
  *   mail (unsigned, unknown    above) or reject (554 5.7.1, the reason in the
  *   signer, bad signature,     reply); never unchanged.  Bounces and DSNs
  *   broken chain)              are ordinary mail.
+ *
+ * Everything that would pass or be wrapped, notices apart, is scanned by the
+ * antivirus (provider/antivirus.h) first: a notice carries nothing but our
+ * own user's original, which our access point scanned.  Infected mail that
+ * is not a valid busta (ordinary mail, an anomaly, a busta sent to someone
+ * it does not name) is refused with 554 5.7.1 naming the finding, no PEC
+ * notice and no quarantine: its sender still holds it.  A message nobody
+ * could scan is refused per on_scan_error (451, or 554), never passed on.
  *
  * No notice is ever emitted about a notice or an anomaly.  A message that
  * cannot be inspected now (pec_inspect temporary) or a store that fails is
@@ -76,12 +104,13 @@ struct pec_rp_env {
 enum pec_rp_action {
     PEC_RP_PASS,     /* the message goes on unchanged */
     PEC_RP_ANOMALIA, /* the message becomes OUT->anomalia */
-    PEC_RP_REJECT,   /* the SMTP transaction is refused: rcode, xcode, text */
+    PEC_RP_REJECT,   /* the SMTP transaction is refused: rcode (4xx: for now), xcode, text */
+    PEC_RP_DISCARD,  /* the MTA takes the message (250) and drops it, once the batch is in */
 };
 
 struct pec_rp_outcome {
     enum pec_rp_action action;
-    const char *what;          /* "busta", "notice", "anomalia", "malformed", "ordinary" */
+    const char *what;          /* "busta", "notice", "anomalia", "malformed", "ordinary", "virus" */
     char summary[1024];        /* one line for the log: what was found and what was done */
     struct pec_built anomalia; /* PEC_RP_ANOMALIA: headers and signed body */
     struct pec_batch *batch;   /* NULL: nothing to commit; else for pec_store_commit() */
@@ -89,7 +118,8 @@ struct pec_rp_outcome {
     const char *xcode;
     char text[600];
     /* private: the notice bytes the batch borrows until it is committed */
-    struct pec_spool *blob;
+    struct pec_spool **blobs;
+    size_t n_blobs;
 };
 
 /*

@@ -10,6 +10,7 @@
  */
 #include "provider/scheduler.h"
 #include "message/notice.h"
+#include "store/quarantine.h"
 #include "store/registro.h"
 #include "util/spool.h"
 #include "util/xalloc.h"
@@ -353,19 +354,25 @@ time_t pec_sched_seal_time(time_t now)
     return t + PEC_SCHED_SEAL_DELAY;
 }
 
-int pec_sched_seal_purge(struct pec_store *st, const struct pec_signer *signer, const char *gestore,
-                         const char *seal_dir, int months, time_t now, int *nsealed,
-                         long long *npurged, char *err, size_t errlen)
+int pec_sched_seal_purge(struct pec_store *st, const struct pec_signer *signer,
+                         const struct pec_sched_keep *k, time_t now, struct pec_sched_kept *out,
+                         char *err, size_t errlen)
 {
     char why[1024];
 
-    *npurged = 0;
-    if (pec_registro_seal(st, signer, gestore, seal_dir, now, nsealed, why, sizeof(why)) < 0) {
+    memset(out, 0, sizeof(*out));
+    if (pec_registro_seal(st, signer, k->gestore, k->seal_dir, now, &out->sealed, why,
+                          sizeof(why)) < 0) {
         snprintf(err, errlen, "daily seal: %s", why);
         return -1;
     }
-    if (pec_registro_purge(st, seal_dir, months, now, npurged, why, sizeof(why)) < 0) {
+    if (pec_registro_purge(st, k->seal_dir, k->months, now, &out->purged, why, sizeof(why)) < 0) {
         snprintf(err, errlen, "retention purge: %s", why);
+        return -1;
+    }
+    if (pec_quarantine_purge(k->quarantine_dir, k->virus_months, now, &out->virus_purged, why,
+                             sizeof(why)) < 0) {
+        snprintf(err, errlen, "retention purge of the quarantine: %s", why);
         return -1;
     }
     return 0;

@@ -102,14 +102,31 @@ void pec_sched_heard(struct pec_batch *b, const struct pec_tx_info *tx, const ch
 /* The next daily seal after NOW: the coming local midnight plus PEC_SCHED_SEAL_DELAY. */
 time_t pec_sched_seal_time(time_t now);
 
+/* What the daily housekeeping keeps, and for how long (the configuration's). */
+struct pec_sched_keep {
+    const char *gestore;        /* who signs the seals */
+    const char *seal_dir;       /* where they go */
+    int months;                 /* retention_months: the log */
+    const char *quarantine_dir; /* the virus store (store/quarantine.h) */
+    int virus_months;           /* virus_retention_months */
+};
+
+/* What it did. */
+struct pec_sched_kept {
+    int sealed;             /* days of the log sealed */
+    long long purged;       /* log records removed */
+    long long virus_purged; /* infected messages removed */
+};
+
 /*
  * The daily housekeeping at NOW: seal every finished day (pec_registro_seal)
- * and, when that worked, purge what is older than MONTHS months
- * (pec_registro_purge).  *NSEALED and *NPURGED get the counts.  0, or -1
- * with err (the caller logs it and tries again later).
+ * and, when that worked, purge what is older than its retention: the log
+ * (pec_registro_purge), then the quarantine (pec_quarantine_purge).  OUT
+ * gets the counts.  0, or -1 with err (the caller logs it and tries again
+ * later).
  */
-int pec_sched_seal_purge(struct pec_store *st, const struct pec_signer *signer, const char *gestore,
-                         const char *seal_dir, int months, time_t now, int *nsealed,
-                         long long *npurged, char *err, size_t errlen);
+int pec_sched_seal_purge(struct pec_store *st, const struct pec_signer *signer,
+                         const struct pec_sched_keep *k, time_t now, struct pec_sched_kept *out,
+                         char *err, size_t errlen);
 
 #endif

@@ -14,6 +14,7 @@
 #include "store/registro.h"
 #include "message/daticert.h"
 #include "store/store.h"
+#include "util/clock.h"
 #include "util/xalloc.h"
 
 #include <errno.h>
@@ -664,19 +665,6 @@ static int plan_purge(const struct pec_seal *s, void *arg)
     return 0;
 }
 
-/* MONTHS calendar months before NOW, at local midnight. */
-static time_t months_before(time_t now, int months)
-{
-    struct tm tm;
-
-    if (localtime_r(&now, &tm) == NULL)
-        return 0; /* nothing is older than that: nothing is purged */
-    tm.tm_mon -= months;
-    tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
-    tm.tm_isdst = -1;
-    return mktime(&tm);
-}
-
 int pec_registro_purge(struct pec_store *st, const char *seal_dir, int months, time_t now,
                        long long *nremoved, char *err, size_t errlen)
 {
@@ -687,7 +675,7 @@ int pec_registro_purge(struct pec_store *st, const char *seal_dir, int months, t
 
     *nremoved = 0;
     memset(&p, 0, sizeof(p));
-    p.cutoff = months_before(now, months);
+    p.cutoff = pec_months_before(now, months);
     if (pec_store_log_bounds(st, &purged, ph, &head, hh, err, errlen) < 0)
         return -1;
     p.next_first = purged + 1;

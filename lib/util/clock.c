@@ -243,3 +243,15 @@ int pec_time_utc_stamp(time_t t, char out[15])
              D2(tm.tm_mday), D2(tm.tm_hour), D2(tm.tm_min), D2(tm.tm_sec));
     return 0;
 }
+
+time_t pec_months_before(time_t now, int months)
+{
+    struct tm tm;
+
+    if (localtime_r(&now, &tm) == NULL)
+        return 0;
+    tm.tm_mon -= months;
+    tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+    tm.tm_isdst = -1;
+    return mktime(&tm);
+}

@@ -62,4 +62,11 @@ int pec_time_format(const struct pec_clock *clock, time_t t, struct pec_when *ou
 /* "yyyymmddhhmmss" of t in UTC, as used in identifiers; -1 as above */
 int pec_time_utc_stamp(time_t t, char out[15]);
 
+/*
+ * MONTHS calendar months before NOW, at local midnight: where a retention
+ * period of MONTHS ends.  0 when NOW cannot be read as a local time (nothing
+ * is older than that, so nothing is purged).
+ */
+time_t pec_months_before(time_t now, int months);
+
 #endif

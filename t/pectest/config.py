@@ -41,6 +41,9 @@ def settings(provider, workdir, **overrides):
         "lmtp_socket": "unix:" + os.path.join(workdir, "lmtp.sock"),
         "umask": "000",
         "timezone": "Europe/Rome",
+        # nothing is scanned unless a test starts a clamd (pectest.clamd) and says so
+        "antivirus": "none",
+        "quarantine_dir": os.path.join(workdir, "quarantine"),
     }
     s.update(overrides)
     return s

@@ -5,7 +5,9 @@
  *
  * A clean log with every legitimate shape (a receipt recorded twice with one
  * Message-ID, our own recipient's receipts emitted and received back, an
- * esterno recipient, a refusal, a timeout, a virus, another provider's busta,
+ * esterno recipient, a refusal, a timeout, a virus found by the recipients'
+ * provider (with and without its presa in carico), another provider's busta,
+ * another provider's busta our antivirus stopped,
  * an anomaly, an anomaly imitating a busta, a transaction still inside its
  * deadline) must give no
  * violation and one pending transaction.  Then each invariant is broken
@@ -108,6 +110,30 @@ static void clean_log(struct pec_batch *b)
         "anna@pec-b.test", NULL);
     rec(b, PEC_REG_MANCATA_CONSEGNA_VIRUS, EM, T0 + 42, "c5@" PEC, "mcv5@" PEC, "",
         "anna@pec-b.test", NULL);
+
+    /*
+     * a virus found by the recipients' provider in the busta: no presa in
+     * carico, a rilevazione virus per recipient, our mancata consegna per
+     * virus for each
+     */
+    accepted(b, T0 + 44, "c7@" PEC,
+             "anna@pec-b.test (certificato), luigi@pec-b.test (certificato)");
+    rec(b, PEC_REG_RILEVAZIONE_VIRUS, RIC, T0 + 45, "c7@" PEC, "rv7a@pec-b.test", "",
+        "anna@pec-b.test", NULL);
+    rec(b, PEC_REG_RILEVAZIONE_VIRUS, RIC, T0 + 45, "c7@" PEC, "rv7l@pec-b.test", "",
+        "luigi@pec-b.test", NULL);
+    rec(b, PEC_REG_MANCATA_CONSEGNA_VIRUS, EM, T0 + 45, "c7@" PEC, "mcv7a@" PEC, "",
+        "anna@pec-b.test", NULL);
+    rec(b, PEC_REG_MANCATA_CONSEGNA_VIRUS, EM, T0 + 46, "c7@" PEC, "mcv7l@" PEC, "",
+        "luigi@pec-b.test", NULL);
+
+    /* another provider's busta, received, our antivirus stopped: a rilevazione virus each */
+    rec(b, PEC_REG_BUSTA_TRASPORTO, RIC, T0 + 55, "r3@pec-b.test", "r3@pec-b.test",
+        "luca@" PEC " (certificato), eva@" PEC " (certificato)", NULL, "luca@" PEC ", eva@" PEC);
+    rec(b, PEC_REG_RILEVAZIONE_VIRUS, EM, T0 + 55, "r3@pec-b.test", "rv.r3l@" PEC,
+        "luca@" PEC " (certificato), eva@" PEC " (certificato)", "luca@" PEC, NULL);
+    rec(b, PEC_REG_RILEVAZIONE_VIRUS, EM, T0 + 55, "r3@pec-b.test", "rv.r3e@" PEC,
+        "luca@" PEC " (certificato), eva@" PEC " (certificato)", "eva@" PEC, NULL);
 
     /* our accettazione, put into the sender's mailbox */
     rec(b, PEC_REG_ACCETTAZIONE, DEP, T0 + 1, "c1@" PEC, "acc.c1@" PEC, "", "mario@" PEC, NULL);
@@ -245,6 +271,17 @@ static void broken_log(struct pec_batch *b)
     rec(b, PEC_REG_CONSEGNA, DEP, T0 + 5, "v19@pec-b.test", "ghost@pec-b.test", "", "mario@" PEC,
         NULL);
 
+    /* v20: another provider's busta we found a virus in, delivered all the same */
+    rec(b, PEC_REG_RILEVAZIONE_VIRUS, EM, T0 + 1, "v20@pec-b.test", "rv.v20@" PEC,
+        "luca@" PEC " (certificato)", "luca@" PEC, NULL);
+    rec(b, PEC_REG_CONSEGNA, EM, T0 + 2, "v20@pec-b.test", "con.v20@" PEC,
+        "luca@" PEC " (certificato)", "luca@" PEC, NULL);
+
+    /* v21: a rilevazione virus received, and nothing told our user */
+    accepted(b, T0, "v21@" PEC, anna);
+    rec(b, PEC_REG_RILEVAZIONE_VIRUS, RIC, T0 + 2, "v21@" PEC, "rv.v21@b", "", "anna@pec-b.test",
+        NULL);
+
     /* v16: the 24 h notice, then a mancata consegna: late, allowed, a note */
     accepted(b, T0, "v16@" PEC, anna);
     rec(b, PEC_REG_MANCATA_CONSEGNA_24H, EM, T0 + 24 * HOUR, "v16@" PEC, "w24.v16@" PEC, "",
@@ -326,9 +363,9 @@ static void test_clean(void)
                 "note: a busta di anomalia <r2@pec-b.test> carried this busta's Message-ID") == 1);
     CHECK(rep.violations == 0);
     CHECK(rep.notes == 2);
-    CHECK(rep.transactions == 9);
+    CHECK(rep.transactions == 11);
     CHECK(rep.pending == 1);
-    CHECK(rep.records == 38);
+    CHECK(rep.records == 47);
 
     /* once p1's deadline has passed, its missing presa in carico is a violation */
     later.now = NOW + 24 * HOUR;
@@ -342,7 +379,7 @@ static void test_clean(void)
     later.since = T0 + 40;
     s.n = 0;
     CHECK(pec_audit_run(st, &later, collect, &s, &rep, err, sizeof(err)) == 0);
-    CHECK(rep.transactions == 4); /* c5 r1 r2 p1 */
+    CHECK(rep.transactions == 6); /* c5 c7 r3 r1 r2 p1 */
     pec_store_close(st);
 }
 
@@ -354,10 +391,10 @@ static void test_broken(void)
     struct seen s = {.n = 0};
     char err[1024];
 
-    CHECK(pec_audit_run(st, &opts, collect, &s, &rep, err, sizeof(err)) == 19);
+    CHECK(pec_audit_run(st, &opts, collect, &s, &rep, err, sizeof(err)) == 22);
     for (int i = 0; i < s.n; i++)
         printf("  %s\n", s.text[i]);
-    CHECK(s.n == 22); /* and the notes: the clean log's two and v16's */
+    CHECK(s.n == 25); /* and the notes: the clean log's two and v16's */
     CHECK(rep.notes == 3);
     CHECK(rep.pending == 1);
     CHECK(named(&s, "v1@" PEC, "no accettazione") == 1);
@@ -394,6 +431,12 @@ static void test_broken(void)
     CHECK(named(&s, "v19@pec-b.test",
                 "consegna <ghost@pec-b.test> put into mario@" PEC
                 ", but never emitted or received here") == 1);
+    CHECK(named(&s, "v20@pec-b.test",
+                "luca@" PEC ": 2 final outcomes: rilevazione virus <rv.v20@" PEC
+                ">, consegna <con.v20@" PEC ">") == 1);
+    CHECK(named(&s, "v21@" PEC, "anna@pec-b.test: no final outcome") == 1);
+    CHECK(named(&s, "v21@" PEC, "rilevazione virus with 0 mancate consegne per virus") == 1);
+    CHECK(named(&s, "v21@" PEC, "presa in carico") == 0); /* the rilevazione stands for it */
     CHECK(named(&s, "v1", "note:") == 0);
     /* nothing of the clean log is named but its note */
     for (int i = 0; i < s.n; i++)

@@ -9,13 +9,17 @@
  * transactions moves its recipient to delivered and is logged, and one
  * about a transaction we do not know only passes.  A busta certifies only
  * the recipients its daticert names; a notice is believed only from the
- * provider that serves the recipient it reports on.
+ * provider that serves the recipient it reports on.  A rilevazione virus
+ * about our transaction earns our user the avviso di mancata consegna per
+ * virus, once.  (The antivirus itself, with a real clamd, is tested end to
+ * end: t/test_antivirus.py.)
  */
 #include "provider/access.h"
 #include "message/busta.h"
 #include "msgcheck.h"
 #include "message/notice.h"
 #include "message/original.h"
+#include "message/verify.h"
 #include "provider/reception.h"
 #include "store/store.h"
 
@@ -37,6 +41,7 @@ static struct pec_config *config_with(const char *extra)
             "receipt_address = \"ricevute@pec-a.test\";\n"
             "sign_cert = \"x\"; sign_key = \"x\"; trust_anchors = \"x\"; index_source = "
             "\"file:x\"; index_signer = \"x\";\n"
+            "antivirus = \"none\";\n"
             "%s\n",
             extra);
     fclose(f);
@@ -206,9 +211,9 @@ static void test_busta_from_b(const struct pec_rp_env *rp, const struct pec_acce
     CHECK(decide(rp, &busta, "<luigi@pec-b.test>", &out) == 0);
     CHECK(out.action == PEC_RP_PASS);
     CHECK_STR(out.what, "busta");
-    CHECK(out.batch != NULL && out.blob != NULL);
-    if (out.blob != NULL) {
-        presa = spool_bytes(out.blob);
+    CHECK(out.batch != NULL && out.n_blobs == 1);
+    if (out.n_blobs == 1) {
+        presa = spool_bytes(out.blobs[0]);
         CHECK(find(presa.p, presa.n, "X-Ricevuta: presa-in-carico") != NULL);
         CHECK(find(presa.p, presa.n, "To: ricevute@pec-b.test") != NULL);
         CHECK(find(presa.p, presa.n, "Subject: PRESA IN CARICO: dalla B") != NULL);
@@ -222,7 +227,7 @@ static void test_busta_from_b(const struct pec_rp_env *rp, const struct pec_acce
     CHECK(decide(rp, &busta, "<luigi@pec-b.test>", &out) == 0);
     CHECK(out.action == PEC_RP_PASS);
     CHECK_STR(out.what, "busta");
-    CHECK(out.blob == NULL);
+    CHECK(out.n_blobs == 0);
     CHECK(strstr(out.summary, "taken in charge already") != NULL);
     /* each reception is logged, gestore the provider that signed it (issue 18) */
     commit(rp->store, &out);
@@ -242,7 +247,7 @@ static void test_own_and_tampered(const struct pec_rp_env *rp, const struct pec_
     unsigned char *t;
 
     CHECK(decide_to(rp, &busta, "<x@pec-a.test>", rcpts, 1, &out) == 0);
-    CHECK(out.action == PEC_RP_PASS && out.blob == NULL);
+    CHECK(out.action == PEC_RP_PASS && out.n_blobs == 0);
     CHECK(out.batch != NULL); /* only its reception record */
     CHECK(strstr(out.summary, "access point") != NULL);
     pec_rp_outcome_free(&out);
@@ -360,6 +365,133 @@ static void test_notice(const struct pec_rp_env *rp, const struct pec_access_env
     free(ident);
 }
 
+/* A rilevazione virus about IDENT for luigi@pec-b.test, signed by ISS (B). */
+static struct bytes rilevazione(const struct pec_issuer *iss, const char *ident)
+{
+    struct pec_destinatario dest = {.address = "luigi@pec-b.test", .tipo = PEC_DEST_CERTIFICATO};
+    struct pec_daticert f = {.mittente = "mario@pec-a.test",
+                             .destinatari = &dest,
+                             .n_destinatari = 1,
+                             .risposte = "mario@pec-a.test",
+                             .oggetto = "dalla A",
+                             .identificativo = (char *)ident,
+                             .consegna = "luigi@pec-b.test"};
+    struct pec_built b;
+    struct bytes out = {0};
+    char err[1024];
+
+    if (pec_build_notice(iss,
+                         &(struct pec_notice){.kind = PEC_NOTICE_RILEVAZIONE_VIRUS,
+                                              .facts = &f,
+                                              .to = "ricevute@pec-a.test",
+                                              .virus = "Eicar-Test-Signature"},
+                         &b, err, sizeof(err)) != 0) {
+        fprintf(stderr, "notice: %s\n", err);
+        CHECK(0);
+        return out;
+    }
+    out = built_bytes(&b);
+    pec_built_free(&b);
+    return out;
+}
+
+/* MCV verifies as our errore-consegna per virus about luigi, in the words of B's notice */
+static void check_mcv(const struct pec_rp_env *rp, const struct bytes *mcv)
+{
+    struct pec_inspect_opts opts = {.trust = rp->trust, .index = rp->index, .at_mode = PEC_AT_NOW};
+    struct pec_inspection ins;
+
+    pec_inspect(mcv->p, mcv->n, &opts, &ins);
+    CHECK(ins.valid && ins.kind == PEC_KIND_NOTICE && ins.has_daticert);
+    if (ins.valid && ins.has_daticert) {
+        CHECK(ins.daticert.tipo == PEC_TIPO_ERRORE_CONSEGNA);
+        CHECK(ins.daticert.errore == PEC_ERRORE_VIRUS);
+        CHECK_STR(ins.daticert.consegna, "luigi@pec-b.test");
+        CHECK_STR(ins.daticert.gestore_emittente, "Gestore A S.p.A.");
+        CHECK_STR(ins.daticert.errore_esteso,
+                  "5.7.1 - Gestore B S.p.A. - virus rilevato: Eicar-Test-Signature");
+    }
+    pec_inspection_free(&ins);
+}
+
+static int pending_for(const struct pec_pending_rcpt *r, void *arg)
+{
+    return strcmp(r->identificativo, arg) == 0;
+}
+
+/*
+ * B's antivirus found a virus in our busta: its rilevazione virus makes
+ * luigi failed and queues, to Mario, the avviso di mancata consegna per
+ * virus, built from the notice, with its record; no 12 h / 24 h notice is
+ * owed any more.  The same rilevazione again owes nothing.  One that a
+ * consegna overtook between decision and commit is not applied: decided
+ * again, it owes nothing.
+ */
+static void test_rilevazione(const struct pec_rp_env *rp, const struct pec_access_env *as_a,
+                             const struct pec_issuer *iss_b)
+{
+    static const char *const rcpts[] = {"luigi@pec-b.test"};
+    char *ident = NULL, *ident2 = NULL, err[1024];
+    struct bytes busta =
+        busta_of(as_a, original_a, "mario@pec-a.test", rcpts, 1, rp->store, &ident);
+    struct bytes busta2 =
+        busta_of(as_a, original_a, "mario@pec-a.test", rcpts, 1, rp->store, &ident2);
+    struct bytes rv = rilevazione(iss_b, ident ? ident : "x");
+    struct bytes rv2 = rilevazione(iss_b, ident2 ? ident2 : "x");
+    struct bytes con2 = consegna(iss_b, ident2 ? ident2 : "x");
+    struct pec_rp_outcome out, late;
+    struct pec_tx_info tx;
+    struct bytes mcv;
+
+    CHECK(decide(rp, &rv, "<posta-certificata@pec-b.test>", &out) == 0);
+    CHECK(out.action == PEC_RP_PASS);
+    CHECK_STR(out.what, "notice");
+    CHECK(strstr(out.summary, "mancata consegna per virus") != NULL);
+    CHECK(out.batch != NULL && out.n_blobs == 1);
+    if (out.n_blobs == 1) {
+        mcv = spool_bytes(out.blobs[0]);
+        CHECK(find(mcv.p, mcv.n, "X-Ricevuta: errore-consegna") != NULL);
+        CHECK(find(mcv.p, mcv.n, "X-VerificaSicurezza: errore") != NULL);
+        CHECK(find(mcv.p, mcv.n, "To: mario@pec-a.test") != NULL);
+        CHECK(find(mcv.p, mcv.n, "Subject: AVVISO DI MANCATA CONSEGNA PER VIRUS: dalla A") != NULL);
+        check_mcv(rp, &mcv);
+        free(mcv.p);
+    }
+    CHECK(out.batch != NULL && pec_store_commit(rp->store, out.batch, err, sizeof(err)) == 0);
+    pec_rp_outcome_free(&out);
+    CHECK(pec_store_tx_get(rp->store, ident, &tx, err, sizeof(err)) == 1);
+    CHECK(tx.nrcpt == 1 && tx.rcpt[0].state == PEC_RCPT_FAILED);
+    pec_tx_info_free(&tx);
+    CHECK(pec_store_pending_each(rp->store, 0, pending_for, ident, err, sizeof(err)) == 0);
+
+    /* the same rilevazione again: recorded, nothing more owed */
+    CHECK(decide(rp, &rv, "<posta-certificata@pec-b.test>", &out) == 0);
+    CHECK(out.n_blobs == 0 && strstr(out.summary, "per virus") == NULL);
+    pec_rp_outcome_free(&out);
+
+    /* decided while luigi was sent; a consegna commits first */
+    CHECK(decide(rp, &rv2, "<posta-certificata@pec-b.test>", &late) == 0);
+    CHECK(late.n_blobs == 1);
+    CHECK(decide(rp, &con2, "<posta-certificata@pec-b.test>", &out) == 0);
+    CHECK(out.batch != NULL && pec_store_commit(rp->store, out.batch, err, sizeof(err)) == 0);
+    pec_rp_outcome_free(&out);
+    CHECK(late.batch != NULL && pec_store_commit(rp->store, late.batch, err, sizeof(err)) == 1);
+    pec_rp_outcome_free(&late);
+    CHECK(decide(rp, &rv2, "<posta-certificata@pec-b.test>", &late) == 0);
+    CHECK(late.n_blobs == 0);
+    pec_rp_outcome_free(&late);
+    CHECK(pec_store_tx_get(rp->store, ident2, &tx, err, sizeof(err)) == 1);
+    CHECK(tx.nrcpt == 1 && tx.rcpt[0].state == PEC_RCPT_DELIVERED);
+    pec_tx_info_free(&tx);
+    free(busta.p);
+    free(busta2.p);
+    free(rv.p);
+    free(rv2.p);
+    free(con2.p);
+    free(ident);
+    free(ident2);
+}
+
 /*
  * A genuine busta sent again with RCPT TO an address of ours it does not
  * name (alone, or beside one it names) certifies nothing for it: a busta di
@@ -382,7 +514,7 @@ static void test_readdressed(const struct pec_rp_env *rp, const struct pec_acces
         CHECK(decide_to(rp, &busta, "<luigi@pec-b.test>", cases[i].rcpt, cases[i].n, &out) == 0);
         CHECK(out.action == PEC_RP_ANOMALIA);
         CHECK_STR(out.what, "malformed");
-        CHECK(out.blob == NULL); /* no presa in carico */
+        CHECK(out.n_blobs == 0); /* no presa in carico */
         CHECK(strstr(out.summary, "intruso@pec-a.test") != NULL);
         CHECK_STR(pec_headers_get(&out.anomalia.headers, "X-Trasporto"), "errore");
         pec_rp_outcome_free(&out);
@@ -481,6 +613,7 @@ int main(void)
         test_notice(&rp, &as_a, &iss_b);
         test_readdressed(&rp, &as_b);
         test_notice_wrong_signer(&rp, &as_a, &iss_b);
+        test_rilevazione(&rp, &as_a, &iss_b);
     }
     pec_store_close(st);
     pec_signer_free(signer_b);

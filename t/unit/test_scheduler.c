@@ -13,6 +13,7 @@
 #include "message/notice.h"
 #include "message/original.h"
 #include "provider/reception.h"
+#include "store/quarantine.h"
 #include "store/registro.h"
 #include "provider/scheduler.h"
 #include "store/store.h"
@@ -316,22 +317,37 @@ static void test_three_cases(void)
 
     /* the day's records are sealed the next day, and purged once old enough */
     {
-        char *seals = path_join(dir, "seals");
-        int nsealed = -1;
-        long long npurged = -1;
+        char *seals = path_join(dir, "seals"), *quarantine = path_join(dir, "quarantine");
+        struct pec_sched_keep keep = {.gestore = "Gestore A S.p.A.",
+                                      .seal_dir = seals,
+                                      .months = 30,
+                                      .quarantine_dir = quarantine,
+                                      .virus_months = 30};
+        struct pec_sched_kept kept;
+        struct pec_spool *virus = pec_spool_new(NULL, 1 << 20);
+        char sha[PEC_HASH_HEX];
 
         mkdir(seals, 0755);
-        CHECK(pec_sched_seal_purge(st, env.signer, "Gestore A S.p.A.", seals, 30, T0 + 40 * H,
-                                   &nsealed, &npurged, err, sizeof(err)) == 0);
+        /* an infected message found with the first deadline: purged with its day's records */
+        CHECK(pec_spool_puts(virus, "Subject: x\r\n\r\nEICAR\r\n") == 0);
+        CHECK(pec_quarantine_put(quarantine, virus,
+                                 &(struct pec_qfacts){.when = T0 + 12 * H, .finding = "Eicar"}, sha,
+                                 err, sizeof(err)) == 0);
+        CHECK(pec_sched_seal_purge(st, env.signer, &keep, T0 + 40 * H, &kept, err, sizeof(err)) ==
+              0);
         /* both deadlines fell on 2 March (local): sealed on the 3rd */
-        CHECK(nsealed == 1 && npurged == 0);
-        CHECK(pec_sched_seal_purge(st, env.signer, "Gestore A S.p.A.", seals, 30, T0 + 41 * H,
-                                   &nsealed, &npurged, err, sizeof(err)) == 0);
-        CHECK(nsealed == 0 && npurged == 0);
-        CHECK(pec_sched_seal_purge(st, env.signer, "Gestore A S.p.A.", seals, 1, T0 + 70 * 24 * H,
-                                   &nsealed, &npurged, err, sizeof(err)) == 0);
-        CHECK(nsealed == 0 && npurged == 6); /* a month later: gone, seal and all */
+        CHECK(kept.sealed == 1 && kept.purged == 0 && kept.virus_purged == 0);
+        CHECK(pec_sched_seal_purge(st, env.signer, &keep, T0 + 41 * H, &kept, err, sizeof(err)) ==
+              0);
+        CHECK(kept.sealed == 0 && kept.purged == 0 && kept.virus_purged == 0);
+        keep.months = keep.virus_months = 1;
+        CHECK(pec_sched_seal_purge(st, env.signer, &keep, T0 + 70 * 24 * H, &kept, err,
+                                   sizeof(err)) == 0);
+        /* a month later: gone, seal and all */
+        CHECK(kept.sealed == 0 && kept.purged == 6 && kept.virus_purged == 1);
+        pec_spool_free(virus);
         free(seals);
+        free(quarantine);
     }
     free(seen);
     pec_store_close(st);
