@@ -623,22 +623,24 @@ char *pec_mime_disposition_parse(const char *value, struct pec_mime_params *para
 
 /*
  * Is the line [LINE, LEND) a delimiter of BOUNDARY?  *CLOSE says whether it is the
- * close delimiter.  Transport padding (spaces, tabs) and a CR before the LF are allowed.
+ * close delimiter.  What may follow the boundary is transport padding: spaces and tabs
+ * (RFC 2046 5.1.1), and CRs too, wherever they stand, because GMime, and so the
+ * software that reads mail with it, takes "--B\r\r" or "--B\r \r" for a delimiter;
+ * a line that is one for a reader must be one here, or the parts we verify are not the
+ * parts that reader shows (and breve would carry an attachment it cannot see).
  */
 static int is_delimiter(const unsigned char *line, const unsigned char *lend, const char *boundary,
                         size_t blen, int *close)
 {
     const unsigned char *q = line + 2 + blen;
 
-    if (lend > line && lend[-1] == '\r')
-        lend--;
     if ((size_t)(lend - line) < 2 + blen || line[0] != '-' || line[1] != '-' ||
         memcmp(line + 2, boundary, blen) != 0)
         return 0;
     *close = lend - q >= 2 && q[0] == '-' && q[1] == '-';
     if (*close)
         q += 2;
-    while (q < lend && is_wsp(*q))
+    while (q < lend && (is_wsp(*q) || *q == '\r'))
         q++;
     return q == lend;
 }

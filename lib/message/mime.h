@@ -147,7 +147,8 @@ struct pec_mime_multipart {
 
 /*
  * Split BODY by BOUNDARY (RFC 2046 5.1.1).  A delimiter is a line "--BOUNDARY", or
- * "--BOUNDARY--" for the last, possibly followed by spaces and tabs; the line end before
+ * "--BOUNDARY--" for the last, possibly followed by spaces, tabs and CRs (as GMime reads
+ * them, see mime.c); the line end before
  * it belongs to it, not to the part.  A line that merely starts with the delimiter and
  * goes on ("--BOUNDARYxyz") is content.  Without a close delimiter the last part runs to
  * the end of BODY and CLOSED stays 0: the message was truncated.  Returns 0, or -1 when

@@ -265,6 +265,13 @@ static void test_multipart(void)
     CHECK(pec_mime_multipart_split(sp("--\r\n"), "", 0, &mp) == -1);
     pec_mime_multipart_free(&mp);
 
+    /* CRs in the transport padding are padding, as for GMime (t/fuzz/crashes/gmime) */
+    CHECK(pec_mime_multipart_split(sp("--B\r\r\nA\r\n--B\r \r\n2\r\n--B--\t\r\r\nx"), "B", 0,
+                                   &mp) == 0);
+    CHECK(mp.closed && mp.nparts == 2 && mp.parts[0].len == 1 && mp.parts[1].len == 1);
+    CHECK(mp.epilogue.len == 1);
+    pec_mime_multipart_free(&mp);
+
     CHECK(pec_mime_multipart_split(sp("--B\r\n1\r\n--B\r\n2\r\n--B\r\n3\r\n--B--\r\n"), "B", 2,
                                    &mp) == 0);
     CHECK(mp.too_many && mp.nparts == 2 && !mp.closed);
