@@ -259,6 +259,60 @@ static const char *skip_garbage(const char *s)
     return s;
 }
 
+/* Past the comment that opens at S, or NULL when it never closes. */
+static const char *past_comment(const char *s)
+{
+    int depth = 0;
+
+    for (; *s != '\0'; s++) {
+        if (*s == '\\' && s[1] != '\0')
+            s++;
+        else if (*s == '(')
+            depth++;
+        else if (*s == ')' && --depth == 0)
+            return s + 1;
+    }
+    return NULL;
+}
+
+/*
+ * Where the parameters begin after a type: past white space and the comments that
+ * close, at the first ';', whatever junk lies before it ("" when there is none).  This
+ * is how GMime reads a Content-Type after its subtype and a Content-Disposition from its
+ * start; a value with junk there ("multipart/signed(; boundary=B", "attachment\";
+ * filename=x.pdf") must give the parameters a GMime-based reader sees, or the inspector
+ * and breve work on a boundary or a file name that reader does not (t/fuzz/crashes/gmime).
+ */
+static const char *params_after(const char *s)
+{
+    const char *c, *semi;
+
+    for (;;) {
+        while (is_wsp(*s) || *s == '\r' || *s == '\n')
+            s++;
+        if (*s != '(' || (c = past_comment(s)) == NULL)
+            break;
+        s = c;
+    }
+    semi = strchr(s, ';');
+    return semi != NULL ? semi : s + strlen(s);
+}
+
+/* Past "type/subtype" at the start of S, when it is there; else S itself. */
+static const char *past_type(const char *s)
+{
+    const char *p = skip_cfws(s);
+
+    while (is_token_char((unsigned char)*p))
+        p++;
+    p = skip_cfws(p);
+    if (p == skip_cfws(s) || *p != '/')
+        return s;
+    for (p = skip_cfws(p + 1); is_token_char((unsigned char)*p);)
+        p++;
+    return p;
+}
+
 static void params_add(struct pec_mime_params *pp, char *name, char *value)
 {
     if (pp->n >= PEC_MIME_MAX_PARAMS) {
@@ -563,7 +617,7 @@ char *pec_mime_param_bytes(const char *s, const char *name, size_t *len, char **
     char *out = NULL;
 
     *charset = NULL;
-    params_scan(s, &pp);
+    params_scan(params_after(past_type(s)), &pp);
     if (has_sections(&pp, name)) {
         out = join_sections(&pp, name, len, charset);
     } else if ((plain = pec_mime_param(&pp, name)) != NULL &&
@@ -587,7 +641,7 @@ int pec_mime_ctype_parse(const char *value, struct pec_mime_ctype *ct)
     } else {
         ct->subtype = xstrdup("");
     }
-    pec_mime_params_parse(s, &ct->params);
+    pec_mime_params_parse(params_after(s), &ct->params);
     if (*ct->type == '\0' || *ct->subtype == '\0') {
         ct->type[0] = '\0';
         ct->subtype[0] = '\0';
@@ -615,7 +669,7 @@ char *pec_mime_disposition_parse(const char *value, struct pec_mime_params *para
     const char *s = skip_cfws(value != NULL ? value : "");
     char *kind = read_token(&s);
 
-    pec_mime_params_parse(s, params);
+    pec_mime_params_parse(params_after(value != NULL ? value : ""), params);
     return kind;
 }
 

@@ -105,7 +105,8 @@ void pec_mime_params_free(struct pec_mime_params *params);
  * pieces joined and %-decoded as pec_mime_params_parse joins them, else the plain value,
  * its RFC 2047 encoded words decoded when it is made only of them (as some clients write
  * file names).  S is read as by pec_mime_params_parse; a leading type ("text/plain",
- * "attachment") is skipped.  Returns the *LEN bytes, which may include NULs, or NULL when
+ * "attachment") is skipped and the parameters begin at the first ';' after it, as for
+ * pec_mime_ctype_parse.  Returns the *LEN bytes, which may include NULs, or NULL when
  * there is no such parameter; *CHARSET gets the charset as written (RFC 2231 or of the
  * first encoded word), or NULL when none was declared.
  */
@@ -121,7 +122,8 @@ struct pec_mime_ctype {
 /*
  * Parse a Content-Type value.  Returns 0, or -1 when it has no readable type/subtype (then
  * type and subtype are "" and the parameters are still parsed).  CT must be freed in both
- * cases.
+ * cases.  The parameters begin at the first ';' after the subtype and any whole comments,
+ * whatever junk lies between, as GMime reads them.
  */
 int pec_mime_ctype_parse(const char *value, struct pec_mime_ctype *ct);
 
@@ -131,7 +133,8 @@ void pec_mime_ctype_free(struct pec_mime_ctype *ct);
 
 /*
  * Parse a Content-Disposition value: returns its lowercase disposition type ("inline",
- * "attachment", or "" when unreadable), fills PARAMS.
+ * "attachment", or "" when unreadable), fills PARAMS, which begin at the first ';' as for
+ * GMime.
  */
 char *pec_mime_disposition_parse(const char *value, struct pec_mime_params *params);
 

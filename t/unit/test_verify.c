@@ -213,6 +213,26 @@ static void test_content_type(void)
     CHECK_STR(pec_mime_param(&ct.params, "boundary"), "open");
     pec_mime_ctype_free(&ct);
 
+    /* junk between the type and the first ';' is skipped as GMime skips it
+     * (t/fuzz/crashes/gmime): an unclosed comment, a stray quote */
+    CHECK(pec_mime_ctype_parse("multipart/signed(; boundary=d", &ct) == 0);
+    CHECK_STR(pec_mime_param(&ct.params, "boundary"), "d");
+    pec_mime_ctype_free(&ct);
+    d = pec_mime_disposition_parse("attachment\"; filename=x.pdf", &pp);
+    CHECK_STR(d, "attachment");
+    CHECK_STR(pec_mime_param(&pp, "filename"), "x.pdf");
+    free(d);
+    pec_mime_params_free(&pp);
+    {
+        size_t len;
+        char *cs,
+            *b = pec_mime_param_bytes("attachment (; filename=\"x.pdf\"", "filename", &len, &cs);
+
+        CHECK_STR(b, "x.pdf");
+        CHECK(cs == NULL);
+        free(b);
+    }
+
     /* RFC 2231: continuations, extended values, a Latin-1 charset, precedence */
     d = pec_mime_disposition_parse("Attachment; filename=\"plain.txt\"; "
                                    "filename*0*=utf-8''caf%C3%A9; filename*1=\" e 100%.txt\"",
