@@ -399,8 +399,11 @@ static int section_of(const char *name, const char *base, size_t blen, int *exte
         return 0;
     if (*p < '0' || *p > '9')
         return -1;
-    while (*p >= '0' && *p <= '9' && n < 10000)
-        n = n * 10 + (*p++ - '0');
+    /* every digit is read, the number capped: "name*99999999999=" is a piece all the
+     * same (one past any join), as GMime reads it, not a parameter of that odd name */
+    for (; *p >= '0' && *p <= '9'; p++)
+        if (n < 10000)
+            n = n * 10 + (*p - '0');
     *extended = *p == '*';
     return p[*extended] == '\0' ? n : -1;
 }

@@ -248,6 +248,11 @@ static void test_content_type(void)
     CHECK_STR(pec_mime_param(&pp, "a*b"), "c");
     pec_mime_params_free(&pp);
 
+    /* an RFC 2231 piece with a huge number is a piece (of an empty name), as for GMime */
+    pec_mime_params_parse("; name*99999999999=x.pdf", &pp);
+    CHECK_STR(pec_mime_param(&pp, "name"), "");
+    pec_mime_params_free(&pp);
+
     /* a hostile number of parameters is cut at the limit */
     struct buf many = {0};
     for (int i = 0; i < 1000; i++)
