@@ -121,9 +121,11 @@ char *pec_mime_unfold(struct pec_span value)
     for (size_t i = 0; i < value.len; i++) {
         unsigned char c = value.p[i];
 
-        if (c == '\r' || c == '\n')
+        /* a CR of no line break is white space, as original.c and GMime take it:
+         * "message/rfc822\rX" is message/rfc822 for a reader, not message/rfc822x */
+        if (c == '\n' || (c == '\r' && i + 1 < value.len && value.p[i + 1] == '\n'))
             continue;
-        out[k++] = c == '\0' ? ' ' : (char)c;
+        out[k++] = c == '\0' || c == '\r' ? ' ' : (char)c;
     }
     while (k > 0 && is_wsp(out[k - 1]))
         k--;

@@ -61,7 +61,8 @@ int pec_mime_field_is(const struct pec_mime_field *f, const char *name);
 
 /*
  * The value unfolded (line ends removed, the white space after them kept), trimmed,
- * with each NUL byte turned into a space so the result is a usable C string.
+ * with each NUL byte turned into a space so the result is a usable C string, and each CR
+ * that ends no line too (white space, as readers take it).
  */
 char *pec_mime_unfold(struct pec_span value);
 

@@ -143,7 +143,8 @@ static void test_split_and_fields(void)
 
     /* duplicates, any case, junk lines, a leading continuation, NUL, 8-bit */
     const char hdr[] = " orphan\r\nX-Ricevuta: a\r\nno colon here\r\nx-ricevuta: b\r\n"
-                       "Bad Name: x\r\nSubject : spaced\r\nX-Nul: a\0b\r\nX-8: \xe8\xff\r\n";
+                       "Bad Name: x\r\nSubject : spaced\r\nX-Nul: a\0b\r\nX-8: \xe8\xff\r\n"
+                       "X-Cr: message/rfc822\rX\r\r\n";
     struct pec_span h = {(const unsigned char *)hdr, sizeof(hdr) - 1};
     CHECK(pec_mime_header_count(h, "X-RICEVUTA") == 2);
     v = pec_mime_header(h, "x-ricevuta");
@@ -157,6 +158,9 @@ static void test_split_and_fields(void)
     free(v);
     v = pec_mime_header(h, "x-8");
     CHECK_STR(v, "\xe8\xff");
+    free(v);
+    v = pec_mime_header(h, "x-cr"); /* a CR of no line break is white space */
+    CHECK_STR(v, "message/rfc822 X");
     free(v);
     CHECK(pec_mime_header(h, "bad name") == NULL);
     CHECK(pec_mime_header(h, "no colon here") == NULL);
