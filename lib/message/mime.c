@@ -500,6 +500,51 @@ static void decode_rfc2231(struct pec_mime_params *pp)
     }
 }
 
+/*
+ * A parameter name at *S, lowercase; *S moves past it.  RFC 2231 names are read as GMime
+ * reads them, white space and comments allowed around the stars and the section number
+ * ("name* *=", "name*0 *=", "name* =") and a missing number taken for 0, and are given
+ * back in their plain form ("name*0*"), so that a part named for a GMime-based reader
+ * is named here too (t/fuzz/crashes/gmime).  Anything else is a token as written.
+ */
+static char *read_param_name(const char **s)
+{
+    const char *p = *s, *q, *digits;
+    size_t blen, dlen;
+    int ext = 0;
+    char *name;
+
+    while (is_token_char((unsigned char)*p) && *p != '*')
+        p++;
+    blen = (size_t)(p - *s);
+    q = skip_cfws(p);
+    if (blen == 0 || *q != '*')
+        return read_token(s);
+    q = skip_cfws(q + 1);
+    digits = q;
+    while (*q >= '0' && *q <= '9')
+        q++;
+    dlen = (size_t)(q - digits);
+    if (dlen == 0 && *q == '=') {
+        name = xasprintf("%.*s*", (int)blen, *s); /* name*=: one extended value */
+    } else {
+        q = skip_cfws(q);
+        if (*q == '*') {
+            ext = 1;
+            q = skip_cfws(q + 1);
+        }
+        if (*q != '=')
+            return read_token(s);
+        name = dlen > 0 ? xasprintf("%.*s*%.*s%s", (int)blen, *s, (int)dlen, digits, ext ? "*" : "")
+                        : xasprintf("%.*s*0%s", (int)blen, *s, ext ? "*" : "");
+    }
+    for (char *c = name; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char)(*c - 'A' + 'a');
+    *s = q;
+    return name;
+}
+
 /* The parameters as written, RFC 2231 pieces left apart. */
 static void params_scan(const char *s, struct pec_mime_params *out)
 {
@@ -513,7 +558,7 @@ static void params_scan(const char *s, struct pec_mime_params *out)
             continue;
         }
         s = skip_cfws(s + 1);
-        name = read_token(&s);
+        name = read_param_name(&s);
         s = skip_cfws(s);
         if (*name == '\0' || *s != '=') {
             free(name);

@@ -252,6 +252,12 @@ static void test_content_type(void)
     CHECK_STR(pec_mime_param(&pp, "a*b"), "c");
     pec_mime_params_free(&pp);
 
+    /* RFC 2231 names with white space around the stars and numbers, as GMime reads them */
+    pec_mime_params_parse("; name* *=utf-8''x.pdf; title*0 *=utf-8''a%41; title * 1 = b", &pp);
+    CHECK_STR(pec_mime_param(&pp, "name"), "x.pdf");
+    CHECK_STR(pec_mime_param(&pp, "title"), "aAb");
+    pec_mime_params_free(&pp);
+
     /* an RFC 2231 piece with a huge number is a piece (of an empty name), as for GMime */
     pec_mime_params_parse("; name*99999999999=x.pdf", &pp);
     CHECK_STR(pec_mime_param(&pp, "name"), "");
