@@ -565,8 +565,22 @@ static void params_scan(const char *s, struct pec_mime_params *out)
             continue;
         }
         s = skip_cfws(s + 1);
-        value = *s == '"' ? read_quoted(&s) : read_bare(&s);
-        params_add(out, name, value);
+        /*
+         * Where the next parameter starts is where GMime starts it, so that both read
+         * the same boundary and file name: after a value without quotes, at the next
+         * ';' whatever lies before it (GMime takes it all into the value); after a
+         * quoted one, only at a ';' that follows at once (GMime stops at anything else).
+         */
+        if (*s == '"') {
+            value = read_quoted(&s);
+            params_add(out, name, value);
+            if (*(s = skip_cfws(s)) != ';')
+                return;
+        } else {
+            value = read_bare(&s);
+            params_add(out, name, value);
+            s += strcspn(s, ";");
+        }
     }
 }
 

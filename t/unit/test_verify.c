@@ -222,6 +222,12 @@ static void test_content_type(void)
     CHECK(pec_mime_ctype_parse("multipart/signed(; boundary=d", &ct) == 0);
     CHECK_STR(pec_mime_param(&ct.params, "boundary"), "d");
     pec_mime_ctype_free(&ct);
+    CHECK(pec_mime_ctype_parse("multipart/i;c=p\"\";boundary=\"1\"", &ct) == 0);
+    CHECK_STR(pec_mime_param(&ct.params, "boundary"), "1");
+    pec_mime_ctype_free(&ct);
+    CHECK(pec_mime_ctype_parse("multipart/mixed; x=\"a\" junk; boundary=B", &ct) == 0);
+    CHECK(pec_mime_param(&ct.params, "boundary") == NULL);
+    pec_mime_ctype_free(&ct);
     d = pec_mime_disposition_parse("attachment\"; filename=x.pdf", &pp);
     CHECK_STR(d, "attachment");
     CHECK_STR(pec_mime_param(&pp, "filename"), "x.pdf");
