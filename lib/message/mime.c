@@ -184,9 +184,14 @@ static const char *skip_cfws(const char *s)
     }
 }
 
+/*
+ * A byte of a token.  RFC 2045 tokens are ASCII, but an 8-bit byte is taken in as GMime
+ * takes it, rather than ending the token: "message/rfc822\xd1\x83" is no message/rfc822
+ * for a reader, so it is none here either (t/fuzz/crashes/gmime).
+ */
 static int is_token_char(int c)
 {
-    return c > 32 && c < 127 && strchr("()<>@,;:\\\"/[]?=", c) == NULL;
+    return c > 32 && c != 127 && strchr("()<>@,;:\\\"/[]?=", c) == NULL;
 }
 
 static char *lower_dup(const char *s, size_t n)

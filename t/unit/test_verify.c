@@ -222,6 +222,9 @@ static void test_content_type(void)
     CHECK(pec_mime_ctype_parse("multipart/signed(; boundary=d", &ct) == 0);
     CHECK_STR(pec_mime_param(&ct.params, "boundary"), "d");
     pec_mime_ctype_free(&ct);
+    CHECK(pec_mime_ctype_parse("message/rfc822\xd1\x83", &ct) == 0); /* 8-bit: in the token */
+    CHECK(!pec_mime_ctype_is(&ct, "message", "rfc822"));
+    pec_mime_ctype_free(&ct);
     CHECK(pec_mime_ctype_parse("multipart/i;c=p\"\";boundary=\"1\"", &ct) == 0);
     CHECK_STR(pec_mime_param(&ct.params, "boundary"), "1");
     pec_mime_ctype_free(&ct);
