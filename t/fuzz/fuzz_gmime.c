@@ -100,6 +100,14 @@ enum deliberate {
      * names are not.
      */
     D_BARE_CR_IN_HEADER,
+    /*
+     * A multipart inside one with the same boundary, which RFC 2046 5.1.1 rules out (no
+     * delimiter may occur in the parts): mime.c splits each multipart by its own
+     * delimiters from the outside in, as the inspector and breve do, GMime from the inside
+     * out, letting the inner one take the delimiters first.  The outer multipart is not
+     * compared, nor anything inside it.
+     */
+    D_REUSED_BOUNDARY,
     D_COUNT,
 };
 
@@ -113,6 +121,7 @@ static const char *const deliberate_names[D_COUNT] = {
     [D_ENCODED_WORD_IN_TYPE] = "encoded word in a Content-Type",
     [D_RFC2231_SECTIONS] = "RFC 2231 sections",
     [D_BARE_CR_IN_HEADER] = "bare CR in a header",
+    [D_REUSED_BOUNDARY] = "boundary reused inside",
 };
 
 /*
@@ -227,6 +236,10 @@ static char *mime_filename(const char *disp, const char *ctype, int *named, int 
     return NULL;
 }
 
+/* The multiparts around the part at hand in mime_tree, outermost first. */
+static struct node *enclosing[MAX_DEPTH + 1];
+static int n_enclosing;
+
 static void mime_tree(const unsigned char *base, struct pec_span e, int digest, int depth,
                       struct node *n)
 {
@@ -267,14 +280,19 @@ static void mime_tree(const unsigned char *base, struct pec_span e, int digest, 
 
         n->kind = MULTIPART;
         n->boundary = boundary != NULL ? xstrdup(boundary) : NULL;
+        for (int i = 0; boundary != NULL && i < n_enclosing; i++)
+            if (strcmp(enclosing[i]->boundary, boundary) == 0)
+                enclosing[i]->opaque = D_REUSED_BOUNDARY + 1;
         if (boundary != NULL && depth < MAX_DEPTH &&
             pec_mime_multipart_split(body, boundary, 0, &mp) == 0) {
             n->child = calloc(mp.nparts ? mp.nparts : 1, sizeof(*n->child));
             FUZZ_CHECK(n->child != NULL);
             n->nchild = mp.nparts;
+            enclosing[n_enclosing++] = n;
             for (size_t i = 0; i < mp.nparts; i++)
                 mime_tree(base, mp.parts[i], strcmp(n->subtype, "digest") == 0, depth + 1,
                           &n->child[i]);
+            n_enclosing--;
             pec_mime_multipart_free(&mp);
         }
     } else if (is_message(n->type, n->subtype) && !encoded(cte) && depth < MAX_DEPTH) {
