@@ -5,6 +5,7 @@
 #   contrib/deps.sh test    building, plus what the test suite runs against
 #   contrib/deps.sh demo    building, plus what contrib/demo.sh runs
 #   contrib/deps.sh bench   the demo's, plus what contrib/bench.sh runs
+#   contrib/deps.sh fuzz    building, plus libFuzzer (contrib/fuzz.sh, PEC_FUZZ=ON)
 #
 # Non-interactive; Postfix and slapd are preseeded with "No configuration" so
 # the packages do not configure or start a system-wide instance.  (nginx-light
@@ -28,14 +29,17 @@ TEST="git libxml2-utils gpgsm dovecot-core dovecot-lmtpd systemd man-db groff-ba
       m4 libwrap0 liblockfile1 sasl2-bin libsasl2-modules-db slapd ldap-utils nginx-light
       clamav-daemon"
 BENCH="gnuplot-nox valgrind clamav-daemon"
+# libFuzzer and the sanitizer runtimes of Debian's clang (PEC_FUZZ=ON, t/fuzz)
+FUZZ="libclang-rt-14-dev"
 
 case "${1:-build}" in
 build) want="$BUILD" ;;
 demo) want="$BUILD $RUN" ;;
-test) want="$BUILD $RUN $TEST" ;;
+test) want="$BUILD $RUN $TEST $FUZZ" ;;
 bench) want="$BUILD $RUN $BENCH" ;;
+fuzz) want="$BUILD $FUZZ" ;;
 *)
-    echo "usage: $0 build|test|demo|bench" >&2
+    echo "usage: $0 build|test|demo|bench|fuzz" >&2
     exit 64
     ;;
 esac

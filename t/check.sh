@@ -2,8 +2,11 @@
 # check.sh - the project's test command: format check, then gcc, clang and
 # AddressSanitizer+UBSan builds, each running the ctest suite; the tests
 # labelled "long" (the crash tests, minutes each) run in the gcc build only.
+# Last, the "fuzz" stage: a clang build with -DPEC_FUZZ=ON of the libFuzzer
+# harnesses alone, whose tests (label fuzz, t/fuzz) replay every kept crash
+# reproducer and the seeds, then fuzz 30 s each, one after the other.
 #
-#   t/check.sh [--only gcc|clang|asan] [--keep]
+#   t/check.sh [--only gcc|clang|asan|fuzz] [--keep]
 #
 # Installs missing Debian packages first (contrib/deps.sh test).  Builds go
 # to build-check/<config>; exits non-zero on any failure, and the last line
@@ -15,7 +18,7 @@ only=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --only) only="$2"; shift 2 ;;
-    *) echo "usage: t/check.sh [--only gcc|clang|asan]" >&2; exit 64 ;;
+    *) echo "usage: t/check.sh [--only gcc|clang|asan|fuzz]" >&2; exit 64 ;;
     esac
 done
 
@@ -36,14 +39,18 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
 failed=0
 summaries=()
-for config in gcc clang asan; do
+for config in gcc clang asan fuzz; do
     [ -n "$only" ] && [ "$only" != "$config" ] && continue
     dir="build-check/$config"
     case "$config" in
     gcc) opts=(-DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=RelWithDebInfo); select=() ;;
     clang) opts=(-DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo); select=(-LE long) ;;
     asan) opts=(-DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=Debug -DPEC_SANITIZE=ON); select=(-LE long) ;;
+    fuzz) opts=(-DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPEC_FUZZ=ON); select=(-L fuzz) ;;
     esac
+    # the fuzz stage builds only what its tests run: the harnesses
+    target=()
+    [ "$config" = fuzz ] && target=(--target fuzz)
     echo "== $config: build"
     mkdir -p "$dir"
     if ! cmake -S . -B "$dir" "${opts[@]}" >"$dir/configure.log" 2>&1; then
@@ -51,7 +58,7 @@ for config in gcc clang asan; do
         echo "check.sh: $config configure failed" >&2
         exit 1
     fi
-    if ! cmake --build "$dir" -j"$(nproc)" >"$dir/build.log" 2>&1; then
+    if ! cmake --build "$dir" "${target[@]}" -j"$(nproc)" >"$dir/build.log" 2>&1; then
         grep -E 'error|warning' "$dir/build.log" | head -n 40 >&2 || tail -n 40 "$dir/build.log" >&2
         echo "check.sh: $config build failed (log: $dir/build.log)" >&2
         exit 1

@@ -121,9 +121,11 @@ char *pec_mime_unfold(struct pec_span value)
     for (size_t i = 0; i < value.len; i++) {
         unsigned char c = value.p[i];
 
-        if (c == '\r' || c == '\n')
+        /* a CR of no line break is white space, as original.c and GMime take it:
+         * "message/rfc822\rX" is message/rfc822 for a reader, not message/rfc822x */
+        if (c == '\n' || (c == '\r' && i + 1 < value.len && value.p[i + 1] == '\n'))
             continue;
-        out[k++] = c == '\0' ? ' ' : (char)c;
+        out[k++] = c == '\0' || c == '\r' ? ' ' : (char)c;
     }
     while (k > 0 && is_wsp(out[k - 1]))
         k--;
@@ -182,9 +184,14 @@ static const char *skip_cfws(const char *s)
     }
 }
 
+/*
+ * A byte of a token.  RFC 2045 tokens are ASCII, but an 8-bit byte is taken in as GMime
+ * takes it, rather than ending the token: "message/rfc822\xd1\x83" is no message/rfc822
+ * for a reader, so it is none here either (t/fuzz/crashes/gmime).
+ */
 static int is_token_char(int c)
 {
-    return c > 32 && c < 127 && strchr("()<>@,;:\\\"/[]?=", c) == NULL;
+    return c > 32 && c != 127 && strchr("()<>@,;:\\\"/[]?=", c) == NULL;
 }
 
 static char *lower_dup(const char *s, size_t n)
@@ -257,6 +264,60 @@ static const char *skip_garbage(const char *s)
             break;
     }
     return s;
+}
+
+/* Past the comment that opens at S, or NULL when it never closes. */
+static const char *past_comment(const char *s)
+{
+    int depth = 0;
+
+    for (; *s != '\0'; s++) {
+        if (*s == '\\' && s[1] != '\0')
+            s++;
+        else if (*s == '(')
+            depth++;
+        else if (*s == ')' && --depth == 0)
+            return s + 1;
+    }
+    return NULL;
+}
+
+/*
+ * Where the parameters begin after a type: past white space and the comments that
+ * close, at the first ';', whatever junk lies before it ("" when there is none).  This
+ * is how GMime reads a Content-Type after its subtype and a Content-Disposition from its
+ * start; a value with junk there ("multipart/signed(; boundary=B", "attachment\";
+ * filename=x.pdf") must give the parameters a GMime-based reader sees, or the inspector
+ * and breve work on a boundary or a file name that reader does not (t/fuzz/crashes/gmime).
+ */
+static const char *params_after(const char *s)
+{
+    const char *c, *semi;
+
+    for (;;) {
+        while (is_wsp(*s) || *s == '\r' || *s == '\n')
+            s++;
+        if (*s != '(' || (c = past_comment(s)) == NULL)
+            break;
+        s = c;
+    }
+    semi = strchr(s, ';');
+    return semi != NULL ? semi : s + strlen(s);
+}
+
+/* Past "type/subtype" at the start of S, when it is there; else S itself. */
+static const char *past_type(const char *s)
+{
+    const char *p = skip_cfws(s);
+
+    while (is_token_char((unsigned char)*p))
+        p++;
+    p = skip_cfws(p);
+    if (p == skip_cfws(s) || *p != '/')
+        return s;
+    for (p = skip_cfws(p + 1); is_token_char((unsigned char)*p);)
+        p++;
+    return p;
 }
 
 static void params_add(struct pec_mime_params *pp, char *name, char *value)
@@ -345,8 +406,11 @@ static int section_of(const char *name, const char *base, size_t blen, int *exte
         return 0;
     if (*p < '0' || *p > '9')
         return -1;
-    while (*p >= '0' && *p <= '9' && n < 10000)
-        n = n * 10 + (*p++ - '0');
+    /* every digit is read, the number capped: "name*99999999999=" is a piece all the
+     * same (one past any join), as GMime reads it, not a parameter of that odd name */
+    for (; *p >= '0' && *p <= '9'; p++)
+        if (n < 10000)
+            n = n * 10 + (*p - '0');
     *extended = *p == '*';
     return p[*extended] == '\0' ? n : -1;
 }
@@ -441,6 +505,51 @@ static void decode_rfc2231(struct pec_mime_params *pp)
     }
 }
 
+/*
+ * A parameter name at *S, lowercase; *S moves past it.  RFC 2231 names are read as GMime
+ * reads them, white space and comments allowed around the stars and the section number
+ * ("name* *=", "name*0 *=", "name* =") and a missing number taken for 0, and are given
+ * back in their plain form ("name*0*"), so that a part named for a GMime-based reader
+ * is named here too (t/fuzz/crashes/gmime).  Anything else is a token as written.
+ */
+static char *read_param_name(const char **s)
+{
+    const char *p = *s, *q, *digits;
+    size_t blen, dlen;
+    int ext = 0;
+    char *name;
+
+    while (is_token_char((unsigned char)*p) && *p != '*')
+        p++;
+    blen = (size_t)(p - *s);
+    q = skip_cfws(p);
+    if (blen == 0 || *q != '*')
+        return read_token(s);
+    q = skip_cfws(q + 1);
+    digits = q;
+    while (*q >= '0' && *q <= '9')
+        q++;
+    dlen = (size_t)(q - digits);
+    if (dlen == 0 && *q == '=') {
+        name = xasprintf("%.*s*", (int)blen, *s); /* name*=: one extended value */
+    } else {
+        q = skip_cfws(q);
+        if (*q == '*') {
+            ext = 1;
+            q = skip_cfws(q + 1);
+        }
+        if (*q != '=')
+            return read_token(s);
+        name = dlen > 0 ? xasprintf("%.*s*%.*s%s", (int)blen, *s, (int)dlen, digits, ext ? "*" : "")
+                        : xasprintf("%.*s*0%s", (int)blen, *s, ext ? "*" : "");
+    }
+    for (char *c = name; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char)(*c - 'A' + 'a');
+    *s = q;
+    return name;
+}
+
 /* The parameters as written, RFC 2231 pieces left apart. */
 static void params_scan(const char *s, struct pec_mime_params *out)
 {
@@ -454,15 +563,29 @@ static void params_scan(const char *s, struct pec_mime_params *out)
             continue;
         }
         s = skip_cfws(s + 1);
-        name = read_token(&s);
+        name = read_param_name(&s);
         s = skip_cfws(s);
         if (*name == '\0' || *s != '=') {
             free(name);
             continue;
         }
         s = skip_cfws(s + 1);
-        value = *s == '"' ? read_quoted(&s) : read_bare(&s);
-        params_add(out, name, value);
+        /*
+         * Where the next parameter starts is where GMime starts it, so that both read
+         * the same boundary and file name: after a value without quotes, at the next
+         * ';' whatever lies before it (GMime takes it all into the value); after a
+         * quoted one, only at a ';' that follows at once (GMime stops at anything else).
+         */
+        if (*s == '"') {
+            value = read_quoted(&s);
+            params_add(out, name, value);
+            if (*(s = skip_cfws(s)) != ';')
+                return;
+        } else {
+            value = read_bare(&s);
+            params_add(out, name, value);
+            s += strcspn(s, ";");
+        }
     }
 }
 
@@ -563,7 +686,7 @@ char *pec_mime_param_bytes(const char *s, const char *name, size_t *len, char **
     char *out = NULL;
 
     *charset = NULL;
-    params_scan(s, &pp);
+    params_scan(params_after(past_type(s)), &pp);
     if (has_sections(&pp, name)) {
         out = join_sections(&pp, name, len, charset);
     } else if ((plain = pec_mime_param(&pp, name)) != NULL &&
@@ -587,7 +710,7 @@ int pec_mime_ctype_parse(const char *value, struct pec_mime_ctype *ct)
     } else {
         ct->subtype = xstrdup("");
     }
-    pec_mime_params_parse(s, &ct->params);
+    pec_mime_params_parse(params_after(s), &ct->params);
     if (*ct->type == '\0' || *ct->subtype == '\0') {
         ct->type[0] = '\0';
         ct->subtype[0] = '\0';
@@ -615,7 +738,7 @@ char *pec_mime_disposition_parse(const char *value, struct pec_mime_params *para
     const char *s = skip_cfws(value != NULL ? value : "");
     char *kind = read_token(&s);
 
-    pec_mime_params_parse(s, params);
+    pec_mime_params_parse(params_after(value != NULL ? value : ""), params);
     return kind;
 }
 
@@ -623,22 +746,24 @@ char *pec_mime_disposition_parse(const char *value, struct pec_mime_params *para
 
 /*
  * Is the line [LINE, LEND) a delimiter of BOUNDARY?  *CLOSE says whether it is the
- * close delimiter.  Transport padding (spaces, tabs) and a CR before the LF are allowed.
+ * close delimiter.  What may follow the boundary is transport padding: spaces and tabs
+ * (RFC 2046 5.1.1), and CRs too, wherever they stand, because GMime, and so the
+ * software that reads mail with it, takes "--B\r\r" or "--B\r \r" for a delimiter;
+ * a line that is one for a reader must be one here, or the parts we verify are not the
+ * parts that reader shows (and breve would carry an attachment it cannot see).
  */
 static int is_delimiter(const unsigned char *line, const unsigned char *lend, const char *boundary,
                         size_t blen, int *close)
 {
     const unsigned char *q = line + 2 + blen;
 
-    if (lend > line && lend[-1] == '\r')
-        lend--;
     if ((size_t)(lend - line) < 2 + blen || line[0] != '-' || line[1] != '-' ||
         memcmp(line + 2, boundary, blen) != 0)
         return 0;
     *close = lend - q >= 2 && q[0] == '-' && q[1] == '-';
     if (*close)
         q += 2;
-    while (q < lend && is_wsp(*q))
+    while (q < lend && (is_wsp(*q) || *q == '\r'))
         q++;
     return q == lend;
 }

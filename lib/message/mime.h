@@ -61,7 +61,8 @@ int pec_mime_field_is(const struct pec_mime_field *f, const char *name);
 
 /*
  * The value unfolded (line ends removed, the white space after them kept), trimmed,
- * with each NUL byte turned into a space so the result is a usable C string.
+ * with each NUL byte turned into a space so the result is a usable C string, and each CR
+ * that ends no line too (white space, as readers take it).
  */
 char *pec_mime_unfold(struct pec_span value);
 
@@ -105,7 +106,8 @@ void pec_mime_params_free(struct pec_mime_params *params);
  * pieces joined and %-decoded as pec_mime_params_parse joins them, else the plain value,
  * its RFC 2047 encoded words decoded when it is made only of them (as some clients write
  * file names).  S is read as by pec_mime_params_parse; a leading type ("text/plain",
- * "attachment") is skipped.  Returns the *LEN bytes, which may include NULs, or NULL when
+ * "attachment") is skipped and the parameters begin at the first ';' after it, as for
+ * pec_mime_ctype_parse.  Returns the *LEN bytes, which may include NULs, or NULL when
  * there is no such parameter; *CHARSET gets the charset as written (RFC 2231 or of the
  * first encoded word), or NULL when none was declared.
  */
@@ -121,7 +123,8 @@ struct pec_mime_ctype {
 /*
  * Parse a Content-Type value.  Returns 0, or -1 when it has no readable type/subtype (then
  * type and subtype are "" and the parameters are still parsed).  CT must be freed in both
- * cases.
+ * cases.  The parameters begin at the first ';' after the subtype and any whole comments,
+ * whatever junk lies between, as GMime reads them.
  */
 int pec_mime_ctype_parse(const char *value, struct pec_mime_ctype *ct);
 
@@ -131,7 +134,8 @@ void pec_mime_ctype_free(struct pec_mime_ctype *ct);
 
 /*
  * Parse a Content-Disposition value: returns its lowercase disposition type ("inline",
- * "attachment", or "" when unreadable), fills PARAMS.
+ * "attachment", or "" when unreadable), fills PARAMS, which begin at the first ';' as for
+ * GMime.
  */
 char *pec_mime_disposition_parse(const char *value, struct pec_mime_params *params);
 
@@ -147,7 +151,8 @@ struct pec_mime_multipart {
 
 /*
  * Split BODY by BOUNDARY (RFC 2046 5.1.1).  A delimiter is a line "--BOUNDARY", or
- * "--BOUNDARY--" for the last, possibly followed by spaces and tabs; the line end before
+ * "--BOUNDARY--" for the last, possibly followed by spaces, tabs and CRs (as GMime reads
+ * them, see mime.c); the line end before
  * it belongs to it, not to the part.  A line that merely starts with the delimiter and
  * goes on ("--BOUNDARYxyz") is content.  Without a close delimiter the last part runs to
  * the end of BODY and CLOSED stays 0: the message was truncated.  Returns 0, or -1 when
