@@ -171,6 +171,7 @@ int main(int argc, char **argv)
     pec_lmtpd_stop(d);
     pec_store_close(l.store);
     pec_index_free(l.index);
+    pec_directory_close(l.dir);
     pec_trust_free(l.trust);
     pec_signer_free(l.signer);
     pec_config_unref(l.cfg);
