@@ -247,11 +247,7 @@ static void part_open(struct part *p, struct pec_span bytes)
     v = pec_mime_header(p->head, "Content-Type");
     pec_mime_ctype_parse(v != NULL ? v : "text/plain", &p->ct);
     free(v);
-    v = pec_mime_header(p->head, "Content-Transfer-Encoding");
-    p->encoding = v != NULL ? v : xstrdup("7bit");
-    for (char *s = p->encoding; *s; s++)
-        if (*s >= 'A' && *s <= 'Z')
-            *s = (char)(*s - 'A' + 'a');
+    p->encoding = pec_mime_encoding(p->head);
     p->section = pec_mime_header(p->head, "REM-Section-Type");
 }
 
