@@ -250,9 +250,11 @@ static void mime_tree(const unsigned char *base, struct pec_span e, int digest, 
     struct pec_mime_ctype ct;
     char *ctype, *disp, *cte;
     const char *boundary;
+    int blank;
 
     memset(n, 0, sizeof(*n));
-    pec_mime_split(e.p, e.len, &head, &body);
+    blank = pec_mime_split(e.p, e.len, &head, &body);
+
     if (memchr(head.p, '\0', head.len) != NULL) {
         n->opaque = D_NUL_IN_HEADER + 1;
         return;
@@ -306,7 +308,8 @@ static void mime_tree(const unsigned char *base, struct pec_span e, int digest, 
         n->kind = MESSAGE;
         n->child = calloc(1, sizeof(*n->child));
         FUZZ_CHECK(n->child != NULL);
-        n->nchild = body.len > 0; /* an empty attached message holds no message */
+        /* a delimiter right after the header, no blank line between: no message */
+        n->nchild = blank;
         if (n->nchild)
             mime_tree(base, body, 0, depth + 1, n->child);
     } else {
