@@ -46,15 +46,6 @@ def message(subject="Fattura 42", to="luigi@pec-b.test, ext@example.org", cc=Non
     return e2e.message(subject, to, sender, cc, extra, body, msgid=msgid)
 
 
-def sanitized():
-    """Was the build under test made with -DPEC_SANITIZE=ON?"""
-    try:
-        with open(os.path.join(env.BUILD_DIR, "CMakeCache.txt")) as f:
-            return re.search(r"^PEC_SANITIZE:BOOL=ON$", f.read(), re.M) is not None
-    except OSError:
-        return False
-
-
 class AccessE2E(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -274,7 +265,7 @@ class AccessE2E(unittest.TestCase):
               % (len(raw), hwm))
         # the message is spooled to files, never held whole: below its size (a sanitizer
         # build keeps freed memory in quarantine, so the bound means nothing there)
-        if not sanitized():
+        if not env.sanitized():
             self.assertLess(int(hwm) * 1024, len(raw))
         self.assert_signed(busta, "busta-30mb.eml")
         pc = busta.postacert()

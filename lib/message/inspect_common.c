@@ -107,11 +107,7 @@ void pec_part_open(struct pec_part *p, struct pec_span bytes)
     v = pec_mime_header(p->head, "Content-Disposition");
     p->disposition = pec_mime_disposition_parse(v, &p->dparams);
     free(v);
-    v = pec_mime_header(p->head, "Content-Transfer-Encoding");
-    p->encoding = v != NULL ? v : xstrdup("7bit");
-    for (char *s = p->encoding; *s; s++)
-        if (*s >= 'A' && *s <= 'Z')
-            *s = (char)(*s - 'A' + 'a');
+    p->encoding = pec_mime_encoding(p->head);
     p->filename = pec_mime_param(&p->dparams, "filename");
     if (p->filename == NULL)
         p->filename = pec_mime_param(&p->ct.params, "name");

@@ -215,6 +215,19 @@ static char *read_token(const char **s)
     return lower_dup(start, (size_t)(p - start));
 }
 
+char *pec_mime_encoding(struct pec_span head)
+{
+    char *v = pec_mime_header(head, "Content-Transfer-Encoding"), *mechanism;
+    const char *s;
+
+    if (v == NULL)
+        return xstrdup("7bit");
+    s = skip_cfws(v);
+    mechanism = read_token(&s);
+    free(v);
+    return mechanism;
+}
+
 /* A quoted string at *S (which points at the quote), unquoted; *S moves past it. */
 static char *read_quoted(const char **s)
 {

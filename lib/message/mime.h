@@ -72,6 +72,13 @@ char *pec_mime_header(struct pec_span head, const char *name);
 /* How many fields are named NAME (any case). */
 size_t pec_mime_header_count(struct pec_span head, const char *name);
 
+/*
+ * The Content-Transfer-Encoding of the entity whose header is HEAD: its mechanism alone,
+ * lowercase ("base64"), the comments and anything else after it dropped, as RFC 2045
+ * allows them and GMime reads them; "7bit" when there is none.  Caller frees.
+ */
+char *pec_mime_encoding(struct pec_span head);
+
 /* A parameter of a structured header value; NAME is lowercase. */
 struct pec_mime_param {
     char *name;

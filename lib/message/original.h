@@ -36,6 +36,16 @@
 /* the largest header section we parse, in bytes; Postfix's own default is 100 KiB */
 #define PEC_HEADER_MAX (1024 * 1024)
 
+/*
+ * The most top-level header fields of a message we wrap in a busta.  The milter deletes
+ * the original's fields one request each, and Postfix's cleanup re-reads its queue file
+ * for every request: the work grows with the square of the fields, and past 10,000
+ * backward jumps in one reading (REVERSE_JUMP_LIMIT) it gives up with a temporary error
+ * the client retries for days.  100,000 header lines took minutes to fail so; no real
+ * message comes near a thousand fields.
+ */
+#define PEC_HEADER_FIELDS_MAX 1000
+
 /* the longest line, CRLF excluded, that travels unaltered (RFC 5322 2.1.1) */
 #define PEC_LINE_MAX 998
 

@@ -40,6 +40,7 @@ static const struct {
     [PEC_ACCESS_TOO_BIG] = {"too-big", "552", "5.3.4"},
     [PEC_ACCESS_HEADER_TOO_BIG] = {"header-too-big", "552", "5.6.0"},
     [PEC_ACCESS_FIELD_TOO_BIG] = {"field-too-big", "552", "5.6.0"},
+    [PEC_ACCESS_TOO_MANY_FIELDS] = {"too-many-fields", "552", "5.6.0"},
     [PEC_ACCESS_NUL] = {"nul", "550", "5.6.0"},
     [PEC_ACCESS_LINE_TOO_LONG] = {"line-too-long", "550", "5.6.0"},
     [PEC_ACCESS_VIRUS] = {"virus", "554", "5.7.1"},
@@ -310,7 +311,10 @@ static void where(const struct pec_original *o, const struct pec_line *l, char *
     snprintf(en, enlen, "line %zu of the %s", l->number, body ? "message body" : "header section");
 }
 
-/* A header that cannot be read whole: too large, a field the MTA may have cut, a NUL. */
+/*
+ * A header that cannot be read whole or rewritten: too large, a field the MTA may have
+ * cut, more fields than the MTA can delete, a NUL.
+ */
 static int check_header_whole(const struct pec_original *o, struct pec_access_reply *r)
 {
     char it[400], en[300], wit[200], wen[200], *name;
@@ -333,6 +337,14 @@ static int check_header_whole(const struct pec_original *o, struct pec_access_re
                  PEC_ACCESS_FIELD_MAX);
         free(name);
         set_reply(r, PEC_ACCESS_FIELD_TOO_BIG, it, en);
+        return -1;
+    }
+    if (o->n_fields > PEC_HEADER_FIELDS_MAX) {
+        snprintf(it, sizeof(it), "l'intestazione del messaggio ha %zu campi, oltre i %d ammessi",
+                 o->n_fields, PEC_HEADER_FIELDS_MAX);
+        snprintf(en, sizeof(en), "the header section has %zu fields, over the %d allowed",
+                 o->n_fields, PEC_HEADER_FIELDS_MAX);
+        set_reply(r, PEC_ACCESS_TOO_MANY_FIELDS, it, en);
         return -1;
     }
     if (o->nul_line.number == 0)

@@ -111,10 +111,11 @@ enum pec_access_fault {
     PEC_ACCESS_BCC,
     PEC_ACCESS_TOO_BIG,
     /* at end of message: what could not travel intact, refused the same way */
-    PEC_ACCESS_HEADER_TOO_BIG, /* header section over PEC_HEADER_MAX */
-    PEC_ACCESS_FIELD_TOO_BIG,  /* one field over PEC_ACCESS_FIELD_MAX */
-    PEC_ACCESS_NUL,            /* a NUL byte */
-    PEC_ACCESS_LINE_TOO_LONG,  /* a line over PEC_LINE_MAX octets */
+    PEC_ACCESS_HEADER_TOO_BIG,  /* header section over PEC_HEADER_MAX */
+    PEC_ACCESS_FIELD_TOO_BIG,   /* one field over PEC_ACCESS_FIELD_MAX */
+    PEC_ACCESS_TOO_MANY_FIELDS, /* more than PEC_HEADER_FIELDS_MAX fields */
+    PEC_ACCESS_NUL,             /* a NUL byte */
+    PEC_ACCESS_LINE_TOO_LONG,   /* a line over PEC_LINE_MAX octets */
     /* at end of message: the antivirus found something; avviso di non accettazione per virus */
     PEC_ACCESS_VIRUS,
 };
@@ -161,8 +162,9 @@ int pec_access_sender(const struct pec_config *cfg, const char *login, const cha
  *
  * Around them, what would keep the busta from arriving as it was signed, or
  * postacert.eml from being the message byte for byte: first what makes the
- * header unreliable to read (a header section over PEC_HEADER_MAX, a field
- * over PEC_ACCESS_FIELD_MAX, which the MTA may have cut, a NUL byte), last a
+ * header unreliable to read or impossible to rewrite (a header section over
+ * PEC_HEADER_MAX, a field over PEC_ACCESS_FIELD_MAX, which the MTA may have
+ * cut, more than PEC_HEADER_FIELDS_MAX fields, a NUL byte), last a
  * line over RFC 5322's 998 octets, which an MTA folds in transit.  None of
  * these is cured by sending again: 550 or 552 with 5.6.0, naming the field
  * or the line, and the avviso di non accettazione, like any formal error.

@@ -822,6 +822,35 @@ static int wrong_party(const struct pec_rp_env *e, const struct pec_original *o,
     return 0;
 }
 
+/*
+ * An anomaly the MTA could not make: a message with more header fields than it can
+ * delete (original.h) is refused for good instead, and recorded as refused mail is,
+ * rather than failing in the MTA, after minutes, with an error the client retries.
+ */
+static void unwrappable(const struct pec_rp_env *e, const struct pec_original *o,
+                        const char *queue_id, struct pec_rp_outcome *out)
+{
+    char reason[300], was[sizeof(out->summary)];
+
+    snprintf(reason, sizeof(reason),
+             "il messaggio ha %zu campi di intestazione, oltre i %d di cui si puo' fare una "
+             "busta di anomalia",
+             o->n_fields, PEC_HEADER_FIELDS_MAX);
+    snprintf(was, sizeof(was), "%s", out->summary);
+    pec_built_free(&out->anomalia);
+    pec_batch_free(out->batch);
+    out->batch = NULL;
+    out->action = PEC_RP_REJECT;
+    out->rcode = "552";
+    out->xcode = "5.6.0";
+    snprintf(out->text, sizeof(out->text),
+             "%s (the message has %zu header fields, over the %d a busta di anomalia can be "
+             "made of)",
+             reason, o->n_fields, PEC_HEADER_FIELDS_MAX);
+    summarize(out, "%.900s, but %zu header fields: refused instead", was, o->n_fields);
+    refused(e, o, reason, queue_id, out);
+}
+
 /* ------------------------------------------------------------ the decision */
 
 static int route(const struct pec_rp_env *e, const struct pec_original *o,
@@ -937,6 +966,8 @@ int pec_rp_decide(const struct pec_rp_env *e, const struct pec_original *o, cons
         seterr(err, errlen, "cannot inspect the message now: %s", ins.reason);
     else
         ret = decide(e, o, &ins, queue_id, out, err, errlen);
+    if (ret == 0 && out->action == PEC_RP_ANOMALIA && o->n_fields > PEC_HEADER_FIELDS_MAX)
+        unwrappable(e, o, queue_id, out);
     pec_inspection_free(&ins);
     free(copy);
     if (ret < 0)

@@ -70,6 +70,10 @@
  * notice and no quarantine: its sender still holds it.  A message nobody
  * could scan is refused per on_scan_error (451, or 554), never passed on.
  *
+ * A message that should become a busta di anomalia but has more header fields
+ * than the MTA can delete (PEC_HEADER_FIELDS_MAX, original.h) is refused
+ * instead, 552 5.6.0, and recorded as refused ordinary mail is.
+ *
  * No notice is ever emitted about a notice or an anomaly.  A message that
  * cannot be inspected now (pec_inspect temporary) or a store that fails is
  * an internal error: -1 with err, the glue answers per on_internal_error.

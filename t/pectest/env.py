@@ -1,5 +1,6 @@
 """Paths handed over by ctest, with fallbacks for running a test by hand."""
 import os
+import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -15,6 +16,15 @@ def skip(why):
     """Exit as skipped, saying why (ctest reads exit 77 as a skip)."""
     print("SKIP: " + why)
     sys.exit(SKIP)
+
+
+def sanitized():
+    """Was the build under test made with -DPEC_SANITIZE=ON?"""
+    try:
+        with open(os.path.join(BUILD_DIR, "CMakeCache.txt")) as f:
+            return re.search(r"^PEC_SANITIZE:BOOL=ON$", f.read(), re.M) is not None
+    except OSError:
+        return False
 
 
 def program(name):

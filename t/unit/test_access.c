@@ -369,6 +369,23 @@ static void test_intact(void)
         free(m);
         free(subject);
     }
+
+    /* more fields than the MTA can delete when the busta replaces them */
+    {
+        char *fields = xstrdup("");
+
+        for (int i = 0; i < PEC_HEADER_FIELDS_MAX; i++) {
+            char *more = xasprintf("%sX-R: %d\r\n", fields, i);
+            free(fields);
+            fields = more;
+        }
+        m = xasprintf("From: mario@pec-a.test\r\nTo: luigi@pec-b.test\r\n%s\r\nbody\r\n", fields);
+        expect_msg("a thousand and two fields", m, "too-many-fields", "552", "5.6.0",
+                   "l'intestazione del messaggio ha 1002 campi, oltre i 1000 ammessi",
+                   "the header section has 1002 fields, over the 1000 allowed");
+        free(m);
+        free(fields);
+    }
 }
 
 /* a line of N bytes of C and its CRLF, at the end of M (LEN bytes so far); *COUNT++ */

@@ -301,6 +301,33 @@ static void test_ordinary(const struct pec_rp_env *rp, const char *policy, enum 
     free(extra);
 }
 
+/* More header fields than the MTA can delete: refused, since no anomaly can be made of it. */
+static void test_too_many_fields(const struct pec_rp_env *rp)
+{
+    char *m = xstrdup("From: x@example.org\r\nTo: mario@pec-a.test\r\nSubject: campi\r\n");
+    struct pec_rp_outcome out;
+    struct bytes msg;
+
+    for (int i = 0; i < PEC_HEADER_FIELDS_MAX; i++) {
+        char *more = xasprintf("%sX-R: %d\r\n", m, i);
+
+        free(m);
+        m = more;
+    }
+    msg.p = (unsigned char *)xasprintf("%s\r\nCiao.\r\n", m);
+    msg.n = strlen((char *)msg.p);
+    CHECK(decide(rp, &msg, "<x@example.org>", &out) == 0);
+    CHECK(out.action == PEC_RP_REJECT);
+    CHECK_STR(out.rcode, "552");
+    CHECK_STR(out.xcode, "5.6.0");
+    CHECK(strstr(out.text, "1003 header fields") != NULL);
+    CHECK(strstr(out.summary, "refused instead") != NULL);
+    CHECK(out.batch != NULL); /* the refusal is logged */
+    pec_rp_outcome_free(&out);
+    free(msg.p);
+    free(m);
+}
+
 /* An avvenuta consegna about IDENT for luigi@pec-b.test, signed by ISS. */
 static struct bytes consegna(const struct pec_issuer *iss, const char *ident)
 {
@@ -609,6 +636,7 @@ int main(void)
         test_busta_from_b(&rp, &as_b);
         test_own_and_tampered(&rp, &as_a);
         test_ordinary(&rp, "anomaly", PEC_RP_ANOMALIA);
+        test_too_many_fields(&rp);
         test_ordinary(&rp, "reject", PEC_RP_REJECT);
         test_notice(&rp, &as_a, &iss_b);
         test_readdressed(&rp, &as_b);

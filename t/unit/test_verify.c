@@ -159,6 +159,17 @@ static void test_split_and_fields(void)
     v = pec_mime_header(h, "x-8");
     CHECK_STR(v, "\xe8\xff");
     free(v);
+    {
+        const char cte[] = "Content-Transfer-Encoding: BASE64 (as RFC 2045 allows)\r\n";
+        struct pec_span c = {(const unsigned char *)cte, sizeof(cte) - 1};
+
+        v = pec_mime_encoding(c); /* the mechanism alone, as GMime reads it */
+        CHECK_STR(v, "base64");
+        free(v);
+        v = pec_mime_encoding(h);
+        CHECK_STR(v, "7bit");
+        free(v);
+    }
     v = pec_mime_header(h, "x-cr"); /* a CR of no line break is white space */
     CHECK_STR(v, "message/rfc822 X");
     free(v);
