@@ -101,7 +101,16 @@ struct line {
     size_t start, len;     /* len counts the line break */
     char pfx[LINE_PREFIX]; /* the first bytes of the line */
     size_t pfxlen;         /* == len when the whole line fits */
+    int padded;            /* what is past the prefix is all transport padding (" \t\r\n") */
 };
+
+static int is_padding(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\n')
+            return 0;
+    return 1;
+}
 
 static int fill(struct line_reader *r)
 {
@@ -123,6 +132,7 @@ static int next_line(struct line_reader *r, struct line *l)
         return 0;
     l->start = r->pos;
     l->pfxlen = 0;
+    l->padded = 1;
     for (;;) {
         const unsigned char *p, *nl;
         size_t avail, take, keep;
@@ -139,6 +149,7 @@ static int next_line(struct line_reader *r, struct line *l)
             keep = take;
         memcpy(l->pfx + l->pfxlen, p, keep);
         l->pfxlen += keep;
+        l->padded = l->padded && is_padding(p + keep, take - keep);
         r->pos += take;
         if (nl != NULL || r->pos >= r->end)
             break;
@@ -399,16 +410,19 @@ struct delim {
     int close;
 };
 
-/* whether L is "--BOUNDARY" or "--BOUNDARY--", then only transport padding */
+/*
+ * whether L is "--BOUNDARY" or "--BOUNDARY--", then only transport padding, of any
+ * length (mime.c reads the same line as a delimiter, however long its padding)
+ */
 static int is_delim(const struct line *l, const char *b, size_t blen, int *close)
 {
     size_t i = 2 + blen;
 
-    if (l->pfxlen != l->len || l->len < i || l->pfx[0] != '-' || l->pfx[1] != '-' ||
-        memcmp(l->pfx + 2, b, blen) != 0)
+    if ((l->pfxlen != l->len && !l->padded) || l->pfxlen < i || l->pfx[0] != '-' ||
+        l->pfx[1] != '-' || memcmp(l->pfx + 2, b, blen) != 0)
         return 0;
-    *close = l->len >= i + 2 && l->pfx[i] == '-' && l->pfx[i + 1] == '-';
-    for (i += *close ? 2 : 0; i < l->len; i++)
+    *close = l->pfxlen >= i + 2 && l->pfx[i] == '-' && l->pfx[i + 1] == '-';
+    for (i += *close ? 2 : 0; i < l->pfxlen; i++)
         if (strchr(" \t\r\n", l->pfx[i]) == NULL || l->pfx[i] == '\0')
             return 0;
     return 1;
