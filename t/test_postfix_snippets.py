@@ -56,14 +56,12 @@ class SnippetPostfix(postfix.Postfix):
         super().__init__(workdir, "snippets", ip=ip, mydomain="pec-a.test",
                          submission_port=postfix.free_port(ip),
                          reinject_port=postfix.free_port(ip))
-        self.mailboxes = os.path.join(self.etc, "pec-mailboxes")
         self.sockdir = os.path.join(self.queue, "pecmilter")
 
     def main_cf(self):
         m = parse_main(open(DIST_MAIN).read())
         m.update(super().main_cf())        # private paths, loopback, no DNS, fast retries
         snippet = contrib("main.cf").replace("pec.example.it", "pec-a.test")
-        snippet = snippet.replace("/etc/postfix/pec-mailboxes", self.mailboxes)
         m.update(parse_main(snippet))
         # STARTTLS for the submission service: any certificate will do on loopback
         m["smtpd_tls_cert_file"] = pki.provider("a")["cert"]
@@ -83,10 +81,6 @@ class SnippetPostfix(postfix.Postfix):
 
     def _write_config(self):
         super()._write_config()
-        with open(self.mailboxes, "w") as f:
-            f.write("%s OK\nposta-certificata@pec-a.test OK\nricevute@pec-a.test OK\n" % USER)
-        past = time.time() - 10
-        os.utime(self.mailboxes, (past, past))
         # README: the sockets' directory inside the chroot, the daemon's user as
         # owner (root here) and group postfix, setgid so the sockets are postfix's too
         os.makedirs(self.sockdir, exist_ok=True)
@@ -118,6 +112,7 @@ class PostfixSnippetsTest(unittest.TestCase):
                      roles={"pec-submission": "access", "pec-mx": "reception"},
                      reinject="smtp:%s:%d" % (cls.pf.ip, cls.pf.reinject_port),
                      maildir_root=cls.maildirs, seal_dir=os.path.join(cls.work, "registro"))
+        config.add_mailboxes(cls.conf, USER)
 
     @classmethod
     def tearDownClass(cls):
