@@ -18,6 +18,7 @@
 #include "message/daticert.h"
 #include "message/mime.h"
 #include "util/xalloc.h"
+#include "util/err.h"
 
 #include <errno.h>
 #include <openssl/evp.h>
@@ -39,27 +40,13 @@ struct walk {
     size_t errlen;
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- spool access ---- */
 
 static int copy_range(struct walk *w, size_t off, size_t len)
 {
     if (len == 0 || pec_spool_copy(w->out, w->in, off, len) == 0)
         return 0;
-    seterr(w->err, w->errlen, "breve: cannot copy the original: %s", strerror(errno));
+    pec_seterr(w->err, w->errlen, "breve: cannot copy the original: %s", strerror(errno));
     return -1;
 }
 
@@ -67,7 +54,7 @@ static int put(struct walk *w, const char *s)
 {
     if (pec_spool_puts(w->out, s) == 0)
         return 0;
-    seterr(w->err, w->errlen, "breve: cannot write: %s", strerror(errno));
+    pec_seterr(w->err, w->errlen, "breve: cannot write: %s", strerror(errno));
     return -1;
 }
 
@@ -79,8 +66,8 @@ static int read_exact(struct walk *w, size_t off, void *buf, size_t len)
     while (got < len) {
         ssize_t n = pec_spool_pread(w->in, off + got, (char *)buf + got, len - got);
         if (n <= 0) {
-            seterr(w->err, w->errlen, "breve: cannot read the original at %zu: %s", off + got,
-                   n < 0 ? strerror(errno) : "unexpected end");
+            pec_seterr(w->err, w->errlen, "breve: cannot read the original at %zu: %s", off + got,
+                       n < 0 ? strerror(errno) : "unexpected end");
             return -1;
         }
         got += (size_t)n;
@@ -277,7 +264,7 @@ static int sha1_hex(struct walk *w, size_t off, size_t len, char hex[41])
             snprintf(hex + 2 * i, 3, "%02x", md[i]);
         rc = 0;
     } else {
-        seterr(w->err, w->errlen, "breve: SHA-1 of the part at %zu failed", off);
+        pec_seterr(w->err, w->errlen, "breve: SHA-1 of the part at %zu failed", off);
     }
     EVP_MD_CTX_free(ctx);
     return rc;
