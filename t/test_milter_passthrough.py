@@ -20,10 +20,11 @@ MESSAGE = (b"From: Mario Rossi <mario@pec-a.test>\r\n"
 class PassthroughTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
+        # a cleanup, not tearDown: cleanups run last in, first out, so each daemon a
+        # test starts is stopped before its directory goes (tearDown ran first and
+        # raced a daemon still writing there)
+        self.addCleanup(self.tmp.cleanup)
         self.conf = os.path.join(self.tmp.name, "pecmilter.conf")
-
-    def tearDown(self):
-        self.tmp.cleanup()
 
     def start(self, **overrides):
         config.write(self.conf, "a", **overrides)
