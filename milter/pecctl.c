@@ -45,6 +45,9 @@ void usage(FILE *out)
             "certificate\n"
             "  index record [--sign]  our record of the providers' index (LDIF, or the .p7m)\n"
             "  index show             the copy of the providers' index in use\n"
+            "  tls-policy [--format postfix|sendmail] [-o FILE]\n"
+            "                         the MTA's TLS policy table: TLS towards every domain of\n"
+            "                         the other providers in the index\n"
             "  quarantine list [--json]  the infected messages kept (quarantine_dir)\n"
             "  quarantine show ID     what is known of one\n"
             "  quarantine export ID   its bytes, as received, on standard output\n"
@@ -422,7 +425,7 @@ static int dispatch(struct ctl *c, int argc, char **argv)
         return pecctl_audit(c, argc, argv);
     if (strcmp(cmd, "status") == 0)
         return pecctl_status(c, argc, argv);
-    if (strcmp(cmd, "index") == 0)
+    if (strcmp(cmd, "index") == 0 || strcmp(cmd, "tls-policy") == 0)
         return pecctl_index(c, argc, argv);
     if (strcmp(cmd, "quarantine") == 0)
         return pecctl_quarantine(c, argc, argv);
@@ -434,7 +437,8 @@ static int known_command(const char *cmd)
 {
     return strcmp(cmd, "log") == 0 || strcmp(cmd, "outbox") == 0 || strcmp(cmd, "tx") == 0 ||
            strcmp(cmd, "store") == 0 || strcmp(cmd, "audit") == 0 || strcmp(cmd, "status") == 0 ||
-           strcmp(cmd, "index") == 0 || strcmp(cmd, "quarantine") == 0;
+           strcmp(cmd, "index") == 0 || strcmp(cmd, "tls-policy") == 0 ||
+           strcmp(cmd, "quarantine") == 0;
 }
 
 int main(int argc, char **argv)
@@ -443,7 +447,7 @@ int main(int argc, char **argv)
     struct pec_clock clock;
     struct ctl c;
     char err[1024];
-    int opt, rc;
+    int opt, rc, storeless;
 
     while ((opt = getopt(argc, argv, "+c:hV")) != -1) {
         switch (opt) {
@@ -478,10 +482,9 @@ int main(int argc, char **argv)
         return PEC_EX_CONFIG;
     }
     /* the index needs no store: a provider prepares its record before it runs */
-    c.st = strcmp(argv[optind], "index") == 0
-               ? NULL
-               : pec_store_open(c.cfg->store, PEC_STORE_NOCREATE, err, sizeof(err));
-    if (c.st == NULL && strcmp(argv[optind], "index") != 0) {
+    storeless = strcmp(argv[optind], "index") == 0 || strcmp(argv[optind], "tls-policy") == 0;
+    c.st = storeless ? NULL : pec_store_open(c.cfg->store, PEC_STORE_NOCREATE, err, sizeof(err));
+    if (c.st == NULL && !storeless) {
         fprintf(stderr, "pecctl: %s\n", err);
         pec_config_unref(c.cfg);
         return EX_IOERR;
