@@ -229,6 +229,7 @@ class Bench:
         os.environ["PEC_PKI_DIR"] = os.path.join(self.d, "pki")
         from pectest import config, pki
         from pectest import postfix as pf
+        from pectest.provider import Provider
 
         os.chmod(self.d, 0o755)
         for name in ("a", "b", "sink"):
@@ -281,15 +282,9 @@ class Bench:
         for n, other in (("a", "b"), ("b", "a")):
             s = settings[n]
             dom = s["domains"][0]
-            inst = pf.Postfix(os.path.join(self.d, n), "postfix", ip=ip[n], port=mx[n],
-                              mydomain=dom, virtual_domains=[dom], local_maildir=False,
-                              milter=s["milter_socket"],
-                              submission_port=pf.free_port(ip[n]),
-                              submission_milter=s["milter_socket"],
-                              reinject_port=int(s["reinject"].rsplit(":", 1)[1]),
-                              transports={"pec-%s.test" % other: relay(other),
-                                          "example.org": relay("sink")},
-                              extra_main={"virtual_transport": "lmtp:" + s["lmtp_socket"]})
+            inst = Provider(os.path.join(self.d, n), "postfix", s, ip=ip[n], port=mx[n],
+                            transports={"pec-%s.test" % other: relay(other),
+                                        "example.org": relay("sink")})
             inst.start()
             self.instances.append(inst)
             self.pf[n] = inst

@@ -25,6 +25,7 @@ import unittest
 
 from pectest import config, daemon, e2e, env, pki
 from pectest import postfix as pf
+from pectest.provider import Provider
 from pectest import sendmail as sm
 
 MARIO = "mario@pec-a.test"
@@ -84,13 +85,9 @@ class _Exchange:
                     transports={domains[other]: (ips[other], ports[other])},
                     sasl_users={MARIO: PASSWORD} if name == "a" else {})
             else:
-                cls.mtas[name] = pf.Postfix(
-                    work, name, ip=ips[name], port=ports[name], mydomain=domains[name],
-                    virtual_domains=[domains[name]], local_maildir=False, milter=milter,
-                    submission_port=pf.free_port(ips[name]), submission_milter=milter,
-                    reinject_port=reinject,
-                    transports={domains[other]: "smtp:[%s]:%d" % (ips[other], ports[other])},
-                    extra_main={"virtual_transport": "lmtp:unix:" + lmtp})
+                cls.mtas[name] = Provider(
+                    work, name, s, ip=ips[name], port=ports[name],
+                    transports={domains[other]: "smtp:[%s]:%d" % (ips[other], ports[other])})
         for name in ("a", "b"):
             d = daemon.start(cls.confs[name])
             pf.register_process(d.proc.pid, work)
