@@ -57,7 +57,7 @@ import tempfile
 import threading
 import time
 
-from . import env
+from . import env, pki
 from . import postfix as pf
 
 CACHE = os.environ.get("PEC_SENDMAIL_CACHE") or "/var/cache/pecmilter-test/sendmail"
@@ -185,6 +185,7 @@ class Sendmail:
         self.cf = os.path.join(self.etc, "sendmail.cf")
         self.maillog = os.path.join(self.logdir, "maillog")
         self.dev = os.path.join(self.root, "dev")
+        self.tls = os.path.join(self.etc, "tls")
         self.proc = None
 
     # -- configuration ------------------------------------------------------
@@ -223,7 +224,6 @@ class Sendmail:
             "define(`confTO_CONNECT', `10s')dnl",
             "define(`confTO_ICONNECT', `10s')dnl",
             "define(`confDELIVERY_MODE', `background')dnl",
-            "define(`confMAX_MESSAGE_SIZE', `104857600')dnl",
             "define(`confPRIVACY_FLAGS', `authwarnings,noexpn,novrfy')dnl",
             "define(`confDEF_USER_ID', `nobody:nogroup')dnl",
             # never rewrite the headers of what tests send
@@ -233,8 +233,10 @@ class Sendmail:
             "FEATURE(`accept_unresolvable_domains')dnl",
             "define(`confAUTH_MECHANISMS', `PLAIN LOGIN')dnl",
             "TRUST_AUTH_MECH(`PLAIN LOGIN')dnl",
-            # no TLS here: allow PLAIN in the clear (p is not in AuthOptions)
-            "define(`confAUTH_OPTIONS', `A')dnl",
+            # STARTTLS with the test PKI's server certificate, peers' under its root
+            "define(`PECMILTER_TLS_CERT', %s)dnl" % q(os.path.join(self.tls, "cert.pem")),
+            "define(`PECMILTER_TLS_KEY', %s)dnl" % q(os.path.join(self.tls, "key.pem")),
+            "define(`PECMILTER_TLS_CA', %s)dnl" % q(os.path.join(self.tls, "ca.pem")),
             "CLIENT_OPTIONS(%s)dnl" % q("Family=inet, Addr=" + self.ip),
             "define(`PECMILTER_MILTER', %s)dnl" % q(self.milter or "unix:/nonexistent"),
             "define(`PECMILTER_LMTP', %s)dnl" % q(self.lmtp_socket or "/nonexistent"),
@@ -286,6 +288,12 @@ class Sendmail:
         for n, text in files.items():
             with open(os.path.join(self.etc, n), "w") as f:
                 f.write(text)
+        # Sendmail ignores a key on a path anyone may write to (the PKI is under /tmp)
+        os.makedirs(self.tls, 0o700, exist_ok=True)
+        for src, name in ((pki.server()[0], "cert.pem"), (pki.server()[1], "key.pem"),
+                          (pki.trust(), "ca.pem")):
+            shutil.copyfile(src, os.path.join(self.tls, name))
+        os.chmod(os.path.join(self.tls, "key.pem"), 0o600)
         mc = os.path.join(self.etc, "sendmail.mc")
         with open(mc, "w") as f:
             f.write(self.mc())
