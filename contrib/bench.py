@@ -250,6 +250,8 @@ class Bench:
                 reinject="smtp:%s:%d" % (ip[n], pf.free_port(ip[n])),
                 mailbox_backend="maildir", maildir_root=os.path.join(ndir, "mail"),
                 index_source="file:" + index, outbox_retry_max_backoff=2)
+            users = {"a": [MARIO], "b": [LUIGI]}[n] + [settings[n]["receipt_address"]]
+            config.add_mailboxes(os.path.join(ndir, "pecmilter.conf"), *users)
         self.pid = {}
         for n in ("a", "b"):
             self.pid[n] = self.start_pecmilter(n, settings[n]).pid

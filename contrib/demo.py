@@ -233,6 +233,14 @@ def start(d, build):
             reinject="smtp:%s:%d" % (ip[n], pf.free_port(ip[n])),
             mailbox_backend="maildir", maildir_root=os.path.join(ndir, "mail"),
             index_source="file:" + index, outbox_retry_max_backoff=2)
+        # the mailboxes, as an administrator makes them: nothing makes one at delivery
+        users = {"a": [MARIO], "b": [LUIGI, ANNA]}[n] + [settings[n]["receipt_address"]]
+        out = subprocess.run([os.path.join(build, "milter", "pecctl"), "-c",
+                              os.path.join(ndir, "pecmilter.conf"), "mailbox", "add"] + users,
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit("demo: pecctl mailbox add: %s%s" % (out.stdout, out.stderr))
+        say("== mailboxes of %s: %s" % (n.upper(), ", ".join(users)))
 
     state = {"pids": [], "postfix": []}
     save_state(d, state)

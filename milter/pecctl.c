@@ -51,6 +51,10 @@ void usage(FILE *out)
             "  quarantine list [--json]  the infected messages kept (quarantine_dir)\n"
             "  quarantine show ID     what is known of one\n"
             "  quarantine export ID   its bytes, as received, on standard output\n"
+            "  mailbox list           the Maildir mailboxes, with their messages\n"
+            "  mailbox add ADDR...    make mailboxes (nothing makes one at a delivery)\n"
+            "  mailbox del ADDR...    remove them, their messages moved aside\n"
+            "  mailbox check ADDR...  does each exist (Maildir, or the LMTP server)?\n"
             "T: YYYY-MM-DD, YYYY-MM-DD HH:MM[:SS] (local time, Z for UTC) or @EPOCH\n");
 }
 
@@ -429,6 +433,8 @@ static int dispatch(struct ctl *c, int argc, char **argv)
         return pecctl_index(c, argc, argv);
     if (strcmp(cmd, "quarantine") == 0)
         return pecctl_quarantine(c, argc, argv);
+    if (strcmp(cmd, "mailbox") == 0)
+        return pecctl_mailbox(c, argc, argv);
     usage(stderr);
     return EX_USAGE;
 }
@@ -438,7 +444,7 @@ static int known_command(const char *cmd)
     return strcmp(cmd, "log") == 0 || strcmp(cmd, "outbox") == 0 || strcmp(cmd, "tx") == 0 ||
            strcmp(cmd, "store") == 0 || strcmp(cmd, "audit") == 0 || strcmp(cmd, "status") == 0 ||
            strcmp(cmd, "index") == 0 || strcmp(cmd, "tls-policy") == 0 ||
-           strcmp(cmd, "quarantine") == 0;
+           strcmp(cmd, "quarantine") == 0 || strcmp(cmd, "mailbox") == 0;
 }
 
 int main(int argc, char **argv)
@@ -447,7 +453,7 @@ int main(int argc, char **argv)
     struct pec_clock clock;
     struct ctl c;
     char err[1024];
-    int opt, rc, storeless;
+    int opt, rc, nostore;
 
     while ((opt = getopt(argc, argv, "+c:hV")) != -1) {
         switch (opt) {
@@ -481,10 +487,14 @@ int main(int argc, char **argv)
         pec_config_unref(c.cfg);
         return PEC_EX_CONFIG;
     }
-    /* the index needs no store: a provider prepares its record before it runs */
-    storeless = strcmp(argv[optind], "index") == 0 || strcmp(argv[optind], "tls-policy") == 0;
-    c.st = storeless ? NULL : pec_store_open(c.cfg->store, PEC_STORE_NOCREATE, err, sizeof(err));
-    if (c.st == NULL && !storeless) {
+    /*
+     * The index and the mailboxes need no store: a provider prepares its record, its
+     * MTA's TLS policy and its users' mailboxes before it runs.
+     */
+    nostore = strcmp(argv[optind], "index") == 0 || strcmp(argv[optind], "tls-policy") == 0 ||
+              strcmp(argv[optind], "mailbox") == 0;
+    c.st = nostore ? NULL : pec_store_open(c.cfg->store, PEC_STORE_NOCREATE, err, sizeof(err));
+    if (c.st == NULL && !nostore) {
         fprintf(stderr, "pecctl: %s\n", err);
         pec_config_unref(c.cfg);
         return EX_IOERR;

@@ -2,7 +2,7 @@
  * pecctl.h - what pecctl's commands share: the opened configuration and
  * store, time parsing and printing, exit statuses.  Each group of commands
  * lives in its own file (pecctl.c: log, outbox, tx, store; pecctl_audit.c;
- * pecctl_status.c; pecctl_index.c; pecctl_quarantine.c).
+ * pecctl_status.c; pecctl_index.c; pecctl_quarantine.c; pecctl_mailbox.c).
  */
 #ifndef PECCTL_H
 #define PECCTL_H
@@ -59,5 +59,8 @@ int pecctl_status(struct ctl *c, int argc, char **argv);
 int pecctl_index(struct ctl *c, int argc, char **argv);
 /* pecctl quarantine list [--json] | show ID | export ID */
 int pecctl_quarantine(struct ctl *c, int argc, char **argv);
+
+/* pecctl mailbox add|del|check ADDRESS... | list */
+int pecctl_mailbox(struct ctl *c, int argc, char **argv);
 
 #endif

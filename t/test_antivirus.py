@@ -122,7 +122,7 @@ class AntivirusE2E(unittest.TestCase):
         e2e.make_maildirs(root, users)
         s = config.write(conf, name, roles={"pec-submission": "access", "pec-mx": "reception"},
                          reinject="smtp:%s:%d" % (ip, reinject), outbox_retry_max_backoff=2,
-                         mailbox_backend="maildir", maildir_autocreate="no", maildir_root=root,
+                         mailbox_backend="maildir", maildir_root=root,
                          seal_dir=os.path.join(base, "seals"), **settings)
         return conf, s, reinject
 

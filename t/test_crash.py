@@ -104,7 +104,7 @@ class Provider:
         self.settings = config.write(
             self.conf, name, roles={"pec-submission": "access", "pec-mx": "reception"},
             reinject="smtp:%s:%d" % (ip, self.reinject), outbox_retry_max_backoff=1,
-            mailbox_backend="maildir", maildir_autocreate="no", maildir_root=self.root,
+            mailbox_backend="maildir", maildir_root=self.root,
             seal_dir=os.path.join(self.base, "seals"),
             warning_after=3600, deadline_not_before=7000, deadline_after=7200,
             test_mode="yes")

@@ -72,8 +72,7 @@ class AccessE2E(unittest.TestCase):
         cls.settings = config.write(
             cls.conf, "a", roles={"pec-submission": "access", "pec-mx": "passthrough"},
             reinject="smtp:%s:%d" % (pf.loopback_ip(1), reinject), size_limit=SIZE_LIMIT,
-            outbox_retry_max_backoff=2, maildir_root=os.path.join(work, "pecmail"))
-        os.makedirs(cls.settings["maildir_root"])   # its mailboxes made on first delivery
+            outbox_retry_max_backoff=2, mailboxes=(MARIO, "anna@pec-a.test", RICEVUTE))
         relay = "smtp:[%s]:%d" % (cls.b.ip, cls.b.port)
         # the shipped configuration: the submission's cleanup keeps Bcc for the milter to
         # see (Postfix drops it before milters by default), and refuses a NUL byte, which

@@ -4,7 +4,7 @@ A (pec-a.test) and B (pec-b.test) are each a private Postfix on loopback with
 its own pecmilter: the submission listener (XCLIENT LOGIN) in the access
 role, port 25 in the reception role, a reinjection listener without milter
 for what pecmilter generates, and virtual_transport = lmtp to pecmilter's
-delivery point.  A stores mail in Maildirs (mailbox_backend maildir, maildir_autocreate no:
+delivery point.  A stores mail in Maildirs (mailbox_backend maildir, made by the test:
 only the mailboxes made here exist); B hands
 it to a private Dovecot over LMTP (mailbox_backend lmtp), which knows only
 the users listed here, so a missing mailbox is a user Dovecot does not know.
@@ -84,7 +84,7 @@ class ExchangeE2E(unittest.TestCase):
         cls.dovecot = Dovecot(work, {LUIGI: "x", ANNA: "x"}, lmtp=True).start()
         port_a, port_b = pf.free_port(ip_a), pf.free_port(ip_b)
         cls.conf_a, cls.set_a, reinject_a = cls._provider(
-            work, "a", ip_a, mailbox_backend="maildir", maildir_autocreate="no",
+            work, "a", ip_a, mailbox_backend="maildir",
             maildir_root=os.path.join(work, "a", "pecmail"))
         e2e.make_maildirs(cls.set_a["maildir_root"], ("mario", "giulia", "ricevute"))
         cls.conf_b, cls.set_b, reinject_b = cls._provider(
@@ -285,10 +285,15 @@ class ExchangeE2E(unittest.TestCase):
                            + re.escape(subject.encode()))
         report = self.verify(avviso, "mancata.eml")
         self.assertEqual(report["tipo"], "errore-consegna")
+        self.assertIn(b'errore="no-dest"', avviso.daticert())
+        self.assertIn(b"<errore-esteso>5.1.1 - Gestore B", avviso.daticert())
+        # the transaction is closed for nessuno: no 12 h / 24 h notice is due any more
+        ident = avviso.daticert().split(b"<identificativo>")[1].split(b"<")[0].decode()
+        self.wait_state(ident, r"nessuno@pec-b\.test \(certificato, To\): failed")
         self.none(MARIO, rb"Undelivered Mail|MAILER-DAEMON", wait=2)
 
     def test_3b_missing_maildir(self):
-        """Within A, whose Maildirs are not created on demand (maildir_autocreate = no)."""
+        """Within A, whose Maildirs are not created on demand (only the mailboxes the test made exist)."""
         subject = "Nessuno A A"
         self.submit(message(subject, to="nessuno@pec-a.test"), ["nessuno@pec-a.test"])
         avviso = self.find(MARIO, rb"Subject: AVVISO DI MANCATA CONSEGNA: "
@@ -309,6 +314,14 @@ class ExchangeE2E(unittest.TestCase):
         self.assertEqual(got.header("Subject"), "ANOMALIA MESSAGGIO: " + subject)
         self.verify(got, "anomalia-ordinary.eml", daticert=False)
         self.assertIn(b"Ciao.", got.postacert())
+
+        # for a mailbox that does not exist (Dovecot's userdb does not know nessuno), it
+        # is refused before the session ends, for every recipient: never bounced later
+        for rcpts in (["nessuno@pec-b.test"], [LUIGI, "nessuno@pec-b.test"]):
+            code, text = self.b.send("x@example.org", rcpts, raw.replace(b"Ciao.", b"Nessuno."))
+            self.assertEqual(code, 550, text)
+            self.assertIn("5.1.1 <nessuno@pec-b.test>: casella inesistente", text)
+        self.none(LUIGI, rb"Nessuno\.", wait=2)
 
         # ordinary_mail = reject refuses it at once
         with e2e.reconfigured(self.conf_b, self.set_b, self.daemons["b"], ordinary_mail="reject"):

@@ -119,7 +119,7 @@ class Hostile(unittest.TestCase):
             reinject = pf.free_port(ip)
             s = dict(roles={"pec-submission": "access", "pec-mx": "reception"},
                      reinject="smtp:%s:%d" % (ip, reinject), outbox_retry_max_backoff=2,
-                     mailbox_backend="maildir", maildir_autocreate="no", size_limit=8 * MB,
+                     mailbox_backend="maildir", size_limit=8 * MB,
                      maildir_root=os.path.join(base, "pecmail"))
             e2e.make_maildirs(s["maildir_root"], users)
             config.write(conf, name, **s)

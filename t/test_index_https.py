@@ -137,6 +137,8 @@ class HttpsIndex(unittest.TestCase):
             seal_dir=os.path.join(cls.dir, "registro"))
         with open(cls.conf, "w") as f:
             f.write(config.render(cls.settings))
+        os.makedirs(cls.settings["maildir_root"])
+        config.add_mailboxes(cls.conf, "mario@pec-a.test")
         # every http:// fetch (the CRL distribution point) goes to nginx as a proxy
         cls.daemon = daemon.start(cls.conf, env_vars={"http_proxy": cls.web.proxy})
         pf.register_process(cls.daemon.proc.pid, work)

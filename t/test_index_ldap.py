@@ -53,7 +53,7 @@ class LdapIndex(unittest.TestCase):
                          index_tls_ca=pki.trust(), index_refresh=REFRESH,
                          index_max_age=MAX_AGE, test_mode="yes", reinject="smtp:127.0.0.1:9",
                          seal_dir=os.path.join(d, "registro"),
-                         roles={"pec-mx": "reception"})
+                         roles={"pec-mx": "reception"}, mailboxes=["luigi@pec-a.test"] if name == "a" else [])
             cls.start_daemon(name)
 
     @classmethod

@@ -169,7 +169,7 @@ def main():
     dp_conf = os.path.join(dp_dir, "pecmilter.conf")
     dp_set = config.write(dp_conf, "a", reinject="smtp:%s:%d" % (ip, reinject),
                           mailbox_backend="maildir", maildir_root=root,
-                          maildir_autocreate="no", seal_dir=os.path.join(dp_dir, "seals"))
+                          seal_dir=os.path.join(dp_dir, "seals"))
     a = pf.Postfix(work, "kill", ip=ip, mydomain="pec-a.test", virtual_domains=["pec-a.test"],
                    local_maildir=False, reinject_port=reinject,
                    extra_main={"virtual_transport": "lmtp:unix:"

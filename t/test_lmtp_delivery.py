@@ -436,7 +436,7 @@ class MaildirDelivery(unittest.TestCase, ReceiptChecks):
         os.makedirs(cls.root)
         for user in ("luigi.bianchi", "anna.verdi"):
             os.makedirs(os.path.join(cls.root, user))
-        cls.d = Peclmtpd("maildir", maildir_root=cls.root, maildir_autocreate="no").start()
+        cls.d = Peclmtpd("maildir", maildir_root=cls.root).start()
 
     @classmethod
     def tearDownClass(cls):
@@ -843,7 +843,7 @@ class ThroughPostfix(unittest.TestCase, ReceiptChecks):
         cls.root = os.path.join(WORK, "pf-dp", "mail")
         os.makedirs(cls.root)
         os.makedirs(os.path.join(cls.root, "luigi.bianchi"))
-        cls.d = Peclmtpd("pf-dp", maildir_root=cls.root, maildir_autocreate="no").start()
+        cls.d = Peclmtpd("pf-dp", maildir_root=cls.root).start()
         cls.pf = postfix.Postfix(WORK, "b", ip=postfix.loopback_ip(2), mydomain="pec-b.test",
                                  virtual_domains=["pec-b.test"], local_maildir=False,
                                  extra_main={"virtual_transport": "lmtp:unix:" + cls.d.sock})

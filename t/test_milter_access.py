@@ -396,7 +396,7 @@ class AccessMilterTest(unittest.TestCase):
     # -- the other role --------------------------------------------------------
 
     def test_reception_makes_ordinary_mail_an_anomaly(self):
-        d = self.start()
+        d = self.start(mailboxes=["mario@pec-a.test"])
         with d.milter() as m:
             m.filter_macros = False
             m.negotiate()
@@ -407,6 +407,18 @@ class AccessMilterTest(unittest.TestCase):
         self.assertEqual(names[0], "X-Trasporto", res.actions)
         self.assertIsNotNone(res.body())
         self.wait_log(d, r"reception: .*ordinary mail .*busta di anomalia")
+        # for a mailbox nobody made, it is refused at end of message, not wrapped
+        with d.milter() as m:
+            m.filter_macros = False
+            m.negotiate()
+            res = m.send_message(MESSAGE, "<x@example.org>",
+                                 ["<mario@pec-a.test>", "<nessuno@pec-a.test>"],
+                                 connect_macros={"{daemon_name}": "pec-mx"})
+        self.assertEqual(res.reply.code, "replycode", res.reply)
+        self.assertIn("550 5.1.1 <nessuno@pec-a.test>: casella inesistente", str(res.reply))
+        self.assertEqual(res.find("addheader"), [], res.actions)
+        self.wait_log(d, r"reception: .*but nessuno@pec-a\.test: 550 5\.1\.1 no such mailbox: "
+                         r"refused")
 
 
 if __name__ == "__main__":

@@ -112,6 +112,7 @@ class PostfixSnippetsTest(unittest.TestCase):
                      roles={"pec-submission": "access", "pec-mx": "reception"},
                      reinject="smtp:%s:%d" % (cls.pf.ip, cls.pf.reinject_port),
                      maildir_root=cls.maildirs, seal_dir=os.path.join(cls.work, "registro"))
+        config.add_mailboxes(cls.conf, USER)
 
     @classmethod
     def tearDownClass(cls):

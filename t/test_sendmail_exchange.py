@@ -67,7 +67,7 @@ class _Exchange:
             reinject = pf.free_port(ips[name])
             s = dict(roles={"pec-submission": "access", "pec-mx": "reception"},
                      reinject="smtp:%s:%d" % (ips[name], reinject), outbox_retry_max_backoff=2,
-                     mailbox_backend="maildir", maildir_autocreate="no",
+                     mailbox_backend="maildir",
                      maildir_root=os.path.join(base, "pecmail"))
             e2e.make_maildirs(s["maildir_root"], USERS[name])
             config.write(conf, name, **s)

@@ -57,10 +57,9 @@ class TimersE2E(unittest.TestCase):
             cls.conf, "a", roles={"pec-submission": "access", "pec-mx": "passthrough"},
             reinject="smtp:%s:%d" % (ip, reinject), outbox_retry_max_backoff=2,
             warning_after=WARNING, deadline_not_before=NOT_BEFORE, deadline_after=DEADLINE,
-            test_mode="yes", maildir_root=os.path.join(work, "pecmail"),
+            test_mode="yes", mailboxes=(MARIO,),
             seal_dir=os.path.join(work, "seals"))
         os.makedirs(os.path.join(work, "seals"))
-        os.makedirs(cls.settings["maildir_root"])
         relay = "smtp:[%s]:%d" % (pf.loopback_ip(2), nobody)
         cls.a = Provider(work, "a", cls.settings, ip=ip,
                          transports={"pec-b.test": relay, "example.org": relay})

@@ -18,6 +18,7 @@
 #include "message/daticert.h"
 #include "message/mime.h"
 #include "util/xalloc.h"
+#include "util/err.h"
 
 #include <errno.h>
 #include <openssl/evp.h>
@@ -39,27 +40,13 @@ struct walk {
     size_t errlen;
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- spool access ---- */
 
 static int copy_range(struct walk *w, size_t off, size_t len)
 {
     if (len == 0 || pec_spool_copy(w->out, w->in, off, len) == 0)
         return 0;
-    seterr(w->err, w->errlen, "breve: cannot copy the original: %s", strerror(errno));
+    pec_seterr(w->err, w->errlen, "breve: cannot copy the original: %s", strerror(errno));
     return -1;
 }
 
@@ -67,7 +54,7 @@ static int put(struct walk *w, const char *s)
 {
     if (pec_spool_puts(w->out, s) == 0)
         return 0;
-    seterr(w->err, w->errlen, "breve: cannot write: %s", strerror(errno));
+    pec_seterr(w->err, w->errlen, "breve: cannot write: %s", strerror(errno));
     return -1;
 }
 
@@ -79,8 +66,8 @@ static int read_exact(struct walk *w, size_t off, void *buf, size_t len)
     while (got < len) {
         ssize_t n = pec_spool_pread(w->in, off + got, (char *)buf + got, len - got);
         if (n <= 0) {
-            seterr(w->err, w->errlen, "breve: cannot read the original at %zu: %s", off + got,
-                   n < 0 ? strerror(errno) : "unexpected end");
+            pec_seterr(w->err, w->errlen, "breve: cannot read the original at %zu: %s", off + got,
+                       n < 0 ? strerror(errno) : "unexpected end");
             return -1;
         }
         got += (size_t)n;
@@ -101,7 +88,16 @@ struct line {
     size_t start, len;     /* len counts the line break */
     char pfx[LINE_PREFIX]; /* the first bytes of the line */
     size_t pfxlen;         /* == len when the whole line fits */
+    int padded;            /* what is past the prefix is all transport padding (" \t\r\n") */
 };
+
+static int is_padding(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\n')
+            return 0;
+    return 1;
+}
 
 static int fill(struct line_reader *r)
 {
@@ -123,6 +119,7 @@ static int next_line(struct line_reader *r, struct line *l)
         return 0;
     l->start = r->pos;
     l->pfxlen = 0;
+    l->padded = 1;
     for (;;) {
         const unsigned char *p, *nl;
         size_t avail, take, keep;
@@ -139,6 +136,7 @@ static int next_line(struct line_reader *r, struct line *l)
             keep = take;
         memcpy(l->pfx + l->pfxlen, p, keep);
         l->pfxlen += keep;
+        l->padded = l->padded && is_padding(p + keep, take - keep);
         r->pos += take;
         if (nl != NULL || r->pos >= r->end)
             break;
@@ -266,7 +264,7 @@ static int sha1_hex(struct walk *w, size_t off, size_t len, char hex[41])
             snprintf(hex + 2 * i, 3, "%02x", md[i]);
         rc = 0;
     } else {
-        seterr(w->err, w->errlen, "breve: SHA-1 of the part at %zu failed", off);
+        pec_seterr(w->err, w->errlen, "breve: SHA-1 of the part at %zu failed", off);
     }
     EVP_MD_CTX_free(ctx);
     return rc;
@@ -399,16 +397,19 @@ struct delim {
     int close;
 };
 
-/* whether L is "--BOUNDARY" or "--BOUNDARY--", then only transport padding */
+/*
+ * whether L is "--BOUNDARY" or "--BOUNDARY--", then only transport padding, of any
+ * length (mime.c reads the same line as a delimiter, however long its padding)
+ */
 static int is_delim(const struct line *l, const char *b, size_t blen, int *close)
 {
     size_t i = 2 + blen;
 
-    if (l->pfxlen != l->len || l->len < i || l->pfx[0] != '-' || l->pfx[1] != '-' ||
-        memcmp(l->pfx + 2, b, blen) != 0)
+    if ((l->pfxlen != l->len && !l->padded) || l->pfxlen < i || l->pfx[0] != '-' ||
+        l->pfx[1] != '-' || memcmp(l->pfx + 2, b, blen) != 0)
         return 0;
-    *close = l->len >= i + 2 && l->pfx[i] == '-' && l->pfx[i + 1] == '-';
-    for (i += *close ? 2 : 0; i < l->len; i++)
+    *close = l->pfxlen >= i + 2 && l->pfx[i] == '-' && l->pfx[i + 1] == '-';
+    for (i += *close ? 2 : 0; i < l->pfxlen; i++)
         if (strchr(" \t\r\n", l->pfx[i]) == NULL || l->pfx[i] == '\0')
             return 0;
     return 1;

@@ -9,6 +9,7 @@
 #include "message/busta.h"
 #include "util/encode.h"
 #include "util/xalloc.h"
+#include "util/err.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -16,20 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static int name_in(const char *name, const char *const *set)
 {
@@ -314,7 +301,7 @@ static int issuer_ok(const struct pec_issuer *iss, char *err, size_t errlen)
 {
     if (iss == NULL || iss->signer == NULL || iss->clock == NULL || iss->service_address == NULL ||
         iss->provider_name == NULL) {
-        seterr(err, errlen, "the issuer is incomplete");
+        pec_seterr(err, errlen, "the issuer is incomplete");
         return -1;
     }
     return 0;
@@ -324,7 +311,7 @@ static int when_of(const struct pec_issuer *iss, time_t when, struct pec_when *w
                    size_t errlen)
 {
     if (pec_time_format(iss->clock, when, w) < 0) {
-        seterr(err, errlen, "cannot show the instant %lld", (long long)when);
+        pec_seterr(err, errlen, "cannot show the instant %lld", (long long)when);
         return -1;
     }
     return 0;
@@ -397,7 +384,7 @@ static void add_busta_headers(struct pec_headers *h, const struct pec_issuer *is
 static int identificativo_ok(const char *id, char *err, size_t errlen)
 {
     if (id == NULL || *id == '\0' || strpbrk(id, "<> \t\r\n") != NULL || strchr(id, '@') == NULL) {
-        seterr(err, errlen, "\"%s\" is not an identificativo", id ? id : "(null)");
+        pec_seterr(err, errlen, "\"%s\" is not an identificativo", id ? id : "(null)");
         return -1;
     }
     return 0;
@@ -446,12 +433,13 @@ int pec_build_busta(const struct pec_issuer *iss, const struct pec_original *o,
         when_of(iss, when, &w, err, errlen) < 0)
         return -1;
     if (n == 0) {
-        seterr(err, errlen, "a busta needs at least one To or Cc recipient");
+        pec_seterr(err, errlen, "a busta needs at least one To or Cc recipient");
         return -1;
     }
     if (o->header_cut) {
-        seterr(err, errlen, "the original's header section was cut at %d bytes: not the message",
-               PEC_HEADER_MAX);
+        pec_seterr(err, errlen,
+                   "the original's header section was cut at %d bytes: not the message",
+                   PEC_HEADER_MAX);
         return -1;
     }
     if ((xml = daticert_of(iss, o, classified, n, identificativo, &w, &xml_len, err, errlen)) ==
@@ -459,7 +447,7 @@ int pec_build_busta(const struct pec_issuer *iss, const struct pec_original *o,
         return -1;
     postacert = pec_spool_new(iss->spool_dir, iss->spool_mem_limit);
     if (pec_postacert_write(o, identificativo, postacert) < 0) {
-        seterr(err, errlen, "cannot write postacert.eml: %s", strerror(errno));
+        pec_seterr(err, errlen, "cannot write postacert.eml: %s", strerror(errno));
         goto done;
     }
     t = busta_text_of(o, classified, n, identificativo, &w);
@@ -569,7 +557,7 @@ int pec_build_anomalia(const struct pec_issuer *iss, const struct pec_spool *rec
     if (issuer_ok(iss, err, errlen) < 0 || when_of(iss, when, &w, err, errlen) < 0)
         return -1;
     if (reason == NULL || *reason == '\0') {
-        seterr(err, errlen, "a busta di anomalia needs the reason");
+        pec_seterr(err, errlen, "a busta di anomalia needs the reason");
         return -1;
     }
     if (pec_original_view(&o, received, err, errlen) < 0)
@@ -623,7 +611,7 @@ int pec_built_full(const struct pec_built *b, const struct pec_spool *raw,
     if (ret == 0)
         ret = pec_built_to_spool(b, out);
     if (ret < 0)
-        seterr(err, errlen, "cannot write the message: %s", strerror(errno));
+        pec_seterr(err, errlen, "cannot write the message: %s", strerror(errno));
     pec_original_free(&o);
     return ret;
 }

@@ -279,11 +279,18 @@ int pec_pem_certs(const char *path, unsigned char ***der, size_t **len, size_t *
     return 0;
 }
 
-/* An LDAP distribution point answers with an attribute, not a CRL file: left out. */
+/*
+ * An LDAP distribution point answers with an attribute, not a CRL file: left out.  So
+ * is a URI with white space, a control or an 8-bit byte (RFC 3986 has none): it would
+ * reach the fetcher and the log as it is.
+ */
 static int fetchable(const char *uri)
 {
     static const char *const schemes[] = {"http://", "https://"};
 
+    for (const char *s = uri; *s; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+            return 0;
     for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
         if (strncasecmp(uri, schemes[i], strlen(schemes[i])) == 0)
             return 1;

@@ -10,6 +10,7 @@
 #include "message/daticert.h"
 #include "message/daticert_xml.h"
 #include "util/xalloc.h"
+#include "util/err.h"
 
 #include <libxml/tree.h>
 #include <stdarg.h>
@@ -55,20 +56,6 @@ static const struct tipo_rule tipo_rules[PEC_TIPO_COUNT] = {
 };
 
 #undef E
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- names ---- */
 
@@ -229,11 +216,12 @@ static int utf8_clean(const char *what, const char *s, char *err, size_t errlen)
         unsigned long cp;
         size_t n = utf8_decode(u + i, len - i, &cp);
         if (n == 0) {
-            seterr(err, errlen, "daticert.xml: %s is not valid UTF-8 (byte %zu)", what, i);
+            pec_seterr(err, errlen, "daticert.xml: %s is not valid UTF-8 (byte %zu)", what, i);
             return -1;
         }
         if (!char_wanted(cp)) {
-            seterr(err, errlen, "daticert.xml: %s contains control character U+%04lX", what, cp);
+            pec_seterr(err, errlen, "daticert.xml: %s contains control character U+%04lX", what,
+                       cp);
             return -1;
         }
         i += n;
@@ -246,7 +234,7 @@ static int utf8_clean(const char *what, const char *s, char *err, size_t errlen)
 static int need_text(const char *what, const char *s, int may_be_empty, char *err, size_t errlen)
 {
     if (s == NULL || (!may_be_empty && *s == '\0')) {
-        seterr(err, errlen, "daticert.xml: %s missing", what);
+        pec_seterr(err, errlen, "daticert.xml: %s missing", what);
         return -1;
     }
     return utf8_clean(what, s, err, errlen);
@@ -267,15 +255,15 @@ static int shaped(const char *s, const char *pattern)
 static int check_data(const struct pec_daticert *d, char *err, size_t errlen)
 {
     if (d->giorno == NULL || !shaped(d->giorno, "dd/dd/dddd")) {
-        seterr(err, errlen, "daticert.xml: giorno is not dd/mm/yyyy");
+        pec_seterr(err, errlen, "daticert.xml: giorno is not dd/mm/yyyy");
         return -1;
     }
     if (d->ora == NULL || !shaped(d->ora, "dd:dd:dd")) {
-        seterr(err, errlen, "daticert.xml: ora is not hh:mm:ss");
+        pec_seterr(err, errlen, "daticert.xml: ora is not hh:mm:ss");
         return -1;
     }
     if (d->zona == NULL || !shaped(d->zona, "sdddd")) {
-        seterr(err, errlen, "daticert.xml: zona is not [+|-]hhmm");
+        pec_seterr(err, errlen, "daticert.xml: zona is not [+|-]hhmm");
         return -1;
     }
     return 0;
@@ -286,15 +274,15 @@ static int check_intestazione(const struct pec_daticert *d, char *err, size_t er
     if (need_text("mittente", d->mittente, 0, err, errlen) != 0)
         return -1;
     if (d->n_destinatari == 0 || d->destinatari == NULL) {
-        seterr(err, errlen, "daticert.xml: no destinatari");
+        pec_seterr(err, errlen, "daticert.xml: no destinatari");
         return -1;
     }
     for (size_t i = 0; i < d->n_destinatari; i++) {
         if (need_text("destinatari", d->destinatari[i].address, 0, err, errlen) != 0)
             return -1;
         if (pec_dest_tipo_name(d->destinatari[i].tipo) == NULL) {
-            seterr(err, errlen, "daticert.xml: destinatari %s has no valid tipo",
-                   d->destinatari[i].address);
+            pec_seterr(err, errlen, "daticert.xml: destinatari %s has no valid tipo",
+                       d->destinatari[i].address);
             return -1;
         }
     }
@@ -310,11 +298,11 @@ static int check_presence(const char *tipo, const char *what, char rule, int pre
                           size_t errlen)
 {
     if (rule == 'R' && !present) {
-        seterr(err, errlen, "daticert.xml: %s needs %s", tipo, what);
+        pec_seterr(err, errlen, "daticert.xml: %s needs %s", tipo, what);
         return -1;
     }
     if (rule == '-' && present) {
-        seterr(err, errlen, "daticert.xml: %s must not have %s", tipo, what);
+        pec_seterr(err, errlen, "daticert.xml: %s must not have %s", tipo, what);
         return -1;
     }
     return 0;
@@ -326,7 +314,7 @@ static int check_dati(const struct pec_daticert *d, const struct tipo_rule *r, c
     const char *tipo = tipo_names[d->tipo];
 
     if (pec_ricevuta_name(d->ricevuta) == NULL && d->ricevuta != PEC_RICEVUTA_NONE) {
-        seterr(err, errlen, "daticert.xml: ricevuta has no valid tipo");
+        pec_seterr(err, errlen, "daticert.xml: ricevuta has no valid tipo");
         return -1;
     }
     if (check_presence(tipo, "ricevuta", r->ricevuta, d->ricevuta != PEC_RICEVUTA_NONE, err,
@@ -339,7 +327,7 @@ static int check_dati(const struct pec_daticert *d, const struct tipo_rule *r, c
     if (d->consegna != NULL && need_text("consegna", d->consegna, 0, err, errlen) != 0)
         return -1;
     if (d->n_ricezione > 0 && d->ricezione == NULL) {
-        seterr(err, errlen, "daticert.xml: ricezione missing");
+        pec_seterr(err, errlen, "daticert.xml: ricezione missing");
         return -1;
     }
     for (size_t i = 0; i < d->n_ricezione; i++)
@@ -360,7 +348,7 @@ int pec_daticert_check_facts(const struct pec_daticert *d, char *err, size_t err
     if (d->msgid != NULL) {
         size_t n = strlen(d->msgid);
         if (n < 3 || d->msgid[0] != '<' || d->msgid[n - 1] != '>') {
-            seterr(err, errlen, "daticert.xml: msgid must be enclosed in angle brackets");
+            pec_seterr(err, errlen, "daticert.xml: msgid must be enclosed in angle brackets");
             return -1;
         }
         if (utf8_clean("msgid", d->msgid, err, errlen) != 0)
@@ -374,14 +362,14 @@ int pec_daticert_check(const struct pec_daticert *d, char *err, size_t errlen)
     const struct tipo_rule *r;
 
     if (pec_tipo_name(d->tipo) == NULL) {
-        seterr(err, errlen, "daticert.xml: unknown tipo %d", (int)d->tipo);
+        pec_seterr(err, errlen, "daticert.xml: unknown tipo %d", (int)d->tipo);
         return -1;
     }
     r = &tipo_rules[d->tipo];
     if (pec_errore_name(d->errore) == NULL || !(r->errori & 1u << d->errore)) {
-        seterr(err, errlen, "daticert.xml: errore %s not allowed with tipo %s",
-               pec_errore_name(d->errore) ? pec_errore_name(d->errore) : "(unknown)",
-               tipo_names[d->tipo]);
+        pec_seterr(err, errlen, "daticert.xml: errore %s not allowed with tipo %s",
+                   pec_errore_name(d->errore) ? pec_errore_name(d->errore) : "(unknown)",
+                   tipo_names[d->tipo]);
         return -1;
     }
     if (pec_daticert_check_facts(d, err, errlen) != 0)
@@ -507,7 +495,7 @@ int pec_daticert_write(const struct pec_daticert *d, char **xml, size_t *len, ch
     *xml = NULL;
     *len = 0;
     if (pec_daticert_init() != 0) {
-        seterr(err, errlen, "daticert.xml: the embedded DTD does not load");
+        pec_seterr(err, errlen, "daticert.xml: the embedded DTD does not load");
         return -1;
     }
     if (pec_daticert_check(d, err, errlen) != 0)
@@ -521,7 +509,7 @@ int pec_daticert_write(const struct pec_daticert *d, char **xml, size_t *len, ch
     xmlFreeDoc(doc);
     if (mem == NULL || size <= 0) {
         xmlFree(mem);
-        seterr(err, errlen, "daticert.xml: libxml2 could not serialise the document");
+        pec_seterr(err, errlen, "daticert.xml: libxml2 could not serialise the document");
         return -1;
     }
     *xml = copy_output((const char *)mem, (size_t)size, d->ricevuta, len);

@@ -13,6 +13,7 @@
 #include "message/daticert_xml.h"
 #include "message/xmldoc.h"
 #include "util/xalloc.h"
+#include "util/err.h"
 
 #include <libxml/parser.h>
 #include <libxml/parserInternals.h>
@@ -24,20 +25,6 @@
 
 /* far above any real document (a presa in carico for 1000 recipients is ~60 KB) */
 #define DATICERT_MAX (4u * 1024 * 1024)
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* per-parse state, reached from SAX callbacks through ctxt->_private */
 struct parse_guard {
@@ -104,7 +91,7 @@ static xmlDocPtr read_doc(const char *xml, size_t len, char *err, size_t errlen)
     xmlDocPtr doc;
 
     if (ctxt == NULL) {
-        seterr(err, errlen, "daticert.xml: %s", why);
+        pec_seterr(err, errlen, "daticert.xml: %s", why);
         return NULL;
     }
     ctxt->_private = &g;
@@ -117,12 +104,12 @@ static xmlDocPtr read_doc(const char *xml, size_t len, char *err, size_t errlen)
 
     doc = pec_xml_parse(ctxt, &g.declaration);
     if (g.declaration)
-        seterr(err, errlen, "daticert.xml: DOCTYPE with an internal subset is not accepted");
+        pec_seterr(err, errlen, "daticert.xml: DOCTYPE with an internal subset is not accepted");
     else if (doc == NULL && g.fe.seen)
-        seterr(err, errlen, "daticert.xml: not well-formed XML at line %d: %s", g.fe.line,
-               g.fe.msg);
+        pec_seterr(err, errlen, "daticert.xml: not well-formed XML at line %d: %s", g.fe.line,
+                   g.fe.msg);
     else if (doc == NULL)
-        seterr(err, errlen, "daticert.xml: not well-formed XML");
+        pec_seterr(err, errlen, "daticert.xml: not well-formed XML");
     xmlFreeParserCtxt(ctxt);
     return doc;
 }
@@ -149,8 +136,8 @@ static char *text_of(xmlNodePtr el, int keep_space, char *err, size_t errlen)
         if (c->type == XML_COMMENT_NODE || c->type == XML_PI_NODE)
             continue;
         if (c->type != XML_TEXT_NODE && c->type != XML_CDATA_SECTION_NODE) {
-            seterr(err, errlen, "daticert.xml: line %ld: %s holds an entity reference",
-                   xmlGetLineNo(c), (const char *)el->name);
+            pec_seterr(err, errlen, "daticert.xml: line %ld: %s holds an entity reference",
+                       xmlGetLineNo(c), (const char *)el->name);
             free(out);
             return NULL;
         }
@@ -236,7 +223,7 @@ static int read_ricevuta(xmlNodePtr el, struct pec_daticert *out, char *err, siz
     int rc = pec_ricevuta_parse(tipo, &out->ricevuta);
 
     if (rc != 0)
-        seterr(err, errlen, "daticert.xml: ricevuta tipo \"%s\" unknown", tipo ? tipo : "");
+        pec_seterr(err, errlen, "daticert.xml: ricevuta tipo \"%s\" unknown", tipo ? tipo : "");
     free(tipo);
     return rc;
 }
@@ -277,10 +264,10 @@ static int read_postacert(xmlNodePtr root, struct pec_daticert *out, char *err, 
     int rc = 0;
 
     if (pec_tipo_parse(tipo, &out->tipo) != 0) {
-        seterr(err, errlen, "daticert.xml: tipo \"%s\" unknown", tipo ? tipo : "");
+        pec_seterr(err, errlen, "daticert.xml: tipo \"%s\" unknown", tipo ? tipo : "");
         rc = -1;
     } else if (errore != NULL && pec_errore_parse(errore, &out->errore) != 0) {
-        seterr(err, errlen, "daticert.xml: errore \"%s\" unknown", errore);
+        pec_seterr(err, errlen, "daticert.xml: errore \"%s\" unknown", errore);
         rc = -1;
     }
     free(tipo);
@@ -324,7 +311,7 @@ static int check_parsed(const struct pec_daticert *d, char *err, size_t errlen)
         missing = "consegna";
     if (missing == NULL)
         return 0;
-    seterr(err, errlen, "daticert.xml: element %s missing (required for %s)", missing, tipo);
+    pec_seterr(err, errlen, "daticert.xml: element %s missing (required for %s)", missing, tipo);
     return -1;
 }
 
@@ -337,15 +324,15 @@ int pec_daticert_parse(const char *xml, size_t len, struct pec_daticert *out, ch
 
     memset(out, 0, sizeof(*out));
     if (pec_daticert_init() != 0) {
-        seterr(err, errlen, "daticert.xml: the embedded DTD does not load");
+        pec_seterr(err, errlen, "daticert.xml: the embedded DTD does not load");
         return -1;
     }
     if (xml == NULL || len == 0) {
-        seterr(err, errlen, "daticert.xml: empty");
+        pec_seterr(err, errlen, "daticert.xml: empty");
         return -1;
     }
     if (len > DATICERT_MAX) {
-        seterr(err, errlen, "daticert.xml: too large (%zu bytes)", len);
+        pec_seterr(err, errlen, "daticert.xml: too large (%zu bytes)", len);
         return -1;
     }
     doc = read_doc(xml, len, err, errlen);
@@ -353,10 +340,10 @@ int pec_daticert_parse(const char *xml, size_t len, struct pec_daticert *out, ch
         return -1;
     root = xmlDocGetRootElement(doc);
     if (root == NULL || !xmlStrEqual(root->name, BAD_CAST "postacert"))
-        seterr(err, errlen, "daticert.xml: root element is <%s>, not <postacert>",
-               root ? (const char *)root->name : "");
+        pec_seterr(err, errlen, "daticert.xml: root element is <%s>, not <postacert>",
+                   root ? (const char *)root->name : "");
     else if (root->ns != NULL)
-        seterr(err, errlen, "daticert.xml: <postacert> must not be in a namespace");
+        pec_seterr(err, errlen, "daticert.xml: <postacert> must not be in a namespace");
     else if (pec_daticert_validate(doc, err, errlen) == 0 &&
              read_postacert(root, out, err, errlen) == 0)
         rc = check_parsed(out, err, errlen);

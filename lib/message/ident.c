@@ -9,6 +9,7 @@
  */
 #include "message/ident.h"
 #include "util/xalloc.h"
+#include "util/err.h"
 
 #include <openssl/rand.h>
 #include <stdarg.h>
@@ -21,20 +22,6 @@
 static atomic_ulong counter;
 static atomic_int deterministic;
 static atomic_ulong det_seed;
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* letters, digits and inner hyphens, dot-separated: valid in a dot-atom too */
 static int host_name_ok(const char *s)
@@ -64,8 +51,8 @@ int pec_ident_init(struct pec_ident *id, unsigned long node, const char *domain,
 {
     memset(id, 0, sizeof(*id));
     if (domain == NULL || !host_name_ok(domain)) {
-        seterr(err, errlen, "identifier domain \"%s\" is not a host name",
-               domain ? domain : "(null)");
+        pec_seterr(err, errlen, "identifier domain \"%s\" is not a host name",
+                   domain ? domain : "(null)");
         return -1;
     }
     id->node = node;

@@ -11,6 +11,7 @@
 #include "util/encode.h"
 #include "message/notice_text.h"
 #include "util/xalloc.h"
+#include "util/err.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -95,20 +96,6 @@ static const char *const timeout_text[] = {
     "messaggio non consegnato entro 12 ore dall'invio",
     "messaggio non consegnato entro 24 ore dall'invio",
 };
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 const char *pec_notice_kind_name(enum pec_notice_kind kind)
 {
@@ -294,7 +281,7 @@ static int header_safe(const char *what, const char *s, char *err, size_t errlen
 {
     if (plain_token(s))
         return 0;
-    seterr(err, errlen, "notice: %s is empty or not a plain address", what);
+    pec_seterr(err, errlen, "notice: %s is empty or not a plain address", what);
     return -1;
 }
 
@@ -388,15 +375,15 @@ static int check_request(const struct pec_issuer *iss, const struct pec_notice *
                          size_t errlen)
 {
     if ((unsigned)n->kind >= PEC_NOTICE_KIND_COUNT) {
-        seterr(err, errlen, "notice: unknown kind %d", (int)n->kind);
+        pec_seterr(err, errlen, "notice: unknown kind %d", (int)n->kind);
         return -1;
     }
     if (n->facts == NULL || n->facts->identificativo == NULL) {
-        seterr(err, errlen, "notice %s: no facts or no identificativo", kinds[n->kind].name);
+        pec_seterr(err, errlen, "notice %s: no facts or no identificativo", kinds[n->kind].name);
         return -1;
     }
     if ((kinds[n->kind].flags & (K_ORIGINAL | K_BREVE)) && n->postacert == NULL) {
-        seterr(err, errlen, "notice %s: postacert.eml missing", kinds[n->kind].name);
+        pec_seterr(err, errlen, "notice %s: postacert.eml missing", kinds[n->kind].name);
         return -1;
     }
     if (header_safe("To", n->to, err, errlen) != 0 ||
@@ -416,7 +403,7 @@ static struct pec_spool *breve_original(const struct pec_issuer *iss, const stru
     struct pec_spool *sp = pec_spool_new(iss->spool_dir, iss->spool_mem_limit);
 
     if (sp == NULL) {
-        seterr(err, errlen, "notice consegna-breve: no spool: %s", strerror(errno));
+        pec_seterr(err, errlen, "notice consegna-breve: no spool: %s", strerror(errno));
         return NULL;
     }
     if (pec_breve_build(orig, sp, NULL, err, errlen) != 0) {
@@ -445,8 +432,8 @@ int pec_build_notice(const struct pec_issuer *iss, const struct pec_notice *n,
         return -1;
     when = n->when ? n->when : pec_clock_now(iss->clock);
     if (pec_time_format(iss->clock, when, &w) != 0) {
-        seterr(err, errlen, "notice %s: the instant %lld cannot be shown", kinds[n->kind].name,
-               (long long)when);
+        pec_seterr(err, errlen, "notice %s: the instant %lld cannot be shown", kinds[n->kind].name,
+                   (long long)when);
         return -1;
     }
     notice_facts(iss, n, &w, &d, &owned);

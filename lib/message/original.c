@@ -11,6 +11,7 @@
 #include "message/original.h"
 #include "message/libinit.h"
 #include "util/xalloc.h"
+#include "util/err.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -21,20 +22,6 @@
 #include <gmime/gmime.h>
 
 #define READ_CHUNK (64 * 1024)
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static void push(char ***v, size_t *n, const char *s)
 {
@@ -84,7 +71,7 @@ static int read_header_section(struct pec_original *o, unsigned char **buf, char
         b = xrealloc(b, have + want + 1);
         n = pec_spool_pread(o->raw, have, b + have, want);
         if (n < 0) {
-            seterr(err, errlen, "cannot read the message: %s", strerror(errno));
+            pec_seterr(err, errlen, "cannot read the message: %s", strerror(errno));
             free(b);
             return -1;
         }
@@ -100,7 +87,7 @@ static int read_header_section(struct pec_original *o, unsigned char **buf, char
             break;
         }
         if (have > PEC_HEADER_MAX) {
-            seterr(err, errlen, "the header section is larger than %d bytes", PEC_HEADER_MAX);
+            pec_seterr(err, errlen, "the header section is larger than %d bytes", PEC_HEADER_MAX);
             free(b);
             return -1;
         }
@@ -110,7 +97,7 @@ static int read_header_section(struct pec_original *o, unsigned char **buf, char
         }
     }
     if (o->header_len > PEC_HEADER_MAX) {
-        seterr(err, errlen, "the header section is larger than %d bytes", PEC_HEADER_MAX);
+        pec_seterr(err, errlen, "the header section is larger than %d bytes", PEC_HEADER_MAX);
         free(b);
         return -1;
     }
@@ -441,7 +428,7 @@ static int parse(struct pec_original *o, char *err, size_t errlen)
     free(h);
     all_facts(o);
     if (scan(o) < 0) {
-        seterr(err, errlen, "cannot read the message: %s", strerror(errno));
+        pec_seterr(err, errlen, "cannot read the message: %s", strerror(errno));
         return -1;
     }
     return 0;
@@ -477,7 +464,7 @@ int pec_original_from_mem(struct pec_original *o, const void *buf, size_t len,
     struct pec_spool *sp = pec_spool_new(spool_dir, mem_limit);
 
     if (pec_spool_write_crlf(sp, buf, len) < 0) {
-        seterr(err, errlen, "cannot spool the message: %s", strerror(errno));
+        pec_seterr(err, errlen, "cannot spool the message: %s", strerror(errno));
         memset(o, 0, sizeof(*o));
         pec_spool_free(sp);
         return -1;

@@ -20,6 +20,7 @@
 #include "message/pecmsg.h"
 #include "util/encode.h"
 #include "util/xalloc.h"
+#include "util/err.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -54,20 +55,6 @@ void pec_headers_free(struct pec_headers *h)
     free(h->v);
     h->v = NULL;
     h->n = 0;
-}
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
 }
 
 /* ---------------------------------------------------------------- boundaries */
@@ -287,25 +274,25 @@ static int choose_boundaries(const struct pec_part *parts, size_t n, time_t when
     unsigned char seed[32];
 
     if (shape_digest(parts, n, when, seed) < 0) {
-        seterr(err, errlen, "cannot compute the MIME boundaries: SHA-256 failed");
+        pec_seterr(err, errlen, "cannot compute the MIME boundaries: SHA-256 failed");
         return -1;
     }
     for (unsigned attempt = 0; attempt < BOUNDARY_ATTEMPTS; attempt++) {
         int r;
 
         if (make_boundaries(seed, attempt, b) < 0) {
-            seterr(err, errlen, "cannot compute the MIME boundaries: SHA-256 failed");
+            pec_seterr(err, errlen, "cannot compute the MIME boundaries: SHA-256 failed");
             return -1;
         }
         if ((r = boundaries_occur(b, parts, n)) == 0)
             return 0;
         if (r < 0) {
-            seterr(err, errlen, "cannot read a part: %s", strerror(errno));
+            pec_seterr(err, errlen, "cannot read a part: %s", strerror(errno));
             return -1;
         }
     }
-    seterr(err, errlen, "no MIME boundary absent from the content after %d attempts",
-           BOUNDARY_ATTEMPTS);
+    pec_seterr(err, errlen, "no MIME boundary absent from the content after %d attempts",
+               BOUNDARY_ATTEMPTS);
     return -1;
 }
 
@@ -402,7 +389,7 @@ static int check_parts(const struct pec_part *parts, size_t n, char *err, size_t
 
         if (p->content_type == NULL || strpbrk(p->content_type, "\r\n") != NULL ||
             (p->disposition != NULL && strpbrk(p->disposition, "\r\n") != NULL)) {
-            seterr(err, errlen, "part %zu: missing or multi-line Content-Type/Disposition", i);
+            pec_seterr(err, errlen, "part %zu: missing or multi-line Content-Type/Disposition", i);
             return -1;
         }
         if (p->n_children > 0) {
@@ -413,12 +400,12 @@ static int check_parts(const struct pec_part *parts, size_t n, char *err, size_t
         for (size_t k = 0; p->encoding != NULL && k < 4; k++)
             known |= strcasecmp(p->encoding, encodings[k]) == 0;
         if (!known) {
-            seterr(err, errlen, "part %zu (%s): unknown transfer encoding \"%s\"", i,
-                   p->content_type, p->encoding ? p->encoding : "(null)");
+            pec_seterr(err, errlen, "part %zu (%s): unknown transfer encoding \"%s\"", i,
+                       p->content_type, p->encoding ? p->encoding : "(null)");
             return -1;
         }
         if (p->spool == NULL && p->len > 0 && p->data == NULL) {
-            seterr(err, errlen, "part %zu (%s): no data", i, p->content_type);
+            pec_seterr(err, errlen, "part %zu (%s): no data", i, p->content_type);
             return -1;
         }
     }
@@ -497,11 +484,11 @@ int pec_envelope_sign(const struct pec_issuer *iss, const struct pec_part *parts
     int ret = -1;
 
     if (out->body != NULL) {
-        seterr(err, errlen, "the message already has a body");
+        pec_seterr(err, errlen, "the message already has a body");
         return -1;
     }
     if (nparts == 0) {
-        seterr(err, errlen, "a signed envelope needs at least one part");
+        pec_seterr(err, errlen, "a signed envelope needs at least one part");
         return -1;
     }
     if (check_parts(parts, nparts, err, errlen) < 0)
@@ -511,7 +498,7 @@ int pec_envelope_sign(const struct pec_issuer *iss, const struct pec_part *parts
         goto done;
     inner = pec_spool_new(iss->spool_dir, iss->spool_mem_limit);
     if (write_inner(inner, parts, nparts, &b) < 0) {
-        seterr(err, errlen, "cannot write the signed entity: %s", strerror(errno));
+        pec_seterr(err, errlen, "cannot write the signed entity: %s", strerror(errno));
         goto done;
     }
     reader = (struct spool_reader){.sp = inner};
@@ -520,7 +507,7 @@ int pec_envelope_sign(const struct pec_issuer *iss, const struct pec_part *parts
         goto done;
     body = pec_spool_new(iss->spool_dir, iss->spool_mem_limit);
     if (write_outer(body, inner, b.outer, der, derlen) < 0) {
-        seterr(err, errlen, "cannot write the signed message: %s", strerror(errno));
+        pec_seterr(err, errlen, "cannot write the signed message: %s", strerror(errno));
         goto done;
     }
     ctype = xasprintf("multipart/signed; protocol=\"application/pkcs7-signature\";\r\n"

@@ -11,6 +11,7 @@
 #include "message/rem_sig.h"
 #include "util/encode.h"
 #include "util/xalloc.h"
+#include "util/err.h"
 
 #include <limits.h>
 #include <stdarg.h>
@@ -23,18 +24,6 @@
 #include <openssl/ess.h>
 #include <openssl/ts.h>
 #include <openssl/x509.h>
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* The innermost OpenSSL error's reason, the queue emptied. */
 static const char *ossl_why(char *buf, size_t len)
@@ -126,23 +115,23 @@ static int ess_check(CMS_SignerInfo *si, X509 *signer, STACK_OF(X509) * certs, i
     char why[200];
 
     if (chain == NULL || !sk_X509_push(chain, signer)) {
-        seterr(err, errlen, "cannot allocate a certificate list");
+        pec_seterr(err, errlen, "cannot allocate a certificate list");
     } else if (bad) {
-        seterr(err, errlen, "unreadable signing-certificate attribute");
+        pec_seterr(err, errlen, "unreadable signing-certificate attribute");
     } else if (ssv2 == NULL && (require_v2 || ss == NULL)) {
-        seterr(err, errlen, "no signingCertificateV2 attribute");
+        pec_seterr(err, errlen, "no signingCertificateV2 attribute");
     } else {
         ret = 0;
         for (int i = 0; ret == 0 && certs != NULL && i < sk_X509_num(certs); i++)
             if (X509_cmp(sk_X509_value(certs, i), signer) != 0 &&
                 !sk_X509_push(chain, sk_X509_value(certs, i))) {
-                seterr(err, errlen, "cannot allocate a certificate list");
+                pec_seterr(err, errlen, "cannot allocate a certificate list");
                 ret = -1;
             }
         if (ret == 0 && OSSL_ESS_check_signing_certs(ss, ssv2, chain, 1) <= 0) {
-            seterr(err, errlen, "%s does not name the signer's certificate (%s)",
-                   ssv2 != NULL ? "signingCertificateV2" : "signingCertificate",
-                   ossl_why(why, sizeof(why)));
+            pec_seterr(err, errlen, "%s does not name the signer's certificate (%s)",
+                       ssv2 != NULL ? "signingCertificateV2" : "signingCertificate",
+                       ossl_why(why, sizeof(why)));
             ret = -1;
         }
     }
@@ -162,17 +151,18 @@ static int one_signer(CMS_ContentInfo *cms, CMS_SignerInfo **si, X509 **signer, 
 
     *signer = NULL;
     if (sinfos == NULL || sk_CMS_SignerInfo_num(sinfos) != 1) {
-        seterr(err, errlen, "%d signers, expected one", sinfos ? sk_CMS_SignerInfo_num(sinfos) : 0);
+        pec_seterr(err, errlen, "%d signers, expected one",
+                   sinfos ? sk_CMS_SignerInfo_num(sinfos) : 0);
         return -1;
     }
     *si = sk_CMS_SignerInfo_value(sinfos, 0);
     if (CMS_set1_signers_certs(cms, NULL, 0) < 0) {
-        seterr(err, errlen, "%s", ossl_why(why, sizeof(why)));
+        pec_seterr(err, errlen, "%s", ossl_why(why, sizeof(why)));
         return -1;
     }
     CMS_SignerInfo_get0_algs(*si, NULL, signer, NULL, NULL);
     if (*signer == NULL) {
-        seterr(err, errlen, "the signer's certificate is not included");
+        pec_seterr(err, errlen, "the signer's certificate is not included");
         return -1;
     }
     return 0;
@@ -203,7 +193,7 @@ int pec_rem_cades_check(const unsigned char *sig, size_t siglen, char *err, size
     int ret = -1;
 
     if (cms == NULL) {
-        seterr(err, errlen, "not a CMS SignedData");
+        pec_seterr(err, errlen, "not a CMS SignedData");
         return -1;
     }
     if (one_signer(cms, &si, &signer, err, errlen) == 0) {
@@ -274,21 +264,21 @@ static int check_tst(TS_TST_INFO *tst, const unsigned char *data, size_t datalen
     }
     X509_ALGOR_get0(&obj, NULL, NULL, TS_MSG_IMPRINT_get_algo(mi));
     if ((md = EVP_get_digestbyobj(obj)) == NULL || EVP_MD_get_size(md) < 28) {
-        seterr(err, errlen, "the imprint's digest algorithm is not accepted");
+        pec_seterr(err, errlen, "the imprint's digest algorithm is not accepted");
         return -1;
     }
     if (!EVP_Digest(data, datalen, calc, &calclen, md, NULL)) {
-        seterr(err, errlen, "cannot compute the imprint");
+        pec_seterr(err, errlen, "cannot compute the imprint");
         return -1;
     }
     if (h == NULL || (size_t)ASN1_STRING_length(h) != calclen ||
         memcmp(ASN1_STRING_get0_data(h), calc, calclen) != 0) {
-        seterr(err, errlen, "its imprint is not the %s of the signature value",
-               EVP_MD_get0_name(md));
+        pec_seterr(err, errlen, "its imprint is not the %s of the signature value",
+                   EVP_MD_get0_name(md));
         return -1;
     }
     if (!out->has_time) {
-        seterr(err, errlen, "unreadable genTime");
+        pec_seterr(err, errlen, "unreadable genTime");
         return -1;
     }
     return 0;
@@ -308,27 +298,27 @@ int pec_rem_token_check(const unsigned char *tok, size_t toklen, const unsigned 
 
     memset(out, 0, sizeof(*out));
     if (cms == NULL) {
-        seterr(err, errlen, "the token is not a CMS SignedData");
+        pec_seterr(err, errlen, "the token is not a CMS SignedData");
         return -1;
     }
     if (OBJ_obj2nid(CMS_get0_eContentType(cms)) != NID_id_smime_ct_TSTInfo) {
-        seterr(err, errlen, "the token does not hold a TSTInfo");
+        pec_seterr(err, errlen, "the token does not hold a TSTInfo");
         goto done;
     }
     if (one_signer(cms, &si, &signer, err, errlen) != 0)
         goto done;
     keep_certs(cms, signer, out);
     if ((content = BIO_new(BIO_s_mem())) == NULL) {
-        seterr(err, errlen, "cannot allocate a buffer");
+        pec_seterr(err, errlen, "cannot allocate a buffer");
         goto done;
     }
     if (!CMS_verify(cms, NULL, NULL, NULL, content, CMS_BINARY | CMS_NO_SIGNER_CERT_VERIFY)) {
-        seterr(err, errlen, "the token's signature does not match (%s)",
-               ossl_why(why, sizeof(why)));
+        pec_seterr(err, errlen, "the token's signature does not match (%s)",
+                   ossl_why(why, sizeof(why)));
         goto done;
     }
     if ((tst = d2i_TS_TST_INFO_bio(content, NULL)) == NULL) {
-        seterr(err, errlen, "unreadable TSTInfo");
+        pec_seterr(err, errlen, "unreadable TSTInfo");
         goto done;
     }
     certs = CMS_get1_certs(cms);

@@ -13,6 +13,7 @@
 #include "message/smime.h"
 #include "message/crl.h"
 #include "util/xalloc.h"
+#include "util/err.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -52,20 +53,6 @@ struct pec_trust {
     X509_STORE *store;
     int pinned; /* pec_trust_load_pinned(): partial chains, no purpose */
 };
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /*
  * The reason of the first (innermost) OpenSSL error of the queue, which is then
@@ -212,13 +199,13 @@ static int load_cert(const char *path, X509 **cert, char *err, size_t errlen)
     FILE *fp = fopen(path, "r");
 
     if (fp == NULL) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
     *cert = PEM_read_X509(fp, NULL, NULL, NULL);
     fclose(fp);
     if (*cert == NULL) {
-        seterr(err, errlen, "%s: no PEM certificate: %s", path, ossl_reason(why, sizeof(why)));
+        pec_seterr(err, errlen, "%s: no PEM certificate: %s", path, ossl_reason(why, sizeof(why)));
         return -1;
     }
     return 0;
@@ -235,13 +222,13 @@ static int load_chain(const char *path, X509 *leaf, STACK_OF(X509) * *chain, cha
 
     *chain = sk_X509_new_null();
     if (*chain == NULL) {
-        seterr(err, errlen, "cannot allocate certificate list");
+        pec_seterr(err, errlen, "cannot allocate certificate list");
         return -1;
     }
     if (path == NULL || *path == '\0')
         return 0;
     if ((fp = fopen(path, "r")) == NULL) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
     ERR_clear_error();
@@ -251,7 +238,7 @@ static int load_chain(const char *path, X509 *leaf, STACK_OF(X509) * *chain, cha
         } else if (!sk_X509_push(*chain, c)) {
             X509_free(c);
             fclose(fp);
-            seterr(err, errlen, "%s: cannot store a certificate", path);
+            pec_seterr(err, errlen, "%s: cannot store a certificate", path);
             return -1;
         }
     }
@@ -259,7 +246,7 @@ static int load_chain(const char *path, X509 *leaf, STACK_OF(X509) * *chain, cha
     /* the loop ends on "no start line" at end of file; anything else is a broken bundle */
     e = ERR_peek_last_error();
     if (e != 0 && ERR_GET_REASON(e) != PEM_R_NO_START_LINE) {
-        seterr(err, errlen, "%s: bad PEM certificate: %s", path, ossl_reason(why, sizeof(why)));
+        pec_seterr(err, errlen, "%s: bad PEM certificate: %s", path, ossl_reason(why, sizeof(why)));
         return -1;
     }
     ERR_clear_error();
@@ -280,18 +267,19 @@ static int load_key(const char *path, EVP_PKEY **key, char *err, size_t errlen)
     FILE *fp = fopen(path, "r");
 
     if (fp == NULL) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
     *key = PEM_read_PrivateKey(fp, NULL, no_passphrase, &asked);
     fclose(fp);
     if (*key == NULL && asked) {
         ERR_clear_error();
-        seterr(err, errlen, "%s: the key is encrypted; give pecmilter an unencrypted key", path);
+        pec_seterr(err, errlen, "%s: the key is encrypted; give pecmilter an unencrypted key",
+                   path);
         return -1;
     }
     if (*key == NULL) {
-        seterr(err, errlen, "%s: no PEM private key: %s", path, ossl_reason(why, sizeof(why)));
+        pec_seterr(err, errlen, "%s: no PEM private key: %s", path, ossl_reason(why, sizeof(why)));
         return -1;
     }
     return 0;
@@ -306,7 +294,7 @@ static int set_digest(struct pec_signer *s, const char *digest, char *err, size_
         s->md = EVP_sha1();
         s->micalg = "sha1";
     } else {
-        seterr(err, errlen, "signature digest \"%s\" is neither sha256 nor sha1", digest);
+        pec_seterr(err, errlen, "signature digest \"%s\" is neither sha256 nor sha1", digest);
         return -1;
     }
     return 0;
@@ -320,8 +308,8 @@ static int describe_signer(struct pec_signer *s, const char *cert_path, char *er
     s->address = cert_address(s->cert);
     if (cert_der_sha1(s->cert, &s->der, &s->derlen, s->sha1) < 0 ||
         asn1_time_to_time_t(X509_get0_notAfter(s->cert), &s->not_after) < 0) {
-        seterr(err, errlen, "%s: cannot read the certificate: %s", cert_path,
-               ossl_reason(why, sizeof(why)));
+        pec_seterr(err, errlen, "%s: cannot read the certificate: %s", cert_path,
+                   ossl_reason(why, sizeof(why)));
         return -1;
     }
     return 0;
@@ -339,7 +327,8 @@ struct pec_signer *pec_signer_load(const char *cert_path, const char *chain_path
         goto fail;
     if (X509_check_private_key(s->cert, s->key) != 1) {
         ERR_clear_error();
-        seterr(err, errlen, "%s: the key does not match the certificate %s", key_path, cert_path);
+        pec_seterr(err, errlen, "%s: the key does not match the certificate %s", key_path,
+                   cert_path);
         goto fail;
     }
     if (describe_signer(s, cert_path, err, errlen) < 0)
@@ -449,7 +438,7 @@ static int sign_bio(const struct pec_signer *s, BIO *in, unsigned int mode, time
         ok = ok && CMS_final(cms, in, NULL, flags) && cms_to_der(cms, der, derlen);
     }
     if (!ok)
-        seterr(err, errlen, "cannot sign: %s", ossl_reason(why, sizeof(why)));
+        pec_seterr(err, errlen, "cannot sign: %s", ossl_reason(why, sizeof(why)));
     CMS_ContentInfo_free(cms);
     return ok ? 0 : -1;
 }
@@ -466,12 +455,12 @@ static int sign_mem(const struct pec_signer *s, const unsigned char *content, si
     *der = NULL;
     *derlen = 0;
     if (len > INT_MAX) {
-        seterr(err, errlen, "cannot sign %zu bytes: too large", len);
+        pec_seterr(err, errlen, "cannot sign %zu bytes: too large", len);
         return -1;
     }
     ERR_clear_error();
     if ((in = BIO_new_mem_buf(len ? content : (const unsigned char *)"", (int)len)) == NULL) {
-        seterr(err, errlen, "cannot sign: %s", ossl_reason(why, sizeof(why)));
+        pec_seterr(err, errlen, "cannot sign: %s", ossl_reason(why, sizeof(why)));
         return -1;
     }
     ret = sign_bio(s, in, mode, signing_time, der, derlen, err, errlen);
@@ -571,7 +560,7 @@ int pec_smime_sign_stream(const struct pec_signer *s, pec_smime_reader *read, vo
     ERR_clear_error();
     if (pthread_once(&stream_meth_once, stream_meth_init) != 0 || stream_meth == NULL ||
         (in = BIO_new(stream_meth)) == NULL) {
-        seterr(err, errlen, "cannot sign: no stream reader: %s", ossl_reason(why, sizeof(why)));
+        pec_seterr(err, errlen, "cannot sign: no stream reader: %s", ossl_reason(why, sizeof(why)));
         return -1;
     }
     BIO_set_data(in, &src);
@@ -581,7 +570,7 @@ int pec_smime_sign_stream(const struct pec_signer *s, pec_smime_reader *read, vo
         free(*der);
         *der = NULL;
         *derlen = 0;
-        seterr(err, errlen, "cannot sign: reading the content failed");
+        pec_seterr(err, errlen, "cannot sign: reading the content failed");
         ret = -1;
     }
     BIO_free(in);
@@ -596,8 +585,8 @@ static int trust_add_file(X509_STORE *store, const char *path, char *err, size_t
 
     ERR_clear_error();
     if (X509_STORE_load_file(store, path) != 1) {
-        seterr(err, errlen, "%s: no PEM certificate loaded: %s", path,
-               ossl_reason(why, sizeof(why)));
+        pec_seterr(err, errlen, "%s: no PEM certificate loaded: %s", path,
+                   ossl_reason(why, sizeof(why)));
         return -1;
     }
     return 0;
@@ -618,7 +607,7 @@ static int trust_add_dir(X509_STORE *store, const char *dir, char *err, size_t e
     int ret = 0;
 
     if (d == NULL) {
-        seterr(err, errlen, "%s: %s", dir, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", dir, strerror(errno));
         return -1;
     }
     while (ret == 0 && (de = readdir(d)) != NULL) {
@@ -629,7 +618,7 @@ static int trust_add_dir(X509_STORE *store, const char *dir, char *err, size_t e
             continue;
         path = xasprintf("%s/%s", dir, de->d_name);
         if (stat(path, &st) < 0) {
-            seterr(err, errlen, "%s: %s", path, strerror(errno));
+            pec_seterr(err, errlen, "%s: %s", path, strerror(errno));
             ret = -1;
         } else if (S_ISREG(st.st_mode)) {
             ret = trust_add_file(store, path, err, errlen);
@@ -647,15 +636,15 @@ struct pec_trust *pec_trust_load(const char *path, char *err, size_t errlen)
     int ret;
 
     if (path == NULL || *path == '\0') {
-        seterr(err, errlen, "no trust anchors given");
+        pec_seterr(err, errlen, "no trust anchors given");
         goto fail;
     }
     if (stat(path, &st) < 0) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", path, strerror(errno));
         goto fail;
     }
     if ((t->store = X509_STORE_new()) == NULL) {
-        seterr(err, errlen, "cannot allocate a certificate store");
+        pec_seterr(err, errlen, "cannot allocate a certificate store");
         goto fail;
     }
     ret = S_ISDIR(st.st_mode) ? trust_add_dir(t->store, path, err, errlen)
@@ -663,7 +652,7 @@ struct pec_trust *pec_trust_load(const char *path, char *err, size_t errlen)
     if (ret < 0)
         goto fail;
     if (sk_X509_OBJECT_num(X509_STORE_get0_objects(t->store)) <= 0) {
-        seterr(err, errlen, "%s: no trust anchor found", path);
+        pec_seterr(err, errlen, "%s: no trust anchor found", path);
         goto fail;
     }
     return t;

@@ -10,6 +10,7 @@
 #include "store/quarantine.h"
 #include "store/registro.h"
 #include "util/xalloc.h"
+#include "util/err.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -52,18 +53,6 @@ const char *pec_access_fault_name(enum pec_access_fault f)
     if ((size_t)f >= sizeof(faults) / sizeof(faults[0]))
         return NULL;
     return faults[f].name;
-}
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
 }
 
 /* S for an SMTP reply: printable ASCII only, and not too long to read */
@@ -569,23 +558,23 @@ static int queue_notice(const struct pec_access_env *e, const struct pec_notice 
     int ok;
 
     if (out->n_blobs >= sizeof(out->blobs) / sizeof(out->blobs[0])) {
-        seterr(err, errlen, "too many notices for one outcome");
+        pec_seterr(err, errlen, "too many notices for one outcome");
         return -1;
     }
     if (pec_build_notice(e->iss, n, &b, err, errlen) < 0)
         return -1;
     mem = open_memstream(&data, &len);
     if (mem == NULL) {
-        seterr(err, errlen, "cannot hold the %s in memory: %s", pec_notice_kind_name(n->kind),
-               strerror(errno));
+        pec_seterr(err, errlen, "cannot hold the %s in memory: %s", pec_notice_kind_name(n->kind),
+                   strerror(errno));
         pec_built_free(&b);
         return -1;
     }
     ok = pec_built_write(&b, mem) == 0;
     ok = fclose(mem) == 0 && ok;
     if (!ok) {
-        seterr(err, errlen, "cannot write the %s: %s", pec_notice_kind_name(n->kind),
-               strerror(errno));
+        pec_seterr(err, errlen, "cannot write the %s: %s", pec_notice_kind_name(n->kind),
+                   strerror(errno));
         free(data);
         pec_built_free(&b);
         return -1;
@@ -767,7 +756,8 @@ static int resubmission(const struct pec_access_env *e, const struct pec_origina
                                      out->when - (time_t)e->cfg->deadline_after, &tx, serr,
                                      sizeof(serr));
     if (found < 0) {
-        seterr(err, errlen, "cannot look for an earlier submission of %s: %s", o->message_id, serr);
+        pec_seterr(err, errlen, "cannot look for an earlier submission of %s: %s", o->message_id,
+                   serr);
         return -1;
     }
     if (found == 0)
@@ -852,7 +842,8 @@ static int refused_before(const struct pec_access_env *e, const struct pec_origi
         pec_store_refused(e->store, pec_original_mittente(o), o->message_id,
                           out->when - (time_t)e->cfg->deadline_after, &prev, serr, sizeof(serr));
     if (found < 0) {
-        seterr(err, errlen, "cannot look for an earlier refusal of %s: %s", o->message_id, serr);
+        pec_seterr(err, errlen, "cannot look for an earlier refusal of %s: %s", o->message_id,
+                   serr);
         return -1;
     }
     if (found == 0)
@@ -947,7 +938,7 @@ int pec_access_refuse(const struct pec_access_env *e, const struct pec_original 
     if ((quoted = shortened_subject(o)) != NULL)
         f.d.oggetto = quoted;
     if (out->rcpts.n == 0) {
-        seterr(err, errlen, "no recipient to name in the avviso di non accettazione");
+        pec_seterr(err, errlen, "no recipient to name in the avviso di non accettazione");
         goto done;
     }
     if (queue_notice(e,

@@ -8,6 +8,7 @@
 #include "provider/conf.h"
 #include "provider/directory.h"
 #include "util/xalloc.h"
+#include "util/err.h"
 
 #include <errno.h>
 #include <libconfig.h>
@@ -67,7 +68,6 @@ static const struct conf_key schema[] = {
     {"lmtp_socket", T_STRING, "unix:/run/pecmilter/lmtp.sock", 0, NULL, 0, OFF(lmtp_socket)},
     {"mailbox_backend", T_STRING, "maildir", 0, "maildir|lmtp", 0, OFF(mailbox_backend)},
     {"maildir_root", T_STRING, "/var/lib/pecmilter/mail", 0, NULL, 0, OFF(maildir_root)},
-    {"maildir_autocreate", T_STRING, "yes", 0, "yes|no", 0, OFF(maildir_autocreate)},
     {"maildir_marker_days", T_INT, "10", 0, NULL, 1, OFF(maildir_marker_days)},
     {"mailbox_lmtp", T_STRING, "", 0, NULL, 0, OFF(mailbox_lmtp)},
     {"roles", T_ROLEMAP, NULL, 0, "access|reception|passthrough", 0, OFF(roles)},
@@ -108,18 +108,6 @@ static const struct conf_key schema[] = {
 
 #define NKEYS (sizeof(schema) / sizeof(schema[0]))
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /*
  * Values a key's type would take that the PEC rules forbid: refused with the
  * rule, so the administrator learns why, not only that.
@@ -146,6 +134,23 @@ static const char *forbidden_rule(const char *key, const char *value)
     for (size_t i = 0; i < sizeof(forbidden) / sizeof(forbidden[0]); i++)
         if (strcmp(forbidden[i].key, key) == 0 && strcmp(forbidden[i].value, value) == 0)
             return forbidden[i].rule;
+    return NULL;
+}
+
+/* Settings that are gone, and what to do instead. */
+static const struct {
+    const char *key, *instead;
+} removed[] = {
+    {"maildir_autocreate",
+     "a PEC mailbox exists because the provider made it, never at its first delivery (an "
+     "avvenuta consegna to an address nobody owns): make mailboxes with `pecctl mailbox add'"},
+};
+
+static const char *removed_key(const char *key)
+{
+    for (size_t i = 0; i < sizeof(removed) / sizeof(removed[0]); i++)
+        if (strcmp(removed[i].key, key) == 0)
+            return removed[i].instead;
     return NULL;
 }
 
@@ -231,7 +236,7 @@ static int set_login(struct pec_login *l, const struct conf_key *k, config_setti
     int line = config_setting_source_line(g);
 
     if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
-        seterr(err, errlen, "%s:%d: %s: must be %s", file, line, k->name, type_name(k->type));
+        pec_seterr(err, errlen, "%s:%d: %s: must be %s", file, line, k->name, type_name(k->type));
         return -1;
     }
     for (int i = 0; i < config_setting_length(g); i++) {
@@ -245,20 +250,21 @@ static int set_login(struct pec_login *l, const struct conf_key *k, config_setti
         } else if (strcmp(name, "senders") == 0 &&
                    (t == CONFIG_TYPE_ARRAY || t == CONFIG_TYPE_LIST) && l->senders.v == NULL) {
             if (get_strlist(m, &l->senders) < 0) {
-                seterr(err, errlen, "%s:%d: %s.senders: must be a list of addresses", file,
-                       config_setting_source_line(m), k->name);
+                pec_seterr(err, errlen, "%s:%d: %s.senders: must be a list of addresses", file,
+                           config_setting_source_line(m), k->name);
                 return -1;
             }
         } else {
-            seterr(err, errlen,
-                   "%s:%d: %s: \"%s\" is not understood here (a group holds login = \"...\" "
-                   "and senders = [ ... ])",
-                   file, config_setting_source_line(m), k->name, name);
+            pec_seterr(err, errlen,
+                       "%s:%d: %s: \"%s\" is not understood here (a group holds login = \"...\" "
+                       "and senders = [ ... ])",
+                       file, config_setting_source_line(m), k->name, name);
             return -1;
         }
     }
     if (l->login == NULL || l->senders.v == NULL) {
-        seterr(err, errlen, "%s:%d: %s: every group needs login and senders", file, line, k->name);
+        pec_seterr(err, errlen, "%s:%d: %s: every group needs login and senders", file, line,
+                   k->name);
         return -1;
     }
     return 0;
@@ -279,13 +285,13 @@ static int set_value(struct pec_config *cfg, const struct conf_key *k, config_se
         const char *v = config_setting_get_string(s);
         const char *rule = forbidden_rule(k->name, v);
         if (rule != NULL) {
-            seterr(err, errlen, "%s:%d: %s: \"%s\" is not allowed: %s", file, line, k->name, v,
-                   rule);
+            pec_seterr(err, errlen, "%s:%d: %s: \"%s\" is not allowed: %s", file, line, k->name, v,
+                       rule);
             return -1;
         }
         if (k->choices && !in_choices(k->choices, v)) {
-            seterr(err, errlen, "%s:%d: %s: \"%s\" is not one of %s", file, line, k->name, v,
-                   k->choices);
+            pec_seterr(err, errlen, "%s:%d: %s: \"%s\" is not one of %s", file, line, k->name, v,
+                       k->choices);
             return -1;
         }
         char **slot = (char **)(base + k->offset);
@@ -298,8 +304,8 @@ static int set_value(struct pec_config *cfg, const struct conf_key *k, config_se
             goto wrong_type;
         long long v = config_setting_get_int64(s);
         if (v < k->min) {
-            seterr(err, errlen, "%s:%d: %s: %lld is below the minimum %lld", file, line, k->name, v,
-                   k->min);
+            pec_seterr(err, errlen, "%s:%d: %s: %lld is below the minimum %lld", file, line,
+                       k->name, v, k->min);
             return -1;
         }
         *(long long *)(base + k->offset) = v;
@@ -337,15 +343,16 @@ static int set_value(struct pec_config *cfg, const struct conf_key *k, config_se
             config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
             const char *v;
             if (config_setting_type(e) != CONFIG_TYPE_STRING) {
-                seterr(err, errlen, "%s:%d: %s.%s: must be a string naming a role (%s)", file,
-                       config_setting_source_line(e), k->name, config_setting_name(e), k->choices);
+                pec_seterr(err, errlen, "%s:%d: %s.%s: must be a string naming a role (%s)", file,
+                           config_setting_source_line(e), k->name, config_setting_name(e),
+                           k->choices);
                 return -1;
             }
             v = config_setting_get_string(e);
             if (!in_choices(k->choices, v)) {
-                seterr(err, errlen, "%s:%d: %s.%s: \"%s\" is not one of %s", file,
-                       config_setting_source_line(e), k->name, config_setting_name(e), v,
-                       k->choices);
+                pec_seterr(err, errlen, "%s:%d: %s.%s: \"%s\" is not one of %s", file,
+                           config_setting_source_line(e), k->name, config_setting_name(e), v,
+                           k->choices);
                 return -1;
             }
             m->daemon[m->n] = xstrdup(config_setting_name(e));
@@ -356,7 +363,7 @@ static int set_value(struct pec_config *cfg, const struct conf_key *k, config_se
     }
     }
 wrong_type:
-    seterr(err, errlen, "%s:%d: %s: must be %s", file, line, k->name, type_name(k->type));
+    pec_seterr(err, errlen, "%s:%d: %s: must be %s", file, line, k->name, type_name(k->type));
     return -1;
 }
 
@@ -449,7 +456,7 @@ static int check_production(const struct pec_config *cfg, const char *file, char
     }
     if (key == NULL)
         return 0;
-    seterr(err, errlen, "%s: %s: not allowed outside test_mode: %s", file, key, why);
+    pec_seterr(err, errlen, "%s: %s: not allowed outside test_mode: %s", file, key, why);
     return -1;
 }
 
@@ -461,22 +468,22 @@ static int index_consistency(const struct pec_config *cfg, const char *file, cha
     enum pec_index_source kind = pec_index_source_kind(cfg->index_source, &where);
 
     if (kind == PEC_SOURCE_BAD) {
-        seterr(err, errlen,
-               "%s: index_source: \"%s\" is not file:PATH, https://..., ldap://..., "
-               "ldaps://... or ldif:PATH",
-               file, cfg->index_source);
+        pec_seterr(err, errlen,
+                   "%s: index_source: \"%s\" is not file:PATH, https://..., ldap://..., "
+                   "ldaps://... or ldif:PATH",
+                   file, cfg->index_source);
         return -1;
     }
     if ((kind == PEC_SOURCE_FILE || kind == PEC_SOURCE_HTTPS) && cfg->index_signer[0] == '\0') {
-        seterr(err, errlen,
-               "%s: index_signer: required with a signed index_source: the certificate (or "
-               "CA) of whom signs the index, never the system's public CAs",
-               file);
+        pec_seterr(err, errlen,
+                   "%s: index_signer: required with a signed index_source: the certificate (or "
+                   "CA) of whom signs the index, never the system's public CAs",
+                   file);
         return -1;
     }
     if ((cfg->index_tls_cert[0] == '\0') != (cfg->index_tls_key[0] == '\0')) {
-        seterr(err, errlen, "%s: %s: index_tls_cert and index_tls_key go together", file,
-               cfg->index_tls_cert[0] == '\0' ? "index_tls_cert" : "index_tls_key");
+        pec_seterr(err, errlen, "%s: %s: index_tls_cert and index_tls_key go together", file,
+                   cfg->index_tls_cert[0] == '\0' ? "index_tls_cert" : "index_tls_key");
         return -1;
     }
     return 0;
@@ -486,12 +493,12 @@ static int index_consistency(const struct pec_config *cfg, const char *file, cha
 static int check_consistency(struct pec_config *cfg, const char *file, char *err, size_t errlen)
 {
     if (cfg->domains.n == 0) {
-        seterr(err, errlen, "%s: domains: at least one PEC domain is required", file);
+        pec_seterr(err, errlen, "%s: domains: at least one PEC domain is required", file);
         return -1;
     }
     if (strchr(cfg->service_address, '@') == NULL) {
-        seterr(err, errlen, "%s: service_address: \"%s\" is not a mail address", file,
-               cfg->service_address);
+        pec_seterr(err, errlen, "%s: service_address: \"%s\" is not a mail address", file,
+                   cfg->service_address);
         return -1;
     }
     if (cfg->receipt_address[0] == '\0') {
@@ -499,15 +506,16 @@ static int check_consistency(struct pec_config *cfg, const char *file, char *err
         cfg->receipt_address = xstrdup(cfg->service_address);
     }
     if (strcmp(cfg->mailbox_backend, "lmtp") == 0 && cfg->mailbox_lmtp[0] == '\0') {
-        seterr(err, errlen, "%s: mailbox_lmtp: required when mailbox_backend is \"lmtp\"", file);
+        pec_seterr(err, errlen, "%s: mailbox_lmtp: required when mailbox_backend is \"lmtp\"",
+                   file);
         return -1;
     }
     if (index_consistency(cfg, file, err, errlen) < 0)
         return -1;
     if (cfg->deadline_not_before > cfg->deadline_after ||
         cfg->warning_after >= cfg->deadline_after) {
-        seterr(err, errlen, "%s: warning_after < deadline_not_before <= deadline_after must hold",
-               file);
+        pec_seterr(err, errlen,
+                   "%s: warning_after < deadline_not_before <= deadline_after must hold", file);
         return -1;
     }
     return pec_config_is_test(cfg) ? 0 : check_production(cfg, file, err, errlen);
@@ -521,14 +529,14 @@ struct pec_config *pec_config_load(const char *file, char *err, size_t errlen)
     unsigned char seen[NKEYS] = {0};
 
     if (access(file, R_OK) != 0) {
-        seterr(err, errlen, "%s: cannot read configuration: %s", file, strerror(errno));
+        pec_seterr(err, errlen, "%s: cannot read configuration: %s", file, strerror(errno));
         return NULL;
     }
     config_init(&lc);
     if (!config_read_file(&lc, file)) {
-        seterr(err, errlen, "%s:%d: syntax error: %s",
-               config_error_file(&lc) ? config_error_file(&lc) : file, config_error_line(&lc),
-               config_error_text(&lc));
+        pec_seterr(err, errlen, "%s:%d: syntax error: %s",
+                   config_error_file(&lc) ? config_error_file(&lc) : file, config_error_line(&lc),
+                   config_error_text(&lc));
         config_destroy(&lc);
         return NULL;
     }
@@ -544,9 +552,14 @@ struct pec_config *pec_config_load(const char *file, char *err, size_t errlen)
         config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
         const char *name = config_setting_name(s);
         const struct conf_key *k = find_key(name);
+        if (k == NULL && removed_key(name) != NULL) {
+            pec_seterr(err, errlen, "%s:%d: %s: removed: %s", file, config_setting_source_line(s),
+                       name, removed_key(name));
+            goto fail;
+        }
         if (k == NULL) {
-            seterr(err, errlen, "%s:%d: %s: unknown setting", file, config_setting_source_line(s),
-                   name);
+            pec_seterr(err, errlen, "%s:%d: %s: unknown setting", file,
+                       config_setting_source_line(s), name);
             goto fail;
         }
         if (set_value(cfg, k, s, file, err, errlen) < 0)
@@ -555,7 +568,7 @@ struct pec_config *pec_config_load(const char *file, char *err, size_t errlen)
     }
     for (size_t i = 0; i < NKEYS; i++) {
         if (schema[i].required && !seen[i]) {
-            seterr(err, errlen, "%s: %s: required setting is missing", file, schema[i].name);
+            pec_seterr(err, errlen, "%s: %s: required setting is missing", file, schema[i].name);
             goto fail;
         }
     }
@@ -702,20 +715,20 @@ int pec_check_readable_file(const char *path, char *err, size_t errlen)
     FILE *f;
 
     if (path == NULL || *path == '\0') {
-        seterr(err, errlen, "no file name given");
+        pec_seterr(err, errlen, "no file name given");
         return -1;
     }
     if (stat(path, &st) != 0) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
-        seterr(err, errlen, "%s: not a regular file", path);
+        pec_seterr(err, errlen, "%s: not a regular file", path);
         return -1;
     }
     f = fopen(path, "r");
     if (f == NULL) {
-        seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        pec_seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
     fclose(f);
@@ -729,13 +742,13 @@ int pec_check_private_file(const char *path, char *err, size_t errlen)
     if (pec_check_readable_file(path, err, errlen) < 0)
         return -1;
     if (stat(path, &st) != 0) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
     if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-        seterr(err, errlen,
-               "%s: private key is accessible by group or others (mode %04o); chmod 600 it", path,
-               (unsigned)(st.st_mode & 07777));
+        pec_seterr(err, errlen,
+                   "%s: private key is accessible by group or others (mode %04o); chmod 600 it",
+                   path, (unsigned)(st.st_mode & 07777));
         return -1;
     }
     return 0;

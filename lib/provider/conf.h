@@ -77,7 +77,6 @@ struct pec_config {
     char *lmtp_socket;
     char *mailbox_backend;
     char *maildir_root;
-    char *maildir_autocreate;
     long long maildir_marker_days;
     char *mailbox_lmtp;
     struct pec_rolemap roles;

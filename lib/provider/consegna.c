@@ -103,32 +103,54 @@ static enum pec_notice_kind consegna_kind(const struct pec_dp_busta *b, const ch
                                           : PEC_NOTICE_CONSEGNA_COMPLETA;
 }
 
-/* errore and the words of errore-esteso for a permanent refusal with status ESC */
+/*
+ * Every failure a mailbox backend reports (the built-in Maildir, or the LMTP
+ * server: Dovecot), by its enhanced status code, as the avviso di mancata
+ * consegna names it: errore, the words of errore-esteso ("5.1.1 - <gestore> -
+ * <words>", pec-rules.md 4.8), and whether it is final.  A final failure
+ * (5.x.x) closes the recipient's transaction with the avviso; a temporary one
+ * (4.x.x) is answered 4xx to the MTA, which delivers again within its queue
+ * lifetime, and no notice is sent.  The first entry whose code ESC begins
+ * with wins: exact codes before their classes.  The README lists the same
+ * table.
+ */
+static const struct failure {
+    const char *esc;
+    enum pec_errore errore;
+    const char *words;
+    int final;
+} failures[] = {
+    {"5.1.1", PEC_ERRORE_NO_DEST, "indirizzo non valido", 1},   /* no such user */
+    {"5.1.2", PEC_ERRORE_NO_DOMINIO, "dominio non gestito", 1}, /* not our domain */
+    {"5.1.", PEC_ERRORE_NO_DEST, "indirizzo non valido", 1},    /* a bad address */
+    {"5.2.1", PEC_ERRORE_ALTRO, "casella disabilitata", 1},     /* mailbox disabled */
+    {"5.2.2", PEC_ERRORE_ALTRO, "casella piena", 1},            /* over quota */
+    {"5.2.3", PEC_ERRORE_ALTRO, "messaggio troppo grande", 1},  /* over the mailbox's limit */
+    {"5.3.4", PEC_ERRORE_ALTRO, "messaggio troppo grande", 1},  /* over the system's limit */
+    {"5.", PEC_ERRORE_ALTRO, "consegna non riuscita", 1},       /* any other refusal */
+    {"4.", PEC_ERRORE_NESSUNO, "consegna rinviata", 0},         /* temporary: retried */
+};
+
+/* The entry of the table for status ESC (the last one for what it does not know). */
+static const struct failure *failure_of(const char *esc)
+{
+    size_t n = sizeof(failures) / sizeof(failures[0]);
+
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(esc, failures[i].esc, strlen(failures[i].esc)) == 0)
+            return &failures[i];
+    return &failures[n - 2]; /* not even a status code: a refusal like any other */
+}
+
+/* errore and the words of errore-esteso for a final refusal with status ESC */
 static enum pec_errore refusal(const char *esc, const char **what)
 {
-    static const struct {
-        const char *esc;
-        enum pec_errore errore;
-        const char *what;
-    } known[] = {
-        {"5.1.2", PEC_ERRORE_NO_DOMINIO, "dominio non gestito"},
-        {"5.2.1", PEC_ERRORE_ALTRO, "casella disabilitata"},
-        {"5.2.2", PEC_ERRORE_ALTRO, "casella piena"},
-        {"5.3.4", PEC_ERRORE_ALTRO, "messaggio troppo grande"},
-    };
+    const struct failure *f = failure_of(esc);
 
-    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
-        if (strcmp(esc, known[i].esc) == 0) {
-            *what = known[i].what;
-            return known[i].errore;
-        }
-    }
-    if (strncmp(esc, "5.1.", 4) == 0) {
-        *what = "indirizzo non valido";
-        return PEC_ERRORE_NO_DEST;
-    }
-    *what = "consegna non riuscita";
-    return PEC_ERRORE_ALTRO;
+    if (!f->final)
+        f = failure_of("5.");
+    *what = f->words;
+    return f->errore;
 }
 
 /* The log record of the event: what we emitted, about which delivery. */

@@ -154,7 +154,6 @@ static void domain_check_and_store(struct job *j)
     struct pec_mbox_conf mc = {
         .backend = cfg->mailbox_backend,
         .maildir_root = cfg->maildir_root,
-        .autocreate = strcmp(cfg->maildir_autocreate, "yes") == 0,
         .lmtp = cfg->mailbox_lmtp,
         .hostname = j->env->hostname ? j->env->hostname : "localhost",
         .message_id = j->message_id,

@@ -17,6 +17,7 @@
 #include "message/crl.h"
 #include "util/fetch.h"
 #include "util/xalloc.h"
+#include "util/err.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -79,18 +80,6 @@ enum pec_index_source pec_index_source_kind(const char *spec, const char **where
     return PEC_SOURCE_BAD;
 }
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 char *pec_directory_copy_path(const struct pec_config *cfg)
 {
     const char *where;
@@ -114,7 +103,7 @@ static int read_file(const char *path, size_t max, unsigned char **buf, size_t *
     *buf = NULL;
     *len = 0;
     if (fd < 0) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
     *buf = xmalloc(cap + 1);
@@ -127,7 +116,7 @@ static int read_file(const char *path, size_t max, unsigned char **buf, size_t *
     }
     close(fd);
     if (got < 0 || *len > max) {
-        seterr(err, errlen, "%s: %s", path, got < 0 ? strerror(errno) : "far too large");
+        pec_seterr(err, errlen, "%s: %s", path, got < 0 ? strerror(errno) : "far too large");
         free(*buf);
         *buf = NULL;
         return -1;
@@ -145,7 +134,7 @@ static int write_file(const char *dir, const char *path, const unsigned char *da
     size_t done = 0;
 
     if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
-        seterr(err, errlen, "%s: %s", dir, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", dir, strerror(errno));
         free(tmp);
         return -1;
     }
@@ -162,7 +151,7 @@ static int write_file(const char *dir, const char *path, const unsigned char *da
         rc = rename(tmp, path);
     }
     if (rc != 0) {
-        seterr(err, errlen, "%s: %s", fd >= 0 || done < len ? tmp : path, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", fd >= 0 || done < len ? tmp : path, strerror(errno));
         if (fd >= 0)
             close(fd);
         unlink(tmp);
@@ -208,10 +197,10 @@ struct pec_directory *pec_directory_open(const struct pec_config *cfg,
     d->kind = pec_index_source_kind(cfg->index_source, &d->where);
     pthread_mutex_init(&d->lock, NULL);
     if (d->kind == PEC_SOURCE_BAD) {
-        seterr(err, errlen,
-               "index_source: \"%s\" is not file:, https://, ldap://, ldaps:// or "
-               "ldif:",
-               cfg->index_source);
+        pec_seterr(err, errlen,
+                   "index_source: \"%s\" is not file:, https://, ldap://, ldaps:// or "
+                   "ldif:",
+                   cfg->index_source);
         goto fail;
     }
     if (d->kind != PEC_SOURCE_LDIF)
@@ -221,12 +210,12 @@ struct pec_directory *pec_directory_open(const struct pec_config *cfg,
     pin = d->kind == PEC_SOURCE_LDAP ? cfg->sign_cert : cfg->index_signer;
     if (d->kind != PEC_SOURCE_LDIF &&
         (d->pinned = pec_trust_load_pinned(pin, why, sizeof(why))) == NULL) {
-        seterr(err, errlen, "%s: %s", pin_key, why);
+        pec_seterr(err, errlen, "%s: %s", pin_key, why);
         goto fail;
     }
     if (cfg->sign_chain[0] != '\0' && pec_pem_certs(cfg->sign_chain, &d->issuers, &d->issuer_len,
                                                     &d->nissuers, why, sizeof(why)) < 0) {
-        seterr(err, errlen, "sign_chain: %s", why);
+        pec_seterr(err, errlen, "sign_chain: %s", why);
         goto fail;
     }
     return d;
@@ -312,7 +301,7 @@ static struct pec_index *fetch_index(struct pec_directory *d, int keep_it, int (
         return NULL;
     idx = judge(d, bytes, len, d->where, 0, err, errlen);
     if (idx != NULL && keep_it && keep(d, bytes, len, why, sizeof(why)) < 0)
-        seterr(warn, warnlen, "index_cache: the fresh copy is in use but not kept: %s", why);
+        pec_seterr(warn, warnlen, "index_cache: the fresh copy is in use but not kept: %s", why);
     free(bytes);
     return idx;
 }
@@ -522,12 +511,12 @@ int pec_directory_load(struct pec_directory *d, int may_fetch, struct pec_dir_re
         idx = fetch_index(d, 0, NULL, NULL, w, sizeof(w), fwhy, sizeof(fwhy));
         at = time(NULL);
         if (idx == NULL)
-            seterr(err, errlen, "index_source: %s", fwhy);
+            pec_seterr(err, errlen, "index_source: %s", fwhy);
         else if (w[0] != '\0')
             warn(rep, "%s", w);
     } else if (idx == NULL) {
-        seterr(err, errlen, "index_source: no verified copy in %s%s%s", d->cache,
-               why[0] ? ": " : "", why);
+        pec_seterr(err, errlen, "index_source: no verified copy in %s%s%s", d->cache,
+                   why[0] ? ": " : "", why);
     }
     if (idx == NULL)
         return -1;

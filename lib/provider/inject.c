@@ -22,6 +22,7 @@
  */
 #include "provider/inject.h"
 #include "util/xalloc.h"
+#include "util/err.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -63,20 +64,6 @@ struct pec_mta {
     size_t wlen;
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* ---------------------------------------------------------------- target */
 
 /* "smtp:HOST:PORT", HOST possibly "[v6]"; 0, or -1 with err. */
@@ -87,7 +74,7 @@ static int parse_smtp(struct pec_mta *m, const char *spec, char *err, size_t err
     if (*hp == '[') {
         const char *close = strchr(hp, ']');
         if (close == NULL || close[1] != ':') {
-            seterr(err, errlen, "reinject: \"%s\": expected smtp:[ADDRESS]:PORT", spec);
+            pec_seterr(err, errlen, "reinject: \"%s\": expected smtp:[ADDRESS]:PORT", spec);
             return -1;
         }
         m->host = xstrndup(hp + 1, (size_t)(close - hp - 1));
@@ -95,7 +82,7 @@ static int parse_smtp(struct pec_mta *m, const char *spec, char *err, size_t err
     } else {
         colon = strrchr(hp, ':');
         if (colon == NULL || colon == hp) {
-            seterr(err, errlen, "reinject: \"%s\": expected smtp:HOST:PORT", spec);
+            pec_seterr(err, errlen, "reinject: \"%s\": expected smtp:HOST:PORT", spec);
             return -1;
         }
         m->host = xstrndup(hp, (size_t)(colon - hp));
@@ -103,7 +90,7 @@ static int parse_smtp(struct pec_mta *m, const char *spec, char *err, size_t err
     m->port = xstrdup(colon + 1);
     if (m->port[0] == '\0' || strspn(m->port, "0123456789") != strlen(m->port) ||
         atoi(m->port) < 1 || atoi(m->port) > 65535) {
-        seterr(err, errlen, "reinject: \"%s\": bad port", spec);
+        pec_seterr(err, errlen, "reinject: \"%s\": bad port", spec);
         return -1;
     }
     return 0;
@@ -126,7 +113,8 @@ struct pec_mta *pec_mta_new(const char *spec, const char *mail_from, char *err, 
         m->path = xstrdup(spec + 9);
         return m;
     } else {
-        seterr(err, errlen, "reinject: \"%s\": expected smtp:HOST:PORT or sendmail:/path", spec);
+        pec_seterr(err, errlen, "reinject: \"%s\": expected smtp:HOST:PORT or sendmail:/path",
+                   spec);
     }
     pec_mta_free(m);
     return NULL;
@@ -308,7 +296,7 @@ static int connect_to(struct pec_mta *m, char *why, size_t whylen)
     int fd = -1, e = 0;
 
     if (rc != 0) {
-        seterr(why, whylen, "%s: %s", m->host, gai_strerror(rc));
+        pec_seterr(why, whylen, "%s: %s", m->host, gai_strerror(rc));
         return -1;
     }
     for (a = ai; a != NULL && fd < 0; a = a->ai_next) {
@@ -330,7 +318,7 @@ static int connect_to(struct pec_mta *m, char *why, size_t whylen)
     }
     freeaddrinfo(ai);
     if (fd < 0)
-        seterr(why, whylen, "connect to %s:%s: %s", m->host, m->port, strerror(e));
+        pec_seterr(why, whylen, "connect to %s:%s: %s", m->host, m->port, strerror(e));
     m->fd = fd;
     return fd < 0 ? -1 : 0;
 }
@@ -1059,7 +1047,7 @@ struct pec_injector *pec_injector_start(const struct pec_injector_conf *conf, st
     if ((rc = pthread_condattr_init(&ca)) != 0 ||
         (rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC)) != 0 ||
         (rc = pthread_cond_init(&inj->cond, &ca)) != 0) {
-        seterr(err, errlen, "injector: condition variable: %s", strerror(rc));
+        pec_seterr(err, errlen, "injector: condition variable: %s", strerror(rc));
         free(inj);
         return NULL;
     }
@@ -1082,7 +1070,7 @@ struct pec_injector *pec_injector_start(const struct pec_injector_conf *conf, st
     for (; inj->started < inj->nworkers; inj->started++)
         if ((rc = pthread_create(&inj->w[inj->started].thread, NULL, worker_main,
                                  &inj->w[inj->started])) != 0) {
-            seterr(err, errlen, "injector: cannot start a thread: %s", strerror(rc));
+            pec_seterr(err, errlen, "injector: cannot start a thread: %s", strerror(rc));
             stop_workers(inj);
             pec_store_set_outbox_hook(st, NULL, NULL);
             injector_free(inj);

@@ -10,9 +10,10 @@
  *
  * Maildir: the mailbox of local@domain is ROOT/<local, lower case>/, for
  * every domain the caller accepted.  A mailbox exists when its directory
- * does; with autocreate, a missing one is made (with tmp, new, cur) on the
- * first delivery; ROOT itself is never made, so a root that is missing (an
- * unmounted volume) defers instead of filling a fresh empty tree.  The
+ * does: the administrator made it (pec_maildir_add(), `pecctl mailbox add'),
+ * nothing makes one at a delivery, which would certify an avvenuta consegna
+ * to an address nobody owns.  A root that is missing (an unmounted volume)
+ * defers.  The
  * message is written to tmp/ with Return-Path and Delivered-To in front
  * (RFC 5321 4.4), fsynced, renamed into new/, and new/ is fsynced: once
  * pec_maildir_deliver() says stored, a crash cannot take the message back.
@@ -75,7 +76,6 @@ struct pec_mbox_result {
 struct pec_mbox_conf {
     const char *backend; /* "maildir" or "lmtp" */
     const char *maildir_root;
-    int autocreate;
     const char *lmtp;       /* the server's socket spec */
     const char *hostname;   /* our name: LHLO, Maildir file names */
     int timeout;            /* seconds per LMTP exchange; 0: 300 */
@@ -106,6 +106,34 @@ int pec_maildir_prune(const char *root, time_t before, long long *n, char *err, 
 void pec_mbox_lmtp_deliver(const struct pec_mbox_conf *mc, const char *sender,
                            const char *const *rcpt, size_t n, const struct pec_spool *msg,
                            int eight_bit, struct pec_mbox_result *res);
+
+/*
+ * Does each mailbox RCPT[0..N) exist?  Nothing is stored: RES[i] is PEC_MBOX_STORED
+ * (code 250) when RCPT[i] would be taken, else the refusal a delivery would get now
+ * (5.1.1 no such mailbox, 5.2.1 disabled, a temporary 4xx...).  Maildir: its
+ * directory; LMTP: the server's answer to RCPT TO in a session that sends no DATA.
+ */
+void pec_mbox_probe(const struct pec_mbox_conf *mc, const char *const *rcpt, size_t n,
+                    struct pec_mbox_result *res);
+
+/* The Maildir directory name of RCPT's local part, lower case; NULL when it cannot be one. */
+char *pec_maildir_box_name(const char *rcpt);
+
+/*
+ * The built-in backend's mailboxes, as an administrator keeps them (`pecctl mailbox').
+ * Add ADDRESS's mailbox under ROOT (tmp, new, cur; owned as ROOT is): 0 made, 1 it
+ * existed, -1 with err.  Remove it: moved aside whole, messages and all, into
+ * ROOT/.removed/<name>.<UTC time> (named in MOVED), never deleted: 0, 1 no such
+ * mailbox, -1 with err.  List them, by name, with the messages in new/ and cur/ (-1
+ * when unreadable): FN's non-zero result stops and is returned; -1 with err when ROOT
+ * cannot be read.
+ */
+int pec_maildir_add(const char *root, const char *address, char *err, size_t errlen);
+int pec_maildir_del(const char *root, const char *address, char *moved, size_t movedlen, char *err,
+                    size_t errlen);
+int pec_maildir_list(const char *root,
+                     int (*fn)(const char *name, long long fresh, long long seen, void *arg),
+                     void *arg, char *err, size_t errlen);
 
 /* Set RES; TEXT is printf-like, control characters become spaces. */
 void pec_mbox_result_set(struct pec_mbox_result *res, enum pec_mbox_status st, int code,

@@ -256,8 +256,10 @@ static void session(struct client *cl, const struct pec_mbox_conf *mc, const cha
         accepted[i] = r.code >= 200 && r.code < 300;
         any |= accepted[i];
     }
-    if (!any)
+    if (!any || msg == NULL) { /* msg NULL: pec_mbox_probe() asks about the recipients only */
+        command(cl, &r, "QUIT");
         goto out;
+    }
     command(cl, &r, "DATA");
     if (r.code != 354) {
         all(&r, n, res, accepted);

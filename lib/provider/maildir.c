@@ -30,8 +30,7 @@
 
 static unsigned long counter;
 
-/* The directory name of RCPT's local part, lower case; NULL when it cannot be one. */
-static char *box_name(const char *rcpt)
+char *pec_maildir_box_name(const char *rcpt)
 {
     const char *at = strrchr(rcpt, '@');
     size_t n = at ? (size_t)(at - rcpt) : 0;
@@ -79,14 +78,13 @@ static int make_dir(const char *path)
 }
 
 /*
- * Make sure BOX is a Maildir: 0, or -1 with RES set.  A missing BOX is made only
- * with autocreate, and then made durable in ROOT.
+ * Make sure BOX is a Maildir: 0, or -1 with RES set.  A missing BOX is no such
+ * mailbox; its tmp, new and cur are made when missing.
  */
 static int open_box(const struct pec_mbox_conf *mc, const char *box, struct pec_mbox_result *res)
 {
     static const char *const sub[] = {"tmp", "new", "cur"};
     struct stat st;
-    int created = 0;
 
     if (stat(mc->maildir_root, &st) != 0 || !S_ISDIR(st.st_mode)) {
         pec_mbox_result_set(res, PEC_MBOX_TEMP, 451, "4.3.0", "maildir_root %s is not available",
@@ -98,15 +96,8 @@ static int open_box(const struct pec_mbox_conf *mc, const char *box, struct pec_
             io_failure(res, "open the mailbox", errno);
             return -1;
         }
-        if (!mc->autocreate) {
-            pec_mbox_result_set(res, PEC_MBOX_PERM, 550, "5.1.1", "no such mailbox");
-            return -1;
-        }
-        if (make_dir(box) != 0) {
-            io_failure(res, "create the mailbox", errno);
-            return -1;
-        }
-        created = 1;
+        pec_mbox_result_set(res, PEC_MBOX_PERM, 550, "5.1.1", "no such mailbox");
+        return -1;
     } else if (!S_ISDIR(st.st_mode)) {
         pec_mbox_result_set(res, PEC_MBOX_TEMP, 451, "4.3.0", "mailbox is not a directory");
         return -1;
@@ -119,10 +110,6 @@ static int open_box(const struct pec_mbox_conf *mc, const char *box, struct pec_
             io_failure(res, "create the mailbox", errno);
             return -1;
         }
-    }
-    if (created && (sync_dir(box) != 0 || sync_dir(mc->maildir_root) != 0)) {
-        io_failure(res, "sync the mailbox", errno);
-        return -1;
     }
     return 0;
 }
@@ -315,7 +302,8 @@ static int write_file(const char *tmp, const char *head, const struct pec_spool 
 void pec_maildir_deliver(const struct pec_mbox_conf *mc, const char *sender, const char *rcpt,
                          const struct pec_spool *msg, struct pec_mbox_result *res)
 {
-    char *name = box_name(rcpt), *box, *head, *file, *tmp, *dst, *newdir, *keysdir, *key = NULL;
+    char *name = pec_maildir_box_name(rcpt), *box, *head, *file, *tmp, *dst, *newdir, *keysdir,
+         *key = NULL;
     size_t size;
     int seen = 0;
 

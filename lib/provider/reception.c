@@ -6,11 +6,13 @@
 #include "util/clock.h"
 #include "message/notice.h"
 #include "provider/antivirus.h"
+#include "provider/mailbox.h"
 #include "store/quarantine.h"
 #include "store/registro.h"
 #include "provider/scheduler.h"
 #include "message/verify.h"
 #include "util/xalloc.h"
+#include "util/err.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -19,18 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static void summarize(struct pec_rp_outcome *out, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -165,8 +155,8 @@ static int queue_notice(const struct pec_rp_env *e, const struct pec_notice *n,
     out->blobs = xrealloc(out->blobs, (out->n_blobs + 1) * sizeof(*out->blobs));
     out->blobs[out->n_blobs++] = sp;
     if (pec_built_to_spool(&b, sp) != 0 || pec_spool_mem(sp) == NULL) {
-        seterr(err, errlen, "cannot serialise the %s: %s", pec_notice_kind_name(n->kind),
-               strerror(errno));
+        pec_seterr(err, errlen, "cannot serialise the %s: %s", pec_notice_kind_name(n->kind),
+                   strerror(errno));
         pec_built_free(&b);
         return -1;
     }
@@ -851,6 +841,61 @@ static void unwrappable(const struct pec_rp_env *e, const struct pec_original *o
     refused(e, o, reason, queue_id, out);
 }
 
+/*
+ * Wrapped mail for a mailbox that does not exist would be refused by the delivery
+ * point and bounced, later, to a sender nobody verified (backscatter): while the SMTP
+ * session is open, ask the mailboxes of our recipients, and refuse the whole message
+ * when one does not exist (a milter cannot refuse one recipient at end of message),
+ * or defer it when the mailboxes cannot tell now.  A valid busta is not asked about:
+ * its sender is a provider, and it is owed an avviso di mancata consegna.
+ */
+static void no_mailbox(const struct pec_rp_env *e, const struct pec_original *o,
+                       const char *queue_id, struct pec_rp_outcome *out)
+{
+    struct pec_mbox_conf mc = {.backend = e->cfg->mailbox_backend,
+                               .maildir_root = e->cfg->maildir_root,
+                               .lmtp = e->cfg->mailbox_lmtp,
+                               .hostname = "pecmilter-reception",
+                               .timeout = 30};
+    char **own = xcalloc(o->n_rcpts ? o->n_rcpts : 1, sizeof(*own)), reason[700], clean[300],
+         was[sizeof(out->summary)];
+    size_t n = here(e, o, own), bad = n;
+    struct pec_mbox_result *res = xcalloc(n ? n : 1, sizeof(*res));
+
+    pec_mbox_probe(&mc, (const char *const *)own, n, res);
+    for (size_t i = 0; i < n && bad == n; i++)
+        if (res[i].status == PEC_MBOX_PERM)
+            bad = i;
+    for (size_t i = 0; i < n && bad == n; i++)
+        if (res[i].status == PEC_MBOX_TEMP)
+            bad = i;
+    if (bad < n) {
+        const struct pec_mbox_result *r = &res[bad];
+        int perm = r->status == PEC_MBOX_PERM;
+
+        ascii_copy(clean, sizeof(clean), own[bad]);
+        snprintf(was, sizeof(was), "%s", out->summary);
+        pec_built_free(&out->anomalia);
+        pec_batch_free(out->batch);
+        out->batch = NULL;
+        out->action = PEC_RP_REJECT;
+        out->rcode = perm ? "550" : "451";
+        out->xcode = perm ? "5.1.1" : "4.3.0";
+        snprintf(out->text, sizeof(out->text),
+                 perm ? "<%s>: casella inesistente, il messaggio non e' stato accettato per alcun "
+                        "destinatario (no such mailbox; no recipient of this message took it)"
+                      : "<%s>: casella non verificabile ora, riprovare (cannot check the mailbox "
+                        "now; try again later)",
+                 clean);
+        snprintf(reason, sizeof(reason), "%s: %d %s %.200s", clean, r->code, r->esc, r->text);
+        summarize(out, "%.800s, but %s: %s", was, reason, perm ? "refused" : "deferred");
+        if (perm)
+            refused(e, o, reason, queue_id, out);
+    }
+    free(res);
+    free(own);
+}
+
 /* ------------------------------------------------------------ the decision */
 
 static int route(const struct pec_rp_env *e, const struct pec_original *o,
@@ -957,17 +1002,19 @@ int pec_rp_decide(const struct pec_rp_env *e, const struct pec_original *o, cons
     out->what = "?";
     msg = whole(o->raw, &copy);
     if (msg == NULL) {
-        seterr(err, errlen, "cannot read the message back into memory for inspection: %s",
-               strerror(errno));
+        pec_seterr(err, errlen, "cannot read the message back into memory for inspection: %s",
+                   strerror(errno));
         return -1;
     }
     pec_inspect(msg, pec_spool_size(o->raw), &opts, &ins);
     if (ins.temporary)
-        seterr(err, errlen, "cannot inspect the message now: %s", ins.reason);
+        pec_seterr(err, errlen, "cannot inspect the message now: %s", ins.reason);
     else
         ret = decide(e, o, &ins, queue_id, out, err, errlen);
     if (ret == 0 && out->action == PEC_RP_ANOMALIA && o->n_fields > PEC_HEADER_FIELDS_MAX)
         unwrappable(e, o, queue_id, out);
+    if (ret == 0 && out->action == PEC_RP_ANOMALIA)
+        no_mailbox(e, o, queue_id, out);
     pec_inspection_free(&ins);
     free(copy);
     if (ret < 0)

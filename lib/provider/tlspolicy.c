@@ -2,6 +2,7 @@
  * tlspolicy - the MTA's TLS policy table from the providers' index.
  */
 #include "provider/tlspolicy.h"
+#include "util/err.h"
 #include "util/xalloc.h"
 
 #include <errno.h>
@@ -95,7 +96,7 @@ int pec_tls_policy_install(const char *path, const char *text, char *err, size_t
     tmp = xasprintf("%s.new", path);
     f = fopen(tmp, "w");
     if (f == NULL) {
-        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", tmp, strerror(errno));
         free(tmp);
         return -1;
     }
@@ -106,7 +107,7 @@ int pec_tls_policy_install(const char *path, const char *text, char *err, size_t
     ok = fsync(fileno(f)) == 0 && ok;
     ok = fclose(f) == 0 && ok;
     if (!ok || rename(tmp, path) != 0) {
-        snprintf(err, errlen, "%s: %s", ok ? path : tmp, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", ok ? path : tmp, strerror(errno));
         unlink(tmp);
         free(tmp);
         return -1;

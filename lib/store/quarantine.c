@@ -4,6 +4,7 @@
 #include "store/quarantine.h"
 #include "util/clock.h"
 #include "util/xalloc.h"
+#include "util/err.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -20,18 +21,6 @@
 
 #define ID_MIN 8 /* hex digits an abbreviated ID must have */
 #define META_MAX 8192
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static int is_hex(const char *s, size_t n)
 {
@@ -155,14 +144,14 @@ static int meta_read(const char *dir, const char *sha256, struct pec_qentry *e, 
         int missing = errno == ENOENT;
 
         if (!missing)
-            seterr(err, errlen, "%s: %s", path, strerror(errno));
+            pec_seterr(err, errlen, "%s: %s", path, strerror(errno));
         free(path);
         return missing ? 0 : -1;
     }
     n = read(fd, buf, sizeof(buf) - 1);
     close(fd);
     if (n < 0) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", path, strerror(errno));
         free(path);
         return -1;
     }
@@ -188,23 +177,23 @@ static int meta_write(const char *dir, const struct pec_qentry *e, char *err, si
     int fd = -1, rc = -1;
 
     if (text == NULL) {
-        seterr(err, errlen, "cannot hold the facts of %s: %s", e->sha256, strerror(errno));
+        pec_seterr(err, errlen, "cannot hold the facts of %s: %s", e->sha256, strerror(errno));
         goto done;
     }
     fd = mkstemp(tmp);
     if (fd < 0) {
-        seterr(err, errlen, "%s: %s", tmp, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", tmp, strerror(errno));
         goto done;
     }
     if (fchmod(fd, 0640) < 0 || write_all(fd, text, strlen(text)) < 0 || fsync(fd) < 0 ||
         close(fd) < 0) {
-        seterr(err, errlen, "%s: %s", tmp, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", tmp, strerror(errno));
         fd = -1;
         unlink(tmp);
         goto done;
     }
     if (rename(tmp, path) < 0) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", path, strerror(errno));
         unlink(tmp);
         goto done;
     }
@@ -223,7 +212,7 @@ static int lock_dir(const char *dir, char *err, size_t errlen)
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
 
     if (fd < 0 || flock(fd, LOCK_EX) < 0) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", path, strerror(errno));
         if (fd >= 0)
             close(fd);
         fd = -1;
@@ -269,20 +258,20 @@ static int put_message(const char *dir, const struct pec_spool *msg, char sha256
 
     c.fd = mkstemp(tmp);
     if (c.fd < 0) {
-        seterr(err, errlen, "%s: %s", tmp, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", tmp, strerror(errno));
         goto done;
     }
     if (c.md == NULL || EVP_DigestInit_ex(c.md, EVP_sha256(), NULL) != 1 ||
         fchmod(c.fd, 0640) < 0 ||
         pec_spool_each(msg, 0, pec_spool_size(msg), copy_chunk, &c) != 0 || fsync(c.fd) < 0 ||
         EVP_DigestFinal_ex(c.md, md, &mdlen) != 1 || mdlen != 32) {
-        seterr(err, errlen, "%s: cannot keep the message: %s", tmp, strerror(errno));
+        pec_seterr(err, errlen, "%s: cannot keep the message: %s", tmp, strerror(errno));
         close(c.fd);
         unlink(tmp);
         goto done;
     }
     if (close(c.fd) < 0) {
-        seterr(err, errlen, "%s: %s", tmp, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", tmp, strerror(errno));
         unlink(tmp);
         goto done;
     }
@@ -291,7 +280,7 @@ static int put_message(const char *dir, const struct pec_spool *msg, char sha256
     if (stat(path, &st) == 0 && (long long)st.st_size == (long long)pec_spool_size(msg)) {
         unlink(tmp); /* the same bytes, kept already */
     } else if (rename(tmp, path) < 0) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", path, strerror(errno));
         unlink(tmp);
         goto done;
     }
@@ -310,7 +299,8 @@ int pec_quarantine_put(const char *dir, const struct pec_spool *msg, const struc
     int lock, found, rc = -1;
 
     if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
-        seterr(err, errlen, "%s: cannot make the quarantine directory: %s", dir, strerror(errno));
+        pec_seterr(err, errlen, "%s: cannot make the quarantine directory: %s", dir,
+                   strerror(errno));
         return -1;
     }
     if (put_message(dir, msg, sha256, err, errlen) < 0)
@@ -337,7 +327,7 @@ int pec_quarantine_put(const char *dir, const struct pec_spool *msg, const struc
     if (meta_write(dir, &e, err, errlen) < 0)
         goto done;
     if (sync_dir(dir) < 0) {
-        seterr(err, errlen, "%s: %s", dir, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", dir, strerror(errno));
         goto done;
     }
     rc = 0;
@@ -378,7 +368,7 @@ static int entries_read(const char *dir, const char *prefix, struct entries *out
     if (d == NULL) {
         if (errno == ENOENT)
             return 0;
-        seterr(err, errlen, "%s: %s", dir, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", dir, strerror(errno));
         return -1;
     }
     while (rc == 0 && (errno = 0, de = readdir(d)) != NULL) {
@@ -394,7 +384,7 @@ static int entries_read(const char *dir, const char *prefix, struct entries *out
             out->n++;
     }
     if (rc == 0 && errno != 0) {
-        seterr(err, errlen, "%s: %s", dir, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", dir, strerror(errno));
         rc = -1;
     }
     closedir(d);
@@ -427,8 +417,8 @@ int pec_quarantine_find(const char *dir, const char *id, struct pec_qentry *e, c
     int rc;
 
     if (n < ID_MIN || n > 64 || !is_hex(id, n)) {
-        seterr(err, errlen, "\"%s\" is no quarantine ID (%d to 64 lowercase hex digits)", id,
-               ID_MIN);
+        pec_seterr(err, errlen, "\"%s\" is no quarantine ID (%d to 64 lowercase hex digits)", id,
+                   ID_MIN);
         return -1;
     }
     if (entries_read(dir, id, &hits, err, errlen) < 0) {
@@ -439,7 +429,7 @@ int pec_quarantine_find(const char *dir, const char *id, struct pec_qentry *e, c
     if (hits.n == 1)
         *e = hits.v[0];
     else if (hits.n > 1) {
-        seterr(err, errlen, "%s names %zu entries: give more of the ID", id, hits.n);
+        pec_seterr(err, errlen, "%s names %zu entries: give more of the ID", id, hits.n);
         rc = -1;
     }
     free(hits.v);
@@ -457,24 +447,24 @@ int pec_quarantine_export(const char *dir, const struct pec_qentry *e, int fd, c
     ssize_t n = 0;
 
     if (in < 0 || ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", path, strerror(errno));
         goto done;
     }
     while ((n = read(in, buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR)) {
         if (n < 0)
             continue;
         if (EVP_DigestUpdate(ctx, buf, (size_t)n) != 1 || write_all(fd, buf, (size_t)n) < 0) {
-            seterr(err, errlen, "cannot write %s out: %s", path, strerror(errno));
+            pec_seterr(err, errlen, "cannot write %s out: %s", path, strerror(errno));
             goto done;
         }
     }
     if (n < 0 || EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 || mdlen != 32) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", path, strerror(errno));
         goto done;
     }
     hex(md, got);
     if (strcmp(got, e->sha256) != 0) {
-        seterr(err, errlen, "%s: changed since it was kept (its SHA-256 is now %s)", path, got);
+        pec_seterr(err, errlen, "%s: changed since it was kept (its SHA-256 is now %s)", path, got);
         goto done;
     }
     rc = 0;
@@ -496,7 +486,7 @@ static int remove_file(const char *dir, const char *sha256, const char *ext, cha
     int rc = 0;
 
     if (unlink(path) < 0 && errno != ENOENT) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", path, strerror(errno));
         rc = -1;
     }
     free(path);
@@ -529,7 +519,7 @@ int pec_quarantine_purge(const char *dir, int months, time_t now, long long *nre
             ++*nremoved;
     }
     if (*nremoved > 0 && sync_dir(dir) < 0 && rc == 0) {
-        seterr(err, errlen, "%s: %s", dir, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", dir, strerror(errno));
         rc = -1;
     }
     free(all.v);

@@ -16,6 +16,7 @@
 #include "store/store.h"
 #include "util/clock.h"
 #include "util/xalloc.h"
+#include "util/err.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -82,20 +83,6 @@ int pec_reg_kind_of(const struct pec_daticert *d, enum pec_reg_kind *kind)
     default:
         return -1;
     }
-}
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
 }
 
 static const char *str(const char *s)
@@ -441,7 +428,7 @@ static int read_file(const char *path, unsigned char **buf, size_t *len, char *e
     size_t n = 0, got;
 
     if (fp == NULL) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
     do {
@@ -450,7 +437,7 @@ static int read_file(const char *path, unsigned char **buf, size_t *len, char *e
         n += got;
     } while (got > 0);
     if (ferror(fp)) {
-        seterr(err, errlen, "%s: read error", path);
+        pec_seterr(err, errlen, "%s: read error", path);
         fclose(fp);
         free(b);
         return -1;
@@ -483,12 +470,12 @@ static int write_durably(const char *dir, const char *name, const unsigned char 
     int fd, rc = -1;
 
     if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
-        seterr(err, errlen, "seal directory %s: %s", dir, strerror(errno));
+        pec_seterr(err, errlen, "seal directory %s: %s", dir, strerror(errno));
         goto out;
     }
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd < 0) {
-        seterr(err, errlen, "%s: %s", tmp, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", tmp, strerror(errno));
         goto out;
     }
     for (size_t off = 0; off < len;) {
@@ -496,7 +483,7 @@ static int write_durably(const char *dir, const char *name, const unsigned char 
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            seterr(err, errlen, "%s: %s", tmp, strerror(errno));
+            pec_seterr(err, errlen, "%s: %s", tmp, strerror(errno));
             close(fd);
             unlink(tmp);
             goto out;
@@ -504,7 +491,7 @@ static int write_durably(const char *dir, const char *name, const unsigned char 
         off += (size_t)n;
     }
     if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0 || fsync_dir(dir) != 0) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", path, strerror(errno));
         unlink(tmp);
         goto out;
     }
@@ -688,8 +675,8 @@ int pec_registro_purge(struct pec_store *st, const char *seal_dir, int months, t
     for (size_t i = 0; i < p.nfiles; i++) {
         char *path = xasprintf("%s/%s", seal_dir, p.files[i]);
         if (unlink(path) != 0 && errno != ENOENT) {
-            seterr(err, errlen, "purged %lld records, but cannot remove the seal %s: %s", *nremoved,
-                   path, strerror(errno));
+            pec_seterr(err, errlen, "purged %lld records, but cannot remove the seal %s: %s",
+                       *nremoved, path, strerror(errno));
             rc = -1;
         }
         free(path);

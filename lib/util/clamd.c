@@ -9,6 +9,7 @@
  */
 #include "util/clamd.h"
 #include "util/sock.h"
+#include "util/err.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -37,18 +38,6 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* Connected within TIMEOUT seconds, non-blocking: 0, or -1 with err. */
 static int session_open(struct session *s, const char *spec, int timeout, char *err, size_t errlen)
 {
@@ -60,7 +49,7 @@ static int session_open(struct session *s, const char *spec, int timeout, char *
         return -1;
     flags = fcntl(s->fd, F_GETFL);
     if (flags < 0 || fcntl(s->fd, F_SETFL, flags | O_NONBLOCK) < 0) {
-        seterr(err, errlen, "%s: %s", spec, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", spec, strerror(errno));
         close(s->fd);
         s->fd = -1;
         return -1;
@@ -267,13 +256,13 @@ int pec_clamd_version(const char *spec, int timeout, struct pec_clamd_version *v
     if (session_open(&s, spec, timeout, err, errlen) < 0)
         return -1;
     if (send_all(&s, cmd, sizeof(cmd)) < 0 || read_answer(&s, answer, sizeof(answer)) < 0) {
-        seterr(err, errlen, "%s: no answer to VERSION: %s", spec, strerror(errno));
+        pec_seterr(err, errlen, "%s: no answer to VERSION: %s", spec, strerror(errno));
         close(s.fd);
         return -1;
     }
     close(s.fd);
     if (strncmp(answer, "ClamAV ", 7) != 0) {
-        seterr(err, errlen, "%s: not clamd's answer to VERSION: \"%.80s\"", spec, answer);
+        pec_seterr(err, errlen, "%s: not clamd's answer to VERSION: \"%.80s\"", spec, answer);
         return -1;
     }
     field(&p, v->engine, sizeof(v->engine));

@@ -8,6 +8,7 @@
  * back to UTC.
  */
 #include "util/clock.h"
+#include "util/err.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -30,20 +31,6 @@ static char tz_current[PEC_ZONE_MAX];
 static const char *const day_names[7] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
 static const char *const month_names[12] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                             "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /*
  * A zone name is a relative path below the tz directory: refuse anything
@@ -74,17 +61,17 @@ static int zone_file_ok(const char *zone, char *err, size_t errlen)
     if (dir == NULL || *dir == '\0')
         dir = "/usr/share/zoneinfo";
     if (snprintf(path, sizeof(path), "%s/%s", dir, zone) >= (int)sizeof(path)) {
-        seterr(err, errlen, "time zone %s: path too long", zone);
+        pec_seterr(err, errlen, "time zone %s: path too long", zone);
         return -1;
     }
     fp = fopen(path, "rb");
     if (fp == NULL) {
-        seterr(err, errlen, "unknown time zone %s: %s: %s", zone, path, strerror(errno));
+        pec_seterr(err, errlen, "unknown time zone %s: %s: %s", zone, path, strerror(errno));
         return -1;
     }
     got = fread(magic, 1, sizeof(magic), fp);
     if (fclose(fp) != 0 || got != sizeof(magic) || memcmp(magic, "TZif", 4) != 0) {
-        seterr(err, errlen, "unknown time zone %s: %s is not a tz database file", zone, path);
+        pec_seterr(err, errlen, "unknown time zone %s: %s is not a tz database file", zone, path);
         return -1;
     }
     return 0;
@@ -156,7 +143,7 @@ int pec_clock_init(struct pec_clock *clock, const char *zone, const char *fixed,
     if (zone == NULL || *zone == '\0')
         zone = PEC_CLOCK_DEFAULT_ZONE;
     if (!zone_name_ok(zone)) {
-        seterr(err, errlen, "invalid time zone name \"%s\"", zone);
+        pec_seterr(err, errlen, "invalid time zone name \"%s\"", zone);
         return -1;
     }
     if (zone_file_ok(zone, err, errlen) != 0)
@@ -166,8 +153,8 @@ int pec_clock_init(struct pec_clock *clock, const char *zone, const char *fixed,
     if (fixed != NULL && *fixed != '\0') {
         if (parse_iso_utc(fixed, &clock->fixed_at) != 0 &&
             parse_epoch(fixed, &clock->fixed_at) != 0) {
-            seterr(err, errlen,
-                   "fixed clock \"%s\": expected YYYY-MM-DDTHH:MM:SSZ or epoch seconds", fixed);
+            pec_seterr(err, errlen,
+                       "fixed clock \"%s\": expected YYYY-MM-DDTHH:MM:SSZ or epoch seconds", fixed);
             return -1;
         }
         clock->fixed = 1;
@@ -177,7 +164,7 @@ int pec_clock_init(struct pec_clock *clock, const char *zone, const char *fixed,
     rc = strcmp(tz_current, zone) == 0 ? 0 : apply_zone(zone);
     pthread_mutex_unlock(&tz_lock);
     if (rc != 0) {
-        seterr(err, errlen, "time zone %s: setenv TZ: %s", zone, strerror(errno));
+        pec_seterr(err, errlen, "time zone %s: setenv TZ: %s", zone, strerror(errno));
         return -1;
     }
     return 0;

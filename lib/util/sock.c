@@ -3,6 +3,7 @@
  */
 #include "util/sock.h"
 #include "util/xalloc.h"
+#include "util/err.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -21,18 +22,6 @@ struct spec {
     const char *path;  /* unix */
     char *host, *port; /* inet */
 };
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 const char *pec_sock_unix_path(const char *spec)
 {
@@ -78,8 +67,9 @@ static int parse(const char *spec, struct spec *s, char *err, size_t errlen)
     memset(s, 0, sizeof(*s));
     if ((s->path = pec_sock_unix_path(spec)) != NULL) {
         if (s->path[0] != '/' || strlen(s->path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-            seterr(err, errlen, "\"%s\": a unix socket needs an absolute path of at most %zu bytes",
-                   spec, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+            pec_seterr(err, errlen,
+                       "\"%s\": a unix socket needs an absolute path of at most %zu bytes", spec,
+                       sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
             return -1;
         }
         return 0;
@@ -88,7 +78,7 @@ static int parse(const char *spec, struct spec *s, char *err, size_t errlen)
         (strncmp(spec, "inet6:", 6) == 0 && parse_inet(spec + 6, s) == 0))
         return 0;
     spec_free(s);
-    seterr(err, errlen, "\"%s\" is not unix:/path, inet:host:port or inet:port@host", spec);
+    pec_seterr(err, errlen, "\"%s\" is not unix:/path, inet:host:port or inet:port@host", spec);
     return -1;
 }
 
@@ -109,22 +99,22 @@ static int clear_stale(const char *path, char *err, size_t errlen)
     if (lstat(path, &st) != 0)
         return 0;
     if (!S_ISSOCK(st.st_mode)) {
-        seterr(err, errlen, "%s exists and is not a socket", path);
+        pec_seterr(err, errlen, "%s exists and is not a socket", path);
         return -1;
     }
     if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
-        seterr(err, errlen, "socket: %s", strerror(errno));
+        pec_seterr(err, errlen, "socket: %s", strerror(errno));
         return -1;
     }
     unix_addr(path, &sun);
     rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
     close(fd);
     if (rc == 0) {
-        seterr(err, errlen, "%s: another process is listening there", path);
+        pec_seterr(err, errlen, "%s: another process is listening there", path);
         return -1;
     }
     if (unlink(path) != 0 && errno != ENOENT) {
-        seterr(err, errlen, "cannot remove the stale socket %s: %s", path, strerror(errno));
+        pec_seterr(err, errlen, "cannot remove the stale socket %s: %s", path, strerror(errno));
         return -1;
     }
     return 0;
@@ -138,12 +128,12 @@ static int listen_unix(const char *path, int backlog, char *err, size_t errlen)
     if (clear_stale(path, err, errlen) < 0)
         return -1;
     if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
-        seterr(err, errlen, "socket: %s", strerror(errno));
+        pec_seterr(err, errlen, "socket: %s", strerror(errno));
         return -1;
     }
     unix_addr(path, &sun);
     if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0 || listen(fd, backlog) != 0) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        pec_seterr(err, errlen, "%s: %s", path, strerror(errno));
         close(fd);
         return -1;
     }
@@ -157,7 +147,7 @@ static struct addrinfo *resolve(const struct spec *s, int passive, char *err, si
     int rc = getaddrinfo(s->host, s->port, &hints, &res);
 
     if (rc != 0) {
-        seterr(err, errlen, "%s port %s: %s", s->host, s->port, gai_strerror(rc));
+        pec_seterr(err, errlen, "%s port %s: %s", s->host, s->port, gai_strerror(rc));
         return NULL;
     }
     return res;
@@ -176,7 +166,7 @@ static int listen_inet(const struct spec *s, int backlog, char *err, size_t errl
             continue;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, backlog) != 0) {
-            seterr(err, errlen, "%s port %s: %s", s->host, s->port, strerror(errno));
+            pec_seterr(err, errlen, "%s port %s: %s", s->host, s->port, strerror(errno));
             close(fd);
             fd = -1;
         }
@@ -233,9 +223,9 @@ int pec_sock_connect(const char *spec, int timeout, char *err, size_t errlen)
         unix_addr(s.path, &sun);
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0) {
-            seterr(err, errlen, "socket: %s", strerror(errno));
+            pec_seterr(err, errlen, "socket: %s", strerror(errno));
         } else if (connect_wait(fd, (struct sockaddr *)&sun, sizeof(sun), timeout) != 0) {
-            seterr(err, errlen, "%s: %s", s.path, strerror(errno));
+            pec_seterr(err, errlen, "%s: %s", s.path, strerror(errno));
             close(fd);
             fd = -1;
         }
@@ -244,7 +234,7 @@ int pec_sock_connect(const char *spec, int timeout, char *err, size_t errlen)
         for (struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next) {
             fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
             if (fd >= 0 && connect_wait(fd, ai->ai_addr, ai->ai_addrlen, timeout) != 0) {
-                seterr(err, errlen, "%s port %s: %s", s.host, s.port, strerror(errno));
+                pec_seterr(err, errlen, "%s port %s: %s", s.host, s.port, strerror(errno));
                 close(fd);
                 fd = -1;
             }

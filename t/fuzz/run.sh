@@ -55,6 +55,15 @@ ldif)
     cp "${PEC_PKI_DIR:?}/index.ldif" "$work/extra/"
     dirs="$dirs $work/extra"
     ;;
+crl)
+    # the test PKI's CRLs (selector 0) and a certificate naming a distribution point (1)
+    for f in pecca.crl pecca-stale.crl; do
+        { printf '\000'; cat "${PEC_PKI_DIR:?}/$f"; } >"$work/extra/$f"
+        { printf '\000'; openssl crl -in "$PEC_PKI_DIR/$f" -outform DER; } >"$work/extra/$f.der"
+    done
+    { printf '\001'; cat "$PEC_PKI_DIR/b/cert.der"; } >"$work/extra/b.der"
+    dirs="$dirs $work/extra"
+    ;;
 esac
 
 # the harnesses that read whole messages share mime.dict unless they have their own

@@ -46,6 +46,8 @@ def settings(provider, workdir, **overrides):
         "quarantine_dir": os.path.join(workdir, "quarantine"),
         # the MTA's TLS policy table (pectest.provider's Postfix reads it)
         "tls_policy_file": os.path.join(workdir, "tls-policy"),
+        # the built-in Maildirs; nothing makes a mailbox at delivery: add_mailboxes()
+        "maildir_root": os.path.join(workdir, "mail"),
     }
     s.update(overrides)
     return s
@@ -56,12 +58,18 @@ def render(s):
     return "".join("%s = %s;\n" % (k, _value(v)) for k, v in s.items())
 
 
-def write(path, provider="a", **overrides):
-    """Write a configuration for PROVIDER next to PATH; returns the settings."""
+def write(path, provider="a", mailboxes=(), **overrides):
+    """Write a configuration for PROVIDER next to PATH; returns the settings.  The
+    default maildir_root is made (an administrator's job, as the mailboxes are), and
+    the Maildir mailboxes of MAILBOXES in it (add_mailboxes)."""
     workdir = os.path.dirname(os.path.abspath(path))
     s = settings(provider, workdir, **overrides)
     with open(path, "w") as f:
         f.write(render(s))
+    if "maildir_root" not in overrides:
+        os.makedirs(s["maildir_root"], exist_ok=True)
+    if mailboxes:
+        add_mailboxes(path, *mailboxes)
     return s
 
 
@@ -101,3 +109,17 @@ def wait_sockets(proc, s, timeout):
             return False
         time.sleep(0.05)
     return True
+
+
+def add_mailboxes(path, *addresses):
+    """Make the Maildir mailboxes of ADDRESSES as an administrator does: `pecctl -c PATH
+    mailbox add` (nothing makes a mailbox at its first delivery).  Its output."""
+    import subprocess
+    from pectest import env
+    prog = os.path.join(os.environ.get("PEC_BUILD_DIR") or env.BUILD_DIR, "milter", "pecctl")
+    r = subprocess.run([prog, "-c", path, "mailbox", "add"] + list(addresses),
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("pecctl mailbox add: exit %d: %s%s"
+                           % (r.returncode, r.stdout, r.stderr))
+    return r.stdout

@@ -154,7 +154,7 @@ def reconfigured(conf, settings, daemon, **changes):
 
 def make_maildirs(root, users):
     """ROOT/USER/{tmp,new,cur} for each of USERS, writable by whoever delivers (with
-    maildir_autocreate no, only these mailboxes exist)."""
+    nothing creates a mailbox at delivery: only these exist)."""
     for user in users:
         for sub in ("tmp", "new", "cur"):
             os.makedirs(os.path.join(root, user, sub))

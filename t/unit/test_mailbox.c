@@ -91,9 +91,19 @@ static int is_dir(const char *path)
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* The mailboxes u, v and w under ROOT, as `pecctl mailbox add' makes them. */
+static void add_boxes(const char *root)
+{
+    static const char *const users[] = {"u@y", "v@y", "w@y"};
+    char err[256];
+
+    for (size_t i = 0; i < sizeof(users) / sizeof(users[0]); i++)
+        CHECK(pec_maildir_add(root, users[i], err, sizeof(err)) == 0);
+}
+
 static void test_maildir(void)
 {
-    char root[256], path[512], name[256];
+    char root[256], path[512], name[256], err[256];
     struct pec_mbox_conf mc = {.backend = "maildir", .maildir_root = root, .hostname = "h/x:y"};
     struct pec_mbox_result res;
     struct pec_spool *msg = spool_of("Subject: hi\r\n\r\nbody\r\n", 1 << 20);
@@ -113,7 +123,9 @@ static void test_maildir(void)
     snprintf(path, sizeof(path), "%s/u", root);
     CHECK(!is_dir(path));
 
-    mc.autocreate = 1;
+    /* the administrator makes it (pecctl mailbox add); then it takes mail */
+    CHECK(pec_maildir_add(root, "Mario.Rossi@Y", err, sizeof(err)) == 0);
+    CHECK(pec_maildir_add(root, "mario.rossi@y", err, sizeof(err)) == 1);
     pec_maildir_deliver(&mc, "s@x", "Mario.Rossi@Y", msg, &res);
     CHECK(res.status == PEC_MBOX_STORED && res.code == 250);
     snprintf(path, sizeof(path), "%s/mario.rossi/cur", root);
@@ -130,7 +142,6 @@ static void test_maildir(void)
     free(got);
 
     /* a mailbox made by the operator, without its subdirectories, exists */
-    mc.autocreate = 0;
     snprintf(path, sizeof(path), "%s/anna", root);
     CHECK(mkdir(path, 0755) == 0);
     pec_maildir_deliver(&mc, "", "anna@y", msg, &res);
@@ -159,8 +170,7 @@ static void test_maildir(void)
 static void test_maildir_big_and_full(void)
 {
     char root[256], path[512], name[256];
-    struct pec_mbox_conf mc = {
-        .backend = "maildir", .maildir_root = root, .autocreate = 1, .hostname = "h"};
+    struct pec_mbox_conf mc = {.backend = "maildir", .maildir_root = root, .hostname = "h"};
     struct pec_mbox_result res;
     struct pec_spool *msg = pec_spool_new(tmpdir, 4096);
     size_t n = 3 * 1024 * 1024, len;
@@ -173,6 +183,7 @@ static void test_maildir_big_and_full(void)
     CHECK(pec_spool_mem(msg) == NULL);
     snprintf(root, sizeof(root), "%s/big", tmpdir);
     CHECK(mkdir(root, 0755) == 0);
+    add_boxes(root);
     pec_maildir_deliver(&mc, "s@x", "u@y", msg, &res);
     CHECK(res.status == PEC_MBOX_STORED);
     snprintf(path, sizeof(path), "%s/u/new", root);
@@ -204,7 +215,6 @@ static void test_maildir_message_id(void)
     char root[256], path[512], name[256], from[768], to[768];
     struct pec_mbox_conf mc = {.backend = "maildir",
                                .maildir_root = root,
-                               .autocreate = 1,
                                .hostname = "h",
                                .message_id = "id.1@pec-a.test"};
     struct pec_mbox_result res;
@@ -214,6 +224,7 @@ static void test_maildir_message_id(void)
 
     snprintf(root, sizeof(root), "%s/dedupe", tmpdir);
     CHECK(mkdir(root, 0755) == 0);
+    add_boxes(root);
     pec_maildir_deliver(&mc, "s@x", "u@y", msg, &res);
     CHECK(res.status == PEC_MBOX_STORED);
     CHECK_STR(res.text, "delivered to its mailbox");
@@ -373,6 +384,17 @@ static void test_lmtp_backend(void)
     CHECK(down_len == strlen(body) + 2 && memcmp(down_data, body, strlen(body)) == 0);
     CHECK(down_eight_bit == 1);
 
+    /* asked whether mailboxes exist: RCPT only, nothing delivered */
+    free(down_data);
+    down_data = NULL;
+    down_len = 0;
+    CHECK(pthread_create(&tid, NULL, down_server, &lfd) == 0);
+    pec_mbox_probe(&mc, (const char *[]){"ok@y", "nodomain"}, 2, res);
+    pthread_join(tid, NULL);
+    CHECK(res[0].status == PEC_MBOX_STORED && res[0].code == 250);
+    CHECK(res[1].status == PEC_MBOX_PERM && res[1].code == 553);
+    CHECK(down_data == NULL && down_len == 0);
+
     /* a server that accepts the connection but never speaks */
     mc.timeout = 1;
     pec_mbox_deliver(&mc, "s@x", rcpt, 1, msg, 0, res);
@@ -402,8 +424,7 @@ static void age_markers(const char *dir, int days)
 static void test_maildir_prune(void)
 {
     char root[256], path[512], err[256];
-    struct pec_mbox_conf mc = {
-        .backend = "maildir", .maildir_root = root, .autocreate = 1, .hostname = "h"};
+    struct pec_mbox_conf mc = {.backend = "maildir", .maildir_root = root, .hostname = "h"};
     struct pec_mbox_result res;
     struct pec_spool *msg = spool_of("Subject: pec\r\n\r\nbody\r\n", 1 << 20);
     long long n = -1;
@@ -411,6 +432,7 @@ static void test_maildir_prune(void)
 
     snprintf(root, sizeof(root), "%s/prune", tmpdir);
     CHECK(mkdir(root, 0755) == 0);
+    add_boxes(root);
     snprintf(path, sizeof(path), "%s/not-a-mailbox", root);
     CHECK((f = fopen(path, "w")) != NULL && fclose(f) == 0);
     mc.message_id = "old.1@pec-a.test";
@@ -451,6 +473,61 @@ static void test_maildir_prune(void)
     pec_spool_free(msg);
 }
 
+static int listed(const char *name, long long fresh, long long seen, void *arg)
+{
+    char *out = arg;
+    size_t n = strlen(out);
+
+    snprintf(out + n, 256 - n, "%s:%lld:%lld ", name, fresh, seen);
+    return 0;
+}
+
+/* What an administrator does (pecctl mailbox), and what the reception point asks. */
+static void test_maildir_admin(void)
+{
+    char root[256], path[512], moved[512], err[256], out[256] = "";
+    struct pec_mbox_conf mc = {.backend = "maildir", .maildir_root = root, .hostname = "h"};
+    struct pec_mbox_result res[4];
+    struct pec_spool *msg = spool_of("Subject: x\r\n\r\nbody\r\n", 1 << 20);
+
+    snprintf(root, sizeof(root), "%s/admin", tmpdir);
+    CHECK(pec_maildir_add(root, "anna@y", err, sizeof(err)) == -1); /* no root, none made */
+    CHECK(strstr(err, "maildir_root") != NULL && !is_dir(root));
+    pec_mbox_probe(&mc, (const char *[]){"anna@y"}, 1, res);
+    CHECK(res[0].status == PEC_MBOX_TEMP && res[0].code == 451);
+
+    CHECK(mkdir(root, 0755) == 0);
+    CHECK(pec_maildir_add(root, "../etc@y", err, sizeof(err)) == -1);
+    CHECK(pec_maildir_add(root, "Anna@y", err, sizeof(err)) == 0);
+    CHECK(pec_maildir_add(root, "bruno@y", err, sizeof(err)) == 0);
+    snprintf(path, sizeof(path), "%s/anna/tmp", root);
+    CHECK(is_dir(path));
+    pec_maildir_deliver(&mc, "s@x", "anna@y", msg, &res[0]);
+    CHECK(res[0].status == PEC_MBOX_STORED);
+    CHECK(pec_maildir_list(root, listed, out, err, sizeof(err)) == 0);
+    CHECK_STR(out, "anna:1:0 bruno:0:0 ");
+
+    pec_mbox_probe(&mc, (const char *[]){"ANNA@y", "carla@y", "a/b@y", "bruno@z"}, 4, res);
+    CHECK(res[0].status == PEC_MBOX_STORED && res[0].code == 250);
+    CHECK(res[1].status == PEC_MBOX_PERM && res[1].code == 550);
+    CHECK_STR(res[1].esc, "5.1.1");
+    CHECK(res[2].status == PEC_MBOX_PERM && strcmp(res[2].esc, "5.1.3") == 0);
+    CHECK(res[3].status == PEC_MBOX_STORED);
+
+    /* removed: moved aside with its message, gone for deliveries and the list */
+    CHECK(pec_maildir_del(root, "anna@y", moved, sizeof(moved), err, sizeof(err)) == 0);
+    CHECK(strncmp(moved, root, strlen(root)) == 0 && strstr(moved, "/.removed/anna.") != NULL);
+    snprintf(path, sizeof(path), "%s/new", moved);
+    CHECK(count_files(path) == 1);
+    CHECK(pec_maildir_del(root, "anna@y", moved, sizeof(moved), err, sizeof(err)) == 1);
+    pec_maildir_deliver(&mc, "s@x", "anna@y", msg, &res[0]);
+    CHECK(res[0].status == PEC_MBOX_PERM && strcmp(res[0].esc, "5.1.1") == 0);
+    out[0] = '\0';
+    CHECK(pec_maildir_list(root, listed, out, err, sizeof(err)) == 0);
+    CHECK_STR(out, "bruno:0:0 ");
+    pec_spool_free(msg);
+}
+
 static void rm_tree(const char *path)
 {
     char cmd[600];
@@ -468,6 +545,7 @@ int main(void)
     test_maildir_big_and_full();
     test_maildir_message_id();
     test_maildir_prune();
+    test_maildir_admin();
     test_lmtp_backend();
     rm_tree(tmpdir);
     return check_exit();

@@ -17,9 +17,12 @@
 #include "provider/access.h"
 #include "message/busta.h"
 #include "msgcheck.h"
+#include <sys/stat.h>
+
 #include "message/notice.h"
 #include "message/original.h"
 #include "message/verify.h"
+#include "provider/mailbox.h"
 #include "provider/reception.h"
 #include "store/store.h"
 
@@ -42,8 +45,11 @@ static struct pec_config *config_with(const char *extra)
             "sign_cert = \"x\"; sign_key = \"x\"; trust_anchors = \"x\"; index_source = "
             "\"file:x\"; index_signer = \"x\";\n"
             "antivirus = \"none\";\n"
+            "%s%s%s"
             "%s\n",
-            extra);
+            strstr(extra, "maildir_root") ? "" : "maildir_root = \"",
+            strstr(extra, "maildir_root") ? "" : dir,
+            strstr(extra, "maildir_root") ? "" : "/mail\";\n", extra);
     fclose(f);
     cfg = pec_config_load(path, err, sizeof(err));
     if (cfg == NULL)
@@ -302,6 +308,43 @@ static void test_ordinary(const struct pec_rp_env *rp, const char *policy, enum 
 }
 
 /* More header fields than the MTA can delete: refused, since no anomaly can be made of it. */
+/* Ordinary mail for a mailbox that does not exist: refused in the session, not wrapped. */
+static void test_no_mailbox(const struct pec_rp_env *rp)
+{
+    static const char plain[] = "From: x@example.org\r\nTo: mario@pec-a.test\r\n"
+                                "Subject: ciao\r\n\r\nCiao.\r\n";
+    static const char *const rcpts[] = {"<mario@pec-a.test>", "<nessuno@pec-a.test>"};
+    struct bytes msg = {(unsigned char *)xstrdup(plain), strlen(plain)};
+    struct pec_rp_env e = *rp;
+    struct pec_rp_outcome out;
+    struct pec_config *cfg;
+    char *extra;
+    int before;
+
+    CHECK(decide_to(rp, &msg, "<x@example.org>", rcpts, 2, &out) == 0);
+    CHECK(out.action == PEC_RP_REJECT);
+    CHECK_STR(out.rcode, "550");
+    CHECK_STR(out.xcode, "5.1.1");
+    CHECK(strstr(out.text, "<nessuno@pec-a.test>: casella inesistente") != NULL);
+    CHECK(out.anomalia.message_id == NULL);
+    before = records(rp->store, "", "PostaOrdinaria", "ricezione", "Gestore A S.p.A.");
+    commit(rp->store, &out);
+    CHECK(records(rp->store, "", "PostaOrdinaria", "ricezione", "Gestore A S.p.A.") == before + 1);
+    pec_rp_outcome_free(&out);
+
+    /* the mailboxes cannot tell now (maildir_root missing): deferred, never wrapped */
+    extra = xasprintf("maildir_root = \"%s/unmounted\";", dir);
+    cfg = config_with(extra);
+    e.cfg = cfg;
+    CHECK(decide_to(&e, &msg, "<x@example.org>", rcpts, 1, &out) == 0);
+    CHECK(out.action == PEC_RP_REJECT);
+    CHECK_STR(out.rcode, "451");
+    pec_rp_outcome_free(&out);
+    pec_config_unref(cfg);
+    free(extra);
+    free(msg.p);
+}
+
 static void test_too_many_fields(const struct pec_rp_env *rp)
 {
     char *m = xstrdup("From: x@example.org\r\nTo: mario@pec-a.test\r\nSubject: campi\r\n");
@@ -605,7 +648,9 @@ int main(void)
     struct pec_signer *signer_b;
     struct pec_issuer iss_b;
     struct pec_store *st;
-    char err[512], *index_path, *cert, *chain, *key, *db;
+    static const char *const users[] = {"mario@pec-a.test", "giulia@pec-a2.test",
+                                        "intruso@pec-a.test", "x@pec-a.test"};
+    char err[512], *index_path, *cert, *chain, *key, *db, *mail;
 
     testenv_init(&env);
     if (mkdtemp(dir) == NULL) {
@@ -621,6 +666,11 @@ int main(void)
     signer_b = pec_signer_load(cert, chain, key, "sha256", err, sizeof(err));
     st = pec_store_open(db, 0, err, sizeof(err));
     cfg = config_with("");
+    /* the mailboxes of our recipients here, as `pecctl mailbox add' makes them */
+    mail = path_join(dir, "mail");
+    CHECK(mkdir(mail, 0700) == 0);
+    for (size_t i = 0; i < sizeof(users) / sizeof(users[0]); i++)
+        CHECK(pec_maildir_add(mail, users[i], err, sizeof(err)) == 0);
     CHECK(idx != NULL && cfg != NULL && signer_b != NULL && st != NULL);
     if (idx != NULL && cfg != NULL && signer_b != NULL && st != NULL) {
         struct pec_access_env as_a = {.iss = &env.iss, .cfg = cfg, .index = idx};
@@ -638,6 +688,7 @@ int main(void)
         test_ordinary(&rp, "anomaly", PEC_RP_ANOMALIA);
         test_too_many_fields(&rp);
         test_ordinary(&rp, "reject", PEC_RP_REJECT);
+        test_no_mailbox(&rp);
         test_notice(&rp, &as_a, &iss_b);
         test_readdressed(&rp, &as_b);
         test_notice_wrong_signer(&rp, &as_a, &iss_b);
@@ -652,6 +703,7 @@ int main(void)
     free(chain);
     free(key);
     free(db);
+    free(mail);
     testenv_free(&env);
     rm_rf(dir);
     return check_exit();
