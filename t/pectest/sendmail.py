@@ -19,7 +19,10 @@ and unpacked there with `dpkg -x`; the binary needs libwrap0, liblockfile1 and m
 unavailable() says why and tests skip.
 
 The configuration is an .mc that includes contrib/sendmail/pecmilter.mc, the snippet
-an administrator uses, so the tests exercise exactly that: the listeners pec-mx (port),
+an administrator uses, with its PECMILTER_* values (SUBSTITUTION), what any site's
+sendmail.mc has (SITE) and what a private instance needs (ENVIRONMENT), each listed
+with its reason; mc_deviations() names anything else.  So the tests exercise exactly
+the snippet: the listeners pec-mx (port),
 pec-submission (submission_port, M=a: AUTH required) and pec-reinject (reinject_port,
 no filter), the filter with F=T, and the PEC domains delivered over LMTP to
 lmtp_socket.  Each instance lives in WORKDIR/NAME/sendmail/{etc,queue,log,dev} and
@@ -156,6 +159,64 @@ def ensure():
 
 class SendmailError(RuntimeError):
     pass
+
+
+# What the harness's .mc sets besides including contrib/sendmail/pecmilter.mc, by
+# m4 name, each with its reason; mc_deviations() names anything else (issue 17).
+# The snippet's own settings: the PECMILTER_* values its header lists.
+SUBSTITUTION = {
+    "PECMILTER_MILTER": "pecmilter's milter_socket",
+    "PECMILTER_LMTP": "pecmilter's lmtp_socket",
+    "PECMILTER_DOMAINS": "the provider's PEC domains",
+    "PECMILTER_ADDR": "the instance's loopback address",
+    "PECMILTER_MTA_PORT": "its port 25",
+    "PECMILTER_MSA_PORT": "its submission port",
+    "PECMILTER_REINJECT_ADDR": "its reinjection listener, on its loopback address",
+    "PECMILTER_REINJECT_PORT": "and port",
+    "PECMILTER_TLS_CERT": "the test PKI's server certificate",
+    "PECMILTER_TLS_KEY": "and key",
+    "PECMILTER_TLS_CA": "the test PKI's root, standing for the public CAs",
+}
+# What any Sendmail administrator's sendmail.mc has, PEC or not.
+SITE = {
+    "confDOMAIN_NAME": "the machine's name",
+    "confPRIVACY_FLAGS": "Debian's sendmail.mc default",
+    "confDEF_USER_ID": "the unprivileged user of deliveries",
+    "confAUTH_MECHANISMS": "README: Sendmail's SASL (a sasldb here)",
+    "nouucp": "no UUCP addresses",
+}
+# What only a private instance on loopback needs.
+ENVIRONMENT = {
+    "confCF_VERSION": "names the test configuration",
+    "confPID_FILE": "files of its own under the test's directory, nothing of /etc/mail",
+    "STATUS_FILE": "likewise",
+    "HELP_FILE": "likewise",
+    "QUEUE_DIR": "likewise",
+    "ALIAS_FILE": "likewise: no local delivery",
+    "confCW_FILE": "likewise",
+    "confCT_FILE": "likewise",
+    "confCR_FILE": "likewise",
+    "confSERVICE_SWITCH_FILE": "no system name service: files only",
+    "confHOSTS_FILE": "likewise",
+    "confDONT_PROBE_INTERFACES": "only its own loopback address is its",
+    "confBIND_OPTS": "no DNS on the test network",
+    "accept_unresolvable_domains": "no DNS: the test domains resolve nowhere",
+    "nocanonify": "no DNS to canonify names with",
+    "confLOG_LEVEL": "what the tests read in the log",
+    "confMILTER_LOG_LEVEL": "likewise",
+    "confMIN_QUEUE_AGE": "tests wait for retries in seconds",
+    "confTO_CONNECT": "likewise",
+    "confTO_ICONNECT": "likewise",
+    "confDELIVERY_MODE": "a test's submission returns before delivery, as with Postfix",
+}
+
+
+def mc_deviations(text):
+    """The define()s and FEATURE()s of the .mc TEXT that are neither the snippet's
+    values nor SITE nor ENVIRONMENT: a list, empty when the instance runs the
+    shipped snippet."""
+    names = re.findall(r"(?m)^(?:define|FEATURE)\(`(\w+)'", text)
+    return [n for n in names if n not in SUBSTITUTION and n not in SITE and n not in ENVIRONMENT]
 
 
 class Sendmail:
