@@ -229,7 +229,6 @@ class Bench:
         os.environ["PEC_PKI_DIR"] = os.path.join(self.d, "pki")
         from pectest import config, pki
         from pectest import postfix as pf
-        from pectest.provider import Provider
 
         os.chmod(self.d, 0o755)
         for name in ("a", "b", "sink"):
@@ -249,7 +248,9 @@ class Bench:
                 roles={"pec-submission": "access", "pec-mx": "reception"},
                 reinject="smtp:%s:%d" % (ip[n], pf.free_port(ip[n])),
                 mailbox_backend="maildir", maildir_root=os.path.join(ndir, "mail"),
-                index_source="file:" + index, outbox_retry_max_backoff=2)
+                index_source="file:" + index, outbox_retry_max_backoff=2,
+                # smtpload submits in the clear, over loopback
+                submission_cleartext="loopback")
             users = {"a": [MARIO], "b": [LUIGI]}[n] + [settings[n]["receipt_address"]]
             config.add_mailboxes(os.path.join(ndir, "pecmilter.conf"), *users)
         self.pid = {}
@@ -284,9 +285,17 @@ class Bench:
         for n, other in (("a", "b"), ("b", "a")):
             s = settings[n]
             dom = s["domains"][0]
-            inst = Provider(os.path.join(self.d, n), "postfix", s, ip=ip[n], port=mx[n],
-                            transports={"pec-%s.test" % other: relay(other),
-                                        "example.org": relay("sink")})
+            # the harness's plain Postfix, not the shipped one: smtpload speaks no
+            # STARTTLS, which the shipped submission listener requires
+            inst = pf.Postfix(os.path.join(self.d, n), "postfix", ip=ip[n], port=mx[n],
+                              mydomain=dom, virtual_domains=[dom], local_maildir=False,
+                              milter=s["milter_socket"],
+                              submission_port=pf.free_port(ip[n]),
+                              submission_milter=s["milter_socket"],
+                              reinject_port=int(s["reinject"].rsplit(":", 1)[1]),
+                              transports={"pec-%s.test" % other: relay(other),
+                                          "example.org": relay("sink")},
+                              extra_main={"virtual_transport": "lmtp:" + s["lmtp_socket"]})
             inst.start()
             self.instances.append(inst)
             self.pf[n] = inst
