@@ -20,10 +20,10 @@ MESSAGE = (b"From: Mario Rossi <mario@pec-a.test>\r\n"
 class PassthroughTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
+        # removed after the daemon has stopped (cleanups run last first): until then it
+        # may still write there (its index refresh rewrites tls_policy_file)
+        self.addCleanup(self.tmp.cleanup)
         self.conf = os.path.join(self.tmp.name, "pecmilter.conf")
-
-    def tearDown(self):
-        self.tmp.cleanup()
 
     def start(self, **overrides):
         config.write(self.conf, "a", **overrides)
