@@ -11,6 +11,10 @@
         a.send("x@pec-a.test", ["u@pec-b.test"], raw)
         b.wait_for_mail("u@pec-b.test")
 
+This is the plain instance: the rest of the world in a test (an ordinary mail server,
+a peer), and the harness's own tests.  A PEC provider's Postfix is pectest.provider's,
+made from contrib/postfix as shipped, on top of this class.
+
 Each instance lives in WORKDIR/NAME/{etc,queue,data,log,mail} and is run as root with
 `postfix -c WORKDIR/NAME/etc ...` (no alternate_config_directories needed: that check
 only applies to unprivileged callers).  Nothing of /etc/postfix is written.  What is
