@@ -451,6 +451,11 @@ class ExchangeE2E(unittest.TestCase):
                                  starttls=False)
         self.assertEqual(code, 530, text)
         self.assertIn("5.7.0 Must issue a STARTTLS command first", text)
+        # port 25 still takes cleartext: ordinary mail reaches the reception role
+        code, text = self.b.send("someone@example.org", [LUIGI],
+                                 message("Posta ordinaria in chiaro", sender="someone@example.org"))
+        self.assertEqual(code, 250, text)
+        self.find(LUIGI, rb"ANOMALIA MESSAGGIO: Posta ordinaria in chiaro")
 
     def test_6_same_provider(self):
         subject = "Interna A"

@@ -130,6 +130,8 @@ class PostfixSnippetsTest(unittest.TestCase):
         out = self.quiet(postfix.POSTCONF, "-c", self.pf.etc, "-n")
         self.assertIn("milter_default_action = tempfail", out)
         self.assertIn("virtual_transport = lmtp:unix:pecmilter/lmtp.sock", out)
+        self.assertIn("smtp_tls_policy_maps = texthash:%s" % self.pf.tls_policy, out)
+        self.assertRegex(out, r"(?m)^milter_mail_macros = i .*\{auth_authen\}.* \{tls_version\}$")
         out = self.quiet(postfix.POSTCONF, "-c", self.pf.etc, "-M")
         # the two certifying smtpd's are chrooted, as Debian's are
         self.assertRegex(out, r"(?m)^%s:%d +inet +n +- +y .*milter_macro_daemon_name=pec-mx "
