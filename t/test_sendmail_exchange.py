@@ -155,6 +155,20 @@ class _Exchange:
         for q in qids:
             self.assertRegex(mta.log(), r"\]: %s: .*daemon=pec-" % re.escape(q))
 
+    def assert_tls_between(self):
+        """A to B went over STARTTLS, in both MTAs' logs (issue 17)."""
+        a, b = self.mtas["a"], self.mtas["b"]
+        if isinstance(a, sm.Sendmail):
+            sent = r"STARTTLS=client, relay=[^,]*%s[^,]*, version=TLSv1\.[23]" % re.escape(b.ip)
+        else:
+            sent = r"TLS connection established to pec-b\.test\[%s\]" % re.escape(b.ip)
+        if isinstance(b, sm.Sendmail):
+            got = r"STARTTLS=server, relay=[^,]*%s[^,]*, version=TLSv1\.[23]" % re.escape(a.ip)
+        else:
+            got = r"TLS connection established from \S+\[%s\]" % re.escape(a.ip)
+        self.assertRegex(a.log(), sent)
+        self.assertRegex(b.log(), got)
+
     # -- the tests -------------------------------------------------------------
 
     def test_1_a_to_b(self):
@@ -193,6 +207,7 @@ class _Exchange:
         self.assertIsNone(kinds[ANNA].postacert(), "sintetica carries no original")
         self.assert_sendmail_qids("a", "access")
         self.assert_sendmail_qids("b", "reception")
+        self.assert_tls_between()
 
     def test_2_missing_mailbox(self):
         """B's delivery point finds no mailbox: an avviso di mancata consegna, and no
