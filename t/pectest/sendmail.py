@@ -31,6 +31,10 @@ cleanup layers of pectest.postfix (register_process: atexit and the reaper), so
 nothing survives the test, even after SIGKILL.  Sendmail refuses sockets below a world-writable
 directory, so WORKDIR must not be under /tmp: workdir() makes one under /run/pectest.
 
+tls_policy: the file `pecctl tls-policy --format sendmail` wrote; its lines go into
+the access map (FEATURE(`access_db'), made with makemap), so mail to those domains
+goes over TLS or waits.
+
 transports: DOMAIN -> (IP, PORT): mail for DOMAIN is relayed over SMTP to IP:PORT
 (one mailer per destination, since Sendmail's port is a mailer argument).  Outgoing
 SMTP binds ip, as Postfix's smtp_bind_address does.
@@ -68,6 +72,7 @@ PACKAGES = ("sendmail-bin", "sendmail-base", "sendmail-cf")
 SNIPPET = os.path.join(env.SRC_DIR, "contrib", "sendmail", "pecmilter.mc")
 ROOT = os.path.join(CACHE, "root")
 BINARY = os.path.join(CACHE, "sendmail")           # the unpacked binary, not setgid
+MAKEMAP = os.path.join(ROOT, "usr", "libexec", "sendmail", "makemap")
 CF_DIR = os.path.join(ROOT, "usr", "share", "sendmail", "cf")
 RUN_BASE = "/run/pectest"
 UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
@@ -183,6 +188,7 @@ SITE = {
     "confPRIVACY_FLAGS": "Debian's sendmail.mc default",
     "confDEF_USER_ID": "the unprivileged user of deliveries",
     "confAUTH_MECHANISMS": "README: Sendmail's SASL (a sasldb here)",
+    "access_db": "the snippet's header: the access map holding the TLS policy table",
     "nouucp": "no UUCP addresses",
 }
 # What only a private instance on loopback needs.
@@ -224,7 +230,7 @@ class Sendmail:
 
     def __init__(self, workdir, name, ip="127.0.0.1", port=None, mydomain="pec-a.test",
                  pec_domains=(), milter=None, lmtp_socket=None, submission_port=None,
-                 reinject_port=None, transports=None, sasl_users=None):
+                 reinject_port=None, transports=None, sasl_users=None, tls_policy=None):
         if not re.match(r"^[A-Za-z0-9_.-]+$", name):
             raise ValueError("bad instance name %r" % name)
         self.workdir = os.path.realpath(workdir)
@@ -239,6 +245,7 @@ class Sendmail:
         self.reinject_port = reinject_port or pf.free_port(ip)
         self.transports = dict(transports or {})
         self.sasl_users = dict(sasl_users or {})
+        self.tls_policy = tls_policy
         self.root = os.path.join(self.workdir, name, "sendmail")
         self.etc = os.path.join(self.root, "etc")
         self.queue = os.path.join(self.root, "queue")
@@ -247,6 +254,7 @@ class Sendmail:
         self.maillog = os.path.join(self.logdir, "maillog")
         self.dev = os.path.join(self.root, "dev")
         self.tls = os.path.join(self.etc, "tls")
+        self.access_map = os.path.join(self.etc, "access")
         self.proc = None
 
     # -- configuration ------------------------------------------------------
@@ -298,6 +306,8 @@ class Sendmail:
             "define(`PECMILTER_TLS_CERT', %s)dnl" % q(os.path.join(self.tls, "cert.pem")),
             "define(`PECMILTER_TLS_KEY', %s)dnl" % q(os.path.join(self.tls, "key.pem")),
             "define(`PECMILTER_TLS_CA', %s)dnl" % q(os.path.join(self.tls, "ca.pem")),
+            # the access map: the lines of `pecctl tls-policy --format sendmail'
+            "FEATURE(`access_db', %s)dnl" % q("hash -T<TMPF> -o " + self.access_map),
             "CLIENT_OPTIONS(%s)dnl" % q("Family=inet, Addr=" + self.ip),
             "define(`PECMILTER_MILTER', %s)dnl" % q(self.milter or "unix:/nonexistent"),
             "define(`PECMILTER_LMTP', %s)dnl" % q(self.lmtp_socket or "/nonexistent"),
@@ -365,6 +375,16 @@ class Sendmail:
         with open(self.cf, "wb") as f:
             f.write(p.stdout)
         os.chmod(self.cf, 0o644)
+        # the access map, made with makemap as the snippet's header says
+        policy = b""
+        if self.tls_policy:
+            with open(self.tls_policy, "rb") as f:
+                policy = f.read()
+        p = subprocess.run([MAKEMAP, "-C", self.cf, "hash", self.access_map], input=policy,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if p.returncode != 0:
+            raise SendmailError("makemap %s: %s" % (self.access_map,
+                                                    p.stdout.decode("utf-8", "replace")))
         self._write_sasl()
 
     def _write_sasl(self):
