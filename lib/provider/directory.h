@@ -103,9 +103,9 @@ struct pec_dir_report {
  * Fetch, verify and put in place a fresh copy and its CRLs (see above); with
  * tls_policy_file set, then write the MTA's TLS policy table for the copy now
  * in use when it is not what the file holds (provider/tlspolicy.h): new
- * managedDomains, or no file yet; the MTA rereads a changed table. CANCEL
- * (may be NULL) stops a transfer when it returns non-zero.  Fills REP; returns 0
- * when the index itself was refreshed, -1 when the old one stays (REP->index_err).
+ * managedDomains, or no file yet.  CANCEL (may be NULL) stops a transfer when
+ * it returns non-zero.  Fills REP; returns 0 when the index itself was
+ * refreshed, -1 when the old one stays (REP->index_err).
  */
 int pec_directory_refresh(struct pec_directory *d, int (*cancel)(void *), void *arg,
                           struct pec_dir_report *rep);
