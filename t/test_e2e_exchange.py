@@ -31,8 +31,11 @@ each.
 """
 import base64
 import hashlib
+import email
+import email.policy
 import os
 import re
+import smtplib
 import subprocess
 import time
 import unittest
@@ -101,8 +104,10 @@ class ExchangeE2E(unittest.TestCase):
         cls.a = cls._postfix(work, "a", ip_a, port_a, "pec-a.test", cls.set_a, reinject_a,
                              {"pec-b.test": "smtp:[%s]:%d" % (ip_b, port_b),
                               "pec-a2.test": "smtp:[%s]:%d" % (cls.c.ip, cls.c.port)})
+        # B's MTA does not offer 8BITMIME: the peer test_10 needs (issue 17, point 5)
         cls.b = cls._postfix(work, "b", ip_b, port_b, "pec-b.test", cls.set_b, reinject_b,
-                             {"pec-a.test": "smtp:[%s]:%d" % (ip_a, port_a)})
+                             {"pec-a.test": "smtp:[%s]:%d" % (ip_a, port_a)},
+                             {"smtpd_discard_ehlo_keywords": "8bitmime"})
         cls.a.start()
         cls.b.start()
         cls.c.start()
@@ -112,8 +117,9 @@ class ExchangeE2E(unittest.TestCase):
             cls.daemons[name] = d
 
     @classmethod
-    def _postfix(cls, work, name, ip, port, domain, settings, reinject, transports):
-        return Provider(work, name, settings, ip=ip, port=port, transports=transports)
+    def _postfix(cls, work, name, ip, port, domain, settings, reinject, transports, extra=None):
+        return Provider(work, name, settings, ip=ip, port=port, transports=transports,
+                        extra_main=extra)
 
     @classmethod
     def _stop(cls):
@@ -456,6 +462,31 @@ class ExchangeE2E(unittest.TestCase):
                                  message("Posta ordinaria in chiaro", sender="someone@example.org"))
         self.assertEqual(code, 250, text)
         self.find(LUIGI, rb"ANOMALIA MESSAGGIO: Posta ordinaria in chiaro")
+
+    def test_10_eight_bit_original(self):
+        """An 8-bit original (8bit body, raw UTF-8 Subject) to B, whose MTA does not offer
+        8BITMIME: the busta is 7-bit (pec-rules.md 3.1), so no MTA re-encodes what was
+        signed; it verifies at B, and Python's email decodes the original's text and
+        subject as the user wrote them."""
+        subject = "Citt\u00e0 8 bit"
+        body = "Perch\u00e9 la citt\u00e0 costa 100 \u20ac.\r\n"
+        raw = message("Citta 8 bit", body=body.encode()).replace(
+            b"\r\n\r\n", b"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n", 1)
+        raw = raw.replace(b"Subject: Citta 8 bit", b"Subject: " + subject.encode(), 1)
+        self.assertRegex(raw, rb"[\x80-\xff]")
+        self.submit(raw, [LUIGI])
+        got = self.find(LUIGI, re.escape(b"Citt=C3=A0") + rb"|" + re.escape(b"8 bit"))
+        self.assertIsNone(re.search(rb"[\x80-\xff]", got.raw), "8-bit bytes in the busta")
+        self.verify(got, "otto-bit.eml")
+        inner = email.message_from_bytes(got.postacert(), policy=email.policy.default)
+        self.assertEqual(str(inner["Subject"]), subject)
+        self.assertEqual(inner["Content-Transfer-Encoding"], "quoted-printable")
+        self.assertEqual(inner.get_content().replace("\r\n", "\n"), body.replace("\r\n", "\n"))
+        # B offers no 8BITMIME, and A sent the busta to it as it was signed
+        with smtplib.SMTP(self.b.ip, self.b.port, timeout=30) as s:
+            s.ehlo("check.test")
+            self.assertFalse(s.has_extn("8bitmime"), s.esmtp_features)
+        self.assertRegex(self.a.log(), r"to=<luigi@pec-b\.test>.*status=sent")
 
     def test_6_same_provider(self):
         subject = "Interna A"

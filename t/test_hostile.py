@@ -492,7 +492,9 @@ class Hostile(unittest.TestCase):
                             + msg.replace(b"L00 lmtp", b"L04 LF nudi") + b"\n.\nQUIT\n")
             self.assertIn("221 ", out)
             got = self.find(LUIGI, rb"L04 LF nudi")
-            self.assertIsNone(got.header("X-Trasporto"))
+            # ordinary mail that did not pass the reception point goes in wrapped (issue 17)
+            self.assertEqual(got.header("X-Trasporto"), "errore")
+            self.assertIn(b"L04 LF nudi", got.postacert())
         with self.case("L05 riga di comando troppo lunga"):
             self.assertIn("500 5.5.2", self.lmtp(b"LHLO " + b"x" * 5000 + b"\r\nQUIT\r\n"))
         with self.case("L06 troppi errori"):

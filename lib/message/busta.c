@@ -10,6 +10,7 @@
 #include "util/encode.h"
 #include "util/xalloc.h"
 #include "util/err.h"
+#include "message/sevenbit.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -77,6 +78,31 @@ int pec_postacert_write(const struct pec_original *o, const char *identificativo
         cursor = o->header_len;
     }
     return pec_spool_copy(out, o->raw, cursor, size - cursor);
+}
+
+/*
+ * *POSTACERT made 7-bit (sevenbit.h), the busta's parts travelling on 7-bit transport
+ * (pec-rules.md 3.1): 0, or -1 with err (the access point refused what cannot be).
+ */
+static int seven_bit(const struct pec_issuer *iss, struct pec_spool **postacert, char *err,
+                     size_t errlen)
+{
+    struct pec_spool *out = pec_spool_new(iss->spool_dir, iss->spool_mem_limit);
+    unsigned char *copy;
+    const unsigned char *msg = pec_spool_whole(*postacert, &copy);
+    char why[300];
+    int rc = msg == NULL ? -1 : pec_7bit(msg, pec_spool_size(*postacert), out, why, sizeof(why));
+
+    free(copy);
+    if (rc != 0) {
+        pec_seterr(err, errlen, "cannot make postacert.eml 7-bit: %s",
+                   rc > 0 ? why : strerror(errno));
+        pec_spool_free(out);
+        return -1;
+    }
+    pec_spool_free(*postacert);
+    *postacert = out;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- texts */
@@ -450,6 +476,8 @@ int pec_build_busta(const struct pec_issuer *iss, const struct pec_original *o,
         pec_seterr(err, errlen, "cannot write postacert.eml: %s", strerror(errno));
         goto done;
     }
+    if (o->eight_bit && seven_bit(iss, &postacert, err, errlen) != 0)
+        goto done;
     t = busta_text_of(o, classified, n, identificativo, &w);
     plain = busta_plain(&t);
     html = busta_html(&t);
@@ -465,7 +493,7 @@ int pec_build_busta(const struct pec_issuer *iss, const struct pec_original *o,
                                  .len = xml_len};
     parts[2] = (struct pec_part){.content_type = "message/rfc822; name=\"postacert.eml\"",
                                  .disposition = "inline; filename=\"postacert.eml\"",
-                                 .encoding = o->eight_bit ? "8bit" : "7bit",
+                                 .encoding = "7bit",
                                  .spool = postacert};
     add_busta_headers(&out->headers, iss, o, identificativo, &w);
     if (pec_envelope_sign(iss, parts, 3, when, out, err, errlen) < 0) {

@@ -11,6 +11,7 @@
 #include "store/registro.h"
 #include "util/xalloc.h"
 #include "util/err.h"
+#include "message/sevenbit.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -45,6 +46,7 @@ static const struct {
     [PEC_ACCESS_TOO_MANY_FIELDS] = {"too-many-fields", "552", "5.6.0"},
     [PEC_ACCESS_NUL] = {"nul", "550", "5.6.0"},
     [PEC_ACCESS_LINE_TOO_LONG] = {"line-too-long", "550", "5.6.0"},
+    [PEC_ACCESS_NOT_7BIT] = {"not-7bit", "554", "5.6.3"},
     [PEC_ACCESS_VIRUS] = {"virus", "554", "5.7.1"},
 };
 
@@ -375,6 +377,34 @@ static int check_lines(const struct pec_original *o, struct pec_access_reply *r)
     return -1;
 }
 
+/*
+ * 8-bit content the busta could not carry on 7-bit transport (sevenbit.h): the busta
+ * re-encodes what it can, and what it cannot is refused now, saying where.
+ */
+static int check_7bit(const struct pec_original *o, struct pec_access_reply *r)
+{
+    char it[600], en[400], why[300];
+    unsigned char *copy;
+    const unsigned char *msg;
+    int rc;
+
+    if (!o->eight_bit)
+        return 0;
+    if ((msg = pec_spool_whole(o->raw, &copy)) == NULL)
+        return 0; /* unreadable now: building the busta fails and says so */
+    rc = pec_7bit(msg, pec_spool_size(o->raw), NULL, why, sizeof(why));
+    free(copy);
+    if (rc != 1)
+        return 0;
+    snprintf(it, sizeof(it),
+             "il messaggio contiene caratteri a 8 bit che non possono viaggiare a 7 bit come "
+             "richiesto (%s)",
+             why);
+    snprintf(en, sizeof(en), "8-bit content that cannot be made 7-bit for transport: %s", why);
+    set_reply(r, PEC_ACCESS_NOT_7BIT, it, en);
+    return -1;
+}
+
 int pec_access_formal(const struct pec_original *o, long long size_limit,
                       struct pec_access_reply *r)
 {
@@ -404,7 +434,7 @@ int pec_access_formal(const struct pec_original *o, long long size_limit,
         set_reply(r, PEC_ACCESS_TOO_BIG, it, en);
         return -1;
     }
-    if (check_lines(o, r) < 0)
+    if (check_lines(o, r) < 0 || check_7bit(o, r) < 0)
         return -1;
     r->fault = PEC_ACCESS_OK;
     return 0;

@@ -117,6 +117,7 @@ enum pec_access_fault {
     PEC_ACCESS_TOO_MANY_FIELDS, /* more than PEC_HEADER_FIELDS_MAX fields */
     PEC_ACCESS_NUL,             /* a NUL byte */
     PEC_ACCESS_LINE_TOO_LONG,   /* a line over PEC_LINE_MAX octets */
+    PEC_ACCESS_NOT_7BIT,        /* 8-bit content that cannot be made 7-bit (sevenbit.h) */
     /* at end of message: the antivirus found something; avviso di non accettazione per virus */
     PEC_ACCESS_VIRUS,
 };

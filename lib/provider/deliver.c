@@ -120,24 +120,6 @@ static const char *claimed_kind(struct pec_span head)
     return kind;
 }
 
-/* The whole message in memory, as pec_inspect wants it: the spool's own bytes or a copy. */
-static const unsigned char *whole(const struct pec_spool *sp, unsigned char **copy)
-{
-    size_t size = pec_spool_size(sp);
-    const unsigned char *mem = pec_spool_mem(sp);
-
-    *copy = NULL;
-    if (mem != NULL || size == 0)
-        return mem ? mem : (const unsigned char *)"";
-    *copy = xmalloc(size);
-    if (pec_spool_pread(sp, 0, *copy, size) != (ssize_t)size) {
-        free(*copy);
-        *copy = NULL;
-        return NULL;
-    }
-    return *copy;
-}
-
 /* The delivery key as the log shows it: a notice by its own Message-ID (see delivery_key). */
 static const char *shown(const char *key)
 {
@@ -485,7 +467,7 @@ static void deliver_pec(struct job *j)
     struct pec_inspection ins;
     struct pec_dp_busta b;
     unsigned char *copy;
-    const unsigned char *msg = whole(j->m->data, &copy);
+    const unsigned char *msg = pec_spool_whole(j->m->data, &copy);
     int busta = strcmp(j->kind, "busta") == 0;
     char err[512];
 

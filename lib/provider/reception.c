@@ -34,26 +34,6 @@ static void summarize(struct pec_rp_outcome *out, const char *fmt, ...)
     va_end(ap);
 }
 
-/* The whole message in memory, as pec_inspect wants it: the spool's own bytes or a copy. */
-static const unsigned char *whole(const struct pec_spool *sp, unsigned char **copy)
-{
-    size_t size = pec_spool_size(sp);
-    const unsigned char *mem = pec_spool_mem(sp);
-
-    *copy = NULL;
-    if (mem != NULL || size == 0)
-        return mem ? mem : (const unsigned char *)"";
-    *copy = malloc(size);
-    if (*copy == NULL)
-        return NULL;
-    if (pec_spool_pread(sp, 0, *copy, size) != (ssize_t)size) {
-        free(*copy);
-        *copy = NULL;
-        return NULL;
-    }
-    return *copy;
-}
-
 static char *destinatari_of(const struct pec_daticert *d)
 {
     struct pec_dest *dest = xcalloc(d->n_destinatari ? d->n_destinatari : 1, sizeof(*dest));
@@ -1000,7 +980,7 @@ int pec_rp_decide(const struct pec_rp_env *e, const struct pec_original *o, cons
 
     memset(out, 0, sizeof(*out));
     out->what = "?";
-    msg = whole(o->raw, &copy);
+    msg = pec_spool_whole(o->raw, &copy);
     if (msg == NULL) {
         pec_seterr(err, errlen, "cannot read the message back into memory for inspection: %s",
                    strerror(errno));

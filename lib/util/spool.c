@@ -354,3 +354,20 @@ int pec_spool_copy(struct pec_spool *dst, const struct pec_spool *src, size_t of
     }
     return pec_spool_each(src, off, len, copy_chunk, dst) != 0 ? -1 : 0;
 }
+
+const unsigned char *pec_spool_whole(const struct pec_spool *sp, unsigned char **copy)
+{
+    size_t size = pec_spool_size(sp);
+    const unsigned char *mem = pec_spool_mem(sp);
+
+    *copy = NULL;
+    if (mem != NULL || size == 0)
+        return mem ? mem : (const unsigned char *)"";
+    *copy = xmalloc(size);
+    if (pec_spool_pread(sp, 0, *copy, size) != (ssize_t)size) {
+        free(*copy);
+        *copy = NULL;
+        return NULL;
+    }
+    return *copy;
+}

@@ -49,4 +49,11 @@ int pec_spool_each(const struct pec_spool *sp, size_t off, size_t len,
 /* The bytes, when the spool is still in memory; NULL once it went to a file. */
 const unsigned char *pec_spool_mem(const struct pec_spool *sp);
 
+/*
+ * All the bytes in memory, for a reader that needs them at once (the inspection): the
+ * spool's own, or a copy in *COPY (xmalloc'ed, the caller frees it; NULL when none was
+ * made).  NULL with errno when reading the file fails.
+ */
+const unsigned char *pec_spool_whole(const struct pec_spool *sp, unsigned char **copy);
+
 #endif

@@ -43,7 +43,7 @@ fi
 shared=${PEC_SHARED_DIR:-}
 message=0
 case "$name" in
-mime | gmime | original | inspect | feed | breve)
+mime | gmime | original | inspect | feed | breve | sevenbit)
     message=1
     dirs="$dirs $src/t/golden"
     if [ -n "$shared" ] && [ -d "$shared/corpus" ]; then dirs="$dirs $shared/corpus"; fi

@@ -136,11 +136,13 @@ class Provider(pf.Postfix):
     """A PEC provider's Postfix from the shipped snippets; see the module docstring."""
 
     def __init__(self, workdir, name, settings, ip, port=None, submission_port=None,
-                 transports=None, sasl_path=None):
+                 transports=None, sasl_path=None, extra_main=None):
+        """EXTRA_MAIN: what a test changes on purpose to stand for a peer that is not
+        set up as shipped (deviations() names it)."""
         reinject = int(settings["reinject"].rsplit(":", 1)[1])
         super().__init__(workdir, name, ip=ip, port=port, mydomain=settings["domains"][0],
                          submission_port=submission_port or pf.free_port(ip),
-                         reinject_port=reinject)
+                         reinject_port=reinject, extra_main=extra_main)
         self.settings = settings
         self.sasl_path = sasl_path
         self.peers = {}          # domain -> (ip, port)
