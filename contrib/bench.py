@@ -248,7 +248,9 @@ class Bench:
                 roles={"pec-submission": "access", "pec-mx": "reception"},
                 reinject="smtp:%s:%d" % (ip[n], pf.free_port(ip[n])),
                 mailbox_backend="maildir", maildir_root=os.path.join(ndir, "mail"),
-                index_source="file:" + index, outbox_retry_max_backoff=2)
+                index_source="file:" + index, outbox_retry_max_backoff=2,
+                # smtpload submits in the clear, over loopback
+                submission_cleartext="loopback")
             users = {"a": [MARIO], "b": [LUIGI]}[n] + [settings[n]["receipt_address"]]
             config.add_mailboxes(os.path.join(ndir, "pecmilter.conf"), *users)
         self.pid = {}
@@ -283,6 +285,8 @@ class Bench:
         for n, other in (("a", "b"), ("b", "a")):
             s = settings[n]
             dom = s["domains"][0]
+            # the harness's plain Postfix, not the shipped one: smtpload speaks no
+            # STARTTLS, which the shipped submission listener requires
             inst = pf.Postfix(os.path.join(self.d, n), "postfix", ip=ip[n], port=mx[n],
                               mydomain=dom, virtual_domains=[dom], local_maildir=False,
                               milter=s["milter_socket"],

@@ -207,6 +207,7 @@ def start(d, build):
     os.environ["PEC_PKI_DIR"] = os.path.join(d, "pki")
     from pectest import config, pki
     from pectest import postfix as pf
+    from pectest.provider import Provider
 
     if os.path.exists(state_path(d)):
         say("== a demo is already recorded in %s: stopping it first" % d)
@@ -258,15 +259,9 @@ def start(d, build):
     for n, other in (("a", "b"), ("b", "a")):
         s = settings[n]
         dom = s["domains"][0]
-        inst = pf.Postfix(os.path.join(d, n), "postfix", ip=ip[n], port=mx[n], mydomain=dom,
-                          virtual_domains=[dom], local_maildir=False,
-                          milter=s["milter_socket"],
-                          submission_port=pf.free_port(ip[n]),
-                          submission_milter=s["milter_socket"],
-                          reinject_port=int(s["reinject"].rsplit(":", 1)[1]),
-                          transports={"pec-%s.test" % other: relay(other),
-                                      "example.org": relay("ext")},
-                          extra_main={"virtual_transport": "lmtp:" + s["lmtp_socket"]})
+        inst = Provider(os.path.join(d, n), "postfix", s, ip=ip[n], port=mx[n],
+                        transports={"pec-%s.test" % other: relay(other),
+                                    "example.org": relay("ext")})
         instances.append((dom, inst))
     for label, inst in instances:
         inst.start()

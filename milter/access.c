@@ -1,15 +1,15 @@
 /*
  * access - the access point role: user submissions become PEC.
  *
- * At MAIL FROM the sender is checked against the login (lib/provider/access.h) and
- * refused there when it may not submit.  Then the message is fed, as it
- * arrives, into a spool (lib/message/feed.h: memory up to a limit, then a file), and
- * at end of message libpec decides: first the antivirus (a virus costs the
- * avviso di non accettazione per virus and a 554 naming it; a message that
- * could not be scanned a 451, or a 554 with on_scan_error = "reject", and
- * nothing else), then the formal checks: a formal error costs an avviso di
- * non accettazione and an SMTP rejection with the same words; a good message
- * becomes the busta di trasporto in place.
+ * At MAIL FROM the session must be encrypted ({tls_version}) and the sender
+ * is checked against the login (lib/provider/access.h); either refuses there.
+ * Then the message is fed, as it arrives, into a spool (lib/message/feed.h:
+ * memory up to a limit, then a file), and at end of message libpec decides:
+ * first the antivirus (a virus costs the avviso di non accettazione per virus
+ * and a 554 naming it; a message that could not be scanned a 451, or a 554
+ * with on_scan_error = "reject", and nothing else), then the formal checks: a
+ * formal error costs an avviso di non accettazione and an SMTP rejection with
+ * the same words; a good message becomes the busta di trasporto in place.
  *
  * Applying a busta (rewrite.h): first every header change, then the body
  * replacement.  Only after the MTA has taken every
@@ -47,7 +47,8 @@ static sfsistat ap_envfrom(SMFICTX *ctx, struct conn *c, struct msg *m, char **a
     const char *login = mta_macro(ctx, "{auth_authen}");
     struct pec_access_reply r;
 
-    if (pec_access_sender(rt->cfg, login, argv[0], &r) < 0) {
+    if (pec_access_channel(rt->cfg, mta_macro(ctx, "{tls_version}"), c->loopback, &r) < 0 ||
+        pec_access_sender(rt->cfg, login, argv[0], &r) < 0) {
         log_info(msg_qid(ctx, m), "access: refused at MAIL FROM (%s): from=%s login=%s client=%s",
                  pec_access_fault_name(r.fault), argv[0], login && *login ? login : "-", c->client);
         mta_setreply(ctx, msg_qid(ctx, m), r.rcode, r.xcode, r.text);

@@ -17,6 +17,7 @@
 #include "runtime.h"
 #include "util/xalloc.h"
 
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -124,7 +125,7 @@ static sfsistat cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, u
         /*
          * What the roles read, at the stage they read it: {daemon_name} at
          * connect (Sendmail's Name= of the listener, Postfix's
-         * milter_macro_daemon_name), {auth_authen} at MAIL FROM, the queue
+         * milter_macro_daemon_name), {auth_authen} and {tls_version} at MAIL FROM, the queue
          * id from MAIL FROM on.  This list replaces the MTA's configured one
          * for pecmilter (Sendmail's Milter.macros.*, Postfix's
          * milter_*_macros); contrib/sendmail/pecmilter.mc sets the same.
@@ -132,7 +133,8 @@ static sfsistat cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, u
         *pf0 |= SMFIF_SETSYMLIST;
         if (smfi_setsymlist(ctx, SMFIM_CONNECT, "{daemon_name} {client_addr} {client_name} j _") !=
                 MI_SUCCESS ||
-            smfi_setsymlist(ctx, SMFIM_ENVFROM, "i {auth_authen} {auth_type} {mail_addr}") !=
+            smfi_setsymlist(ctx, SMFIM_ENVFROM,
+                            "i {auth_authen} {auth_type} {mail_addr} {tls_version}") !=
                 MI_SUCCESS ||
             smfi_setsymlist(ctx, SMFIM_ENVRCPT, "i {rcpt_addr}") != MI_SUCCESS ||
             smfi_setsymlist(ctx, SMFIM_EOH, "i") != MI_SUCCESS ||
@@ -140,6 +142,23 @@ static sfsistat cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, u
             log_warn(NULL, "smfi_setsymlist failed; relying on the MTA's default macros");
     }
     return SMFIS_CONTINUE;
+}
+
+/* ADDR (the MTA's word on the client) is this machine: 127/8, ::1 or ::ffff:127/104. */
+static int is_loopback(const _SOCK_ADDR *addr)
+{
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)addr;
+
+    if (addr == NULL)
+        return 0;
+    if (addr->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)addr)->sin_addr.s_addr) >> 24) == 127;
+    if (addr->sa_family != AF_INET6)
+        return 0;
+    return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr) ||
+           (memcmp(in6->sin6_addr.s6_addr, mapped, sizeof(mapped)) == 0 &&
+            in6->sin6_addr.s6_addr[12] == 127);
 }
 
 static sfsistat cb_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *addr)
@@ -155,6 +174,7 @@ static sfsistat cb_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *addr)
     c->rt = runtime_get();
     c->daemon_name = dn ? xstrdup(dn) : NULL;
     c->client = xstrdup(hostname ? hostname : "unknown");
+    c->loopback = is_loopback(addr);
     return SMFIS_CONTINUE;
 }
 

@@ -45,6 +45,9 @@ void usage(FILE *out)
             "certificate\n"
             "  index record [--sign]  our record of the providers' index (LDIF, or the .p7m)\n"
             "  index show             the copy of the providers' index in use\n"
+            "  tls-policy [--format postfix|sendmail] [-o FILE]\n"
+            "                         the MTA's TLS policy table: TLS towards every domain of\n"
+            "                         the other providers in the index\n"
             "  quarantine list [--json]  the infected messages kept (quarantine_dir)\n"
             "  quarantine show ID     what is known of one\n"
             "  quarantine export ID   its bytes, as received, on standard output\n"
@@ -426,7 +429,7 @@ static int dispatch(struct ctl *c, int argc, char **argv)
         return pecctl_audit(c, argc, argv);
     if (strcmp(cmd, "status") == 0)
         return pecctl_status(c, argc, argv);
-    if (strcmp(cmd, "index") == 0)
+    if (strcmp(cmd, "index") == 0 || strcmp(cmd, "tls-policy") == 0)
         return pecctl_index(c, argc, argv);
     if (strcmp(cmd, "quarantine") == 0)
         return pecctl_quarantine(c, argc, argv);
@@ -440,8 +443,8 @@ static int known_command(const char *cmd)
 {
     return strcmp(cmd, "log") == 0 || strcmp(cmd, "outbox") == 0 || strcmp(cmd, "tx") == 0 ||
            strcmp(cmd, "store") == 0 || strcmp(cmd, "audit") == 0 || strcmp(cmd, "status") == 0 ||
-           strcmp(cmd, "index") == 0 || strcmp(cmd, "quarantine") == 0 ||
-           strcmp(cmd, "mailbox") == 0;
+           strcmp(cmd, "index") == 0 || strcmp(cmd, "tls-policy") == 0 ||
+           strcmp(cmd, "quarantine") == 0 || strcmp(cmd, "mailbox") == 0;
 }
 
 int main(int argc, char **argv)
@@ -485,10 +488,11 @@ int main(int argc, char **argv)
         return PEC_EX_CONFIG;
     }
     /*
-     * The index and the mailboxes need no store: a provider prepares its record, and
-     * makes its users' mailboxes, before it runs.
+     * The index and the mailboxes need no store: a provider prepares its record, its
+     * MTA's TLS policy and its users' mailboxes before it runs.
      */
-    nostore = strcmp(argv[optind], "index") == 0 || strcmp(argv[optind], "mailbox") == 0;
+    nostore = strcmp(argv[optind], "index") == 0 || strcmp(argv[optind], "tls-policy") == 0 ||
+              strcmp(argv[optind], "mailbox") == 0;
     c.st = nostore ? NULL : pec_store_open(c.cfg->store, PEC_STORE_NOCREATE, err, sizeof(err));
     if (c.st == NULL && !nostore) {
         fprintf(stderr, "pecctl: %s\n", err);

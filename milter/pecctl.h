@@ -55,7 +55,7 @@ int pecctl_audit(struct ctl *c, int argc, char **argv);
 /* pecctl status [--json] */
 int pecctl_status(struct ctl *c, int argc, char **argv);
 
-/* pecctl index record [--sign] | show */
+/* pecctl index record [--sign] | show, and pecctl tls-policy */
 int pecctl_index(struct ctl *c, int argc, char **argv);
 /* pecctl quarantine list [--json] | show ID | export ID */
 int pecctl_quarantine(struct ctl *c, int argc, char **argv);

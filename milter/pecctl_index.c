@@ -7,6 +7,10 @@
  *                                  the authority fetches, signed with our PEC key
  *   pecctl index show              the copy in use: where from, how old, who
  *                                  signed it, its providers and CRLs
+ *   pecctl tls-policy [--format F] [-o FILE]
+ *                                  the MTA's TLS policy table for the other
+ *                                  providers' domains in that copy
+ *                                  (provider/tlspolicy.h), on stdout or FILE
  *
  * The record is built from the configuration (provider_name, provider_unit,
  * receipt_address as mailReceipt, domains, sign_cert and record_certs,
@@ -20,8 +24,10 @@
 #include "message/libinit.h"
 #include "message/smime.h"
 #include "provider/directory.h"
+#include "provider/tlspolicy.h"
 #include "util/xalloc.h"
 
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,27 +140,41 @@ done:
     return rc;
 }
 
-/* The copy the daemon uses, read and verified as the daemon reads it. */
+/*
+ * The copy the daemon uses, read and verified as the daemon reads it (with
+ * MAY_FETCH, from index_source when there is none yet): *D and *TRUST for the
+ * caller to close.  0, or an exit status after saying why.
+ */
+static int load_copy(const struct pec_config *cfg, int may_fetch, struct pec_directory **d,
+                     struct pec_trust **trust, struct pec_dir_report *rep)
+{
+    char err[1024];
+
+    *d = NULL;
+    if ((*trust = pec_trust_load(cfg->trust_anchors, err, sizeof(err))) == NULL) {
+        fprintf(stderr, "pecctl: trust_anchors: %s\n", err);
+        return PEC_EX_CONFIG;
+    }
+    *d = pec_directory_open(cfg, *trust, NULL, err, sizeof(err));
+    if (*d == NULL || pec_directory_load(*d, may_fetch, rep, err, sizeof(err)) < 0) {
+        fprintf(stderr, "pecctl: %s\n", err);
+        return *d == NULL ? PEC_EX_CONFIG : 1;
+    }
+    return 0;
+}
+
 static int index_show(const struct pec_config *cfg)
 {
     struct pec_dir_report rep;
     struct pec_directory *d;
     struct pec_trust *trust;
     struct pec_index *idx;
-    char err[1024], t[40];
+    char t[40];
     time_t at, now = time(NULL);
+    int rc = load_copy(cfg, 0, &d, &trust, &rep);
 
-    if ((trust = pec_trust_load(cfg->trust_anchors, err, sizeof(err))) == NULL) {
-        fprintf(stderr, "pecctl: trust_anchors: %s\n", err);
-        return PEC_EX_CONFIG;
-    }
-    d = pec_directory_open(cfg, trust, NULL, err, sizeof(err));
-    if (d == NULL || pec_directory_load(d, 0, &rep, err, sizeof(err)) < 0) {
-        fprintf(stderr, "pecctl: %s\n", err);
-        pec_directory_close(d);
-        pec_trust_free(trust);
-        return d == NULL ? PEC_EX_CONFIG : 1;
-    }
+    if (rc != 0)
+        goto done;
     idx = pec_directory_index(d);
     at = pec_directory_fetched_at(d);
     for (int i = 0; i < rep.nwarnings; i++)
@@ -175,9 +195,51 @@ static int index_show(const struct pec_config *cfg)
     }
     printf("CRLs:      %zu\n", rep.crls);
     pec_index_free(idx);
+done:
     pec_directory_close(d);
     pec_trust_free(trust);
-    return 0;
+    return rc;
+}
+
+/* pecctl tls-policy [--format postfix|sendmail] [-o FILE] */
+static int tls_policy(const struct pec_config *cfg, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"format", required_argument, NULL, 'f'}, {"output", required_argument, NULL, 'o'}, {0}};
+    const char *format = cfg->tls_policy_format, *file = NULL;
+    struct pec_dir_report rep;
+    struct pec_directory *d;
+    struct pec_trust *trust;
+    struct pec_index *idx;
+    char err[600], *text;
+    int opt, rc;
+
+    optind = 0; /* GNU getopt: start over, at argv[1] */
+    while ((opt = getopt_long(argc, argv, "f:o:", opts, NULL)) != -1) {
+        if (opt == 'f' && pec_tls_policy_format_ok(optarg))
+            format = optarg;
+        else if (opt == 'o')
+            file = optarg;
+        else
+            return EX_USAGE;
+    }
+    if (optind != argc)
+        return EX_USAGE;
+    if ((rc = load_copy(cfg, 1, &d, &trust, &rep)) == 0) {
+        idx = pec_directory_index(d);
+        text = pec_tls_policy(cfg, idx, format);
+        if (file == NULL && fputs(text, stdout) < 0)
+            rc = EX_IOERR;
+        else if (file != NULL && pec_tls_policy_install(file, text, err, sizeof(err)) < 0) {
+            fprintf(stderr, "pecctl: tls-policy: %s\n", err);
+            rc = EX_IOERR;
+        }
+        free(text);
+        pec_index_free(idx);
+    }
+    pec_directory_close(d);
+    pec_trust_free(trust);
+    return rc;
 }
 
 int pecctl_index(struct ctl *c, int argc, char **argv)
@@ -187,6 +249,13 @@ int pecctl_index(struct ctl *c, int argc, char **argv)
     if (pec_lib_init(err, sizeof(err)) != 0) {
         fprintf(stderr, "pecctl: %s\n", err);
         return EX_SOFTWARE;
+    }
+    if (strcmp(argv[0], "tls-policy") == 0) {
+        int rc = tls_policy(c->cfg, argc, argv);
+
+        if (rc == EX_USAGE)
+            usage(stderr);
+        return rc;
     }
     if (argc == 2 && strcmp(argv[1], "show") == 0)
         return index_show(c->cfg);

@@ -39,6 +39,7 @@ struct conn {
     struct runtime *rt; /* the runtime the connection started with */
     char *daemon_name;
     char *client;
+    int loopback;        /* the client connected from this machine (127/8, ::1) */
     int leadspc;         /* SMFIP_HDR_LEADSPC negotiated: header values keep their leading space */
     unsigned long quiet; /* SMFIP_NR_* negotiated: the MTA expects no reply at those stages */
     sfsistat held;       /* a verdict reached at a quiet stage, given at end of message */

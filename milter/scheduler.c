@@ -108,9 +108,11 @@ static void refresh_index(struct runtime *rt, time_t now, time_t *due)
     for (int i = 0; i < rep.nwarnings; i++)
         log_warn(NULL, "%s", rep.warning[i]);
     if (ok) {
-        log_info(NULL, "providers' index: refreshed from %s: %zu providers, %zu CRLs%s",
+        log_info(NULL, "providers' index: refreshed from %s: %zu providers, %zu CRLs%s%s%s",
                  cfg->index_source, rep.providers, rep.crls,
-                 rep.domains_changed ? "; managedDomains changed" : "");
+                 rep.domains_changed ? "; managedDomains changed" : "",
+                 rep.tls_policy > 0 ? "; TLS policy written to " : "",
+                 rep.tls_policy > 0 ? cfg->tls_policy_file : "");
         *due = now + (time_t)cfg->index_refresh;
     } else {
         log_err(NULL, "providers' index: cannot refresh from %s, the copy in use stays: %s",

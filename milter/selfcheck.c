@@ -251,6 +251,10 @@ static int check_access(const struct pec_config *cfg, char *err, size_t errlen)
         return -1;
     if (cfg->spool_dir[0] != '\0' && check_dir(&w, cfg->spool_dir, "spool_dir", 0, err, errlen) < 0)
         return -1;
+    /* the table is replaced whole: a file beside it, then rename */
+    if (cfg->tls_policy_file[0] != '\0' &&
+        check_parent(&w, cfg->tls_policy_file, "tls_policy_file", err, errlen) < 0)
+        return -1;
     if (strcmp(cfg->antivirus, "none") != 0 &&
         check_dir(&w, cfg->quarantine_dir, "quarantine_dir", 1, err, errlen) < 0)
         return -1;

@@ -51,6 +51,7 @@ import zipfile
 
 from pectest import clamd, config, daemon, e2e, env, pecmail, pki
 from pectest import postfix as pf
+from pectest.provider import Provider
 
 MARIO = "mario@pec-a.test"
 RICEVUTE_A = "ricevute@pec-a.test"
@@ -149,13 +150,7 @@ class AntivirusE2E(unittest.TestCase):
 
     @classmethod
     def _postfix(cls, work, name, ip, port, domain, settings, reinject, transports):
-        milter = "unix:" + config.socket_path(settings)
-        return pf.Postfix(work, name, ip=ip, port=port, mydomain=domain,
-                          virtual_domains=[domain], local_maildir=False, milter=milter,
-                          submission_port=pf.free_port(ip), submission_milter=milter,
-                          reinject_port=reinject, transports=transports,
-                          extra_main={"virtual_transport": "lmtp:unix:"
-                                      + config.socket_path(settings, "lmtp_socket")})
+        return Provider(work, name, settings, ip=ip, port=port, transports=transports)
 
     @classmethod
     def _stop(cls):

@@ -63,6 +63,11 @@ class ConfigTest(config.Scratch, unittest.TestCase):
              r"no message may pass uncertified .*\(pec-rules\.md 2\.2, 2\.3\)$"),
             ({"on_scan_error": "accept"}, r"on_scan_error: \"accept\" is not allowed: a message "
              r"nobody could scan is never certified.*\(pec-rules\.md 8\.4\)$"),
+            ({"submission_cleartext": "yes"}, r"submission_cleartext: \"yes\" is not allowed: a "
+             r"user submits over TLS \(pec-rules\.md 8\.5\); only a client on this machine "
+             r"\(loopback\) may be let through in the clear$"),
+            ({"submission_cleartext": "all"}, r"submission_cleartext: \"all\" is not one of "
+             r"no\|loopback$"),
             ({"virus_retention_months": 29}, r"virus_retention_months: not allowed outside "
              r"test_mode: infected messages are kept 30 months .*at least 30$"),
             ({"fixed_clock": "2024-01-31T10:00:00Z"}, r"fixed_clock: not allowed outside "

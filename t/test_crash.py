@@ -56,6 +56,7 @@ import time
 
 from pectest import config, daemon, env, pki
 from pectest import postfix as pf
+from pectest import provider as shipped
 
 MARIO = "mario@pec-a.test"
 RICEVUTE = "ricevute@pec-a.test"
@@ -113,15 +114,9 @@ class Provider:
         self.logs = []          # the stderr of every incarnation
 
     def postfix(self, work, peer):
-        milter = "unix:" + config.socket_path(self.settings)
-        self.pf = pf.Postfix(
-            work, "pf" + self.name, ip=self.ip, port=self.port,
-            mydomain="pec-%s.test" % self.name, virtual_domains=["pec-%s.test" % self.name],
-            local_maildir=False, milter=milter, submission_port=pf.free_port(self.ip),
-            submission_milter=milter, reinject_port=self.reinject,
-            transports={"pec-%s.test" % peer.name: "smtp:[%s]:%d" % (peer.ip, peer.port)},
-            extra_main={"virtual_transport": "lmtp:unix:"
-                        + config.socket_path(self.settings, "lmtp_socket")})
+        self.pf = shipped.Provider(
+            work, "pf" + self.name, self.settings, ip=self.ip, port=self.port,
+            transports={"pec-%s.test" % peer.name: "smtp:[%s]:%d" % (peer.ip, peer.port)})
         return self.pf
 
     def start(self, work):

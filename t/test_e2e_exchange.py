@@ -43,6 +43,7 @@ import unittest
 from pectest import config, daemon, e2e, env, forge, pki
 from pectest import postfix as pf
 from pectest.dovecot import Dovecot, have_dovecot
+from pectest.provider import Provider
 
 MARIO = "mario@pec-a.test"
 GIULIA = "giulia@pec-a.test"
@@ -96,14 +97,20 @@ class ExchangeE2E(unittest.TestCase):
         config.write(cls.conf_b, "b", **cls.set_b)
         cls.set_a = config.settings("a", os.path.dirname(cls.conf_a), **cls.set_a)
         cls.set_b = config.settings("b", os.path.dirname(cls.conf_b), **cls.set_b)
+        # pec-a2.test, A's second domain in the index (not in its pecmilter.conf), stands
+        # for a provider whose server lost STARTTLS: a plain Postfix without TLS
+        cls.c = pf.Postfix(work, "c", ip=pf.loopback_ip(3), mydomain="pec-a2.test",
+                           virtual_domains=["pec-a2.test"])
         cls.a = cls._postfix(work, "a", ip_a, port_a, "pec-a.test", cls.set_a, reinject_a,
-                             {"pec-b.test": "smtp:[%s]:%d" % (ip_b, port_b)})
+                             {"pec-b.test": "smtp:[%s]:%d" % (ip_b, port_b),
+                              "pec-a2.test": "smtp:[%s]:%d" % (cls.c.ip, cls.c.port)})
         # B's MTA does not offer 8BITMIME: the peer test_10 needs (issue 17, point 5)
         cls.b = cls._postfix(work, "b", ip_b, port_b, "pec-b.test", cls.set_b, reinject_b,
                              {"pec-a.test": "smtp:[%s]:%d" % (ip_a, port_a)},
                              {"smtpd_discard_ehlo_keywords": "8bitmime"})
         cls.a.start()
         cls.b.start()
+        cls.c.start()
         for name, conf in (("a", cls.conf_a), ("b", cls.conf_b)):
             d = daemon.start(conf)
             pf.register_process(d.proc.pid, work)
@@ -111,19 +118,14 @@ class ExchangeE2E(unittest.TestCase):
 
     @classmethod
     def _postfix(cls, work, name, ip, port, domain, settings, reinject, transports, extra=None):
-        milter = "unix:" + config.socket_path(settings)
-        return pf.Postfix(work, name, ip=ip, port=port, mydomain=domain,
-                          virtual_domains=[domain], local_maildir=False, milter=milter,
-                          submission_port=pf.free_port(ip), submission_milter=milter,
-                          reinject_port=reinject, transports=transports,
-                          extra_main=dict({"virtual_transport": "lmtp:unix:"
-                                           + config.socket_path(settings, "lmtp_socket")},
-                                          **(extra or {})))
+        return Provider(work, name, settings, ip=ip, port=port, transports=transports,
+                        extra_main=extra)
 
     @classmethod
     def _stop(cls):
         e2e.stop_all([cls.daemons.get("a"), cls.daemons.get("b"), getattr(cls, "a", None),
-                      getattr(cls, "b", None), getattr(cls, "dovecot", None)], cls.tmp)
+                      getattr(cls, "b", None), getattr(cls, "c", None),
+                      getattr(cls, "dovecot", None)], cls.tmp)
 
     @classmethod
     def tearDownClass(cls):
@@ -422,6 +424,44 @@ class ExchangeE2E(unittest.TestCase):
         self.none(MARIO, rb"CONSEGNA: " + re.escape(subject.encode()), wait=0)
         self.assertNotIn("cannot queue the PEC receipt", self.daemons["b"].stderr())
         self.audit(self.conf_b, since)
+
+    def test_9c_tls_between_providers(self):
+        """Provider to provider is STARTTLS, in both MTAs' logs; the policy table A's
+        pecmilter keeps from the index (what `pecctl tls-policy` prints) makes it
+        mandatory, so a peer of the index that offers no TLS gets nothing and the busta
+        waits; a submission in the clear is refused (issue 17)."""
+        self.submit(message("Via TLS"), [LUIGI])
+        self.find(MARIO, rb"Subject: CONSEGNA: Via TLS")
+        self.assertRegex(self.a.log(), r"postfix-a/smtp\[\d+\]: Trusted TLS connection "
+                         r"established to pec-b\.test\[127\.0\.0\.12\]:\d+: TLSv1\.[23]")
+        self.assertRegex(self.b.log(), r"postfix-b/smtpd\[\d+\]: Anonymous TLS connection "
+                         r"established from \S+\[127\.0\.0\.11\]: TLSv1\.[23]")
+        # and back: B's presa in carico and consegna to A
+        self.assertRegex(self.b.log(), r"postfix-b/smtp\[\d+\]: Trusted TLS connection "
+                         r"established to pec-a\.test\[127\.0\.0\.11\]")
+        self.assertRegex(self.a.log(), r"postfix-a/smtpd\[\d+\]: Anonymous TLS connection "
+                         r"established from \S+\[127\.0\.0\.12\]")
+        p = subprocess.run([env.program("pecctl"), "-c", self.conf_a, "tls-policy"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.stdout, "pec-a2.test encrypt\npec-b.test encrypt\n", p.stderr)
+        with open(self.set_a["tls_policy_file"]) as f:
+            self.assertEqual(f.read(), p.stdout)
+        self.submit(message("Senza TLS", to="nessuno@pec-a2.test"), ["nessuno@pec-a2.test"])
+        e2e.retry(self.a.log, lambda log: "TLS is required, but was not offered" in log)
+        self.assertRegex(self.a.log(), r"to=<nessuno@pec-a2\.test>, relay=pec-a2\.test"
+                         r"\[127\.0\.0\.13\]:\d+, .*status=deferred \(TLS is required, but "
+                         r"was not offered by host pec-a2\.test\[127\.0\.0\.13\]\)")
+        self.assertEqual(self.c.messages("nessuno@pec-a2.test"), [])
+        code, text = self.a.send(MARIO, [LUIGI], message("In chiaro"),
+                                 port=self.a.submission_port, xclient_login=MARIO,
+                                 starttls=False)
+        self.assertEqual(code, 530, text)
+        self.assertIn("5.7.0 Must issue a STARTTLS command first", text)
+        # port 25 still takes cleartext: ordinary mail reaches the reception role
+        code, text = self.b.send("someone@example.org", [LUIGI],
+                                 message("Posta ordinaria in chiaro", sender="someone@example.org"))
+        self.assertEqual(code, 250, text)
+        self.find(LUIGI, rb"ANOMALIA MESSAGGIO: Posta ordinaria in chiaro")
 
     def test_10_eight_bit_original(self):
         """An 8-bit original (8bit body, raw UTF-8 Subject) to B, whose MTA does not offer

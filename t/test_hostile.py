@@ -47,6 +47,7 @@ import unittest
 
 from pectest import config, daemon, e2e, env, forge, pecmail, pki
 from pectest import postfix as pf
+from pectest.provider import Provider
 
 MARIO = "mario@pec-a.test"
 GIULIA = "giulia@pec-a.test"
@@ -124,22 +125,11 @@ class Hostile(unittest.TestCase):
             config.write(conf, name, **s)
             cls.conf[name] = conf
             cls.set[name] = config.settings(name, base, **s)
-            milter = "unix:" + config.socket_path(cls.set[name])
             domain, peer_ip, peer_port = peers[name]
-            # the submission's cleanup as README advises (contrib/postfix/master.cf):
-            # it keeps Bcc for the milter and refuses a NUL, which would cut a header
-            mta = pf.Postfix(work, name, ip=ip, port=port, mydomain="pec-%s.test" % name,
-                             virtual_domains=["pec-%s.test" % name], local_maildir=False,
-                             milter=milter, submission_port=pf.free_port(ip),
-                             submission_milter=milter, reinject_port=reinject,
-                             submission_options=["cleanup_service_name=pec-cleanup"],
-                             extra_master="pec-cleanup unix n - n - 0 cleanup\n"
-                                          "  -o message_drop_headers="
-                                          "content-length,resent-bcc,return-path\n"
-                                          "  -o message_reject_characters=\\0",
-                             transports={domain: "smtp:[%s]:%d" % (peer_ip, peer_port)},
-                             extra_main={"virtual_transport": "lmtp:unix:"
-                                         + config.socket_path(cls.set[name], "lmtp_socket")})
+            # the shipped configuration: the submission's cleanup keeps Bcc for the
+            # milter and refuses a NUL, which would cut a header
+            mta = Provider(work, name, cls.set[name], ip=ip, port=port,
+                           transports={domain: "smtp:[%s]:%d" % (peer_ip, peer_port)})
             setattr(cls, name, mta)
             mta.start()
             d = daemon.start(conf)

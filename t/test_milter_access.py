@@ -67,13 +67,19 @@ class AccessMilterTest(unittest.TestCase):
         self.assertEqual(d.returncode, 0, text[-3000:])
 
     def send(self, d, raw=MESSAGE, sender="<mario@pec-a.test>", rcpts=RCPTS,
-             login="mario@pec-a.test", protocol=0):
+             login="mario@pec-a.test", protocol=0, tls="TLSv1.3", client=None):
+        """One submission; TLS: the session's {tls_version} (None: cleartext), CLIENT:
+        the client's address as the MTA reports it (loopback by default)."""
+        mail = {"{auth_authen}": login} if login else {}
+        if tls:
+            mail["{tls_version}"] = tls
         with d.milter() as m:
             m.filter_macros = False
             m.negotiate(protocol=protocol)
             return m.send_message(raw, sender, rcpts,
                                   connect_macros={"{daemon_name}": "pec-submission"},
-                                  macros={"M": {"{auth_authen}": login} if login else {}})
+                                  macros={"M": mail},
+                                  client={"address": client} if client else None)
 
     def db(self):
         return sqlite3.connect("file:%s?mode=ro" % self.settings["store"], uri=True)
@@ -118,6 +124,34 @@ class AccessMilterTest(unittest.TestCase):
         # the login may use what sender_logins lists
         res = self.send(d, login="mario")
         self.assertEqual(res.reply.code, "continue", res.reply)
+
+    def assertRefusedCleartext(self, res):
+        self.assertEqual((res.stage, res.reply.code), ("M", "replycode"), res)
+        self.assertTrue(res.reply.text.startswith("530 5.7.0 "), res.reply.text)
+        self.assertIn("connessione cifrata (STARTTLS)", res.reply.text)
+
+    def test_submission_must_come_over_tls(self):
+        """No {tls_version}: 530 5.7.0 at MAIL FROM, authenticated or not, nothing
+        stored; the MTA is asked for the macro at MAIL FROM (issue 17)."""
+        d = self.start()
+        with d.milter() as m:
+            self.assertIn("{tls_version}", m.negotiate()["macros"].get(2, ""))
+        self.assertRefusedCleartext(self.send(d, tls=None))
+        self.assertRefusedCleartext(self.send(d, tls=""))
+        self.assertRefusedCleartext(self.send(d, tls=None, login=None))
+        self.assertEqual(self.outbox(), [])
+        self.wait_log(d, r"access: refused at MAIL FROM \(not-tls\)")
+        self.assertEqual(self.send(d, tls="TLSv1.2").reply.code, "continue")
+
+    def test_cleartext_from_loopback_only_when_configured(self):
+        d = self.start(submission_cleartext="loopback")
+        self.assertEqual(self.send(d, tls=None).reply.code, "continue")
+        self.assertEqual(self.send(d, tls=None, raw=OTHER, client="127.0.0.53").reply.code,
+                         "continue")
+        for far in ("192.0.2.7", "10.0.0.1"):
+            self.assertRefusedCleartext(self.send(d, tls=None, client=far))
+        self.assertEqual(self.send(d, client="192.0.2.7",
+                                   raw=OTHER.replace(b"<m2@", b"<m3@")).reply.code, "continue")
 
     # -- the busta in place ----------------------------------------------------
 

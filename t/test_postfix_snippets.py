@@ -16,6 +16,12 @@ reinjection listener, with no milter, takes the same ordinary message, which
 Postfix hands to pecmilter's delivery point over LMTP, which refuses to store
 it bare.  postconf reports the queue lifetimes, size limit and MIME output
 setting the rules call for.
+
+And the harness the end-to-end tests and the demo run (pectest.provider) is
+the same: Debian's configuration, README's substitution and the snippets,
+plus only the environment-only settings it lists with their reasons; a
+setting of the harness alone (a bigger message_size_limit, a regexp
+virtual_mailbox_maps, a listener option) is found and named.
 """
 import os
 import re
@@ -26,26 +32,14 @@ import tempfile
 import time
 import unittest
 
-from pectest import config, daemon, env, pki, postfix
+from pectest import config, daemon, env, pki, postfix, provider
+from pectest.provider import contrib, parse_main
 
 DIST_MASTER = "/usr/share/postfix/master.cf.dist"
 DIST_MAIN = "/usr/share/postfix/main.cf.debian"
 USER = "mario.rossi@pec-a.test"
 
 
-def contrib(name):
-    with open(os.path.join(env.SRC_DIR, "contrib", "postfix", name)) as f:
-        return f.read()
-
-
-def parse_main(text):
-    """main.cf text -> ordered dict (continuation lines joined)."""
-    out = {}
-    for line in re.sub(r"\n[ \t]+", " ", text).splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            k, _, v = line.partition("=")
-            out[k.strip()] = v.strip()
-    return out
 
 
 class SnippetPostfix(postfix.Postfix):
@@ -56,12 +50,14 @@ class SnippetPostfix(postfix.Postfix):
         super().__init__(workdir, "snippets", ip=ip, mydomain="pec-a.test",
                          submission_port=postfix.free_port(ip),
                          reinject_port=postfix.free_port(ip))
+        self.tls_policy = os.path.join(self.etc, "tls-policy")
         self.sockdir = os.path.join(self.queue, "pecmilter")
 
     def main_cf(self):
         m = parse_main(open(DIST_MAIN).read())
         m.update(super().main_cf())        # private paths, loopback, no DNS, fast retries
         snippet = contrib("main.cf").replace("pec.example.it", "pec-a.test")
+        snippet = snippet.replace("/var/lib/pecmilter/tls-policy", self.tls_policy)
         m.update(parse_main(snippet))
         # STARTTLS for the submission service: any certificate will do on loopback
         m["smtpd_tls_cert_file"] = pki.provider("a")["cert"]
@@ -81,6 +77,10 @@ class SnippetPostfix(postfix.Postfix):
 
     def _write_config(self):
         super()._write_config()
+        with open(self.tls_policy, "w") as f:
+            f.write("pec-b.test encrypt\n")
+        past = time.time() - 10
+        os.utime(self.tls_policy, (past, past))
         # README: the sockets' directory inside the chroot, the daemon's user as
         # owner (root here) and group postfix, setgid so the sockets are postfix's too
         os.makedirs(self.sockdir, exist_ok=True)
@@ -130,6 +130,8 @@ class PostfixSnippetsTest(unittest.TestCase):
         out = self.quiet(postfix.POSTCONF, "-c", self.pf.etc, "-n")
         self.assertIn("milter_default_action = tempfail", out)
         self.assertIn("virtual_transport = lmtp:unix:pecmilter/lmtp.sock", out)
+        self.assertIn("smtp_tls_policy_maps = texthash:%s" % self.pf.tls_policy, out)
+        self.assertRegex(out, r"(?m)^milter_mail_macros = i .*\{auth_authen\}.* \{tls_version\}$")
         out = self.quiet(postfix.POSTCONF, "-c", self.pf.etc, "-M")
         # the two certifying smtpd's are chrooted, as Debian's are
         self.assertRegex(out, r"(?m)^%s:%d +inet +n +- +y .*milter_macro_daemon_name=pec-mx "
@@ -192,6 +194,59 @@ class PostfixSnippetsTest(unittest.TestCase):
         self.assertIn("disable_mime_output_conversion = yes\n", out)
         limit = int(re.search(r"message_size_limit = (\d+)", out).group(1))
         self.assertGreaterEqual(limit, 30 * 1024 * 1024 + 64 * 1024)
+
+
+class HarnessRunsTheSnippets(unittest.TestCase):
+    """What the end-to-end tests and the demo run (pectest.provider) is Debian's
+    configuration, README's substitution and the snippets, plus the environment-only
+    settings listed with their reasons, and nothing else (issue 17)."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="pec-shipped.")
+        self.addCleanup(self.tmp.cleanup)
+        ip = postfix.loopback_ip(8)
+        s = config.settings("a", self.tmp.name, reinject="smtp:%s:10025" % ip)
+        self.p = provider.Provider(self.tmp.name, "a", s, ip=ip, port=2525, submission_port=2587,
+                                   transports={"pec-b.test": "smtp:[127.0.0.12]:2526"})
+
+    def written(self):
+        self.p._write_config()
+        return self.p.deviations()
+
+    def test_nothing_but_the_shipped_configuration(self):
+        self.assertEqual(self.written(), [])
+        with open(os.path.join(self.p.etc, "main.cf")) as f:
+            main = parse_main(f.read())
+        # the rules' limits of the snippets, not a harness's
+        self.assertEqual(main["message_size_limit"], "36700160")
+        self.assertEqual(main["virtual_mailbox_maps"], "")
+
+    def test_every_placeholder_and_reason_holds(self):
+        snippets = contrib("main.cf") + contrib("master.cf")
+        for placeholder, _ in self.p.substitutions():
+            self.assertIn(placeholder, snippets, "a substitution of nothing")
+        shipped = parse_main(contrib("main.cf"))
+        for key, why in list(provider.ENVIRONMENT.items()) + list(provider.SITE.items()):
+            self.assertNotIn(key, shipped, "the harness would override the snippets")
+            self.assertTrue(why)
+
+    def test_a_setting_of_the_harness_alone_is_found(self):
+        self.p.extra_main = {"message_size_limit": "104857600",
+                             "virtual_mailbox_maps": "regexp:/x"}
+        self.assertEqual(sorted(self.written()), [
+            "main.cf: message_size_limit = 104857600: the snippets say 36700160",
+            "main.cf: virtual_mailbox_maps = regexp:/x: the snippets say "])
+        self.p.extra_main = {"smtputf8_enable": "no"}
+        self.assertEqual(self.written(), ["main.cf: smtputf8_enable = no: neither in the "
+                                          "snippets nor environment-only"])
+        self.p.extra_main = {}
+        master = self.p.master_cf
+        self.p.master_cf = lambda: master().replace(
+            "-o smtpd_tls_security_level=encrypt", "-o smtpd_tls_security_level=may")
+        self.assertEqual(len(self.written()), 1, self.written())
+        self.assertRegex(self.written()[0], r"^master\.cf: 127\.0\.0\.18:2587 inet: -o "
+                         r"\['smtpd_tls_security_level=may'\] added, "
+                         r"\['smtpd_tls_security_level=encrypt'\] missing$")
 
 
 if __name__ == "__main__":

@@ -117,6 +117,17 @@ class SelfCheckTest(config.Scratch, unittest.TestCase):
         rc, out, err = self.check()
         self.assertEqual((rc, err), (0, ""))
 
+    def test_tls_policy_directory_not_writable_by_user(self):
+        """pecmilter replaces the MTA's TLS policy table whole, beside it."""
+        nobody = self.as_nobody()
+        top = os.path.join(self.dir, "postfix")
+        os.mkdir(top, 0o755)         # root's: nobody cannot write the table there
+        self.settings["tls_policy_file"] = os.path.join(top, "tls-policy")
+        self.assertProblem(top, r"user nobody cannot create files here \(tls_policy_file\)$")
+        os.chown(top, nobody, -1)
+        rc, out, err = self.check()
+        self.assertEqual((rc, err), (0, ""))
+
     def test_quarantine_directory_not_writable_by_user(self):
         """With an antivirus, the user must be able to make the quarantine; clamd not
         answering is a warning, not a configuration error."""

@@ -20,11 +20,13 @@ pecmilter unreachable the MTA answers 451 4.3.2 (F=T), never passing mail throug
 """
 import os
 import re
+import subprocess
 import time
 import unittest
 
 from pectest import config, daemon, e2e, env, pki
 from pectest import postfix as pf
+from pectest.provider import Provider
 from pectest import sendmail as sm
 
 MARIO = "mario@pec-a.test"
@@ -58,15 +60,21 @@ class _Exchange:
         ips = {"a": pf.loopback_ip(1), "b": pf.loopback_ip(2)}
         ports = {n: pf.free_port(ip) for n, ip in ips.items()}
         domains = {"a": "pec-a.test", "b": "pec-b.test"}
+        # pec-a2.test, A's second domain in the index (not in its pecmilter.conf), stands
+        # for a provider whose server offers no STARTTLS: a plain Postfix without TLS
+        cls.c = pf.Postfix(work, "c", ip=pf.loopback_ip(3), mydomain="pec-a2.test",
+                           virtual_domains=["pec-a2.test"])
+        lost_tls = {"pec-a2.test": (cls.c.ip, cls.c.port)}
         for name in ("a", "b"):
             base = os.path.join(work, name)
             os.makedirs(base)
             os.chmod(base, 0o755)
             conf = os.path.join(base, "pecmilter.conf")
             reinject = pf.free_port(ips[name])
+            mta = cls.MTA_A if name == "a" else cls.MTA_B
             s = dict(roles={"pec-submission": "access", "pec-mx": "reception"},
                      reinject="smtp:%s:%d" % (ips[name], reinject), outbox_retry_max_backoff=2,
-                     mailbox_backend="maildir",
+                     mailbox_backend="maildir", tls_policy_format=mta,
                      maildir_root=os.path.join(base, "pecmail"))
             e2e.make_maildirs(s["maildir_root"], USERS[name])
             config.write(conf, name, **s)
@@ -75,32 +83,36 @@ class _Exchange:
             other = "b" if name == "a" else "a"
             milter = "unix:" + config.socket_path(s)
             lmtp = config.socket_path(s, "lmtp_socket")
-            mta = cls.MTA_A if name == "a" else cls.MTA_B
+            peers = dict({domains[other]: (ips[other], ports[other])},
+                         **(lost_tls if name == "a" else {}))
             if mta == "sendmail":
+                # the access map from the table pecctl writes, made before Sendmail starts
+                p = subprocess.run([env.program("pecctl"), "-c", conf, "tls-policy",
+                                    "--format", "sendmail", "-o", s["tls_policy_file"]],
+                                   capture_output=True, text=True, timeout=60)
+                assert p.returncode == 0, p.stderr
                 cls.mtas[name] = sm.Sendmail(
                     work, name, ip=ips[name], port=ports[name], mydomain=domains[name],
                     pec_domains=[domains[name]], milter=milter, lmtp_socket=lmtp,
                     submission_port=pf.free_port(ips[name]), reinject_port=reinject,
-                    transports={domains[other]: (ips[other], ports[other])},
+                    transports=peers, tls_policy=s["tls_policy_file"],
                     sasl_users={MARIO: PASSWORD} if name == "a" else {})
             else:
-                cls.mtas[name] = pf.Postfix(
-                    work, name, ip=ips[name], port=ports[name], mydomain=domains[name],
-                    virtual_domains=[domains[name]], local_maildir=False, milter=milter,
-                    submission_port=pf.free_port(ips[name]), submission_milter=milter,
-                    reinject_port=reinject,
-                    transports={domains[other]: "smtp:[%s]:%d" % (ips[other], ports[other])},
-                    extra_main={"virtual_transport": "lmtp:unix:" + lmtp})
+                cls.mtas[name] = Provider(
+                    work, name, s, ip=ips[name], port=ports[name],
+                    transports={d: "smtp:[%s]:%d" % peer for d, peer in peers.items()})
         for name in ("a", "b"):
             d = daemon.start(cls.confs[name])
             pf.register_process(d.proc.pid, work)
             cls.daemons[name] = d
         for name in ("a", "b"):
             cls.mtas[name].start()
+        cls.c.start()
 
     @classmethod
     def _stop(cls):
-        e2e.stop_all(list(cls.mtas.values()) + list(cls.daemons.values()), cls.tmp)
+        e2e.stop_all(list(cls.mtas.values()) + list(cls.daemons.values())
+                     + [getattr(cls, "c", None)], cls.tmp)
 
     @classmethod
     def tearDownClass(cls):
@@ -158,6 +170,36 @@ class _Exchange:
         for q in qids:
             self.assertRegex(mta.log(), r"\]: %s: .*daemon=pec-" % re.escape(q))
 
+    def assert_tls_between(self):
+        """A to B went over STARTTLS, in both MTAs' logs (issue 17)."""
+        a, b = self.mtas["a"], self.mtas["b"]
+        if isinstance(a, sm.Sendmail):
+            sent = r"STARTTLS=client, relay=[^,]*%s[^,]*, version=TLSv1\.[23]" % re.escape(b.ip)
+        else:
+            sent = r"TLS connection established to pec-b\.test\[%s\]" % re.escape(b.ip)
+        if isinstance(b, sm.Sendmail):
+            got = r"STARTTLS=server, relay=[^,]*%s[^,]*, version=TLSv1\.[23]" % re.escape(a.ip)
+        else:
+            got = r"TLS connection established from \S+\[%s\]" % re.escape(a.ip)
+        self.assertRegex(a.log(), sent)
+        self.assertRegex(b.log(), got)
+
+    def test_9_tls_policy(self):
+        """The table pecctl writes from the index (Postfix's smtp_tls_policy_maps, or
+        Sendmail's access map) is used: a provider of the index whose server offers no
+        STARTTLS gets nothing, the busta waits."""
+        a = self.mtas["a"]
+        with open(self.sets["a"]["tls_policy_file"]) as f:
+            self.assertIn("pec-a2.test", f.read())
+        code, text = self.submit(message("Senza TLS", to="nessuno@pec-a2.test"),
+                                 ["nessuno@pec-a2.test"])
+        self.assertEqual(code, 250, text)
+        refused = (r"encryption too weak 0 less than 128" if isinstance(a, sm.Sendmail)
+                   else r"TLS is required, but was not offered by host pec-a2\.test")
+        e2e.retry(a.log, lambda log: re.search(refused, log), timeout=30)
+        self.assertRegex(a.log(), refused)
+        self.assertEqual(self.c.messages("nessuno@pec-a2.test"), [])
+
     # -- the tests -------------------------------------------------------------
 
     def test_1_a_to_b(self):
@@ -196,6 +238,7 @@ class _Exchange:
         self.assertIsNone(kinds[ANNA].postacert(), "sintetica carries no original")
         self.assert_sendmail_qids("a", "access")
         self.assert_sendmail_qids("b", "reception")
+        self.assert_tls_between()
 
     def test_2_missing_mailbox(self):
         """B's delivery point finds no mailbox: an avviso di mancata consegna, and no

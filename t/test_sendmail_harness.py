@@ -25,6 +25,24 @@ time.sleep(600)
 """
 
 
+class ShippedSnippet(unittest.TestCase):
+    """The harness's .mc is the shipped snippet plus what SITE and ENVIRONMENT list
+    with their reasons (issue 17): a setting of its own is named."""
+
+    def test_nothing_but_the_snippet(self):
+        s = sm.Sendmail("/nonexistent", "x", ip="127.0.0.13", pec_domains=["pec-c.test"])
+        mc = s.mc()
+        self.assertEqual(sm.mc_deviations(mc), [])
+        self.assertIn("include(`%s')dnl" % sm.SNIPPET, mc)
+        with open(sm.SNIPPET) as f:
+            header = f.read()
+        for name in sm.SUBSTITUTION:
+            self.assertIn("dnl   " + name, header.replace(",", "\ndnl  "))
+        self.assertEqual(sm.mc_deviations(mc + "define(`confMAX_MESSAGE_SIZE', `104857600')dnl\n"
+                                          "define(`confAUTH_OPTIONS', `A')dnl\n"),
+                         ["confMAX_MESSAGE_SIZE", "confAUTH_OPTIONS"])
+
+
 class SendmailHarness(unittest.TestCase):
     @classmethod
     def setUpClass(cls):

@@ -26,6 +26,7 @@ import unittest
 
 from pectest import config, daemon, e2e, env, pecmail, pki
 from pectest import postfix as pf
+from pectest.provider import Provider
 
 MARIO = "mario@pec-a.test"
 LUIGI = "luigi@pec-b.test"
@@ -56,16 +57,12 @@ class TimersE2E(unittest.TestCase):
             cls.conf, "a", roles={"pec-submission": "access", "pec-mx": "passthrough"},
             reinject="smtp:%s:%d" % (ip, reinject), outbox_retry_max_backoff=2,
             warning_after=WARNING, deadline_not_before=NOT_BEFORE, deadline_after=DEADLINE,
-            test_mode="yes",
+            test_mode="yes", mailboxes=(MARIO,),
             seal_dir=os.path.join(work, "seals"))
         os.makedirs(os.path.join(work, "seals"))
         relay = "smtp:[%s]:%d" % (pf.loopback_ip(2), nobody)
-        cls.a = pf.Postfix(work, "a", ip=ip, mydomain="pec-a.test",
-                           virtual_domains=["pec-a.test"],
-                           submission_port=pf.free_port(ip),
-                           submission_milter="unix:" + config.socket_path(cls.settings),
-                           reinject_port=reinject,
-                           transports={"pec-b.test": relay, "example.org": relay})
+        cls.a = Provider(work, "a", cls.settings, ip=ip,
+                         transports={"pec-b.test": relay, "example.org": relay})
         cls.a.start()
         cls.start_daemon()
 

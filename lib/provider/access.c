@@ -26,6 +26,7 @@ static const struct {
     const char *xcode;
 } faults[] = {
     [PEC_ACCESS_OK] = {"ok", "250", "2.0.0"},
+    [PEC_ACCESS_NOT_TLS] = {"not-tls", "530", "5.7.0"},
     [PEC_ACCESS_NOT_AUTHENTICATED] = {"not-authenticated", "530", "5.7.0"},
     [PEC_ACCESS_NULL_SENDER] = {"null-sender", "553", "5.7.1"},
     [PEC_ACCESS_FOREIGN_SENDER] = {"foreign-sender", "553", "5.7.1"},
@@ -152,6 +153,19 @@ static int listed(char *const *v, size_t n, const char *address)
 }
 
 /* ---------------------------------------------------------------- MAIL FROM */
+
+int pec_access_channel(const struct pec_config *cfg, const char *tls_version, int loopback,
+                       struct pec_access_reply *r)
+{
+    memset(r, 0, sizeof(*r));
+    if ((tls_version != NULL && *tls_version != '\0') ||
+        (loopback && strcmp(cfg->submission_cleartext, "loopback") == 0))
+        return 0;
+    set_reply(r, PEC_ACCESS_NOT_TLS,
+              "per inviare posta certificata occorre una connessione cifrata (STARTTLS)",
+              "certified mail is submitted over TLS only: issue STARTTLS first");
+    return -1;
+}
 
 int pec_access_sender(const struct pec_config *cfg, const char *login, const char *mail_from,
                       struct pec_access_reply *r)

@@ -94,6 +94,7 @@
 enum pec_access_fault {
     PEC_ACCESS_OK,
     /* at MAIL FROM: plain SMTP refusals */
+    PEC_ACCESS_NOT_TLS, /* the session is not encrypted */
     PEC_ACCESS_NOT_AUTHENTICATED,
     PEC_ACCESS_NULL_SENDER,
     PEC_ACCESS_FOREIGN_SENDER,  /* not one of our PEC domains */
@@ -144,6 +145,16 @@ struct pec_access_reply {
     char text[600];    /* the SMTP reply text: Italian, then English in parentheses */
     char virus[256];   /* PEC_ACCESS_VIRUS: the finding, as the antivirus named it */
 };
+
+/*
+ * At MAIL FROM, first: a user's submission comes over TLS (pec-rules.md 8.5).
+ * TLS_VERSION is the MTA's {tls_version} (NULL or "" on a cleartext session);
+ * LOOPBACK says the client connected from this machine, which
+ * submission_cleartext = "loopback" lets through in the clear.  0 when the
+ * session may submit; -1 with R (530 5.7.0) otherwise.
+ */
+int pec_access_channel(const struct pec_config *cfg, const char *tls_version, int loopback,
+                       struct pec_access_reply *r);
 
 /*
  * At MAIL FROM: LOGIN is {auth_authen} (NULL or "" when the client did not

@@ -60,6 +60,8 @@ static const struct conf_key schema[] = {
     {"provider_unit", T_STRING, "", 0, NULL, 0, OFF(provider_unit)},
     {"ldif_location_url", T_STRING, "", 0, NULL, 0, OFF(ldif_location_url)},
     {"record_certs", T_STRLIST, NULL, 0, NULL, 0, OFF(record_certs)},
+    {"tls_policy_file", T_STRING, "", 0, NULL, 0, OFF(tls_policy_file)},
+    {"tls_policy_format", T_STRING, "postfix", 0, "postfix|sendmail", 0, OFF(tls_policy_format)},
 
     {"store", T_STRING, "/var/lib/pecmilter/pecmilter.db", 0, NULL, 0, OFF(store)},
     {"milter_socket", T_STRING, "unix:/run/pecmilter/milter.sock", 0, NULL, 0, OFF(milter_socket)},
@@ -74,6 +76,7 @@ static const struct conf_key schema[] = {
     {"reinject", T_STRING, "smtp:127.0.0.1:10025", 0, NULL, 0, OFF(reinject)},
     {"reinject_sessions", T_INT, "4", 0, NULL, 1, OFF(reinject_sessions)},
     {"sender_logins", T_LOGINMAP, NULL, 0, NULL, 0, OFF(sender_logins)},
+    {"submission_cleartext", T_STRING, "no", 0, "no|loopback", 0, OFF(submission_cleartext)},
     {"outbox_retry_max_backoff", T_INT, "300", 0, NULL, 1, OFF(outbox_retry_max_backoff)},
     {"spool_dir", T_STRING, "", 0, NULL, 0, OFF(spool_dir)},
     {"seal_dir", T_STRING, "/var/lib/pecmilter/registro", 0, NULL, 0, OFF(seal_dir)},
@@ -118,6 +121,9 @@ static const struct {
     {"on_internal_error", "accept",
      "no message may pass uncertified at the access point or unverified at the reception point "
      "(pec-rules.md 2.2, 2.3)"},
+    {"submission_cleartext", "yes",
+     "a user submits over TLS (pec-rules.md 8.5); only a client on this machine (loopback) "
+     "may be let through in the clear"},
     {"on_scan_error", "accept",
      "a message nobody could scan is never certified, passed on or delivered as clean "
      "(pec-rules.md 8.4)"},

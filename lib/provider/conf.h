@@ -69,6 +69,8 @@ struct pec_config {
     char *provider_unit;             /* our record's providerUnit (pecctl index record) */
     char *ldif_location_url;         /* our record's LDIFLocationURL */
     struct pec_strlist record_certs; /* further certificates our record lists (renewal) */
+    char *tls_policy_file;           /* the MTA's TLS policy table, kept from the index */
+    char *tls_policy_format;         /* "postfix" or "sendmail" (provider/tlspolicy.h) */
 
     char *store;
     char *milter_socket;
@@ -82,6 +84,7 @@ struct pec_config {
     char *reinject;
     long long reinject_sessions;
     struct pec_loginmap sender_logins;
+    char *submission_cleartext; /* "no", or "loopback": clients on this machine need no TLS */
 
     long long warning_after;
     long long deadline_after;

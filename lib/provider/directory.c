@@ -13,6 +13,7 @@
  * drops it.
  */
 #include "provider/directory.h"
+#include "provider/tlspolicy.h"
 #include "message/crl.h"
 #include "util/fetch.h"
 #include "util/xalloc.h"
@@ -547,6 +548,23 @@ static int same_domains(const struct pec_index *a, const struct pec_index *b)
     return na == nb;
 }
 
+/* tls_policy_file for the copy in use, rewritten only when it changes. */
+static void update_tls_policy(struct pec_directory *d, struct pec_dir_report *rep)
+{
+    struct pec_index *idx;
+    char err[600], *text;
+
+    if (d->cfg->tls_policy_file[0] == '\0')
+        return;
+    idx = pec_directory_index(d);
+    text = pec_tls_policy(d->cfg, idx, d->cfg->tls_policy_format);
+    rep->tls_policy = pec_tls_policy_install(d->cfg->tls_policy_file, text, err, sizeof(err));
+    if (rep->tls_policy < 0)
+        warn(rep, "tls_policy_file: cannot write the MTA's TLS policy: %s", err);
+    free(text);
+    pec_index_free(idx);
+}
+
 int pec_directory_refresh(struct pec_directory *d, int (*cancel)(void *), void *arg,
                           struct pec_dir_report *rep)
 {
@@ -571,5 +589,6 @@ int pec_directory_refresh(struct pec_directory *d, int (*cancel)(void *), void *
     rep->domains_changed = fresh != NULL && !same_domains(old, fresh);
     pec_index_free(old);
     install(d, base, at);
+    update_tls_policy(d, rep);
     return rep->index_ok ? 0 : -1;
 }

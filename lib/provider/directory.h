@@ -93,15 +93,19 @@ struct pec_dir_report {
     char index_err[1024]; /* why not */
     size_t providers;     /* in the copy now in use */
     int domains_changed;  /* the fresh copy's managedDomains differ from the old one's */
+    int tls_policy;       /* tls_policy_file: 1 rewritten, 0 unchanged, -1 failed (a warning) */
     size_t crls;          /* CRLs now in use */
     char warning[PEC_DIR_MAX_WARNINGS][512]; /* CRLs that could not be refreshed */
     int nwarnings;
 };
 
 /*
- * Fetch, verify and put in place a fresh copy and its CRLs (see above); CANCEL
- * (may be NULL) stops a transfer when it returns non-zero.  Fills REP; returns 0
- * when the index itself was refreshed, -1 when the old one stays (REP->index_err).
+ * Fetch, verify and put in place a fresh copy and its CRLs (see above); with
+ * tls_policy_file set, then write the MTA's TLS policy table for the copy now
+ * in use when it is not what the file holds (provider/tlspolicy.h): new
+ * managedDomains, or no file yet.  CANCEL (may be NULL) stops a transfer when
+ * it returns non-zero.  Fills REP; returns 0 when the index itself was
+ * refreshed, -1 when the old one stays (REP->index_err).
  */
 int pec_directory_refresh(struct pec_directory *d, int (*cancel)(void *), void *arg,
                           struct pec_dir_report *rep);

@@ -6,5 +6,6 @@ Modules:
   daemon   starts and stops pecmilter for a test
   milter   the MTA side of the milter protocol, to drive the daemon directly
   postfix  private Postfix instances on loopback
+  provider a PEC provider's Postfix, made from contrib/postfix as shipped
   pki      the generated test PKI and providers' index
 """

@@ -44,6 +44,8 @@ def settings(provider, workdir, **overrides):
         # nothing is scanned unless a test starts a clamd (pectest.clamd) and says so
         "antivirus": "none",
         "quarantine_dir": os.path.join(workdir, "quarantine"),
+        # the MTA's TLS policy table (pectest.provider's Postfix reads it)
+        "tls_policy_file": os.path.join(workdir, "tls-policy"),
         # the built-in Maildirs; nothing makes a mailbox at delivery: add_mailboxes()
         "maildir_root": os.path.join(workdir, "mail"),
     }

@@ -11,6 +11,10 @@
         a.send("x@pec-a.test", ["u@pec-b.test"], raw)
         b.wait_for_mail("u@pec-b.test")
 
+This is the plain instance: the rest of the world in a test (an ordinary mail server,
+a peer), and the harness's own tests.  A PEC provider's Postfix is pectest.provider's,
+made from contrib/postfix as shipped, on top of this class.
+
 Each instance lives in WORKDIR/NAME/{etc,queue,data,log,mail} and is run as root with
 `postfix -c WORKDIR/NAME/etc ...` (no alternate_config_directories needed: that check
 only applies to unprivileged callers).  Nothing of /etc/postfix is written.  What is
@@ -68,6 +72,7 @@ import shutil
 import signal
 import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -817,7 +822,7 @@ class Postfix:
                 self._fail("postfix check failed", out)
             # `postfix start` would run the same checks again: skip them
             open(os.path.join(self.queue, "quick-start"), "w").close()
-            rc, out = self._run([POSTFIX, "-c", self.etc, "start"], tty=True)
+            rc, out = self._run(self._start_command(), tty=True)
             if rc != 0:
                 self._fail("postfix start failed", out)
             self.start_output = out
@@ -828,6 +833,10 @@ class Postfix:
             self.stop()
             raise
         return self
+
+    def _start_command(self):
+        """The command that starts the master (a subclass may wrap it)."""
+        return [POSTFIX, "-c", self.etc, "start"]
 
     def reload(self):
         """Rewrite the configuration from the attributes (transports, extra_main, ...
@@ -886,19 +895,31 @@ class Postfix:
     # -- mail ---------------------------------------------------------------
 
     def send(self, sender, recipients, raw, port=None, xclient_login=None, helo="client.test",
-             timeout=60, auth=None):
+             timeout=60, auth=None, starttls=None):
         """Submit raw (bytes; line ends are normalised to CRLF) over SMTP.  Returns the
         final (code, text): the DATA reply, or the first MAIL rejection, or the last RCPT
         rejection when every recipient was refused, or the AUTH rejection when auth
-        (user, password) was given and refused.  Never raises on 4xx/5xx."""
+        (user, password) was given and refused.  Never raises on 4xx/5xx.  STARTTLS
+        first (the server's certificate not checked) when starttls is true, or, by
+        default, on the submission port when the server offers it, as a user's client
+        does; port 25 stays in the clear unless asked."""
         if isinstance(recipients, str):
             recipients = [recipients]
         if isinstance(raw, str):
             raw = raw.encode("utf-8")
         raw = re.sub(rb"\r?\n", b"\r\n", raw)
-        s = smtplib.SMTP(self.ip, port or self.port, local_hostname=helo, timeout=timeout)
+        port = port or self.port
+        s = smtplib.SMTP(self.ip, port, local_hostname=helo, timeout=timeout)
         try:
             s.ehlo()
+            if starttls is None:
+                starttls = port == self.submission_port and s.has_extn("starttls")
+            if starttls:
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                s.starttls(context=ctx)
+                s.ehlo()
             if xclient_login is not None:
                 code, text = s.docmd("XCLIENT", "LOGIN=" + _xtext(xclient_login))
                 if code != 220:

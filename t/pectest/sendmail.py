@@ -19,7 +19,10 @@ and unpacked there with `dpkg -x`; the binary needs libwrap0, liblockfile1 and m
 unavailable() says why and tests skip.
 
 The configuration is an .mc that includes contrib/sendmail/pecmilter.mc, the snippet
-an administrator uses, so the tests exercise exactly that: the listeners pec-mx (port),
+an administrator uses, with its PECMILTER_* values (SUBSTITUTION), what any site's
+sendmail.mc has (SITE) and what a private instance needs (ENVIRONMENT), each listed
+with its reason; mc_deviations() names anything else.  So the tests exercise exactly
+the snippet: the listeners pec-mx (port),
 pec-submission (submission_port, M=a: AUTH required) and pec-reinject (reinject_port,
 no filter), the filter with F=T, and the PEC domains delivered over LMTP to
 lmtp_socket.  Each instance lives in WORKDIR/NAME/sendmail/{etc,queue,log,dev} and
@@ -27,6 +30,10 @@ runs as root in the foreground (`sendmail -bD -q1s -C etc/sendmail.cf`), handed 
 cleanup layers of pectest.postfix (register_process: atexit and the reaper), so
 nothing survives the test, even after SIGKILL.  Sendmail refuses sockets below a world-writable
 directory, so WORKDIR must not be under /tmp: workdir() makes one under /run/pectest.
+
+tls_policy: the file `pecctl tls-policy --format sendmail` wrote; its lines go into
+the access map (FEATURE(`access_db'), made with makemap), so mail to those domains
+goes over TLS or waits.
 
 transports: DOMAIN -> (IP, PORT): mail for DOMAIN is relayed over SMTP to IP:PORT
 (one mailer per destination, since Sendmail's port is a mailer argument).  Outgoing
@@ -57,7 +64,7 @@ import tempfile
 import threading
 import time
 
-from . import env
+from . import env, pki
 from . import postfix as pf
 
 CACHE = os.environ.get("PEC_SENDMAIL_CACHE") or "/var/cache/pecmilter-test/sendmail"
@@ -65,6 +72,7 @@ PACKAGES = ("sendmail-bin", "sendmail-base", "sendmail-cf")
 SNIPPET = os.path.join(env.SRC_DIR, "contrib", "sendmail", "pecmilter.mc")
 ROOT = os.path.join(CACHE, "root")
 BINARY = os.path.join(CACHE, "sendmail")           # the unpacked binary, not setgid
+MAKEMAP = os.path.join(ROOT, "usr", "libexec", "sendmail", "makemap")
 CF_DIR = os.path.join(ROOT, "usr", "share", "sendmail", "cf")
 RUN_BASE = "/run/pectest"
 UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
@@ -158,12 +166,71 @@ class SendmailError(RuntimeError):
     pass
 
 
+# What the harness's .mc sets besides including contrib/sendmail/pecmilter.mc, by
+# m4 name, each with its reason; mc_deviations() names anything else (issue 17).
+# The snippet's own settings: the PECMILTER_* values its header lists.
+SUBSTITUTION = {
+    "PECMILTER_MILTER": "pecmilter's milter_socket",
+    "PECMILTER_LMTP": "pecmilter's lmtp_socket",
+    "PECMILTER_DOMAINS": "the provider's PEC domains",
+    "PECMILTER_ADDR": "the instance's loopback address",
+    "PECMILTER_MTA_PORT": "its port 25",
+    "PECMILTER_MSA_PORT": "its submission port",
+    "PECMILTER_REINJECT_ADDR": "its reinjection listener, on its loopback address",
+    "PECMILTER_REINJECT_PORT": "and port",
+    "PECMILTER_TLS_CERT": "the test PKI's server certificate",
+    "PECMILTER_TLS_KEY": "and key",
+    "PECMILTER_TLS_CA": "the test PKI's root, standing for the public CAs",
+}
+# What any Sendmail administrator's sendmail.mc has, PEC or not.
+SITE = {
+    "confDOMAIN_NAME": "the machine's name",
+    "confPRIVACY_FLAGS": "Debian's sendmail.mc default",
+    "confDEF_USER_ID": "the unprivileged user of deliveries",
+    "confAUTH_MECHANISMS": "README: Sendmail's SASL (a sasldb here)",
+    "access_db": "the snippet's header: the access map holding the TLS policy table",
+    "nouucp": "no UUCP addresses",
+}
+# What only a private instance on loopback needs.
+ENVIRONMENT = {
+    "confCF_VERSION": "names the test configuration",
+    "confPID_FILE": "files of its own under the test's directory, nothing of /etc/mail",
+    "STATUS_FILE": "likewise",
+    "HELP_FILE": "likewise",
+    "QUEUE_DIR": "likewise",
+    "ALIAS_FILE": "likewise: no local delivery",
+    "confCW_FILE": "likewise",
+    "confCT_FILE": "likewise",
+    "confCR_FILE": "likewise",
+    "confSERVICE_SWITCH_FILE": "no system name service: files only",
+    "confHOSTS_FILE": "likewise",
+    "confDONT_PROBE_INTERFACES": "only its own loopback address is its",
+    "confBIND_OPTS": "no DNS on the test network",
+    "accept_unresolvable_domains": "no DNS: the test domains resolve nowhere",
+    "nocanonify": "no DNS to canonify names with",
+    "confLOG_LEVEL": "what the tests read in the log",
+    "confMILTER_LOG_LEVEL": "likewise",
+    "confMIN_QUEUE_AGE": "tests wait for retries in seconds",
+    "confTO_CONNECT": "likewise",
+    "confTO_ICONNECT": "likewise",
+    "confDELIVERY_MODE": "a test's submission returns before delivery, as with Postfix",
+}
+
+
+def mc_deviations(text):
+    """The define()s and FEATURE()s of the .mc TEXT that are neither the snippet's
+    values nor SITE nor ENVIRONMENT: a list, empty when the instance runs the
+    shipped snippet."""
+    names = re.findall(r"(?m)^(?:define|FEATURE)\(`(\w+)'", text)
+    return [n for n in names if n not in SUBSTITUTION and n not in SITE and n not in ENVIRONMENT]
+
+
 class Sendmail:
     """One private Sendmail instance.  See the module docstring."""
 
     def __init__(self, workdir, name, ip="127.0.0.1", port=None, mydomain="pec-a.test",
                  pec_domains=(), milter=None, lmtp_socket=None, submission_port=None,
-                 reinject_port=None, transports=None, sasl_users=None):
+                 reinject_port=None, transports=None, sasl_users=None, tls_policy=None):
         if not re.match(r"^[A-Za-z0-9_.-]+$", name):
             raise ValueError("bad instance name %r" % name)
         self.workdir = os.path.realpath(workdir)
@@ -178,6 +245,7 @@ class Sendmail:
         self.reinject_port = reinject_port or pf.free_port(ip)
         self.transports = dict(transports or {})
         self.sasl_users = dict(sasl_users or {})
+        self.tls_policy = tls_policy
         self.root = os.path.join(self.workdir, name, "sendmail")
         self.etc = os.path.join(self.root, "etc")
         self.queue = os.path.join(self.root, "queue")
@@ -185,6 +253,8 @@ class Sendmail:
         self.cf = os.path.join(self.etc, "sendmail.cf")
         self.maillog = os.path.join(self.logdir, "maillog")
         self.dev = os.path.join(self.root, "dev")
+        self.tls = os.path.join(self.etc, "tls")
+        self.access_map = os.path.join(self.etc, "access")
         self.proc = None
 
     # -- configuration ------------------------------------------------------
@@ -223,7 +293,6 @@ class Sendmail:
             "define(`confTO_CONNECT', `10s')dnl",
             "define(`confTO_ICONNECT', `10s')dnl",
             "define(`confDELIVERY_MODE', `background')dnl",
-            "define(`confMAX_MESSAGE_SIZE', `104857600')dnl",
             "define(`confPRIVACY_FLAGS', `authwarnings,noexpn,novrfy')dnl",
             "define(`confDEF_USER_ID', `nobody:nogroup')dnl",
             # never rewrite the headers of what tests send
@@ -233,8 +302,12 @@ class Sendmail:
             "FEATURE(`accept_unresolvable_domains')dnl",
             "define(`confAUTH_MECHANISMS', `PLAIN LOGIN')dnl",
             "TRUST_AUTH_MECH(`PLAIN LOGIN')dnl",
-            # no TLS here: allow PLAIN in the clear (p is not in AuthOptions)
-            "define(`confAUTH_OPTIONS', `A')dnl",
+            # STARTTLS with the test PKI's server certificate, peers' under its root
+            "define(`PECMILTER_TLS_CERT', %s)dnl" % q(os.path.join(self.tls, "cert.pem")),
+            "define(`PECMILTER_TLS_KEY', %s)dnl" % q(os.path.join(self.tls, "key.pem")),
+            "define(`PECMILTER_TLS_CA', %s)dnl" % q(os.path.join(self.tls, "ca.pem")),
+            # the access map: the lines of `pecctl tls-policy --format sendmail'
+            "FEATURE(`access_db', %s)dnl" % q("hash -T<TMPF> -o " + self.access_map),
             "CLIENT_OPTIONS(%s)dnl" % q("Family=inet, Addr=" + self.ip),
             "define(`PECMILTER_MILTER', %s)dnl" % q(self.milter or "unix:/nonexistent"),
             "define(`PECMILTER_LMTP', %s)dnl" % q(self.lmtp_socket or "/nonexistent"),
@@ -286,6 +359,12 @@ class Sendmail:
         for n, text in files.items():
             with open(os.path.join(self.etc, n), "w") as f:
                 f.write(text)
+        # Sendmail ignores a key on a path anyone may write to (the PKI is under /tmp)
+        os.makedirs(self.tls, 0o700, exist_ok=True)
+        for src, name in ((pki.server()[0], "cert.pem"), (pki.server()[1], "key.pem"),
+                          (pki.trust(), "ca.pem")):
+            shutil.copyfile(src, os.path.join(self.tls, name))
+        os.chmod(os.path.join(self.tls, "key.pem"), 0o600)
         mc = os.path.join(self.etc, "sendmail.mc")
         with open(mc, "w") as f:
             f.write(self.mc())
@@ -296,6 +375,16 @@ class Sendmail:
         with open(self.cf, "wb") as f:
             f.write(p.stdout)
         os.chmod(self.cf, 0o644)
+        # the access map, made with makemap as the snippet's header says
+        policy = b""
+        if self.tls_policy:
+            with open(self.tls_policy, "rb") as f:
+                policy = f.read()
+        p = subprocess.run([MAKEMAP, "-C", self.cf, "hash", self.access_map], input=policy,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if p.returncode != 0:
+            raise SendmailError("makemap %s: %s" % (self.access_map,
+                                                    p.stdout.decode("utf-8", "replace")))
         self._write_sasl()
 
     def _write_sasl(self):

@@ -103,6 +103,34 @@ static void test_sender(void)
     pec_config_unref(cfg);
 }
 
+/* A submission comes over TLS; cleartext only from loopback, and only when configured. */
+static void test_channel(void)
+{
+    struct pec_config *strict = config_with(""),
+                      *loopback = config_with("submission_cleartext = \"loopback\";");
+    struct pec_access_reply r;
+
+    if (strict == NULL || loopback == NULL) {
+        CHECK(0);
+        pec_config_unref(strict);
+        pec_config_unref(loopback);
+        return;
+    }
+    CHECK(pec_access_channel(strict, "TLSv1.3", 0, &r) == 0);
+    CHECK(pec_access_channel(strict, NULL, 1, &r) < 0);
+    CHECK(r.fault == PEC_ACCESS_NOT_TLS);
+    CHECK_STR(r.rcode, "530");
+    CHECK_STR(r.xcode, "5.7.0");
+    CHECK(strstr(r.text, "STARTTLS") != NULL);
+    CHECK(pec_access_channel(strict, "", 1, &r) < 0);
+    CHECK(pec_access_channel(loopback, NULL, 1, &r) == 0);
+    CHECK(pec_access_channel(loopback, "", 0, &r) < 0);
+    CHECK(r.fault == PEC_ACCESS_NOT_TLS);
+    CHECK(pec_access_channel(loopback, "TLSv1.2", 0, &r) == 0);
+    pec_config_unref(strict);
+    pec_config_unref(loopback);
+}
+
 /* ---------------------------------------------------------------- formal checks */
 
 #define GOOD_HEAD                                                                                  \
@@ -1199,6 +1227,7 @@ int main(void)
         struct pec_access_env e = {.iss = &env.iss, .cfg = cfg, .index = idx};
 
         test_sender();
+        test_channel();
         test_formal();
         test_intact();
         test_lines_across_reads();
