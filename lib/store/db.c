@@ -36,9 +36,9 @@ int db_fail(struct pec_store *st, const char *what, char *err, size_t errlen)
 
 static const char *token(const struct db_driver *drv, const char *name, size_t len)
 {
-    for (const char *const *t = drv->tokens; t[0] != NULL; t += 2)
-        if (strlen(t[0]) == len && strncmp(t[0], name, len) == 0)
-            return t[1];
+    for (const struct db_token *t = drv->tokens; t->name != NULL; t++)
+        if (strlen(t->name) == len && strncmp(t->name, name, len) == 0)
+            return t->text;
     return NULL;
 }
 

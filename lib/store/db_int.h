@@ -48,6 +48,12 @@ struct db_stmt {
 
 struct db_driver;
 
+/* A word of the dialect: {NAME} in the SQL becomes TEXT. */
+struct db_token {
+    const char *name;
+    const char *text;
+};
+
 struct pec_store {
     pthread_mutex_t lock;
     const struct db_driver *drv;
@@ -74,8 +80,8 @@ struct pec_store {
  */
 struct db_driver {
     const char *name;
-    const char *const *tokens; /* name, expansion, ..., NULL */
-    int numbered;              /* parameters become $N */
+    const struct db_token *tokens; /* up to one whose name is NULL */
+    int numbered;                  /* parameters become $N */
     int (*open)(struct pec_store *st, int flags, char *err, size_t errlen);
     void (*close)(struct pec_store *st);
     void (*free_state)(struct pec_store *st);

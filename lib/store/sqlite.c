@@ -64,23 +64,17 @@ struct sq_state {
     unsigned long lock_timeouts;
 };
 
-static const char *const sq_tokens[] = {"int",
-                                        "INTEGER",
-                                        "id",
-                                        "INTEGER PRIMARY KEY AUTOINCREMENT",
-                                        "blob",
-                                        "BLOB",
-                                        "rowid",
-                                        "",
-                                        "norowid",
-                                        " WITHOUT ROWID",
-                                        "for update",
-                                        "",
-                                        "skip locked",
-                                        "",
-                                        "indexed by outbox_kept",
-                                        " INDEXED BY outbox_kept",
-                                        NULL};
+static const struct db_token sq_tokens[] = {
+    {"int", "INTEGER"},
+    {"id", "INTEGER PRIMARY KEY AUTOINCREMENT"},
+    {"blob", "BLOB"},
+    {"rowid", ""},
+    {"norowid", " WITHOUT ROWID"},
+    {"for update", ""},
+    {"skip locked", ""},
+    {"indexed by outbox_kept", " INDEXED BY outbox_kept"},
+    {NULL, NULL},
+};
 
 static sqlite3 *db_of(struct pec_store *st)
 {

@@ -3,6 +3,12 @@
  * life cycle, log queries, and the faults the daemon must survive (locked,
  * disk full, unwritable, corrupt) with one clear error and recovery once the
  * cause is gone.
+ *
+ * With PEC_TEST_STORE set to a PostgreSQL connection string (ctest's
+ * unit.test_store.postgresql, through t/pectest/postgres.py) the same tests
+ * run on PostgreSQL, each in a schema of its own; the faults of a file
+ * (locked, full, unwritable, corrupt) and the SQLite migration are SQLite's
+ * alone and are skipped there, saying so.
  */
 #include "check.h"
 #include "store/registro.h"
@@ -10,6 +16,7 @@
 #include "util/xalloc.h"
 
 #include <errno.h>
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
@@ -40,14 +47,70 @@ static void on_outbox(void *arg)
     hook_calls++;
 }
 
+/* PEC_TEST_STORE: the PostgreSQL database to run on; NULL: SQLite files in dir */
+static const char *pg_base;
+
 static char *path_of(const char *name)
 {
     return xasprintf("%s/%s", dir, name);
 }
 
+/* NAME's schema on PostgreSQL: "tx.db" is tx_db */
+static char *schema_of(const char *name)
+{
+    char *s = xstrdup(name);
+
+    for (char *p = s; *p; p++)
+        if (*p == '.')
+            *p = '_';
+    return s;
+}
+
+/* SQL on the test's database, outside the store; 0 when it worked. */
+static int pg_sql(const char *sql)
+{
+    PGconn *c = PQconnectdb(pg_base);
+    PGresult *r = PQexec(c, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+
+    if (!ok)
+        fprintf(stderr, "%s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+    return ok ? 0 : -1;
+}
+
+/* The store NAME: a file in dir, or a fresh schema of the PostgreSQL database. */
+static char *spec_of(const char *name)
+{
+    char *schema, *sql, *spec;
+
+    if (pg_base == NULL)
+        return path_of(name);
+    schema = schema_of(name);
+    sql = xasprintf("SET client_min_messages = warning; DROP SCHEMA IF EXISTS %s CASCADE;"
+                    " CREATE SCHEMA %s",
+                    schema, schema);
+    CHECK(pg_sql(sql) == 0);
+    spec = xasprintf("%s options='-csearch_path=%s'", pg_base, schema);
+    free(sql);
+    free(schema);
+    return spec;
+}
+
+/* Does the error ERR name the store NAME, as a file or as its schema? */
+static int names_store(const char *err, const char *name)
+{
+    char *schema = schema_of(name);
+    int yes = strstr(err, pg_base ? schema : name) != NULL;
+
+    free(schema);
+    return yes;
+}
+
 static struct pec_store *open_new(const char *name)
 {
-    char err[1024], *p = path_of(name);
+    char err[1024], *p = spec_of(name);
     struct pec_store *st = pec_store_open(p, 0, err, sizeof(err));
 
     if (st == NULL)
@@ -140,7 +203,8 @@ static void test_batch_and_tx(void)
 
     /* the same batch again: duplicate identificativo, nothing of it applied */
     CHECK(pec_store_commit(st, b, err, sizeof(err)) == -1);
-    CHECK(strstr(err, "tx.db") != NULL && strstr(err, "UNIQUE") != NULL);
+    printf("duplicate: %s\n", err);
+    CHECK(names_store(err, "tx.db") && strcasestr(err, "unique") != NULL);
     CHECK(count_log(st, NULL) == 2);
     pec_batch_free(b);
 
@@ -574,19 +638,38 @@ static void test_corrupt(void)
     free(p);
 }
 
+/* A store written by a newer pecmilter is refused, not downgraded. */
 static void test_schema(void)
 {
-    char err[1024], *p = path_of("newer.db");
+    char err[1024], *p = spec_of("newer.db");
     sqlite3 *db;
     struct pec_store *st = pec_store_open(p, 0, err, sizeof(err));
 
     CHECK(st != NULL);
     pec_store_close(st);
-    CHECK(sqlite3_open(p, &db) == SQLITE_OK);
-    CHECK(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL) == SQLITE_OK);
-    sqlite3_close(db);
+    if (pg_base != NULL) {
+        CHECK(pg_sql("UPDATE newer_db.meta SET value = '99' WHERE key = 'schema_version'") == 0);
+    } else {
+        CHECK(sqlite3_open(p, &db) == SQLITE_OK);
+        CHECK(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL) == SQLITE_OK);
+        sqlite3_close(db);
+    }
     CHECK(pec_store_open(p, 0, err, sizeof(err)) == NULL);
+    printf("newer schema: %s\n", err);
     CHECK(strstr(err, "newer pecmilter") != NULL);
+    free(p);
+}
+
+/* NOCREATE finds a store or fails; it never makes one (pecctl). */
+static void test_nocreate(void)
+{
+    char err[1024], *p = spec_of("absent.db");
+    struct pec_store *st = pec_store_open(p, PEC_STORE_NOCREATE, err, sizeof(err));
+
+    CHECK(st == NULL);
+    printf("nocreate: %s\n", err);
+    CHECK(names_store(err, "absent.db"));
+    pec_store_close(st);
     free(p);
 }
 
@@ -878,25 +961,35 @@ static void test_migrate_v1(void)
 
 int main(void)
 {
+    pg_base = getenv("PEC_TEST_STORE");
+    if (pg_base != NULL && *pg_base == '\0')
+        pg_base = NULL;
     if (mkdtemp(dir) == NULL) {
         perror("mkdtemp");
         return 1;
     }
     chmod(dir, 0755);
+    printf("store: %s\n", pg_base ? pg_base : dir);
     test_batch_and_tx();
     test_outbox();
     test_log_query();
     test_schema();
+    test_nocreate();
     test_pending();
     test_delivered();
     test_expect();
     test_find_client();
-    test_migrate_v1();
-    test_locked();
-    test_locked_queue();
-    test_disk_full();
-    test_unwritable();
-    test_corrupt();
+    if (pg_base == NULL) {
+        test_migrate_v1();
+        test_locked();
+        test_locked_queue();
+        test_disk_full();
+        test_unwritable();
+        test_corrupt();
+    } else {
+        printf("skipped on PostgreSQL: the SQLite migration and the faults of a file "
+               "(locked, full, unwritable, corrupt); test_store_pg has its own\n");
+    }
     if (check_failures == 0) {
         char *cmd = xasprintf("rm -rf %s", dir);
         if (system(cmd) != 0)
