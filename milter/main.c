@@ -98,7 +98,7 @@ int main(int argc, char **argv)
 {
     const char *config = DEFAULT_CONFIG;
     int foreground = 0, check_only = 0, opt;
-    char err[1024];
+    char err[1024], *shown;
     struct runtime *rt;
     struct pec_config *cfg;
     sigset_t set;
@@ -261,8 +261,10 @@ int main(int argc, char **argv)
         return 71;
     }
 
+    shown = pec_store_display(cfg->store);
     log_info(NULL, "pecmilter %s starting: milter on %s, LMTP on %s, store %s", PECMILTER_VERSION,
-             cfg->milter_socket, cfg->lmtp_socket, cfg->store);
+             cfg->milter_socket, cfg->lmtp_socket, shown);
+    free(shown);
     rc = smfi_main();
     log_info(NULL, "pecmilter stopping");
     remove_socket(cfg->milter_socket);

@@ -386,13 +386,15 @@ static int tx_show(struct ctl *c, const char *id)
 
 static int store_check(struct ctl *c)
 {
-    char err[1024];
+    char err[1024], *shown;
 
     if (pec_store_check(c->st, err, sizeof(err)) < 0) {
         printf("store check: FAILED: %s\n", err);
         return 1;
     }
-    printf("store check: %s: OK\n", c->cfg->store);
+    shown = pec_store_display(c->cfg->store);
+    printf("store check: %s: OK\n", shown);
+    free(shown);
     return 0;
 }
 

@@ -273,9 +273,14 @@ static void *reloader(void *arg)
             continue;
         }
         pthread_mutex_lock(&current_lock);
-        if (shared_store_spec != NULL && strcmp(shared_store_spec, rt->cfg->store) != 0)
+        if (shared_store_spec != NULL && strcmp(shared_store_spec, rt->cfg->store) != 0) {
+            char *now = pec_store_display(rt->cfg->store),
+                 *kept = pec_store_display(shared_store_spec);
             log_warn(NULL, "store: the configuration now names %s; %s stays in use until restart",
-                     rt->cfg->store, shared_store_spec);
+                     now, kept);
+            free(now);
+            free(kept);
+        }
         pthread_mutex_unlock(&current_lock);
         log_set_test_mode(pec_config_is_test(rt->cfg));
         runtime_set(rt);

@@ -95,20 +95,38 @@ static int names_postgresql(const char *spec)
            (n > 0 && spec[n] == '=');
 }
 
+const char *pec_store_file(const char *spec)
+{
+    if (strncmp(spec, "sqlite:", 7) == 0)
+        return spec + 7;
+    return names_postgresql(spec) ? NULL : spec;
+}
+
+char *pec_store_display(const char *spec)
+{
+    const char *scheme = strstr(spec, "://"), *at, *colon, *pw;
+
+    if (scheme != NULL && (at = strchr(scheme + 3, '@')) != NULL &&
+        (colon = memchr(scheme + 3, ':', (size_t)(at - scheme - 3))) != NULL)
+        return xasprintf("%.*s:***%s", (int)(colon - spec), spec, at);
+    if (pec_store_file(spec) == NULL && (pw = strstr(spec, "password=")) != NULL)
+        return xasprintf("%.*s***%s", (int)(pw - spec) + 9, spec, pw + 9 + strcspn(pw + 9, " "));
+    return xstrdup(spec);
+}
+
 struct pec_store *pec_store_open(const char *spec, int flags, char *err, size_t errlen)
 {
+    const char *file = pec_store_file(spec);
     struct pec_store *st;
 
-    if (strncmp(spec, "sqlite:", 7) == 0)
-        spec += 7;
-    if (*spec == '\0') {
+    if (file != NULL && *file == '\0') {
         db_seterr(err, errlen, "store: no file name given");
         return NULL;
     }
     st = xcalloc(1, sizeof(*st));
-    st->drv = names_postgresql(spec) ? &db_pg : &db_sqlite;
-    st->spec = xstrdup(spec);
-    st->path = xstrdup(spec);
+    st->drv = file == NULL ? &db_pg : &db_sqlite;
+    st->spec = xstrdup(file != NULL ? file : spec);
+    st->path = pec_store_display(st->spec);
     st->node = xstrdup("");
     st->busy_ms = BUSY_TIMEOUT_MS;
     pthread_mutex_init(&st->lock, NULL);

@@ -346,23 +346,6 @@ static void pg_set_busy(struct pec_store *st, int ms)
 
 /* ---------------------------------------------------------------- connecting */
 
-/* What errors call the database: the spec with its password, if any, hidden. */
-static char *display_name(const char *spec)
-{
-    const char *scheme = strstr(spec, "://"), *at, *colon, *pw;
-    char *out;
-
-    if (scheme != NULL && (at = strchr(scheme + 3, '@')) != NULL &&
-        (colon = memchr(scheme + 3, ':', (size_t)(at - scheme - 3))) != NULL)
-        return xasprintf("%.*s:***%s", (int)(colon - spec), spec, at);
-    if ((pw = strstr(spec, "password=")) != NULL) {
-        size_t keep = (size_t)(pw - spec) + 9, skip = strcspn(pw + 9, " ");
-        out = xasprintf("%.*s***%s", (int)keep, spec, pw + 9 + skip);
-        return out;
-    }
-    return xstrdup(spec);
-}
-
 static void quiet(void *arg, const char *message)
 {
     (void)arg, (void)message; /* NOTICEs ("already exists, skipping") are not errors */
@@ -389,8 +372,6 @@ static int pg_open(struct pec_store *st, int flags, char *err, size_t errlen)
 {
     struct pg_conn *c = xcalloc(1, sizeof(*c));
 
-    free(st->path);
-    st->path = display_name(st->spec);
     st->conn = c;
     c->nocreate = (flags & PEC_STORE_NOCREATE) != 0;
     c->pg = PQconnectdb(st->spec);

@@ -18,9 +18,9 @@
  *
  * Everything here is backend-neutral: the embedded backend is SQLite (one
  * file, WAL, busy timeout 5 s, schema versioned with forward migrations);
- * nothing in this header names it, so a PostgreSQL backend can be added
- * behind the same functions.  A store handle may be used by any number of
- * threads; calls are serialised inside.
+ * several nodes of one provider share a PostgreSQL database instead (db_int.h
+ * and pg.c say how the promises hold across nodes).  A store handle may be
+ * used by any number of threads; calls are serialised inside.
  *
  * Faults (file unwritable, disk full, database corrupt or locked past the
  * busy timeout) make a call return -1 with one line in err naming the store
@@ -48,11 +48,20 @@ typedef void pec_log_fn(int prio, const char *qid, const char *text);
 
 /*
  * Open (creating it unless NOCREATE) the store SPEC: a file path, optionally
- * written "sqlite:/path".  Migrates an older schema forward; refuses a newer
- * one.  NULL with one line in err on failure.
+ * written "sqlite:/path", or a PostgreSQL database, as a URL
+ * ("postgresql://user@host/db") or a libpq connection string ("host=...
+ * dbname=..."); the database itself must exist, its tables are created
+ * unless NOCREATE.  Migrates an older schema forward; refuses a newer one.
+ * NULL with one line in err on failure.
  */
 struct pec_store *pec_store_open(const char *spec, int flags, char *err, size_t errlen);
 void pec_store_close(struct pec_store *st);
+
+/* The file SPEC names (without "sqlite:"), or NULL when it names a PostgreSQL database. */
+const char *pec_store_file(const char *spec);
+
+/* SPEC as logs and errors may show it: a password in it hidden.  The caller frees it. */
+char *pec_store_display(const char *spec);
 
 /*
  * How long a call waits for a lock another connection holds before it fails
