@@ -72,44 +72,78 @@ static int next_due(struct pec_store *st, time_t *when, char *err, size_t errlen
 /*
  * Load the oldest due row with its bytes: 1 found, 0 none, -1 error.  The id
  * is chosen first, from the index alone: ordering the due rows themselves
- * sorted every queued message's bytes on every claim.
+ * sorted every queued message's bytes on every claim.  A row whose lease
+ * ran out (its node died while sending it) comes before the queued ones:
+ * it is the oldest owed.
  */
 static int load_due(struct pec_store *st, time_t now, struct pec_outbox_row *row, char *err,
                     size_t errlen)
 {
+    static const char *const due[] = {
+        "SELECT " OUTBOX_COLS ", message FROM outbox WHERE id ="
+        " (SELECT id FROM outbox WHERE state = 'sending' AND lease_until <= ?"
+        " ORDER BY id LIMIT 1{skip locked})",
+        "SELECT " OUTBOX_COLS ", message FROM outbox WHERE id ="
+        " (SELECT id FROM outbox WHERE state = 'queued' AND next_attempt <= ?"
+        " ORDER BY id LIMIT 1{skip locked})",
+    };
+    int rc = 0;
+
+    for (size_t i = 0; i < sizeof(due) / sizeof(due[0]) && rc == 0; i++) {
+        struct db_stmt *s = db_prep(st, due[i], err, errlen);
+        if (s == NULL)
+            return -1;
+        db_bi(s, 1, now);
+        rc = db_step(st, s);
+        if (rc == 1) {
+            size_t n;
+            const void *blob = db_colb(s, 14, &n);
+            read_row(s, row);
+            row->data = xmalloc(n + 1);
+            if (n)
+                memcpy(row->data, blob, n);
+            row->len = n;
+        } else if (rc < 0) {
+            db_fail(st, "reading the outbox", err, errlen);
+        }
+        db_release(st, s);
+    }
+    return rc;
+}
+
+/*
+ * The row is this node's until NOW + PEC_OUTBOX_LEASE; one taken over from
+ * a node whose lease ran out counts a doubt, as one recovered after a crash.
+ */
+static int claim_row(struct pec_store *st, time_t now, long long node, struct pec_outbox_row *row,
+                     char *err, size_t errlen)
+{
     struct db_stmt *s =
         db_prep(st,
-                "SELECT " OUTBOX_COLS ", message FROM outbox WHERE id ="
-                " (SELECT id FROM outbox WHERE state = 'queued' AND next_attempt <= ?"
-                " ORDER BY id LIMIT 1{skip locked})",
+                "UPDATE outbox SET node = ?1, attempts = attempts + 1, last_try = ?2,"
+                " lease_until = ?3, doubts = doubts + CASE WHEN state = 'sending' THEN 1 ELSE 0"
+                " END, state = 'sending' WHERE id = ?4"
+                " AND (state = 'queued' OR state = 'sending' AND lease_until <= ?2)",
                 err, errlen);
-    int rc;
 
     if (s == NULL)
         return -1;
-    db_bi(s, 1, now);
-    rc = db_step(st, s);
-    if (rc == 1) {
-        size_t n;
-        const void *blob = db_colb(s, 14, &n);
-        read_row(s, row);
-        row->data = xmalloc(n + 1);
-        if (n)
-            memcpy(row->data, blob, n);
-        row->len = n;
-        db_release(st, s);
-        return 1;
-    }
-    if (rc != 0)
-        db_fail(st, "reading the outbox", err, errlen);
-    db_release(st, s);
-    return rc == 0 ? 0 : -1;
+    db_bi(s, 1, node);
+    db_bi(s, 2, now);
+    db_bi(s, 3, now + PEC_OUTBOX_LEASE);
+    db_bi(s, 4, row->id);
+    if (db_run(st, s, "claiming an outbox row", err, errlen) < 0)
+        return -1;
+    if (row->state == PEC_OUT_SENDING)
+        row->doubts++;
+    row->state = PEC_OUT_SENDING;
+    row->attempts++;
+    return 0;
 }
 
 int pec_store_outbox_claim(struct pec_store *st, time_t now, long long node,
                            struct pec_outbox_row *row, time_t *next, char *err, size_t errlen)
 {
-    struct db_stmt *s;
     int found;
 
     memset(row, 0, sizeof(*row));
@@ -121,24 +155,9 @@ int pec_store_outbox_claim(struct pec_store *st, time_t now, long long node,
     found = load_due(st, now, row, err, errlen);
     if (found < 0)
         goto fail;
-    if (found == 0) {
-        if (next_due(st, next, err, errlen) < 0)
-            goto fail;
-    } else {
-        s = db_prep(st,
-                    "UPDATE outbox SET state = 'sending', node = ?, attempts = attempts + 1,"
-                    " last_try = ? WHERE id = ? AND state = 'queued'",
-                    err, errlen);
-        if (s == NULL)
-            goto fail;
-        db_bi(s, 1, node);
-        db_bi(s, 2, now);
-        db_bi(s, 3, row->id);
-        if (db_run(st, s, "claiming an outbox row", err, errlen) < 0)
-            goto fail;
-        row->state = PEC_OUT_SENDING;
-        row->attempts++;
-    }
+    if (found == 0 ? next_due(st, next, err, errlen) < 0
+                   : claim_row(st, now, node, row, err, errlen) < 0)
+        goto fail;
     if (db_commit(st, err, errlen) < 0)
         goto fail;
     db_leave(st);

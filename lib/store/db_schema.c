@@ -108,8 +108,17 @@ static const char schema_v6[] =
     "ALTER TABLE registro ADD COLUMN node TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE registro ADD COLUMN form {int} NOT NULL DEFAULT 1;";
 
-static const char *const migrations[] = {schema_v1, schema_v2, schema_v3,
-                                         schema_v4, schema_v5, schema_v6};
+/*
+ * Version 7: the lease of a claimed outbox row.  With several nodes on one
+ * database a node that dies leaves its rows "sending"; another node takes
+ * them over once lease_until has passed, never before (db_outbox.c).
+ */
+static const char schema_v7[] =
+    "ALTER TABLE outbox ADD COLUMN lease_until {int} NOT NULL DEFAULT 0;"
+    "CREATE INDEX outbox_lease ON outbox(lease_until) WHERE state = 'sending';";
+
+static const char *const migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4,
+                                         schema_v5, schema_v6, schema_v7};
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 int db_migrate(struct pec_store *st, char *err, size_t errlen)

@@ -323,9 +323,20 @@ struct pec_outbox_row {
 void pec_outbox_row_free(struct pec_outbox_row *row);
 
 /*
- * Claim the oldest queued row due at NOW for NODE.  1: *ROW filled (bytes
- * included) and the row is "sending"; 0: none due, *NEXT_DUE is the earliest
- * next attempt of a queued row or 0 when none is queued; -1 with err.
+ * How long a claimed row is its node's (seconds): longer than one delivery
+ * to the MTA may take with every SMTP timeout of the injector (inject.c)
+ * running out in turn.  When several nodes share the store, a row another
+ * node claimed and left "sending" (it died) is claimed again once its
+ * lease has run out, never before, and sent with the same bytes.
+ */
+#define PEC_OUTBOX_LEASE 3600
+
+/*
+ * Claim for NODE the oldest row whose lease ran out at NOW, else the oldest
+ * queued row due at NOW.  1: *ROW filled (bytes included) and the row is
+ * "sending", leased until NOW + PEC_OUTBOX_LEASE; 0: none due, *NEXT_DUE is
+ * the earliest next attempt of a queued row or 0 when none is queued; -1
+ * with err.
  */
 int pec_store_outbox_claim(struct pec_store *st, time_t now, long long node,
                            struct pec_outbox_row *row, time_t *next_due, char *err, size_t errlen);

@@ -315,6 +315,46 @@ static void test_outbox(void)
     pec_store_close(st);
 }
 
+/*
+ * A node dies with a row claimed: no other node takes it while the lease
+ * runs, the first to claim after it does, with the same bytes and a doubt.
+ */
+static void test_outbox_lease(void)
+{
+    struct pec_store *st = open_new("lease.db");
+    struct pec_outbox_row row;
+    struct pec_batch *b;
+    char err[1024];
+    time_t next;
+    const unsigned char msg[] = "Message-ID: <l1@pec-a.test>\r\n\r\nx\r\n";
+    long long id;
+
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    b = submission("opec-l@pec-a.test", "l1@pec-a.test", msg, sizeof(msg) - 1);
+    CHECK(pec_store_commit(st, b, err, sizeof(err)) == 0);
+    pec_batch_free(b);
+    CHECK(pec_store_outbox_claim(st, 1000, 1, &row, &next, err, sizeof(err)) == 1);
+    id = row.id;
+    pec_outbox_row_free(&row);
+    /* node 1 is gone; node 2 finds nothing until the lease is over */
+    CHECK(pec_store_outbox_claim(st, 1000 + PEC_OUTBOX_LEASE - 1, 2, &row, &next, err,
+                                 sizeof(err)) == 0);
+    CHECK(pec_store_outbox_claim(st, 1000 + PEC_OUTBOX_LEASE, 2, &row, &next, err, sizeof(err)) ==
+          1);
+    CHECK(row.id == id && row.doubts == 1 && row.attempts == 2);
+    CHECK(row.len == sizeof(msg) - 1 && memcmp(row.data, msg, row.len) == 0);
+    /* node 2 holds it now, for a whole lease */
+    CHECK(pec_store_outbox_claim(st, 1000 + 2 * PEC_OUTBOX_LEASE - 1, 1, &row, &next, err,
+                                 sizeof(err)) == 0);
+    CHECK(pec_store_outbox_sent(st, id, 1000 + PEC_OUTBOX_LEASE + 5, "4QL", "", err, sizeof(err)) ==
+          0);
+    CHECK(pec_store_outbox_claim(st, 1000 + 3 * PEC_OUTBOX_LEASE, 1, &row, &next, err,
+                                 sizeof(err)) == 0);
+    pec_store_close(st);
+}
+
 static void test_log_query(void)
 {
     struct pec_store *st = open_new("query.db");
@@ -934,6 +974,7 @@ static void test_migrate_v1(void)
                        " DROP INDEX transactions_client; ALTER TABLE transactions DROP COLUMN"
                        " risposte; ALTER TABLE registro DROP COLUMN client_msgid; ALTER TABLE"
                        " registro DROP COLUMN node; ALTER TABLE registro DROP COLUMN form;"
+                       " DROP INDEX outbox_lease; ALTER TABLE outbox DROP COLUMN lease_until;"
                        " PRAGMA user_version = 1",
                        NULL, NULL, NULL) == SQLITE_OK);
     sqlite3_close(db);
@@ -972,6 +1013,7 @@ int main(void)
     printf("store: %s\n", pg_base ? pg_base : dir);
     test_batch_and_tx();
     test_outbox();
+    test_outbox_lease();
     test_log_query();
     test_schema();
     test_nocreate();
