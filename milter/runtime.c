@@ -194,6 +194,11 @@ int runtime_store_open(struct runtime *rt, char *err, size_t errlen)
         snprintf(node, sizeof(node), "%lld", rt->cfg->node_id);
         pec_store_set_node(st, node);
     }
+    if (pec_store_claim_node(st, rt->cfg->node_id, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "store: %s", why);
+        pec_store_close(st);
+        return -1;
+    }
     pthread_mutex_lock(&current_lock);
     shared_store = st;
     free(shared_store_spec);

@@ -165,6 +165,20 @@ void pec_store_set_node(struct pec_store *st, const char *node)
     pthread_mutex_unlock(&st->lock);
 }
 
+int pec_store_claim_node(struct pec_store *st, long long node, char *err, size_t errlen)
+{
+    int rc;
+
+    if (db_enter(st, err, errlen) < 0)
+        return -1;
+    st->node_id = node;
+    rc = st->drv->claim_node(st, err, errlen);
+    if (rc < 0)
+        st->node_id = 0;
+    db_leave(st);
+    return rc;
+}
+
 void pec_store_set_outbox_hook(struct pec_store *st, void (*fn)(void *), void *arg)
 {
     pthread_mutex_lock(&st->lock);

@@ -64,7 +64,8 @@ struct pec_store {
     char *path;  /* what errors name: the file, or the database without its password */
     char *spec;  /* what the driver opens */
     pec_log_fn *log;
-    char *node; /* stamped on every record appended (pec_store_set_node) */
+    char *node;        /* stamped on every record appended (pec_store_set_node) */
+    long long node_id; /* pec_store_claim_node's, 0: none claimed */
     void (*outbox_hook)(void *);
     void *outbox_arg;
     void *drv_state; /* what a driver keeps across reconnects */
@@ -105,6 +106,8 @@ struct db_driver {
     int (*version_set)(struct pec_store *st, int v, char *err, size_t errlen);
     int (*check)(struct pec_store *st, char *err, size_t errlen);
     void (*set_busy)(struct pec_store *st, int ms);
+    /* hold st->node_id for this connection's life (pec_store_claim_node) */
+    int (*claim_node)(struct pec_store *st, char *err, size_t errlen);
 };
 
 extern const struct db_driver db_sqlite, db_pg;

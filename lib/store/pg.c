@@ -41,8 +41,10 @@
 #define OID_INT8 20
 #define OID_TEXT 25
 
-/* pg_advisory_xact_lock key of a migration: "pecmilt" */
+/* pg_advisory_xact_lock key of a migration */
 #define MIGRATION_LOCK "7305792211137652"
+/* first key of the advisory lock a node holds on its node_id (pg_claim_node) */
+#define NODE_LOCK 7305
 
 struct pg_stmt {
     struct db_stmt base;
@@ -344,6 +346,32 @@ static void pg_set_busy(struct pec_store *st, int ms)
     PQclear(PQexec(pg_of(st), sql));
 }
 
+/*
+ * A session-level advisory lock on the node id: held while the connection
+ * lives, so it goes with a node that dies, and no second live node can
+ * take the same id.
+ */
+static int pg_claim_node(struct pec_store *st, char *err, size_t errlen)
+{
+    char sql[96], *got;
+
+    if (st->node_id == 0)
+        return 0;
+    snprintf(sql, sizeof(sql), "SELECT pg_try_advisory_lock(%d, %lld)", NODE_LOCK, st->node_id);
+    if (query_value(st, sql, "claiming the node id", &got, err, errlen) < 0)
+        return -1;
+    if (got == NULL || strcmp(got, "t") != 0) {
+        db_seterr(err, errlen,
+                  "store %s: node_id %lld is in use by another pecmilter on this database"
+                  " (give each node its own node_id)",
+                  st->path, st->node_id);
+        free(got);
+        return -1;
+    }
+    free(got);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- connecting */
 
 static void quiet(void *arg, const char *message)
@@ -383,7 +411,7 @@ static int pg_open(struct pec_store *st, int flags, char *err, size_t errlen)
     }
     PQsetNoticeProcessor(c->pg, quiet, NULL);
     pg_set_busy(st, st->busy_ms);
-    if (db_migrate(st, err, errlen) < 0) {
+    if (db_migrate(st, err, errlen) < 0 || pg_claim_node(st, err, errlen) < 0) {
         pg_close(st);
         st->broken = 0;
         return -1;
@@ -437,4 +465,5 @@ const struct db_driver db_pg = {
     .version_set = pg_version_set,
     .check = pg_check,
     .set_busy = pg_set_busy,
+    .claim_node = pg_claim_node,
 };

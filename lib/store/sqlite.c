@@ -466,6 +466,12 @@ static void sq_leave(struct pec_store *st)
     pthread_mutex_unlock(&st->lock);
 }
 
+static int sq_claim_node(struct pec_store *st, char *err, size_t errlen)
+{
+    (void)st, (void)err, (void)errlen; /* one node has the file */
+    return 0;
+}
+
 const struct db_driver db_sqlite = {
     .name = "sqlite",
     .tokens = sq_tokens,
@@ -490,4 +496,5 @@ const struct db_driver db_sqlite = {
     .version_set = sq_version_set,
     .check = sq_integrity,
     .set_busy = sq_set_busy,
+    .claim_node = sq_claim_node,
 };

@@ -75,6 +75,15 @@ void pec_store_set_log(struct pec_store *st, pec_log_fn *fn);
 /* NODE (this daemon's node_id, as text) is written into every record appended from now on. */
 void pec_store_set_node(struct pec_store *st, const char *node);
 
+/*
+ * Make NODE (node_id) this handle's for as long as it is open: on
+ * PostgreSQL, where several nodes share the store, -1 with err when another
+ * live pecmilter holds the same node_id (two nodes with one id would take
+ * each other's outbox rows for their own after a restart); the claim is
+ * taken again after a reconnect.  On SQLite, whose file one node has, 0.
+ */
+int pec_store_claim_node(struct pec_store *st, long long node, char *err, size_t errlen);
+
 /* FN(ARG) is called after a commit that added outbox rows (the injector's wake-up). */
 void pec_store_set_outbox_hook(struct pec_store *st, void (*fn)(void *), void *arg);
 

@@ -346,6 +346,43 @@ static void test_connection_lost(void)
     close_nodes(st);
 }
 
+/* Two live pecmilters with one node_id are refused; the id is free again when its node is gone. */
+static void test_node_unique(void)
+{
+    struct pec_store *st[2], *third;
+    char err[1024], *spec = xasprintf("%s options='-csearch_path=nodes'", base);
+
+    if (open_nodes("nodes", st) < 0) {
+        free(spec);
+        return;
+    }
+    CHECK(pec_store_claim_node(st[0], 1, err, sizeof(err)) == 0);
+    CHECK(pec_store_claim_node(st[1], 1, err, sizeof(err)) == -1);
+    printf("node unique: %s\n", err);
+    CHECK(strstr(err, "node_id 1 is in use") != NULL);
+    CHECK(pec_store_claim_node(st[1], 2, err, sizeof(err)) == 0);
+    /* a reconnect takes the claim again: node 2's id stays its own */
+    CHECK(pg_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                 " WHERE datname = current_database() AND pid <> pg_backend_pid()") == 0);
+    CHECK(pec_store_claim_node(st[0], 1, err, sizeof(err)) == -1); /* the dropped connection */
+    CHECK(pec_store_claim_node(st[0], 1, err, sizeof(err)) == 0);
+    third = pec_store_open(spec, 0, err, sizeof(err));
+    CHECK(third != NULL);
+    if (third != NULL) {
+        struct pec_outbox_stats s;
+        /* st[1]'s dropped connection fails once, then it reconnects, claiming 2 again */
+        if (pec_store_outbox_stats(st[1], &s, err, sizeof(err)) < 0)
+            CHECK(pec_store_outbox_stats(st[1], &s, err, sizeof(err)) == 0);
+        CHECK(pec_store_claim_node(third, 2, err, sizeof(err)) == -1);
+        pec_store_close(st[0]);
+        st[0] = NULL;
+        CHECK(pec_store_claim_node(third, 1, err, sizeof(err)) == 0);
+        pec_store_close(third);
+    }
+    close_nodes(st);
+    free(spec);
+}
+
 int main(void)
 {
     base = getenv("PEC_TEST_STORE");
@@ -355,5 +392,6 @@ int main(void)
     test_claim_once();
     test_notice_once();
     test_connection_lost();
+    test_node_unique();
     return check_exit();
 }
