@@ -106,6 +106,8 @@ struct db_driver {
     int (*version_set)(struct pec_store *st, int v, char *err, size_t errlen);
     int (*check)(struct pec_store *st, char *err, size_t errlen);
     void (*set_busy)(struct pec_store *st, int ms);
+    /* run after pec_store_copy wrote the rows, or NULL: the outbox's next id past the copied */
+    const char *after_copy;
     /* hold st->node_id for this connection's life (pec_store_claim_node) */
     int (*claim_node)(struct pec_store *st, char *err, size_t errlen);
 };

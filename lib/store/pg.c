@@ -465,5 +465,7 @@ const struct db_driver db_pg = {
     .version_set = pg_version_set,
     .check = pg_check,
     .set_busy = pg_set_busy,
+    .after_copy = "SELECT setval(pg_get_serial_sequence('outbox', 'id'),"
+                  " (SELECT COALESCE(max(id), 0) + 1 FROM outbox), false)",
     .claim_node = pg_claim_node,
 };

@@ -87,6 +87,16 @@ int pec_store_claim_node(struct pec_store *st, long long node, char *err, size_t
 /* FN(ARG) is called after a commit that added outbox rows (the injector's wake-up). */
 void pec_store_set_outbox_hook(struct pec_store *st, void (*fn)(void *), void *arg);
 
+/*
+ * Copy every row of FROM into TO, which holds none yet (a store just
+ * created), in one transaction of TO: the registro with its chain and the
+ * seals, the outbox with its ids and bytes, transactions, recipients, the
+ * delivery point's and the access point's memories.  Either backend to
+ * either.  0 and *ROWS the rows copied, or -1 with err and TO unchanged.
+ */
+int pec_store_copy(struct pec_store *from, struct pec_store *to, long long *rows, char *err,
+                   size_t errlen);
+
 /* Full integrity check now: 0 when sound, -1 with the first problem in err. */
 int pec_store_check(struct pec_store *st, char *err, size_t errlen);
 
