@@ -1,7 +1,7 @@
 /*
  * db_log - the registro read back in order or by filter, its bounds,
  * the daily seals, and the retention purge of the log and the tables that
- * grow with every message.
+ * grow with every message; the jobs that one node at a time runs.
  */
 #include "store/db_int.h"
 #include "util/xalloc.h"
@@ -276,4 +276,53 @@ int pec_store_log_purge(struct pec_store *st, long long through_seq, time_t befo
     }
     db_leave(st);
     return 0;
+}
+
+/* ---------------------------------------------------------------- jobs */
+
+int pec_store_job_take(struct pec_store *st, const char *name, long long node, time_t now,
+                       time_t until, char *err, size_t errlen)
+{
+    struct db_stmt *s;
+    int n;
+
+    if (db_enter(st, err, errlen) < 0)
+        return -1;
+    /* on PostgreSQL a second node's insert waits for the first's, then sees its row */
+    s = db_prep(st,
+                "INSERT INTO jobs (name, node, until) VALUES (?1, ?2, ?4) ON CONFLICT (name)"
+                " DO UPDATE SET node = excluded.node, until = excluded.until"
+                " WHERE jobs.until <= ?3 OR jobs.node = excluded.node",
+                err, errlen);
+    if (s == NULL) {
+        db_leave(st);
+        return -1;
+    }
+    db_bt(s, 1, name);
+    db_bi(s, 2, node);
+    db_bi(s, 3, now);
+    db_bi(s, 4, until);
+    n = db_run(st, s, "taking a job", err, errlen);
+    db_leave(st);
+    return n < 0 ? -1 : n > 0;
+}
+
+int pec_store_job_done(struct pec_store *st, const char *name, long long node, char *err,
+                       size_t errlen)
+{
+    struct db_stmt *s;
+    int n;
+
+    if (db_enter(st, err, errlen) < 0)
+        return -1;
+    s = db_prep(st, "UPDATE jobs SET until = 0 WHERE name = ? AND node = ?", err, errlen);
+    if (s == NULL) {
+        db_leave(st);
+        return -1;
+    }
+    db_bt(s, 1, name);
+    db_bi(s, 2, node);
+    n = db_run(st, s, "ending a job", err, errlen);
+    db_leave(st);
+    return n < 0 ? -1 : 0;
 }

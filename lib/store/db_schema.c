@@ -117,8 +117,16 @@ static const char schema_v7[] =
     "ALTER TABLE outbox ADD COLUMN lease_until {int} NOT NULL DEFAULT 0;"
     "CREATE INDEX outbox_lease ON outbox(lease_until) WHERE state = 'sending';";
 
+/*
+ * Version 8: jobs one node at a time runs for the provider (the daily seal
+ * and the retention purge), each held by a node until a time.
+ */
+static const char schema_v8[] =
+    "CREATE TABLE jobs (name TEXT PRIMARY KEY, node {int} NOT NULL, until {int} NOT NULL)"
+    "{norowid};";
+
 static const char *const migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4,
-                                         schema_v5, schema_v6, schema_v7};
+                                         schema_v5, schema_v6, schema_v7, schema_v8};
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 int db_migrate(struct pec_store *st, char *err, size_t errlen)

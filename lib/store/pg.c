@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* The type OIDs the parameters are sent as (pg_type.h). */
 #define OID_BYTEA 17
@@ -346,30 +347,67 @@ static void pg_set_busy(struct pec_store *st, int ms)
     PQclear(PQexec(pg_of(st), sql));
 }
 
+/* What the handle keeps across reconnects: the server process of its last connection. */
+struct pg_state {
+    char backend[24]; /* pg_backend_pid(), "" before the first connection */
+    char before[24];  /* the one before the reconnect in progress */
+};
+
+/* How long a claim waits for a node_id whose last holder is on its way out. */
+#define CLAIM_WAIT_MS 5000
+
+static int try_node_lock(struct pec_store *st, int *got, char *err, size_t errlen)
+{
+    char sql[96], *v;
+
+    snprintf(sql, sizeof(sql), "SELECT pg_try_advisory_lock(%d, %lld)", NODE_LOCK, st->node_id);
+    if (query_value(st, sql, "claiming the node id", &v, err, errlen) < 0)
+        return -1;
+    *got = v != NULL && strcmp(v, "t") == 0;
+    free(v);
+    return 0;
+}
+
 /*
  * A session-level advisory lock on the node id: held while the connection
  * lives, so it goes with a node that dies, and no second live node can
- * take the same id.
+ * take the same id.  The server lets go of a closed connection's lock a
+ * moment after it closed (a restart of the daemon), or only once TCP
+ * keepalives find it dead (a network cut): after a reconnect the handle
+ * ends its own earlier server process if that still holds the id (the
+ * server allows it for the same role), and any claim waits a few seconds
+ * for a holder on its way out.
  */
 static int pg_claim_node(struct pec_store *st, char *err, size_t errlen)
 {
-    char sql[96], *got;
+    struct pg_state *ps = st->drv_state;
+    int got = 0;
 
     if (st->node_id == 0)
         return 0;
-    snprintf(sql, sizeof(sql), "SELECT pg_try_advisory_lock(%d, %lld)", NODE_LOCK, st->node_id);
-    if (query_value(st, sql, "claiming the node id", &got, err, errlen) < 0)
-        return -1;
-    if (got == NULL || strcmp(got, "t") != 0) {
-        db_seterr(err, errlen,
-                  "store %s: node_id %lld is in use by another pecmilter on this database"
-                  " (give each node its own node_id)",
-                  st->path, st->node_id);
-        free(got);
-        return -1;
+    for (int waited = 0; waited <= CLAIM_WAIT_MS; waited += 100) {
+        if (try_node_lock(st, &got, err, errlen) < 0)
+            return -1;
+        if (got)
+            return 0;
+        if (waited == 0 && ps->before[0] != '\0') {
+            char sql[256], *v;
+            snprintf(sql, sizeof(sql),
+                     "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype ="
+                     " 'advisory' AND classid = %d AND objid = %lld AND objsubid = 2"
+                     " AND pid = %s",
+                     NODE_LOCK, st->node_id, ps->before);
+            if (query_value(st, sql, "ending the earlier connection", &v, err, errlen) < 0)
+                return -1;
+            free(v);
+        }
+        nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
     }
-    free(got);
-    return 0;
+    db_seterr(err, errlen,
+              "store %s: node_id %lld is in use by another pecmilter on this database"
+              " (give each node its own node_id)",
+              st->path, st->node_id);
+    return -1;
 }
 
 /* ---------------------------------------------------------------- connecting */
@@ -393,12 +431,14 @@ static void pg_close(struct pec_store *st)
 
 static void pg_free_state(struct pec_store *st)
 {
-    (void)st;
+    free(st->drv_state);
+    st->drv_state = NULL;
 }
 
 static int pg_open(struct pec_store *st, int flags, char *err, size_t errlen)
 {
     struct pg_conn *c = xcalloc(1, sizeof(*c));
+    struct pg_state *ps;
 
     st->conn = c;
     c->nocreate = (flags & PEC_STORE_NOCREATE) != 0;
@@ -410,6 +450,11 @@ static int pg_open(struct pec_store *st, int flags, char *err, size_t errlen)
         return -1;
     }
     PQsetNoticeProcessor(c->pg, quiet, NULL);
+    if (st->drv_state == NULL)
+        st->drv_state = xcalloc(1, sizeof(struct pg_state));
+    ps = st->drv_state;
+    memcpy(ps->before, ps->backend, sizeof(ps->before));
+    snprintf(ps->backend, sizeof(ps->backend), "%d", PQbackendPID(c->pg));
     pg_set_busy(st, st->busy_ms);
     if (db_migrate(st, err, errlen) < 0 || pg_claim_node(st, err, errlen) < 0) {
         pg_close(st);

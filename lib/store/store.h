@@ -100,6 +100,17 @@ int pec_store_copy(struct pec_store *from, struct pec_store *to, long long *rows
 /* Full integrity check now: 0 when sound, -1 with the first problem in err. */
 int pec_store_check(struct pec_store *st, char *err, size_t errlen);
 
+/*
+ * A job one node at a time runs for the provider (the daily seal and
+ * purge): take NAME for NODE until UNTIL unless another node holds it at
+ * NOW.  1: NODE holds it (again); 0: another node does; -1 with err.
+ */
+int pec_store_job_take(struct pec_store *st, const char *name, long long node, time_t now,
+                       time_t until, char *err, size_t errlen);
+/* NODE is done with NAME: another node may take it at once.  0, or -1 with err. */
+int pec_store_job_done(struct pec_store *st, const char *name, long long node, char *err,
+                       size_t errlen);
+
 /* ---------------------------------------------------------------- transactions */
 
 enum pec_rcpt_state {

@@ -355,6 +355,29 @@ static void test_outbox_lease(void)
     pec_store_close(st);
 }
 
+/* A job one node at a time runs: held until its time, by one node, given back when done. */
+static void test_jobs(void)
+{
+    struct pec_store *st = open_new("jobs.db");
+    char err[1024];
+
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    CHECK(pec_store_job_take(st, "housekeeping", 1, 1000, 2000, err, sizeof(err)) == 1);
+    CHECK(pec_store_job_take(st, "housekeeping", 2, 1500, 2500, err, sizeof(err)) == 0);
+    CHECK(pec_store_job_take(st, "other", 2, 1500, 2500, err, sizeof(err)) == 1);
+    CHECK(pec_store_job_take(st, "housekeeping", 1, 1500, 2600, err, sizeof(err)) == 1);
+    CHECK(pec_store_job_take(st, "housekeeping", 2, 2599, 3000, err, sizeof(err)) == 0);
+    CHECK(pec_store_job_take(st, "housekeeping", 2, 2600, 3000, err, sizeof(err)) == 1);
+    /* node 1 is no longer the holder: its "done" changes nothing */
+    CHECK(pec_store_job_done(st, "housekeeping", 1, err, sizeof(err)) == 0);
+    CHECK(pec_store_job_take(st, "housekeeping", 1, 2700, 3100, err, sizeof(err)) == 0);
+    CHECK(pec_store_job_done(st, "housekeeping", 2, err, sizeof(err)) == 0);
+    CHECK(pec_store_job_take(st, "housekeeping", 1, 2700, 3100, err, sizeof(err)) == 1);
+    pec_store_close(st);
+}
+
 static void test_log_query(void)
 {
     struct pec_store *st = open_new("query.db");
@@ -975,6 +998,7 @@ static void test_migrate_v1(void)
                        " risposte; ALTER TABLE registro DROP COLUMN client_msgid; ALTER TABLE"
                        " registro DROP COLUMN node; ALTER TABLE registro DROP COLUMN form;"
                        " DROP INDEX outbox_lease; ALTER TABLE outbox DROP COLUMN lease_until;"
+                       " DROP TABLE jobs;"
                        " PRAGMA user_version = 1",
                        NULL, NULL, NULL) == SQLITE_OK);
     sqlite3_close(db);
@@ -1014,6 +1038,7 @@ int main(void)
     test_batch_and_tx();
     test_outbox();
     test_outbox_lease();
+    test_jobs();
     test_log_query();
     test_schema();
     test_nocreate();
