@@ -328,6 +328,26 @@ void db_leave(struct pec_store *st)
     st->drv->leave(st);
 }
 
+struct db_stmt *db_enter_prep(struct pec_store *st, const char *sql, char *err, size_t errlen)
+{
+    struct db_stmt *s;
+
+    if (db_enter(st, err, errlen) < 0)
+        return NULL;
+    if ((s = db_prep(st, sql, err, errlen)) == NULL)
+        db_leave(st);
+    return s;
+}
+
+int db_run_leave(struct pec_store *st, struct db_stmt *s, const char *what, char *err,
+                 size_t errlen)
+{
+    int n = db_run(st, s, what, err, errlen);
+
+    db_leave(st);
+    return n;
+}
+
 int db_begin(struct pec_store *st, char *err, size_t errlen)
 {
     return db_exec(st, st->drv->begin_sql, "starting a transaction", err, errlen);

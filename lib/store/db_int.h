@@ -140,6 +140,11 @@ const void *db_colb(struct db_stmt *s, int i, size_t *n);
 int db_enter(struct pec_store *st, char *err, size_t errlen);
 int db_enter_relaxed(struct pec_store *st, char *err, size_t errlen);
 void db_leave(struct pec_store *st);
+/* One statement as a call of its own: the handle taken and SQL prepared (NULL: neither)... */
+struct db_stmt *db_enter_prep(struct pec_store *st, const char *sql, char *err, size_t errlen);
+/* ...then run and the handle given back: the rows changed, or -1. */
+int db_run_leave(struct pec_store *st, struct db_stmt *s, const char *what, char *err,
+                 size_t errlen);
 int db_begin(struct pec_store *st, char *err, size_t errlen);
 int db_commit(struct pec_store *st, char *err, size_t errlen);
 int db_rollback(struct pec_store *st);

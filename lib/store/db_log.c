@@ -121,19 +121,14 @@ int pec_store_log_bounds(struct pec_store *st, long long *purged_seq,
 
 int pec_store_seal_add(struct pec_store *st, const struct pec_seal *sl, char *err, size_t errlen)
 {
-    struct db_stmt *s;
-    int n;
+    struct db_stmt *s =
+        db_enter_prep(st,
+                      "INSERT INTO seals (first_seq, last_seq, day, file, last_hash,"
+                      " file_sha256, sealed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      err, errlen);
 
-    if (db_enter(st, err, errlen) < 0)
+    if (s == NULL)
         return -1;
-    s = db_prep(st,
-                "INSERT INTO seals (first_seq, last_seq, day, file, last_hash, file_sha256,"
-                " sealed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                err, errlen);
-    if (s == NULL) {
-        db_leave(st);
-        return -1;
-    }
     db_bi(s, 1, sl->first_seq);
     db_bi(s, 2, sl->last_seq);
     db_bt(s, 3, sl->day);
@@ -141,9 +136,7 @@ int pec_store_seal_add(struct pec_store *st, const struct pec_seal *sl, char *er
     db_bt(s, 5, sl->last_hash);
     db_bt(s, 6, sl->file_sha256);
     db_bi(s, 7, sl->sealed_at);
-    n = db_run(st, s, "recording a seal", err, errlen);
-    db_leave(st);
-    return n < 0 ? -1 : 0;
+    return db_run_leave(st, s, "recording a seal", err, errlen) < 0 ? -1 : 0;
 }
 
 static void free_seals(struct pec_seal *v, size_t n)
@@ -283,46 +276,34 @@ int pec_store_log_purge(struct pec_store *st, long long through_seq, time_t befo
 int pec_store_job_take(struct pec_store *st, const char *name, long long node, time_t now,
                        time_t until, char *err, size_t errlen)
 {
-    struct db_stmt *s;
+    /* on PostgreSQL a second node's insert waits for the first's, then sees its row */
+    struct db_stmt *s =
+        db_enter_prep(st,
+                      "INSERT INTO jobs (name, node, until) VALUES (?1, ?2, ?4) ON CONFLICT (name)"
+                      " DO UPDATE SET node = excluded.node, until = excluded.until"
+                      " WHERE jobs.until <= ?3 OR jobs.node = excluded.node",
+                      err, errlen);
     int n;
 
-    if (db_enter(st, err, errlen) < 0)
+    if (s == NULL)
         return -1;
-    /* on PostgreSQL a second node's insert waits for the first's, then sees its row */
-    s = db_prep(st,
-                "INSERT INTO jobs (name, node, until) VALUES (?1, ?2, ?4) ON CONFLICT (name)"
-                " DO UPDATE SET node = excluded.node, until = excluded.until"
-                " WHERE jobs.until <= ?3 OR jobs.node = excluded.node",
-                err, errlen);
-    if (s == NULL) {
-        db_leave(st);
-        return -1;
-    }
     db_bt(s, 1, name);
     db_bi(s, 2, node);
     db_bi(s, 3, now);
     db_bi(s, 4, until);
-    n = db_run(st, s, "taking a job", err, errlen);
-    db_leave(st);
+    n = db_run_leave(st, s, "taking a job", err, errlen);
     return n < 0 ? -1 : n > 0;
 }
 
 int pec_store_job_done(struct pec_store *st, const char *name, long long node, char *err,
                        size_t errlen)
 {
-    struct db_stmt *s;
-    int n;
+    struct db_stmt *s =
+        db_enter_prep(st, "UPDATE jobs SET until = 0 WHERE name = ? AND node = ?", err, errlen);
 
-    if (db_enter(st, err, errlen) < 0)
+    if (s == NULL)
         return -1;
-    s = db_prep(st, "UPDATE jobs SET until = 0 WHERE name = ? AND node = ?", err, errlen);
-    if (s == NULL) {
-        db_leave(st);
-        return -1;
-    }
     db_bt(s, 1, name);
     db_bi(s, 2, node);
-    n = db_run(st, s, "ending a job", err, errlen);
-    db_leave(st);
-    return n < 0 ? -1 : 0;
+    return db_run_leave(st, s, "ending a job", err, errlen) < 0 ? -1 : 0;
 }

@@ -256,21 +256,13 @@ int pec_store_outbox_fail(struct pec_store *st, long long id, time_t now, const 
 static int update_many(struct pec_store *st, const char *sql, long long a, long long b,
                        const char *what, char *err, size_t errlen)
 {
-    struct db_stmt *s;
-    int n;
+    struct db_stmt *s = db_enter_prep(st, sql, err, errlen);
 
-    if (db_enter(st, err, errlen) < 0)
+    if (s == NULL)
         return -1;
-    s = db_prep(st, sql, err, errlen);
-    if (s == NULL) {
-        db_leave(st);
-        return -1;
-    }
     db_bi(s, 1, a);
     db_bi(s, 2, b);
-    n = db_run(st, s, what, err, errlen);
-    db_leave(st);
-    return n;
+    return db_run_leave(st, s, what, err, errlen);
 }
 
 int pec_store_outbox_recover(struct pec_store *st, long long node, char *err, size_t errlen)
@@ -284,24 +276,16 @@ int pec_store_outbox_recover(struct pec_store *st, long long node, char *err, si
 int pec_store_outbox_note(struct pec_store *st, time_t now, const char *why, char *err,
                           size_t errlen)
 {
-    struct db_stmt *s;
-    int n;
+    struct db_stmt *s = db_enter_prep(st,
+                                      "UPDATE outbox SET last_error = ?1, last_try = ?2"
+                                      " WHERE state = 'queued' AND next_attempt <= ?2",
+                                      err, errlen);
 
-    if (db_enter(st, err, errlen) < 0)
+    if (s == NULL)
         return -1;
-    s = db_prep(st,
-                "UPDATE outbox SET last_error = ?1, last_try = ?2"
-                " WHERE state = 'queued' AND next_attempt <= ?2",
-                err, errlen);
-    if (s == NULL) {
-        db_leave(st);
-        return -1;
-    }
     db_bt(s, 1, why);
     db_bi(s, 2, now);
-    n = db_run(st, s, "noting an outbox error", err, errlen);
-    db_leave(st);
-    return n < 0 ? -1 : 0;
+    return db_run_leave(st, s, "noting an outbox error", err, errlen) < 0 ? -1 : 0;
 }
 
 int pec_store_outbox_tidy(struct pec_store *st, char *err, size_t errlen)

@@ -11,12 +11,12 @@
  * alone and are skipped there, saying so.
  */
 #include "check.h"
+#include "pgtest.h"
 #include "store/registro.h"
 #include "store/store.h"
 #include "util/xalloc.h"
 
 #include <errno.h>
-#include <libpq-fe.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
@@ -66,36 +66,18 @@ static char *schema_of(const char *name)
     return s;
 }
 
-/* SQL on the test's database, outside the store; 0 when it worked. */
-static int pg_sql(const char *sql)
-{
-    PGconn *c = PQconnectdb(pg_base);
-    PGresult *r = PQexec(c, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-
-    if (!ok)
-        fprintf(stderr, "%s: %s", sql, PQerrorMessage(c));
-    PQclear(r);
-    PQfinish(c);
-    return ok ? 0 : -1;
-}
-
 /* The store NAME: a file in dir, or a fresh schema of the PostgreSQL database. */
 static char *spec_of(const char *name)
 {
-    char *schema, *sql, *spec;
+    char *schema, *spec;
 
     if (pg_base == NULL)
         return path_of(name);
     schema = schema_of(name);
-    sql = xasprintf("SET client_min_messages = warning; DROP SCHEMA IF EXISTS %s CASCADE;"
-                    " CREATE SCHEMA %s",
-                    schema, schema);
-    CHECK(pg_sql(sql) == 0);
-    spec = xasprintf("%s options='-csearch_path=%s'", pg_base, schema);
-    free(sql);
+    spec = pg_fresh_schema(pg_base, schema);
+    CHECK(spec != NULL);
     free(schema);
-    return spec;
+    return spec ? spec : xstrdup("");
 }
 
 /* Does the error ERR name the store NAME, as a file or as its schema? */
@@ -711,7 +693,8 @@ static void test_schema(void)
     CHECK(st != NULL);
     pec_store_close(st);
     if (pg_base != NULL) {
-        CHECK(pg_sql("UPDATE newer_db.meta SET value = '99' WHERE key = 'schema_version'") == 0);
+        CHECK(pg_sql(pg_base,
+                     "UPDATE newer_db.meta SET value = '99' WHERE key = 'schema_version'") == 0);
     } else {
         CHECK(sqlite3_open(p, &db) == SQLITE_OK);
         CHECK(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL) == SQLITE_OK);

@@ -8,47 +8,29 @@
  * starts a private server through t/pectest/postgres.py).
  */
 #include "check.h"
+#include "pgtest.h"
 #include "store/registro.h"
 #include "store/store.h"
 #include "util/xalloc.h"
 
-#include <libpq-fe.h>
 #include <pthread.h>
 
 static const char *base;
 
-static int pg_sql(const char *sql)
-{
-    PGconn *c = PQconnectdb(base);
-    PGresult *r = PQexec(c, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-
-    if (!ok)
-        fprintf(stderr, "%s: %s", sql, PQerrorMessage(c));
-    PQclear(r);
-    PQfinish(c);
-    return ok ? 0 : -1;
-}
-
 /* Two handles on a fresh schema NAME: node 1 and node 2. */
 static int open_nodes(const char *name, struct pec_store *st[2])
 {
-    char err[1024], *sql, *spec;
+    char err[1024], *spec = pg_fresh_schema(base, name);
 
-    sql = xasprintf("SET client_min_messages = warning; DROP SCHEMA IF EXISTS %s CASCADE;"
-                    " CREATE SCHEMA %s",
-                    name, name);
-    CHECK(pg_sql(sql) == 0);
-    spec = xasprintf("%s options='-csearch_path=%s'", base, name);
+    CHECK(spec != NULL);
     for (int i = 0; i < 2; i++) {
-        st[i] = pec_store_open(spec, 0, err, sizeof(err));
+        st[i] = spec ? pec_store_open(spec, 0, err, sizeof(err)) : NULL;
         if (st[i] == NULL)
-            fprintf(stderr, "open %s: %s\n", spec, err);
+            fprintf(stderr, "open %s: %s\n", name, spec ? err : "no schema");
         CHECK(st[i] != NULL);
         if (st[i] != NULL)
             pec_store_set_node(st[i], i == 0 ? "1" : "2");
     }
-    free(sql);
     free(spec);
     return st[0] != NULL && st[1] != NULL ? 0 : -1;
 }
@@ -240,6 +222,19 @@ static void test_claim_once(void)
 
 static const struct pec_tx_rcpt one_rcpt[] = {{"b1@pec-b.test", 1, 0}};
 
+/* A transaction ID with one certified recipient, sent at 1000, into B. */
+static void batch_tx(struct pec_batch *b, const char *id)
+{
+    struct pec_tx tx = {0};
+
+    tx.identificativo = id;
+    tx.mittente = "mario@pec-a.test";
+    tx.submitted = 1000;
+    tx.rcpt = one_rcpt;
+    tx.nrcpt = 1;
+    pec_batch_tx(b, &tx);
+}
+
 static void *warn_once(void *arg)
 {
     struct node_run *n = arg;
@@ -281,15 +276,9 @@ static void test_notice_once(void)
         return;
     b = pec_batch_new();
     for (int i = 0; i < NOTICE_ROUNDS; i++) {
-        struct pec_tx tx = {0};
         char id[64];
         snprintf(id, sizeof(id), "opec-w%d@pec-a.test", i);
-        tx.identificativo = id;
-        tx.mittente = "mario@pec-a.test";
-        tx.submitted = 1000;
-        tx.rcpt = one_rcpt;
-        tx.nrcpt = 1;
-        pec_batch_tx(b, &tx);
+        batch_tx(b, id);
     }
     CHECK(pec_store_commit(st[0], b, err, sizeof(err)) == 0);
     pec_batch_free(b);
@@ -308,18 +297,19 @@ static void test_notice_once(void)
 static int commit_tx(struct pec_store *st, const char *id, char *err, size_t errlen)
 {
     struct pec_batch *b = pec_batch_new();
-    struct pec_tx tx = {0};
     int rc;
 
-    tx.identificativo = id;
-    tx.mittente = "mario@pec-a.test";
-    tx.submitted = 1000;
-    tx.rcpt = one_rcpt;
-    tx.nrcpt = 1;
-    pec_batch_tx(b, &tx);
+    batch_tx(b, id);
     rc = pec_store_commit(st, b, err, errlen);
     pec_batch_free(b);
     return rc;
+}
+
+/* Every connection to the test's database but this one ended, as a server restart would. */
+static int drop_connections(void)
+{
+    return pg_sql(base, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()");
 }
 
 /* The server drops the connection (a restart, a failover): one error, then it works again. */
@@ -332,8 +322,7 @@ static void test_connection_lost(void)
     if (open_nodes("lost", st) < 0)
         return;
     CHECK(commit_tx(st[0], "opec-l1@pec-a.test", err, sizeof(err)) == 0);
-    CHECK(pg_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                 " WHERE datname = current_database() AND pid <> pg_backend_pid()") == 0);
+    CHECK(drop_connections() == 0);
     CHECK(commit_tx(st[0], "opec-l2@pec-a.test", err, sizeof(err)) == -1);
     printf("connection lost: %s\n", err);
     CHECK(strstr(err, "lost") != NULL); /* the store named: its schema is in the spec */
@@ -362,8 +351,7 @@ static void test_node_unique(void)
     CHECK(strstr(err, "node_id 1 is in use") != NULL);
     CHECK(pec_store_claim_node(st[1], 2, err, sizeof(err)) == 0);
     /* a reconnect takes the claim again: node 2's id stays its own */
-    CHECK(pg_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                 " WHERE datname = current_database() AND pid <> pg_backend_pid()") == 0);
+    CHECK(drop_connections() == 0);
     CHECK(pec_store_claim_node(st[0], 1, err, sizeof(err)) == -1); /* the dropped connection */
     CHECK(pec_store_claim_node(st[0], 1, err, sizeof(err)) == 0);
     third = pec_store_open(spec, 0, err, sizeof(err));
