@@ -5,6 +5,8 @@
         pg.createdb("pec")
         ... store = pg.conninfo("pec") ...   # host=SOCKDIR port=PORT user=pec dbname=pec
         pg.restart()                        # a server restart under the clients
+        pg.stop_server(); pg.start()        # down for a while
+        pg.query("pec", "SELECT ...")       # rows, through psql
 
 PostgreSQL refuses to run as root, so when the test is root the cluster
 belongs to the unprivileged user nobody: initdb into a temporary directory
@@ -95,13 +97,21 @@ class Postgres:
         with open(os.path.join(self.data, "postmaster.pid")) as f:
             postfix.register_process(int(f.readline()), self.root)
 
-    def restart(self):
+    def stop_server(self):
+        """Stop the server, keeping its data: start() brings it back."""
         self._run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
         self.running = False
+
+    def restart(self):
+        self.stop_server()
         self.start()
 
     def createdb(self, name):
         self._run("createdb", "-h", self.sockdir, "-p", str(self.port), "-U", ROLE, name)
+
+    def query(self, dbname, sql):
+        """The rows of SQL on DBNAME, as psql -At prints them (one line a row, | between)."""
+        return self._run("psql", "-At", "-X", "-c", sql, self.conninfo(dbname)).splitlines()
 
     def conninfo(self, dbname):
         return "host=%s port=%d user=%s dbname=%s" % (self.sockdir, self.port, ROLE, dbname)
