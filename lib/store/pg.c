@@ -54,10 +54,25 @@ struct pg_stmt {
     unsigned char *blob;
 };
 
+/*
+ * A statement prepared on the connection, by its SQL as written and the
+ * types its parameters were bound as: the server parses and plans it once,
+ * not at every call.
+ */
+struct prepared {
+    char *sql;
+    int npar;
+    Oid types[DB_MAX_PARAMS];
+};
+
+#define PREPARED_MAX 128 /* more than the distinct statements of the store (pg_stmt's "s<i>") */
+
 struct pg_conn {
     PGconn *pg;
     int nocreate;
     char *error; /* the last statement's error, for fail */
+    struct prepared prepared[PREPARED_MAX];
+    int nprepared;
 };
 
 static const struct db_token pg_tokens[] = {
@@ -151,43 +166,101 @@ static void pg_release(struct pec_store *st, struct db_stmt *base)
     free(s);
 }
 
-/* Run S with its parameters: ints as decimal text, bytes as binary, NULL as text. */
-static int execute(struct pec_store *st, struct pg_stmt *s)
-{
-    int npar;
-    char *text = db_expand(&db_pg, s->base.sql, &npar);
+/* The parameters of S as libpq takes them: ints as decimal text, bytes as binary, NULL as text. */
+struct pg_params {
     Oid types[DB_MAX_PARAMS];
     const char *values[DB_MAX_PARAMS];
     int lengths[DB_MAX_PARAMS], formats[DB_MAX_PARAMS];
     char ints[DB_MAX_PARAMS][24];
+};
 
+static void params_of(const struct pg_stmt *s, int npar, struct pg_params *pp)
+{
     for (int i = 0; i < npar && i < DB_MAX_PARAMS; i++) {
         const struct db_param *p = &s->base.par[i + 1];
-        formats[i] = 0;
-        lengths[i] = 0;
-        switch (p->type) {
-        case DB_NULL:
-            types[i] = OID_TEXT;
-            values[i] = NULL;
-            break;
-        case DB_TEXT:
-            types[i] = OID_TEXT;
-            values[i] = p->p;
-            break;
-        case DB_INT:
-            types[i] = OID_INT8;
-            snprintf(ints[i], sizeof(ints[i]), "%lld", p->i);
-            values[i] = ints[i];
-            break;
-        case DB_BLOB:
-            types[i] = OID_BYTEA;
-            values[i] = p->p;
-            lengths[i] = (int)p->n;
-            formats[i] = 1;
-            break;
+        pp->formats[i] = 0;
+        pp->lengths[i] = 0;
+        pp->types[i] = p->type == DB_INT ? OID_INT8 : p->type == DB_BLOB ? OID_BYTEA : OID_TEXT;
+        pp->values[i] = p->type == DB_NULL ? NULL : p->p;
+        if (p->type == DB_INT) {
+            snprintf(pp->ints[i], sizeof(pp->ints[i]), "%lld", p->i);
+            pp->values[i] = pp->ints[i];
+        } else if (p->type == DB_BLOB) {
+            pp->lengths[i] = (int)p->n;
+            pp->formats[i] = 1;
         }
     }
-    s->res = PQexecParams(pg_of(st), text, npar, types, values, lengths, formats, 0);
+}
+
+/* The statement prepared for SQL: its index, or -1. */
+static int find_prepared(const struct pg_conn *c, const char *sql)
+{
+    for (int i = 0; i < c->nprepared; i++)
+        if (strcmp(c->prepared[i].sql, sql) == 0)
+            return i;
+    return -1;
+}
+
+/* Prepare S as the next statement kept; 0, or -1 with the error noted. */
+static int prepare(struct pec_store *st, struct pg_stmt *s, const char *text, int npar,
+                   const Oid *types)
+{
+    struct pg_conn *c = st->conn;
+    struct prepared *p = &c->prepared[c->nprepared];
+    char name[16];
+    PGresult *res;
+
+    snprintf(name, sizeof(name), "s%d", c->nprepared);
+    res = PQprepare(c->pg, name, text, npar, types);
+    if (result_ok(st, res) < 0) {
+        PQclear(res);
+        return -1;
+    }
+    PQclear(res);
+    p->sql = xstrdup(s->base.sql);
+    p->npar = npar;
+    memcpy(p->types, types, (size_t)npar * sizeof(Oid));
+    c->nprepared++;
+    return 0;
+}
+
+/*
+ * Run S: prepared the first time its SQL runs on this connection (while
+ * there is room), executed by name from then on; a call binding other
+ * types than the prepared ones runs unprepared.  0, or -1 with the error
+ * noted.
+ */
+static int execute(struct pec_store *st, struct pg_stmt *s)
+{
+    struct pg_conn *c = st->conn;
+    struct pg_params pp;
+    char name[16], *text = NULL;
+    int npar = 0, i = find_prepared(c, s->base.sql);
+
+    if (i >= 0) {
+        npar = c->prepared[i].npar;
+        params_of(s, npar, &pp);
+        if (memcmp(c->prepared[i].types, pp.types, (size_t)npar * sizeof(Oid)) != 0) {
+            text = db_expand(&db_pg, s->base.sql, &npar);
+            i = -1;
+        }
+    } else {
+        text = db_expand(&db_pg, s->base.sql, &npar);
+        params_of(s, npar, &pp);
+        if (c->nprepared < PREPARED_MAX) {
+            if (prepare(st, s, text, npar, pp.types) < 0) {
+                free(text);
+                return -1;
+            }
+            i = c->nprepared - 1;
+        }
+    }
+    if (i >= 0) {
+        snprintf(name, sizeof(name), "s%d", i);
+        s->res = PQexecPrepared(c->pg, name, npar, pp.values, pp.lengths, pp.formats, 0);
+    } else {
+        s->res = PQexecParams(c->pg, text, npar, pp.types, pp.values, pp.lengths, pp.formats, 0);
+    }
     free(text);
     return result_ok(st, s->res);
 }
@@ -424,6 +497,8 @@ static void pg_close(struct pec_store *st)
     if (c == NULL)
         return;
     PQfinish(c->pg);
+    for (int i = 0; i < c->nprepared; i++)
+        free(c->prepared[i].sql);
     free(c->error);
     free(c);
     st->conn = NULL;

@@ -56,9 +56,10 @@ class PostgresError(RuntimeError):
 
 
 class Postgres:
-    """One private cluster.  sockdir, port: where it listens."""
+    """One private cluster.  sockdir, port: where it listens.  FSYNC: the server
+    syncs its commits to disk (as a production one does), for measurements."""
 
-    def __init__(self):
+    def __init__(self, fsync=False):
         if not have_postgres():
             raise PostgresError("PostgreSQL is not installed (contrib/deps.sh test)")
         self.bin = bindir()
@@ -73,6 +74,7 @@ class Postgres:
             self.user = pwd.getpwnam("nobody")
             os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
         self.running = False
+        self.fsync = fsync
         atexit.register(self.stop)
         self._run("initdb", "-D", self.data, "-U", ROLE, "--auth=trust", "-E", "UTF8",
                   "--locale=C.UTF-8", "-N")
@@ -89,8 +91,9 @@ class Postgres:
         return p.stdout
 
     def start(self):
-        # fsync off: the tests measure the store's logic, not the disk
-        opts = "-k %s -p %d -c listen_addresses='' -c fsync=off" % (self.sockdir, self.port)
+        # fsync off unless asked: the tests check the store's logic, not the disk
+        opts = "-k %s -p %d -c listen_addresses='' -c fsync=%s" % (
+            self.sockdir, self.port, "on" if self.fsync else "off")
         self._run("pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60", "-o", opts,
                   "start")
         self.running = True
