@@ -335,6 +335,98 @@ static void test_connection_lost(void)
     close_nodes(st);
 }
 
+struct committer {
+    struct pec_store *st;
+    int rc;
+    char err[1024];
+};
+
+static void *commit_record(void *arg)
+{
+    struct committer *c = arg;
+    struct pec_batch *b = pec_batch_new();
+    struct pec_record r;
+
+    pec_record_init(&r, PEC_REG_ACCETTAZIONE, PEC_REG_EMISSIONE, 1000, "opec-dl@pec-a.test");
+    pec_batch_record(b, &r);
+    c->rc = pec_store_commit(c->st, b, c->err, sizeof(c->err));
+    pec_batch_free(b);
+    return NULL;
+}
+
+/* The one number SQL gives on the test's database, or -1. */
+static long long pg_number(const char *sql)
+{
+    PGconn *c = PQconnectdb(base);
+    PGresult *r = PQexec(c, sql);
+    long long n = PQresultStatus(r) == PGRES_TUPLES_OK ? atoll(PQgetvalue(r, 0, 0)) : -1;
+
+    PQclear(r);
+    PQfinish(c);
+    return n;
+}
+
+static long long deadlocks(void)
+{
+    return pg_number("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()");
+}
+
+static int lock_waiters(void)
+{
+    return pg_number("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                     " AND datname = current_database()") > 0;
+}
+
+/*
+ * Another transaction and a commit lock the registro's two head rows in
+ * opposite orders: the server breaks the deadlock by failing the commit's
+ * transaction (it waited first), which is applied again and goes through.
+ */
+static void test_deadlock_retried(void)
+{
+    struct pec_store *st[2];
+    struct committer c = {0};
+    struct chain_walk w;
+    char *spec = xasprintf("%s options='-csearch_path=deadlock'", base);
+    PGconn *x;
+    PGresult *r;
+    pthread_t th;
+    long long before = deadlocks();
+
+    if (open_nodes("deadlock", st) < 0) {
+        free(spec);
+        return;
+    }
+    x = PQconnectdb(spec);
+    PQclear(PQexec(x, "BEGIN"));
+    r = PQexec(x, "UPDATE meta SET value = value WHERE key = 'registro_head_hash'");
+    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+    PQclear(r);
+    c.st = st[0];
+    CHECK(pthread_create(&th, NULL, commit_record, &c) == 0);
+    /* until the commit waits for x: then it waits longer, and its backend finds the deadlock */
+    for (int i = 0; i < 100 && !lock_waiters(); i++)
+        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    r = PQexec(x, "UPDATE meta SET value = value WHERE key = 'registro_head_seq'");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        printf("deadlock: the other transaction: %s", PQerrorMessage(x));
+    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK); /* the commit's transaction gave way */
+    PQclear(r);
+    PQclear(PQexec(x, "COMMIT"));
+    PQfinish(x);
+    pthread_join(th, NULL);
+    printf("deadlock: the commit returned %d%s%s; the server counted %lld deadlock(s)\n", c.rc,
+           c.rc ? ": " : "", c.rc ? c.err : "", deadlocks() - before);
+    CHECK(c.rc == 0);
+    CHECK(deadlocks() - before >= 1);
+    memset(&w, 0, sizeof(w));
+    memset(w.last_hash, '0', PEC_HASH_HEX - 1);
+    CHECK(pec_store_log_each(st[1], NULL, walk_chain, &w, NULL, 0) == 0);
+    CHECK(w.records == 1 && w.breaks == 0);
+    close_nodes(st);
+    free(spec);
+}
+
 /* Two live pecmilters with one node_id are refused; the id is free again when its node is gone. */
 static void test_node_unique(void)
 {
@@ -381,5 +473,6 @@ int main(void)
     test_notice_once();
     test_connection_lost();
     test_node_unique();
+    test_deadlock_retried();
     return check_exit();
 }
