@@ -50,7 +50,9 @@
 struct pg_stmt {
     struct db_stmt base;
     PGresult *res;
-    int row; /* the row db_col reads, -1 before the first step */
+    int row;       /* the row db_col reads, -1 before the first step */
+    int started;   /* sent to the server */
+    int streaming; /* a SELECT's rows, one result each, still coming */
     unsigned char *blob;
 };
 
@@ -156,11 +158,21 @@ static struct db_stmt *pg_prep(struct pec_store *st, const char *sql, char *err,
     return &s->base;
 }
 
+/* Read what is left of S's rows, so the connection can take the next statement. */
+static void drain(struct pec_store *st, struct pg_stmt *s)
+{
+    PGresult *r;
+
+    while (s->streaming && (r = PQgetResult(pg_of(st))) != NULL)
+        PQclear(r);
+    s->streaming = 0;
+}
+
 static void pg_release(struct pec_store *st, struct db_stmt *base)
 {
     struct pg_stmt *s = (struct pg_stmt *)base;
 
-    (void)st;
+    drain(st, s);
     PQclear(s->res);
     PQfreemem(s->blob);
     free(s);
@@ -255,23 +267,63 @@ static int execute(struct pec_store *st, struct pg_stmt *s)
             i = c->nprepared - 1;
         }
     }
-    if (i >= 0) {
+    if (i >= 0)
         snprintf(name, sizeof(name), "s%d", i);
-        s->res = PQexecPrepared(c->pg, name, npar, pp.values, pp.lengths, pp.formats, 0);
-    } else {
-        s->res = PQexecParams(c->pg, text, npar, pp.types, pp.values, pp.lengths, pp.formats, 0);
+    if (strncmp(s->base.sql, "SELECT", 6) == 0) {
+        /* a row at a time: a walk over the whole log is not held in memory at once */
+        int sent =
+            i >= 0 ? PQsendQueryPrepared(c->pg, name, npar, pp.values, pp.lengths, pp.formats, 0)
+                   : PQsendQueryParams(c->pg, text, npar, pp.types, pp.values, pp.lengths,
+                                       pp.formats, 0);
+        free(text);
+        if (!sent || !PQsetSingleRowMode(c->pg)) {
+            set_error(st, PQerrorMessage(c->pg));
+            classify(st, NULL);
+            return -1;
+        }
+        s->streaming = 1;
+        return 0;
     }
+    if (i >= 0)
+        s->res = PQexecPrepared(c->pg, name, npar, pp.values, pp.lengths, pp.formats, 0);
+    else
+        s->res = PQexecParams(c->pg, text, npar, pp.types, pp.values, pp.lengths, pp.formats, 0);
     free(text);
     return result_ok(st, s->res);
+}
+
+/* The next of a SELECT's rows: 1, 0 at the end, -1 with the error noted. */
+static int next_row(struct pec_store *st, struct pg_stmt *s)
+{
+    PQclear(s->res);
+    PQfreemem(s->blob);
+    s->blob = NULL;
+    s->res = PQgetResult(pg_of(st));
+    s->row = 0;
+    if (s->res != NULL && PQresultStatus(s->res) == PGRES_SINGLE_TUPLE)
+        return 1;
+    s->row = -1;
+    if (s->res == NULL || PQresultStatus(s->res) == PGRES_TUPLES_OK) {
+        drain(st, s);
+        return 0;
+    }
+    result_ok(st, s->res);
+    drain(st, s);
+    return -1;
 }
 
 static int pg_step(struct pec_store *st, struct db_stmt *base)
 {
     struct pg_stmt *s = (struct pg_stmt *)base;
 
-    if (s->res == NULL && execute(st, s) < 0)
-        return -1;
-    if (s->row + 1 < PQntuples(s->res)) {
+    if (!s->started) {
+        s->started = 1;
+        if (execute(st, s) < 0)
+            return -1;
+    }
+    if (s->streaming)
+        return next_row(st, s);
+    if (s->res != NULL && s->row + 1 < PQntuples(s->res)) {
         s->row++;
         return 1;
     }

@@ -380,7 +380,8 @@ static int lock_waiters(void)
 /*
  * Another transaction and a commit lock the registro's two head rows in
  * opposite orders: the server breaks the deadlock by failing the commit's
- * transaction (it waited first), which is applied again and goes through.
+ * transaction (it waited first), whose batch is applied again and goes
+ * through.
  */
 static void test_deadlock_retried(void)
 {
@@ -407,10 +408,14 @@ static void test_deadlock_retried(void)
     /* until the commit waits for x: then it waits longer, and its backend finds the deadlock */
     for (int i = 0; i < 100 && !lock_waiters(); i++)
         nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    /*
+     * The commit's transaction gives way; its retry may meet x again, and
+     * then x is the one that waited first and gives way: what x gets does
+     * not matter, the commit must go through.
+     */
     r = PQexec(x, "UPDATE meta SET value = value WHERE key = 'registro_head_seq'");
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         printf("deadlock: the other transaction: %s", PQerrorMessage(x));
-    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK); /* the commit's transaction gave way */
     PQclear(r);
     PQclear(PQexec(x, "COMMIT"));
     PQfinish(x);
