@@ -14,7 +14,8 @@
  * due row (state "sending"), hands the bytes to the MTA, and marks the row
  * sent, deferred or failed.  Rows left "sending" by a crash are put back
  * (pec_store_outbox_recover) and sent again with the same bytes, so the
- * same Message-ID.
+ * same Message-ID; with several nodes on one database, a row a dead node
+ * left "sending" is claimed by another once its lease has run out.
  *
  * Everything here is backend-neutral: the embedded backend is SQLite (one
  * file, WAL, busy timeout 5 s, schema versioned with forward migrations);
@@ -23,9 +24,10 @@
  * used by any number of threads; calls are serialised inside.
  *
  * Faults (file unwritable, disk full, database corrupt or locked past the
- * busy timeout) make a call return -1 with one line in err naming the store
- * and the cause; the caller answers the MTA with a temporary failure.  The
- * handle then reopens the file on its next call, so it works again once the
+ * busy timeout; on PostgreSQL the server unreachable or restarting) make a
+ * call return -1 with one line in err naming the store and the cause; the
+ * caller answers the MTA with a temporary failure.  The handle then reopens
+ * the file, or connects again, on its next call, so it works again once the
  * cause is gone.  It never recreates a store file that has disappeared.
  */
 #ifndef PEC_STORE_H
