@@ -562,14 +562,42 @@ static void pg_free_state(struct pec_store *st)
     st->drv_state = NULL;
 }
 
+/*
+ * What pecmilter's connections have unless the spec says otherwise (the
+ * spec comes last and overrides): a database that does not answer is an
+ * error within seconds, not when TCP gives up, because the handle's lock is
+ * held meanwhile and every SMTP session waits on it; keepalives find a dead
+ * server or network under a statement in progress in about a minute.
+ */
+static const char *const connect_keys[] = {"connect_timeout",
+                                           "keepalives_idle",
+                                           "keepalives_interval",
+                                           "keepalives_count",
+                                           "application_name",
+                                           "dbname",
+                                           NULL};
+
+static const char **connect_values(const char *spec, const char *values[7])
+{
+    values[0] = "10";
+    values[1] = "30";
+    values[2] = "10";
+    values[3] = "3";
+    values[4] = "pecmilter";
+    values[5] = spec;
+    values[6] = NULL;
+    return values;
+}
+
 static int pg_open(struct pec_store *st, int flags, char *err, size_t errlen)
 {
     struct pg_conn *c = xcalloc(1, sizeof(*c));
+    const char *values[7];
     struct pg_state *ps;
 
     st->conn = c;
     c->nocreate = (flags & PEC_STORE_NOCREATE) != 0;
-    c->pg = PQconnectdb(st->spec);
+    c->pg = PQconnectdbParams(connect_keys, connect_values(st->spec, values), 1);
     if (c->pg == NULL || PQstatus(c->pg) != CONNECTION_OK) {
         set_error(st, c->pg ? PQerrorMessage(c->pg) : "out of memory");
         db_seterr(err, errlen, "store %s: cannot connect: %s", st->path, c->error);

@@ -17,6 +17,18 @@
 
 static const char *base;
 
+/* The one number SQL gives on the test's database, or -1. */
+static long long pg_number(const char *sql)
+{
+    PGconn *c = PQconnectdb(base);
+    PGresult *r = PQexec(c, sql);
+    long long n = PQresultStatus(r) == PGRES_TUPLES_OK ? atoll(PQgetvalue(r, 0, 0)) : -1;
+
+    PQclear(r);
+    PQfinish(c);
+    return n;
+}
+
 /* Two handles on a fresh schema NAME: node 1 and node 2. */
 static int open_nodes(const char *name, struct pec_store *st[2])
 {
@@ -322,6 +334,10 @@ static void test_connection_lost(void)
     if (open_nodes("lost", st) < 0)
         return;
     CHECK(commit_tx(st[0], "opec-l1@pec-a.test", err, sizeof(err)) == 0);
+    /* the store's own connection settings are there, the spec's too (its schema) */
+    CHECK(pg_number("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pecmilter'"
+                    " AND datname = current_database()") == 2);
+    CHECK(pg_number("SELECT count(*) FROM lost.transactions") == 1);
     CHECK(drop_connections() == 0);
     CHECK(commit_tx(st[0], "opec-l2@pec-a.test", err, sizeof(err)) == -1);
     printf("connection lost: %s\n", err);
@@ -352,18 +368,6 @@ static void *commit_record(void *arg)
     c->rc = pec_store_commit(c->st, b, c->err, sizeof(c->err));
     pec_batch_free(b);
     return NULL;
-}
-
-/* The one number SQL gives on the test's database, or -1. */
-static long long pg_number(const char *sql)
-{
-    PGconn *c = PQconnectdb(base);
-    PGresult *r = PQexec(c, sql);
-    long long n = PQresultStatus(r) == PGRES_TUPLES_OK ? atoll(PQgetvalue(r, 0, 0)) : -1;
-
-    PQclear(r);
-    PQfinish(c);
-    return n;
 }
 
 static long long deadlocks(void)
