@@ -216,7 +216,8 @@ class PecctlTest(unittest.TestCase):
             rc, out, err = self.pecctl("store", "copy", self.db, target)
             self.assertEqual(rc, 1)
             self.assertIn("not empty", err)
-            self.write_conf(retention_months=1, test_mode="yes", store=target)
+            self.write_conf(retention_months=1, test_mode="yes", store=target,
+                            shared_storage="yes")
             after = [seen(v) for v in views]
             for v, b, a in zip(views, before, after):
                 self.assertEqual(a, b, "pecctl %s differs on the copy" % " ".join(v))

@@ -5,7 +5,8 @@ deferred (451 4.3.0) and nothing of it is written; once PostgreSQL is back
 the daemon reconnects by itself and accepts again, the registro one chain
 (`pecctl log verify` on the database).  A second pecmilter with the same
 node_id on the same database is refused at start; one with another node_id
-runs beside it.  Skipped when PostgreSQL is not installed."""
+runs beside it.  A PostgreSQL store is refused unless shared_storage says the
+directories beside it are shared.  Skipped when PostgreSQL is not installed."""
 import os
 import subprocess
 import tempfile
@@ -46,7 +47,7 @@ class PostgresqlStoreTest(unittest.TestCase):
         os.makedirs(os.path.join(self.tmp.name, name), exist_ok=True)
         conf = os.path.join(self.tmp.name, name, "pecmilter.conf")
         config.write(conf, "a", store=self.pg.conninfo("pec"), node_id=node_id,
-                     reinject="smtp:127.0.0.1:9",
+                     shared_storage="yes", reinject="smtp:127.0.0.1:9",
                      roles={"pec-submission": "access", "pec-mx": "reception"})
         d = daemon.start(conf)
         self.addCleanup(d.stop)
@@ -62,6 +63,23 @@ class PostgresqlStoreTest(unittest.TestCase):
 
     def count(self, table):
         return int(self.pg.query("pec", "SELECT count(*) FROM %s" % table)[0])
+
+    def test_shared_storage_declared(self):
+        """A PostgreSQL store without shared_storage = "yes" is refused: nothing can tell
+        whether the seals', quarantine's and mailboxes' directories are shared."""
+        conf = os.path.join(self.tmp.name, "pecmilter.conf")
+        seals = os.path.join(self.tmp.name, "seals")
+        config.write(conf, "a", store=self.pg.conninfo("pec"), seal_dir=seals)
+        p = subprocess.run([env.program("pecmilter"), "-n", "-c", conf], capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(p.returncode, 78, p.stdout + p.stderr)
+        self.assertIn("shared_storage: a PostgreSQL store wants seal_dir, quarantine_dir and "
+                      "maildir_root (or mailbox_backend \"lmtp\")", p.stderr)
+        config.write(conf, "a", store=self.pg.conninfo("pec"), seal_dir=seals,
+                     shared_storage="yes")
+        p = subprocess.run([env.program("pecmilter"), "-n", "-c", conf], capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
 
     def test_submit_survive_restart_one_chain(self):
         conf, d = self.start("n1", 1)

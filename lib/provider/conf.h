@@ -71,6 +71,7 @@ struct pec_config {
     struct pec_strlist record_certs; /* further certificates our record lists (renewal) */
 
     char *store;
+    char *shared_storage; /* "yes": the directories are the same on every node (PostgreSQL store) */
     char *milter_socket;
     char *lmtp_socket;
     char *mailbox_backend;
