@@ -3,8 +3,10 @@
  * handles on one database, as two pecmilters would hold them, racing in
  * threads.  The registro stays one chain, an outbox row is claimed by one
  * node only, a conditional batch (a 12 h notice) is applied by one node
- * only, and a connection the server drops is a temporary error followed by
- * a reconnect.  Needs PEC_TEST_STORE (ctest's unit.test_store_pg.postgresql
+ * only, receipts recorded by one node close the transaction for the other,
+ * a node_id is held by one live handle, a deadlock is retried, and a
+ * connection the server drops is a temporary error followed by a
+ * reconnect.  Needs PEC_TEST_STORE (ctest's unit.test_store_pg.postgresql
  * starts a private server through t/pectest/postgres.py).
  */
 #include "check.h"
@@ -304,6 +306,46 @@ static void test_notice_once(void)
     close_nodes(st);
 }
 
+static int count_pending(const struct pec_pending_rcpt *r, void *arg)
+{
+    (void)r;
+    (*(int *)arg)++;
+    return 0;
+}
+
+/*
+ * Node 1 sent the busta; the presa in carico and the consegna reach node 2:
+ * the transaction is closed for node 1's scheduler too.  A copy delivered
+ * by node 1 is known to node 2's delivery point.
+ */
+static void test_receipts_other_node(void)
+{
+    struct pec_store *st[2];
+    struct pec_batch *b;
+    char err[1024];
+    int pending = 0;
+
+    if (open_nodes("receipts", st) < 0)
+        return;
+    b = pec_batch_new();
+    batch_tx(b, "opec-r1@pec-a.test");
+    CHECK(pec_store_commit(st[0], b, err, sizeof(err)) == 0);
+    pec_batch_free(b);
+    CHECK(pec_store_pending_each(st[0], 0, count_pending, &pending, err, sizeof(err)) == 0);
+    CHECK(pending == 1);
+    b = pec_batch_new();
+    pec_batch_rcpt_state(b, "opec-r1@pec-a.test", "b1@pec-b.test", PEC_RCPT_TAKEN, 1100, "");
+    pec_batch_rcpt_state(b, "opec-r1@pec-a.test", "B1@pec-b.test", PEC_RCPT_DELIVERED, 1200, "");
+    pec_batch_delivered(b, "b1@pec-b.test", "m-r1@pec-a.test", 1200);
+    CHECK(pec_store_commit(st[1], b, err, sizeof(err)) == 0);
+    pec_batch_free(b);
+    pending = 0;
+    CHECK(pec_store_pending_each(st[0], 0, count_pending, &pending, err, sizeof(err)) == 0);
+    CHECK(pending == 0);
+    CHECK(pec_store_delivered(st[0], "B1@PEC-B.test", "m-r1@pec-a.test", err, sizeof(err)) == 1);
+    close_nodes(st);
+}
+
 /* ---------------------------------------------------------------- faults */
 
 static int commit_tx(struct pec_store *st, const char *id, char *err, size_t errlen)
@@ -480,6 +522,7 @@ int main(void)
     test_one_chain();
     test_claim_once();
     test_notice_once();
+    test_receipts_other_node();
     test_connection_lost();
     test_node_unique();
     test_deadlock_retried();
