@@ -327,6 +327,7 @@ static void test_outbox_lease(void)
           1);
     CHECK(row.id == id && row.doubts == 1 && row.attempts == 2);
     CHECK(row.len == sizeof(msg) - 1 && memcmp(row.data, msg, row.len) == 0);
+    pec_outbox_row_free(&row);
     /* node 2 holds it now, for a whole lease */
     CHECK(pec_store_outbox_claim(st, 1000 + 2 * PEC_OUTBOX_LEASE - 1, 1, &row, &next, err,
                                  sizeof(err)) == 0);
