@@ -31,7 +31,7 @@ RUN="python3 postfix procps bsdutils libsasl2-modules"
 TEST="git libxml2-utils gpgsm dovecot-core dovecot-lmtpd systemd man-db groff-base
       m4 libwrap0 liblockfile1 sasl2-bin libsasl2-modules-db slapd ldap-utils nginx-light
       clamav-daemon postgresql-15"
-BENCH="gnuplot-nox valgrind clamav-daemon"
+BENCH="gnuplot-nox valgrind clamav-daemon postgresql-15"
 # libFuzzer and the sanitizer runtimes of Debian's clang (PEC_FUZZ=ON, t/fuzz)
 FUZZ="libclang-rt-14-dev"
 
