@@ -32,6 +32,13 @@ machine hits them alike (figures: medians of the rounds):
             round; the scan's p50 comes from A's log (scan_ms of each
             accepted submission) over the paced run.  Skipped, saying so,
             without clamd.
+  postgresql
+            the access scenario with A's store on PostgreSQL (A restarted
+            with store = a database of a private server on the same
+            machine, t/pectest/postgres.py, fsync on as in production, and
+            back): its ratio is to the access role of the same round, on
+            A's SQLite file; pecmilter's CPU per message beside it.
+            Skipped, saying so, without PostgreSQL.
   memory    10 sessions, 10 submissions of 30 MB to the access role at once:
             pecmilter's peak RSS.
 
@@ -66,18 +73,18 @@ KB = 1024
 # run lasts a few seconds, so the baseline gets more messages than the exchange
 ROUNDS = 3
 FULL = {"sizes": [(4 * KB, {"baseline": 4000, "access": 1500, "exchange": 500,
-                             "access+av": 1500}, 200),
+                             "access+av": 1500, "postgresql": 1500}, 200),
                   (100 * KB, {"baseline": 2000, "access": 800, "exchange": 250,
-                              "access+av": 800}, 100),
+                              "access+av": 800, "postgresql": 800}, 100),
                   (1024 * KB, {"baseline": 400, "access": 150, "exchange": 50,
-                               "access+av": 150}, 50)],
+                               "access+av": 150, "postgresql": 150}, 50)],
         "memory": (30000000, 10)}
 QUICK = {"sizes": [(4 * KB, {"baseline": 1500, "access": 500, "exchange": 150,
-                              "access+av": 500}, 40),
+                              "access+av": 500, "postgresql": 500}, 40),
                    (100 * KB, {"baseline": 800, "access": 300, "exchange": 80,
-                               "access+av": 300}, 30),
+                               "access+av": 300, "postgresql": 300}, 30),
                    (1024 * KB, {"baseline": 150, "access": 60, "exchange": 20,
-                                "access+av": 60}, 20)],
+                                "access+av": 60, "postgresql": 60}, 20)],
          "memory": (30000000, 10)}
 
 
@@ -195,6 +202,8 @@ class Bench:
         self.serial = 0
         self.clamd = None
         self.av_on = False
+        self.pg = None
+        self.pg_on = False
 
     # -- setup ----------------------------------------------------------------
 
@@ -263,6 +272,12 @@ class Bench:
             self.clamd = clamd.Clamd(self.d).start(MaxThreads=str(SESSIONS))
         else:
             say("== no clamd (contrib/deps.sh bench installs clamav-daemon): no access+av")
+        from pectest import postgres
+        if postgres.have_postgres():
+            self.pg = postgres.Postgres(fsync=True)
+            self.pg.createdb("pec")
+        else:
+            say("== no PostgreSQL (contrib/deps.sh bench installs it): no postgresql scenario")
 
         # the rest of the Internet: smtp-sink dumping every message, so that each can
         # be matched and timed
@@ -312,18 +327,40 @@ class Bench:
             % (self.pf["b"].root, self.pid["b"], ip["sink"], mx["sink"]))
         self.sink_port = mx["sink"]
 
+    def write_a(self, av, pg):
+        """A's configuration with the antivirus on (AV) or not, its store on PostgreSQL (PG)
+        or its SQLite file; returns the settings."""
+        from pectest import config
+        over = {"antivirus": "clamd" if av else "none"}
+        if self.clamd is not None:
+            over["clamd_socket"] = self.clamd.socket
+        if pg:
+            over.update(store=self.pg.conninfo("pec"), shared_storage="yes")
+        settings = dict(self.settings_a, **over)
+        with open(os.path.join(self.d, "a", "pecmilter.conf"), "w") as f:
+            f.write(config.render(settings))
+        return settings
+
+    def set_store(self, pg):
+        """A restarted with its store on PostgreSQL (PG) or on its SQLite file (a store is
+        not changed by a reload)."""
+        if pg == self.pg_on:
+            return
+        settings = self.write_a(self.av_on, pg)
+        proc = next(p for p in self.procs if p.pid == self.pid["a"])
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+        self.pid["a"] = self.start_pecmilter("a", settings).pid
+        self.pg_on = pg
+
     def set_av(self, on):
         """A reloaded with antivirus = "clamd" (ON) or "none"; returns once it says so."""
-        from pectest import config
         if on == self.av_on:
             return
-        conf = os.path.join(self.d, "a", "pecmilter.conf")
         log = os.path.join(self.d, "a", "pecmilter.log")
         with open(log, "rb") as f:
             before = f.read().count(b"configuration reloaded")
-        with open(conf, "w") as f:
-            f.write(config.render(dict(self.settings_a, antivirus="clamd" if on else "none",
-                                       clamd_socket=self.clamd.socket)))
+        self.write_a(on, self.pg_on)
         os.kill(self.pid["a"], signal.SIGUSR1)
         deadline = time.monotonic() + 30
         while True:
@@ -360,6 +397,8 @@ class Bench:
                     p.kill()
                     p.wait()
             pf.unregister_process(p.pid)
+        if self.pg is not None:
+            self.pg.stop()
 
     # -- one run ----------------------------------------------------------------
 
@@ -371,6 +410,7 @@ class Bench:
             "baseline": (a.reinject_port, SINKED, None),
             "access": (a.submission_port, SINKED, MARIO),
             "access+av": (a.submission_port, SINKED, MARIO),
+            "postgresql": (a.submission_port, SINKED, MARIO),
             "memory": (a.submission_port, SINKED, MARIO),
             "exchange": (a.submission_port, LUIGI, MARIO),
         }[scenario]
@@ -379,6 +419,7 @@ class Bench:
             "baseline": [("sink", "")],
             "access": [("mario", "ACCETTAZIONE: "), ("sink", "POSTA CERTIFICATA: ")],
             "access+av": [("mario", "ACCETTAZIONE: "), ("sink", "POSTA CERTIFICATA: ")],
+            "postgresql": [("mario", "ACCETTAZIONE: "), ("sink", "POSTA CERTIFICATA: ")],
             "memory": [("mario", "ACCETTAZIONE: "), ("sink", "POSTA CERTIFICATA: ")],
             "exchange": [("mario", "CONSEGNA: "), ("mario", "ACCETTAZIONE: "),
                          ("luigi", "POSTA CERTIFICATA: "), ("ricevute", "PRESA IN CARICO: ")],
@@ -422,6 +463,7 @@ class Bench:
 
     def one_load(self, scenario, size, n, sessions=SESSIONS):
         """One throughput run: {per_s, cpu_ms, rss_mb, lat [ms]}."""
+        self.set_store(scenario == "postgresql")
         pids = [self.pid["a"]] + ([self.pid["b"]] if scenario == "exchange" else [])
         for p in pids:
             reset_hwm(p)
@@ -450,6 +492,7 @@ class Bench:
         """Latencies [ms] without a queue in front: one session, a message every 50 ms;
         and the scans' times [ms] (access+av)."""
         prefix = "bench-lat-%s-%d " % (scenario.replace("+", ""), size)
+        self.set_store(scenario == "postgresql")
         start = self.log_size()
         _, ends, counted, why = self.send_and_wait(scenario, size, n, 1, prefix, gap_ms=50)
         self.note(scenario, size, ["latency run: " + w for w in why])
@@ -479,7 +522,7 @@ class Bench:
             rs = runs[sc]
             ratios = [r["per_s"] / b["per_s"] for r, b in zip(rs, runs["baseline"]) if b["per_s"]]
             to_access = [r["per_s"] / a["per_s"] for r, a in zip(rs, runs.get("access", []))
-                         if a["per_s"]] if sc == "access+av" else []
+                         if a["per_s"]] if sc in ("access+av", "postgresql") else []
             self.rows.append({
                 "ratio_to_access": median(to_access) if to_access else None,
                 "ratios_to_access": to_access,
@@ -634,6 +677,27 @@ class Bench:
                         acc4["machine_ms_per_msg"],
                         a4["machine_ms_per_msg"] - acc4["machine_ms_per_msg"],
                         a4["scan_p50_ms"] or 0))
+        pgs = [r for r in self.rows if r["scenario"] == "postgresql"]
+        if pgs:
+            lines += ["", "PostgreSQL (postgresql: A's access role with its store on a PostgreSQL "
+                      "database of a private server on the same machine, fsync on; the same "
+                      "run):", ""]
+            for r in pgs:
+                acc_r = row("access", r["size_bytes"])
+                lines.append(
+                    "- %s: %s/s, %s x the access role on SQLite (%s/s; rounds: %s); "
+                    "pecmilter's CPU %s ms a submission (on SQLite: %s ms); accettazione p50 "
+                    "%s ms (on SQLite: %s ms)" % (
+                        human(r["size_bytes"]), fmt(r["per_s"]), fmt(r["ratio_to_access"], 2),
+                        fmt(acc_r["per_s"]) if acc_r else "-",
+                        " ".join("%.2f" % x for x in r["ratios_to_access"]),
+                        fmt(r["cpu_ms_per_msg"], 2),
+                        fmt(acc_r["cpu_ms_per_msg"], 2) if acc_r else "-",
+                        fmt(r["p50_ms"]), fmt(acc_r["p50_ms"]) if acc_r else "-"))
+            p4 = row("postgresql", 4 * KB)
+            if p4 and p4["ratio_to_access"] is not None:
+                target("access role on PostgreSQL 4 KB >= 0.8 x on SQLite",
+                       p4["ratio_to_access"] >= 0.8, "%.2f" % p4["ratio_to_access"])
         if self.failures:
             lines += ["", "FAILED: " + "; ".join(self.failures)]
         with open(os.path.join(self.d, "bench.md"), "w") as f:
@@ -641,7 +705,7 @@ class Bench:
 
         dat = os.path.join(self.d, "bench.dat")
         with open(dat, "w") as f:
-            for sc in ("baseline", "access", "exchange", "access+av"):
+            for sc in ("baseline", "access", "exchange", "access+av", "postgresql"):
                 f.write("# %s\n" % sc)
                 for r in self.rows:
                     if r["scenario"] == sc:
@@ -656,7 +720,8 @@ class Bench:
               "plot '%s' index 0 with linespoints lw 2 title 'bare Postfix (baseline)', "
               "'' index 1 with linespoints lw 2 title 'access role: certified submissions', "
               "'' index 2 with linespoints lw 2 title 'A->B exchange: transactions', "
-              "'' index 3 with linespoints lw 2 title 'access role with clamd'\n"
+              "'' index 3 with linespoints lw 2 title 'access role with clamd', "
+              "'' index 4 with linespoints lw 2 title 'access role on PostgreSQL'\n"
               % (os.path.join(self.d, "bench.png"), SESSIONS, dat))
         with open(os.path.join(self.d, "bench.gp"), "w") as f:
             f.write(gp)
@@ -698,10 +763,13 @@ def main():
     started = time.monotonic()
     try:
         b.setup()
-        scenarios = [sc for sc in ("baseline", "access", "exchange", "access+av")
-                     if sc == "baseline" or want(sc) or (sc == "access" and want("access+av"))]
+        scenarios = [sc for sc in ("baseline", "access", "exchange", "access+av", "postgresql")
+                     if sc == "baseline" or want(sc) or
+                     (sc == "access" and (want("access+av") or want("postgresql")))]
         if b.clamd is None and "access+av" in scenarios:
             scenarios.remove("access+av")
+        if b.pg is None and "postgresql" in scenarios:
+            scenarios.remove("postgresql")
         # PECBENCH_SIZES=4096,...: those sizes only (for profiling)
         sizes = [int(x) for x in os.environ.get("PECBENCH_SIZES", "").split(",") if x]
         for size, counts, lat_n in plan["sizes"]:

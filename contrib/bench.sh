@@ -11,7 +11,9 @@
 # relaying (the baseline), A's access role (certified submissions), the full
 # A -> B exchange (consegna back in the sender's mailbox), the access role
 # with a clamd on the same machine scanning every submission (access+av: its
-# ratio to the access role, and the scan's p50); and 10 concurrent 30 MB
+# ratio to the access role, and the scan's p50), the access role with A's
+# store on PostgreSQL (postgresql: its ratio to the access role on SQLite,
+# and pecmilter's CPU per message); and 10 concurrent 30 MB
 # submissions for pecmilter's peak RSS.  Writes DIR/bench.csv,
 # DIR/bench.md (each figure with its ratio to the baseline of the same run)
 # and DIR/bench.png.  --quick sends fewer messages (under 3 minutes).  Exit 1
@@ -31,7 +33,7 @@ while [ $# -gt 0 ]; do
     # not for users: profile with an existing build, or some scenarios only
     --build) build="${2:?--build needs a directory}"; shift 2 ;;
     --only) only="--only=${2:?}"; shift 2 ;;
-    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: contrib/bench.sh [--quick] [--out DIR]" >&2; exit 64 ;;
     esac
 done

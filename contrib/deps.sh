@@ -14,7 +14,8 @@
 set -eu
 
 BUILD="gcc clang cmake make pkg-config libmilter-dev libgmime-3.0-dev libconfig-dev
-       libssl-dev libxml2-dev libxmlsec1-dev libsqlite3-dev libcurl4-openssl-dev libldap2-dev
+       libssl-dev libxml2-dev libxmlsec1-dev libsqlite3-dev libpq-dev libcurl4-openssl-dev
+       libldap2-dev
        clang-format openssl ca-certificates"
 # libsasl2-modules: the submission listener enables Cyrus SASL (XCLIENT LOGIN=
 # needs it), and smtpd dies "no SASL authentication mechanisms" without them.
@@ -25,10 +26,12 @@ RUN="python3 postfix procps bsdutils libsasl2-modules"
 # directory and a real HTTPS server (t/pectest/slapd.py, t/pectest/https.py);
 # clamav-daemon: the tests and the benchmark start a clamd of their own, on a
 # private socket with a signature database they write (t/pectest/clamd.py).
+# postgresql-15: the store's tests run a PostgreSQL of their own, initdb'd
+# into a temporary directory (t/pectest/postgres.py); nothing system-wide.
 TEST="git libxml2-utils gpgsm dovecot-core dovecot-lmtpd systemd man-db groff-base
       m4 libwrap0 liblockfile1 sasl2-bin libsasl2-modules-db slapd ldap-utils nginx-light
-      clamav-daemon"
-BENCH="gnuplot-nox valgrind clamav-daemon"
+      clamav-daemon postgresql-15"
+BENCH="gnuplot-nox valgrind clamav-daemon postgresql-15"
 # libFuzzer and the sanitizer runtimes of Debian's clang (PEC_FUZZ=ON, t/fuzz)
 FUZZ="libclang-rt-14-dev"
 

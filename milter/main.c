@@ -170,7 +170,7 @@ int main(int argc, char **argv)
 {
     const char *config = DEFAULT_CONFIG;
     int foreground = 0, check_only = 0, opt;
-    char err[1024];
+    char err[1024], *shown;
     struct runtime *rt;
     struct pec_config *cfg;
     sigset_t set;
@@ -333,8 +333,10 @@ int main(int argc, char **argv)
         return 71;
     }
 
+    shown = pec_store_display(cfg->store);
     log_info(NULL, "pecmilter %s starting: milter on %s, LMTP on %s, store %s", PECMILTER_VERSION,
-             cfg->milter_socket, cfg->lmtp_socket, cfg->store);
+             cfg->milter_socket, cfg->lmtp_socket, shown);
+    free(shown);
     sigdelset(&set, SIGUSR1);
     rc = run_milter(&set);
     log_info(NULL, "pecmilter stopping");

@@ -40,6 +40,7 @@ void usage(FILE *out)
             "  outbox retry ID|all    send failed messages again\n"
             "  tx IDENTIFICATIVO      a transaction and its recipients' states\n"
             "  store check            full integrity check of the store file\n"
+            "  store copy FROM TO     copy a store into a new one (SQLite file to PostgreSQL)\n"
             "  audit [--since T] [--json]  check the log against the PEC invariants\n"
             "  status [--json]        daemon, clamd, outbox, pending receipts, deadlines, "
             "certificate\n"
@@ -393,14 +394,45 @@ static int tx_show(struct ctl *c, const char *id)
 
 static int store_check(struct ctl *c)
 {
-    char err[1024];
+    char err[1024], *shown;
 
     if (pec_store_check(c->st, err, sizeof(err)) < 0) {
         printf("store check: FAILED: %s\n", err);
         return 1;
     }
-    printf("store check: %s: OK\n", c->cfg->store);
+    shown = pec_store_display(c->cfg->store);
+    printf("store check: %s: OK\n", shown);
+    free(shown);
     return 0;
+}
+
+/*
+ * pecctl store copy FROM TO: the provider's store moved, say from its
+ * SQLite file to the PostgreSQL database several nodes will share.  TO is
+ * created (its tables; a database must exist) and must hold nothing yet.
+ */
+static int store_copy(const char *from_spec, const char *to_spec)
+{
+    struct pec_store *from, *to = NULL;
+    char err[1024], *from_shown = pec_store_display(from_spec),
+                    *to_shown = pec_store_display(to_spec);
+    long long rows = 0;
+    int rc = 1;
+
+    from = pec_store_open(from_spec, PEC_STORE_NOCREATE, err, sizeof(err));
+    if (from != NULL)
+        to = pec_store_open(to_spec, 0, err, sizeof(err));
+    if (from != NULL && to != NULL && pec_store_copy(from, to, &rows, err, sizeof(err)) == 0) {
+        printf("store copy: %s -> %s: %lld rows\n", from_shown, to_shown, rows);
+        rc = 0;
+    } else {
+        fprintf(stderr, "pecctl: store copy: %s\n", err);
+    }
+    pec_store_close(to);
+    pec_store_close(from);
+    free(from_shown);
+    free(to_shown);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- main */
@@ -425,6 +457,8 @@ static int dispatch(struct ctl *c, int argc, char **argv)
         return tx_show(c, sub);
     if (strcmp(cmd, "store") == 0 && argc == 2 && strcmp(sub, "check") == 0)
         return store_check(c);
+    if (strcmp(cmd, "store") == 0 && argc == 4 && strcmp(sub, "copy") == 0)
+        return store_copy(argv[2], argv[3]);
     if (strcmp(cmd, "audit") == 0)
         return pecctl_audit(c, argc, argv);
     if (strcmp(cmd, "status") == 0)
@@ -489,10 +523,12 @@ int main(int argc, char **argv)
     }
     /*
      * The index and the mailboxes need no store: a provider prepares its record, its
-     * MTA's TLS policy and its users' mailboxes before it runs.
+     * MTA's TLS policy and its users' mailboxes before it runs; store copy names its two.
      */
     nostore = strcmp(argv[optind], "index") == 0 || strcmp(argv[optind], "tls-policy") == 0 ||
-              strcmp(argv[optind], "mailbox") == 0;
+              strcmp(argv[optind], "mailbox") == 0 ||
+              (strcmp(argv[optind], "store") == 0 && optind + 1 < argc &&
+               strcmp(argv[optind + 1], "copy") == 0);
     c.st = nostore ? NULL : pec_store_open(c.cfg->store, PEC_STORE_NOCREATE, err, sizeof(err));
     if (c.st == NULL && !nostore) {
         fprintf(stderr, "pecctl: %s\n", err);

@@ -293,9 +293,10 @@ static int cert_not_after(const char *path, time_t *out, char *err, size_t errle
     return 0;
 }
 
-static const char *store_path(const char *spec)
+/* What status shows of the store: its file, or the database without its password. */
+static char *store_shown(const char *spec)
 {
-    return strncmp(spec, "sqlite:", 7) == 0 ? spec + 7 : spec;
+    return pec_store_display(pec_store_file(spec) ? pec_store_file(spec) : spec);
 }
 
 static long long file_size(const char *path)
@@ -365,6 +366,8 @@ static void json_error(const char *key, const char *why)
 
 static void print_json(const struct ctl *c, const struct status *s, time_t now)
 {
+    char *shown;
+
     printf("{\"daemon\":{");
     for (int i = 0; i < 2; i++) {
         printf("%s\"%s\":{\"socket\":", i ? "," : "", s->probe[i].name);
@@ -437,8 +440,11 @@ static void print_json(const struct ctl *c, const struct status *s, time_t now)
         json_string(s->clock_why);
     }
     printf("},\n \"test_mode\":%s", pec_config_is_test(c->cfg) ? "true" : "false");
-    printf(",\n \"store\":{\"file\":");
-    json_string(store_path(c->cfg->store));
+    shown = store_shown(c->cfg->store);
+    printf(",\n \"store\":{\"backend\":\"%s\",\"file\":",
+           pec_store_file(c->cfg->store) ? "sqlite" : "postgresql");
+    json_string(shown);
+    free(shown);
     printf(",\"bytes\":%lld,\"wal_bytes\":%lld},\n \"healthy\":%s,\"attention\":[", s->store_bytes,
            s->wal_bytes < 0 ? 0 : s->wal_bytes, s->nattention ? "false" : "true");
     for (int i = 0; i < s->nattention; i++) {
@@ -451,7 +457,7 @@ static void print_json(const struct ctl *c, const struct status *s, time_t now)
 
 static void print_text(const struct ctl *c, const struct status *s, time_t now)
 {
-    char t[40], a[32];
+    char t[40], a[32], *shown;
 
     printf("daemon:      %s\n", s->probe[0].up && s->probe[1].up   ? "up"
                                 : s->probe[0].up || s->probe[1].up ? "partly up"
@@ -512,7 +518,12 @@ static void print_text(const struct ctl *c, const struct status *s, time_t now)
            s->clock_state == 0 ? "" : s->clock_why);
     if (pec_config_is_test(c->cfg))
         printf("mode:        TEST (test_mode = \"yes\"): not a production provider\n");
-    printf("store:       %s, %lld bytes", store_path(c->cfg->store), s->store_bytes);
+    shown = store_shown(c->cfg->store);
+    if (pec_store_file(c->cfg->store) != NULL)
+        printf("store:       %s, %lld bytes", shown, s->store_bytes);
+    else
+        printf("store:       PostgreSQL, %s", shown);
+    free(shown);
     if (s->wal_bytes > 0)
         printf(" + %lld bytes of WAL", s->wal_bytes);
     putchar('\n');
@@ -605,9 +616,11 @@ int pecctl_status(struct ctl *c, int argc, char **argv)
         attention(&s, "test_mode = \"yes\": the deadlines, clock and retention may differ from "
                       "the rules'");
 
-    s.store_bytes = file_size(store_path(c->cfg->store));
-    snprintf(wal, sizeof(wal), "%s-wal", store_path(c->cfg->store));
-    s.wal_bytes = file_size(wal);
+    if (pec_store_file(c->cfg->store) != NULL) {
+        s.store_bytes = file_size(pec_store_file(c->cfg->store));
+        snprintf(wal, sizeof(wal), "%s-wal", pec_store_file(c->cfg->store));
+        s.wal_bytes = file_size(wal);
+    }
 
     if (json)
         print_json(c, &s, now);

@@ -194,6 +194,11 @@ int runtime_store_open(struct runtime *rt, char *err, size_t errlen)
         snprintf(node, sizeof(node), "%lld", rt->cfg->node_id);
         pec_store_set_node(st, node);
     }
+    if (pec_store_claim_node(st, rt->cfg->node_id, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "store: %s", why);
+        pec_store_close(st);
+        return -1;
+    }
     pthread_mutex_lock(&current_lock);
     shared_store = st;
     free(shared_store_spec);
@@ -273,9 +278,14 @@ static void *reloader(void *arg)
             continue;
         }
         pthread_mutex_lock(&current_lock);
-        if (shared_store_spec != NULL && strcmp(shared_store_spec, rt->cfg->store) != 0)
+        if (shared_store_spec != NULL && strcmp(shared_store_spec, rt->cfg->store) != 0) {
+            char *now = pec_store_display(rt->cfg->store),
+                 *kept = pec_store_display(shared_store_spec);
             log_warn(NULL, "store: the configuration now names %s; %s stays in use until restart",
-                     rt->cfg->store, shared_store_spec);
+                     now, kept);
+            free(now);
+            free(kept);
+        }
         pthread_mutex_unlock(&current_lock);
         log_set_test_mode(pec_config_is_test(rt->cfg));
         runtime_set(rt);

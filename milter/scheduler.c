@@ -180,11 +180,15 @@ static long long round_once(time_t *seal_at)
                                       .seal_dir = cfg->seal_dir,
                                       .months = (int)cfg->retention_months,
                                       .quarantine_dir = cfg->quarantine_dir,
-                                      .virus_months = (int)cfg->virus_retention_months};
+                                      .virus_months = (int)cfg->virus_retention_months,
+                                      .node = cfg->node_id};
         struct pec_sched_kept kept;
 
         if (pec_sched_seal_purge(rt->store, rt->signer, &keep, now, &kept, err, sizeof(err)) < 0) {
             log_err(NULL, "scheduler: %s (trying again in %d s)", err, SEAL_RETRY);
+            *seal_at = now + SEAL_RETRY;
+        } else if (kept.elsewhere) {
+            /* another node seals; look again later in case it dies before it is done */
             *seal_at = now + SEAL_RETRY;
         } else {
             if (kept.sealed > 0 || kept.purged > 0 || kept.virus_purged > 0)

@@ -224,7 +224,7 @@ static int check_socket(const struct who *w, const char *spec, const char *key, 
 /* The files the daemon reads and the directories it writes, as `user`. */
 static int check_access(const struct pec_config *cfg, char *err, size_t errlen)
 {
-    const char *store = cfg->store, *source;
+    const char *store = pec_store_file(cfg->store), *source; /* NULL: PostgreSQL */
     struct who w;
 
     if (who_init(&w, cfg->user, err, errlen) < 0)
@@ -239,11 +239,9 @@ static int check_access(const struct pec_config *cfg, char *err, size_t errlen)
         check_readable(&w, cfg->index_tls_ca, "index_tls_ca", err, errlen) < 0 ||
         check_readable(&w, cfg->crl_file, "crl_file", err, errlen) < 0)
         return -1;
-    if (strncmp(store, "sqlite:", 7) == 0)
-        store += 7;
     if (check_socket(&w, cfg->milter_socket, "milter_socket", err, errlen) < 0 ||
         check_socket(&w, cfg->lmtp_socket, "lmtp_socket", err, errlen) < 0 ||
-        check_parent(&w, store, "store", err, errlen) < 0 ||
+        (store != NULL && check_parent(&w, store, "store", err, errlen) < 0) ||
         check_dir(&w, cfg->seal_dir, "seal_dir", 1, err, errlen) < 0)
         return -1;
     if (pec_index_source_kind(cfg->index_source, &source) != PEC_SOURCE_LDIF &&

@@ -8,8 +8,9 @@ more with each day, and the daemon holds the store while it runs (the
 injector's tidy did so each time the outbox emptied: 5 ms a call after 4,700
 submissions, growing without end).
 
-Every SQL statement of the SQLite backend (lib/store/sqlite*.c), taken from the
-preprocessed sources (so the column-list macros are expanded), is planned by SQLite against a store
+Every SQL statement of the store (lib/store/db*.c, shared with PostgreSQL, and
+sqlite.c), taken from the preprocessed sources (so the column-list macros are
+expanded) with the dialect's tokens expanded as the SQLite driver does, is planned by SQLite against a store
 the real code made (t/tools/injectord), with EXPLAIN QUERY PLAN.  A step that
 scans one of those tables (other than through a partial index, which holds
 only rows still in play), or that searches the outbox for the rows in state
@@ -30,7 +31,10 @@ import unittest
 from pectest import config, env, pki
 
 INJECTORD = os.path.join(env.BUILD_DIR, "t", "tools", "injectord")
-SOURCES = sorted(glob.glob(os.path.join(env.SRC_DIR, "lib", "store", "sqlite*.c")))
+STORE = os.path.join(env.SRC_DIR, "lib", "store")
+# db_copy.c builds its statements at run time (pecctl store copy reads every row, on request)
+SOURCES = sorted([p for p in glob.glob(os.path.join(STORE, "db*.c"))
+                  if not p.endswith("db_copy.c")] + [os.path.join(STORE, "sqlite.c")])
 GROWING = ("transactions", "recipients", "outbox", "registro", "delivered", "refused")
 
 # statement prefix -> why it may read what it reads
@@ -49,11 +53,21 @@ MAINTENANCE = {
 }
 
 
+def sqlite_tokens():
+    """The SQLite driver's words for the dialect's {tokens} (sq_tokens in sqlite.c)."""
+    with open(os.path.join(STORE, "sqlite.c")) as f:
+        text = f.read()
+    table = text[text.index("sq_tokens[] = {"):]
+    table = table[:table.index("};")]
+    return dict(re.findall(r'\{"([^"]+)", "([^"]*)"\}', table))
+
+
 def statements():
     found = set()
+    tokens = sqlite_tokens()
     for source in SOURCES:
         found |= source_statements(source)
-    return sorted(found)
+    return sorted(re.sub(r"\{([a-z_ ]+)\}", lambda m: tokens[m.group(1)], s) for s in found)
 
 
 def source_statements(source):

@@ -7,6 +7,7 @@
  */
 #include "provider/conf.h"
 #include "provider/directory.h"
+#include "store/store.h"
 #include "util/xalloc.h"
 #include "util/err.h"
 
@@ -64,6 +65,7 @@ static const struct conf_key schema[] = {
     {"tls_policy_format", T_STRING, "postfix", 0, "postfix|sendmail", 0, OFF(tls_policy_format)},
 
     {"store", T_STRING, "/var/lib/pecmilter/pecmilter.db", 0, NULL, 0, OFF(store)},
+    {"shared_storage", T_STRING, "no", 0, "yes|no", 0, OFF(shared_storage)},
     {"milter_socket", T_STRING, "unix:/run/pecmilter/milter.sock", 0, NULL, 0, OFF(milter_socket)},
     {"lmtp_socket", T_STRING, "unix:/run/pecmilter/lmtp.sock", 0, NULL, 0, OFF(lmtp_socket)},
     {"mailbox_backend", T_STRING, "maildir", 0, "maildir|lmtp", 0, OFF(mailbox_backend)},
@@ -489,6 +491,28 @@ static int index_consistency(const struct pec_config *cfg, const char *file, cha
     return 0;
 }
 
+/*
+ * A PostgreSQL store is several nodes' (or may become so): what they keep
+ * in directories must be one directory for all of them, or a seal written
+ * by one node is missing where another verifies the log, and a message one
+ * node delivered is not in the mailbox another reads from.  Nothing here
+ * can see whether a directory is shared: the administrator says so.
+ */
+static int nodes_consistency(const struct pec_config *cfg, const char *file, char *err,
+                             size_t errlen)
+{
+    if (pec_store_file(cfg->store) != NULL || strcmp(cfg->shared_storage, "yes") == 0)
+        return 0;
+    seterr(err, errlen,
+           "%s: shared_storage: a PostgreSQL store wants seal_dir, quarantine_dir%s on storage"
+           " every node sharing it mounts (or one node): say so with shared_storage = \"yes\"",
+           file,
+           strcmp(cfg->mailbox_backend, "maildir") == 0
+               ? " and maildir_root (or mailbox_backend \"lmtp\")"
+               : "");
+    return -1;
+}
+
 /* Cross-key rules that a single row cannot express. */
 static int check_consistency(struct pec_config *cfg, const char *file, char *err, size_t errlen)
 {
@@ -510,7 +534,8 @@ static int check_consistency(struct pec_config *cfg, const char *file, char *err
                    file);
         return -1;
     }
-    if (index_consistency(cfg, file, err, errlen) < 0)
+    if (index_consistency(cfg, file, err, errlen) < 0 ||
+        nodes_consistency(cfg, file, err, errlen) < 0)
         return -1;
     if (cfg->deadline_not_before > cfg->deadline_after ||
         cfg->warning_after >= cfg->deadline_after) {

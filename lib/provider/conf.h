@@ -73,6 +73,7 @@ struct pec_config {
     char *tls_policy_format;         /* "postfix" or "sendmail" (provider/tlspolicy.h) */
 
     char *store;
+    char *shared_storage; /* "yes": the directories are the same on every node (PostgreSQL store) */
     char *milter_socket;
     char *lmtp_socket;
     char *mailbox_backend;

@@ -359,21 +359,32 @@ int pec_sched_seal_purge(struct pec_store *st, const struct pec_signer *signer,
                          char *err, size_t errlen)
 {
     char why[1024];
+    int held, rc = -1;
 
     memset(out, 0, sizeof(*out));
+    held = pec_store_job_take(st, "housekeeping", k->node, now, now + PEC_SCHED_KEEP_LEASE, why,
+                              sizeof(why));
+    if (held <= 0) {
+        if (held < 0)
+            snprintf(err, errlen, "daily seal: %s", why);
+        out->elsewhere = held == 0;
+        return held;
+    }
     if (pec_registro_seal(st, signer, k->gestore, k->seal_dir, now, &out->sealed, why,
-                          sizeof(why)) < 0) {
+                          sizeof(why)) < 0)
         snprintf(err, errlen, "daily seal: %s", why);
-        return -1;
-    }
-    if (pec_registro_purge(st, k->seal_dir, k->months, now, &out->purged, why, sizeof(why)) < 0) {
+    else if (pec_registro_purge(st, k->seal_dir, k->months, now, &out->purged, why, sizeof(why)) <
+             0)
         snprintf(err, errlen, "retention purge: %s", why);
-        return -1;
-    }
-    if (pec_quarantine_purge(k->quarantine_dir, k->virus_months, now, &out->virus_purged, why,
-                             sizeof(why)) < 0) {
+    else if (pec_quarantine_purge(k->quarantine_dir, k->virus_months, now, &out->virus_purged, why,
+                                  sizeof(why)) < 0)
         snprintf(err, errlen, "retention purge of the quarantine: %s", why);
-        return -1;
+    else
+        rc = 0;
+    /* given back either way: this node or another may try again at once */
+    if (pec_store_job_done(st, "housekeeping", k->node, why, sizeof(why)) < 0 && rc == 0) {
+        snprintf(err, errlen, "daily seal: %s", why);
+        rc = -1;
     }
-    return 0;
+    return rc;
 }

@@ -109,6 +109,7 @@ struct pec_sched_keep {
     int months;                 /* retention_months: the log */
     const char *quarantine_dir; /* the virus store (store/quarantine.h) */
     int virus_months;           /* virus_retention_months */
+    long long node;             /* node_id: who runs it, when several nodes share the store */
 };
 
 /* What it did. */
@@ -116,14 +117,20 @@ struct pec_sched_kept {
     int sealed;             /* days of the log sealed */
     long long purged;       /* log records removed */
     long long virus_purged; /* infected messages removed */
+    int elsewhere;          /* another node is running it: nothing done here */
 };
+
+/* How long one node holds the housekeeping: longer than sealing and purging take. */
+#define PEC_SCHED_KEEP_LEASE 3600
 
 /*
  * The daily housekeeping at NOW: seal every finished day (pec_registro_seal)
  * and, when that worked, purge what is older than its retention: the log
- * (pec_registro_purge), then the quarantine (pec_quarantine_purge).  OUT
- * gets the counts.  0, or -1 with err (the caller logs it and tries again
- * later).
+ * (pec_registro_purge), then the quarantine (pec_quarantine_purge).  One
+ * node at a time runs it (the store's job "housekeeping", held for
+ * PEC_SCHED_KEEP_LEASE at most): while another holds it, nothing is done
+ * and OUT->elsewhere says so.  OUT gets the counts.  0, or -1 with err (the
+ * caller logs it and tries again later).
  */
 int pec_sched_seal_purge(struct pec_store *st, const struct pec_signer *signer,
                          const struct pec_sched_keep *k, time_t now, struct pec_sched_kept *out,

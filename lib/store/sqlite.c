@@ -1,11 +1,9 @@
 /*
  * sqlite - the embedded store backend: one SQLite file in WAL mode.
  *
- * This file opens the file and holds the handle; the statements live by
- * subject beside it: sqlite_schema.c (tables and migrations),
- * sqlite_commit.c (a batch committed, transactions and recipients),
- * sqlite_outbox.c (the injector's queue), sqlite_log.c (the registro read,
- * sealed and purged).  sqlite_int.h is what they share.
+ * This file is the driver (db_int.h): it opens the file, keeps the
+ * prepared statements, steps them and reads their columns; the SQL lives
+ * by subject in the db_*.c files, shared with the PostgreSQL driver.
  *
  * One connection per handle, serialised by the handle's mutex: the writes
  * are short (the batch was built beforehand), WAL lets pecctl read from
@@ -18,9 +16,9 @@
  * before the MTA hears 250, because the legal log and the owed receipts
  * must survive a power cut, not only a crash.
  *
- * The schema version is PRAGMA user_version; migrations[] (sqlite_schema.c)
- * holds one SQL script per version and an older file is brought forward, inside one
- * transaction, when opened.
+ * The schema version is PRAGMA user_version; migrations[] (db_schema.c)
+ * holds one SQL script per version and an older file is brought forward,
+ * inside one transaction, when opened.
  *
  * Error handling: every failed call names the store file and SQLite's own
  * words.  After an error that may have left the connection unusable (I/O,
@@ -28,28 +26,59 @@
  * the next call reopens the file, without creating it, so a fault that goes
  * away (space freed, permissions fixed, file restored) needs no restart.
  */
-#include "store/sqlite_int.h"
-#include "store/store_int.h"
+#include "store/db_int.h"
 #include "util/xalloc.h"
 
 #include <pthread.h>
 #include <sqlite3.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
-#define BUSY_TIMEOUT_MS 5000
+#define STMT_CACHE 64 /* more than the distinct statements of the store */
 
-void sq_seterr(char *err, size_t errlen, const char *fmt, ...)
+/*
+ * A prepared statement kept for the next call with the same SQL: preparing
+ * cost more than running most of them.  Finalized with the connection.
+ */
+struct sq_stmt {
+    struct db_stmt base;
+    sqlite3_stmt *s;
+    int bound;          /* the parameters went to SQLite (at the first step) */
+    unsigned long hash; /* of base.sql */
+    int cached;
+    int busy; /* handed out by prep, not yet given back by release */
+};
+
+struct sq_conn {
+    sqlite3 *db;
+    struct sq_stmt *cache[STMT_CACHE];
+    size_t ncache;
+    int relaxed; /* synchronous=NORMAL for the call in progress */
+    int hurried; /* the call in progress does not wait for a lock */
+};
+
+/* calls that waited busy_ms in vain; enter reads it before queueing (drv_state) */
+struct sq_state {
+    unsigned long lock_timeouts;
+};
+
+static const struct db_token sq_tokens[] = {
+    {"int", "INTEGER"},
+    {"id", "INTEGER PRIMARY KEY AUTOINCREMENT"},
+    {"blob", "BLOB"},
+    {"rowid", ""},
+    {"norowid", " WITHOUT ROWID"},
+    {"for update", ""},
+    {"skip locked", ""},
+    {"indexed by outbox_kept", " INDEXED BY outbox_kept"},
+    {NULL, NULL},
+};
+
+static sqlite3 *db_of(struct pec_store *st)
 {
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
+    return ((struct sq_conn *)st->conn)->db;
 }
 
 /* Errors after which the connection is closed and the file reopened. */
@@ -70,21 +99,22 @@ static int needs_reopen(int rc)
 }
 
 /* Report the connection's last error as "store PATH: WHAT: reason"; returns -1. */
-int sq_db_fail(struct pec_store *st, const char *what, char *err, size_t errlen)
+static int sq_fail(struct pec_store *st, const char *what, char *err, size_t errlen)
 {
-    int rc = sqlite3_extended_errcode(st->db);
-    int sys = sqlite3_system_errno(st->db);
+    struct sq_conn *c = st->conn;
+    int rc = sqlite3_extended_errcode(c->db);
+    int sys = sqlite3_system_errno(c->db);
 
     if (needs_reopen(rc) && sys != 0)
-        sq_seterr(err, errlen, "store %s: %s: %s (%s)", st->path, what, sqlite3_errmsg(st->db),
+        db_seterr(err, errlen, "store %s: %s: %s (%s)", st->path, what, sqlite3_errmsg(c->db),
                   strerror(sys));
     else
-        sq_seterr(err, errlen, "store %s: %s: %s", st->path, what, sqlite3_errmsg(st->db));
+        db_seterr(err, errlen, "store %s: %s: %s", st->path, what, sqlite3_errmsg(c->db));
     if (needs_reopen(rc))
         st->broken = 1;
     /* plain SQLITE_BUSY: the busy handler gave up (not BUSY_SNAPSHOT or RECOVERY) */
-    if (rc == SQLITE_BUSY && !st->hurried)
-        __atomic_add_fetch(&st->lock_timeouts, 1, __ATOMIC_RELAXED);
+    if (rc == SQLITE_BUSY && !c->hurried)
+        __atomic_add_fetch(&((struct sq_state *)st->drv_state)->lock_timeouts, 1, __ATOMIC_RELAXED);
     return -1;
 }
 
@@ -110,362 +140,361 @@ static unsigned long sql_hash(const char *sql)
 /*
  * The statement for SQL, from the connection's cache when it is there and
  * not in use (a statement nested in another's loop gets one of its own).
- * Give it back with sq_release().  A PRAGMA is never kept: some (synchronous)
- * take effect when prepared, not when run.
+ * A PRAGMA is never kept: some (synchronous) take effect when prepared, not
+ * when run.
  */
-sqlite3_stmt *sq_prep(struct pec_store *st, const char *sql, char *err, size_t errlen)
+static struct db_stmt *sq_prep(struct pec_store *st, const char *sql, char *err, size_t errlen)
 {
+    struct sq_conn *c = st->conn;
     unsigned long h = sql_hash(sql);
-    struct cached_stmt *c = NULL;
-    sqlite3_stmt *s = NULL;
+    struct sq_stmt *found = NULL, *s;
+    sqlite3_stmt *raw = NULL;
+    char *text;
+    int npar;
 
-    for (size_t i = 0; i < st->ncache; i++)
-        if (st->cache[i].hash == h && strcmp(st->cache[i].sql, sql) == 0) {
-            c = &st->cache[i];
+    for (size_t i = 0; i < c->ncache; i++)
+        if (c->cache[i]->hash == h && strcmp(c->cache[i]->base.sql, sql) == 0) {
+            found = c->cache[i];
             break;
         }
-    if (c != NULL && !c->busy) {
-        c->busy = 1;
-        return c->s;
+    if (found != NULL && !found->busy) {
+        found->busy = 1;
+        return &found->base;
     }
-    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK) {
-        sq_db_fail(st, stage(sql), err, errlen);
-        sqlite3_finalize(s);
+    text = db_expand(&db_sqlite, sql, &npar);
+    if (sqlite3_prepare_v2(c->db, text, -1, &raw, NULL) != SQLITE_OK) {
+        sq_fail(st, stage(sql), err, errlen);
+        sqlite3_finalize(raw);
+        free(text);
         return NULL;
     }
-    if (c == NULL && s != NULL && st->ncache < STMT_CACHE && strncmp(sql, "PRAGMA", 6) != 0) {
-        c = &st->cache[st->ncache++];
-        c->hash = h;
-        c->sql = xstrdup(sql);
-        c->s = s;
-        c->busy = 1;
+    free(text);
+    s = xcalloc(1, sizeof(*s));
+    s->base.drv = &db_sqlite;
+    s->base.sql = xstrdup(sql);
+    s->s = raw;
+    s->hash = h;
+    s->busy = 1;
+    if (found == NULL && c->ncache < STMT_CACHE && strncmp(sql, "PRAGMA", 6) != 0) {
+        s->cached = 1;
+        c->cache[c->ncache++] = s;
     }
-    return s;
+    return &s->base;
 }
 
-/* Give back a statement from sq_prep(): reset for the next call, or finalized. */
-void sq_release(struct pec_store *st, sqlite3_stmt *s)
+static void stmt_free(struct sq_stmt *s)
 {
-    for (size_t i = 0; i < st->ncache; i++)
-        if (st->cache[i].s == s) {
-            sqlite3_reset(s);
-            sqlite3_clear_bindings(s); /* the strings bound are the caller's */
-            st->cache[i].busy = 0;
-            return;
+    sqlite3_finalize(s->s);
+    free((char *)s->base.sql);
+    free(s);
+}
+
+static void sq_release(struct pec_store *st, struct db_stmt *base)
+{
+    struct sq_stmt *s = (struct sq_stmt *)base;
+
+    (void)st;
+    if (!s->cached) {
+        stmt_free(s);
+        return;
+    }
+    sqlite3_reset(s->s);
+    sqlite3_clear_bindings(s->s); /* the strings bound are the caller's */
+    s->bound = 0;
+    s->busy = 0;
+}
+
+static void bind_all(struct sq_stmt *s)
+{
+    int n = sqlite3_bind_parameter_count(s->s);
+
+    for (int i = 1; i <= n && i <= DB_MAX_PARAMS; i++) {
+        const struct db_param *p = &s->base.par[i];
+        switch (p->type) {
+        case DB_NULL:
+            sqlite3_bind_null(s->s, i);
+            break;
+        case DB_TEXT:
+            sqlite3_bind_text(s->s, i, p->p, (int)p->n, SQLITE_STATIC);
+            break;
+        case DB_INT:
+            sqlite3_bind_int64(s->s, i, p->i);
+            break;
+        case DB_BLOB:
+            sqlite3_bind_blob64(s->s, i, p->p, p->n, SQLITE_STATIC);
+            break;
         }
-    sqlite3_finalize(s);
+    }
+    s->bound = 1;
 }
 
-/* SQL, one statement or several (a script is not kept prepared). */
-int sq_exec(struct pec_store *st, const char *sql, const char *what, char *err, size_t errlen)
+static int sq_step(struct pec_store *st, struct db_stmt *base)
 {
-    sqlite3_stmt *s;
+    struct sq_stmt *s = (struct sq_stmt *)base;
     int rc;
 
-    if (strchr(sql, ';') != NULL) {
-        if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK)
-            return sq_db_fail(st, what, err, errlen);
-        return 0;
-    }
-    if ((s = sq_prep(st, sql, err, errlen)) == NULL)
+    (void)st;
+    if (!s->bound)
+        bind_all(s);
+    rc = sqlite3_step(s->s);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int sq_changes(struct pec_store *st, struct db_stmt *s)
+{
+    (void)s;
+    return sqlite3_changes(db_of(st));
+}
+
+static const char *sq_col(struct db_stmt *s, int i)
+{
+    const char *v = (const char *)sqlite3_column_text(((struct sq_stmt *)s)->s, i);
+    return v ? v : "";
+}
+
+static long long sq_col_int(struct db_stmt *s, int i)
+{
+    return sqlite3_column_int64(((struct sq_stmt *)s)->s, i);
+}
+
+static const void *sq_col_blob(struct db_stmt *s, int i, size_t *n)
+{
+    sqlite3_stmt *raw = ((struct sq_stmt *)s)->s;
+    const void *v = sqlite3_column_blob(raw, i);
+
+    *n = (size_t)sqlite3_column_bytes(raw, i);
+    return v ? v : "";
+}
+
+static int sq_script(struct pec_store *st, const char *sql, const char *what, char *err,
+                     size_t errlen)
+{
+    int npar;
+    char *text = db_expand(&db_sqlite, sql, &npar);
+    int rc = sqlite3_exec(db_of(st), text, NULL, NULL, NULL);
+
+    free(text);
+    return rc == SQLITE_OK ? 0 : sq_fail(st, what, err, errlen);
+}
+
+static int sq_in_tx(struct pec_store *st)
+{
+    return !sqlite3_get_autocommit(db_of(st));
+}
+
+static void sq_close(struct pec_store *st)
+{
+    struct sq_conn *c = st->conn;
+
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < c->ncache; i++)
+        stmt_free(c->cache[i]);
+    if (c->db != NULL && sqlite3_close(c->db) != SQLITE_OK)
+        sqlite3_close_v2(c->db); /* a leaked statement: let SQLite close when it is freed */
+    free(c);
+    st->conn = NULL;
+}
+
+static void sq_free_state(struct pec_store *st)
+{
+    free(st->drv_state);
+    st->drv_state = NULL;
+}
+
+/* ---------------------------------------------------------------- schema, checks */
+
+static int pragma_row(struct pec_store *st, const char *sql, const char *what, char **out,
+                      char *err, size_t errlen)
+{
+    struct db_stmt *s = sq_prep(st, sql, err, errlen);
+
+    if (s == NULL)
         return -1;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-        ;
-    if (rc != SQLITE_DONE) {
-        sq_db_fail(st, what, err, errlen);
+    if (sq_step(st, s) != 1) {
+        sq_fail(st, what, err, errlen);
         sq_release(st, s);
         return -1;
     }
+    *out = xstrdup(sq_col(s, 0));
     sq_release(st, s);
     return 0;
 }
 
-/* Bind helpers: strings are bound SQLITE_STATIC, they outlive the statement's step. */
-void sq_bt(sqlite3_stmt *s, int i, const char *v)
+static int sq_version_get(struct pec_store *st, int *v, char *err, size_t errlen)
 {
-    sqlite3_bind_text(s, i, v ? v : "", -1, SQLITE_STATIC);
+    char *text;
+
+    if (pragma_row(st, "PRAGMA user_version", "reading the schema version", &text, err, errlen) < 0)
+        return -1;
+    *v = atoi(text);
+    free(text);
+    return 0;
 }
 
-void sq_bi(sqlite3_stmt *s, int i, long long v)
+static int sq_version_set(struct pec_store *st, int v, char *err, size_t errlen)
 {
-    sqlite3_bind_int64(s, i, v);
+    char sql[64];
+
+    snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", v);
+    return db_exec(st, sql, "setting the schema version", err, errlen);
 }
 
-/* Step S to completion and finalize it; returns the rows changed, or -1. */
-int sq_run(struct pec_store *st, sqlite3_stmt *s, const char *what, char *err, size_t errlen)
+static int sq_integrity(struct pec_store *st, char *err, size_t errlen)
 {
-    int rc = sqlite3_step(s);
+    char *why;
 
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        sq_db_fail(st, what, err, errlen);
-        sq_release(st, s);
+    if (pragma_row(st, "PRAGMA integrity_check(1)", "integrity check", &why, err, errlen) < 0)
+        return -1;
+    if (strcmp(why, "ok") != 0) {
+        for (char *p = why; *p; p++)
+            if (*p == '\n')
+                *p = ' ';
+        db_seterr(err, errlen, "store %s: integrity check failed: %s", st->path, why);
+        free(why);
         return -1;
     }
-    sq_release(st, s);
-    return sqlite3_changes(st->db);
+    free(why);
+    return 0;
 }
 
-const char *sq_col(sqlite3_stmt *s, int i)
+static int wal_mode(struct pec_store *st, char *err, size_t errlen)
 {
-    const char *v = (const char *)sqlite3_column_text(s, i);
-    return v ? v : "";
-}
+    char *mode;
 
-char *sq_coldup(sqlite3_stmt *s, int i)
-{
-    return xstrdup(sq_col(s, i));
-}
-
-static void db_close(struct pec_store *st)
-{
-    for (size_t i = 0; i < st->ncache; i++) {
-        sqlite3_finalize(st->cache[i].s);
-        free(st->cache[i].sql);
+    if (pragma_row(st, "PRAGMA journal_mode=WAL", "setting WAL mode", &mode, err, errlen) < 0)
+        return -1;
+    if (strcasecmp(mode, "wal") != 0) {
+        db_seterr(err, errlen, "store %s: cannot use WAL mode (journal mode stays %s)", st->path,
+                  mode);
+        free(mode);
+        return -1;
     }
-    st->ncache = 0;
-    if (st->db != NULL && sqlite3_close(st->db) != SQLITE_OK)
-        sqlite3_close_v2(st->db); /* a leaked statement: let SQLite close when it is freed */
-    st->db = NULL;
+    free(mode);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- opening */
 
-static int db_open(struct pec_store *st, int flags, char *err, size_t errlen)
+static int sq_open(struct pec_store *st, int flags, char *err, size_t errlen)
 {
     int oflags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+    struct sq_conn *c = xcalloc(1, sizeof(*c));
 
+    if (st->drv_state == NULL)
+        st->drv_state = xcalloc(1, sizeof(struct sq_state));
     if (!(flags & PEC_STORE_NOCREATE))
         oflags |= SQLITE_OPEN_CREATE;
-    if (sqlite3_open_v2(st->path, &st->db, oflags, NULL) != SQLITE_OK) {
-        if (st->db == NULL) {
-            sq_seterr(err, errlen, "store %s: cannot open: out of memory", st->path);
-            return -1;
-        }
-        sq_seterr(err, errlen, "store %s: cannot open: %s", st->path, sqlite3_errmsg(st->db));
-        db_close(st);
+    st->conn = c;
+    if (sqlite3_open_v2(st->spec, &c->db, oflags, NULL) != SQLITE_OK) {
+        if (c->db == NULL)
+            db_seterr(err, errlen, "store %s: cannot open: out of memory", st->path);
+        else
+            db_seterr(err, errlen, "store %s: cannot open: %s", st->path, sqlite3_errmsg(c->db));
+        sq_close(st);
         return -1;
     }
-    sqlite3_extended_result_codes(st->db, 1);
-    sqlite3_busy_timeout(st->db, st->busy_ms);
-    if (sq_wal_mode(st, err, errlen) < 0 ||
-        sq_exec(st, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", "setting up", err, errlen) <
+    sqlite3_extended_result_codes(c->db, 1);
+    sqlite3_busy_timeout(c->db, st->busy_ms);
+    if (wal_mode(st, err, errlen) < 0 ||
+        db_exec(st, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", "setting up", err, errlen) <
             0 ||
         ((flags & PEC_STORE_CHECK) && sq_integrity(st, err, errlen) < 0) ||
-        sq_migrate(st, err, errlen) < 0) {
-        db_close(st);
+        db_migrate(st, err, errlen) < 0) {
+        sq_close(st);
         st->broken = 0;
         return -1;
     }
     return 0;
 }
 
-struct pec_store *pec_store_open(const char *spec, int flags, char *err, size_t errlen)
+static void sq_set_busy(struct pec_store *st, int ms)
 {
-    struct pec_store *st;
-
-    if (strncmp(spec, "sqlite:", 7) == 0)
-        spec += 7;
-    if (*spec == '\0') {
-        sq_seterr(err, errlen, "store: no file name given");
-        return NULL;
-    }
-    st = xcalloc(1, sizeof(*st));
-    st->path = xstrdup(spec);
-    st->node = xstrdup("");
-    st->busy_ms = BUSY_TIMEOUT_MS;
-    pthread_mutex_init(&st->lock, NULL);
-    if (db_open(st, flags, err, errlen) < 0) {
-        pthread_mutex_destroy(&st->lock);
-        free(st->path);
-        free(st->node);
-        free(st);
-        return NULL;
-    }
-    return st;
-}
-
-void pec_store_close(struct pec_store *st)
-{
-    if (st == NULL)
-        return;
-    db_close(st);
-    pthread_mutex_destroy(&st->lock);
-    free(st->path);
-    free(st->node);
-    free(st);
-}
-
-void pec_store_set_log(struct pec_store *st, pec_log_fn *fn)
-{
-    pthread_mutex_lock(&st->lock);
-    st->log = fn;
-    pthread_mutex_unlock(&st->lock);
-}
-
-void pec_store_set_node(struct pec_store *st, const char *node)
-{
-    pthread_mutex_lock(&st->lock);
-    free(st->node);
-    st->node = xstrdup(node);
-    pthread_mutex_unlock(&st->lock);
-}
-
-void pec_store_set_outbox_hook(struct pec_store *st, void (*fn)(void *), void *arg)
-{
-    pthread_mutex_lock(&st->lock);
-    st->outbox_hook = fn;
-    st->outbox_arg = arg;
-    pthread_mutex_unlock(&st->lock);
-}
-
-void pec_store_set_busy_timeout(struct pec_store *st, int ms)
-{
-    pthread_mutex_lock(&st->lock);
-    st->busy_ms = ms;
-    if (st->db != NULL)
-        sqlite3_busy_timeout(st->db, ms);
-    pthread_mutex_unlock(&st->lock);
+    if (st->conn != NULL)
+        sqlite3_busy_timeout(db_of(st), ms);
 }
 
 /*
  * Take the handle, reopening the file after a fault; -1 with err when it
  * cannot.  If a call ran out of busy timeout while this one queued, this
  * one does not wait for the lock again (see the top of the file).
- */
-int sq_enter(struct pec_store *st, char *err, size_t errlen)
-{
-    unsigned long seen = __atomic_load_n(&st->lock_timeouts, __ATOMIC_RELAXED);
-
-    pthread_mutex_lock(&st->lock);
-    if (st->db == NULL && db_open(st, PEC_STORE_NOCREATE, err, errlen) < 0) {
-        pthread_mutex_unlock(&st->lock);
-        return -1;
-    }
-    if (__atomic_load_n(&st->lock_timeouts, __ATOMIC_RELAXED) != seen) {
-        sqlite3_busy_timeout(st->db, 0);
-        st->hurried = 1;
-    }
-    return 0;
-}
-
-/*
- * sq_enter() for the injector's bookkeeping (claim, sent, defer, fail): those
+ *
+ * RELAXED, for the injector's bookkeeping (claim, sent, defer, fail): those
  * commits skip the fsync.  They still survive a crash or kill -9 (the WAL
  * is in the page cache); a power cut may undo the last of them, which only
  * means a row is sent again, identical.  The fsync they save is most of the
  * time between the MTA's 250 and its record, the window in which a crash
  * makes a resend.
  */
-int sq_enter_relaxed(struct pec_store *st, char *err, size_t errlen)
+static int sq_enter(struct pec_store *st, int relaxed, char *err, size_t errlen)
 {
-    if (sq_enter(st, err, errlen) < 0)
+    struct sq_state *state = st->drv_state;
+    unsigned long seen = __atomic_load_n(&state->lock_timeouts, __ATOMIC_RELAXED);
+    struct sq_conn *c;
+
+    pthread_mutex_lock(&st->lock);
+    if (st->conn == NULL && sq_open(st, PEC_STORE_NOCREATE, err, errlen) < 0) {
+        pthread_mutex_unlock(&st->lock);
         return -1;
-    st->relaxed = sqlite3_exec(st->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) == SQLITE_OK;
+    }
+    c = st->conn;
+    if (__atomic_load_n(&state->lock_timeouts, __ATOMIC_RELAXED) != seen) {
+        sqlite3_busy_timeout(c->db, 0);
+        c->hurried = 1;
+    }
+    if (relaxed)
+        c->relaxed =
+            sqlite3_exec(c->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) == SQLITE_OK;
     return 0;
 }
 
-void sq_leave(struct pec_store *st)
+static void sq_leave(struct pec_store *st)
 {
-    if (st->relaxed && !st->broken &&
-        sqlite3_exec(st->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK)
+    struct sq_conn *c = st->conn;
+
+    if (c->relaxed && !st->broken &&
+        sqlite3_exec(c->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK)
         st->broken = 1; /* never go on with fsync off: reopen, which sets it again */
-    st->relaxed = 0;
-    if (st->hurried && !st->broken)
-        sqlite3_busy_timeout(st->db, st->busy_ms);
-    st->hurried = 0;
+    c->relaxed = 0;
+    if (c->hurried && !st->broken)
+        sqlite3_busy_timeout(c->db, st->busy_ms);
+    c->hurried = 0;
     if (st->broken) {
-        db_close(st);
+        sq_close(st);
         st->broken = 0;
     }
     pthread_mutex_unlock(&st->lock);
 }
 
-int sq_begin(struct pec_store *st, char *err, size_t errlen)
+static int sq_claim_node(struct pec_store *st, char *err, size_t errlen)
 {
-    return sq_exec(st, "BEGIN IMMEDIATE", "starting a transaction", err, errlen);
-}
-
-int sq_commit(struct pec_store *st, char *err, size_t errlen)
-{
-    if (sq_exec(st, "COMMIT", "commit", err, errlen) < 0) {
-        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-        return -1;
-    }
+    (void)st, (void)err, (void)errlen; /* one node has the file */
     return 0;
 }
 
-int sq_rollback(struct pec_store *st)
-{
-    if (!sqlite3_get_autocommit(st->db))
-        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-    return -1;
-}
-
-int pec_store_check(struct pec_store *st, char *err, size_t errlen)
-{
-    int rc;
-
-    if (sq_enter(st, err, errlen) < 0)
-        return -1;
-    rc = sq_integrity(st, err, errlen);
-    sq_leave(st);
-    return rc;
-}
-
-/* ---------------------------------------------------------------- meta */
-
-int sq_meta_get(struct pec_store *st, const char *key, char *out, size_t outlen, char *err,
-                size_t errlen)
-{
-    sqlite3_stmt *s = sq_prep(st, "SELECT value FROM meta WHERE key = ?", err, errlen);
-    int rc;
-
-    if (s == NULL)
-        return -1;
-    sq_bt(s, 1, key);
-    rc = sqlite3_step(s);
-    if (rc != SQLITE_ROW) {
-        if (rc == SQLITE_DONE)
-            sq_seterr(err, errlen, "store %s: meta key %s is missing", st->path, key);
-        else
-            sq_db_fail(st, "reading meta", err, errlen);
-        sq_release(st, s);
-        return -1;
-    }
-    snprintf(out, outlen, "%s", sq_col(s, 0));
-    sq_release(st, s);
-    return 0;
-}
-
-int sq_meta_set(struct pec_store *st, const char *key, const char *value, char *err, size_t errlen)
-{
-    sqlite3_stmt *s = sq_prep(st, "UPDATE meta SET value = ? WHERE key = ?", err, errlen);
-
-    if (s == NULL)
-        return -1;
-    sq_bt(s, 1, value);
-    sq_bt(s, 2, key);
-    return sq_run(st, s, "writing meta", err, errlen) < 0 ? -1 : 0;
-}
-
-int sq_meta_get_seq(struct pec_store *st, const char *key, long long *v, char *err, size_t errlen)
-{
-    char buf[32], *end;
-
-    if (sq_meta_get(st, key, buf, sizeof(buf), err, errlen) < 0)
-        return -1;
-    *v = strtoll(buf, &end, 10);
-    if (*buf == '\0' || *end != '\0' || *v < 0) {
-        sq_seterr(err, errlen, "store %s: meta %s is not a number: \"%s\"", st->path, key, buf);
-        return -1;
-    }
-    return 0;
-}
-
-int sq_meta_set_seq(struct pec_store *st, const char *key, long long v, char *err, size_t errlen)
-{
-    char buf[32];
-
-    snprintf(buf, sizeof(buf), "%lld", v);
-    return sq_meta_set(st, key, buf, err, errlen);
-}
+const struct db_driver db_sqlite = {
+    .name = "sqlite",
+    .tokens = sq_tokens,
+    .numbered = 0,
+    .open = sq_open,
+    .close = sq_close,
+    .free_state = sq_free_state,
+    .enter = sq_enter,
+    .leave = sq_leave,
+    .fail = sq_fail,
+    .prep = sq_prep,
+    .release = sq_release,
+    .step = sq_step,
+    .changes = sq_changes,
+    .col = sq_col,
+    .col_int = sq_col_int,
+    .col_blob = sq_col_blob,
+    .script = sq_script,
+    .begin_sql = "BEGIN IMMEDIATE",
+    .in_tx = sq_in_tx,
+    .version_get = sq_version_get,
+    .version_set = sq_version_set,
+    .check = sq_integrity,
+    .set_busy = sq_set_busy,
+    .claim_node = sq_claim_node,
+};

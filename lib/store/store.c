@@ -6,7 +6,7 @@
  * from short-lived buffers (a milter message context, say) and commit it
  * later, or retry a failed commit; only a message's bytes are borrowed,
  * because a ricevuta completa may carry a 30 MB original and one copy of it
- * is enough.  The backend (store_sqlite.c) reads the batch through
+ * is enough.  The backends (db_commit.c, for both) read the batch through
  * store_int.h.
  */
 #include "store/store.h"

@@ -14,18 +14,20 @@
  * due row (state "sending"), hands the bytes to the MTA, and marks the row
  * sent, deferred or failed.  Rows left "sending" by a crash are put back
  * (pec_store_outbox_recover) and sent again with the same bytes, so the
- * same Message-ID.
+ * same Message-ID; with several nodes on one database, a row a dead node
+ * left "sending" is claimed by another once its lease has run out.
  *
  * Everything here is backend-neutral: the embedded backend is SQLite (one
  * file, WAL, busy timeout 5 s, schema versioned with forward migrations);
- * nothing in this header names it, so a PostgreSQL backend can be added
- * behind the same functions.  A store handle may be used by any number of
- * threads; calls are serialised inside.
+ * several nodes of one provider share a PostgreSQL database instead (db_int.h
+ * and pg.c say how the promises hold across nodes).  A store handle may be
+ * used by any number of threads; calls are serialised inside.
  *
  * Faults (file unwritable, disk full, database corrupt or locked past the
- * busy timeout) make a call return -1 with one line in err naming the store
- * and the cause; the caller answers the MTA with a temporary failure.  The
- * handle then reopens the file on its next call, so it works again once the
+ * busy timeout; on PostgreSQL the server unreachable or restarting) make a
+ * call return -1 with one line in err naming the store and the cause; the
+ * caller answers the MTA with a temporary failure.  The handle then reopens
+ * the file, or connects again, on its next call, so it works again once the
  * cause is gone.  It never recreates a store file that has disappeared.
  */
 #ifndef PEC_STORE_H
@@ -48,11 +50,20 @@ typedef void pec_log_fn(int prio, const char *qid, const char *text);
 
 /*
  * Open (creating it unless NOCREATE) the store SPEC: a file path, optionally
- * written "sqlite:/path".  Migrates an older schema forward; refuses a newer
- * one.  NULL with one line in err on failure.
+ * written "sqlite:/path", or a PostgreSQL database, as a URL
+ * ("postgresql://user@host/db") or a libpq connection string ("host=...
+ * dbname=..."); the database itself must exist, its tables are created
+ * unless NOCREATE.  Migrates an older schema forward; refuses a newer one.
+ * NULL with one line in err on failure.
  */
 struct pec_store *pec_store_open(const char *spec, int flags, char *err, size_t errlen);
 void pec_store_close(struct pec_store *st);
+
+/* The file SPEC names (without "sqlite:"), or NULL when it names a PostgreSQL database. */
+const char *pec_store_file(const char *spec);
+
+/* SPEC as logs and errors may show it: a password in it hidden.  The caller frees it. */
+char *pec_store_display(const char *spec);
 
 /*
  * How long a call waits for a lock another connection holds before it fails
@@ -66,11 +77,41 @@ void pec_store_set_log(struct pec_store *st, pec_log_fn *fn);
 /* NODE (this daemon's node_id, as text) is written into every record appended from now on. */
 void pec_store_set_node(struct pec_store *st, const char *node);
 
+/*
+ * Make NODE (node_id) this handle's for as long as it is open: on
+ * PostgreSQL, where several nodes share the store, -1 with err when another
+ * live pecmilter holds the same node_id (two nodes with one id would take
+ * each other's outbox rows for their own after a restart); the claim is
+ * taken again after a reconnect.  On SQLite, whose file one node has, 0.
+ */
+int pec_store_claim_node(struct pec_store *st, long long node, char *err, size_t errlen);
+
 /* FN(ARG) is called after a commit that added outbox rows (the injector's wake-up). */
 void pec_store_set_outbox_hook(struct pec_store *st, void (*fn)(void *), void *arg);
 
+/*
+ * Copy every row of FROM into TO, which holds none yet (a store just
+ * created), in one transaction of TO: the registro with its chain and the
+ * seals, the outbox with its ids and bytes, transactions, recipients, the
+ * delivery point's and the access point's memories.  Either backend to
+ * either.  0 and *ROWS the rows copied, or -1 with err and TO unchanged.
+ */
+int pec_store_copy(struct pec_store *from, struct pec_store *to, long long *rows, char *err,
+                   size_t errlen);
+
 /* Full integrity check now: 0 when sound, -1 with the first problem in err. */
 int pec_store_check(struct pec_store *st, char *err, size_t errlen);
+
+/*
+ * A job one node at a time runs for the provider (the daily seal and
+ * purge): take NAME for NODE until UNTIL unless another node holds it at
+ * NOW.  1: NODE holds it (again); 0: another node does; -1 with err.
+ */
+int pec_store_job_take(struct pec_store *st, const char *name, long long node, time_t now,
+                       time_t until, char *err, size_t errlen);
+/* NODE is done with NAME: another node may take it at once.  0, or -1 with err. */
+int pec_store_job_done(struct pec_store *st, const char *name, long long node, char *err,
+                       size_t errlen);
 
 /* ---------------------------------------------------------------- transactions */
 
@@ -314,9 +355,20 @@ struct pec_outbox_row {
 void pec_outbox_row_free(struct pec_outbox_row *row);
 
 /*
- * Claim the oldest queued row due at NOW for NODE.  1: *ROW filled (bytes
- * included) and the row is "sending"; 0: none due, *NEXT_DUE is the earliest
- * next attempt of a queued row or 0 when none is queued; -1 with err.
+ * How long a claimed row is its node's (seconds): longer than one delivery
+ * to the MTA may take with every SMTP timeout of the injector (inject.c)
+ * running out in turn.  When several nodes share the store, a row another
+ * node claimed and left "sending" (it died) is claimed again once its
+ * lease has run out, never before, and sent with the same bytes.
+ */
+#define PEC_OUTBOX_LEASE 3600
+
+/*
+ * Claim for NODE the oldest row whose lease ran out at NOW, else the oldest
+ * queued row due at NOW.  1: *ROW filled (bytes included) and the row is
+ * "sending", leased until NOW + PEC_OUTBOX_LEASE; 0: none due, *NEXT_DUE is
+ * the earliest next attempt of a queued row or 0 when none is queued; -1
+ * with err.
  */
 int pec_store_outbox_claim(struct pec_store *st, time_t now, long long node,
                            struct pec_outbox_row *row, time_t *next_due, char *err, size_t errlen);

@@ -7,8 +7,13 @@
  * swapped, the last one removed, one appended by hand, and a rewrite of the
  * chain with recomputed hashes (which only the seals can catch), or a seal
  * file changed.  What a purge leaves must still verify.
+ *
+ * With PEC_TEST_STORE set (ctest's unit.test_registro.postgresql) the
+ * stores are schemas of that PostgreSQL database, and a store is put back
+ * from its pristine copy with pec_store_copy instead of cp.
  */
 #include "check.h"
+#include "pgtest.h"
 #include "util/clock.h"
 #include "store/registro.h"
 #include "message/smime.h"
@@ -22,6 +27,8 @@
 
 static char dir[] = "/tmp/test_registro.XXXXXX";
 static char *db, *pristine, *seals;
+/* PEC_TEST_STORE: the PostgreSQL database to run on; NULL: SQLite files in dir */
+static const char *pg_base;
 static const char *pki;
 static struct pec_trust *trust;
 
@@ -162,16 +169,73 @@ static void copy(const char *from, const char *to)
     free(cmd);
 }
 
+/* The store NAME: a file in dir, or the spec of schema NAME of the PostgreSQL database. */
+static char *store_spec(const char *name)
+{
+    if (pg_base == NULL)
+        return xasprintf("%s/%s.db", dir, name);
+    return xasprintf("%s options='-csearch_path=%s'", pg_base, name);
+}
+
+/* An empty store NAME (a fresh schema on PostgreSQL, no file on SQLite). */
+static void fresh_store(const char *name)
+{
+    char *spec = store_spec(name);
+
+    if (pg_base != NULL) {
+        free(spec);
+        spec = pg_fresh_schema(pg_base, name);
+        CHECK(spec != NULL);
+    } else {
+        unlink(spec);
+    }
+    free(spec);
+}
+
+/* The store TO made what the store FROM is: a file copied, or a schema copied into afresh. */
+static void copy_store(const char *from, const char *to)
+{
+    char err[1024], *f = store_spec(from), *t = store_spec(to);
+    struct pec_store *a, *b;
+    long long rows;
+
+    if (pg_base == NULL) {
+        copy(f, t);
+    } else {
+        fresh_store(to);
+        a = pec_store_open(f, PEC_STORE_NOCREATE, err, sizeof(err));
+        b = a ? pec_store_open(t, 0, err, sizeof(err)) : NULL;
+        CHECK(b != NULL && pec_store_copy(a, b, &rows, err, sizeof(err)) == 0);
+        pec_store_close(b);
+        pec_store_close(a);
+    }
+    free(f);
+    free(t);
+}
+
+/* SQL on the store NAME, beside its handle. */
+static void store_sql(const char *name, const char *sql)
+{
+    char *spec = store_spec(name);
+    sqlite3 *h;
+
+    if (pg_base != NULL) {
+        CHECK(pg_sql(spec, sql) == 0);
+    } else {
+        CHECK(sqlite3_open(spec, &h) == SQLITE_OK);
+        CHECK(sqlite3_exec(h, sql, NULL, NULL, NULL) == SQLITE_OK);
+        sqlite3_close(h);
+    }
+    free(spec);
+}
+
 /* Run SQL on a fresh copy of the sealed store, then verify it. */
 static int tampered(const char *sql, struct pec_registro_report *rep)
 {
-    sqlite3 *h;
     int rc;
 
-    copy(pristine, db);
-    CHECK(sqlite3_open(db, &h) == SQLITE_OK);
-    CHECK(sqlite3_exec(h, sql, NULL, NULL, NULL) == SQLITE_OK);
-    sqlite3_close(h);
+    copy_store("pristine", "registro");
+    store_sql("registro", sql);
     rc = verify(rep);
     printf("  %-60.60s -> %s\n", sql, rep->problem);
     return rc;
@@ -180,22 +244,22 @@ static int tampered(const char *sql, struct pec_registro_report *rep)
 /* The attacker who knows the algorithm: change record 2, then re-chain every record. */
 static int rechain(const struct pec_record *r, void *arg)
 {
-    sqlite3 *h = arg;
     static char prev[PEC_HASH_HEX];
     struct pec_record c = *r;
     char *sql;
 
+    (void)arg;
     if (c.seq == 2)
         c.oggetto = "Prova falsificata";
     if (c.seq > 1)
         memcpy(c.prev, prev, sizeof(prev));
     pec_record_hash(&c, c.hash);
     memcpy(prev, c.hash, sizeof(prev));
-    sql = sqlite3_mprintf("UPDATE registro SET oggetto = %Q, prev = %Q, hash = %Q WHERE seq = "
-                          "%lld; UPDATE meta SET value = %Q WHERE key = 'registro_head_hash'",
-                          c.oggetto, c.prev, c.hash, c.seq, c.hash);
-    CHECK(sqlite3_exec(h, sql, NULL, NULL, NULL) == SQLITE_OK);
-    sqlite3_free(sql);
+    sql = xasprintf("UPDATE registro SET oggetto = '%s', prev = '%s', hash = '%s' WHERE seq = "
+                    "%lld; UPDATE meta SET value = '%s' WHERE key = 'registro_head_hash'",
+                    c.oggetto, c.prev, c.hash, c.seq, c.hash);
+    store_sql("registro", sql);
+    free(sql);
     return 0;
 }
 
@@ -232,7 +296,7 @@ static void test_chain_and_seals(void)
     CHECK(pec_registro_verify(st, seals, trust, "posta-certificata@pec-b.test", &rep) == 1);
     CHECK(strstr(rep.problem, "not by this provider") != NULL);
     pec_store_close(st);
-    copy(db, pristine);
+    copy_store("registro", "pristine");
 
     /* the seals are CMS files openssl verifies, holding the day's records */
     char *cmd = xasprintf("openssl cms -verify -inform DER -in %s/registro-20240130-2.p7m "
@@ -267,14 +331,11 @@ static void test_chain_and_seals(void)
 
     /* the chain recomputed by hand: only the seal of Jan 30 knows */
     {
-        sqlite3 *h = NULL;
         struct pec_store *s2;
-        copy(pristine, db);
+        copy_store("pristine", "registro");
         s2 = pec_store_open(db, 0, err, sizeof(err));
         CHECK(s2 != NULL);
-        CHECK(sqlite3_open(db, &h) == SQLITE_OK);
-        CHECK(pec_store_log_each(s2, NULL, rechain, h, err, sizeof(err)) == 0);
-        sqlite3_close(h);
+        CHECK(pec_store_log_each(s2, NULL, rechain, NULL, err, sizeof(err)) == 0);
         pec_store_close(s2);
         CHECK(verify(&rep) == 1);
         printf("  re-chained after changing record 2 -> %s\n", rep.problem);
@@ -282,7 +343,7 @@ static void test_chain_and_seals(void)
     }
 
     /* a seal file changed by one byte */
-    copy(pristine, db);
+    copy_store("pristine", "registro");
     {
         char *f = xasprintf("%s/registro-20240129-1.p7m", seals), *bak = xasprintf("%s.bak", f);
         FILE *fp;
@@ -311,7 +372,7 @@ static void test_purge(void)
     char err[1024], *f;
     long long n;
 
-    copy(pristine, db);
+    copy_store("pristine", "registro");
     st = pec_store_open(db, 0, err, sizeof(err));
     CHECK(st != NULL);
     if (st == NULL)
@@ -350,11 +411,11 @@ static void test_purge(void)
 /* Rewrite every record as the pecmilter before form 2 wrote it: no client_msgid, no node. */
 static int as_form1(const struct pec_record *r, void *arg)
 {
-    sqlite3 *h = arg;
     static char prev[PEC_HASH_HEX];
     struct pec_record c = *r;
     char *sql;
 
+    (void)arg;
     c.client_msgid = "";
     c.node = "";
     c.form = 1;
@@ -362,12 +423,12 @@ static int as_form1(const struct pec_record *r, void *arg)
         memcpy(c.prev, prev, sizeof(prev));
     pec_record_hash(&c, c.hash);
     memcpy(prev, c.hash, sizeof(prev));
-    sql = sqlite3_mprintf("UPDATE registro SET client_msgid = '', node = '', form = 1, prev = %Q,"
-                          " hash = %Q WHERE seq = %lld; UPDATE meta SET value = %Q WHERE key ="
-                          " 'registro_head_hash'",
-                          c.prev, c.hash, c.seq, c.hash);
-    CHECK(sqlite3_exec(h, sql, NULL, NULL, NULL) == SQLITE_OK);
-    sqlite3_free(sql);
+    sql = xasprintf("UPDATE registro SET client_msgid = '', node = '', form = 1, prev = '%s',"
+                    " hash = '%s' WHERE seq = %lld; UPDATE meta SET value = '%s' WHERE key ="
+                    " 'registro_head_hash'",
+                    c.prev, c.hash, c.seq, c.hash);
+    store_sql("old", sql);
+    free(sql);
     return 0;
 }
 
@@ -384,22 +445,20 @@ static void test_old_records(void)
     struct pec_store *st;
     struct pec_batch *b;
     struct pec_record r;
-    sqlite3 *h;
     char err[1024], *cert = xasprintf("%s/a/cert.pem", pki), *key = xasprintf("%s/a/key.pem", pki),
-                    *chain = xasprintf("%s/a/chain.pem", pki), *old = xasprintf("%s/old.db", dir),
+                    *chain = xasprintf("%s/a/chain.pem", pki), *old = store_spec("old"),
                     *oldseals = xasprintf("%s/oldseals", dir);
     int n;
 
     signer = pec_signer_load(cert, chain, key, "sha256", err, sizeof(err));
+    fresh_store("old");
     st = pec_store_open(old, 0, err, sizeof(err));
     CHECK(st != NULL && signer != NULL);
     if (st == NULL || signer == NULL)
         goto out;
     fill(st);
     pec_store_set_node(st, "1");
-    CHECK(sqlite3_open(old, &h) == SQLITE_OK);
-    CHECK(pec_store_log_each(st, NULL, as_form1, h, err, sizeof(err)) == 0);
-    sqlite3_close(h);
+    CHECK(pec_store_log_each(st, NULL, as_form1, NULL, err, sizeof(err)) == 0);
     CHECK(pec_registro_seal(st, signer, "Gestore A S.p.A.", oldseals, local(2024, 2, 1, 12, 0), &n,
                             err, sizeof(err)) == 0 &&
           n == 3);
@@ -415,14 +474,9 @@ static void test_old_records(void)
     CHECK_STR(rep.problem, "");
     pec_store_close(st);
 
-    CHECK(sqlite3_open(old, &h) == SQLITE_OK);
-    CHECK(sqlite3_exec(h,
-                       "SELECT 1 FROM registro WHERE seq = 11 AND form = 2 AND node = '1'"
-                       " AND client_msgid = '<c11@client>'",
-                       NULL, NULL, NULL) == SQLITE_OK);
-    CHECK(sqlite3_exec(h, "UPDATE registro SET form = 2 WHERE seq = 4", NULL, NULL, NULL) ==
-          SQLITE_OK);
-    sqlite3_close(h);
+    store_sql("old", "SELECT 1 FROM registro WHERE seq = 11 AND form = 2 AND node = '1'"
+                     " AND client_msgid = '<c11@client>'");
+    store_sql("old", "UPDATE registro SET form = 2 WHERE seq = 4");
     st = pec_store_open(old, PEC_STORE_NOCREATE, err, sizeof(err));
     CHECK(st != NULL && pec_registro_verify(st, oldseals, trust, SERVICE, &rep) == 1);
     CHECK(strstr(rep.problem, "record #4") != NULL);
@@ -450,8 +504,12 @@ int main(void)
         perror("mkdtemp");
         return 1;
     }
-    db = xasprintf("%s/registro.db", dir);
-    pristine = xasprintf("%s/pristine.db", dir);
+    pg_base = getenv("PEC_TEST_STORE");
+    if (pg_base != NULL && *pg_base == '\0')
+        pg_base = NULL;
+    db = store_spec("registro");
+    pristine = store_spec("pristine");
+    fresh_store("registro");
     seals = xasprintf("%s/seals", dir);
     ta = xasprintf("%s/trust.pem", pki);
     trust = pec_trust_load(ta, err, sizeof(err));

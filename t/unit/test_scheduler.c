@@ -333,8 +333,16 @@ static void test_three_cases(void)
         CHECK(pec_quarantine_put(quarantine, virus,
                                  &(struct pec_qfacts){.when = T0 + 12 * H, .finding = "Eicar"}, sha,
                                  err, sizeof(err)) == 0);
+        /* another node sharing the store holds the housekeeping: nothing done here */
+        CHECK(pec_store_job_take(st, "housekeeping", 2, T0 + 40 * H, T0 + 41 * H, err,
+                                 sizeof(err)) == 1);
         CHECK(pec_sched_seal_purge(st, env.signer, &keep, T0 + 40 * H, &kept, err, sizeof(err)) ==
               0);
+        CHECK(kept.elsewhere == 1 && kept.sealed == 0);
+        CHECK(pec_store_job_done(st, "housekeeping", 2, err, sizeof(err)) == 0);
+        CHECK(pec_sched_seal_purge(st, env.signer, &keep, T0 + 40 * H, &kept, err, sizeof(err)) ==
+              0);
+        CHECK(kept.elsewhere == 0);
         /* both deadlines fell on 2 March (local): sealed on the 3rd */
         CHECK(kept.sealed == 1 && kept.purged == 0 && kept.virus_purged == 0);
         CHECK(pec_sched_seal_purge(st, env.signer, &keep, T0 + 41 * H, &kept, err, sizeof(err)) ==

@@ -1,14 +1,13 @@
 /*
- * sqlite_commit - a batch (store_int.h) applied in one transaction, and the
+ * db_commit - a batch (store_int.h) applied in one transaction, and the
  * reads of what batches wrote: transactions with their recipients, the
  * scheduler's walk over the recipients still awaiting an outcome, the
  * delivery point's "delivered already" and the access point's refusals.
  */
 #include "store/store_int.h"
-#include "store/sqlite_int.h"
+#include "store/db_int.h"
 #include "util/xalloc.h"
 
-#include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
@@ -17,37 +16,37 @@
 
 static int insert_tx(struct pec_store *st, const struct pec_tx *tx, char *err, size_t errlen)
 {
-    sqlite3_stmt *s = sq_prep(st,
-                              "INSERT INTO transactions (identificativo, client_msgid, mittente,"
-                              " oggetto, tipo_ricevuta, queue_id, submitted, risposte)"
-                              " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                              err, errlen);
+    struct db_stmt *s = db_prep(st,
+                                "INSERT INTO transactions (identificativo, client_msgid, mittente,"
+                                " oggetto, tipo_ricevuta, queue_id, submitted, risposte)"
+                                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                err, errlen);
 
     if (s == NULL)
         return -1;
-    sq_bt(s, 1, tx->identificativo);
-    sq_bt(s, 2, tx->client_msgid);
-    sq_bt(s, 3, tx->mittente);
-    sq_bt(s, 4, tx->oggetto);
-    sq_bt(s, 5, tx->tipo_ricevuta);
-    sq_bt(s, 6, tx->queue_id);
-    sq_bi(s, 7, tx->submitted);
-    sq_bt(s, 8, tx->risposte);
-    if (sq_run(st, s, "recording a transaction", err, errlen) < 0)
+    db_bt(s, 1, tx->identificativo);
+    db_bt(s, 2, tx->client_msgid);
+    db_bt(s, 3, tx->mittente);
+    db_bt(s, 4, tx->oggetto);
+    db_bt(s, 5, tx->tipo_ricevuta);
+    db_bt(s, 6, tx->queue_id);
+    db_bi(s, 7, tx->submitted);
+    db_bt(s, 8, tx->risposte);
+    if (db_run(st, s, "recording a transaction", err, errlen) < 0)
         return -1;
     for (size_t i = 0; i < tx->nrcpt; i++) {
-        s = sq_prep(st,
-                    "INSERT OR IGNORE INTO recipients (identificativo, address, certificato, cc,"
-                    " state, sent_at) VALUES (?, ?, ?, ?, 'sent', ?)",
+        s = db_prep(st,
+                    "INSERT INTO recipients (identificativo, address, certificato, cc, state,"
+                    " sent_at) VALUES (?, ?, ?, ?, 'sent', ?) ON CONFLICT DO NOTHING",
                     err, errlen);
         if (s == NULL)
             return -1;
-        sq_bt(s, 1, tx->identificativo);
-        sq_bt(s, 2, tx->rcpt[i].address);
-        sq_bi(s, 3, tx->rcpt[i].certificato != 0);
-        sq_bi(s, 4, tx->rcpt[i].cc != 0);
-        sq_bi(s, 5, tx->submitted);
-        if (sq_run(st, s, "recording a recipient", err, errlen) < 0)
+        db_bt(s, 1, tx->identificativo);
+        db_bt(s, 2, tx->rcpt[i].address);
+        db_bi(s, 3, tx->rcpt[i].certificato != 0);
+        db_bi(s, 4, tx->rcpt[i].cc != 0);
+        db_bi(s, 5, tx->submitted);
+        if (db_run(st, s, "recording a recipient", err, errlen) < 0)
             return -1;
     }
     return 0;
@@ -56,7 +55,7 @@ static int insert_tx(struct pec_store *st, const struct pec_tx *tx, char *err, s
 static int update_state(struct pec_store *st, const struct batch_state *u, char *err, size_t errlen)
 {
     const char *sql;
-    sqlite3_stmt *s;
+    struct db_stmt *s;
 
     switch (u->state) {
     case PEC_RCPT_SENT:
@@ -71,17 +70,15 @@ static int update_state(struct pec_store *st, const struct batch_state *u, char 
               " AND state IN ('sent', 'taken')";
         break;
     }
-    if ((s = sq_prep(st, sql, err, errlen)) == NULL)
+    if ((s = db_prep(st, sql, err, errlen)) == NULL)
         return -1;
-    sq_bt(s, 1, pec_rcpt_state_name(u->state));
-    sq_bi(s, 2, u->when);
-    sq_bt(s, 3, u->detail);
-    sq_bt(s, 4, u->identificativo);
+    db_bt(s, 1, pec_rcpt_state_name(u->state));
+    db_bi(s, 2, u->when);
+    db_bt(s, 3, u->detail);
+    db_bt(s, 4, u->identificativo);
     if (u->address)
-        sq_bt(s, 5, u->address);
-    else
-        sqlite3_bind_null(s, 5);
-    return sq_run(st, s, "updating a recipient", err, errlen) < 0 ? -1 : 0;
+        db_bt(s, 5, u->address);
+    return db_run(st, s, "updating a recipient", err, errlen) < 0 ? -1 : 0;
 }
 
 /*
@@ -92,54 +89,57 @@ static int update_state(struct pec_store *st, const struct batch_state *u, char 
 static int update_warned(struct pec_store *st, const struct batch_warned *w, char *err,
                          size_t errlen)
 {
-    sqlite3_stmt *s = sq_prep(st,
-                              "UPDATE recipients SET warned_at = ?1 WHERE identificativo = ?2"
-                              " AND address = ?3 AND (warned_at = 0 AND (?1 < 0 OR state IN"
-                              " ('sent', 'taken')) OR warned_at < 0 AND ?1 > 0)",
-                              err, errlen);
+    struct db_stmt *s = db_prep(st,
+                                "UPDATE recipients SET warned_at = ?1 WHERE identificativo = ?2"
+                                " AND address = ?3 AND (warned_at = 0 AND (?1 < 0 OR state IN"
+                                " ('sent', 'taken')) OR warned_at < 0 AND ?1 > 0)",
+                                err, errlen);
 
     if (s == NULL)
         return -1;
-    sq_bi(s, 1, w->when);
-    sq_bt(s, 2, w->identificativo);
-    sq_bt(s, 3, w->address);
-    return sq_run(st, s, "updating a recipient", err, errlen) < 0 ? -1 : 0;
+    db_bi(s, 1, w->when);
+    db_bt(s, 2, w->identificativo);
+    db_bt(s, 3, w->address);
+    return db_run(st, s, "updating a recipient", err, errlen) < 0 ? -1 : 0;
 }
 
 static int insert_refused(struct pec_store *st, const struct batch_refused *d, char *err,
                           size_t errlen)
 {
-    sqlite3_stmt *s = sq_prep(st,
-                              "INSERT OR REPLACE INTO refused"
-                              " (mittente, client_msgid, identificativo, oggetto, errore, at)"
-                              " VALUES (?, ?, ?, ?, ?, ?)",
-                              err, errlen);
+    struct db_stmt *s = db_prep(st,
+                                "INSERT INTO refused"
+                                " (mittente, client_msgid, identificativo, oggetto, errore, at)"
+                                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (mittente, client_msgid)"
+                                " DO UPDATE SET identificativo = excluded.identificativo,"
+                                " oggetto = excluded.oggetto, errore = excluded.errore,"
+                                " at = excluded.at",
+                                err, errlen);
 
     if (s == NULL)
         return -1;
-    sq_bt(s, 1, d->mittente);
-    sq_bt(s, 2, d->client_msgid);
-    sq_bt(s, 3, d->r.identificativo);
-    sq_bt(s, 4, d->r.oggetto);
-    sq_bt(s, 5, d->r.errore);
-    sq_bi(s, 6, d->r.when);
-    return sq_run(st, s, "recording a refusal", err, errlen) < 0 ? -1 : 0;
+    db_bt(s, 1, d->mittente);
+    db_bt(s, 2, d->client_msgid);
+    db_bt(s, 3, d->r.identificativo);
+    db_bt(s, 4, d->r.oggetto);
+    db_bt(s, 5, d->r.errore);
+    db_bi(s, 6, d->r.when);
+    return db_run(st, s, "recording a refusal", err, errlen) < 0 ? -1 : 0;
 }
 
 static int insert_delivered(struct pec_store *st, const struct batch_delivered *d, char *err,
                             size_t errlen)
 {
-    sqlite3_stmt *s = sq_prep(st,
-                              "INSERT OR IGNORE INTO delivered (mailbox, message_id, at)"
-                              " VALUES (?, ?, ?)",
-                              err, errlen);
+    struct db_stmt *s = db_prep(st,
+                                "INSERT INTO delivered (mailbox, message_id, at)"
+                                " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                                err, errlen);
 
     if (s == NULL)
         return -1;
-    sq_bt(s, 1, d->mailbox);
-    sq_bt(s, 2, d->message_id);
-    sq_bi(s, 3, d->when);
-    return sq_run(st, s, "recording a delivery", err, errlen) < 0 ? -1 : 0;
+    db_bt(s, 1, d->mailbox);
+    db_bt(s, 2, d->message_id);
+    db_bi(s, 3, d->when);
+    return db_run(st, s, "recording a delivery", err, errlen) < 0 ? -1 : 0;
 }
 
 static char *join_lines(char *const *v, size_t n)
@@ -164,32 +164,33 @@ static char *join_lines(char *const *v, size_t n)
 static int insert_out(struct pec_store *st, const struct batch_out *o, time_t now, char *err,
                       size_t errlen)
 {
-    sqlite3_stmt *s = sq_prep(st,
-                              "INSERT INTO outbox (message_id, identificativo, tipo, rcpt, message,"
-                              " size, state, created) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?)",
-                              err, errlen);
+    struct db_stmt *s =
+        db_prep(st,
+                "INSERT INTO outbox (message_id, identificativo, tipo, rcpt, message,"
+                " size, state, created) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?)",
+                err, errlen);
     char *rcpt;
     int rc;
 
     if (s == NULL)
         return -1;
     rcpt = join_lines(o->rcpt, o->nrcpt);
-    sq_bt(s, 1, o->message_id);
-    sq_bt(s, 2, o->identificativo);
-    sq_bt(s, 3, o->tipo);
-    sq_bt(s, 4, rcpt);
-    sqlite3_bind_blob64(s, 5, o->len ? (const void *)o->data : "", o->len, SQLITE_STATIC);
-    sq_bi(s, 6, (long long)o->len);
-    sq_bi(s, 7, now);
-    rc = sq_run(st, s, "queueing a message", err, errlen);
+    db_bt(s, 1, o->message_id);
+    db_bt(s, 2, o->identificativo);
+    db_bt(s, 3, o->tipo);
+    db_bt(s, 4, rcpt);
+    db_bb(s, 5, o->data, o->len);
+    db_bi(s, 6, (long long)o->len);
+    db_bi(s, 7, now);
+    rc = db_run(st, s, "queueing a message", err, errlen);
     free(rcpt);
     return rc < 0 ? -1 : 0;
 }
 
 static int insert_record(struct pec_store *st, const struct pec_record *r, char *err, size_t errlen)
 {
-    sqlite3_stmt *s =
-        sq_prep(st,
+    struct db_stmt *s =
+        db_prep(st,
                 "INSERT INTO registro (seq, at, evento, tipo, label, identificativo,"
                 " queue_id, mittente, destinatari, oggetto, message_id, gestore,"
                 " tipo_ricevuta, consegna, ricezione, errore, virus, errore_esteso,"
@@ -204,12 +205,12 @@ static int insert_record(struct pec_store *st, const struct pec_record *r, char 
 
     if (s == NULL)
         return -1;
-    sq_bi(s, 1, r->seq);
-    sq_bi(s, 2, r->at);
+    db_bi(s, 1, r->seq);
+    db_bi(s, 2, r->at);
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
-        sq_bt(s, (int)i + 3, v[i]);
-    sq_bi(s, 23, r->form);
-    return sq_run(st, s, "appending to the log", err, errlen) < 0 ? -1 : 0;
+        db_bt(s, (int)i + 3, v[i]);
+    db_bi(s, 23, r->form);
+    return db_run(st, s, "appending to the log", err, errlen) < 0 ? -1 : 0;
 }
 
 /* Number, link and hash the batch's records after the current head, and append them. */
@@ -220,8 +221,8 @@ static int append_records(struct pec_store *st, struct pec_batch *b, char *err, 
 
     if (b->nrec == 0)
         return 0;
-    if (sq_meta_get_seq(st, "registro_head_seq", &seq, err, errlen) < 0 ||
-        sq_meta_get(st, "registro_head_hash", prev, sizeof(prev), err, errlen) < 0)
+    if (db_meta_get_seq(st, "registro_head_seq", 1, &seq, err, errlen) < 0 ||
+        db_meta_get(st, "registro_head_hash", 0, prev, sizeof(prev), err, errlen) < 0)
         return -1;
     for (size_t i = 0; i < b->nrec; i++) {
         struct pec_record *r = &b->rec[i].r;
@@ -234,8 +235,8 @@ static int append_records(struct pec_store *st, struct pec_batch *b, char *err, 
             return -1;
         memcpy(prev, r->hash, sizeof(prev));
     }
-    if (sq_meta_set_seq(st, "registro_head_seq", seq, err, errlen) < 0 ||
-        sq_meta_set(st, "registro_head_hash", prev, err, errlen) < 0)
+    if (db_meta_set_seq(st, "registro_head_seq", seq, err, errlen) < 0 ||
+        db_meta_set(st, "registro_head_hash", prev, err, errlen) < 0)
         return -1;
     return 0;
 }
@@ -244,28 +245,28 @@ static int append_records(struct pec_store *st, struct pec_batch *b, char *err, 
 static int check_expect(struct pec_store *st, const struct batch_expect *e, char *err,
                         size_t errlen)
 {
-    sqlite3_stmt *s = sq_prep(st,
-                              "SELECT state, warned_at FROM recipients"
-                              " WHERE identificativo = ? AND address = ?",
-                              err, errlen);
+    struct db_stmt *s = db_prep(st,
+                                "SELECT state, warned_at FROM recipients"
+                                " WHERE identificativo = ? AND address = ?{for update}",
+                                err, errlen);
     int rc, off = 1;
 
     if (s == NULL)
         return -1;
-    sq_bt(s, 1, e->identificativo);
-    sq_bt(s, 2, e->address);
-    rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
+    db_bt(s, 1, e->identificativo);
+    db_bt(s, 2, e->address);
+    rc = db_step(st, s);
+    if (rc == 1) {
         for (int k = PEC_RCPT_SENT; k <= PEC_RCPT_TIMEDOUT; k++)
-            if (strcmp(sq_col(s, 0), pec_rcpt_state_name((enum pec_rcpt_state)k)) == 0 &&
+            if (strcmp(db_col(s, 0), pec_rcpt_state_name((enum pec_rcpt_state)k)) == 0 &&
                 (e->states & (1u << k)))
                 off = 0;
-        if (e->unwarned && sqlite3_column_int64(s, 1) > 0)
+        if (e->unwarned && db_coli(s, 1) > 0)
             off = 1;
-    } else if (rc != SQLITE_DONE) {
-        off = sq_db_fail(st, "reading a recipient", err, errlen);
+    } else if (rc != 0) {
+        off = db_fail(st, "reading a recipient", err, errlen);
     }
-    sq_release(st, s);
+    db_release(st, s);
     return off;
 }
 
@@ -308,31 +309,42 @@ static void announce(pec_log_fn *log, const struct pec_batch *b)
     }
 }
 
+/*
+ * How often a batch is applied again when the database gave it up to break
+ * a deadlock or a serialisation conflict with another node's (PostgreSQL):
+ * nothing of it was applied, and the other transaction has moved on.
+ */
+#define COMMIT_RETRIES 5
+
 int pec_store_commit(struct pec_store *st, struct pec_batch *b, char *err, size_t errlen)
 {
     pec_log_fn *log;
     void (*hook)(void *);
     void *hook_arg;
+    int rc = 0, again;
 
-    int rc = 0;
-
-    if (sq_enter(st, err, errlen) < 0)
-        return -1;
-    if (sq_begin(st, err, errlen) < 0 || (rc = apply(st, b, err, errlen)) < 0 ||
-        (rc == 0 && sq_commit(st, err, errlen) < 0)) {
-        sq_rollback(st);
-        sq_leave(st);
-        return -1;
+    for (int attempt = 0;; attempt++) {
+        if (db_enter(st, err, errlen) < 0)
+            return -1;
+        st->retry = 0;
+        if (db_begin(st, err, errlen) == 0 && (rc = apply(st, b, err, errlen)) >= 0 &&
+            (rc == 1 || db_commit(st, err, errlen) == 0))
+            break;
+        db_rollback(st);
+        again = st->retry && attempt < COMMIT_RETRIES;
+        db_leave(st);
+        if (!again)
+            return -1;
     }
     if (rc == 1) { /* an expectation failed: nothing written, nothing to announce */
-        sq_rollback(st);
-        sq_leave(st);
+        db_rollback(st);
+        db_leave(st);
         return 1;
     }
     log = st->log;
     hook = b->nout ? st->outbox_hook : NULL;
     hook_arg = st->outbox_arg;
-    sq_leave(st);
+    db_leave(st);
     announce(log, b);
     if (hook)
         hook(hook_arg);
@@ -341,69 +353,70 @@ int pec_store_commit(struct pec_store *st, struct pec_batch *b, char *err, size_
 
 /* ---------------------------------------------------------------- transactions */
 
-static void read_rcpt(sqlite3_stmt *s, struct pec_rcpt_info *r)
+static void read_rcpt(struct db_stmt *s, struct pec_rcpt_info *r)
 {
-    const char *state = sq_col(s, 3);
+    const char *state = db_col(s, 3);
 
-    r->address = sq_coldup(s, 0);
-    r->certificato = sqlite3_column_int(s, 1);
-    r->cc = sqlite3_column_int(s, 2);
+    r->address = db_coldup(s, 0);
+    r->certificato = db_coli(s, 1);
+    r->cc = db_coli(s, 2);
     r->state = PEC_RCPT_SENT;
     for (int k = PEC_RCPT_SENT; k <= PEC_RCPT_TIMEDOUT; k++)
         if (strcmp(state, pec_rcpt_state_name((enum pec_rcpt_state)k)) == 0)
             r->state = (enum pec_rcpt_state)k;
-    r->sent_at = (time_t)sqlite3_column_int64(s, 4);
-    r->taken_at = (time_t)sqlite3_column_int64(s, 5);
-    r->done_at = (time_t)sqlite3_column_int64(s, 6);
-    r->detail = sq_coldup(s, 7);
-    r->warned_at = (time_t)sqlite3_column_int64(s, 8);
+    r->sent_at = (time_t)db_coli(s, 4);
+    r->taken_at = (time_t)db_coli(s, 5);
+    r->done_at = (time_t)db_coli(s, 6);
+    r->detail = db_coldup(s, 7);
+    r->warned_at = (time_t)db_coli(s, 8);
 }
 
 static int read_rcpts(struct pec_store *st, struct pec_tx_info *out, char *err, size_t errlen)
 {
-    sqlite3_stmt *s = sq_prep(st,
-                              "SELECT address, certificato, cc, state, sent_at, taken_at, done_at,"
-                              " detail, warned_at FROM recipients WHERE identificativo = ?"
-                              " ORDER BY rowid",
-                              err, errlen);
+    struct db_stmt *s =
+        db_prep(st,
+                "SELECT address, certificato, cc, state, sent_at, taken_at, done_at,"
+                " detail, warned_at FROM recipients WHERE identificativo = ?"
+                " ORDER BY rowid",
+                err, errlen);
     int rc;
 
     if (s == NULL)
         return -1;
-    sq_bt(s, 1, out->identificativo);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    db_bt(s, 1, out->identificativo);
+    while ((rc = db_step(st, s)) == 1) {
         out->rcpt = xrealloc(out->rcpt, (out->nrcpt + 1) * sizeof(*out->rcpt));
         read_rcpt(s, &out->rcpt[out->nrcpt++]);
     }
-    if (rc != SQLITE_DONE) {
-        sq_db_fail(st, "reading recipients", err, errlen);
-        sq_release(st, s);
+    if (rc != 0) {
+        db_fail(st, "reading recipients", err, errlen);
+        db_release(st, s);
         return -1;
     }
-    sq_release(st, s);
+    db_release(st, s);
     return 0;
 }
 
 /* The transaction S (bound and ready) finds, with its recipients: 1, 0 when none, -1. */
-static int read_tx(struct pec_store *st, sqlite3_stmt *s, struct pec_tx_info *out, char *err,
+static int read_tx(struct pec_store *st, struct db_stmt *s, struct pec_tx_info *out, char *err,
                    size_t errlen)
 {
-    int rc = sqlite3_step(s), found = 0;
+    int rc = db_step(st, s), found = 0;
 
-    if (rc == SQLITE_ROW) {
+    if (rc == 1) {
         found = 1;
-        out->identificativo = sq_coldup(s, 0);
-        out->client_msgid = sq_coldup(s, 1);
-        out->mittente = sq_coldup(s, 2);
-        out->oggetto = sq_coldup(s, 3);
-        out->tipo_ricevuta = sq_coldup(s, 4);
-        out->queue_id = sq_coldup(s, 5);
-        out->submitted = (time_t)sqlite3_column_int64(s, 6);
-        out->risposte = sq_coldup(s, 7);
-    } else if (rc != SQLITE_DONE) {
-        found = sq_db_fail(st, "reading a transaction", err, errlen);
+        out->identificativo = db_coldup(s, 0);
+        out->client_msgid = db_coldup(s, 1);
+        out->mittente = db_coldup(s, 2);
+        out->oggetto = db_coldup(s, 3);
+        out->tipo_ricevuta = db_coldup(s, 4);
+        out->queue_id = db_coldup(s, 5);
+        out->submitted = (time_t)db_coli(s, 6);
+        out->risposte = db_coldup(s, 7);
+    } else if (rc != 0) {
+        found = db_fail(st, "reading a transaction", err, errlen);
     }
-    sq_release(st, s);
+    db_release(st, s);
     if (found == 1 && read_rcpts(st, out, err, errlen) < 0)
         found = -1;
     if (found != 1)
@@ -418,48 +431,48 @@ static int read_tx(struct pec_store *st, sqlite3_stmt *s, struct pec_tx_info *ou
 int pec_store_tx_get(struct pec_store *st, const char *identificativo, struct pec_tx_info *out,
                      char *err, size_t errlen)
 {
-    sqlite3_stmt *s;
+    struct db_stmt *s;
     int found;
 
     memset(out, 0, sizeof(*out));
-    if (sq_enter(st, err, errlen) < 0)
+    if (db_enter(st, err, errlen) < 0)
         return -1;
-    s = sq_prep(st, TX_COLUMNS " WHERE identificativo = ?", err, errlen);
+    s = db_prep(st, TX_COLUMNS " WHERE identificativo = ?", err, errlen);
     if (s == NULL) {
-        sq_leave(st);
+        db_leave(st);
         return -1;
     }
-    sq_bt(s, 1, identificativo);
+    db_bt(s, 1, identificativo);
     found = read_tx(st, s, out, err, errlen);
-    sq_leave(st);
+    db_leave(st);
     return found;
 }
 
 int pec_store_tx_find_client(struct pec_store *st, const char *mittente, const char *client_msgid,
                              time_t since, struct pec_tx_info *out, char *err, size_t errlen)
 {
-    sqlite3_stmt *s;
+    struct db_stmt *s;
     int found;
 
     memset(out, 0, sizeof(*out));
     if (client_msgid == NULL || *client_msgid == '\0')
         return 0;
-    if (sq_enter(st, err, errlen) < 0)
+    if (db_enter(st, err, errlen) < 0)
         return -1;
-    s = sq_prep(st,
+    s = db_prep(st,
                 TX_COLUMNS
                 " WHERE client_msgid = ? AND submitted >= ? AND mittente = ? COLLATE NOCASE"
                 " ORDER BY submitted DESC, rowid DESC LIMIT 1",
                 err, errlen);
     if (s == NULL) {
-        sq_leave(st);
+        db_leave(st);
         return -1;
     }
-    sq_bt(s, 1, client_msgid);
-    sq_bi(s, 2, since);
-    sq_bt(s, 3, mittente);
+    db_bt(s, 1, client_msgid);
+    db_bi(s, 2, since);
+    db_bt(s, 3, mittente);
     found = read_tx(st, s, out, err, errlen);
-    sq_leave(st);
+    db_leave(st);
     return found;
 }
 
@@ -469,12 +482,12 @@ int pec_store_pending_each(struct pec_store *st, time_t sent_before,
                            int (*fn)(const struct pec_pending_rcpt *r, void *arg), void *arg,
                            char *err, size_t errlen)
 {
-    sqlite3_stmt *s;
+    struct db_stmt *s;
     int rc, stop = 0;
 
-    if (sq_enter(st, err, errlen) < 0)
+    if (db_enter(st, err, errlen) < 0)
         return -1;
-    s = sq_prep(st,
+    s = db_prep(st,
                 "SELECT t.identificativo, t.client_msgid, t.mittente, t.oggetto, t.tipo_ricevuta,"
                 " r.address, r.cc, r.state, r.sent_at, r.warned_at"
                 " FROM recipients r JOIN transactions t ON t.identificativo = r.identificativo"
@@ -484,31 +497,31 @@ int pec_store_pending_each(struct pec_store *st, time_t sent_before,
                 " ORDER BY r.sent_at, r.identificativo, r.rowid",
                 err, errlen);
     if (s == NULL) {
-        sq_leave(st);
+        db_leave(st);
         return -1;
     }
-    sq_bi(s, 1, sent_before);
-    while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+    db_bi(s, 1, sent_before);
+    while (!stop && (rc = db_step(st, s)) == 1) {
         struct pec_pending_rcpt r;
-        r.identificativo = sq_col(s, 0);
-        r.client_msgid = sq_col(s, 1);
-        r.mittente = sq_col(s, 2);
-        r.oggetto = sq_col(s, 3);
-        r.tipo_ricevuta = sq_col(s, 4);
-        r.address = sq_col(s, 5);
-        r.cc = sqlite3_column_int(s, 6);
+        r.identificativo = db_col(s, 0);
+        r.client_msgid = db_col(s, 1);
+        r.mittente = db_col(s, 2);
+        r.oggetto = db_col(s, 3);
+        r.tipo_ricevuta = db_col(s, 4);
+        r.address = db_col(s, 5);
+        r.cc = db_coli(s, 6);
         r.state = PEC_RCPT_SENT;
         for (int k = PEC_RCPT_SENT; k <= PEC_RCPT_TIMEDOUT; k++)
-            if (strcmp(sq_col(s, 7), pec_rcpt_state_name((enum pec_rcpt_state)k)) == 0)
+            if (strcmp(db_col(s, 7), pec_rcpt_state_name((enum pec_rcpt_state)k)) == 0)
                 r.state = (enum pec_rcpt_state)k;
-        r.sent_at = (time_t)sqlite3_column_int64(s, 8);
-        r.warned_at = (time_t)sqlite3_column_int64(s, 9);
+        r.sent_at = (time_t)db_coli(s, 8);
+        r.warned_at = (time_t)db_coli(s, 9);
         stop = fn(&r, arg);
     }
-    if (!stop && rc != SQLITE_DONE)
-        stop = sq_db_fail(st, "reading pending recipients", err, errlen);
-    sq_release(st, s);
-    sq_leave(st);
+    if (!stop && rc != 0)
+        stop = db_fail(st, "reading pending recipients", err, errlen);
+    db_release(st, s);
+    db_leave(st);
     return stop;
 }
 
@@ -517,27 +530,27 @@ int pec_store_pending_each(struct pec_store *st, time_t sent_before,
 int pec_store_delivered(struct pec_store *st, const char *mailbox, const char *message_id,
                         char *err, size_t errlen)
 {
-    sqlite3_stmt *s;
+    struct db_stmt *s;
     int rc, found;
 
-    if (sq_enter(st, err, errlen) < 0)
+    if (db_enter(st, err, errlen) < 0)
         return -1;
-    s = sq_prep(st, "SELECT 1 FROM delivered WHERE mailbox = ? AND message_id = ?", err, errlen);
+    s = db_prep(st, "SELECT 1 FROM delivered WHERE mailbox = ? AND message_id = ?", err, errlen);
     if (s == NULL) {
-        sq_leave(st);
+        db_leave(st);
         return -1;
     }
-    sq_bt(s, 1, mailbox);
-    sq_bt(s, 2, message_id);
-    rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW)
+    db_bt(s, 1, mailbox);
+    db_bt(s, 2, message_id);
+    rc = db_step(st, s);
+    if (rc == 1)
         found = 1;
-    else if (rc == SQLITE_DONE)
+    else if (rc == 0)
         found = 0;
     else
-        found = sq_db_fail(st, "reading deliveries", err, errlen);
-    sq_release(st, s);
-    sq_leave(st);
+        found = db_fail(st, "reading deliveries", err, errlen);
+    db_release(st, s);
+    db_leave(st);
     return found;
 }
 
@@ -546,36 +559,36 @@ int pec_store_delivered(struct pec_store *st, const char *mailbox, const char *m
 int pec_store_refused(struct pec_store *st, const char *mittente, const char *client_msgid,
                       time_t since, struct pec_refusal *out, char *err, size_t errlen)
 {
-    sqlite3_stmt *s;
+    struct db_stmt *s;
     int rc, found;
 
     memset(out, 0, sizeof(*out));
-    if (sq_enter(st, err, errlen) < 0)
+    if (db_enter(st, err, errlen) < 0)
         return -1;
-    s = sq_prep(st,
+    s = db_prep(st,
                 "SELECT identificativo, oggetto, errore, at FROM refused"
                 " WHERE mittente = ? AND client_msgid = ? AND at >= ?",
                 err, errlen);
     if (s == NULL) {
-        sq_leave(st);
+        db_leave(st);
         return -1;
     }
-    sq_bt(s, 1, mittente);
-    sq_bt(s, 2, client_msgid);
-    sq_bi(s, 3, since);
-    rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        out->identificativo = sq_coldup(s, 0);
-        out->oggetto = sq_coldup(s, 1);
-        out->errore = sq_coldup(s, 2);
-        out->when = (time_t)sqlite3_column_int64(s, 3);
+    db_bt(s, 1, mittente);
+    db_bt(s, 2, client_msgid);
+    db_bi(s, 3, since);
+    rc = db_step(st, s);
+    if (rc == 1) {
+        out->identificativo = db_coldup(s, 0);
+        out->oggetto = db_coldup(s, 1);
+        out->errore = db_coldup(s, 2);
+        out->when = (time_t)db_coli(s, 3);
         found = 1;
-    } else if (rc == SQLITE_DONE) {
+    } else if (rc == 0) {
         found = 0;
     } else {
-        found = sq_db_fail(st, "reading refusals", err, errlen);
+        found = db_fail(st, "reading refusals", err, errlen);
     }
-    sq_release(st, s);
-    sq_leave(st);
+    db_release(st, s);
+    db_leave(st);
     return found;
 }

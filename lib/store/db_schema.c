@@ -1,49 +1,44 @@
 /*
- * sqlite_schema - the SQLite store's tables, one script per schema version,
- * and what opening a file checks: WAL mode, integrity, and the migration of
- * an older file to this version inside one transaction.
+ * db_schema - the store's tables, one script per schema version, written
+ * once for both backends (the dialect's words are db_int.h's tokens), and
+ * the migration of an older store to this version inside one transaction.
  */
-#include "store/sqlite_int.h"
-#include "util/xalloc.h"
+#include "store/db_int.h"
 
-#include <sqlite3.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <strings.h>
 
 #define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"
 
 /* Version 1. Times are Unix seconds, UTC. */
 static const char schema_v1[] =
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL){norowid};"
     "CREATE TABLE transactions ("
     " identificativo TEXT PRIMARY KEY, client_msgid TEXT NOT NULL, mittente TEXT NOT NULL,"
     " oggetto TEXT NOT NULL, tipo_ricevuta TEXT NOT NULL, queue_id TEXT NOT NULL,"
-    " submitted INTEGER NOT NULL);"
+    " submitted {int} NOT NULL{rowid});"
     "CREATE INDEX transactions_submitted ON transactions(submitted);"
     "CREATE TABLE recipients ("
     " identificativo TEXT NOT NULL REFERENCES transactions(identificativo) ON DELETE CASCADE,"
-    " address TEXT NOT NULL COLLATE NOCASE, certificato INTEGER NOT NULL, cc INTEGER NOT NULL,"
+    " address TEXT NOT NULL COLLATE NOCASE, certificato {int} NOT NULL, cc {int} NOT NULL,"
     " state TEXT NOT NULL CHECK (state IN ('sent','taken','delivered','failed','timedout')),"
-    " sent_at INTEGER NOT NULL, taken_at INTEGER NOT NULL DEFAULT 0,"
-    " done_at INTEGER NOT NULL DEFAULT 0, detail TEXT NOT NULL DEFAULT '',"
-    " PRIMARY KEY (identificativo, address));"
+    " sent_at {int} NOT NULL, taken_at {int} NOT NULL DEFAULT 0,"
+    " done_at {int} NOT NULL DEFAULT 0, detail TEXT NOT NULL DEFAULT '',"
+    " PRIMARY KEY (identificativo, address){rowid});"
     "CREATE INDEX recipients_open ON recipients(state, sent_at);"
     "CREATE TABLE outbox ("
-    " id INTEGER PRIMARY KEY AUTOINCREMENT, message_id TEXT NOT NULL UNIQUE,"
+    " id {id}, message_id TEXT NOT NULL UNIQUE,"
     " identificativo TEXT NOT NULL, tipo TEXT NOT NULL, rcpt TEXT NOT NULL,"
-    " message BLOB NOT NULL, size INTEGER NOT NULL,"
+    " message {blob} NOT NULL, size {int} NOT NULL,"
     " state TEXT NOT NULL CHECK (state IN ('queued','sending','sent','failed')),"
-    " node INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL,"
-    " next_attempt INTEGER NOT NULL DEFAULT 0, last_try INTEGER NOT NULL DEFAULT 0,"
-    " sent_at INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"
-    " doubts INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',"
-    " mta_queue_id TEXT NOT NULL DEFAULT '', kept INTEGER NOT NULL DEFAULT 1);"
+    " node {int} NOT NULL DEFAULT 0, created {int} NOT NULL,"
+    " next_attempt {int} NOT NULL DEFAULT 0, last_try {int} NOT NULL DEFAULT 0,"
+    " sent_at {int} NOT NULL DEFAULT 0, attempts {int} NOT NULL DEFAULT 0,"
+    " doubts {int} NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',"
+    " mta_queue_id TEXT NOT NULL DEFAULT '', kept {int} NOT NULL DEFAULT 1);"
     "CREATE INDEX outbox_due ON outbox(state, next_attempt);"
     "CREATE INDEX outbox_kept ON outbox(id) WHERE kept = 1 AND state = 'sent';"
     "CREATE TABLE registro ("
-    " seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, evento TEXT NOT NULL, tipo TEXT NOT NULL,"
+    " seq {int} PRIMARY KEY, at {int} NOT NULL, evento TEXT NOT NULL, tipo TEXT NOT NULL,"
     " label TEXT NOT NULL, identificativo TEXT NOT NULL, queue_id TEXT NOT NULL,"
     " mittente TEXT NOT NULL, destinatari TEXT NOT NULL, oggetto TEXT NOT NULL,"
     " message_id TEXT NOT NULL, gestore TEXT NOT NULL, tipo_ricevuta TEXT NOT NULL,"
@@ -52,9 +47,9 @@ static const char schema_v1[] =
     "CREATE INDEX registro_identificativo ON registro(identificativo);"
     "CREATE INDEX registro_at ON registro(at);"
     "CREATE TABLE seals ("
-    " first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, day TEXT NOT NULL,"
+    " first_seq {int} PRIMARY KEY, last_seq {int} NOT NULL, day TEXT NOT NULL,"
     " file TEXT NOT NULL UNIQUE, last_hash TEXT NOT NULL, file_sha256 TEXT NOT NULL,"
-    " sealed_at INTEGER NOT NULL);"
+    " sealed_at {int} NOT NULL);"
     "INSERT INTO meta VALUES ('registro_head_seq', '0'), ('registro_head_hash', '" ZERO_HASH "'),"
     " ('registro_purged_seq', '0'), ('registro_purged_hash', '" ZERO_HASH "');";
 
@@ -64,10 +59,10 @@ static const char schema_v1[] =
  * (so a busta re-sent after a crash is not delivered twice).
  */
 static const char schema_v2[] =
-    "ALTER TABLE recipients ADD COLUMN warned_at INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE recipients ADD COLUMN warned_at {int} NOT NULL DEFAULT 0;"
     "CREATE TABLE delivered ("
-    " mailbox TEXT NOT NULL COLLATE NOCASE, message_id TEXT NOT NULL, at INTEGER NOT NULL,"
-    " PRIMARY KEY (mailbox, message_id)) WITHOUT ROWID;"
+    " mailbox TEXT NOT NULL COLLATE NOCASE, message_id TEXT NOT NULL, at {int} NOT NULL,"
+    " PRIMARY KEY (mailbox, message_id)){norowid};"
     "CREATE INDEX delivered_at ON delivered(at);";
 
 /*
@@ -98,7 +93,7 @@ static const char schema_v5[] =
     "CREATE TABLE refused ("
     " mittente TEXT NOT NULL COLLATE NOCASE, client_msgid TEXT NOT NULL,"
     " identificativo TEXT NOT NULL, oggetto TEXT NOT NULL, errore TEXT NOT NULL,"
-    " at INTEGER NOT NULL, PRIMARY KEY (mittente, client_msgid)) WITHOUT ROWID;"
+    " at {int} NOT NULL, PRIMARY KEY (mittente, client_msgid)){norowid};"
     "CREATE INDEX refused_at ON refused(at);";
 
 /*
@@ -111,103 +106,56 @@ static const char schema_v6[] =
     "ALTER TABLE transactions ADD COLUMN risposte TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE registro ADD COLUMN client_msgid TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE registro ADD COLUMN node TEXT NOT NULL DEFAULT '';"
-    "ALTER TABLE registro ADD COLUMN form INTEGER NOT NULL DEFAULT 1;";
+    "ALTER TABLE registro ADD COLUMN form {int} NOT NULL DEFAULT 1;";
 
-static const char *const migrations[] = {schema_v1, schema_v2, schema_v3,
-                                         schema_v4, schema_v5, schema_v6};
+/*
+ * Version 7: the lease of a claimed outbox row.  With several nodes on one
+ * database a node that dies leaves its rows "sending"; another node takes
+ * them over once lease_until has passed, never before (db_outbox.c).
+ */
+static const char schema_v7[] =
+    "ALTER TABLE outbox ADD COLUMN lease_until {int} NOT NULL DEFAULT 0;"
+    "CREATE INDEX outbox_lease ON outbox(lease_until) WHERE state = 'sending';";
+
+/*
+ * Version 8: jobs one node at a time runs for the provider (the daily seal
+ * and the retention purge), each held by a node until a time.
+ */
+static const char schema_v8[] =
+    "CREATE TABLE jobs (name TEXT PRIMARY KEY, node {int} NOT NULL, until {int} NOT NULL)"
+    "{norowid};";
+
+static const char *const migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4,
+                                         schema_v5, schema_v6, schema_v7, schema_v8};
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
-static int user_version(struct pec_store *st, int *version, char *err, size_t errlen)
-{
-    sqlite3_stmt *s = sq_prep(st, "PRAGMA user_version", err, errlen);
-
-    if (s == NULL)
-        return -1;
-    if (sqlite3_step(s) != SQLITE_ROW) {
-        sq_db_fail(st, "reading the schema version", err, errlen);
-        sq_release(st, s);
-        return -1;
-    }
-    *version = sqlite3_column_int(s, 0);
-    sq_release(st, s);
-    return 0;
-}
-
-int sq_migrate(struct pec_store *st, char *err, size_t errlen)
+int db_migrate(struct pec_store *st, char *err, size_t errlen)
 {
     int version;
-    char sql[64];
+    char what[64];
 
-    if (sq_exec(st, "BEGIN IMMEDIATE", "starting the schema check", err, errlen) < 0)
+    if (db_begin(st, err, errlen) < 0)
         return -1;
-    if (user_version(st, &version, err, errlen) < 0)
+    if (st->drv->version_get(st, &version, err, errlen) < 0)
         goto fail;
     if (version > SCHEMA_VERSION) {
-        sq_seterr(
+        db_seterr(
             err, errlen,
             "store %s: schema version %d was written by a newer pecmilter (this one knows %d)",
             st->path, version, SCHEMA_VERSION);
         goto fail;
     }
+    if (version == SCHEMA_VERSION)
+        return db_commit(st, err, errlen);
     for (int v = version; v < SCHEMA_VERSION; v++) {
-        snprintf(sql, sizeof(sql), "migrating the schema to version %d", v + 1);
-        if (sq_exec(st, migrations[v], sql, err, errlen) < 0)
+        snprintf(what, sizeof(what), "migrating the schema to version %d", v + 1);
+        if (st->drv->script(st, migrations[v], what, err, errlen) < 0)
             goto fail;
     }
-    snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", SCHEMA_VERSION);
-    if (sq_exec(st, sql, "setting the schema version", err, errlen) < 0 ||
-        sq_exec(st, "COMMIT", "committing the schema", err, errlen) < 0)
+    if (st->drv->version_set(st, SCHEMA_VERSION, err, errlen) < 0 || db_commit(st, err, errlen) < 0)
         goto fail;
     return 0;
 fail:
-    sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    db_rollback(st);
     return -1;
-}
-
-int sq_integrity(struct pec_store *st, char *err, size_t errlen)
-{
-    sqlite3_stmt *s = sq_prep(st, "PRAGMA integrity_check(1)", err, errlen);
-    int rc;
-
-    if (s == NULL)
-        return -1;
-    rc = sqlite3_step(s);
-    if (rc != SQLITE_ROW) {
-        sq_db_fail(st, "integrity check", err, errlen);
-        sq_release(st, s);
-        return -1;
-    }
-    if (strcmp(sq_col(s, 0), "ok") != 0) {
-        char *why = sq_coldup(s, 0);
-        for (char *p = why; *p; p++)
-            if (*p == '\n')
-                *p = ' ';
-        sq_seterr(err, errlen, "store %s: integrity check failed: %s", st->path, why);
-        free(why);
-        sq_release(st, s);
-        return -1;
-    }
-    sq_release(st, s);
-    return 0;
-}
-
-int sq_wal_mode(struct pec_store *st, char *err, size_t errlen)
-{
-    sqlite3_stmt *s = sq_prep(st, "PRAGMA journal_mode=WAL", err, errlen);
-
-    if (s == NULL)
-        return -1;
-    if (sqlite3_step(s) != SQLITE_ROW) {
-        sq_db_fail(st, "setting WAL mode", err, errlen);
-        sq_release(st, s);
-        return -1;
-    }
-    if (strcasecmp(sq_col(s, 0), "wal") != 0) {
-        sq_seterr(err, errlen, "store %s: cannot use WAL mode (journal mode stays %s)", st->path,
-                  sq_col(s, 0));
-        sq_release(st, s);
-        return -1;
-    }
-    sq_release(st, s);
-    return 0;
 }

@@ -1,12 +1,11 @@
 /*
- * sqlite_log - the registro read back in order or by filter, its bounds,
+ * db_log - the registro read back in order or by filter, its bounds,
  * the daily seals, and the retention purge of the log and the tables that
- * grow with every message.
+ * grow with every message; the jobs that one node at a time runs.
  */
-#include "store/sqlite_int.h"
+#include "store/db_int.h"
 #include "util/xalloc.h"
 
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,22 +13,22 @@
 
 /* ---------------------------------------------------------------- the log */
 
-static void read_record(sqlite3_stmt *s, struct pec_record *r)
+static void read_record(struct db_stmt *s, struct pec_record *r)
 {
     const char **v[] = {&r->evento,     &r->tipo,     &r->label,         &r->identificativo,
                         &r->queue_id,   &r->mittente, &r->destinatari,   &r->oggetto,
                         &r->message_id, &r->gestore,  &r->tipo_ricevuta, &r->consegna,
                         &r->ricezione,  &r->errore,   &r->virus,         &r->errore_esteso};
 
-    r->seq = sqlite3_column_int64(s, 0);
-    r->at = (time_t)sqlite3_column_int64(s, 1);
+    r->seq = db_coli(s, 0);
+    r->at = (time_t)db_coli(s, 1);
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
-        *v[i] = sq_col(s, (int)i + 2);
-    snprintf(r->prev, sizeof(r->prev), "%s", sq_col(s, 18));
-    snprintf(r->hash, sizeof(r->hash), "%s", sq_col(s, 19));
-    r->client_msgid = sq_col(s, 20);
-    r->node = sq_col(s, 21);
-    r->form = sqlite3_column_int(s, 22);
+        *v[i] = db_col(s, (int)i + 2);
+    snprintf(r->prev, sizeof(r->prev), "%s", db_col(s, 18));
+    snprintf(r->hash, sizeof(r->hash), "%s", db_col(s, 19));
+    r->client_msgid = db_col(s, 20);
+    r->node = db_col(s, 21);
+    r->form = db_coli(s, 22);
 }
 
 /* Is ADDR one of "a (certificato), b (esterno)"? Case-insensitive, whole addresses. */
@@ -55,12 +54,12 @@ int pec_store_log_each(struct pec_store *st, const struct pec_log_filter *f,
                        size_t errlen)
 {
     static const struct pec_log_filter none;
-    sqlite3_stmt *s;
+    struct db_stmt *s;
     int rc, stop = 0;
 
     if (f == NULL)
         f = &none;
-    if (sq_enter(st, err, errlen) < 0)
+    if (db_enter(st, err, errlen) < 0)
         return -1;
 #define LOG_QUERY(BY_ID)                                                                           \
     "SELECT seq, at, evento, tipo, label, identificativo, queue_id, mittente,"                     \
@@ -74,31 +73,31 @@ int pec_store_log_each(struct pec_store *st, const struct pec_log_filter *f,
      * receives) the condition must be plain, or SQLite walks the whole log
      * instead of using registro_identificativo.
      */
-    s = sq_prep(st, f->identificativo ? LOG_QUERY("identificativo = ?1") : LOG_QUERY("?1 IS NULL"),
+    s = db_prep(st, f->identificativo ? LOG_QUERY("identificativo = ?1") : LOG_QUERY("?1 IS NULL"),
                 err, errlen);
 #undef LOG_QUERY
     if (s == NULL) {
-        sq_leave(st);
+        db_leave(st);
         return -1;
     }
     if (f->identificativo)
-        sq_bt(s, 1, f->identificativo);
+        db_bt(s, 1, f->identificativo);
     if (f->mittente)
-        sq_bt(s, 2, f->mittente);
-    sq_bi(s, 3, f->since);
-    sq_bi(s, 4, f->until);
-    sq_bi(s, 5, f->from_seq);
-    sq_bi(s, 6, f->to_seq);
-    while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        db_bt(s, 2, f->mittente);
+    db_bi(s, 3, f->since);
+    db_bi(s, 4, f->until);
+    db_bi(s, 5, f->from_seq);
+    db_bi(s, 6, f->to_seq);
+    while (!stop && (rc = db_step(st, s)) == 1) {
         struct pec_record r;
         read_record(s, &r);
         if (f->destinatario == NULL || dest_contains(r.destinatari, f->destinatario))
             stop = fn(&r, arg);
     }
-    if (!stop && rc != SQLITE_DONE)
-        stop = sq_db_fail(st, "reading the log", err, errlen);
-    sq_release(st, s);
-    sq_leave(st);
+    if (!stop && rc != 0)
+        stop = db_fail(st, "reading the log", err, errlen);
+    db_release(st, s);
+    db_leave(st);
     return stop;
 }
 
@@ -108,43 +107,36 @@ int pec_store_log_bounds(struct pec_store *st, long long *purged_seq,
 {
     int rc;
 
-    if (sq_enter(st, err, errlen) < 0)
+    if (db_enter(st, err, errlen) < 0)
         return -1;
-    rc = (sq_meta_get_seq(st, "registro_purged_seq", purged_seq, err, errlen) < 0 ||
-          sq_meta_get(st, "registro_purged_hash", purged_hash, PEC_HASH_HEX, err, errlen) < 0 ||
-          sq_meta_get_seq(st, "registro_head_seq", head_seq, err, errlen) < 0 ||
-          sq_meta_get(st, "registro_head_hash", head_hash, PEC_HASH_HEX, err, errlen) < 0)
+    rc = (db_meta_get_seq(st, "registro_purged_seq", 0, purged_seq, err, errlen) < 0 ||
+          db_meta_get(st, "registro_purged_hash", 0, purged_hash, PEC_HASH_HEX, err, errlen) < 0 ||
+          db_meta_get_seq(st, "registro_head_seq", 0, head_seq, err, errlen) < 0 ||
+          db_meta_get(st, "registro_head_hash", 0, head_hash, PEC_HASH_HEX, err, errlen) < 0)
              ? -1
              : 0;
-    sq_leave(st);
+    db_leave(st);
     return rc;
 }
 
 int pec_store_seal_add(struct pec_store *st, const struct pec_seal *sl, char *err, size_t errlen)
 {
-    sqlite3_stmt *s;
-    int n;
+    struct db_stmt *s =
+        db_enter_prep(st,
+                      "INSERT INTO seals (first_seq, last_seq, day, file, last_hash,"
+                      " file_sha256, sealed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      err, errlen);
 
-    if (sq_enter(st, err, errlen) < 0)
+    if (s == NULL)
         return -1;
-    s = sq_prep(st,
-                "INSERT INTO seals (first_seq, last_seq, day, file, last_hash, file_sha256,"
-                " sealed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                err, errlen);
-    if (s == NULL) {
-        sq_leave(st);
-        return -1;
-    }
-    sq_bi(s, 1, sl->first_seq);
-    sq_bi(s, 2, sl->last_seq);
-    sq_bt(s, 3, sl->day);
-    sq_bt(s, 4, sl->file);
-    sq_bt(s, 5, sl->last_hash);
-    sq_bt(s, 6, sl->file_sha256);
-    sq_bi(s, 7, sl->sealed_at);
-    n = sq_run(st, s, "recording a seal", err, errlen);
-    sq_leave(st);
-    return n < 0 ? -1 : 0;
+    db_bi(s, 1, sl->first_seq);
+    db_bi(s, 2, sl->last_seq);
+    db_bt(s, 3, sl->day);
+    db_bt(s, 4, sl->file);
+    db_bt(s, 5, sl->last_hash);
+    db_bt(s, 6, sl->file_sha256);
+    db_bi(s, 7, sl->sealed_at);
+    return db_run_leave(st, s, "recording a seal", err, errlen) < 0 ? -1 : 0;
 }
 
 static void free_seals(struct pec_seal *v, size_t n)
@@ -158,33 +150,33 @@ static void free_seals(struct pec_seal *v, size_t n)
 static int read_seals(struct pec_store *st, struct pec_seal **out, size_t *n, char *err,
                       size_t errlen)
 {
-    sqlite3_stmt *s = sq_prep(st,
-                              "SELECT day, file, first_seq, last_seq, last_hash, file_sha256,"
-                              " sealed_at FROM seals ORDER BY first_seq",
-                              err, errlen);
+    struct db_stmt *s = db_prep(st,
+                                "SELECT day, file, first_seq, last_seq, last_hash, file_sha256,"
+                                " sealed_at FROM seals ORDER BY first_seq",
+                                err, errlen);
     int rc;
 
     *out = NULL;
     *n = 0;
     if (s == NULL)
         return -1;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    while ((rc = db_step(st, s)) == 1) {
         struct pec_seal *sl;
         *out = xrealloc(*out, (*n + 1) * sizeof(**out));
         sl = &(*out)[(*n)++];
         memset(sl, 0, sizeof(*sl));
-        snprintf(sl->day, sizeof(sl->day), "%s", sq_col(s, 0));
-        sl->file = sq_coldup(s, 1);
-        sl->first_seq = sqlite3_column_int64(s, 2);
-        sl->last_seq = sqlite3_column_int64(s, 3);
-        snprintf(sl->last_hash, sizeof(sl->last_hash), "%s", sq_col(s, 4));
-        snprintf(sl->file_sha256, sizeof(sl->file_sha256), "%s", sq_col(s, 5));
-        sl->sealed_at = (time_t)sqlite3_column_int64(s, 6);
+        snprintf(sl->day, sizeof(sl->day), "%s", db_col(s, 0));
+        sl->file = db_coldup(s, 1);
+        sl->first_seq = db_coli(s, 2);
+        sl->last_seq = db_coli(s, 3);
+        snprintf(sl->last_hash, sizeof(sl->last_hash), "%s", db_col(s, 4));
+        snprintf(sl->file_sha256, sizeof(sl->file_sha256), "%s", db_col(s, 5));
+        sl->sealed_at = (time_t)db_coli(s, 6);
     }
-    sq_release(st, s);
-    if (rc != SQLITE_DONE) {
+    db_release(st, s);
+    if (rc != 0) {
         free_seals(*out, *n);
-        return sq_db_fail(st, "reading the seals", err, errlen);
+        return db_fail(st, "reading the seals", err, errlen);
     }
     return 0;
 }
@@ -196,10 +188,10 @@ int pec_store_seals_each(struct pec_store *st, int (*fn)(const struct pec_seal *
     size_t n;
     int rc, stop = 0;
 
-    if (sq_enter(st, err, errlen) < 0)
+    if (db_enter(st, err, errlen) < 0)
         return -1;
     rc = read_seals(st, &v, &n, err, errlen);
-    sq_leave(st);
+    db_leave(st);
     if (rc < 0)
         return -1;
     /* called without the handle's lock: FN may use the store */
@@ -212,37 +204,37 @@ int pec_store_seals_each(struct pec_store *st, int (*fn)(const struct pec_seal *
 /* The log part of a purge: records through THROUGH, their seals, the new anchor. */
 static int purge_log(struct pec_store *st, long long through, char *err, size_t errlen)
 {
-    sqlite3_stmt *s;
+    struct db_stmt *s;
     char hash[PEC_HASH_HEX];
     int rc;
 
-    s = sq_prep(st, "SELECT last_hash FROM seals WHERE last_seq = ?", err, errlen);
+    s = db_prep(st, "SELECT last_hash FROM seals WHERE last_seq = ?", err, errlen);
     if (s == NULL)
         return -1;
-    sq_bi(s, 1, through);
-    rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW)
-        snprintf(hash, sizeof(hash), "%s", sq_col(s, 0));
-    else if (rc == SQLITE_DONE)
-        sq_seterr(err, errlen, "store %s: purge: record %lld does not end a seal", st->path,
+    db_bi(s, 1, through);
+    rc = db_step(st, s);
+    if (rc == 1)
+        snprintf(hash, sizeof(hash), "%s", db_col(s, 0));
+    else if (rc == 0)
+        db_seterr(err, errlen, "store %s: purge: record %lld does not end a seal", st->path,
                   through);
     else
-        sq_db_fail(st, "purge", err, errlen);
-    sq_release(st, s);
-    if (rc != SQLITE_ROW)
+        db_fail(st, "purge", err, errlen);
+    db_release(st, s);
+    if (rc != 1)
         return -1;
-    if ((s = sq_prep(st, "DELETE FROM registro WHERE seq <= ?", err, errlen)) == NULL)
+    if ((s = db_prep(st, "DELETE FROM registro WHERE seq <= ?", err, errlen)) == NULL)
         return -1;
-    sq_bi(s, 1, through);
-    if (sq_run(st, s, "purging the log", err, errlen) < 0)
+    db_bi(s, 1, through);
+    if (db_run(st, s, "purging the log", err, errlen) < 0)
         return -1;
-    if ((s = sq_prep(st, "DELETE FROM seals WHERE last_seq <= ?", err, errlen)) == NULL)
+    if ((s = db_prep(st, "DELETE FROM seals WHERE last_seq <= ?", err, errlen)) == NULL)
         return -1;
-    sq_bi(s, 1, through);
-    if (sq_run(st, s, "purging the seals", err, errlen) < 0)
+    db_bi(s, 1, through);
+    if (db_run(st, s, "purging the seals", err, errlen) < 0)
         return -1;
-    return sq_meta_set_seq(st, "registro_purged_seq", through, err, errlen) < 0 ||
-                   sq_meta_set(st, "registro_purged_hash", hash, err, errlen) < 0
+    return db_meta_set_seq(st, "registro_purged_seq", through, err, errlen) < 0 ||
+                   db_meta_set(st, "registro_purged_hash", hash, err, errlen) < 0
                ? -1
                : 0;
 }
@@ -250,31 +242,68 @@ static int purge_log(struct pec_store *st, long long through, char *err, size_t 
 static int purge_before(struct pec_store *st, const char *sql, time_t before, char *err,
                         size_t errlen)
 {
-    sqlite3_stmt *s = sq_prep(st, sql, err, errlen);
+    struct db_stmt *s = db_prep(st, sql, err, errlen);
 
     if (s == NULL)
         return -1;
-    sq_bi(s, 1, before);
-    return sq_run(st, s, "purge", err, errlen) < 0 ? -1 : 0;
+    db_bi(s, 1, before);
+    return db_run(st, s, "purge", err, errlen) < 0 ? -1 : 0;
 }
 
 int pec_store_log_purge(struct pec_store *st, long long through_seq, time_t before, char *err,
                         size_t errlen)
 {
-    if (sq_enter(st, err, errlen) < 0)
+    if (db_enter(st, err, errlen) < 0)
         return -1;
-    if (sq_begin(st, err, errlen) < 0 ||
+    if (db_begin(st, err, errlen) < 0 ||
         (through_seq > 0 && purge_log(st, through_seq, err, errlen) < 0) ||
         purge_before(st, "DELETE FROM outbox WHERE state = 'sent' AND sent_at < ?", before, err,
                      errlen) < 0 ||
         purge_before(st, "DELETE FROM transactions WHERE submitted < ?", before, err, errlen) < 0 ||
         purge_before(st, "DELETE FROM delivered WHERE at < ?", before, err, errlen) < 0 ||
         purge_before(st, "DELETE FROM refused WHERE at < ?", before, err, errlen) < 0 ||
-        sq_commit(st, err, errlen) < 0) {
-        sq_rollback(st);
-        sq_leave(st);
+        db_commit(st, err, errlen) < 0) {
+        db_rollback(st);
+        db_leave(st);
         return -1;
     }
-    sq_leave(st);
+    db_leave(st);
     return 0;
+}
+
+/* ---------------------------------------------------------------- jobs */
+
+int pec_store_job_take(struct pec_store *st, const char *name, long long node, time_t now,
+                       time_t until, char *err, size_t errlen)
+{
+    /* on PostgreSQL a second node's insert waits for the first's, then sees its row */
+    struct db_stmt *s =
+        db_enter_prep(st,
+                      "INSERT INTO jobs (name, node, until) VALUES (?1, ?2, ?4) ON CONFLICT (name)"
+                      " DO UPDATE SET node = excluded.node, until = excluded.until"
+                      " WHERE jobs.until <= ?3 OR jobs.node = excluded.node",
+                      err, errlen);
+    int n;
+
+    if (s == NULL)
+        return -1;
+    db_bt(s, 1, name);
+    db_bi(s, 2, node);
+    db_bi(s, 3, now);
+    db_bi(s, 4, until);
+    n = db_run_leave(st, s, "taking a job", err, errlen);
+    return n < 0 ? -1 : n > 0;
+}
+
+int pec_store_job_done(struct pec_store *st, const char *name, long long node, char *err,
+                       size_t errlen)
+{
+    struct db_stmt *s =
+        db_enter_prep(st, "UPDATE jobs SET until = 0 WHERE name = ? AND node = ?", err, errlen);
+
+    if (s == NULL)
+        return -1;
+    db_bt(s, 1, name);
+    db_bi(s, 2, node);
+    return db_run_leave(st, s, "ending a job", err, errlen) < 0 ? -1 : 0;
 }
