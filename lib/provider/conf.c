@@ -503,13 +503,13 @@ static int nodes_consistency(const struct pec_config *cfg, const char *file, cha
 {
     if (pec_store_file(cfg->store) != NULL || strcmp(cfg->shared_storage, "yes") == 0)
         return 0;
-    seterr(err, errlen,
-           "%s: shared_storage: a PostgreSQL store wants seal_dir, quarantine_dir%s on storage"
-           " every node sharing it mounts (or one node): say so with shared_storage = \"yes\"",
-           file,
-           strcmp(cfg->mailbox_backend, "maildir") == 0
-               ? " and maildir_root (or mailbox_backend \"lmtp\")"
-               : "");
+    pec_seterr(err, errlen,
+               "%s: shared_storage: a PostgreSQL store wants seal_dir, quarantine_dir%s on storage"
+               " every node sharing it mounts (or one node): say so with shared_storage = \"yes\"",
+               file,
+               strcmp(cfg->mailbox_backend, "maildir") == 0
+                   ? " and maildir_root (or mailbox_backend \"lmtp\")"
+                   : "");
     return -1;
 }
 

@@ -16,17 +16,6 @@
 
 #define BUSY_TIMEOUT_MS 5000
 
-void db_seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 int db_fail(struct pec_store *st, const char *what, char *err, size_t errlen)
 {
     return st->drv->fail(st, what, err, errlen);
@@ -120,7 +109,7 @@ struct pec_store *pec_store_open(const char *spec, int flags, char *err, size_t 
     struct pec_store *st;
 
     if (file != NULL && *file == '\0') {
-        db_seterr(err, errlen, "store: no file name given");
+        pec_seterr(err, errlen, "store: no file name given");
         return NULL;
     }
     st = xcalloc(1, sizeof(*st));
@@ -389,7 +378,7 @@ int db_meta_get(struct pec_store *st, const char *key, int lock, char *out, size
     rc = db_step(st, s);
     if (rc != 1) {
         if (rc == 0)
-            db_seterr(err, errlen, "store %s: meta key %s is missing", st->path, key);
+            pec_seterr(err, errlen, "store %s: meta key %s is missing", st->path, key);
         else
             db_fail(st, "reading meta", err, errlen);
         db_release(st, s);
@@ -420,7 +409,7 @@ int db_meta_get_seq(struct pec_store *st, const char *key, int lock, long long *
         return -1;
     *v = strtoll(buf, &end, 10);
     if (*buf == '\0' || *end != '\0' || *v < 0) {
-        db_seterr(err, errlen, "store %s: meta %s is not a number: \"%s\"", st->path, key, buf);
+        pec_seterr(err, errlen, "store %s: meta %s is not a number: \"%s\"", st->path, key, buf);
         return -1;
     }
     return 0;

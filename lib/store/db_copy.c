@@ -197,8 +197,8 @@ static int copy_all(struct pec_store *from, struct pec_store *to, long long *row
     for (size_t i = 0; i < ntables; i++) {
         if ((rc = has_rows(to, tables[i].name, err, errlen)) != 0) {
             if (rc > 0)
-                db_seterr(err, errlen, "store %s: not empty: its table %s has rows", to->path,
-                          tables[i].name);
+                pec_seterr(err, errlen, "store %s: not empty: its table %s has rows", to->path,
+                           tables[i].name);
             return -1;
         }
     }

@@ -24,6 +24,7 @@
 #define PEC_STORE_DB_INT_H
 
 #include "store/store.h"
+#include "util/err.h"
 
 #include <pthread.h>
 #include <stddef.h>
@@ -114,9 +115,7 @@ struct db_driver {
 
 extern const struct db_driver db_sqlite, db_pg;
 
-/* db.c: errors */
-void db_seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* db.c: errors (the one-line err of util/err.h) */
 int db_fail(struct pec_store *st, const char *what, char *err, size_t errlen);
 
 /* db.c: SQL with the driver's tokens expanded (malloc'd); *NPAR: the highest ?N */

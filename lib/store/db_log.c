@@ -216,8 +216,8 @@ static int purge_log(struct pec_store *st, long long through, char *err, size_t 
     if (rc == 1)
         snprintf(hash, sizeof(hash), "%s", db_col(s, 0));
     else if (rc == 0)
-        db_seterr(err, errlen, "store %s: purge: record %lld does not end a seal", st->path,
-                  through);
+        pec_seterr(err, errlen, "store %s: purge: record %lld does not end a seal", st->path,
+                   through);
     else
         db_fail(st, "purge", err, errlen);
     db_release(st, s);

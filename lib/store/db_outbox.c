@@ -179,8 +179,8 @@ static int finish_sending(struct pec_store *st, struct db_stmt *s, long long id,
     int n = db_run(st, s, what, err, errlen);
 
     if (n == 0)
-        db_seterr(err, errlen, "store %s: %s: outbox row %lld is not being sent", st->path, what,
-                  id);
+        pec_seterr(err, errlen, "store %s: %s: outbox row %lld is not being sent", st->path, what,
+                   id);
     return n == 1 ? 0 : -1;
 }
 

@@ -139,7 +139,7 @@ int db_migrate(struct pec_store *st, char *err, size_t errlen)
     if (st->drv->version_get(st, &version, err, errlen) < 0)
         goto fail;
     if (version > SCHEMA_VERSION) {
-        db_seterr(
+        pec_seterr(
             err, errlen,
             "store %s: schema version %d was written by a newer pecmilter (this one knows %d)",
             st->path, version, SCHEMA_VERSION);

@@ -118,8 +118,8 @@ static int pg_fail(struct pec_store *st, const char *what, char *err, size_t err
 {
     struct pg_conn *c = st->conn;
 
-    db_seterr(err, errlen, "store %s: %s: %s", st->path, what,
-              c->error ? c->error : PQerrorMessage(c->pg));
+    pec_seterr(err, errlen, "store %s: %s: %s", st->path, what,
+               c->error ? c->error : PQerrorMessage(c->pg));
     return -1;
 }
 
@@ -421,8 +421,8 @@ static int pg_version_get(struct pec_store *st, int *v, char *err, size_t errlen
                         "reading the schema version", &text, err, errlen) < 0)
             return -1;
         if (text == NULL) {
-            db_seterr(err, errlen, "store %s: a table meta without schema_version: not a store",
-                      st->path);
+            pec_seterr(err, errlen, "store %s: a table meta without schema_version: not a store",
+                       st->path);
             return -1;
         }
         *v = atoi(text);
@@ -431,7 +431,7 @@ static int pg_version_get(struct pec_store *st, int *v, char *err, size_t errlen
     }
     free(text);
     if (c->nocreate) {
-        db_seterr(err, errlen, "store %s: the database holds no store", st->path);
+        pec_seterr(err, errlen, "store %s: the database holds no store", st->path);
         return -1;
     }
     *v = 0;
@@ -528,10 +528,10 @@ static int pg_claim_node(struct pec_store *st, char *err, size_t errlen)
         }
         nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
     }
-    db_seterr(err, errlen,
-              "store %s: node_id %lld is in use by another pecmilter on this database"
-              " (give each node its own node_id)",
-              st->path, st->node_id);
+    pec_seterr(err, errlen,
+               "store %s: node_id %lld is in use by another pecmilter on this database"
+               " (give each node its own node_id)",
+               st->path, st->node_id);
     return -1;
 }
 
@@ -600,7 +600,7 @@ static int pg_open(struct pec_store *st, int flags, char *err, size_t errlen)
     c->pg = PQconnectdbParams(connect_keys, connect_values(st->spec, values), 1);
     if (c->pg == NULL || PQstatus(c->pg) != CONNECTION_OK) {
         set_error(st, c->pg ? PQerrorMessage(c->pg) : "out of memory");
-        db_seterr(err, errlen, "store %s: cannot connect: %s", st->path, c->error);
+        pec_seterr(err, errlen, "store %s: cannot connect: %s", st->path, c->error);
         pg_close(st);
         return -1;
     }

@@ -106,10 +106,10 @@ static int sq_fail(struct pec_store *st, const char *what, char *err, size_t err
     int sys = sqlite3_system_errno(c->db);
 
     if (needs_reopen(rc) && sys != 0)
-        db_seterr(err, errlen, "store %s: %s: %s (%s)", st->path, what, sqlite3_errmsg(c->db),
-                  strerror(sys));
+        pec_seterr(err, errlen, "store %s: %s: %s (%s)", st->path, what, sqlite3_errmsg(c->db),
+                   strerror(sys));
     else
-        db_seterr(err, errlen, "store %s: %s: %s", st->path, what, sqlite3_errmsg(c->db));
+        pec_seterr(err, errlen, "store %s: %s: %s", st->path, what, sqlite3_errmsg(c->db));
     if (needs_reopen(rc))
         st->broken = 1;
     /* plain SQLITE_BUSY: the busy handler gave up (not BUSY_SNAPSHOT or RECOVERY) */
@@ -350,7 +350,7 @@ static int sq_integrity(struct pec_store *st, char *err, size_t errlen)
         for (char *p = why; *p; p++)
             if (*p == '\n')
                 *p = ' ';
-        db_seterr(err, errlen, "store %s: integrity check failed: %s", st->path, why);
+        pec_seterr(err, errlen, "store %s: integrity check failed: %s", st->path, why);
         free(why);
         return -1;
     }
@@ -365,8 +365,8 @@ static int wal_mode(struct pec_store *st, char *err, size_t errlen)
     if (pragma_row(st, "PRAGMA journal_mode=WAL", "setting WAL mode", &mode, err, errlen) < 0)
         return -1;
     if (strcasecmp(mode, "wal") != 0) {
-        db_seterr(err, errlen, "store %s: cannot use WAL mode (journal mode stays %s)", st->path,
-                  mode);
+        pec_seterr(err, errlen, "store %s: cannot use WAL mode (journal mode stays %s)", st->path,
+                   mode);
         free(mode);
         return -1;
     }
@@ -388,9 +388,9 @@ static int sq_open(struct pec_store *st, int flags, char *err, size_t errlen)
     st->conn = c;
     if (sqlite3_open_v2(st->spec, &c->db, oflags, NULL) != SQLITE_OK) {
         if (c->db == NULL)
-            db_seterr(err, errlen, "store %s: cannot open: out of memory", st->path);
+            pec_seterr(err, errlen, "store %s: cannot open: out of memory", st->path);
         else
-            db_seterr(err, errlen, "store %s: cannot open: %s", st->path, sqlite3_errmsg(c->db));
+            pec_seterr(err, errlen, "store %s: cannot open: %s", st->path, sqlite3_errmsg(c->db));
         sq_close(st);
         return -1;
     }
