@@ -59,7 +59,8 @@ class PostgresqlStoreTest(unittest.TestCase):
             m.negotiate()
             return m.send_message(message(n), "<mario@pec-a.test>", ["<luigi@pec-b.test>"],
                                   connect_macros={"{daemon_name}": "pec-submission"},
-                                  macros={"M": {"{auth_authen}": "mario@pec-a.test"}})
+                                  macros={"M": {"{auth_authen}": "mario@pec-a.test",
+                                                "{tls_version}": "TLSv1.3"}})
 
     def count(self, table):
         return int(self.pg.query("pec", "SELECT count(*) FROM %s" % table)[0])
