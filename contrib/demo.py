@@ -28,6 +28,7 @@ in DIR/demo-state.json, which stop reads.
 """
 import argparse
 import email.header
+import grp
 import json
 import os
 import re
@@ -227,8 +228,16 @@ def start(d, build):
     for n in ("a", "b"):
         ndir = os.path.join(d, n)
         os.makedirs(os.path.join(ndir, "mail"))
+        # README step 5: the sockets' directory is pecmilter's (root here), group
+        # postfix, setgid, and the sockets (umask 007) are for pecmilter and Postfix alone
+        sockdir = os.path.join(ndir, "pecmilter")
+        os.makedirs(sockdir)
+        os.chown(sockdir, 0, grp.getgrnam("postfix").gr_gid)
+        os.chmod(sockdir, 0o2750)
         settings[n] = config.write(
-            os.path.join(ndir, "pecmilter.conf"), n,
+            os.path.join(ndir, "pecmilter.conf"), n, umask="007",
+            milter_socket="unix:" + os.path.join(sockdir, "milter.sock"),
+            lmtp_socket="unix:" + os.path.join(sockdir, "lmtp.sock"),
             roles={"pec-submission": "access", "pec-mx": "reception"},
             reinject="smtp:%s:%d" % (ip[n], pf.free_port(ip[n])),
             mailbox_backend="maildir", maildir_root=os.path.join(ndir, "mail"),

@@ -4,6 +4,7 @@ message from A to two users of B and one ordinary address; the whole chain of
 receipts must arrive, every message verify with pecverify, the demo exit 0;
 stop leaves nothing behind.
 """
+import grp
 import os
 import re
 import subprocess
@@ -45,6 +46,13 @@ class DemoTest(unittest.TestCase):
             self.assertEqual(pf.leftovers(run), set())
 
     def check_start(self, run, rc, stdout, out):
+        # the milter and LMTP sockets are pecmilter's and Postfix's alone (issue 17: a
+        # world-writable LMTP socket let anyone store a message in a PEC mailbox)
+        for n in ("a", "b"):
+            for name in ("milter.sock", "lmtp.sock"):
+                st = os.stat(os.path.join(run, n, "pecmilter", name))
+                self.assertEqual(st.st_mode & 0o007, 0, "%s/%s is open to others" % (n, name))
+                self.assertEqual(grp.getgrgid(st.st_gid).gr_name, "postfix")
         self.assertRegex(stdout, r"== sent mario\.rossi@pec-a\.test -> luigi\.bianchi@pec-b\.test, "
                                  r"carlo\.neri@example\.org, anna\.verdi@pec-b\.test through A's "
                                  r"submission \(XCLIENT LOGIN=mario\.rossi@pec-a\.test\): 250 ")

@@ -271,6 +271,12 @@ class AccessE2E(unittest.TestCase):
                                                  b"<trenta@client.pec-a.test>\r\n")
                          + len(busta.header("Message-ID")) - len(b"<trenta@client.pec-a.test>"))
         self.assertTrue(pc.endswith(b64 + b"--b1--\r\n"))
+        # above the shipped hard limit (message_size_limit, 35 MB) Postfix's own 552
+        over = raw.replace(b64 + b"--b1--", b64 + b64 + b"--b1--")
+        self.assertGreater(len(over), int(self.a.postconf("-h", "message_size_limit")))
+        code, text = self.submit(over, ["luigi@pec-b.test"])
+        self.assertEqual(code, 552, text)
+        self.assertIn("5.3.4", text)
 
     def test_6_same_provider(self):
         raw = message(subject="Tra colleghi", to="anna@pec-a.test")
