@@ -8,16 +8,11 @@
  * the privilege drop to `user`, the store (opened as `user`, so its files are
  * the daemon's; checked before detaching, so a bad store is a line on
  * stderr), then the outbox injector, the LMTP delivery point, the scheduler
- * (timeout notices, daily seal and purge) and the milter loop.  SIGTERM,
- * SIGINT and SIGHUP stop cleanly: the scheduler ends its round, deliveries
- * in progress queue their receipts, the injector lets the message in flight
- * get its answer, then the store is closed.  SIGUSR1 reloads.
- *
- * The milter loop (smfi_main) runs in a thread of its own while the main
- * thread takes the stop signals and asks libmilter to stop (smfi_stop,
- * run_milter).  A stop we asked for is a clean stop even when libmilter's
- * listener, racing the closing of its socket, reports a failure ("listenfd
- * corrupted"), which made a SIGTERM right after start an exit status of 1.
+ * (timeout notices, daily seal and purge) and the milter loop.  SIGTERM and
+ * SIGINT stop cleanly (libmilter's own signal thread): the scheduler ends
+ * its round, deliveries in progress queue their receipts, the injector lets
+ * the message in flight get its answer, then the store is closed.  SIGUSR1
+ * reloads.
  */
 #include "callbacks.h"
 #include "provider/conf.h"
@@ -31,7 +26,6 @@
 #include <errno.h>
 #include <grp.h>
 #include <libmilter/mfapi.h>
-#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -87,72 +81,6 @@ static void remove_socket(const char *spec)
         path = spec;
     if (path && unlink(path) != 0 && errno != ENOENT)
         log_warn(NULL, "cannot remove %s: %s", path, strerror(errno));
-}
-
-/* The main thread's wake-ups: a stop signal's number, or 0 when the milter loop ended. */
-static int wake[2] = {-1, -1};
-
-static void on_stop_signal(int sig)
-{
-    unsigned char b = (unsigned char)sig;
-    int e = errno;
-
-    if (write(wake[1], &b, 1) < 0) {
-        /* the pipe is full of stop requests already */
-    }
-    errno = e;
-}
-
-static void *milter_loop(void *arg)
-{
-    unsigned char done = 0;
-
-    *(int *)arg = smfi_main();
-    if (write(wake[1], &done, 1) < 0)
-        log_err(NULL, "milter loop: cannot wake the main thread: %s", strerror(errno));
-    return NULL;
-}
-
-/*
- * Run the milter loop until it ends or a stop signal in STOPS comes (blocked in every
- * thread so far).  The loop's thread inherits the block; then the main thread alone
- * takes the signals, with a handler: Linux gives a process signal to the main thread
- * first when it does not block it, so libmilter's own signal thread never sees them.
- * 0 when the loop ended cleanly or because we asked it to, else 1.
- */
-static int run_milter(const sigset_t *stops)
-{
-    struct sigaction sa = {.sa_handler = on_stop_signal};
-    int rc = MI_FAILURE, stopping = 0;
-    unsigned char b;
-    pthread_t t;
-
-    if (pipe(wake) != 0 || pthread_create(&t, NULL, milter_loop, &rc) != 0) {
-        log_err(NULL, "cannot start the milter loop: %s", strerror(errno));
-        return 1;
-    }
-    sigemptyset(&sa.sa_mask);
-    for (int sig = 1; sig < NSIG; sig++)
-        if (sigismember(stops, sig) == 1)
-            sigaction(sig, &sa, NULL);
-    pthread_sigmask(SIG_UNBLOCK, stops, NULL);
-    for (;;) {
-        ssize_t n = read(wake[0], &b, 1);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0 || b == 0)
-            break;
-        if (!stopping)
-            log_info(NULL, "%s: stopping", strsignal(b));
-        stopping = 1;
-        smfi_stop();
-    }
-    pthread_sigmask(SIG_BLOCK, stops, NULL);
-    pthread_join(t, NULL);
-    if (rc != MI_SUCCESS && stopping)
-        log_info(NULL, "libmilter's listener reported a failure while stopping: a clean stop");
-    return rc == MI_SUCCESS || stopping ? 0 : 1;
 }
 
 static int parse_umask(const char *text, mode_t *out)
@@ -265,8 +193,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     /*
      * Block the signals before any thread exists, so every thread inherits
-     * the mask: the main thread then takes SIGTERM/SIGINT/SIGHUP (clean
-     * stop, run_milter) and the reloader takes SIGUSR1.  A thread without the
+     * the mask: libmilter's signal thread then takes SIGTERM/SIGINT/SIGHUP
+     * (clean stop) and the reloader takes SIGUSR1.  A thread without the
      * mask would let SIGTERM kill the process outright.  Blocked before the
      * socket listens, too: whoever sees it accept may send SIGTERM at once,
      * and it must wait, pending, for the clean stop.
@@ -337,8 +265,7 @@ int main(int argc, char **argv)
     log_info(NULL, "pecmilter %s starting: milter on %s, LMTP on %s, store %s", PECMILTER_VERSION,
              cfg->milter_socket, cfg->lmtp_socket, shown);
     free(shown);
-    sigdelset(&set, SIGUSR1);
-    rc = run_milter(&set);
+    rc = smfi_main();
     log_info(NULL, "pecmilter stopping");
     remove_socket(cfg->milter_socket);
     /* deliveries in progress queue their receipts before the injector and store go */
@@ -349,5 +276,5 @@ int main(int argc, char **argv)
     runtime_store_close();
     pec_config_unref(cfg);
     log_close();
-    return rc;
+    return rc == MI_SUCCESS ? 0 : 1;
 }

@@ -18,8 +18,9 @@ delivery point over LMTP), both storing into Maildirs.  The cases, at least sixt
     self-signed one, by a listed provider for a domain it does not manage, a valid
     busta replayed, a valid busta with one byte changed in each of its parts, a
     truncated signature, a truncated message, daticert.xml with an external entity, an
-    entity-expansion bomb, every element repeated: never delivered as PEC, never a
-    consegna (a certificate revoked is not checked yet: nothing to test);
+    entity-expansion bomb, every element repeated, and (at A's port 25, A holding the
+    PEC CA's CRL) a busta signed by B after its certificate was revoked: never
+    delivered as PEC, never a consegna;
   - LMTP sessions that break the protocol, at B's delivery point directly: pipelining
     abuse, a DATA without end, 10,000 RCPTs, bare LF, over-long lines, junk, commands
     out of order, a message over the size limit;
@@ -347,6 +348,24 @@ class Hostile(unittest.TestCase):
             forged = forge.resign(self.busta("F03 dominio altrui"), "b")
             self.anomalia(forged, "F03 dominio altrui", sender=MARIO)
 
+        with self.case("F16 firmata da un certificato revocato"):
+            # B's certificate is revoked as of 2025-01-01 by the PEC CA's CRL (t/pki):
+            # A, given that CRL, takes what B signs now for ordinary mail, not PEC
+            original = plain("F16 revocata", sender=LUIGI, to=MARIO)
+            path = e2e.write(self.tmp, "orig-F16.eml", original)
+            r = subprocess.run([PECBUSTA, "-p", pki.PKI, "-s", "b", "-n", "Gestore B S.p.A.",
+                                path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self.assertEqual(r.returncode, 0, r.stderr.decode())
+            reloads = self.daemons["a"].stderr().count("configuration reloaded")
+            with e2e.reconfigured(self.conf["a"], self.set["a"], self.daemons["a"],
+                                  crl_file=pki.crl()):
+                e2e.retry(lambda: self.daemons["a"].stderr().count("configuration reloaded"),
+                          lambda n: n > reloads)
+                code, text = self.a.send("posta-certificata@pec-b.test", [MARIO], r.stdout,
+                                         timeout=300)
+                self.assertEqual(code, 250, text)
+                got = self.find(MARIO, rb"ANOMALIA MESSAGGIO: (?:[A-Z ]+: )?F16 revocata")
+            self.assertEqual(got.header("X-Trasporto"), "errore")
         with self.case("F04 busta valida ripetuta"):
             subject = "F04 busta ripetuta"
             genuine = self.busta(subject)

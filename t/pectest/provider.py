@@ -168,7 +168,8 @@ class Provider(pf.Postfix):
             ("unix:pecmilter/milter.sock", s["milter_socket"]),
             ("unix:pecmilter/lmtp.sock", s["lmtp_socket"]),
             ("/var/lib/pecmilter/tls-policy", s["tls_policy_file"]),
-            ("127.0.0.1:10025 inet", "%s:%d inet" % (self.ip, self.reinject_port)),
+            # reinject_port None: the listener is down (test_crash_listener), see master_cf()
+            ("127.0.0.1:10025 inet", "%s:%d inet" % (self.ip, self.reinject_port or 0)),
             ("smtp      inet", "%s:%d inet" % (self.ip, self.port)),
             ("submission inet", "%s:%d inet" % (self.ip, self.submission_port)),
         ]
@@ -234,6 +235,10 @@ class Provider(pf.Postfix):
         snippet = re.sub(r"(?m)^(%s:%d inet .*\n(?:[ \t]+.*\n)*)"
                          % (re.escape(self.ip), self.submission_port),
                          lambda mo: mo.group(1) + "  -o %s\n" % _XCLIENT, snippet)
+        if self.reinject_port is None:
+            # the reinjection listener taken away, -o lines and all (a test's outage)
+            snippet = re.sub(r"(?m)^%s:0 inet .*\n(?:[ \t]+.*\n)*" % re.escape(self.ip), "",
+                             snippet)
         text = "\n".join(dist) + "\n" + snippet
         for i, (dom, (ip, port)) in enumerate(self._peer_services()):
             text += ("peer-%d unix  -       -       n       -       -       smtp\n"
