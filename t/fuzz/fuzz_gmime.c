@@ -69,7 +69,10 @@ enum deliberate {
     /*
      * A quoted parameter value without its closing quote: mime.c takes the rest of the
      * field as the value, GMime keeps the opening quote in it.  Both are guesses at a
-     * broken field; neither makes a name the rules look for out of one that is not.
+     * broken field; neither makes a name the rules look for out of one that is not.  In
+     * a boundary the two then split the body differently, and nothing inside is
+     * compared: a busta so broken is not one for the inspector (its parts are not where
+     * the rules want them), and an opaque multipart is replaced whole in a breve.
      */
     D_UNTERMINATED_QUOTE,
     /*
@@ -463,6 +466,12 @@ static void compare(const unsigned char *data, size_t size, const struct node *a
              strcmp(a->subtype, b->subtype) != 0)
         fuzz_fail("at %s mime.c has a %s %s/%s, GMime a %s %s/%s", path, kind_name(a->kind),
                   a->type, a->subtype, kind_name(b->kind), b->type, b->subtype);
+    if (a->kind == MULTIPART && a->boundary != NULL && b->boundary != NULL &&
+        b->boundary[0] == '"' && strcmp(a->boundary, b->boundary + 1) == 0) {
+        /* the same unterminated quote, in a boundary: the two split nothing alike */
+        tolerated[D_UNTERMINATED_QUOTE]++;
+        return;
+    }
     if (a->kind == MULTIPART && !same_text(a->boundary, b->boundary))
         fuzz_fail("at %s the boundary is \"%s\" for mime.c, \"%s\" for GMime", path,
                   a->boundary ? a->boundary : "(none)", b->boundary ? b->boundary : "(none)");
