@@ -221,6 +221,7 @@ int main(int argc, char **argv)
     if (runtime_store_open(rt, err, sizeof(err)) < 0) {
         fprintf(stderr, "pecmilter: %s\n", err);
         remove_socket(cfg->milter_socket);
+        runtime_put(rt); /* nothing left behind: a sanitizer build would exit 1, not 73 */
         return 73;
     }
     if (!foreground) {

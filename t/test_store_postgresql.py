@@ -115,7 +115,7 @@ class PostgresqlStoreTest(unittest.TestCase):
         # (its milter socket opens before the store: it exits once the claim has waited)
         try:
             _, d3 = self.start("n3", 1)
-            self.assertEqual(d3.proc.wait(timeout=30), 73)
+            self.assertEqual(d3.proc.wait(timeout=30), 73, d3.stderr()[-3000:])
             why = d3.stderr()
         except daemon.DaemonError as e:
             why = str(e)
