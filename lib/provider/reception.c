@@ -793,6 +793,21 @@ static int wrong_party(const struct pec_rp_env *e, const struct pec_original *o,
 }
 
 /*
+ * OUT, which was to become a busta di anomalia, refused instead with RCODE XCODE: the
+ * anomaly and its batch dropped (the caller writes the text and, for a refusal for good,
+ * the record of refused mail).
+ */
+static void refuse_instead(struct pec_rp_outcome *out, const char *rcode, const char *xcode)
+{
+    pec_built_free(&out->anomalia);
+    pec_batch_free(out->batch);
+    out->batch = NULL;
+    out->action = PEC_RP_REJECT;
+    out->rcode = rcode;
+    out->xcode = xcode;
+}
+
+/*
  * An anomaly the MTA could not make: a message with more header fields than it can
  * delete (original.h) is refused for good instead, and recorded as refused mail is,
  * rather than failing in the MTA, after minutes, with an error the client retries.
@@ -807,12 +822,7 @@ static void unwrappable(const struct pec_rp_env *e, const struct pec_original *o
              "busta di anomalia",
              o->n_fields, PEC_HEADER_FIELDS_MAX);
     snprintf(was, sizeof(was), "%s", out->summary);
-    pec_built_free(&out->anomalia);
-    pec_batch_free(out->batch);
-    out->batch = NULL;
-    out->action = PEC_RP_REJECT;
-    out->rcode = "552";
-    out->xcode = "5.6.0";
+    refuse_instead(out, "552", "5.6.0");
     snprintf(out->text, sizeof(out->text),
              "%s (the message has %zu header fields, over the %d a busta di anomalia can be "
              "made of)",
@@ -855,12 +865,7 @@ static void no_mailbox(const struct pec_rp_env *e, const struct pec_original *o,
 
         ascii_copy(clean, sizeof(clean), own[bad]);
         snprintf(was, sizeof(was), "%s", out->summary);
-        pec_built_free(&out->anomalia);
-        pec_batch_free(out->batch);
-        out->batch = NULL;
-        out->action = PEC_RP_REJECT;
-        out->rcode = perm ? "550" : "451";
-        out->xcode = perm ? "5.1.1" : "4.3.0";
+        refuse_instead(out, perm ? "550" : "451", perm ? "5.1.1" : "4.3.0");
         snprintf(out->text, sizeof(out->text),
                  perm ? "<%s>: casella inesistente, il messaggio non e' stato accettato per alcun "
                         "destinatario (no such mailbox; no recipient of this message took it)"
