@@ -258,27 +258,37 @@ static void mime_tree(const unsigned char *base, struct pec_span e, int digest, 
     memset(n, 0, sizeof(*n));
     blank = pec_mime_split(e.p, e.len, &head, &body);
 
-    if (memchr(head.p, '\0', head.len) != NULL) {
+    if (memchr(head.p, '\0', head.len) != NULL)
         n->opaque = D_NUL_IN_HEADER + 1;
-        return;
-    }
-    for (size_t i = 0; i < head.len; i++) {
-        if (head.p[i] == '\r' && (i + 1 == head.len || head.p[i + 1] != '\n')) {
+    for (size_t i = 0; !n->opaque && i < head.len; i++)
+        if (head.p[i] == '\r' && (i + 1 == head.len || head.p[i + 1] != '\n'))
             n->opaque = D_BARE_CR_IN_HEADER + 1;
-            return;
-        }
-    }
     ctype = pec_mime_header(head, "Content-Type");
-    disp = pec_mime_header(head, "Content-Disposition");
-    cte = pec_mime_header(head, "Content-Transfer-Encoding");
     if (ctype != NULL && pec_mime_ctype_parse(ctype, &ct) != 0) {
         n->opaque = D_UNREADABLE_CONTENT_TYPE + 1;
         pec_mime_ctype_free(&ct);
         free(ctype);
-        free(disp);
-        free(cte);
         return;
     }
+    /*
+     * A multipart reusing an enclosing boundary makes the enclosing ones incomparable
+     * (D_REUSED_BOUNDARY), even when this part is itself not compared: GMime's reading
+     * of it still takes the enclosing delimiters.
+     */
+    boundary = ctype != NULL && strcasecmp(ct.type, "multipart") == 0
+                   ? pec_mime_param(&ct.params, "boundary")
+                   : NULL;
+    for (int i = 0; boundary != NULL && i < n_enclosing; i++)
+        if (strcmp(enclosing[i]->boundary, boundary) == 0)
+            enclosing[i]->opaque = D_REUSED_BOUNDARY + 1;
+    if (n->opaque) {
+        if (ctype != NULL)
+            pec_mime_ctype_free(&ct);
+        free(ctype);
+        return;
+    }
+    disp = pec_mime_header(head, "Content-Disposition");
+    cte = pec_mime_header(head, "Content-Transfer-Encoding");
     n->encoded_word = ctype != NULL && strstr(ctype, "=?") != NULL;
     if (ctype == NULL) {
         set_type(n, digest ? "message" : "text", digest ? "rfc822" : "plain");
@@ -286,15 +296,11 @@ static void mime_tree(const unsigned char *base, struct pec_span e, int digest, 
     } else {
         set_type(n, ct.type, ct.subtype);
     }
-    boundary = ct.type != NULL ? pec_mime_param(&ct.params, "boundary") : NULL;
     if (strcmp(n->type, "multipart") == 0) {
         struct pec_mime_multipart mp;
 
         n->kind = MULTIPART;
         n->boundary = boundary != NULL ? xstrdup(boundary) : NULL;
-        for (int i = 0; boundary != NULL && i < n_enclosing; i++)
-            if (strcmp(enclosing[i]->boundary, boundary) == 0)
-                enclosing[i]->opaque = D_REUSED_BOUNDARY + 1;
         if (boundary != NULL && depth < MAX_DEPTH &&
             pec_mime_multipart_split(body, boundary, 0, &mp) == 0) {
             n->child = calloc(mp.nparts ? mp.nparts : 1, sizeof(*n->child));
@@ -376,6 +382,26 @@ static void gmime_tree(GMimeObject *o, int depth, struct node *n)
 
 /* ---------------------------------------------------------------- the comparison */
 
+static const char *kind_name(enum kind k)
+{
+    return k == LEAF ? "leaf" : k == MULTIPART ? "multipart" : "message";
+}
+
+/* FUZZ_GMIME_TREES=1 prints both trees, for whoever triages a finding. */
+static void dump(const struct node *n, int depth)
+{
+    fprintf(stderr, "%*s%s %s/%s", 2 * depth, "", kind_name(n->kind), n->type, n->subtype);
+    if (n->boundary != NULL)
+        fprintf(stderr, " boundary=\"%s\"", n->boundary);
+    if (n->kind == LEAF)
+        fprintf(stderr, " body %lld-%lld", n->start, n->end);
+    if (n->opaque)
+        fprintf(stderr, " (opaque: %s)", deliberate_names[n->opaque - 1]);
+    fputc('\n', stderr);
+    for (size_t i = 0; i < n->nchild; i++)
+        dump(&n->child[i], depth + 1);
+}
+
 static unsigned long tolerated[D_COUNT];
 static unsigned long compared, skipped,
     warnings_seen[GMIME_CRIT_PART_WITHOUT_HEADERS_OR_CONTENT + 1];
@@ -443,11 +469,6 @@ static void compare_names(const struct node *a, const struct node *b, const char
         tolerated[D_FILENAME_CHARSET]++; /* one side is not printable ASCII */
     else
         fuzz_fail("at %s the file name is \"%s\" for mime.c, \"%s\" for GMime", path, x, y);
-}
-
-static const char *kind_name(enum kind k)
-{
-    return k == LEAF ? "leaf" : k == MULTIPART ? "multipart" : "message";
 }
 
 static void compare(const unsigned char *data, size_t size, const struct node *a,
@@ -540,6 +561,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     mime_tree(data, all, 0, 0, &a);
     if (top != NULL && warnings == 0) {
         gmime_tree(top, 0, &b);
+        if (getenv("FUZZ_GMIME_TREES") != NULL) {
+            fprintf(stderr, "mime.c:\n");
+            dump(&a, 1);
+            fprintf(stderr, "GMime:\n");
+            dump(&b, 1);
+        }
         compare(data, size, &a, &b, "1");
         node_free(&b);
         compared++;
