@@ -22,16 +22,20 @@
 #include "runtime.h"
 #include "scheduler.h"
 #include "selfcheck.h"
+#include "util/sock.h"
 
 #include <errno.h>
 #include <grp.h>
 #include <libmilter/mfapi.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DEFAULT_CONFIG "/etc/pecmilter/pecmilter.conf"
@@ -83,6 +87,40 @@ static void remove_socket(const char *spec)
         log_warn(NULL, "cannot remove %s: %s", path, strerror(errno));
 }
 
+/*
+ * libmilter's stop flag (its signal.c; 0 while running).  Not in mfapi.h, but
+ * exported by libmilter since 8.10 and what smfi_stop() and the signal thread set.
+ */
+extern int mi_stop(void);
+
+/*
+ * Once libmilter has been told to stop (SIGTERM, SIGINT, SIGHUP), its listener
+ * notices only when its select() on the milter socket returns: at the next
+ * connection or after up to five seconds (MI_CHK_TIME), holding the mutex the
+ * stop waits for all along.  The waker watches the flag and then connects to
+ * the socket itself until the loop has ended, so a stop takes a fraction of a
+ * second; the connection it makes closes at once, before any milter command.
+ */
+static atomic_int milter_loop_done;
+
+static void *listener_waker(void *arg)
+{
+    const char *spec = arg;
+    const struct timespec tick = {0, 50 * 1000 * 1000};
+    char err[256];
+
+    while (!atomic_load(&milter_loop_done) && mi_stop() == 0)
+        nanosleep(&tick, NULL);
+    while (!atomic_load(&milter_loop_done)) {
+        int fd = pec_sock_connect(spec, 1, err, sizeof(err));
+
+        if (fd >= 0)
+            close(fd);
+        nanosleep(&tick, NULL);
+    }
+    return NULL;
+}
+
 static int parse_umask(const char *text, mode_t *out)
 {
     char *end;
@@ -103,7 +141,8 @@ int main(int argc, char **argv)
     struct pec_config *cfg;
     sigset_t set;
     mode_t mask;
-    int rc;
+    int rc, waker_started;
+    pthread_t waker;
 
     while ((opt = getopt(argc, argv, "c:fnVh")) != -1) {
         switch (opt) {
@@ -266,7 +305,11 @@ int main(int argc, char **argv)
     log_info(NULL, "pecmilter %s starting: milter on %s, LMTP on %s, store %s", PECMILTER_VERSION,
              cfg->milter_socket, cfg->lmtp_socket, shown);
     free(shown);
+    waker_started = pthread_create(&waker, NULL, listener_waker, (void *)cfg->milter_socket) == 0;
     rc = smfi_main();
+    atomic_store(&milter_loop_done, 1);
+    if (waker_started)
+        pthread_join(waker, NULL);
     log_info(NULL, "pecmilter stopping");
     remove_socket(cfg->milter_socket);
     /* deliveries in progress queue their receipts before the injector and store go */
