@@ -17,14 +17,27 @@ daticert.xml is valid against the DTD ($PEC_SHARED_DIR/spec/daticert.dtd; skippe
 saying so, when absent).  On Sendmail: a formal error gets the 5xx reply naming it
 and the avviso di non accettazione; an unauthenticated submission is refused; with
 pecmilter unreachable the MTA answers 451 4.3.2 (F=T), never passing mail through.
+
+Issue 17, through the shipped snippet: a DSN of A's own MTA to a PEC user of A (a
+message to an ordinary server that refuses it at RCPT) reaches the delivery point
+without passing the reception point and lands wrapped as a busta di anomalia that
+verifies, never bare (both directions, so for Sendmail and for Postfix); an 8-bit
+original submitted to Sendmail for a B whose Postfix offers no 8BITMIME
+(smtpd_discard_ehlo_keywords) arrives as a 7-bit busta that verifies, its postacert
+decoding to the original's text.
 """
+import email
+import email.policy
 import os
 import re
+import smtplib
+import socket
 import subprocess
+import threading
 import time
 import unittest
 
-from pectest import config, daemon, e2e, env, pki
+from pectest import config, daemon, e2e, env, pecmail, pki
 from pectest import postfix as pf
 from pectest.provider import Provider
 from pectest import sendmail as sm
@@ -37,13 +50,62 @@ PASSWORD = "segreta-123"
 USERS = {"a": ("mario", "ricevute", "giulia"), "b": ("luigi", "anna", "ricevute")}
 
 
-def message(subject, to=LUIGI, cc=None, sender=MARIO, extra=b""):
-    return e2e.message(subject, to, sender, cc, extra)
+def message(subject, to=LUIGI, cc=None, sender=MARIO, extra=b"", body=b"Testo del messaggio.\r\n"):
+    return e2e.message(subject, to, sender, cc, extra, body)
+
+
+class Refuser:
+    """An ordinary (non-PEC) mail server that refuses every recipient at RCPT with
+    550 5.1.1: a message A relays to it earns a DSN of A's own MTA to the sender."""
+
+    def __init__(self, ip):
+        self.ip = ip
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((ip, 0))
+        self.port = self.sock.getsockname()[1]
+        self.refused = []               # the RCPT TO arguments it refused
+        self.sock.listen(8)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stop(self):
+        self.sock.close()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        with conn, conn.makefile("rb") as f:
+            conn.settimeout(60)
+            try:
+                conn.sendall(b"220 mx.ordinaria.test ESMTP\r\n")
+                for line in f:
+                    verb = line[:4].upper()
+                    if verb in (b"EHLO", b"HELO"):
+                        conn.sendall(b"250 mx.ordinaria.test\r\n")
+                    elif verb in (b"MAIL", b"RSET", b"NOOP"):
+                        conn.sendall(b"250 2.0.0 ok\r\n")
+                    elif verb == b"RCPT":
+                        self.refused.append(line[8:].strip().decode("ascii", "replace"))
+                        conn.sendall(b"550 5.1.1 no such user here\r\n")
+                    elif verb == b"QUIT":
+                        conn.sendall(b"221 2.0.0 bye\r\n")
+                        return
+                    else:
+                        conn.sendall(b"503 5.5.1 no valid recipients\r\n")
+            except OSError:
+                return
 
 
 class _Exchange:
     """A on MTA_A, B on MTA_B ("sendmail" or "postfix")."""
     MTA_A = MTA_B = None
+    B_EXTRA = None          # main.cf settings for a Postfix B beyond the shipped ones
 
     @classmethod
     def setUpClass(cls):
@@ -64,7 +126,11 @@ class _Exchange:
         # for a provider whose server offers no STARTTLS: a plain Postfix without TLS
         cls.c = pf.Postfix(work, "c", ip=pf.loopback_ip(3), mydomain="pec-a2.test",
                            virtual_domains=["pec-a2.test"])
-        lost_tls = {"pec-a2.test": (cls.c.ip, cls.c.port)}
+        a_only = {"pec-a2.test": (cls.c.ip, cls.c.port)}
+        # ordinaria.test, no PEC provider: its server refuses every recipient, so A's
+        # own MTA bounces what A relays to it (test_11)
+        cls.refuser = Refuser(pf.loopback_ip(4))
+        a_only["ordinaria.test"] = (cls.refuser.ip, cls.refuser.port)
         for name in ("a", "b"):
             base = os.path.join(work, name)
             os.makedirs(base)
@@ -84,7 +150,7 @@ class _Exchange:
             milter = "unix:" + config.socket_path(s)
             lmtp = config.socket_path(s, "lmtp_socket")
             peers = dict({domains[other]: (ips[other], ports[other])},
-                         **(lost_tls if name == "a" else {}))
+                         **(a_only if name == "a" else {}))
             if mta == "sendmail":
                 # the access map from the table pecctl writes, made before Sendmail starts
                 p = subprocess.run([env.program("pecctl"), "-c", conf, "tls-policy",
@@ -100,7 +166,8 @@ class _Exchange:
             else:
                 cls.mtas[name] = Provider(
                     work, name, s, ip=ips[name], port=ports[name],
-                    transports={d: "smtp:[%s]:%d" % peer for d, peer in peers.items()})
+                    transports={d: "smtp:[%s]:%d" % peer for d, peer in peers.items()},
+                    extra_main=cls.B_EXTRA if name == "b" else None)
         for name in ("a", "b"):
             d = daemon.start(cls.confs[name])
             pf.register_process(d.proc.pid, work)
@@ -112,7 +179,7 @@ class _Exchange:
     @classmethod
     def _stop(cls):
         e2e.stop_all(list(cls.mtas.values()) + list(cls.daemons.values())
-                     + [getattr(cls, "c", None)], cls.tmp)
+                     + [getattr(cls, "c", None), getattr(cls, "refuser", None)], cls.tmp)
 
     @classmethod
     def tearDownClass(cls):
@@ -202,6 +269,32 @@ class _Exchange:
 
     # -- the tests -------------------------------------------------------------
 
+    def test_11_own_mta_dsn_wrapped(self):
+        """A DSN made by A's own MTA for a PEC user of A (a message to an ordinary
+        address whose server refuses it) reaches the delivery point without passing the
+        reception point: it lands in the mailbox wrapped as a busta di anomalia signed
+        by A, the DSN whole inside it, never bare (issue 17, point 7)."""
+        subject = "Rifiutata %s" % self.MTA_A
+        rcpt = "nessuno@ordinaria.test"
+        code, text = self.submit(message(subject, to=rcpt), [rcpt])
+        self.assertEqual(code, 250, text + self.diagnostics())
+        dsn = rb"(Returned mail|Undelivered Mail)"
+        got = self.find(MARIO, rb"Subject: ANOMALIA MESSAGGIO: " + dsn, timeout=90)
+        self.assertIn("<%s>" % rcpt, self.refuser.refused)
+        self.assertEqual(got.header("X-Trasporto"), "errore")
+        self.assertIn("senza passare dal punto di ricezione", got.text())
+        e2e.verify(self, got, self.tmp, "dsn-%s.eml" % self.MTA_A, daticert=False)
+        inner = got.postacert()
+        self.assertRegex(inner, rb"(?mi)^From: .*MAILER-DAEMON")
+        self.assertRegex(inner, rb"(?mi)^Content-Type: multipart/report;")
+        self.assertIn(b"5.1.1", inner)
+        self.assertIn(subject.encode(), inner, "the returned busta is inside")
+        # never bare: every DSN in the mailbox is a busta di anomalia
+        for raw in self.mailbox(MARIO):
+            m = pecmail.Message(raw)
+            if re.match(dsn, (m.header("Subject") or "").encode()):
+                self.fail("a DSN stored bare:\n%s" % raw[:2000].decode("utf-8", "replace"))
+
     def test_1_a_to_b(self):
         subject = "Contratto %s %s" % (self.MTA_A, self.MTA_B)
         code, text = self.submit(message(subject, to=LUIGI, cc=ANNA), [LUIGI, ANNA])
@@ -253,8 +346,10 @@ class _Exchange:
         self.assertEqual(report["tipo"], "errore-consegna")
         self.assertEqual(report["consegna"], "nessuno@pec-b.test")
         time.sleep(2)
+        # a bounce of this message, bare or wrapped (test_11's DSN is another's)
         self.assertEqual([r for r in self.mailbox(MARIO)
-                          if re.search(rb"Undelivered Mail|MAILER-DAEMON|Returned mail", r)], [])
+                          if re.search(rb"Undelivered Mail|MAILER-DAEMON|Returned mail", r)
+                          and subject.encode() in r], [])
 
     def test_3_ordinary_mail_to_b(self):
         """Unsigned mail to B's port 25 (reception role) becomes a busta di anomalia."""
@@ -284,6 +379,37 @@ class _Exchange:
 
 class SendmailToPostfix(_Exchange, unittest.TestCase):
     MTA_A, MTA_B = "sendmail", "postfix"
+    # B's MTA does not offer 8BITMIME: the peer test_10 needs (issue 17, point 5)
+    B_EXTRA = {"smtpd_discard_ehlo_keywords": "8bitmime"}
+
+    def test_10_eight_bit_original(self):
+        """An 8-bit original (8bit body, raw UTF-8 Subject) submitted to Sendmail with
+        BODY=8BITMIME, for B, whose MTA does not offer 8BITMIME: the busta is 7-bit
+        (pec-rules.md 3.1), so Sendmail sends it as signed; it verifies at B, and its
+        postacert decodes to the original's text and subject."""
+        subject = "Citt\u00e0 8 bit"
+        body = "Perch\u00e9 la citt\u00e0 costa 100 \u20ac.\r\n"
+        raw = message("Citta 8 bit", body=body.encode()).replace(
+            b"\r\n\r\n", b"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n", 1)
+        raw = raw.replace(b"Subject: Citta 8 bit", b"Subject: " + subject.encode(), 1)
+        self.assertRegex(raw, rb"[\x80-\xff]")
+        code, text = self.submit(raw, [LUIGI])
+        self.assertEqual(code, 250, text + self.diagnostics())
+        a, b = self.mtas["a"], self.mtas["b"]
+        # Sendmail took it as 8-bit
+        self.assertRegex(a.log(), r"from=<mario@pec-a\.test>.*bodytype=8BITMIME")
+        got = self.find(LUIGI, re.escape(b"Citt=C3=A0") + rb"|" + re.escape(b"8 bit"))
+        self.assertIsNone(re.search(rb"[\x80-\xff]", got.raw), "8-bit bytes in the busta")
+        self.assertEqual(self.verify(got, "otto-bit.eml")["kind"], "busta")
+        inner = email.message_from_bytes(got.postacert(), policy=email.policy.default)
+        self.assertEqual(str(inner["Subject"]), subject)
+        self.assertEqual(inner["Content-Transfer-Encoding"], "quoted-printable")
+        self.assertEqual(inner.get_content().replace("\r\n", "\n"), body.replace("\r\n", "\n"))
+        # B offers no 8BITMIME, and Sendmail sent the busta to it as it was signed
+        with smtplib.SMTP(b.ip, b.port, timeout=30) as s:
+            s.ehlo("check.test")
+            self.assertFalse(s.has_extn("8bitmime"), s.esmtp_features)
+        self.assertRegex(a.log(), r"to=<luigi@pec-b\.test>.*stat=Sent")
 
     def test_5_formal_error(self):
         subject = "Errore formale"

@@ -21,8 +21,13 @@ unavailable() says why and tests skip.
 The configuration is an .mc that includes contrib/sendmail/pecmilter.mc, the snippet
 an administrator uses, with its PECMILTER_* values (SUBSTITUTION), what any site's
 sendmail.mc has (SITE) and what a private instance needs (ENVIRONMENT), each listed
-with its reason; mc_deviations() names anything else.  So the tests exercise exactly
-the snippet: the listeners pec-mx (port),
+with its reason; deviations() names anything else, and any value other than the
+snippet's: in the .mc (mc_deviations(): a PECMILTER_* value that is not a domain,
+address, port or path as SUBSTITUTION_KIND says, a snippet setting set again to
+another value, an option line) and in the sendmail.cf m4 makes of it
+(cf_deviations(): every option, filter and mailer the snippet sets has the value an
+administrator's minimal sendmail.mc with the same substitution gets).  So the tests
+exercise exactly the snippet: the listeners pec-mx (port),
 pec-submission (submission_port, M=a: AUTH required) and pec-reinject (reinject_port,
 no filter), the filter with F=T, and the PEC domains delivered over LMTP to
 lmtp_socket.  Each instance lives in WORKDIR/NAME/sendmail/{etc,queue,log,dev} and
@@ -168,7 +173,11 @@ class SendmailError(RuntimeError):
 
 # What the harness's .mc sets besides including contrib/sendmail/pecmilter.mc, by
 # m4 name, each with its reason; mc_deviations() names anything else (issue 17).
-# The snippet's own settings: the PECMILTER_* values its header lists.
+# The snippet's own settings: the PECMILTER_* values its header lists.  Their values
+# are the documented substitution (domains, addresses, ports, paths) and nothing
+# else: SUBSTITUTION_KIND says which, and a value of another shape is a deviation
+# (the snippet pastes them into DAEMON_OPTIONS and INPUT_MAIL_FILTER, where a
+# "port" of `25, M=E' would change a listener).
 SUBSTITUTION = {
     "PECMILTER_MILTER": "pecmilter's milter_socket",
     "PECMILTER_LMTP": "pecmilter's lmtp_socket",
@@ -182,18 +191,40 @@ SUBSTITUTION = {
     "PECMILTER_TLS_KEY": "and key",
     "PECMILTER_TLS_CA": "the test PKI's root, standing for the public CAs",
 }
+_PATH = r"/[A-Za-z0-9_./+-]+"
+_DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
+_IPV4 = r"(?:\d{1,3}\.){3}\d{1,3}"
+_PORT = r"\d{1,5}"
+SUBSTITUTION_KIND = {
+    "PECMILTER_MILTER": ("a milter socket", r"(?:unix|local):%s|inet6?:%s@(?:%s|%s)"
+                         % (_PATH, _PORT, _IPV4, _DOMAIN)),
+    "PECMILTER_LMTP": ("a path", _PATH),
+    "PECMILTER_DOMAINS": ("domains", r"%s(?: %s)*" % (_DOMAIN, _DOMAIN)),
+    "PECMILTER_ADDR": ("an address", _IPV4),
+    "PECMILTER_MTA_PORT": ("a port", _PORT),
+    "PECMILTER_MSA_PORT": ("a port", _PORT),
+    "PECMILTER_REINJECT_ADDR": ("an address", _IPV4),
+    "PECMILTER_REINJECT_PORT": ("a port", _PORT),
+    "PECMILTER_TLS_CERT": ("a path", _PATH),
+    "PECMILTER_TLS_KEY": ("a path", _PATH),
+    "PECMILTER_TLS_CA": ("a path", _PATH),
+}
 # What any Sendmail administrator's sendmail.mc has, PEC or not.
 SITE = {
     "confDOMAIN_NAME": "the machine's name",
     "confPRIVACY_FLAGS": "Debian's sendmail.mc default",
     "confDEF_USER_ID": "the unprivileged user of deliveries",
     "confAUTH_MECHANISMS": "README: Sendmail's SASL (a sasldb here)",
+    "TRUST_AUTH_MECH": "likewise",
     "access_db": "the snippet's header: the access map holding the TLS policy table",
     "nouucp": "no UUCP addresses",
+    "OSTYPE": "every sendmail.mc names its system",
+    "MAILER": "the snippet's header: MAILER(`smtp') after it",
 }
 # What only a private instance on loopback needs.
 ENVIRONMENT = {
     "confCF_VERSION": "names the test configuration",
+    "VERSIONID": "likewise",
     "confPID_FILE": "files of its own under the test's directory, nothing of /etc/mail",
     "STATUS_FILE": "likewise",
     "HELP_FILE": "likewise",
@@ -214,15 +245,155 @@ ENVIRONMENT = {
     "confTO_CONNECT": "likewise",
     "confTO_ICONNECT": "likewise",
     "confDELIVERY_MODE": "a test's submission returns before delivery, as with Postfix",
+    "CLIENT_OPTIONS": "outgoing SMTP binds the instance's loopback address, so its peer "
+                      "sees who it is",
 }
+# The .mc's macro calls that set nothing of their own: the m4 frame, the snippet's
+# include, and the sections holding the E line for SASL_CONF_PATH and the transports
+# (one mailer per peer's loopback port, standing for MX records).
+_FRAME = ("divert", "include", "LOCAL_CONFIG", "LOCAL_RULE_0", "MAILER_DEFINITIONS")
+
+
+def _m4_value(text, i):
+    """The m4 argument of TEXT starting at index I (after blanks): (its text with the
+    outer quotes removed, the index after it)."""
+    while i < len(text) and text[i] in " \t":
+        i += 1
+    if text.startswith("`", i):
+        depth, j = 0, i
+        while j < len(text):
+            if text[j] == "`":
+                depth += 1
+            elif text[j] == "'":
+                depth -= 1
+                if depth == 0:
+                    break
+            j += 1
+        value, end = text[i + 1:j], j + 1
+        while value.startswith("`") and value.endswith("'"):
+            value = value[1:-1]
+        return value, end
+    m = re.compile(r"[^,)]*").match(text, i)
+    return m.group(0).strip(), m.end()
+
+
+def mc_settings(text):
+    """The settings of .mc TEXT, in order: (name, value) for each define(`NAME',
+    VALUE) and FEATURE(`NAME'[, ARGS]) (nested ones too, as the snippet's defaults
+    sit inside ifdef()), and (MACRO, arguments) for any other top-level macro call.
+    Comment lines (dnl) are left out."""
+    text = re.sub(r"(?m)^dnl\b.*\n?", "", text)
+    out = []
+    for m in re.finditer(r"\b(define|FEATURE)\(`(\w+)'", text):
+        i = m.end()
+        value = ""
+        if text.startswith(",", i):
+            value, i = _m4_value(text, i + 1)
+            while text.startswith(",", i):             # FEATURE's further arguments
+                more, i = _m4_value(text, i + 1)
+                value += ", " + more
+        out.append((m.group(2), value))
+    for m in re.finditer(r"(?m)^([A-Za-z_]\w*)(?:\((.*)\))?(?:dnl)?\s*$", text):
+        if m.group(1) not in ("define", "FEATURE", "dnl", "ifdef") \
+                and (m.group(2) is not None or m.group(1).isupper()):
+            out.append((m.group(1), m.group(2) or ""))
+    return out
+
+
+def snippet_settings():
+    """{name: [values]} of what contrib/sendmail/pecmilter.mc sets: its PECMILTER_*
+    defaults, its conf* values, its FEATUREs and other macro calls (DAEMON_OPTIONS
+    three times)."""
+    out = {}
+    with open(SNIPPET) as f:
+        for name, value in mc_settings(f.read()):
+            out.setdefault(name, []).append(value)
+    return out
 
 
 def mc_deviations(text):
-    """The define()s and FEATURE()s of the .mc TEXT that are neither the snippet's
-    values nor SITE nor ENVIRONMENT: a list, empty when the instance runs the
-    shipped snippet."""
-    names = re.findall(r"(?m)^(?:define|FEATURE)\(`(\w+)'", text)
-    return [n for n in names if n not in SUBSTITUTION and n not in SITE and n not in ENVIRONMENT]
+    """What the .mc TEXT sets beyond the shipped snippet, a list of strings naming
+    each setting, empty when the instance runs the snippet as shipped: a PECMILTER_*
+    value that is not the substitution its kind allows, a snippet setting with
+    another value than the snippet's, an option line of its own, and anything that
+    is neither SITE nor ENVIRONMENT."""
+    shipped = snippet_settings()
+    out = []
+    for name, value in mc_settings(text):
+        if name in SUBSTITUTION:
+            kind, pattern = SUBSTITUTION_KIND[name]
+            if not re.fullmatch(pattern, value):
+                out.append("%s = %s: not %s (the documented substitution)"
+                           % (name, value, kind))
+        elif name in _FRAME:
+            if name == "include" and not re.fullmatch(
+                    r"`?(%s|%s)'?" % (re.escape(os.path.join(CF_DIR, "m4", "cf.m4")),
+                                      re.escape(SNIPPET)), value):
+                out.append("include(%s): neither cf.m4 nor the snippet" % value)
+        elif name in shipped:
+            if value not in shipped[name]:
+                out.append("%s = %s: the snippet says %s"
+                           % (name, value, " | ".join(shipped[name])))
+        elif name not in SITE and name not in ENVIRONMENT:
+            out.append("%s = %s: neither in the snippet nor site or environment-only"
+                       % (name, value))
+    for m in re.finditer(r"(?m)^O ([A-Za-z]\w*)(?:=(.*))?$", text):
+        out.append("%s = %s: an option line of the harness's own"
+                   % (m.group(1), (m.group(2) or "").strip()))
+    return out
+
+
+def _options(cf):
+    """The sendmail.cf text CF's O lines, {option: [values in order]}, the filter's X
+    lines as option "X<name>", and the PEC mailer's definition as "M<name>"."""
+    out = {}
+    lines = cf.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"O (\w+)(?:=(.*))?$", line)
+        if m:
+            out.setdefault(m.group(1), []).append(m.group(2) or "")
+        elif re.match(r"X\w", line):
+            name, _, rest = line[1:].partition(",")
+            out.setdefault("X" + name, []).append(rest.strip())
+        elif re.match(r"M\w", line):
+            name, _, rest = line[1:].partition(",")
+            j = i + 1
+            while j < len(lines) and lines[j][:1] in (" ", "\t"):
+                rest += " " + lines[j].strip()
+                j += 1
+            out.setdefault("M" + name, []).append(" ".join(rest.split()))
+    return out
+
+
+def _m4(text):
+    p = subprocess.run(["m4", "-D_CF_DIR_=" + CF_DIR + "/"], input=text.encode(),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if p.returncode != 0 or p.stderr.strip():
+        raise SendmailError("m4: %s" % p.stderr.decode("utf-8", "replace"))
+    return p.stdout.decode("utf-8", "replace")
+
+
+def cf_deviations(mc_text, substitution):
+    """What Sendmail would run with the .mc MC_TEXT against the shipped snippet, in the
+    generated sendmail.cf: every option, filter and mailer the snippet sets must have
+    there the value an administrator's minimal sendmail.mc (cf.m4, OSTYPE, the
+    PECMILTER_* values SUBSTITUTION {name: value}, the snippet, MAILER(`smtp')) gets.
+    A list of strings naming each one that differs; catches what mc_deviations() cannot
+    read (a LOCAL_CONFIG option line, a define after the include)."""
+    head = ["include(`%s')dnl" % os.path.join(CF_DIR, "m4", "cf.m4"), "OSTYPE(`linux')dnl"]
+    head += ["define(`%s', `%s')dnl" % kv for kv in sorted(substitution.items())]
+    tail = ["MAILER(`smtp')dnl"]
+    shipped = _options(_m4("\n".join(head + ["include(`%s')dnl" % SNIPPET] + tail) + "\n"))
+    bare = _options(_m4("\n".join(head + tail) + "\n"))
+    got = _options(_m4(mc_text))
+    out = []
+    for name, want in sorted(shipped.items()):
+        if bare.get(name) == want:
+            continue                        # not the snippet's: Sendmail's default
+        if got.get(name) != want:
+            out.append("sendmail.cf %s: %s, the snippet gives %s"
+                       % (name, " | ".join(got.get(name, ["(unset)"])), " | ".join(want)))
+    return out
 
 
 class Sendmail:
@@ -339,6 +510,16 @@ class Sendmail:
             lines.append("divert(0)dnl")
         lines += ["MAILER(`smtp')dnl"]
         return "\n".join(lines) + "\n"
+
+    def substitution(self):
+        """{PECMILTER_* name: value} of the instance's .mc."""
+        return {n: v for n, v in mc_settings(self.mc()) if n in SUBSTITUTION}
+
+    def deviations(self):
+        """mc_deviations() and cf_deviations() of the instance's configuration: empty
+        when it runs the shipped snippet with the documented substitution."""
+        mc = self.mc()
+        return mc_deviations(mc) + cf_deviations(mc, self.substitution())
 
     def _write_config(self):
         for d in (self.root, self.etc, self.queue, self.logdir):
