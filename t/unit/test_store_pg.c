@@ -478,6 +478,65 @@ static void test_deadlock_retried(void)
     free(spec);
 }
 
+/*
+ * A node whose connection runs serializable transactions (default_transaction_isolation,
+ * as a DBA may set it for the database): its commit waits for the registro's head row,
+ * which another transaction updates and commits meanwhile, so the server fails the commit
+ * with a serialisation error (SQLSTATE 40001), and its batch is applied again and goes
+ * through.  Without the retry the commit returns -1.
+ */
+static void test_serialization_retried(void)
+{
+    struct pec_store *st[2], *ser;
+    struct committer c = {0};
+    struct chain_walk w;
+    char err[1024];
+    char *spec = xasprintf(
+        "%s options='-csearch_path=serial -cdefault_transaction_isolation=serializable'", base);
+    PGconn *x;
+    PGresult *r;
+    pthread_t th;
+
+    if (open_nodes("serial", st) < 0) {
+        free(spec);
+        return;
+    }
+    ser = pec_store_open(spec, 0, err, sizeof(err));
+    CHECK(ser != NULL);
+    if (ser == NULL) {
+        fprintf(stderr, "open serial: %s\n", err);
+        close_nodes(st);
+        free(spec);
+        return;
+    }
+    pec_store_set_node(ser, "3");
+    x = PQconnectdb(spec);
+    PQclear(PQexec(x, "BEGIN"));
+    r = PQexec(x, "UPDATE meta SET value = value WHERE key = 'registro_head_hash'");
+    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+    PQclear(r);
+    c.st = ser;
+    CHECK(pthread_create(&th, NULL, commit_record, &c) == 0);
+    for (int i = 0; i < 100 && !lock_waiters(); i++)
+        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    CHECK(lock_waiters());
+    r = PQexec(x, "COMMIT");
+    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(x);
+    pthread_join(th, NULL);
+    printf("serialisation: the commit returned %d%s%s\n", c.rc, c.rc ? ": " : "",
+           c.rc ? c.err : "");
+    CHECK(c.rc == 0);
+    memset(&w, 0, sizeof(w));
+    memset(w.last_hash, '0', PEC_HASH_HEX - 1);
+    CHECK(pec_store_log_each(st[1], NULL, walk_chain, &w, NULL, 0) == 0);
+    CHECK(w.records == 1 && w.breaks == 0);
+    pec_store_close(ser);
+    close_nodes(st);
+    free(spec);
+}
+
 /* Two live pecmilters with one node_id are refused; the id is free again when its node is gone. */
 static void test_node_unique(void)
 {
@@ -526,5 +585,6 @@ int main(void)
     test_connection_lost();
     test_node_unique();
     test_deadlock_retried();
+    test_serialization_retried();
     return check_exit();
 }
