@@ -4,6 +4,7 @@
 #   contrib/deps.sh build   what building needs
 #   contrib/deps.sh test    building, plus what the test suite runs against
 #   contrib/deps.sh demo    building, plus what contrib/demo.sh runs
+#   contrib/deps.sh demo-nodes  the demo's, plus PostgreSQL (contrib/demo.sh --nodes 2)
 #   contrib/deps.sh bench   the demo's, plus what contrib/bench.sh runs
 #   contrib/deps.sh fuzz    building, plus libFuzzer (contrib/fuzz.sh, PEC_FUZZ=ON)
 #
@@ -31,6 +32,9 @@ RUN="python3 postfix procps bsdutils libsasl2-modules"
 TEST="git libxml2-utils gpgsm dovecot-core dovecot-lmtpd systemd man-db groff-base
       m4 libwrap0 liblockfile1 sasl2-bin libsasl2-modules-db slapd ldap-utils nginx-light
       clamav-daemon postgresql-15"
+# postgresql-15: `contrib/demo.sh --nodes 2` initdb's a cluster of its own into
+# its directory for the two nodes' shared store; nothing system-wide.
+NODES="postgresql-15"
 BENCH="gnuplot-nox valgrind clamav-daemon postgresql-15"
 # libFuzzer and the sanitizer runtimes of Debian's clang (PEC_FUZZ=ON, t/fuzz)
 FUZZ="libclang-rt-14-dev"
@@ -38,11 +42,12 @@ FUZZ="libclang-rt-14-dev"
 case "${1:-build}" in
 build) want="$BUILD" ;;
 demo) want="$BUILD $RUN" ;;
+demo-nodes) want="$BUILD $RUN $NODES" ;;
 test) want="$BUILD $RUN $TEST $FUZZ" ;;
 bench) want="$BUILD $RUN $BENCH" ;;
 fuzz) want="$BUILD $FUZZ" ;;
 *)
-    echo "usage: $0 build|test|demo|bench|fuzz" >&2
+    echo "usage: $0 build|test|demo|demo-nodes|bench|fuzz" >&2
     exit 64
     ;;
 esac
