@@ -598,8 +598,7 @@ def stop(d):
     for root in state.get("postfix", []):
         pf.stop_instance(root)
         say("== stopped Postfix %s" % root)
-    # every pecmilter told at once: each takes a few seconds to stop (libmilter
-    # looks at its stop flag between polls), and they need not take turns
+    # every pecmilter told at once, then waited for: they need not take turns
     stopping = []
     for pid in state.get("pids", []):
         try:
