@@ -2,7 +2,9 @@
 built): two providers and an ordinary mail server on loopback, one certified
 message from A to two users of B and one ordinary address; the whole chain of
 receipts must arrive, every message verify with pecverify, the demo exit 0;
-stop leaves nothing behind.
+stop leaves nothing behind.  A's SQLite store, as the demo filled it, is copied
+to a private PostgreSQL with `pecctl store copy` (when PostgreSQL is installed),
+where `log verify`, `audit` and the log read as on the original.
 
 Then `--nodes 2`: A as two nodes on one PostgreSQL the demo starts; each node
 takes one of the two submissions, every receipt arrives once, and which node
@@ -43,6 +45,7 @@ class DemoTest(unittest.TestCase):
                 print(out)
                 self.check_start(run, p.returncode, p.stdout, out)
                 self.assertTrue(pf.leftovers(run), "the demo keeps running after start")
+                self.check_copy(os.path.join(run, "a", "pecmilter.conf"))
             finally:
                 p = subprocess.run([demo, "stop", "--dir", run], capture_output=True,
                                    text=True, timeout=120)
@@ -50,6 +53,43 @@ class DemoTest(unittest.TestCase):
             self.assertEqual(p.stdout.count("stopped pecmilter"), 2, p.stdout)
             self.assertEqual(p.stdout.count("stopped Postfix"), 3, p.stdout)
             self.assertEqual(pf.leftovers(run), set())
+
+    def check_copy(self, conf):
+        """`pecctl store copy` moves A's SQLite store, as the demo filled it, to a private
+        PostgreSQL, where `log verify`, `audit` and the log read as on the original."""
+        if not postgres.have_postgres():
+            print("store copy to PostgreSQL not checked: PostgreSQL is not installed")
+            return
+        pecctl = env.program("pecctl")
+        with open(conf, encoding="utf-8") as f:
+            text = f.read()
+        store = re.search(r'^store = "([^"]+)";$', text, re.M).group(1)
+        copy = conf + ".pg"
+
+        def views(c):
+            out = []
+            for v in (("log", "verify"), ("audit",), ("log", "--json")):
+                p = subprocess.run([pecctl, "-c", c] + list(v), capture_output=True, text=True,
+                                   timeout=60)
+                out.append((p.returncode, re.sub(r"\(\d+ s ago\)", "(ago)", p.stdout)))
+            return out
+
+        before = views(conf)
+        self.assertEqual(before[0][0], 0, before[0])
+        self.assertRegex(before[0][1], r"^log verify: OK: \d+ records")
+        with postgres.Postgres() as pg:
+            pg.createdb("pec")
+            target = pg.conninfo("pec")
+            p = subprocess.run([pecctl, "-c", conf, "store", "copy", store, target],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            with open(copy, "w", encoding="utf-8") as f:
+                f.write(text.replace('store = "%s";' % store,
+                                     'store = "%s";\nshared_storage = "yes";' % target))
+            after = views(copy)
+        print(p.stdout.strip())
+        for what, b, a in zip(("log verify", "audit", "log --json"), before, after):
+            self.assertEqual(a, b, "pecctl %s differs on the PostgreSQL copy" % what)
 
     def check_start(self, run, rc, stdout, out):
         # the milter and LMTP sockets are pecmilter's and Postfix's alone (issue 17: a
