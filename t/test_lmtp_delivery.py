@@ -654,6 +654,29 @@ class MaildirDelivery(unittest.TestCase, ReceiptChecks):
         self.assertEqual(len(rows), 1)
         self.check_receipt(rows[0], busta, LUIGI, ricevuta="completa")
 
+        # a notice likewise: in the mailbox, but its deposit cannot be recorded (the
+        # database went away after it said the notice was new), so the MTA is told to
+        # retry, and the retry records the deposit without a second copy
+        notice = generated("presa-in-carico.eml")
+        mark = self.d.marks()
+        n = self.count("anna.verdi")
+        lock = sqlite3.connect(self.d.db, timeout=1, isolation_level=None)
+        try:
+            lock.execute("BEGIN EXCLUSIVE")
+            replies = deliver(self.d.sock, [ANNA], notice, sender=SERVICE_B)
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        self.assertTrue(replies[0][1].startswith("451 4.3.0"), replies)
+        self.assertEqual(self.count("anna.verdi"), n + 1)
+        self.assertEqual(self.d.registro_since(mark), [])
+        replies = deliver(self.d.sock, [ANNA], notice, sender=SERVICE_B)
+        self.assertEqual(replies[0][0], 250, replies)
+        self.assertEqual(self.count("anna.verdi"), n + 1)
+        self.assertEqual([(r["evento"], r["consegna"]) for r in self.d.registro_since(mark)],
+                         [("deposito", ANNA)])
+        self.assertIn("found in the mailbox from an unrecorded delivery", self.d.log())
+
     def test_concurrent_sessions(self):
         busta = make_busta("concurrent")
         mark = self.d.marks()
