@@ -32,8 +32,10 @@ Postfix never delivers (its route for that address is a loopback port nobody
 listens on, as in test_timers, so the delivery is deferred again and
 again): no presa in carico and no consegna ever comes,
 so each earns the 12 h notice (4.4.7) and the final one (5.4.1), each once
-across the two nodes whichever scheduler finds it due, while the kills and
-the PostgreSQL restart go on.
+across the two nodes whichever scheduler finds it due (both wake at the
+same instant, the one it falls due), while the nodes go on being killed:
+the kills last until those notices are in anna's mailbox (MOST_KILLS at
+most).
 
 Once the queues (but for the LOST held) and the outbox are empty, checked as
 test_crash does (pectest.crash.check): luigi holds each busta once, mario its
@@ -58,6 +60,7 @@ from pectest.crash import log
 
 N = int(os.environ.get("PECTEST_CRASH_N") or 500)
 KILLS_EACH = 3           # at least, of each node
+MOST_KILLS = 40          # in all, at most
 CLIENTS = 4
 LOST = 4                 # messages whose delivery never completes
 ANNA = "anna@pec-a.test"
@@ -113,6 +116,28 @@ def check_lost(msgs):
     return problems, {k: sum(len(got[g]) for g in got if g[0] == k) for k in kinds}
 
 
+def check_registro(rows):
+    """A's log, ROWS of (node, evento, tipo, count): every event of every message
+    recorded, whichever node recorded it; each deposit (a message put into a
+    mailbox, once) exactly once.  Problems."""
+    got = {}
+    for row in rows:
+        _, evento, tipo, count = row.split("|")
+        got[(evento, tipo)] = got.get((evento, tipo), 0) + int(count)
+    owed = {("emissione", "posta-certificata"): N + LOST,
+            ("emissione", "accettazione"): N + LOST, ("deposito", "accettazione"): N + LOST,
+            ("ricezione", "presa-in-carico"): N, ("deposito", "presa-in-carico"): N,
+            ("ricezione", "avvenuta-consegna"): N, ("deposito", "avvenuta-consegna"): N,
+            ("emissione", "preavviso-errore-consegna"): 2 * LOST,
+            ("deposito", "preavviso-errore-consegna"): 2 * LOST}
+    problems = []
+    for key in sorted(set(owed) | set(got)):
+        want, have = owed.get(key, 0), got.get(key, 0)
+        if have < want or (key[0] == "deposito" and have != want):
+            problems.append("A's log holds %d records %s %s, not %d" % (have, *key, want))
+    return problems
+
+
 def restart_postgres(pg, rnd, events):
     """PostgreSQL stopped (fast: the sessions are ended), a few seconds, started."""
     t = time.monotonic()
@@ -162,9 +187,11 @@ def run():
         submit_lost(a)
         sub = crash.Submitter(a, N, CLIENTS)
         sub.start()
+        # the kills go on until the lost messages' notices are out, at most MOST_KILLS
+        busy = lambda: not sub.done() or a[0].count("anna") < 3 * LOST   # noqa: E731
         kt = threading.Thread(target=crash.killer,
-                              args=(a, rnd, stop, lambda: not sub.done(), events, work,
-                                    2 * KILLS_EACH, KILLS_EACH, True), daemon=True)
+                              args=(a, rnd, stop, busy, events, work, 2 * KILLS_EACH,
+                                    KILLS_EACH, True, MOST_KILLS), daemon=True)
         kt.start()
         time.sleep(rnd.uniform(8, 20))
         pg_down = restart_postgres(pg, rnd, events)
@@ -185,6 +212,7 @@ def run():
         audits = [crash.audit("a", a[0].conf, N + LOST), crash.audit("b", b.conf, None)]
         per_node = pg.query("pec", "SELECT node, evento, tipo, count(*) FROM registro "
                                    "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
+        problems += check_registro(per_node)
         # the receipts node 1 took in for the transactions node 2 opened
         across = int(pg.query("pec", CROSS)[0])
         if across != 2 * len(range(1, N, 2)):
@@ -202,6 +230,9 @@ def run():
                     problems.append("pecmilter %s exited %s at its start: %s"
                                     % (p.name, rc, why))
         texts = {p.name: p.log_text() for p in everyone}
+        for k, v in texts.items():
+            for line in re.findall(r"(?m)^.*(?:are lost|is lost).*$", v)[:5]:
+                problems.append("pecmilter %s: %s" % (k, line))
         for k, v in texts.items():
             if "Sanitizer" in v:
                 problems.append("a sanitizer report from pecmilter %s" % k)

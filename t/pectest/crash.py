@@ -246,17 +246,18 @@ class Submitter:
         self.finished.append(time.monotonic())
 
 
-def killer(providers, rnd, stop, busy_until, events, work, kills, least, ready=False):
+def killer(providers, rnd, stop, busy_until, events, work, kills, least, ready=False,
+           most=None):
     """Kill a random provider's pecmilter at random moments, restart it at once
     (READY: Provider.start's), until KILLS in all and LEAST of each and
-    busy_until() is false, or twice KILLS."""
+    busy_until() is false, or MOST in all (twice KILLS unless said)."""
     while not stop.is_set():
         time.sleep(rnd.uniform(0.5, 4.0))
         done = {p.name: p.kills for p in providers}
         total = sum(done.values())
         if total >= kills and min(done.values()) >= least and not busy_until():
             return
-        if total >= 2 * kills:
+        if total >= (most or 2 * kills):
             return
         lagging = [p for p in providers if p.kills < least and total >= kills - least]
         victim = lagging[0] if lagging else rnd.choice(providers)
