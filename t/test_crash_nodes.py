@@ -213,9 +213,11 @@ def run():
         per_node = pg.query("pec", "SELECT node, evento, tipo, count(*) FROM registro "
                                    "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
         problems += check_registro(per_node)
-        # the receipts node 1 took in for the transactions node 2 opened
+        # the receipts node 1 took in for the transactions node 2 opened (a receipt
+        # node 1's Postfix had again, its milter killed before the reply, is
+        # recorded again: each reception is an event)
         across = int(pg.query("pec", CROSS)[0])
-        if across != 2 * len(range(1, N, 2)):
+        if across < 2 * len(range(1, N, 2)):
             problems.append("node 1 recorded %d receipts about node 2's %d messages"
                             % (across, len(range(1, N, 2))))
         for p in everyone:
