@@ -619,6 +619,16 @@ class MaildirDelivery(unittest.TestCase, ReceiptChecks):
         self.assertEqual([(r["label"], r["evento"]) for r in recs],
                          [("BustaAnomalia", "emissione"), ("BustaAnomalia", "deposito")])
 
+    def deliver_locked(self, rcpts, msg, **kw):
+        """deliver() while the store is locked past its busy timeout (reads still work)."""
+        lock = sqlite3.connect(self.d.db, timeout=1, isolation_level=None)
+        try:
+            lock.execute("BEGIN EXCLUSIVE")
+            return deliver(self.d.sock, rcpts, msg, **kw)
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+
     def test_temporary_failures(self):
         busta = make_busta("temp")
         mark = self.d.marks()
@@ -635,13 +645,7 @@ class MaildirDelivery(unittest.TestCase, ReceiptChecks):
         # the store is locked past its busy timeout: the mailbox has the busta, the
         # receipt cannot be recorded, so the MTA is told to retry
         n = self.count("luigi.bianchi")
-        lock = sqlite3.connect(self.d.db, timeout=1, isolation_level=None)
-        try:
-            lock.execute("BEGIN EXCLUSIVE")
-            replies = deliver(self.d.sock, [LUIGI], busta)
-        finally:
-            lock.execute("ROLLBACK")
-            lock.close()
+        replies = self.deliver_locked([LUIGI], busta)
         self.assertTrue(replies[0][1].startswith("451 4.3.0"), replies)
         self.assertEqual(self.count("luigi.bianchi"), n + 1)
         self.assertEqual(self.d.outbox_since(mark), [])
@@ -653,6 +657,23 @@ class MaildirDelivery(unittest.TestCase, ReceiptChecks):
         rows = self.d.outbox_since(mark)
         self.assertEqual(len(rows), 1)
         self.check_receipt(rows[0], busta, LUIGI, ricevuta="completa")
+
+        # a notice likewise: in the mailbox, but its deposit cannot be recorded (the
+        # database went away after it said the notice was new), so the MTA is told to
+        # retry, and the retry records the deposit without a second copy
+        notice = generated("presa-in-carico.eml")
+        mark = self.d.marks()
+        n = self.count("anna.verdi")
+        replies = self.deliver_locked([ANNA], notice, sender=SERVICE_B)
+        self.assertTrue(replies[0][1].startswith("451 4.3.0"), replies)
+        self.assertEqual(self.count("anna.verdi"), n + 1)
+        self.assertEqual(self.d.registro_since(mark), [])
+        replies = deliver(self.d.sock, [ANNA], notice, sender=SERVICE_B)
+        self.assertEqual(replies[0][0], 250, replies)
+        self.assertEqual(self.count("anna.verdi"), n + 1)
+        self.assertEqual([(r["evento"], r["consegna"]) for r in self.d.registro_since(mark)],
+                         [("deposito", ANNA)])
+        self.assertIn("found in the mailbox from an unrecorded delivery", self.d.log())
 
     def test_concurrent_sessions(self):
         busta = make_busta("concurrent")

@@ -346,14 +346,20 @@ static void deposit_record(struct pec_batch *b, const struct job *j,
 
 /*
  * Remember, in one commit, which recipients a verified notice or anomalia
- * went into, and log each deposit.  A failure costs the guard against a
- * second copy and the record, so it is logged loudly and the MTA still gets
- * 250: the message is in the mailbox.
+ * went into, and log each deposit.  When that commit fails (the database
+ * went away after it said the message was new) the message is in the
+ * mailbox without its record.  The built-in Maildir recognises its own
+ * file when the same message comes again (mailbox.h), so the MTA is told
+ * to try again (451) and the retry records the deposit without a second
+ * copy, as after a crash between the two.  A mailbox store over LMTP
+ * cannot tell, and would take a second copy: there the MTA gets 250 and
+ * the loss of the record and of the guard is logged loudly.
  */
 static void remember_delivered(struct job *j, const struct pec_inspection *ins)
 {
     struct pec_batch *batch;
     time_t now = pec_clock_now(j->env->issuer->clock);
+    int refinds = strcmp(j->env->cfg->mailbox_backend, "maildir") == 0;
     size_t n = 0;
     char err[512];
 
@@ -367,11 +373,21 @@ static void remember_delivered(struct job *j, const struct pec_inspection *ins)
             n++;
         }
     }
-    if (n > 0 && pec_store_commit(j->env->store, batch, err, sizeof(err)) != 0)
-        say(j, LOG_ERR,
-            "stored, but the record of the deposit and the guard against a second copy of <%s> "
-            "are lost: %s",
-            shown(j->message_id), err);
+    if (n > 0 && pec_store_commit(j->env->store, batch, err, sizeof(err)) != 0) {
+        if (refinds) {
+            say(j, LOG_ERR, "stored, but the deposit of <%s> cannot be recorded now: %s",
+                shown(j->message_id), err);
+            for (size_t i = 0; i < j->m->nrcpt; i++)
+                if (j->mb[i].status == PEC_MBOX_STORED && !j->dup[i])
+                    pec_mbox_result_set(&j->mb[i], PEC_MBOX_TEMP, 451, "4.3.0",
+                                        "stored, but the deposit cannot be recorded now");
+        } else {
+            say(j, LOG_ERR,
+                "stored, but the record of the deposit and the guard against a second copy of "
+                "<%s> are lost: %s",
+                shown(j->message_id), err);
+        }
+    }
     pec_batch_free(batch);
 }
 

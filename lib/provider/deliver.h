@@ -28,23 +28,28 @@
  *
  * Once per mailbox.  A PEC message whose signature verifies (a busta, a
  * receipt or avviso, a busta di anomalia) is delivered at most once into
- * each mailbox, keyed by its Message-ID: a provider's injector that
- * crashed between the MTA's 250 and recording it sends the same message
- * (same bytes, same Message-ID) again, and SMTP cannot tell it the first
- * copy arrived.  The store remembers (mailbox, Message-ID)
- * (pec_store_delivered); a second copy gets 250 "delivered already", is
- * not stored and earns no second receipt.  For a busta that record is
- * committed together with the receipt (consegna.h), for a notice or
- * anomalia on its own after the mailbox has it.  A kill between the
- * mailbox write and that commit makes the MTA deliver again; the Maildir
- * backend then names the file after the mailbox and Message-ID (mailbox.h)
- * and finds it, so the retry stores nothing new and queues the one
- * receipt.  With the LMTP backend (Dovecot) the store record is the only
- * guard: a kill after the server's 250 and before our commit leaves a
- * second copy in that mailbox -- still one receipt, as the receipt
- * commits with the record.  Ordinary mail and messages that do not verify
- * are never deduplicated: their Message-ID is vouched for by nobody, and
- * honouring it would let one sender suppress another's message.
+ * each mailbox, keyed by its Message-ID: a provider's injector that crashed
+ * between the MTA's 250 and recording it sends the same message (same
+ * bytes, same Message-ID) again, and SMTP cannot tell it the first copy
+ * arrived.  The store remembers (mailbox, Message-ID) (pec_store_delivered);
+ * a second copy gets 250 "delivered already", is not stored and earns no
+ * second receipt.  For a busta that record is committed together with the
+ * receipt (consegna.h), for a notice or anomalia on its own after the
+ * mailbox has it.  A kill between the mailbox write and that commit makes
+ * the MTA deliver again; the Maildir backend then names the file after the
+ * mailbox and Message-ID (mailbox.h) and finds it, so the retry stores
+ * nothing new and queues the one receipt.  A notice's or anomalia's commit
+ * that fails rather than being killed (the database went away after it said
+ * the message was new) is the same with the Maildir backend: the MTA gets
+ * 4xx, and the retry finds the file and records its deposit, so the log
+ * never lacks it.  With the LMTP backend (Dovecot) the store record is the
+ * only guard: a kill after the server's 250 and before our commit leaves a
+ * second copy in that mailbox -- still one receipt, as the receipt commits
+ * with the record -- and a notice's failed commit gets 250 and is logged as
+ * a record lost (a retry would store a second copy).  Ordinary mail and
+ * messages that do not verify are never deduplicated: their Message-ID is
+ * vouched for by nobody, and honouring it would let one sender suppress
+ * another's message.
  *
  * Everything else -- notices, buste di anomalia, ordinary mail, and a
  * message that claims to be a busta but does not verify -- is delivered
