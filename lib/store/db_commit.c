@@ -327,7 +327,7 @@ int pec_store_commit(struct pec_store *st, struct pec_batch *b, char *err, size_
         if (db_enter(st, err, errlen) < 0)
             return -1;
         st->retry = 0;
-        if (db_begin(st, err, errlen) == 0 && (rc = apply(st, b, err, errlen)) >= 0 &&
+        if (db_begin_batch(st, err, errlen) == 0 && (rc = apply(st, b, err, errlen)) >= 0 &&
             (rc == 1 || db_commit(st, err, errlen) == 0))
             break;
         db_rollback(st);

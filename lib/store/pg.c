@@ -75,6 +75,12 @@ struct pg_conn {
     char *error; /* the last statement's error, for fail */
     struct prepared prepared[PREPARED_MAX];
     int nprepared;
+    /* a batch (db_begin_batch) in libpq's pipeline mode: what was sent, not yet answered */
+    int pipeline;
+    const char **queued;    /* what each statement sent was doing (db_stmt's what, or its SQL) */
+    const char *error_what; /* the error noted came from this one of them, not the caller's */
+    int nqueued, capqueued;
+    int queued_prepare; /* one of them prepares a statement */
 };
 
 static const struct db_token pg_tokens[] = {
@@ -105,6 +111,7 @@ static void set_error(struct pec_store *st, const char *msg)
         n--;
     free(c->error);
     c->error = xstrndup(msg, n);
+    c->error_what = NULL;
     for (p = q = c->error; *p != '\0'; p++) {
         if (*p == '\n' || *p == '\t')
             *p = ' ';
@@ -118,7 +125,7 @@ static int pg_fail(struct pec_store *st, const char *what, char *err, size_t err
 {
     struct pg_conn *c = st->conn;
 
-    pec_seterr(err, errlen, "store %s: %s: %s", st->path, what,
+    pec_seterr(err, errlen, "store %s: %s: %s", st->path, c->error_what ? c->error_what : what,
                c->error ? c->error : PQerrorMessage(c->pg));
     return -1;
 }
@@ -204,6 +211,120 @@ static void params_of(const struct pg_stmt *s, int npar, struct pg_params *pp)
     }
 }
 
+/* ---------------------------------------------------------------- the pipeline */
+
+/*
+ * A batch (db_begin_batch) runs in libpq's pipeline mode: its statements
+ * are sent one after the other without waiting, and their answers read
+ * when a statement needs its own (a SELECT's rows, the COMMIT's outcome),
+ * so a commit of a dozen statements is two or three round trips to the
+ * server instead of a dozen, each of which waited for the server's process
+ * to be scheduled while the handle's lock was held.  The first error among
+ * the answers is the one reported (naming its statement when it is not the
+ * one that read them: what its db_run said it was doing); the server skips
+ * the rest of the pipeline, and the
+ * transaction is rolled back outside it.
+ */
+
+/*
+ * A statement sent (SENT: what libpq's PQsend* returned) and queued, WHAT
+ * naming it in an error; 0, or -1 noted.
+ */
+static int send_ok(struct pec_store *st, int sent, const char *what)
+{
+    struct pg_conn *c = st->conn;
+
+    if (!sent) {
+        set_error(st, PQerrorMessage(c->pg));
+        classify(st, NULL);
+        st->broken = 1; /* what was sent and what was not is unknown */
+        return -1;
+    }
+    if (c->nqueued == c->capqueued) {
+        c->capqueued = c->capqueued ? c->capqueued * 2 : 32;
+        c->queued = xrealloc(c->queued, (size_t)c->capqueued * sizeof(*c->queued));
+    }
+    c->queued[c->nqueued++] = what;
+    return 0;
+}
+
+/*
+ * Read the answers to everything queued, up to a sync point: 0, or -1 with
+ * the first error noted (unless QUIET).  LAST, when not NULL, gets the last
+ * statement's result (the caller's: a SELECT's rows, the COMMIT's status).
+ */
+static int flush(struct pec_store *st, PGresult **last, int quiet)
+{
+    struct pg_conn *c = st->conn;
+    PGresult *r;
+    int rc = 0;
+
+    if (last != NULL)
+        *last = NULL;
+    if (!PQpipelineSync(c->pg)) {
+        if (!quiet)
+            set_error(st, PQerrorMessage(c->pg));
+        st->broken = 1;
+        rc = -1;
+    }
+    for (int i = 0; i < c->nqueued && !st->broken; i++) {
+        while ((r = PQgetResult(c->pg)) != NULL) {
+            if (PQresultStatus(r) != PGRES_PIPELINE_ABORTED && rc == 0 && result_ok(st, r) < 0) {
+                rc = -1;
+                if (quiet) {
+                    free(c->error);
+                    c->error = NULL;
+                } else if (i < c->nqueued - 1 || last == NULL) {
+                    c->error_what = c->queued[i]; /* static: the SQL's or its caller's */
+                }
+            }
+            if (last != NULL && i == c->nqueued - 1 && *last == NULL)
+                *last = r;
+            else
+                PQclear(r);
+        }
+        if (PQstatus(c->pg) != CONNECTION_OK) {
+            st->broken = 1;
+            break;
+        }
+    }
+    if (!st->broken) {
+        r = PQgetResult(c->pg);
+        if (r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+            if (rc == 0 && !quiet)
+                set_error(st, "the pipeline's answers are out of step");
+            st->broken = 1;
+            rc = -1;
+        }
+        PQclear(r);
+    }
+    if (rc < 0 && c->queued_prepare)
+        st->broken = 1; /* a statement noted as prepared may not be: start afresh */
+    c->nqueued = 0;
+    c->queued_prepare = 0;
+    if (rc < 0 && last != NULL) {
+        PQclear(*last);
+        *last = NULL;
+    }
+    return rc;
+}
+
+/* Out of pipeline mode, with nothing left unread (an error, the COMMIT, or the call's end). */
+static void leave_pipeline(struct pec_store *st)
+{
+    struct pg_conn *c = st->conn;
+
+    if (!c->pipeline)
+        return;
+    if (c->nqueued > 0 && !st->broken)
+        flush(st, NULL, 1);
+    if (c->pipeline && !st->broken && !PQexitPipelineMode(c->pg))
+        st->broken = 1;
+    c->pipeline = 0;
+    c->nqueued = 0;
+    st->batch = 0;
+}
+
 /* The statement prepared for SQL: its index, or -1. */
 static int find_prepared(const struct pg_conn *c, const char *sql)
 {
@@ -223,12 +344,19 @@ static int prepare(struct pec_store *st, struct pg_stmt *s, const char *text, in
     PGresult *res;
 
     snprintf(name, sizeof(name), "s%d", c->nprepared);
-    res = PQprepare(c->pg, name, text, npar, types);
-    if (result_ok(st, res) < 0) {
+    if (c->pipeline) {
+        if (send_ok(st, PQsendPrepare(c->pg, name, text, npar, types),
+                    s->base.what ? s->base.what : s->base.sql) < 0)
+            return -1;
+        c->queued_prepare = 1;
+    } else {
+        res = PQprepare(c->pg, name, text, npar, types);
+        if (result_ok(st, res) < 0) {
+            PQclear(res);
+            return -1;
+        }
         PQclear(res);
-        return -1;
     }
-    PQclear(res);
     p->sql = xstrdup(s->base.sql);
     p->npar = npar;
     memcpy(p->types, types, (size_t)npar * sizeof(Oid));
@@ -247,7 +375,18 @@ static int execute(struct pec_store *st, struct pg_stmt *s)
     struct pg_conn *c = st->conn;
     struct pg_params pp;
     char name[16], *text = NULL;
-    int npar = 0, i = find_prepared(c, s->base.sql);
+    int npar = 0, i;
+
+    if (c->pipeline && strcmp(s->base.sql, "ROLLBACK") == 0)
+        leave_pipeline(st); /* what was queued is read and dropped; the ROLLBACK outside */
+    else if (st->batch && !c->pipeline && strcmp(s->base.sql, "ROLLBACK") != 0) {
+        if (!PQenterPipelineMode(c->pg)) {
+            set_error(st, PQerrorMessage(c->pg));
+            return -1;
+        }
+        c->pipeline = 1;
+    }
+    i = find_prepared(c, s->base.sql);
 
     if (i >= 0) {
         npar = c->prepared[i].npar;
@@ -269,6 +408,23 @@ static int execute(struct pec_store *st, struct pg_stmt *s)
     }
     if (i >= 0)
         snprintf(name, sizeof(name), "s%d", i);
+    if (c->pipeline) {
+        int sent =
+            i >= 0 ? PQsendQueryPrepared(c->pg, name, npar, pp.values, pp.lengths, pp.formats, 0)
+                   : PQsendQueryParams(c->pg, text, npar, pp.types, pp.values, pp.lengths,
+                                       pp.formats, 0);
+        int commit = strcmp(s->base.sql, "COMMIT") == 0, rc;
+
+        free(text);
+        if (send_ok(st, sent, s->base.what ? s->base.what : s->base.sql) < 0)
+            return -1;
+        if (!commit && strncmp(s->base.sql, "SELECT", 6) != 0)
+            return 0; /* a write: its answer is read with the next statement's */
+        rc = flush(st, &s->res, 0);
+        if (rc < 0 || commit)
+            leave_pipeline(st);
+        return rc;
+    }
     if (strncmp(s->base.sql, "SELECT", 6) == 0) {
         /* a row at a time: a walk over the whole log is not held in memory at once */
         int sent =
@@ -551,6 +707,7 @@ static void pg_close(struct pec_store *st)
     PQfinish(c->pg);
     for (int i = 0; i < c->nprepared; i++)
         free(c->prepared[i].sql);
+    free(c->queued);
     free(c->error);
     free(c);
     st->conn = NULL;
@@ -629,11 +786,15 @@ static int pg_enter(struct pec_store *st, int relaxed, char *err, size_t errlen)
     }
     free(((struct pg_conn *)st->conn)->error);
     ((struct pg_conn *)st->conn)->error = NULL;
+    ((struct pg_conn *)st->conn)->error_what = NULL;
     return 0;
 }
 
 static void pg_leave(struct pec_store *st)
 {
+    if (st->conn != NULL)
+        leave_pipeline(st); /* a batch the call did not end */
+    st->batch = 0;
     if (st->broken) {
         pg_close(st);
         st->broken = 0;
