@@ -81,6 +81,7 @@ struct pg_conn {
     const char *error_what; /* the error noted came from this one of them, not the caller's */
     int nqueued, capqueued;
     int queued_prepare; /* one of them prepares a statement */
+    int relaxed;        /* synchronous_commit is off for this session (pg_enter) */
 };
 
 static const struct db_token pg_tokens[] = {
@@ -776,20 +777,6 @@ static int pg_open(struct pec_store *st, int flags, char *err, size_t errlen)
     return 0;
 }
 
-static int pg_enter(struct pec_store *st, int relaxed, char *err, size_t errlen)
-{
-    (void)relaxed; /* commits are as durable as the server's synchronous_commit says */
-    pthread_mutex_lock(&st->lock);
-    if (st->conn == NULL && pg_open(st, PEC_STORE_NOCREATE, err, errlen) < 0) {
-        pthread_mutex_unlock(&st->lock);
-        return -1;
-    }
-    free(((struct pg_conn *)st->conn)->error);
-    ((struct pg_conn *)st->conn)->error = NULL;
-    ((struct pg_conn *)st->conn)->error_what = NULL;
-    return 0;
-}
-
 static void pg_leave(struct pec_store *st)
 {
     if (st->conn != NULL)
@@ -800,6 +787,49 @@ static void pg_leave(struct pec_store *st)
         st->broken = 0;
     }
     pthread_mutex_unlock(&st->lock);
+}
+
+/*
+ * Take the handle, connecting again after a fault.  Commits are as durable
+ * as the server's synchronous_commit says, except RELAXED ones, the
+ * injector's bookkeeping (claim, sent, defer, fail, tidy), which do not
+ * wait for the WAL to reach the disk, as SQLite's skip the fsync (sqlite.c
+ * says why): a crash of the server may undo the last of them, which only
+ * means a row is sent again, identical.  Those fsyncs were two of a
+ * submission's four, each a few ms with the handle's lock held.  A
+ * submission's own commit (its transaction, outbox rows, log records) and
+ * a delivery's still wait for the disk.  The setting changes with the kind
+ * of call, not at every call (a SET is a round trip); RESET brings back
+ * whatever the server, the role or the spec chose.
+ */
+static int pg_enter(struct pec_store *st, int relaxed, char *err, size_t errlen)
+{
+    struct pg_conn *c;
+
+    pthread_mutex_lock(&st->lock);
+    if (st->conn == NULL && pg_open(st, PEC_STORE_NOCREATE, err, errlen) < 0) {
+        pthread_mutex_unlock(&st->lock);
+        return -1;
+    }
+    c = st->conn;
+    free(c->error);
+    c->error = NULL;
+    c->error_what = NULL;
+    if (relaxed != c->relaxed) {
+        PGresult *res =
+            PQexec(c->pg, relaxed ? "SET synchronous_commit = off" : "RESET synchronous_commit");
+        int rc = result_ok(st, res);
+
+        PQclear(res);
+        if (rc < 0) {
+            pg_fail(st, "setting synchronous_commit", err, errlen);
+            st->broken = 1; /* never go on relaxed: a new connection has the default */
+            pg_leave(st);
+            return -1;
+        }
+        c->relaxed = relaxed;
+    }
+    return 0;
 }
 
 const struct db_driver db_pg = {
