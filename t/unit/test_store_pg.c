@@ -425,9 +425,10 @@ static int lock_waiters(void)
 
 /*
  * Another transaction and a commit lock the registro's two head rows in
- * opposite orders: the server breaks the deadlock by failing the commit's
- * transaction (it waited first), whose batch is applied again and goes
- * through.
+ * opposite orders (a commit locks both at once, the hash's row first: in
+ * the order of their keys): the server breaks the deadlock by failing the
+ * commit's transaction (it waited first), whose batch is applied again and
+ * goes through.
  */
 static void test_deadlock_retried(void)
 {
@@ -446,7 +447,7 @@ static void test_deadlock_retried(void)
     }
     x = PQconnectdb(spec);
     PQclear(PQexec(x, "BEGIN"));
-    r = PQexec(x, "UPDATE meta SET value = value WHERE key = 'registro_head_hash'");
+    r = PQexec(x, "UPDATE meta SET value = value WHERE key = 'registro_head_seq'");
     CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
     PQclear(r);
     c.st = st[0];
@@ -459,7 +460,7 @@ static void test_deadlock_retried(void)
      * then x is the one that waited first and gives way: what x gets does
      * not matter, the commit must go through.
      */
-    r = PQexec(x, "UPDATE meta SET value = value WHERE key = 'registro_head_seq'");
+    r = PQexec(x, "UPDATE meta SET value = value WHERE key = 'registro_head_hash'");
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         printf("deadlock: the other transaction: %s", PQerrorMessage(x));
     PQclear(r);
