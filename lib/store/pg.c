@@ -81,7 +81,10 @@ struct pg_conn {
     const char *error_what; /* the error noted came from this one of them, not the caller's */
     int nqueued, capqueued;
     int queued_prepare; /* one of them prepares a statement */
-    int relaxed;        /* synchronous_commit is off for this session (pg_enter) */
+    int relaxed;        /* the call in progress wants synchronous_commit off (pg_enter) */
+    int relaxed_set;    /* what the server has: 1 off, 0 the default, -1 not known */
+    int queued_set;     /* a statement queued sets it */
+    int set_in_tx;      /* it was set inside the transaction in progress, which may undo it */
 };
 
 static const struct db_token pg_tokens[] = {
@@ -301,8 +304,13 @@ static int flush(struct pec_store *st, PGresult **last, int quiet)
     }
     if (rc < 0 && c->queued_prepare)
         st->broken = 1; /* a statement noted as prepared may not be: start afresh */
+    if (rc < 0 && (c->queued_set || c->set_in_tx)) {
+        c->relaxed_set = -1; /* its transaction is undone, and the SET with it */
+        c->set_in_tx = 0;
+    }
     c->nqueued = 0;
     c->queued_prepare = 0;
+    c->queued_set = 0;
     if (rc < 0 && last != NULL) {
         PQclear(*last);
         *last = NULL;
@@ -324,6 +332,54 @@ static void leave_pipeline(struct pec_store *st)
     c->pipeline = 0;
     c->nqueued = 0;
     st->batch = 0;
+}
+
+/* ---------------------------------------------------------------- synchronous_commit */
+
+/*
+ * What the call in progress wants (pg_enter) goes to the server with its
+ * first statement when the server has something else: queued before it in
+ * a pipeline, so it costs no round trip of its own, or else on its own.
+ */
+static const char *sync_sql(const struct pg_conn *c)
+{
+    return c->relaxed ? "SET synchronous_commit = off" : "RESET synchronous_commit";
+}
+
+/* The setting on its own, now; 0, or -1 noted (the connection is then dropped). */
+static int sync_now(struct pec_store *st)
+{
+    struct pg_conn *c = st->conn;
+    PGresult *res;
+    int rc;
+
+    if (c->relaxed_set == c->relaxed)
+        return 0;
+    res = PQexec(c->pg, sync_sql(c));
+    rc = result_ok(st, res);
+    PQclear(res);
+    if (rc < 0) {
+        st->broken = 1; /* never go on unsure of it: a new connection has the default */
+        return -1;
+    }
+    c->relaxed_set = c->relaxed;
+    return 0;
+}
+
+/* The setting queued in the pipeline, ahead of the statement about to be sent. */
+static int sync_queue(struct pec_store *st)
+{
+    struct pg_conn *c = st->conn;
+
+    if (c->relaxed_set == c->relaxed)
+        return 0;
+    if (send_ok(st, PQsendQueryParams(c->pg, sync_sql(c), 0, NULL, NULL, NULL, NULL, 0),
+                "setting synchronous_commit") < 0)
+        return -1;
+    c->relaxed_set = c->relaxed;
+    c->queued_set = 1;
+    c->set_in_tx = st->batch; /* the batch's BEGIN makes it part of the transaction */
+    return 0;
 }
 
 /* The statement prepared for SQL: its index, or -1. */
@@ -378,14 +434,32 @@ static int execute(struct pec_store *st, struct pg_stmt *s)
     char name[16], *text = NULL;
     int npar = 0, i;
 
-    if (c->pipeline && strcmp(s->base.sql, "ROLLBACK") == 0)
+    int rollback = strcmp(s->base.sql, "ROLLBACK") == 0, alone = 0;
+    int select = strncmp(s->base.sql, "SELECT", 6) == 0;
+
+    if (rollback) {
         leave_pipeline(st); /* what was queued is read and dropped; the ROLLBACK outside */
-    else if (st->batch && !c->pipeline && strcmp(s->base.sql, "ROLLBACK") != 0) {
+        if (c->set_in_tx)
+            c->relaxed_set = -1; /* undone with the transaction */
+        c->set_in_tx = 0;
+    } else if (c->relaxed_set != c->relaxed && !c->pipeline &&
+               PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+        /* the call's first statement: its setting goes with it, or before it */
+        if (!st->batch && (select || strcmp(s->base.sql, "BEGIN") == 0)) {
+            if (sync_now(st) < 0)
+                return -1;
+        } else {
+            alone = !st->batch; /* a write in a pipeline of its own, with the setting */
+        }
+    }
+    if ((st->batch || alone) && !c->pipeline && !rollback) {
         if (!PQenterPipelineMode(c->pg)) {
             set_error(st, PQerrorMessage(c->pg));
             return -1;
         }
         c->pipeline = 1;
+        if (sync_queue(st) < 0)
+            return -1;
     }
     i = find_prepared(c, s->base.sql);
 
@@ -419,14 +493,16 @@ static int execute(struct pec_store *st, struct pg_stmt *s)
         free(text);
         if (send_ok(st, sent, s->base.what ? s->base.what : s->base.sql) < 0)
             return -1;
-        if (!commit && strncmp(s->base.sql, "SELECT", 6) != 0)
+        if (!commit && !select && !alone)
             return 0; /* a write: its answer is read with the next statement's */
         rc = flush(st, &s->res, 0);
-        if (rc < 0 || commit)
+        if (commit && rc == 0)
+            c->set_in_tx = 0;
+        if (rc < 0 || commit || alone)
             leave_pipeline(st);
         return rc;
     }
-    if (strncmp(s->base.sql, "SELECT", 6) == 0) {
+    if (select) {
         /* a row at a time: a walk over the whole log is not held in memory at once */
         int sent =
             i >= 0 ? PQsendQueryPrepared(c->pg, name, npar, pp.values, pp.lengths, pp.formats, 0)
@@ -524,9 +600,15 @@ static int pg_script(struct pec_store *st, const char *sql, const char *what, ch
                      size_t errlen)
 {
     int npar;
-    char *text = db_expand(&db_pg, sql, &npar);
-    PGresult *res = PQexec(pg_of(st), text);
-    int rc = result_ok(st, res);
+    char *text;
+    PGresult *res;
+    int rc;
+
+    if (PQtransactionStatus(pg_of(st)) == PQTRANS_IDLE && sync_now(st) < 0)
+        return pg_fail(st, what, err, errlen);
+    text = db_expand(&db_pg, sql, &npar);
+    res = PQexec(pg_of(st), text);
+    rc = result_ok(st, res);
 
     free(text);
     PQclear(res);
@@ -542,9 +624,12 @@ static int pg_in_tx(struct pec_store *st)
 static int query_value(struct pec_store *st, const char *sql, const char *what, char **out,
                        char *err, size_t errlen)
 {
-    PGresult *res = PQexec(pg_of(st), sql);
+    PGresult *res;
 
     *out = NULL;
+    if (PQtransactionStatus(pg_of(st)) == PQTRANS_IDLE && sync_now(st) < 0)
+        return pg_fail(st, what, err, errlen);
+    res = PQexec(pg_of(st), sql);
     if (result_ok(st, res) < 0) {
         PQclear(res);
         return pg_fail(st, what, err, errlen);
@@ -779,8 +864,13 @@ static int pg_open(struct pec_store *st, int flags, char *err, size_t errlen)
 
 static void pg_leave(struct pec_store *st)
 {
-    if (st->conn != NULL)
+    if (st->conn != NULL) {
+        struct pg_conn *c = st->conn;
         leave_pipeline(st); /* a batch the call did not end */
+        if (c->set_in_tx)
+            c->relaxed_set = -1; /* a transaction left open: not known what it keeps */
+        c->set_in_tx = 0;
+    }
     st->batch = 0;
     if (st->broken) {
         pg_close(st);
@@ -799,8 +889,9 @@ static void pg_leave(struct pec_store *st)
  * submission's four, each a few ms with the handle's lock held.  A
  * submission's own commit (its transaction, outbox rows, log records) and
  * a delivery's still wait for the disk.  The setting changes with the kind
- * of call, not at every call (a SET is a round trip); RESET brings back
- * whatever the server, the role or the spec chose.
+ * of call, not at every call, and goes with the call's first statement
+ * (execute); RESET brings back whatever the server, the role or the spec
+ * chose.
  */
 static int pg_enter(struct pec_store *st, int relaxed, char *err, size_t errlen)
 {
@@ -815,20 +906,7 @@ static int pg_enter(struct pec_store *st, int relaxed, char *err, size_t errlen)
     free(c->error);
     c->error = NULL;
     c->error_what = NULL;
-    if (relaxed != c->relaxed) {
-        PGresult *res =
-            PQexec(c->pg, relaxed ? "SET synchronous_commit = off" : "RESET synchronous_commit");
-        int rc = result_ok(st, res);
-
-        PQclear(res);
-        if (rc < 0) {
-            pg_fail(st, "setting synchronous_commit", err, errlen);
-            st->broken = 1; /* never go on relaxed: a new connection has the default */
-            pg_leave(st);
-            return -1;
-        }
-        c->relaxed = relaxed;
-    }
+    c->relaxed = relaxed; /* sent with the call's first statement, if the server has other */
     return 0;
 }
 

@@ -11,6 +11,7 @@
  */
 #include "check.h"
 #include "pgtest.h"
+#include "store/db_int.h"
 #include "store/registro.h"
 #include "store/store.h"
 #include "util/xalloc.h"
@@ -515,6 +516,73 @@ static void test_node_unique(void)
     free(spec);
 }
 
+/* ---------------------------------------------------------------- synchronous_commit */
+
+/* The connection's synchronous_commit, read through the handle as its next call would. */
+static char *sync_setting(struct pec_store *st, int relaxed)
+{
+    char err[1024], *v = NULL;
+    struct db_stmt *s;
+
+    if ((relaxed ? db_enter_relaxed(st, err, sizeof(err)) : db_enter(st, err, sizeof(err))) < 0)
+        return xstrdup(err);
+    if ((s = db_prep(st, "SELECT current_setting('synchronous_commit')", err, sizeof(err))) !=
+        NULL) {
+        v = xstrdup(db_step(st, s) == 1 ? db_col(s, 0) : "(error)");
+        db_release(st, s);
+    }
+    db_leave(st);
+    return v ? v : xstrdup(err);
+}
+
+#define CHECK_SYNC(st, relaxed, want)                                                              \
+    do {                                                                                           \
+        char *v_ = sync_setting(st, relaxed);                                                      \
+        CHECK_STR(v_, want);                                                                       \
+        free(v_);                                                                                  \
+    } while (0)
+
+/*
+ * The injector's bookkeeping (relaxed calls) does not wait for the WAL's
+ * flush; every other call does, whatever went before: a relaxed claim, a
+ * batch whose setting was undone with its rolled back transaction.
+ */
+static void test_relaxed_only(void)
+{
+    struct pec_store *st[2];
+    struct pec_outbox_row row;
+    struct pec_batch *b;
+    char err[1024];
+    time_t next;
+
+    if (open_nodes("relaxed", st) < 0)
+        return;
+    CHECK_SYNC(st[0], 0, "on");
+    CHECK_SYNC(st[0], 1, "off");
+    CHECK_SYNC(st[0], 1, "off");
+    CHECK_SYNC(st[0], 0, "on");
+    /* a relaxed claim (a batch), then an ordinary call */
+    CHECK(pec_store_outbox_claim(st[0], time(NULL), 1, &row, &next, err, sizeof(err)) == 0);
+    pec_outbox_row_free(&row);
+    CHECK_SYNC(st[0], 0, "on");
+    /* an ordinary batch after a relaxed call, rolled back: its RESET went with it */
+    CHECK_SYNC(st[0], 1, "off");
+    b = pec_batch_new();
+    pec_batch_expect(b, "opec.none@pec-a.test", "x@pec-b.test", 1u << PEC_RCPT_SENT, 0);
+    CHECK(pec_store_commit(st[0], b, err, sizeof(err)) == 1);
+    pec_batch_free(b);
+    CHECK_SYNC(st[0], 0, "on");
+    /* a relaxed claim, then an ordinary batch that commits: its RESET holds */
+    CHECK(pec_store_outbox_claim(st[0], time(NULL), 1, &row, &next, err, sizeof(err)) == 0);
+    pec_outbox_row_free(&row);
+    b = pec_batch_new();
+    pec_batch_delivered(b, "mario@pec-a.test", "m1@x", 1);
+    CHECK(pec_store_commit(st[0], b, err, sizeof(err)) == 0);
+    pec_batch_free(b);
+    CHECK_SYNC(st[0], 0, "on");
+    close_nodes(st);
+}
+
 int main(void)
 {
     base = getenv("PEC_TEST_STORE");
@@ -527,5 +595,6 @@ int main(void)
     test_connection_lost();
     test_node_unique();
     test_deadlock_retried();
+    test_relaxed_only();
     return check_exit();
 }
