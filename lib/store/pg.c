@@ -6,14 +6,16 @@
  * and reads its rows.
  *
  * One connection per handle, serialised by the handle's mutex, like the
- * SQLite file.  What SQLite gets from its single writer PostgreSQL gets
- * from row locks, which the shared SQL asks for with its {for update} and
- * {skip locked} tokens: the registro's head row in meta is locked while a
- * batch appends, so the hash chain stays one line whichever node writes;
- * a recipient a conditional batch expects is locked while the batch is
- * applied, so a 12 h or 24 h notice is queued by one node only; the outbox
- * row an injector claims is taken with SKIP LOCKED, so two nodes never
- * claim the same row and neither waits for the other.
+ * SQLite file, and few round trips with the mutex held (a batch's
+ * statements go in one pipeline, see below).  What SQLite gets from its
+ * single writer PostgreSQL gets from row locks, which the shared SQL asks
+ * for with its {for update} and {skip locked} tokens: the registro's head
+ * rows in meta are locked while a batch appends, so the hash chain stays
+ * one line whichever node writes; a recipient a conditional batch expects
+ * is locked while the batch is applied, so a 12 h or 24 h notice is queued
+ * by one node only; the outbox row an injector claims is taken with SKIP
+ * LOCKED, so two nodes never claim the same row and neither waits for the
+ * other.
  *
  * The schema version is the meta key schema_version; a migration holds an
  * advisory lock, so nodes started together migrate once.
@@ -81,10 +83,7 @@ struct pg_conn {
     const char *error_what; /* the error noted came from this one of them, not the caller's */
     int nqueued, capqueued;
     int queued_prepare; /* one of them prepares a statement */
-    int relaxed;        /* the call in progress wants synchronous_commit off (pg_enter) */
-    int relaxed_set;    /* what the server has: 1 off, 0 the default, -1 not known */
-    int queued_set;     /* a statement queued sets it */
-    int set_in_tx;      /* it was set inside the transaction in progress, which may undo it */
+    int relaxed;        /* the call in progress commits without waiting for the disk (pg_enter) */
 };
 
 static const struct db_token pg_tokens[] = {
@@ -226,8 +225,7 @@ static void params_of(const struct pg_stmt *s, int npar, struct pg_params *pp)
  * to be scheduled while the handle's lock was held.  The first error among
  * the answers is the one reported (naming its statement when it is not the
  * one that read them: what its db_run said it was doing); the server skips
- * the rest of the pipeline, and the
- * transaction is rolled back outside it.
+ * the rest of the pipeline, and the transaction is rolled back outside it.
  */
 
 /*
@@ -254,10 +252,11 @@ static int send_ok(struct pec_store *st, int sent, const char *what)
 
 /*
  * Read the answers to everything queued, up to a sync point: 0, or -1 with
- * the first error noted (unless QUIET).  LAST, when not NULL, gets the last
- * statement's result (the caller's: a SELECT's rows, the COMMIT's status).
+ * the first error noted (unless QUIET).  LAST, when not NULL, gets the
+ * result of the statement queued WANT-th (the caller's: a SELECT's rows, a
+ * write's count, the COMMIT's status).
  */
-static int flush(struct pec_store *st, PGresult **last, int quiet)
+static int flush(struct pec_store *st, int want, PGresult **last, int quiet)
 {
     struct pg_conn *c = st->conn;
     PGresult *r;
@@ -278,11 +277,11 @@ static int flush(struct pec_store *st, PGresult **last, int quiet)
                 if (quiet) {
                     free(c->error);
                     c->error = NULL;
-                } else if (i < c->nqueued - 1 || last == NULL) {
+                } else if (i != want || last == NULL) {
                     c->error_what = c->queued[i]; /* static: the SQL's or its caller's */
                 }
             }
-            if (last != NULL && i == c->nqueued - 1 && *last == NULL)
+            if (last != NULL && i == want && *last == NULL)
                 *last = r;
             else
                 PQclear(r);
@@ -304,13 +303,8 @@ static int flush(struct pec_store *st, PGresult **last, int quiet)
     }
     if (rc < 0 && c->queued_prepare)
         st->broken = 1; /* a statement noted as prepared may not be: start afresh */
-    if (rc < 0 && (c->queued_set || c->set_in_tx)) {
-        c->relaxed_set = -1; /* its transaction is undone, and the SET with it */
-        c->set_in_tx = 0;
-    }
     c->nqueued = 0;
     c->queued_prepare = 0;
-    c->queued_set = 0;
     if (rc < 0 && last != NULL) {
         PQclear(*last);
         *last = NULL;
@@ -326,7 +320,7 @@ static void leave_pipeline(struct pec_store *st)
     if (!c->pipeline)
         return;
     if (c->nqueued > 0 && !st->broken)
-        flush(st, NULL, 1);
+        flush(st, -1, NULL, 1);
     if (c->pipeline && !st->broken && !PQexitPipelineMode(c->pg))
         st->broken = 1;
     c->pipeline = 0;
@@ -336,50 +330,14 @@ static void leave_pipeline(struct pec_store *st)
 
 /* ---------------------------------------------------------------- synchronous_commit */
 
-/*
- * What the call in progress wants (pg_enter) goes to the server with its
- * first statement when the server has something else: queued before it in
- * a pipeline, so it costs no round trip of its own, or else on its own.
- */
-static const char *sync_sql(const struct pg_conn *c)
-{
-    return c->relaxed ? "SET synchronous_commit = off" : "RESET synchronous_commit";
-}
+#define RELAX "SET LOCAL synchronous_commit = off"
 
-/* The setting on its own, now; 0, or -1 noted (the connection is then dropped). */
-static int sync_now(struct pec_store *st)
-{
-    struct pg_conn *c = st->conn;
-    PGresult *res;
-    int rc;
-
-    if (c->relaxed_set == c->relaxed)
-        return 0;
-    res = PQexec(c->pg, sync_sql(c));
-    rc = result_ok(st, res);
-    PQclear(res);
-    if (rc < 0) {
-        st->broken = 1; /* never go on unsure of it: a new connection has the default */
-        return -1;
-    }
-    c->relaxed_set = c->relaxed;
-    return 0;
-}
-
-/* The setting queued in the pipeline, ahead of the statement about to be sent. */
-static int sync_queue(struct pec_store *st)
+/* A statement without parameters queued: 0, or -1 noted. */
+static int send_plain(struct pec_store *st, const char *sql, const char *what)
 {
     struct pg_conn *c = st->conn;
 
-    if (c->relaxed_set == c->relaxed)
-        return 0;
-    if (send_ok(st, PQsendQueryParams(c->pg, sync_sql(c), 0, NULL, NULL, NULL, NULL, 0),
-                "setting synchronous_commit") < 0)
-        return -1;
-    c->relaxed_set = c->relaxed;
-    c->queued_set = 1;
-    c->set_in_tx = st->batch; /* the batch's BEGIN makes it part of the transaction */
-    return 0;
+    return send_ok(st, PQsendQueryParams(c->pg, sql, 0, NULL, NULL, NULL, NULL, 0), what);
 }
 
 /* The statement prepared for SQL: its index, or -1. */
@@ -432,25 +390,15 @@ static int execute(struct pec_store *st, struct pg_stmt *s)
     struct pg_conn *c = st->conn;
     struct pg_params pp;
     char name[16], *text = NULL;
-    int npar = 0, i;
-
-    int rollback = strcmp(s->base.sql, "ROLLBACK") == 0, alone = 0;
+    int npar = 0, i, alone = 0;
+    int rollback = strcmp(s->base.sql, "ROLLBACK") == 0;
     int select = strncmp(s->base.sql, "SELECT", 6) == 0;
 
     if (rollback) {
         leave_pipeline(st); /* what was queued is read and dropped; the ROLLBACK outside */
-        if (c->set_in_tx)
-            c->relaxed_set = -1; /* undone with the transaction */
-        c->set_in_tx = 0;
-    } else if (c->relaxed_set != c->relaxed && !c->pipeline &&
-               PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
-        /* the call's first statement: its setting goes with it, or before it */
-        if (!st->batch && (select || strcmp(s->base.sql, "BEGIN") == 0)) {
-            if (sync_now(st) < 0)
-                return -1;
-        } else {
-            alone = !st->batch; /* a write in a pipeline of its own, with the setting */
-        }
+    } else if (c->relaxed && !st->batch && !select && !c->pipeline &&
+               strcmp(s->base.sql, "BEGIN") != 0 && PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+        alone = 1; /* a relaxed write of its own: in a transaction of its own, relaxed */
     }
     if ((st->batch || alone) && !c->pipeline && !rollback) {
         if (!PQenterPipelineMode(c->pg)) {
@@ -458,7 +406,8 @@ static int execute(struct pec_store *st, struct pg_stmt *s)
             return -1;
         }
         c->pipeline = 1;
-        if (sync_queue(st) < 0)
+        if (alone && (send_plain(st, "BEGIN", "starting a transaction") < 0 ||
+                      send_plain(st, RELAX, "relaxing the commit") < 0))
             return -1;
     }
     i = find_prepared(c, s->base.sql);
@@ -488,18 +437,24 @@ static int execute(struct pec_store *st, struct pg_stmt *s)
             i >= 0 ? PQsendQueryPrepared(c->pg, name, npar, pp.values, pp.lengths, pp.formats, 0)
                    : PQsendQueryParams(c->pg, text, npar, pp.types, pp.values, pp.lengths,
                                        pp.formats, 0);
-        int commit = strcmp(s->base.sql, "COMMIT") == 0, rc;
+        int commit = strcmp(s->base.sql, "COMMIT") == 0, rc, mine;
 
         free(text);
         if (send_ok(st, sent, s->base.what ? s->base.what : s->base.sql) < 0)
             return -1;
+        mine = c->nqueued - 1;
+        if (c->relaxed && strcmp(s->base.sql, "BEGIN") == 0 &&
+            send_plain(st, RELAX, "relaxing the commit") < 0)
+            return -1;
+        if (alone && send_plain(st, "COMMIT", "commit") < 0)
+            return -1;
         if (!commit && !select && !alone)
             return 0; /* a write: its answer is read with the next statement's */
-        rc = flush(st, &s->res, 0);
-        if (commit && rc == 0)
-            c->set_in_tx = 0;
+        rc = flush(st, mine, &s->res, 0);
         if (rc < 0 || commit || alone)
             leave_pipeline(st);
+        if (alone && rc < 0 && !st->broken && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+            PQclear(PQexec(c->pg, "ROLLBACK")); /* its own transaction, the caller knows none */
         return rc;
     }
     if (select) {
@@ -522,7 +477,16 @@ static int execute(struct pec_store *st, struct pg_stmt *s)
     else
         s->res = PQexecParams(c->pg, text, npar, pp.types, pp.values, pp.lengths, pp.formats, 0);
     free(text);
-    return result_ok(st, s->res);
+    if (result_ok(st, s->res) < 0)
+        return -1;
+    if (c->relaxed && strcmp(s->base.sql, "BEGIN") == 0) {
+        PGresult *res = PQexec(c->pg, RELAX);
+        int rc = result_ok(st, res);
+
+        PQclear(res);
+        return rc;
+    }
+    return 0;
 }
 
 /* The next of a SELECT's rows: 1, 0 at the end, -1 with the error noted. */
@@ -604,8 +568,6 @@ static int pg_script(struct pec_store *st, const char *sql, const char *what, ch
     PGresult *res;
     int rc;
 
-    if (PQtransactionStatus(pg_of(st)) == PQTRANS_IDLE && sync_now(st) < 0)
-        return pg_fail(st, what, err, errlen);
     text = db_expand(&db_pg, sql, &npar);
     res = PQexec(pg_of(st), text);
     rc = result_ok(st, res);
@@ -627,8 +589,6 @@ static int query_value(struct pec_store *st, const char *sql, const char *what, 
     PGresult *res;
 
     *out = NULL;
-    if (PQtransactionStatus(pg_of(st)) == PQTRANS_IDLE && sync_now(st) < 0)
-        return pg_fail(st, what, err, errlen);
     res = PQexec(pg_of(st), sql);
     if (result_ok(st, res) < 0) {
         PQclear(res);
@@ -864,13 +824,8 @@ static int pg_open(struct pec_store *st, int flags, char *err, size_t errlen)
 
 static void pg_leave(struct pec_store *st)
 {
-    if (st->conn != NULL) {
-        struct pg_conn *c = st->conn;
+    if (st->conn != NULL)
         leave_pipeline(st); /* a batch the call did not end */
-        if (c->set_in_tx)
-            c->relaxed_set = -1; /* a transaction left open: not known what it keeps */
-        c->set_in_tx = 0;
-    }
     st->batch = 0;
     if (st->broken) {
         pg_close(st);
@@ -888,10 +843,11 @@ static void pg_leave(struct pec_store *st)
  * means a row is sent again, identical.  Those fsyncs were two of a
  * submission's four, each a few ms with the handle's lock held.  A
  * submission's own commit (its transaction, outbox rows, log records) and
- * a delivery's still wait for the disk.  The setting changes with the kind
- * of call, not at every call, and goes with the call's first statement
- * (execute); RESET brings back whatever the server, the role or the spec
- * chose.
+ * a delivery's still wait for the disk.  The setting is SET LOCAL, in the
+ * relaxed call's own transaction (queued after its BEGIN; an autocommit
+ * write becomes BEGIN, SET LOCAL, the write, COMMIT in one pipeline, one
+ * round trip): it ends with it, whatever happens, and every other commit
+ * has what the server, the role or the spec chose.
  */
 static int pg_enter(struct pec_store *st, int relaxed, char *err, size_t errlen)
 {
@@ -906,7 +862,7 @@ static int pg_enter(struct pec_store *st, int relaxed, char *err, size_t errlen)
     free(c->error);
     c->error = NULL;
     c->error_what = NULL;
-    c->relaxed = relaxed; /* sent with the call's first statement, if the server has other */
+    c->relaxed = relaxed;
     return 0;
 }
 
