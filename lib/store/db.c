@@ -218,6 +218,7 @@ int db_exec(struct pec_store *st, const char *sql, const char *what, char *err, 
         return st->drv->script(st, sql, what, err, errlen);
     if ((s = db_prep(st, sql, err, errlen)) == NULL)
         return -1;
+    s->what = what;
     while ((rc = db_step(st, s)) == 1)
         ;
     if (rc < 0)
@@ -267,8 +268,10 @@ int db_step(struct pec_store *st, struct db_stmt *s)
 /* Step S to completion and give it back; returns the rows changed, or -1. */
 int db_run(struct pec_store *st, struct db_stmt *s, const char *what, char *err, size_t errlen)
 {
-    int rc = db_step(st, s), n;
+    int rc, n;
 
+    s->what = what;
+    rc = db_step(st, s);
     if (rc < 0) {
         db_fail(st, what, err, errlen);
         db_release(st, s);
@@ -342,9 +345,22 @@ int db_begin(struct pec_store *st, char *err, size_t errlen)
     return db_exec(st, st->drv->begin_sql, "starting a transaction", err, errlen);
 }
 
+int db_begin_batch(struct pec_store *st, char *err, size_t errlen)
+{
+    int rc;
+
+    st->batch = 1;
+    if ((rc = db_begin(st, err, errlen)) < 0)
+        st->batch = 0;
+    return rc;
+}
+
 int db_commit(struct pec_store *st, char *err, size_t errlen)
 {
-    if (db_exec(st, "COMMIT", "commit", err, errlen) < 0) {
+    int rc = db_exec(st, "COMMIT", "commit", err, errlen);
+
+    st->batch = 0;
+    if (rc < 0) {
         db_rollback(st);
         return -1;
     }
@@ -353,6 +369,7 @@ int db_commit(struct pec_store *st, char *err, size_t errlen)
 
 int db_rollback(struct pec_store *st)
 {
+    st->batch = 0;
     if (st->conn != NULL && st->drv->in_tx(st)) {
         int retry = st->retry; /* the error that made us roll back decides */
         db_exec(st, "ROLLBACK", "rollback", NULL, 0);

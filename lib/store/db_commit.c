@@ -8,6 +8,7 @@
 #include "store/db_int.h"
 #include "util/xalloc.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
@@ -213,16 +214,57 @@ static int insert_record(struct pec_store *st, const struct pec_record *r, char 
     return db_run(st, s, "appending to the log", err, errlen) < 0 ? -1 : 0;
 }
 
+/*
+ * The log's head, its last seq and hash, in one statement: both rows stay
+ * locked until the transaction ends, so the chain stays one line whichever
+ * node appends (only appenders write them, all through this statement, so
+ * they take the two locks in the same order).
+ */
+static int read_head(struct pec_store *st, long long *seq, char prev[PEC_HASH_HEX], char *err,
+                     size_t errlen)
+{
+    struct db_stmt *s = db_prep(st,
+                                "SELECT key, value FROM meta"
+                                " WHERE key IN ('registro_head_seq', 'registro_head_hash')"
+                                " ORDER BY key{for update}",
+                                err, errlen);
+    int rc, found = 0;
+    char *end;
+
+    if (s == NULL)
+        return -1;
+    while ((rc = db_step(st, s)) == 1) {
+        const char *key = db_col(s, 0), *value = db_col(s, 1);
+        if (strcmp(key, "registro_head_seq") == 0) {
+            *seq = strtoll(value, &end, 10);
+            if (*value != '\0' && *end == '\0' && *seq >= 0)
+                found |= 1;
+        } else if (strlen(value) == PEC_HASH_HEX - 1) {
+            memcpy(prev, value, PEC_HASH_HEX);
+            found |= 2;
+        }
+    }
+    if (rc < 0)
+        db_fail(st, "reading meta", err, errlen);
+    else if (found != 3)
+        pec_seterr(err, errlen,
+                   "store %s: meta registro_head_seq or registro_head_hash is missing"
+                   " or malformed",
+                   st->path);
+    db_release(st, s);
+    return rc < 0 || found != 3 ? -1 : 0;
+}
+
 /* Number, link and hash the batch's records after the current head, and append them. */
 static int append_records(struct pec_store *st, struct pec_batch *b, char *err, size_t errlen)
 {
-    long long seq;
-    char prev[PEC_HASH_HEX];
+    long long seq = 0;
+    char prev[PEC_HASH_HEX], num[24];
+    struct db_stmt *s;
 
     if (b->nrec == 0)
         return 0;
-    if (db_meta_get_seq(st, "registro_head_seq", 1, &seq, err, errlen) < 0 ||
-        db_meta_get(st, "registro_head_hash", 0, prev, sizeof(prev), err, errlen) < 0)
+    if (read_head(st, &seq, prev, err, errlen) < 0)
         return -1;
     for (size_t i = 0; i < b->nrec; i++) {
         struct pec_record *r = &b->rec[i].r;
@@ -235,10 +277,16 @@ static int append_records(struct pec_store *st, struct pec_batch *b, char *err, 
             return -1;
         memcpy(prev, r->hash, sizeof(prev));
     }
-    if (db_meta_set_seq(st, "registro_head_seq", seq, err, errlen) < 0 ||
-        db_meta_set(st, "registro_head_hash", prev, err, errlen) < 0)
+    s = db_prep(st,
+                "UPDATE meta SET value = CASE key WHEN 'registro_head_seq' THEN ? ELSE ? END"
+                " WHERE key IN ('registro_head_seq', 'registro_head_hash')",
+                err, errlen);
+    if (s == NULL)
         return -1;
-    return 0;
+    snprintf(num, sizeof(num), "%lld", seq);
+    db_bt(s, 1, num);
+    db_bt(s, 2, prev);
+    return db_run(st, s, "writing meta", err, errlen) < 0 ? -1 : 0;
 }
 
 /* 1 when the recipient is not as E expects, 0 when it is, -1 on error. */
@@ -327,7 +375,7 @@ int pec_store_commit(struct pec_store *st, struct pec_batch *b, char *err, size_
         if (db_enter(st, err, errlen) < 0)
             return -1;
         st->retry = 0;
-        if (db_begin(st, err, errlen) == 0 && (rc = apply(st, b, err, errlen)) >= 0 &&
+        if (db_begin_batch(st, err, errlen) == 0 && (rc = apply(st, b, err, errlen)) >= 0 &&
             (rc == 1 || db_commit(st, err, errlen) == 0))
             break;
         db_rollback(st);

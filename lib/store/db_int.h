@@ -44,6 +44,7 @@ struct db_param {
 struct db_stmt {
     const struct db_driver *drv;
     const char *sql;                        /* as written, tokens and all */
+    const char *what;                       /* what errors say it was doing (db_run), or NULL */
     struct db_param par[DB_MAX_PARAMS + 1]; /* by number, from 1 */
 };
 
@@ -61,6 +62,7 @@ struct pec_store {
     void *conn;  /* the driver's connection; NULL after a fault: reopened by the next call */
     int broken;  /* the last error calls for a reconnect */
     int retry;   /* the last error was a deadlock or serialisation failure: try again */
+    int batch;   /* the transaction in progress is a batch (db_begin_batch) */
     int busy_ms; /* how long a call waits for another connection's lock */
     char *path;  /* what errors name: the file, or the database without its password */
     char *spec;  /* what the driver opens */
@@ -145,6 +147,13 @@ struct db_stmt *db_enter_prep(struct pec_store *st, const char *sql, char *err, 
 int db_run_leave(struct pec_store *st, struct db_stmt *s, const char *what, char *err,
                  size_t errlen);
 int db_begin(struct pec_store *st, char *err, size_t errlen);
+/*
+ * db_begin() for a transaction whose writes nobody reads the count of: the
+ * driver may send them without waiting for each one's answer (PostgreSQL's
+ * pipeline), so a write's error may be reported by the next statement that
+ * reads rows, or by the COMMIT, and db_run() returns 0 rows changed for it.
+ */
+int db_begin_batch(struct pec_store *st, char *err, size_t errlen);
 int db_commit(struct pec_store *st, char *err, size_t errlen);
 int db_rollback(struct pec_store *st);
 

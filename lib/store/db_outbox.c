@@ -150,7 +150,7 @@ int pec_store_outbox_claim(struct pec_store *st, time_t now, long long node,
     *next = 0;
     if (db_enter_relaxed(st, err, errlen) < 0)
         return -1;
-    if (db_begin(st, err, errlen) < 0)
+    if (db_begin_batch(st, err, errlen) < 0) /* claim_row's count is not read */
         goto fail;
     found = load_due(st, now, row, err, errlen);
     if (found < 0)

@@ -6,14 +6,16 @@
  * and reads its rows.
  *
  * One connection per handle, serialised by the handle's mutex, like the
- * SQLite file.  What SQLite gets from its single writer PostgreSQL gets
- * from row locks, which the shared SQL asks for with its {for update} and
- * {skip locked} tokens: the registro's head row in meta is locked while a
- * batch appends, so the hash chain stays one line whichever node writes;
- * a recipient a conditional batch expects is locked while the batch is
- * applied, so a 12 h or 24 h notice is queued by one node only; the outbox
- * row an injector claims is taken with SKIP LOCKED, so two nodes never
- * claim the same row and neither waits for the other.
+ * SQLite file, and few round trips with the mutex held (a batch's
+ * statements go in one pipeline, see below).  What SQLite gets from its
+ * single writer PostgreSQL gets from row locks, which the shared SQL asks
+ * for with its {for update} and {skip locked} tokens: the registro's head
+ * rows in meta are locked while a batch appends, so the hash chain stays
+ * one line whichever node writes; a recipient a conditional batch expects
+ * is locked while the batch is applied, so a 12 h or 24 h notice is queued
+ * by one node only; the outbox row an injector claims is taken with SKIP
+ * LOCKED, so two nodes never claim the same row and neither waits for the
+ * other.
  *
  * The schema version is the meta key schema_version; a migration holds an
  * advisory lock, so nodes started together migrate once.
@@ -75,6 +77,13 @@ struct pg_conn {
     char *error; /* the last statement's error, for fail */
     struct prepared prepared[PREPARED_MAX];
     int nprepared;
+    /* a batch (db_begin_batch) in libpq's pipeline mode: what was sent, not yet answered */
+    int pipeline;
+    const char **queued;    /* what each statement sent was doing (db_stmt's what, or its SQL) */
+    const char *error_what; /* the error noted came from this one of them, not the caller's */
+    int nqueued, capqueued;
+    int queued_prepare; /* one of them prepares a statement */
+    int relaxed;        /* the call in progress commits without waiting for the disk (pg_enter) */
 };
 
 static const struct db_token pg_tokens[] = {
@@ -105,6 +114,7 @@ static void set_error(struct pec_store *st, const char *msg)
         n--;
     free(c->error);
     c->error = xstrndup(msg, n);
+    c->error_what = NULL;
     for (p = q = c->error; *p != '\0'; p++) {
         if (*p == '\n' || *p == '\t')
             *p = ' ';
@@ -118,7 +128,7 @@ static int pg_fail(struct pec_store *st, const char *what, char *err, size_t err
 {
     struct pg_conn *c = st->conn;
 
-    pec_seterr(err, errlen, "store %s: %s: %s", st->path, what,
+    pec_seterr(err, errlen, "store %s: %s: %s", st->path, c->error_what ? c->error_what : what,
                c->error ? c->error : PQerrorMessage(c->pg));
     return -1;
 }
@@ -204,6 +214,132 @@ static void params_of(const struct pg_stmt *s, int npar, struct pg_params *pp)
     }
 }
 
+/* ---------------------------------------------------------------- the pipeline */
+
+/*
+ * A batch (db_begin_batch) runs in libpq's pipeline mode: its statements
+ * are sent one after the other without waiting, and their answers read
+ * when a statement needs its own (a SELECT's rows, the COMMIT's outcome),
+ * so a commit of a dozen statements is two or three round trips to the
+ * server instead of a dozen, each of which waited for the server's process
+ * to be scheduled while the handle's lock was held.  The first error among
+ * the answers is the one reported (naming its statement when it is not the
+ * one that read them: what its db_run said it was doing); the server skips
+ * the rest of the pipeline, and the transaction is rolled back outside it.
+ */
+
+/*
+ * A statement sent (SENT: what libpq's PQsend* returned) and queued, WHAT
+ * naming it in an error; 0, or -1 noted.
+ */
+static int send_ok(struct pec_store *st, int sent, const char *what)
+{
+    struct pg_conn *c = st->conn;
+
+    if (!sent) {
+        set_error(st, PQerrorMessage(c->pg));
+        classify(st, NULL);
+        st->broken = 1; /* what was sent and what was not is unknown */
+        return -1;
+    }
+    if (c->nqueued == c->capqueued) {
+        c->capqueued = c->capqueued ? c->capqueued * 2 : 32;
+        c->queued = xrealloc(c->queued, (size_t)c->capqueued * sizeof(*c->queued));
+    }
+    c->queued[c->nqueued++] = what;
+    return 0;
+}
+
+/*
+ * Read the answers to everything queued, up to a sync point: 0, or -1 with
+ * the first error noted (unless QUIET).  LAST, when not NULL, gets the
+ * result of the statement queued WANT-th (the caller's: a SELECT's rows, a
+ * write's count, the COMMIT's status).
+ */
+static int flush(struct pec_store *st, int want, PGresult **last, int quiet)
+{
+    struct pg_conn *c = st->conn;
+    PGresult *r;
+    int rc = 0;
+
+    if (last != NULL)
+        *last = NULL;
+    if (!PQpipelineSync(c->pg)) {
+        if (!quiet)
+            set_error(st, PQerrorMessage(c->pg));
+        st->broken = 1;
+        rc = -1;
+    }
+    for (int i = 0; i < c->nqueued && !st->broken; i++) {
+        while ((r = PQgetResult(c->pg)) != NULL) {
+            if (PQresultStatus(r) != PGRES_PIPELINE_ABORTED && rc == 0 && result_ok(st, r) < 0) {
+                rc = -1;
+                if (quiet) {
+                    free(c->error);
+                    c->error = NULL;
+                } else if (i != want || last == NULL) {
+                    c->error_what = c->queued[i]; /* static: the SQL's or its caller's */
+                }
+            }
+            if (last != NULL && i == want && *last == NULL)
+                *last = r;
+            else
+                PQclear(r);
+        }
+        if (PQstatus(c->pg) != CONNECTION_OK) {
+            st->broken = 1;
+            break;
+        }
+    }
+    if (!st->broken) {
+        r = PQgetResult(c->pg);
+        if (r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+            if (rc == 0 && !quiet)
+                set_error(st, "the pipeline's answers are out of step");
+            st->broken = 1;
+            rc = -1;
+        }
+        PQclear(r);
+    }
+    if (rc < 0 && c->queued_prepare)
+        st->broken = 1; /* a statement noted as prepared may not be: start afresh */
+    c->nqueued = 0;
+    c->queued_prepare = 0;
+    if (rc < 0 && last != NULL) {
+        PQclear(*last);
+        *last = NULL;
+    }
+    return rc;
+}
+
+/* Out of pipeline mode, with nothing left unread (an error, the COMMIT, or the call's end). */
+static void leave_pipeline(struct pec_store *st)
+{
+    struct pg_conn *c = st->conn;
+
+    if (!c->pipeline)
+        return;
+    if (c->nqueued > 0 && !st->broken)
+        flush(st, -1, NULL, 1);
+    if (c->pipeline && !st->broken && !PQexitPipelineMode(c->pg))
+        st->broken = 1;
+    c->pipeline = 0;
+    c->nqueued = 0;
+    st->batch = 0;
+}
+
+/* ---------------------------------------------------------------- synchronous_commit */
+
+#define RELAX "SET LOCAL synchronous_commit = off"
+
+/* A statement without parameters queued: 0, or -1 noted. */
+static int send_plain(struct pec_store *st, const char *sql, const char *what)
+{
+    struct pg_conn *c = st->conn;
+
+    return send_ok(st, PQsendQueryParams(c->pg, sql, 0, NULL, NULL, NULL, NULL, 0), what);
+}
+
 /* The statement prepared for SQL: its index, or -1. */
 static int find_prepared(const struct pg_conn *c, const char *sql)
 {
@@ -223,12 +359,19 @@ static int prepare(struct pec_store *st, struct pg_stmt *s, const char *text, in
     PGresult *res;
 
     snprintf(name, sizeof(name), "s%d", c->nprepared);
-    res = PQprepare(c->pg, name, text, npar, types);
-    if (result_ok(st, res) < 0) {
+    if (c->pipeline) {
+        if (send_ok(st, PQsendPrepare(c->pg, name, text, npar, types),
+                    s->base.what ? s->base.what : s->base.sql) < 0)
+            return -1;
+        c->queued_prepare = 1;
+    } else {
+        res = PQprepare(c->pg, name, text, npar, types);
+        if (result_ok(st, res) < 0) {
+            PQclear(res);
+            return -1;
+        }
         PQclear(res);
-        return -1;
     }
-    PQclear(res);
     p->sql = xstrdup(s->base.sql);
     p->npar = npar;
     memcpy(p->types, types, (size_t)npar * sizeof(Oid));
@@ -247,7 +390,27 @@ static int execute(struct pec_store *st, struct pg_stmt *s)
     struct pg_conn *c = st->conn;
     struct pg_params pp;
     char name[16], *text = NULL;
-    int npar = 0, i = find_prepared(c, s->base.sql);
+    int npar = 0, i, alone = 0;
+    int rollback = strcmp(s->base.sql, "ROLLBACK") == 0;
+    int select = strncmp(s->base.sql, "SELECT", 6) == 0;
+
+    if (rollback) {
+        leave_pipeline(st); /* what was queued is read and dropped; the ROLLBACK outside */
+    } else if (c->relaxed && !st->batch && !select && !c->pipeline &&
+               strcmp(s->base.sql, "BEGIN") != 0 && PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+        alone = 1; /* a relaxed write of its own: in a transaction of its own, relaxed */
+    }
+    if ((st->batch || alone) && !c->pipeline && !rollback) {
+        if (!PQenterPipelineMode(c->pg)) {
+            set_error(st, PQerrorMessage(c->pg));
+            return -1;
+        }
+        c->pipeline = 1;
+        if (alone && (send_plain(st, "BEGIN", "starting a transaction") < 0 ||
+                      send_plain(st, RELAX, "relaxing the commit") < 0))
+            return -1;
+    }
+    i = find_prepared(c, s->base.sql);
 
     if (i >= 0) {
         npar = c->prepared[i].npar;
@@ -269,7 +432,32 @@ static int execute(struct pec_store *st, struct pg_stmt *s)
     }
     if (i >= 0)
         snprintf(name, sizeof(name), "s%d", i);
-    if (strncmp(s->base.sql, "SELECT", 6) == 0) {
+    if (c->pipeline) {
+        int sent =
+            i >= 0 ? PQsendQueryPrepared(c->pg, name, npar, pp.values, pp.lengths, pp.formats, 0)
+                   : PQsendQueryParams(c->pg, text, npar, pp.types, pp.values, pp.lengths,
+                                       pp.formats, 0);
+        int commit = strcmp(s->base.sql, "COMMIT") == 0, rc, mine;
+
+        free(text);
+        if (send_ok(st, sent, s->base.what ? s->base.what : s->base.sql) < 0)
+            return -1;
+        mine = c->nqueued - 1;
+        if (c->relaxed && strcmp(s->base.sql, "BEGIN") == 0 &&
+            send_plain(st, RELAX, "relaxing the commit") < 0)
+            return -1;
+        if (alone && send_plain(st, "COMMIT", "commit") < 0)
+            return -1;
+        if (!commit && !select && !alone)
+            return 0; /* a write: its answer is read with the next statement's */
+        rc = flush(st, mine, &s->res, 0);
+        if (rc < 0 || commit || alone)
+            leave_pipeline(st);
+        if (alone && rc < 0 && !st->broken && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+            PQclear(PQexec(c->pg, "ROLLBACK")); /* its own transaction, the caller knows none */
+        return rc;
+    }
+    if (select) {
         /* a row at a time: a walk over the whole log is not held in memory at once */
         int sent =
             i >= 0 ? PQsendQueryPrepared(c->pg, name, npar, pp.values, pp.lengths, pp.formats, 0)
@@ -289,7 +477,16 @@ static int execute(struct pec_store *st, struct pg_stmt *s)
     else
         s->res = PQexecParams(c->pg, text, npar, pp.types, pp.values, pp.lengths, pp.formats, 0);
     free(text);
-    return result_ok(st, s->res);
+    if (result_ok(st, s->res) < 0)
+        return -1;
+    if (c->relaxed && strcmp(s->base.sql, "BEGIN") == 0) {
+        PGresult *res = PQexec(c->pg, RELAX);
+        int rc = result_ok(st, res);
+
+        PQclear(res);
+        return rc;
+    }
+    return 0;
 }
 
 /* The next of a SELECT's rows: 1, 0 at the end, -1 with the error noted. */
@@ -367,9 +564,13 @@ static int pg_script(struct pec_store *st, const char *sql, const char *what, ch
                      size_t errlen)
 {
     int npar;
-    char *text = db_expand(&db_pg, sql, &npar);
-    PGresult *res = PQexec(pg_of(st), text);
-    int rc = result_ok(st, res);
+    char *text;
+    PGresult *res;
+    int rc;
+
+    text = db_expand(&db_pg, sql, &npar);
+    res = PQexec(pg_of(st), text);
+    rc = result_ok(st, res);
 
     free(text);
     PQclear(res);
@@ -385,9 +586,10 @@ static int pg_in_tx(struct pec_store *st)
 static int query_value(struct pec_store *st, const char *sql, const char *what, char **out,
                        char *err, size_t errlen)
 {
-    PGresult *res = PQexec(pg_of(st), sql);
+    PGresult *res;
 
     *out = NULL;
+    res = PQexec(pg_of(st), sql);
     if (result_ok(st, res) < 0) {
         PQclear(res);
         return pg_fail(st, what, err, errlen);
@@ -551,6 +753,7 @@ static void pg_close(struct pec_store *st)
     PQfinish(c->pg);
     for (int i = 0; i < c->nprepared; i++)
         free(c->prepared[i].sql);
+    free(c->queued);
     free(c->error);
     free(c);
     st->conn = NULL;
@@ -619,26 +822,48 @@ static int pg_open(struct pec_store *st, int flags, char *err, size_t errlen)
     return 0;
 }
 
-static int pg_enter(struct pec_store *st, int relaxed, char *err, size_t errlen)
-{
-    (void)relaxed; /* commits are as durable as the server's synchronous_commit says */
-    pthread_mutex_lock(&st->lock);
-    if (st->conn == NULL && pg_open(st, PEC_STORE_NOCREATE, err, errlen) < 0) {
-        pthread_mutex_unlock(&st->lock);
-        return -1;
-    }
-    free(((struct pg_conn *)st->conn)->error);
-    ((struct pg_conn *)st->conn)->error = NULL;
-    return 0;
-}
-
 static void pg_leave(struct pec_store *st)
 {
+    if (st->conn != NULL)
+        leave_pipeline(st); /* a batch the call did not end */
+    st->batch = 0;
     if (st->broken) {
         pg_close(st);
         st->broken = 0;
     }
     pthread_mutex_unlock(&st->lock);
+}
+
+/*
+ * Take the handle, connecting again after a fault.  Commits are as durable
+ * as the server's synchronous_commit says, except RELAXED ones, the
+ * injector's bookkeeping (claim, sent, defer, fail, tidy), which do not
+ * wait for the WAL to reach the disk, as SQLite's skip the fsync (sqlite.c
+ * says why): a crash of the server may undo the last of them, which only
+ * means a row is sent again, identical.  Those fsyncs were two of a
+ * submission's four, each a few ms with the handle's lock held.  A
+ * submission's own commit (its transaction, outbox rows, log records) and
+ * a delivery's still wait for the disk.  The setting is SET LOCAL, in the
+ * relaxed call's own transaction (queued after its BEGIN; an autocommit
+ * write becomes BEGIN, SET LOCAL, the write, COMMIT in one pipeline, one
+ * round trip): it ends with it, whatever happens, and every other commit
+ * has what the server, the role or the spec chose.
+ */
+static int pg_enter(struct pec_store *st, int relaxed, char *err, size_t errlen)
+{
+    struct pg_conn *c;
+
+    pthread_mutex_lock(&st->lock);
+    if (st->conn == NULL && pg_open(st, PEC_STORE_NOCREATE, err, errlen) < 0) {
+        pthread_mutex_unlock(&st->lock);
+        return -1;
+    }
+    c = st->conn;
+    free(c->error);
+    c->error = NULL;
+    c->error_what = NULL;
+    c->relaxed = relaxed;
+    return 0;
 }
 
 const struct db_driver db_pg = {

@@ -11,6 +11,7 @@
  */
 #include "check.h"
 #include "pgtest.h"
+#include "store/db_int.h"
 #include "store/registro.h"
 #include "store/store.h"
 #include "util/xalloc.h"
@@ -425,9 +426,10 @@ static int lock_waiters(void)
 
 /*
  * Another transaction and a commit lock the registro's two head rows in
- * opposite orders: the server breaks the deadlock by failing the commit's
- * transaction (it waited first), whose batch is applied again and goes
- * through.
+ * opposite orders (a commit locks both at once, the hash's row first: in
+ * the order of their keys): the server breaks the deadlock by failing the
+ * commit's transaction (it waited first), whose batch is applied again and
+ * goes through.
  */
 static void test_deadlock_retried(void)
 {
@@ -446,7 +448,7 @@ static void test_deadlock_retried(void)
     }
     x = PQconnectdb(spec);
     PQclear(PQexec(x, "BEGIN"));
-    r = PQexec(x, "UPDATE meta SET value = value WHERE key = 'registro_head_hash'");
+    r = PQexec(x, "UPDATE meta SET value = value WHERE key = 'registro_head_seq'");
     CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
     PQclear(r);
     c.st = st[0];
@@ -459,7 +461,7 @@ static void test_deadlock_retried(void)
      * then x is the one that waited first and gives way: what x gets does
      * not matter, the commit must go through.
      */
-    r = PQexec(x, "UPDATE meta SET value = value WHERE key = 'registro_head_seq'");
+    r = PQexec(x, "UPDATE meta SET value = value WHERE key = 'registro_head_hash'");
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         printf("deadlock: the other transaction: %s", PQerrorMessage(x));
     PQclear(r);
@@ -573,6 +575,96 @@ static void test_node_unique(void)
     free(spec);
 }
 
+/* ---------------------------------------------------------------- synchronous_commit */
+
+/*
+ * The connection's synchronous_commit as a call sees it, RELAXED or not,
+ * in a transaction of its own (BATCH: db_begin_batch, 0: db_begin, -1:
+ * none), rolled back.
+ */
+static char *sync_setting(struct pec_store *st, int relaxed, int batch)
+{
+    char err[1024], *v = NULL;
+    struct db_stmt *s;
+
+    if ((relaxed ? db_enter_relaxed(st, err, sizeof(err)) : db_enter(st, err, sizeof(err))) < 0)
+        return xstrdup(err);
+    if ((batch < 0 ||
+         (batch ? db_begin_batch(st, err, sizeof(err)) : db_begin(st, err, sizeof(err))) == 0) &&
+        (s = db_prep(st, "SELECT current_setting('synchronous_commit')", err, sizeof(err))) !=
+            NULL) {
+        v = xstrdup(db_step(st, s) == 1 ? db_col(s, 0) : "(error)");
+        db_release(st, s);
+    }
+    if (batch >= 0)
+        db_rollback(st);
+    db_leave(st);
+    return v ? v : xstrdup(err);
+}
+
+#define CHECK_SYNC(st, relaxed, batch, want)                                                       \
+    do {                                                                                           \
+        char *v_ = sync_setting(st, relaxed, batch);                                               \
+        CHECK_STR(v_, want);                                                                       \
+        free(v_);                                                                                  \
+    } while (0)
+
+/*
+ * The injector's bookkeeping (relaxed calls) does not wait for the WAL's
+ * flush, in its own transactions only; every other call does, whatever
+ * went before.  A relaxed write that fails leaves no transaction open.
+ */
+static void test_relaxed_only(void)
+{
+    struct pec_store *st[2];
+    struct pec_outbox_row row[2];
+    struct pec_batch *b;
+    char err[1024], *spec = xasprintf("%s options='-csearch_path=relaxed'", base);
+    const unsigned char msg[] = "Message-ID: <r1@pec-a.test>\r\n\r\nbody\r\n";
+    const char *to[] = {"mario@pec-a.test"};
+    struct pec_outmsg m[2] = {
+        {"r1@pec-a.test", "opec.r1@pec-a.test", "accettazione", to, 1, msg, sizeof(msg) - 1},
+        {"r2@pec-a.test", "opec.r2@pec-a.test", "accettazione", to, 1, msg, sizeof(msg) - 1}};
+    time_t next;
+
+    if (open_nodes("relaxed", st) < 0) {
+        free(spec);
+        return;
+    }
+    CHECK_SYNC(st[0], 0, -1, "on");
+    CHECK_SYNC(st[0], 1, -1, "on"); /* nothing committed: nothing relaxed */
+    CHECK_SYNC(st[0], 1, 1, "off");
+    CHECK_SYNC(st[0], 0, -1, "on");
+    CHECK_SYNC(st[0], 1, 0, "off");
+    CHECK_SYNC(st[0], 0, 1, "on");
+    CHECK_SYNC(st[0], 0, 0, "on");
+    /* the bookkeeping of two rows, then an ordinary call */
+    b = pec_batch_new();
+    pec_batch_outbox(b, &m[0]);
+    pec_batch_outbox(b, &m[1]);
+    CHECK(pec_store_commit(st[0], b, err, sizeof(err)) == 0);
+    pec_batch_free(b);
+    for (int i = 0; i < 2; i++)
+        CHECK(pec_store_outbox_claim(st[0], time(NULL), 1, &row[i], &next, err, sizeof(err)) == 1);
+    CHECK(pec_store_outbox_sent(st[0], row[0].id, time(NULL), "Q1", "", err, sizeof(err)) == 0);
+    CHECK(pec_store_outbox_sent(st[0], row[0].id, time(NULL), "Q1", "", err, sizeof(err)) < 0);
+    CHECK(strstr(err, "is not being sent") != NULL);
+    CHECK_SYNC(st[0], 0, -1, "on");
+    /* a relaxed write the database refuses (its statement prepared): the handle goes on */
+    CHECK(pg_sql(spec, "ALTER TABLE outbox ADD CONSTRAINT not_bad CHECK (mta_queue_id <> 'bad')") ==
+          0);
+    CHECK(pec_store_outbox_sent(st[0], row[1].id, time(NULL), "bad", "", err, sizeof(err)) < 0);
+    printf("relaxed write refused: %s\n", err);
+    CHECK(strstr(err, "not_bad") != NULL);
+    CHECK_SYNC(st[0], 0, -1, "on");
+    CHECK(pec_store_outbox_sent(st[0], row[1].id, time(NULL), "Q2", "", err, sizeof(err)) == 0);
+    for (int i = 0; i < 2; i++)
+        pec_outbox_row_free(&row[i]);
+    CHECK_SYNC(st[0], 0, 1, "on");
+    close_nodes(st);
+    free(spec);
+}
+
 int main(void)
 {
     base = getenv("PEC_TEST_STORE");
@@ -586,5 +678,6 @@ int main(void)
     test_node_unique();
     test_deadlock_retried();
     test_serialization_retried();
+    test_relaxed_only();
     return check_exit();
 }
