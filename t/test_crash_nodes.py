@@ -59,6 +59,9 @@ from pectest import postfix as pf
 from pectest.crash import log
 
 N = int(os.environ.get("PECTEST_CRASH_N") or 500)
+# what a start that found the database down, or lost it meanwhile, says (libpq's words)
+DB_GONE = (r"cannot connect|no connection to the server|server closed the connection"
+           r"|terminating connection|the database system is (?:shutting down|starting up)")
 KILLS_EACH = 3           # at least, of each node
 MOST_KILLS = 40          # in all, at most
 CLIENTS = 4
@@ -225,10 +228,11 @@ def run():
             if rc != 0:
                 problems.append("pecmilter %s exited %s" % (p.name, rc))
         for p in a:
-            # an incarnation may find the database down at its start (PostgreSQL is
-            # restarted once), never anything else
+            # an incarnation may find the database down at its start, or lose it
+            # while starting (PostgreSQL is restarted once): exit 73 saying so,
+            # never anything else
             for rc, why in p.exits:
-                if rc != 73 or "cannot connect" not in why:
+                if rc != 73 or not re.search(DB_GONE, why):
                     problems.append("pecmilter %s exited %s at its start: %s"
                                     % (p.name, rc, why))
         texts = {p.name: p.log_text() for p in everyone}
