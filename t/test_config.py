@@ -44,6 +44,14 @@ class ConfigTest(config.Scratch, unittest.TestCase):
         self.assertConfigError(r"^pecmilter: %s:%d: no_such_key: unknown setting$"
                                % (re.escape(self.path), lines + 1))
 
+    def test_removed_setting_says_what_to_do(self):
+        """maildir_autocreate is gone (issue 17): refused, naming what replaces it."""
+        text = config.render(self.settings)
+        lines = text.count("\n")
+        self.write(text + 'maildir_autocreate = "yes";\n')
+        self.assertConfigError(r"^pecmilter: %s:%d: maildir_autocreate: .*never at its first "
+                               r"delivery.*pecctl mailbox add" % (re.escape(self.path), lines + 1))
+
     def test_wrong_type(self):
         self.settings["size_limit"] = "big"
         self.write(config.render(self.settings))
