@@ -812,6 +812,7 @@ class Postfix:
         if _read_master_pid(self.queue) or _instance_pids(self.etc, self.queue):
             raise PostfixError("instance %s already has processes running" % self.root)
         self._write_config()
+        self._check_config()
         with _lock:
             _tell_reaper(self.workdir, "INST", self.etc, self.queue)
             _instances[self.etc] = self
@@ -833,6 +834,10 @@ class Postfix:
             self.stop()
             raise
         return self
+
+    def _check_config(self):
+        """Called on the written configuration before the start (a subclass may refuse
+        it by raising)."""
 
     def _start_command(self):
         """The command that starts the master (a subclass may wrap it)."""

@@ -256,6 +256,15 @@ class Provider(pf.Postfix):
             for dom, (ip, _) in self._peer_services():
                 f.write("%s %s\n" % (ip, dom))
 
+    def _check_config(self):
+        """Refuse to start what the snippets do not ship, but for the settings the test
+        declared in EXTRA_MAIN (a peer that is not set up as shipped)."""
+        declared = tuple("main.cf: %s " % k for k in self.extra_main)
+        undeclared = [d for d in self.deviations() if not d.startswith(declared)]
+        if undeclared:
+            raise AssertionError("%s runs what the snippets do not ship:\n  %s"
+                                 % (self.name, "\n  ".join(undeclared)))
+
     def _start_command(self):
         # /etc/hosts of a mount namespace of its own names the peers (module docstring)
         inner = "mount --bind %s /etc/hosts && exec %s -c %s start" % (
