@@ -13,6 +13,8 @@ is the scaffolding the e2e tests share: Maildirs to deliver into, a reconfigured
 daemon, stopping what a test started.
 """
 import contextlib
+import email
+import email.policy
 import json
 import os
 import re
@@ -107,6 +109,31 @@ def message(subject, to, sender, cc=None, extra=b"", body=b"Testo del messaggio.
              % (subject.encode(),
                 (msgid or "%s@client.pec-a.test" % re.sub(r"\W", "", subject)).encode()))
     return head + extra + b"MIME-Version: 1.0\r\nContent-Type: " + ctype + b"\r\n\r\n" + body
+
+
+# An 8-bit original (issue 17, point 5): an 8bit body and a raw UTF-8 Subject
+EIGHT_BIT_SUBJECT = "Citt\u00e0 8 bit"
+EIGHT_BIT_BODY = "Perch\u00e9 la citt\u00e0 costa 100 \u20ac.\r\n"
+EIGHT_BIT_FOUND = re.escape(b"Citt=C3=A0") + rb"|" + re.escape(b"8 bit")   # its busta
+
+
+def eight_bit_original(to, sender):
+    """The 8-bit original, as message() writes it but for the raw bytes."""
+    raw = message("Citta 8 bit", to, sender, body=EIGHT_BIT_BODY.encode()).replace(
+        b"\r\n\r\n", b"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n", 1)
+    return raw.replace(b"Subject: Citta 8 bit", b"Subject: " + EIGHT_BIT_SUBJECT.encode(), 1)
+
+
+def check_eight_bit_busta(case, got):
+    """GOT, the busta of eight_bit_original(), is 7-bit (pec-rules.md 3.1), so no MTA
+    re-encodes what was signed; Python's email decodes its postacert to the original's
+    text and subject as the user wrote them."""
+    case.assertIsNone(re.search(rb"[\x80-\xff]", got.raw), "8-bit bytes in the busta")
+    inner = email.message_from_bytes(got.postacert(), policy=email.policy.default)
+    case.assertEqual(str(inner["Subject"]), EIGHT_BIT_SUBJECT)
+    case.assertEqual(inner["Content-Transfer-Encoding"], "quoted-printable")
+    case.assertEqual(inner.get_content().replace("\r\n", "\n"),
+                     EIGHT_BIT_BODY.replace("\r\n", "\n"))
 
 
 def workdir(prefix):
