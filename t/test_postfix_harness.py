@@ -8,7 +8,6 @@ import shutil
 import socket
 import struct
 import sys
-import threading
 import tempfile
 import time
 import unittest
@@ -16,6 +15,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pectest import env  # noqa: E402
 from pectest import postfix as pf  # noqa: E402
+from pectest import stub  # noqa: E402
 
 WORK = None
 
@@ -70,30 +70,17 @@ def strip_added(raw):
     return b"\n".join(kept) + sep + body, removed
 
 
-class FakeMilter:
+class FakeMilter(stub.Server):
     """The smallest milter that can stand in for pecmilter here: it negotiates protocol
     version 6, accepts everything and records, per connection, the macros it was sent.
     Only to prove what the generated Postfix configuration hands a milter."""
 
     def __init__(self, path):
+        super().__init__(socket.AF_UNIX, path)
         self.path = path
         self.connections = []          # one dict of macros per SMTP connection
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
         os.chmod(path, 0o666)          # smtpd runs as postfix
-        self.sock.listen(8)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def close(self):
-        self.sock.close()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        self.listen()
 
     @staticmethod
     def _recv(conn, n):
