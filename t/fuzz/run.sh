@@ -9,8 +9,13 @@
 # directory, t/fuzz/work/NAME/: the corpus it grew, and a crash as crash-<sha1> (minimise
 # it with `BINARY -minimize_crash=1 FILE` and keep it in crashes/NAME/).
 #
+# The test run fuzzes from a fixed seed (PEC_FUZZ_SEED, 1 unless set; 0 asks libFuzzer
+# for a fresh one), so that a red run mostly replays as it ran (not exactly: how far
+# 30 s go differs, and so do values libFuzzer picks up from comparisons with addresses).
+# Finding new inputs is the long sessions' job, and each of those takes a fresh seed.
+#
 # --keep (contrib/fuzz.sh): start from the corpus a previous session left in
-# t/fuzz/work/NAME/ instead of an empty one, so long sessions add up.
+# t/fuzz/work/NAME/ instead of an empty one, so long sessions add up; a fresh seed.
 #
 # Needs PEC_SRC_DIR, PEC_BUILD_DIR and PEC_PKI_DIR (ctest sets them); PEC_SHARED_DIR
 # when ../shared is there.  The last line printed is libFuzzer's, with cov and ft.
@@ -74,7 +79,9 @@ elif [ "$message" = 1 ]; then
     dict="-dict=$here/mime.dict"
 fi
 
-echo "== $name: fuzzing for $seconds s from$(for d in $dirs; do printf ' %s' "${d#"$src"/}"; done)"
+seed=0
+[ "$keep" = 1 ] || seed=${PEC_FUZZ_SEED:-1}
+echo "== $name: fuzzing for $seconds s (seed $seed) from$(for d in $dirs; do printf ' %s' "${d#"$src"/}"; done)"
 # shellcheck disable=SC2086 # $dict and $dirs are word lists
-exec "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+exec "$bin" -seed="$seed" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$work/" $dict "$work/corpus" $dirs
