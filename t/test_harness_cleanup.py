@@ -2,7 +2,6 @@
 that is SIGKILLed (as ctest does on timeout) is cleaned up after by the reaper; one that
 raises inside the context manager, or exits without stopping, by the harness itself."""
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -218,18 +217,7 @@ def main():
     if not pf.have_postfix():
         env.skip("needs root and Postfix (postfix, /usr/lib/postfix/sbin/master)")
     WORK = tempfile.mkdtemp(prefix="pectest-cleanup-")
-    t0 = time.monotonic()
-    suite = unittest.defaultTestLoader.loadTestsFromTestCase(CleanupTest)
-    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
-    failed = len(result.failures) + len(result.errors)
-    passed = result.testsRun - failed - len(result.skipped)
-    if failed or os.environ.get("PECTEST_KEEP"):
-        print("workdir kept for inspection: %s" % WORK)
-    else:
-        shutil.rmtree(WORK, ignore_errors=True)
-    print("total %.2fs" % (time.monotonic() - t0))
-    print("%d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed else (env.SKIP if not passed else 0))
+    env.run_suite(CleanupTest, WORK)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,8 @@ import email
 import email.policy
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import unittest
@@ -219,14 +217,7 @@ def main():
     pki.ensure()
     WORK = tempfile.mkdtemp(prefix="pectest-injector-")
     os.chmod(WORK, 0o755)
-    suite = unittest.defaultTestLoader.loadTestsFromTestCase(InjectorTest)
-    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
-    failed = len(result.failures) + len(result.errors)
-    if failed or os.environ.get("PECTEST_KEEP"):
-        print("workdir kept for inspection: %s" % WORK)
-    else:
-        shutil.rmtree(WORK, ignore_errors=True)
-    sys.exit(1 if failed else 0)
+    env.run_suite(InjectorTest, WORK)
 
 
 if __name__ == "__main__":
