@@ -33,7 +33,6 @@ reaper stop it (and its children) whatever happens to the test.
 import grp
 import os
 import pwd
-import signal
 import shutil
 import subprocess
 import time
@@ -182,16 +181,7 @@ class Dovecot:
         """SIGTERM the master (it stops its children), wait, SIGKILL what is left."""
         if self.proc is None:
             return
-        family = {self.proc.pid} | postfix._descendants([self.proc.pid])
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        postfix._kill(postfix.wait_gone(family, timeout), signal.SIGKILL)
-        postfix.unregister_process(self.proc.pid)
+        postfix.stop_process(self.proc, timeout)
         self.proc = None
 
     def messages(self, address):

@@ -27,7 +27,6 @@ www/ is world-readable.
 """
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -163,16 +162,7 @@ class Nginx:
         """SIGTERM the master (it stops its workers), wait, SIGKILL what is left."""
         if self.proc is None:
             return
-        family = {self.proc.pid} | postfix._descendants([self.proc.pid])
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        postfix._kill(postfix.wait_gone(family, timeout), signal.SIGKILL)
-        postfix.unregister_process(self.proc.pid)
+        postfix.stop_process(self.proc, timeout)
         self.proc = None
 
     def __enter__(self):

@@ -297,6 +297,22 @@ def _reap_pid(pid, starttime, grace=3.0):
         _kill(family | _descendants(family), signal.SIGKILL)
 
 
+def stop_process(proc, timeout=10):
+    """SIGTERM the subprocess.Popen PROC, a master that stops its children, wait up
+    to TIMEOUT seconds, then SIGKILL whatever of its process family is left and
+    forget it (Dovecot, the HTTPS server)."""
+    family = {proc.pid} | _descendants([proc.pid])
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    _kill(wait_gone(family, timeout), signal.SIGKILL)
+    unregister_process(proc.pid)
+
+
 def wait_gone(pids, timeout):
     """Wait up to timeout seconds for every process in pids to end; returns those still
     alive (for the caller to SIGKILL).  Shared by every harness that stops a process
