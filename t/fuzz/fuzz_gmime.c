@@ -86,7 +86,11 @@ enum deliberate {
      * An RFC 2047 encoded word in a Content-Type: GMime decodes it, even inside the type
      * ("multipart/alterna=?utf-8?B?w6g=?=tive"); mime.c reads the field as RFC 2045
      * structures it, where encoded words have no place (RFC 2047 5).  The kind of part
-     * and what lies inside are still compared, the type's name is not.
+     * and what lies inside are still compared, the type's name is not.  Where the text
+     * from the first "=?" to the last "?=" holds a ';' or a quote, GMime's decoding moves
+     * the parameters themselves ('boundary="6g=?=st;boundary=d' is a boundary "d" for it
+     * once '=?utf-8?B?w...="6g=?=' is decoded away): a multipart's boundary is not
+     * compared then, nor anything inside it.
      */
     D_ENCODED_WORD_IN_TYPE,
     /*
@@ -159,6 +163,7 @@ struct node {
     size_t nchild;
     int opaque;       /* mime.c: a deliberate difference makes this part incomparable */
     int encoded_word; /* mime.c: the Content-Type holds an encoded word */
+    int word_params;  /* ... and one that spans a ';' or a quote (D_ENCODED_WORD_IN_TYPE) */
 };
 
 #define MAX_DEPTH 64
@@ -243,6 +248,21 @@ static char *mime_filename(const char *disp, const char *ctype, int *named, int 
     return NULL;
 }
 
+/* Does the text from the first "=?" to the last "?=" of FIELD hold a ';' or a quote? */
+static int word_spans_params(const char *field)
+{
+    const char *start = strstr(field, "=?"), *end = NULL;
+
+    for (const char *p = start; p != NULL && (p = strstr(p + 1, "?=")) != NULL;)
+        end = p;
+    if (start == NULL || end == NULL)
+        return 0;
+    for (const char *p = start; p < end; p++)
+        if (*p == ';' || *p == '"')
+            return 1;
+    return 0;
+}
+
 /* The multiparts around the part at hand in mime_tree, outermost first. */
 static struct node *enclosing[MAX_DEPTH + 1];
 static int n_enclosing;
@@ -291,6 +311,7 @@ static void mime_tree(const unsigned char *base, struct pec_span e, int digest, 
     disp = pec_mime_header(head, "Content-Disposition");
     cte = pec_mime_header(head, "Content-Transfer-Encoding");
     n->encoded_word = ctype != NULL && strstr(ctype, "=?") != NULL;
+    n->word_params = n->encoded_word && word_spans_params(ctype);
     if (ctype == NULL) {
         set_type(n, digest ? "message" : "text", digest ? "rfc822" : "plain");
         memset(&ct, 0, sizeof(ct));
@@ -497,6 +518,10 @@ static void compare(const unsigned char *data, size_t size, const struct node *a
         b->boundary[0] == '"' && strcmp(a->boundary, b->boundary + 1) == 0) {
         /* the same unterminated quote, in a boundary: the two split nothing alike */
         tolerated[D_UNTERMINATED_QUOTE]++;
+        return;
+    }
+    if (a->kind == MULTIPART && a->word_params && !same_text(a->boundary, b->boundary)) {
+        tolerated[D_ENCODED_WORD_IN_TYPE]++;
         return;
     }
     if (a->kind == MULTIPART && !same_text(a->boundary, b->boundary))
