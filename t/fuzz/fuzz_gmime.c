@@ -448,19 +448,20 @@ static void report(void)
 /*
  * Where GMime ends a body that mime.c ends at END (before the line break that belongs to
  * the next delimiter): two bytes before the delimiter line when that line ends in CRLF,
- * one when it ends in LF or not at all, whatever the break before it really is.
+ * or in a CR that is the input's last byte; one when it ends in LF or not at all;
+ * whatever the break before it really is.
  */
 static long long gmime_end(const unsigned char *data, size_t size, long long start, long long end)
 {
-    const unsigned char *nl;
+    const unsigned char *nl, *eol;
     long long delim, guess;
 
     if (end >= (long long)size || (data[end] != '\r' && data[end] != '\n'))
         return end;
     delim = end + (data[end] == '\r' ? 2 : 1);
     nl = memchr(data + delim, '\n', size - (size_t)delim);
-    /* a last delimiter without a line end counts as one that ends in LF */
-    guess = delim - (nl != NULL && nl > data + delim && nl[-1] == '\r' ? 2 : 1);
+    eol = nl != NULL ? nl : data + size;
+    guess = delim - (eol > data + delim && eol[-1] == '\r' ? 2 : 1);
     return guess < start ? start : guess;
 }
 
