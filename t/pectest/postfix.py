@@ -808,6 +808,12 @@ class Postfix:
                            stderr=subprocess.STDOUT, timeout=timeout, cwd="/")
         return p.returncode, p.stdout.decode("utf-8", "replace").replace("\r\n", "\n")
 
+    def flush(self):
+        """`postfix flush`: every deferred message is tried again now."""
+        rc, out = self._run([POSTFIX, "-c", self.etc, "flush"])
+        if rc != 0:
+            raise PostfixError("postfix flush: %s" % out)
+
     def postconf(self, *args):
         """Output of `postconf -c etc ARGS`."""
         rc, out = self._run([POSTCONF, "-c", self.etc] + list(args))
