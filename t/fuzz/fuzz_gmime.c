@@ -90,7 +90,8 @@ enum deliberate {
      * from the first "=?" to the last "?=" holds a ';' or a quote, GMime's decoding moves
      * the parameters themselves ('boundary="6g=?=st;boundary=d' is a boundary "d" for it
      * once '=?utf-8?B?w...="6g=?=' is decoded away): a multipart's boundary is not
-     * compared then, nor anything inside it.
+     * compared then, nor anything inside it, nor the multiparts around it (the boundary
+     * GMime reads may be one of theirs, as with D_REUSED_BOUNDARY).
      */
     D_ENCODED_WORD_IN_TYPE,
     /*
@@ -302,6 +303,10 @@ static void mime_tree(const unsigned char *base, struct pec_span e, int digest, 
     for (int i = 0; boundary != NULL && i < n_enclosing; i++)
         if (strcmp(enclosing[i]->boundary, boundary) == 0)
             enclosing[i]->opaque = D_REUSED_BOUNDARY + 1;
+    /* GMime may read any boundary, an enclosing one too, where a word spans parameters */
+    if (ctype != NULL && strcasecmp(ct.type, "multipart") == 0 && word_spans_params(ctype))
+        for (int i = 0; i < n_enclosing; i++)
+            enclosing[i]->opaque = D_ENCODED_WORD_IN_TYPE + 1;
     if (n->opaque) {
         if (ctype != NULL)
             pec_mime_ctype_free(&ct);
