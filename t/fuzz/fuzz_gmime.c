@@ -86,12 +86,13 @@ enum deliberate {
      * An RFC 2047 encoded word in a Content-Type: GMime decodes it, even inside the type
      * ("multipart/alterna=?utf-8?B?w6g=?=tive"); mime.c reads the field as RFC 2045
      * structures it, where encoded words have no place (RFC 2047 5).  The kind of part
-     * and what lies inside are still compared, the type's name is not.  Where the text
-     * from the first "=?" to the last "?=" holds a ';' or a quote, GMime's decoding moves
-     * the parameters themselves ('boundary="6g=?=st;boundary=d' is a boundary "d" for it
-     * once '=?utf-8?B?w...="6g=?=' is decoded away): a multipart's boundary is not
-     * compared then, nor anything inside it, nor the multiparts around it (the boundary
-     * GMime reads may be one of theirs, as with D_REUSED_BOUNDARY).
+     * and what lies inside are still compared, the type's name is not.  Where the word
+     * can move the structure, that is where the text from the first "=?" to the last "?="
+     * starts in the type or holds a ';' or a quote ('boundary="6g=?=st;boundary=d' is a
+     * boundary "d" for GMime once '=?utf-8?B?w...="6g=?=' is decoded away), the kind of
+     * part and a multipart's boundary are not compared, nor anything inside, nor the
+     * multiparts around it (the boundary GMime reads may be one of theirs, as with
+     * D_REUSED_BOUNDARY).
      */
     D_ENCODED_WORD_IN_TYPE,
     /*
@@ -164,7 +165,7 @@ struct node {
     size_t nchild;
     int opaque;       /* mime.c: a deliberate difference makes this part incomparable */
     int encoded_word; /* mime.c: the Content-Type holds an encoded word */
-    int word_params;  /* ... and one that spans a ';' or a quote (D_ENCODED_WORD_IN_TYPE) */
+    int word_moves;   /* ... and one that can move the structure (D_ENCODED_WORD_IN_TYPE) */
 };
 
 #define MAX_DEPTH 64
@@ -249,15 +250,21 @@ static char *mime_filename(const char *disp, const char *ctype, int *named, int 
     return NULL;
 }
 
-/* Does the text from the first "=?" to the last "?=" of FIELD hold a ';' or a quote? */
-static int word_spans_params(const char *field)
+/*
+ * Can decoding the encoded words of the Content-Type FIELD change the structure GMime
+ * reads: does the text from the first "=?" to the last "?=" start before the first ';'
+ * (in the type) or hold a ';' or a quote?
+ */
+static int word_moves_structure(const char *field)
 {
-    const char *start = strstr(field, "=?"), *end = NULL;
+    const char *start = strstr(field, "=?"), *end = NULL, *semi = strchr(field, ';');
 
     for (const char *p = start; p != NULL && (p = strstr(p + 1, "?=")) != NULL;)
         end = p;
     if (start == NULL || end == NULL)
         return 0;
+    if (semi == NULL || start < semi)
+        return 1;
     for (const char *p = start; p < end; p++)
         if (*p == ';' || *p == '"')
             return 1;
@@ -303,8 +310,8 @@ static void mime_tree(const unsigned char *base, struct pec_span e, int digest, 
     for (int i = 0; boundary != NULL && i < n_enclosing; i++)
         if (strcmp(enclosing[i]->boundary, boundary) == 0)
             enclosing[i]->opaque = D_REUSED_BOUNDARY + 1;
-    /* GMime may read any boundary, an enclosing one too, where a word spans parameters */
-    if (ctype != NULL && strcasecmp(ct.type, "multipart") == 0 && word_spans_params(ctype))
+    /* GMime may read any kind and boundary, an enclosing one too, where a word moves them */
+    if (ctype != NULL && word_moves_structure(ctype))
         for (int i = 0; i < n_enclosing; i++)
             enclosing[i]->opaque = D_ENCODED_WORD_IN_TYPE + 1;
     if (n->opaque) {
@@ -316,7 +323,7 @@ static void mime_tree(const unsigned char *base, struct pec_span e, int digest, 
     disp = pec_mime_header(head, "Content-Disposition");
     cte = pec_mime_header(head, "Content-Transfer-Encoding");
     n->encoded_word = ctype != NULL && strstr(ctype, "=?") != NULL;
-    n->word_params = n->encoded_word && word_spans_params(ctype);
+    n->word_moves = n->encoded_word && word_moves_structure(ctype);
     if (ctype == NULL) {
         set_type(n, digest ? "message" : "text", digest ? "rfc822" : "plain");
         memset(&ct, 0, sizeof(ct));
@@ -513,6 +520,11 @@ static void compare(const unsigned char *data, size_t size, const struct node *a
         tolerated[a->opaque - 1]++;
         return;
     }
+    if (a->word_moves &&
+        (a->kind != b->kind || (a->kind == MULTIPART && !same_text(a->boundary, b->boundary)))) {
+        tolerated[D_ENCODED_WORD_IN_TYPE]++;
+        return;
+    }
     if (a->kind == b->kind && a->encoded_word &&
         (strcmp(a->type, b->type) != 0 || strcmp(a->subtype, b->subtype) != 0))
         tolerated[D_ENCODED_WORD_IN_TYPE]++;
@@ -524,10 +536,6 @@ static void compare(const unsigned char *data, size_t size, const struct node *a
         b->boundary[0] == '"' && strcmp(a->boundary, b->boundary + 1) == 0) {
         /* the same unterminated quote, in a boundary: the two split nothing alike */
         tolerated[D_UNTERMINATED_QUOTE]++;
-        return;
-    }
-    if (a->kind == MULTIPART && a->word_params && !same_text(a->boundary, b->boundary)) {
-        tolerated[D_ENCODED_WORD_IN_TYPE]++;
         return;
     }
     if (a->kind == MULTIPART && !same_text(a->boundary, b->boundary))
