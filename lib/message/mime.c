@@ -295,6 +295,20 @@ static const char *past_comment(const char *s)
     return NULL;
 }
 
+/* Past white space and the comments that close; a comment that never closes stays. */
+static const char *skip_closed_cfws(const char *s)
+{
+    const char *c;
+
+    for (;;) {
+        while (is_wsp(*s) || *s == '\r' || *s == '\n')
+            s++;
+        if (*s != '(' || (c = past_comment(s)) == NULL)
+            return s;
+        s = c;
+    }
+}
+
 /*
  * Where the parameters begin after a type: past white space and the comments that
  * close, at the first ';', whatever junk lies before it ("" when there is none).  This
@@ -305,20 +319,19 @@ static const char *past_comment(const char *s)
  */
 static const char *params_after(const char *s)
 {
-    const char *c, *semi;
+    const char *semi;
 
-    for (;;) {
-        while (is_wsp(*s) || *s == '\r' || *s == '\n')
-            s++;
-        if (*s != '(' || (c = past_comment(s)) == NULL)
-            break;
-        s = c;
-    }
+    s = skip_closed_cfws(s);
     semi = strchr(s, ';');
     return semi != NULL ? semi : s + strlen(s);
 }
 
-/* Past "type/subtype" at the start of S, when it is there; else S itself. */
+/*
+ * Past "type/subtype" at the start of S, when it is there; else S itself.  A comment
+ * that never closes ends the type without taking the rest with it: in a
+ * Content-Disposition ("attachment/ (; filename=x.pdf") GMime reads one token and then
+ * the parameters from the first ';' (t/fuzz/crashes/gmime/disposition-slash-comment.eml).
+ */
 static const char *past_type(const char *s)
 {
     const char *p = skip_cfws(s);
@@ -328,7 +341,7 @@ static const char *past_type(const char *s)
     p = skip_cfws(p);
     if (p == skip_cfws(s) || *p != '/')
         return s;
-    for (p = skip_cfws(p + 1); is_token_char((unsigned char)*p);)
+    for (p = skip_closed_cfws(p + 1); is_token_char((unsigned char)*p);)
         p++;
     return p;
 }

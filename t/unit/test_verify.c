@@ -255,7 +255,16 @@ static void test_content_type(void)
         CHECK_STR(b, "x.pdf");
         CHECK(cs == NULL);
         free(b);
+        /* a comment that never closes after a '/' does not take the parameters along */
+        b = pec_mime_param_bytes("attachment/ (; filename=\"x.pdf\"", "filename", &len, &cs);
+        CHECK_STR(b, "x.pdf");
+        free(b);
+        free(cs);
     }
+    d = pec_mime_disposition_parse("attachment/ (; filename=x.pdf", &pp);
+    CHECK_STR(pec_mime_param(&pp, "filename"), "x.pdf");
+    free(d);
+    pec_mime_params_free(&pp);
 
     /* RFC 2231: continuations, extended values, a Latin-1 charset, precedence */
     d = pec_mime_disposition_parse("Attachment; filename=\"plain.txt\"; "
