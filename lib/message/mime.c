@@ -595,7 +595,8 @@ static void params_scan(const char *s, struct pec_mime_params *out)
             free(name);
             continue;
         }
-        s = skip_cfws(s + 1);
+        /* a comment that never closes is where the value starts, as GMime reads it */
+        s = skip_closed_cfws(s + 1);
         /*
          * Where the next parameter starts is where GMime starts it, so that both read
          * the same boundary and file name: after a value without quotes, at the next

@@ -261,6 +261,10 @@ static void test_content_type(void)
         free(b);
         free(cs);
     }
+    /* nor one where a value starts ("micalg=(ha-256; boundary=B" has a boundary) */
+    CHECK(pec_mime_ctype_parse("multipart/signed; micalg=(ha-256; boundary=d", &ct) == 0);
+    CHECK_STR(pec_mime_param(&ct.params, "boundary"), "d");
+    pec_mime_ctype_free(&ct);
     d = pec_mime_disposition_parse("attachment/ (; filename=x.pdf", &pp);
     CHECK_STR(pec_mime_param(&pp, "filename"), "x.pdf");
     free(d);
