@@ -163,25 +163,44 @@ size_t pec_mime_header_count(struct pec_span head, const char *name)
 
 /* ------------------------------------------------------------ structured values */
 
-/* White space, line ends and (nested) comments, as RFC 2045 allows between tokens. */
-static const char *skip_cfws(const char *s)
+/* Past the comment that opens at S, or NULL when it never closes. */
+static const char *past_comment(const char *s)
 {
+    int depth = 0;
+
+    for (; *s != '\0'; s++) {
+        if (*s == '\\' && s[1] != '\0')
+            s++;
+        else if (*s == '(')
+            depth++;
+        else if (*s == ')' && --depth == 0)
+            return s + 1;
+    }
+    return NULL;
+}
+
+/* Past white space and the comments that close; a comment that never closes stays. */
+static const char *skip_closed_cfws(const char *s)
+{
+    const char *c;
+
     for (;;) {
         while (is_wsp(*s) || *s == '\r' || *s == '\n')
             s++;
-        if (*s != '(')
+        if (*s != '(' || (c = past_comment(s)) == NULL)
             return s;
-        for (int depth = 0; *s != '\0'; s++) {
-            if (*s == '\\' && s[1] != '\0')
-                s++;
-            else if (*s == '(')
-                depth++;
-            else if (*s == ')' && --depth == 0) {
-                s++;
-                break;
-            }
-        }
+        s = c;
     }
+}
+
+/*
+ * White space, line ends and (nested) comments, as RFC 2045 allows between tokens; a
+ * comment that never closes runs to the end.
+ */
+static const char *skip_cfws(const char *s)
+{
+    s = skip_closed_cfws(s);
+    return *s == '(' ? s + strlen(s) : s;
 }
 
 /*
@@ -277,36 +296,6 @@ static const char *skip_garbage(const char *s)
             break;
     }
     return s;
-}
-
-/* Past the comment that opens at S, or NULL when it never closes. */
-static const char *past_comment(const char *s)
-{
-    int depth = 0;
-
-    for (; *s != '\0'; s++) {
-        if (*s == '\\' && s[1] != '\0')
-            s++;
-        else if (*s == '(')
-            depth++;
-        else if (*s == ')' && --depth == 0)
-            return s + 1;
-    }
-    return NULL;
-}
-
-/* Past white space and the comments that close; a comment that never closes stays. */
-static const char *skip_closed_cfws(const char *s)
-{
-    const char *c;
-
-    for (;;) {
-        while (is_wsp(*s) || *s == '\r' || *s == '\n')
-            s++;
-        if (*s != '(' || (c = past_comment(s)) == NULL)
-            return s;
-        s = c;
-    }
 }
 
 /*
