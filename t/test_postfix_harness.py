@@ -284,8 +284,8 @@ class HarnessTest(unittest.TestCase):
                 self.assertEqual(len(d.wait_for_mail("u@pec-d.test", 3)), 3)
                 self.assertEqual((len(mx.connections), len(sub.connections)), (n_mx, n_sub))
         finally:
-            mx.close()
-            sub.close()
+            mx.stop()
+            sub.stop()
         seen_mx = [m for m in mx.connections if "i" in m]
         seen_sub = [m for m in sub.connections if "i" in m]
         self.assertEqual(len(seen_mx), 1, mx.connections)

@@ -165,7 +165,7 @@ struct node {
     size_t nchild;
     int opaque;       /* mime.c: a deliberate difference makes this part incomparable */
     int encoded_word; /* mime.c: the Content-Type holds an encoded word */
-    int word_moves;   /* ... and one that can move the structure (D_ENCODED_WORD_IN_TYPE) */
+    int word_moves;   /* ... one that can move the structure (D_ENCODED_WORD_IN_TYPE) */
 };
 
 #define MAX_DEPTH 64
@@ -311,9 +311,9 @@ static void mime_tree(const unsigned char *base, struct pec_span e, int digest, 
         if (strcmp(enclosing[i]->boundary, boundary) == 0)
             enclosing[i]->opaque = D_REUSED_BOUNDARY + 1;
     /* GMime may read any kind and boundary, an enclosing one too, where a word moves them */
-    if (ctype != NULL && word_moves_structure(ctype))
-        for (int i = 0; i < n_enclosing; i++)
-            enclosing[i]->opaque = D_ENCODED_WORD_IN_TYPE + 1;
+    n->word_moves = ctype != NULL && word_moves_structure(ctype);
+    for (int i = 0; n->word_moves && i < n_enclosing; i++)
+        enclosing[i]->opaque = D_ENCODED_WORD_IN_TYPE + 1;
     if (n->opaque) {
         if (ctype != NULL)
             pec_mime_ctype_free(&ct);
@@ -323,7 +323,6 @@ static void mime_tree(const unsigned char *base, struct pec_span e, int digest, 
     disp = pec_mime_header(head, "Content-Disposition");
     cte = pec_mime_header(head, "Content-Transfer-Encoding");
     n->encoded_word = ctype != NULL && strstr(ctype, "=?") != NULL;
-    n->word_moves = n->encoded_word && word_moves_structure(ctype);
     if (ctype == NULL) {
         set_type(n, digest ? "message" : "text", digest ? "rfc822" : "plain");
         memset(&ct, 0, sizeof(ct));

@@ -28,8 +28,6 @@ class Server:
     def stop(self):
         self.sock.close()
 
-    close = stop
-
     def _accept(self):
         while True:
             try:
