@@ -166,12 +166,17 @@ static void name_free(struct name *nm)
     memset(nm, 0, sizeof(*nm));
 }
 
-/* Parameter ATTR of the header value VALUE in any of its forms: 1 and NM filled, or 0. */
-static int param_name(const char *value, const char *attr, struct name *nm)
+typedef char *param_getter(const char *value, const char *name, size_t *len, char **charset);
+
+/*
+ * Parameter ATTR of the header value VALUE in any of its forms, as GET reads that header:
+ * 1 and NM filled, or 0.
+ */
+static int param_name(param_getter *get, const char *value, const char *attr, struct name *nm)
 {
     memset(nm, 0, sizeof(*nm));
     if (value != NULL)
-        nm->bytes = pec_mime_param_bytes(value, attr, &nm->len, &nm->charset);
+        nm->bytes = get(value, attr, &nm->len, &nm->charset);
     return nm->bytes != NULL;
 }
 
@@ -373,12 +378,12 @@ static int replace_entity(struct walk *w, const struct entity *e, const struct n
  */
 static int attachment_name(const struct entity *e, struct name *nm)
 {
-    int named = param_name(e->disp, "filename", nm);
+    int named = param_name(pec_mime_disposition_param_bytes, e->disp, "filename", nm);
 
     if (named && nm->len > 0)
         return 1;
     name_free(nm);
-    if (param_name(e->ctype, "name", nm)) {
+    if (param_name(pec_mime_ctype_param_bytes, e->ctype, "name", nm)) {
         named = 1;
         if (nm->len > 0)
             return 1;

@@ -316,10 +316,8 @@ static const char *params_after(const char *s)
 }
 
 /*
- * Past "type/subtype" at the start of S, when it is there; else S itself.  A comment
- * that never closes ends the type without taking the rest with it: in a
- * Content-Disposition ("attachment/ (; filename=x.pdf") GMime reads one token and then
- * the parameters from the first ';' (t/fuzz/crashes/gmime/disposition-slash-comment.eml).
+ * Past "type/subtype" at the start of the Content-Type S, as pec_mime_ctype_parse reads
+ * it; S itself when there is no '/'.
  */
 static const char *past_type(const char *s)
 {
@@ -330,7 +328,7 @@ static const char *past_type(const char *s)
     p = skip_cfws(p);
     if (p == skip_cfws(s) || *p != '/')
         return s;
-    for (p = skip_closed_cfws(p + 1); is_token_char((unsigned char)*p);)
+    for (p = skip_cfws(p + 1); is_token_char((unsigned char)*p);)
         p++;
     return p;
 }
@@ -695,14 +693,15 @@ static char *decode_words(const char *text, size_t *len, char **charset)
     return out;
 }
 
-char *pec_mime_param_bytes(const char *s, const char *name, size_t *len, char **charset)
+/* Parameter NAME of the parameters that begin at S, as pec_mime_ctype_param_bytes says. */
+static char *param_bytes(const char *s, const char *name, size_t *len, char **charset)
 {
     struct pec_mime_params pp;
     const char *plain;
     char *out = NULL;
 
     *charset = NULL;
-    params_scan(params_after(past_type(s)), &pp);
+    params_scan(s, &pp);
     if (has_sections(&pp, name)) {
         out = join_sections(&pp, name, len, charset);
     } else if ((plain = pec_mime_param(&pp, name)) != NULL &&
@@ -712,6 +711,23 @@ char *pec_mime_param_bytes(const char *s, const char *name, size_t *len, char **
     }
     pec_mime_params_free(&pp);
     return out;
+}
+
+char *pec_mime_ctype_param_bytes(const char *value, const char *name, size_t *len, char **charset)
+{
+    return param_bytes(params_after(past_type(value)), name, len, charset);
+}
+
+/*
+ * A Content-Disposition has no subtype: "attachment/ (; filename=x.pdf" is junk before
+ * the first ';' for GMime, as for pec_mime_disposition_parse, even where a comment closes
+ * after it (t/fuzz/crashes/gmime/disposition-slash-comment.eml,
+ * disposition-slash-closed-comment.eml).
+ */
+char *pec_mime_disposition_param_bytes(const char *value, const char *name, size_t *len,
+                                       char **charset)
+{
+    return param_bytes(params_after(value), name, len, charset);
 }
 
 int pec_mime_ctype_parse(const char *value, struct pec_mime_ctype *ct)

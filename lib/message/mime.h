@@ -108,17 +108,20 @@ const char *pec_mime_param(const struct pec_mime_params *params, const char *nam
 void pec_mime_params_free(struct pec_mime_params *params);
 
 /*
- * Parameter NAME (lowercase) of the header value S, decoded but left in the charset the
- * sender declared, for a caller that writes the value back under that charset: RFC 2231
- * pieces joined and %-decoded as pec_mime_params_parse joins them, else the plain value,
- * its RFC 2047 encoded words decoded when it is made only of them (as some clients write
- * file names).  S is read as by pec_mime_params_parse; a leading type ("text/plain",
- * "attachment") is skipped and the parameters begin at the first ';' after it, as for
- * pec_mime_ctype_parse.  Returns the *LEN bytes, which may include NULs, or NULL when
- * there is no such parameter; *CHARSET gets the charset as written (RFC 2231 or of the
- * first encoded word), or NULL when none was declared.
+ * Parameter NAME (lowercase) of the Content-Type VALUE, decoded but left in the charset
+ * the sender declared, for a caller that writes the value back under that charset: RFC
+ * 2231 pieces joined and %-decoded as pec_mime_params_parse joins them, else the plain
+ * value, its RFC 2047 encoded words decoded when it is made only of them (as some
+ * clients write file names).  The parameters begin where pec_mime_ctype_parse finds
+ * them.  Returns the *LEN bytes, which may include NULs, or NULL when there is no such
+ * parameter; *CHARSET gets the charset as written (RFC 2231 or of the first encoded
+ * word), or NULL when none was declared.
  */
-char *pec_mime_param_bytes(const char *s, const char *name, size_t *len, char **charset);
+char *pec_mime_ctype_param_bytes(const char *value, const char *name, size_t *len, char **charset);
+
+/* The same of a Content-Disposition VALUE, read as pec_mime_disposition_parse reads it. */
+char *pec_mime_disposition_param_bytes(const char *value, const char *name, size_t *len,
+                                       char **charset);
 
 /* A Content-Type value: type and subtype lowercase, parameters as above. */
 struct pec_mime_ctype {

@@ -29,12 +29,14 @@ struct found {
     size_t n;
 };
 
-static int has_param(const char *value, const char *name)
+typedef char *param_getter(const char *value, const char *name, size_t *len, char **charset);
+
+static int has_param(param_getter *get, const char *value, const char *name)
 {
     size_t len;
     char *cs, *b;
 
-    if (value == NULL || (b = pec_mime_param_bytes(value, name, &len, &cs)) == NULL)
+    if (value == NULL || (b = get(value, name, &len, &cs)) == NULL)
         return 0;
     free(b);
     free(cs);
@@ -53,7 +55,8 @@ static void walk(struct pec_span e, int depth, int top, struct found *f)
     disp = pec_mime_header(head, "Content-Disposition");
     pec_mime_ctype_parse(ctype, &ct);
     boundary = pec_mime_param(&ct.params, "boundary");
-    if (!top && (has_param(disp, "filename") || has_param(ctype, "name") ||
+    if (!top && (has_param(pec_mime_disposition_param_bytes, disp, "filename") ||
+                 has_param(pec_mime_ctype_param_bytes, ctype, "name") ||
                  pec_mime_ctype_is(&ct, "message", "rfc822"))) {
         if (f->n < MAX_ATTACHMENTS)
             f->v[f->n++] = body;

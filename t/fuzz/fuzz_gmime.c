@@ -43,7 +43,7 @@ enum deliberate {
     D_LINE_BREAK_BEFORE_DELIMITER,
     /*
      * GMime decodes RFC 2047 encoded words and converts charsets in file names; mime.c
-     * hands back the bytes (pec_mime_param_bytes) or decodes only UTF-8 and ISO-8859-1
+     * hands back the bytes (pec_mime_*_param_bytes) or decodes only UTF-8 and ISO-8859-1
      * (pec_mime_params_parse): the names the rules fix (daticert.xml, postacert.eml,
      * smime.p7s) are ASCII, and RFC 2047 (5) forbids encoded words in parameters.  File
      * names are compared only when both sides are printable ASCII and the fields hold no
@@ -233,12 +233,14 @@ static int encoded(const char *cte)
 static char *mime_filename(const char *disp, const char *ctype, int *named, int *pieces)
 {
     const char *src[2] = {disp, ctype}, *attr[2] = {"filename", "name"};
+    char *(*get[2])(const char *, const char *, size_t *,
+                    char **) = {pec_mime_disposition_param_bytes, pec_mime_ctype_param_bytes};
 
     for (int i = 0; i < 2; i++) {
         size_t len;
         char *cs, *b, *out;
 
-        if (src[i] == NULL || (b = pec_mime_param_bytes(src[i], attr[i], &len, &cs)) == NULL)
+        if (src[i] == NULL || (b = get[i](src[i], attr[i], &len, &cs)) == NULL)
             continue;
         *named = 1;
         *pieces = strchr(src[i], '*') != NULL;

@@ -45,11 +45,14 @@ static void structured(const char *value)
     pec_mime_params_parse(value, &pp);
     check_params(&pp);
     pec_mime_params_free(&pp);
-    bytes = pec_mime_param_bytes(value, "filename", &len, &cs);
-    FUZZ_CHECK(bytes == NULL || bytes[len] == '\0');
-    FUZZ_CHECK(bytes != NULL || cs == NULL);
-    free(bytes);
-    free(cs);
+    for (int i = 0; i < 2; i++) {
+        bytes = (i ? pec_mime_disposition_param_bytes
+                   : pec_mime_ctype_param_bytes)(value, "filename", &len, &cs);
+        FUZZ_CHECK(bytes == NULL || bytes[len] == '\0');
+        FUZZ_CHECK(bytes != NULL || cs == NULL);
+        free(bytes);
+        free(cs);
+    }
     addr = pec_mime_address(value);
     FUZZ_CHECK(addr == NULL || *addr != '\0');
     free(addr);

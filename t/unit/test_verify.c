@@ -249,19 +249,33 @@ static void test_content_type(void)
     pec_mime_params_free(&pp);
     {
         size_t len;
-        char *cs,
-            *b = pec_mime_param_bytes("attachment (; filename=\"x.pdf\"", "filename", &len, &cs);
+        char *cs, *b = pec_mime_disposition_param_bytes("attachment (; filename=\"x.pdf\"",
+                                                        "filename", &len, &cs);
 
         CHECK_STR(b, "x.pdf");
         CHECK(cs == NULL);
         free(b);
         /* a comment that never closes after a '/' does not take the parameters along */
-        b = pec_mime_param_bytes("attachment/ (; filename=\"x.pdf\"", "filename", &len, &cs);
+        b = pec_mime_disposition_param_bytes("attachment/ (; filename=\"x.pdf\"", "filename", &len,
+                                             &cs);
         CHECK_STR(b, "x.pdf");
         free(b);
         free(cs);
+        /* nor does one that closes: a disposition has no subtype to skip */
+        b = pec_mime_disposition_param_bytes("attachment/ (; filename=\"x.pdf\")fattura.pd",
+                                             "filename", &len, &cs);
+        CHECK_STR(b, "x.pdf");
+        free(b);
+        free(cs);
+        /* a Content-Type's subtype is skipped, comments and all */
+        b = pec_mime_ctype_param_bytes("application/ (; name=\"x.pdf\")pdf; name=y.pdf", "name",
+                                       &len, &cs);
+        CHECK_STR(b, "y.pdf");
+        free(b);
+        free(cs);
     }
-    /* nor one where a value starts ("micalg=(ha-256; boundary=B" has a boundary) */
+    /* nor does a comment that never closes where a value starts ("micalg=(ha-256; boundary=B"
+     * has a boundary) */
     CHECK(pec_mime_ctype_parse("multipart/signed; micalg=(ha-256; boundary=d", &ct) == 0);
     CHECK_STR(pec_mime_param(&ct.params, "boundary"), "d");
     pec_mime_ctype_free(&ct);
