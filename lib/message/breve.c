@@ -166,13 +166,12 @@ static void name_free(struct name *nm)
     memset(nm, 0, sizeof(*nm));
 }
 
-typedef char *param_getter(const char *value, const char *name, size_t *len, char **charset);
-
 /*
  * Parameter ATTR of the header value VALUE in any of its forms, as GET reads that header:
  * 1 and NM filled, or 0.
  */
-static int param_name(param_getter *get, const char *value, const char *attr, struct name *nm)
+static int param_name(pec_mime_param_getter *get, const char *value, const char *attr,
+                      struct name *nm)
 {
     memset(nm, 0, sizeof(*nm));
     if (value != NULL)

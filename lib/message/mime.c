@@ -316,21 +316,21 @@ static const char *params_after(const char *s)
 }
 
 /*
- * Past "type/subtype" at the start of the Content-Type S, as pec_mime_ctype_parse reads
- * it; S itself when there is no '/'.
+ * "type/subtype" at the start of the Content-Type S into *TYPE and *SUBTYPE, lowercase
+ * ("" when missing); returns where the search for its parameters begins.
  */
-static const char *past_type(const char *s)
+static const char *read_type(const char *s, char **type, char **subtype)
 {
-    const char *p = skip_cfws(s);
-
-    while (is_token_char((unsigned char)*p))
-        p++;
-    p = skip_cfws(p);
-    if (p == skip_cfws(s) || *p != '/')
-        return s;
-    for (p = skip_cfws(p + 1); is_token_char((unsigned char)*p);)
-        p++;
-    return p;
+    s = skip_cfws(s);
+    *type = read_token(&s);
+    s = skip_cfws(s);
+    if (*s == '/') {
+        s = skip_cfws(s + 1);
+        *subtype = read_token(&s);
+    } else {
+        *subtype = xstrdup("");
+    }
+    return s;
 }
 
 static void params_add(struct pec_mime_params *pp, char *name, char *value)
@@ -715,7 +715,12 @@ static char *param_bytes(const char *s, const char *name, size_t *len, char **ch
 
 char *pec_mime_ctype_param_bytes(const char *value, const char *name, size_t *len, char **charset)
 {
-    return param_bytes(params_after(past_type(value)), name, len, charset);
+    char *type, *subtype;
+    const char *s = read_type(value, &type, &subtype);
+
+    free(type);
+    free(subtype);
+    return param_bytes(params_after(s), name, len, charset);
 }
 
 /*
@@ -732,16 +737,8 @@ char *pec_mime_disposition_param_bytes(const char *value, const char *name, size
 
 int pec_mime_ctype_parse(const char *value, struct pec_mime_ctype *ct)
 {
-    const char *s = skip_cfws(value != NULL ? value : "");
+    const char *s = read_type(value != NULL ? value : "", &ct->type, &ct->subtype);
 
-    ct->type = read_token(&s);
-    s = skip_cfws(s);
-    if (*s == '/') {
-        s = skip_cfws(s + 1);
-        ct->subtype = read_token(&s);
-    } else {
-        ct->subtype = xstrdup("");
-    }
     pec_mime_params_parse(params_after(s), &ct->params);
     if (*ct->type == '\0' || *ct->subtype == '\0') {
         ct->type[0] = '\0';

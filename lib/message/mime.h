@@ -123,6 +123,10 @@ char *pec_mime_ctype_param_bytes(const char *value, const char *name, size_t *le
 char *pec_mime_disposition_param_bytes(const char *value, const char *name, size_t *len,
                                        char **charset);
 
+/* Either of the two, for a caller that reads both headers alike. */
+typedef char *pec_mime_param_getter(const char *value, const char *name, size_t *len,
+                                    char **charset);
+
 /* A Content-Type value: type and subtype lowercase, parameters as above. */
 struct pec_mime_ctype {
     char *type;

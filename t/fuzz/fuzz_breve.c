@@ -29,9 +29,7 @@ struct found {
     size_t n;
 };
 
-typedef char *param_getter(const char *value, const char *name, size_t *len, char **charset);
-
-static int has_param(param_getter *get, const char *value, const char *name)
+static int has_param(pec_mime_param_getter *get, const char *value, const char *name)
 {
     size_t len;
     char *cs, *b;

@@ -250,8 +250,7 @@ static int encoded(const char *cte)
 static char *mime_filename(const char *disp, const char *ctype, int *named, int *pieces)
 {
     const char *src[2] = {disp, ctype}, *attr[2] = {"filename", "name"};
-    char *(*get[2])(const char *, const char *, size_t *,
-                    char **) = {pec_mime_disposition_param_bytes, pec_mime_ctype_param_bytes};
+    pec_mime_param_getter *get[2] = {pec_mime_disposition_param_bytes, pec_mime_ctype_param_bytes};
 
     for (int i = 0; i < 2; i++) {
         size_t len;
@@ -290,9 +289,51 @@ static int word_moves_structure(const char *field)
     return 0;
 }
 
-struct parse;
-static int buffer_end_in_bad_section(const struct parse *p, gint64 from, gint64 to);
-static const struct parse *gmime_marks; /* GMime's reading of the input at hand */
+/* Where GMime's reads ended and where it warned of invalid lines (D_GMIME_BUFFER_END). */
+#define MAX_MARKS 256
+
+struct parse {
+    GMimeStream *stream; /* the input as GMime reads it */
+    size_t size;
+    int warnings;
+    size_t ninvalid, nread;
+    gint64 invalid[MAX_MARKS]; /* the fields GMime found an invalid line in */
+    gint64 read_end[MAX_MARKS];
+};
+
+static struct parse *current; /* GMime's reading of the input at hand */
+static ssize_t (*mem_read)(GMimeStream *stream, char *buf, size_t len);
+
+static void mark(gint64 *v, size_t *n, gint64 offset)
+{
+    if (*n < MAX_MARKS)
+        v[(*n)++] = offset;
+}
+
+static ssize_t recording_read(GMimeStream *stream, char *buf, size_t len)
+{
+    ssize_t n = mem_read(stream, buf, len);
+
+    if (current != NULL && stream == current->stream && n > 0)
+        mark(current->read_end, &current->nread, stream->position);
+    return n;
+}
+
+/*
+ * Did one of GMime's reads end in the header section [FROM, TO) of the input, where it
+ * warned of an invalid line?  (It names the offset of the field it was reading.)
+ */
+static int buffer_end_in_bad_section(gint64 from, gint64 to)
+{
+    const struct parse *p = current;
+    int invalid = p->ninvalid == MAX_MARKS, ended = p->nread == MAX_MARKS;
+
+    for (size_t i = 0; !invalid && i < p->ninvalid; i++)
+        invalid = p->invalid[i] >= from && p->invalid[i] < to;
+    for (size_t j = 0; !ended && j < p->nread; j++)
+        ended = p->read_end[j] > from && p->read_end[j] <= to && p->read_end[j] < (gint64)p->size;
+    return invalid && ended;
+}
 
 /* The multiparts around the part at hand in mime_tree, outermost first. */
 static struct node *enclosing[MAX_DEPTH + 1];
@@ -312,8 +353,7 @@ static void mime_tree(const unsigned char *base, struct pec_span e, int digest, 
 
     if (memchr(head.p, '\0', head.len) != NULL)
         n->opaque = D_NUL_IN_HEADER + 1;
-    else if (gmime_marks != NULL &&
-             buffer_end_in_bad_section(gmime_marks, head.p - base, body.p - base))
+    else if (current != NULL && buffer_end_in_bad_section(head.p - base, body.p - base))
         n->opaque = D_GMIME_BUFFER_END + 1;
     for (size_t i = 0; !n->opaque && i < head.len; i++)
         if (head.p[i] == '\r' && (i + 1 == head.len || head.p[i + 1] != '\n'))
@@ -587,36 +627,6 @@ static void compare(const unsigned char *data, size_t size, const struct node *a
     }
 }
 
-/* Where GMime's reads ended and where it warned of invalid lines (D_GMIME_BUFFER_END). */
-#define MAX_MARKS 256
-
-struct parse {
-    size_t size;
-    int warnings;
-    size_t ninvalid, nread;
-    gint64 invalid[MAX_MARKS]; /* where the header sections with an invalid line begin */
-    gint64 read_end[MAX_MARKS];
-};
-
-static struct parse *reading;    /* the parse whose stream's reads are recorded */
-static GMimeStream *read_stream; /* that stream */
-static ssize_t (*mem_read)(GMimeStream *stream, char *buf, size_t len);
-
-static void mark(gint64 *v, size_t *n, gint64 offset)
-{
-    if (*n < MAX_MARKS)
-        v[(*n)++] = offset;
-}
-
-static ssize_t recording_read(GMimeStream *stream, char *buf, size_t len)
-{
-    ssize_t n = mem_read(stream, buf, len);
-
-    if (stream == read_stream && reading != NULL && n > 0)
-        mark(reading->read_end, &reading->nread, stream->position);
-    return n;
-}
-
 static void warned(gint64 offset, GMimeParserWarning errcode, const gchar *item, gpointer arg)
 {
     struct parse *p = arg;
@@ -630,21 +640,6 @@ static void warned(gint64 offset, GMimeParserWarning errcode, const gchar *item,
         mark(p->invalid, &p->ninvalid, offset);
     if (structural_warning(errcode, item))
         p->warnings++;
-}
-
-/*
- * Did one of GMime's reads end in the header section [FROM, TO) of the input, where it
- * warned of an invalid line?  (It names the offset of the field it was reading.)
- */
-static int buffer_end_in_bad_section(const struct parse *p, gint64 from, gint64 to)
-{
-    int invalid = p->ninvalid == MAX_MARKS, ended = p->nread == MAX_MARKS;
-
-    for (size_t i = 0; !invalid && i < p->ninvalid; i++)
-        invalid = p->invalid[i] >= from && p->invalid[i] < to;
-    for (size_t j = 0; !ended && j < p->nread; j++)
-        ended = p->read_end[j] > from && p->read_end[j] <= to && p->read_end[j] < (gint64)p->size;
-    return invalid && ended;
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -674,19 +669,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     GMimeObject *top;
     struct node a, b;
     struct pec_span all = {data, size};
-    struct parse p = {.size = size};
+    struct parse p = {.stream = stream, .size = size};
 
     g_mime_parser_set_format(parser, GMIME_FORMAT_MESSAGE);
     g_mime_parser_options_set_warning_callback(opts, warned, &p);
-    reading = &p;
-    read_stream = stream;
+    current = &p;
     msg = g_mime_parser_construct_message(parser, opts);
-    reading = NULL;
-    read_stream = NULL;
     top = msg != NULL ? g_mime_message_get_mime_part(msg) : NULL;
-    gmime_marks = &p;
     mime_tree(data, all, 0, 0, &a);
-    gmime_marks = NULL;
+    current = NULL;
     if (top != NULL && p.warnings == 0) {
         gmime_tree(top, 0, &b);
         if (getenv("FUZZ_GMIME_TREES") != NULL) {

@@ -41,13 +41,13 @@ static void structured(const char *value)
     struct pec_mime_params pp;
     size_t len;
     char *cs, *bytes, *addr;
+    pec_mime_param_getter *get[2] = {pec_mime_ctype_param_bytes, pec_mime_disposition_param_bytes};
 
     pec_mime_params_parse(value, &pp);
     check_params(&pp);
     pec_mime_params_free(&pp);
     for (int i = 0; i < 2; i++) {
-        bytes = (i ? pec_mime_disposition_param_bytes
-                   : pec_mime_ctype_param_bytes)(value, "filename", &len, &cs);
+        bytes = get[i](value, "filename", &len, &cs);
         FUZZ_CHECK(bytes == NULL || bytes[len] == '\0');
         FUZZ_CHECK(bytes != NULL || cs == NULL);
         free(bytes);
